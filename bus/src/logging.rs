@@ -1,0 +1,26 @@
+//! Structured logs for operators: quiet by default, JSON on request.
+
+/// Install a `tracing` subscriber writing to stderr (which the
+/// orchestrator captures line by line and tags with the operator ID).
+///
+/// The filter comes from `SWITCHBOARD_LOG`, then `RUST_LOG`, else `info`
+/// for this process and `warn` for libraries. `SWITCHBOARD_LOG_FORMAT=json`
+/// switches to one JSON object per line. Calling it twice is harmless.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("SWITCHBOARD_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new("warn,switchboard=info"));
+    let json = std::env::var("SWITCHBOARD_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

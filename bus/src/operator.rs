@@ -1,0 +1,525 @@
+//! The operator runtime: ready, heartbeats, control verbs, signals.
+//!
+//! An operator implements [`Operator`] and hands itself to [`run`]. The
+//! runtime does the lifecycle the orchestrator expects (docs/PROTOCOL.md,
+//! "Lifecycle"): it connects from the launch environment, calls `start`,
+//! announces `ready` (flushed), sends heartbeats with state and counters,
+//! answers every control verb with an ack, maps SIGTERM/SIGINT to
+//! shutdown and SIGHUP to reload, and flushes before it returns.
+//!
+//! Handlers run one at a time on the caller's task, so an operator needs
+//! no locks for its own state; long work belongs in a spawned task that
+//! holds a clone of [`Context::bus`].
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures::stream::{SelectAll, StreamExt};
+use futures::FutureExt;
+use serde::de::DeserializeOwned;
+use switchboard_proto::{
+    control_subject, heartbeat_subject, ready_subject, Control, ControlAck, FailureCode, Heartbeat,
+    OperatorId, OperatorState, Pattern, Ready, Timestamp, PROTOCOL_VERSION,
+};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::Instrument;
+
+use crate::client::Bus;
+use crate::error::{ConnectError, SubscribeError};
+use crate::launch::{LaunchEnv, LaunchError};
+use crate::subscription::{Delivery, Subscription};
+
+/// What a handler returns when it fails; anything that is an error.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The result of a handler.
+pub type HandlerResult = Result<(), HandlerError>;
+
+/// An operator's behaviour. Only `start` is required.
+///
+/// `async fn` in this trait is deliberate: the runtime awaits handlers on
+/// the caller's own task, so their futures need not be `Send`, and an
+/// operator may keep non-`Send` state.
+#[allow(async_fn_in_trait)]
+pub trait Operator {
+    /// The operator's configuration, deserialised from the manifest's
+    /// `[config]` table (JSON in `SWITCHBOARD_CONFIG`). Use
+    /// `serde_json::Value` to take it as is.
+    type Config: DeserializeOwned;
+
+    /// The operator's own version, reported in `ready`.
+    fn version(&self) -> Option<String> {
+        None
+    }
+
+    /// Set up: subscribe with [`Context::subscribe`], open connections.
+    /// `ready` is announced when this returns `Ok`.
+    async fn start(&mut self, ctx: &mut Context, config: Self::Config) -> HandlerResult;
+
+    /// One envelope from a subscription made with [`Context::subscribe`].
+    /// Not called while halted (deliveries wait until `resume`).
+    async fn message(&mut self, ctx: &mut Context, delivery: Delivery) -> HandlerResult {
+        let _ = (ctx, delivery);
+        Ok(())
+    }
+
+    /// Apply a new configuration without exiting. The default stops,
+    /// drops the subscriptions and starts again with `config`; override it
+    /// to apply changes more gently (keep connections open).
+    async fn reload(&mut self, ctx: &mut Context, config: Self::Config) -> HandlerResult {
+        self.stop(ctx).await?;
+        ctx.clear_subscriptions();
+        self.start(ctx, config).await
+    }
+
+    /// Pause: stop producing. Deliveries are held until `resume`.
+    async fn halt(&mut self, ctx: &mut Context) -> HandlerResult {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Continue after `halt`.
+    async fn resume(&mut self, ctx: &mut Context) -> HandlerResult {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Release resources before exit or restart. Publishes made here are
+    /// flushed by the runtime.
+    async fn stop(&mut self, ctx: &mut Context) -> HandlerResult {
+        let _ = ctx;
+        Ok(())
+    }
+}
+
+/// What handlers get: the bus, the operator's identity and directories,
+/// and its subscriptions.
+pub struct Context {
+    bus: Bus,
+    id: OperatorId,
+    launch: LaunchEnv,
+    inbox: SelectAll<Subscription>,
+    state: OperatorState,
+    shutdown_requested: bool,
+}
+
+impl Context {
+    /// The connection, to publish and request. Clone it into tasks.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// This operator's unique ID.
+    pub fn id(&self) -> &OperatorId {
+        &self.id
+    }
+
+    /// The launch environment it was started with.
+    pub fn launch(&self) -> &LaunchEnv {
+        &self.launch
+    }
+
+    /// Persistent directory (survives restarts), if the launcher gave one.
+    pub fn state_dir(&self) -> Option<&Path> {
+        self.launch.state_dir.as_deref()
+    }
+
+    /// Scratch directory (wiped when the operator stops), if given.
+    pub fn scratch_dir(&self) -> Option<&Path> {
+        self.launch.scratch_dir.as_deref()
+    }
+
+    /// The state the runtime reports in heartbeats.
+    pub fn state(&self) -> OperatorState {
+        self.state
+    }
+
+    /// Route envelopes matching `pattern` to [`Operator::message`].
+    pub async fn subscribe(&mut self, pattern: &Pattern) -> Result<(), SubscribeError> {
+        let sub = self.bus.subscribe(pattern).await?;
+        tracing::debug!(%pattern, "subscribed");
+        self.inbox.push(sub);
+        Ok(())
+    }
+
+    /// Drop every subscription made with [`Context::subscribe`].
+    pub fn clear_subscriptions(&mut self) {
+        self.inbox = SelectAll::new();
+    }
+
+    /// Ask the runtime to shut down after the current handler returns.
+    pub fn request_shutdown(&mut self) {
+        self.shutdown_requested = true;
+    }
+}
+
+/// Why [`run`] gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The launch environment is incomplete.
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    /// NATS could not be reached.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The configuration does not fit the operator's `Config` type.
+    #[error("invalid configuration for operator {id}: {reason}")]
+    Config {
+        /// The operator.
+        id: String,
+        /// What serde said.
+        reason: String,
+    },
+    /// `start` failed.
+    #[error("operator {id} failed to start: {reason}")]
+    Start {
+        /// The operator.
+        id: String,
+        /// The handler's error.
+        reason: String,
+    },
+    /// The control subject could not be subscribed, or signals installed.
+    #[error("operator runtime setup failed: {0}")]
+    Setup(String),
+}
+
+/// Run `operator` with the launch environment of this process until it is
+/// told to shut down. Returns `Ok` on a clean shutdown.
+///
+/// ```no_run
+/// use switchboard_bus::{run, Context, HandlerResult, Operator};
+///
+/// struct Quiet;
+/// impl Operator for Quiet {
+///     type Config = serde_json::Value;
+///     async fn start(&mut self, _ctx: &mut Context, _cfg: serde_json::Value) -> HandlerResult {
+///         Ok(())
+///     }
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), switchboard_bus::RunError> {
+///     run(Quiet).await
+/// }
+/// ```
+pub async fn run<O: Operator>(operator: O) -> Result<(), RunError> {
+    crate::logging::init_tracing();
+    let launch = LaunchEnv::from_env()?;
+    run_with(operator, launch).await
+}
+
+/// [`run`] with an explicit launch environment (tests, embedding).
+pub async fn run_with<O: Operator>(operator: O, launch: LaunchEnv) -> Result<(), RunError> {
+    let span = tracing::info_span!("operator", id = %launch.id);
+    Runtime::new(operator, launch)
+        .await?
+        .run()
+        .instrument(span)
+        .await
+}
+
+struct Runtime<O: Operator> {
+    op: O,
+    ctx: Context,
+    config: serde_json::Value,
+    started_at: Instant,
+    seq: u64,
+}
+
+/// What woke the loop up.
+enum Wake {
+    Control(crate::subscription::RawMessage),
+    ControlClosed,
+    Heartbeat,
+    Terminate(&'static str),
+    Hangup,
+    Delivery(Delivery),
+}
+
+impl<O: Operator> Runtime<O> {
+    async fn new(op: O, launch: LaunchEnv) -> Result<Self, RunError> {
+        let bus = Bus::connect(&launch.nats, launch.id.as_str()).await?;
+        Ok(Runtime {
+            op,
+            config: launch.config.clone(),
+            ctx: Context {
+                bus,
+                id: launch.id.clone(),
+                launch,
+                inbox: SelectAll::new(),
+                state: OperatorState::Starting,
+                shutdown_requested: false,
+            },
+            started_at: Instant::now(),
+            seq: 0,
+        })
+    }
+
+    fn parse_config(&self, value: &serde_json::Value) -> Result<O::Config, String> {
+        O::Config::deserialize(value).map_err(|e| e.to_string())
+    }
+
+    async fn run(mut self) -> Result<(), RunError> {
+        let id = self.ctx.id.clone();
+        let setup = |e: &dyn std::fmt::Display| RunError::Setup(e.to_string());
+        let mut control = self
+            .ctx
+            .bus
+            .subscribe_raw(&control_subject(&id))
+            .await
+            .map_err(|e| setup(&e))?;
+        let mut sigterm = signal(SignalKind::terminate()).map_err(|e| setup(&e))?;
+        let mut sigint = signal(SignalKind::interrupt()).map_err(|e| setup(&e))?;
+        let mut sighup = signal(SignalKind::hangup()).map_err(|e| setup(&e))?;
+
+        let config = self
+            .parse_config(&self.config)
+            .map_err(|reason| RunError::Config {
+                id: id.to_string(),
+                reason,
+            })?;
+        if let Err(e) = self.op.start(&mut self.ctx, config).await {
+            return Err(RunError::Start {
+                id: id.to_string(),
+                reason: e.to_string(),
+            });
+        }
+        self.ctx.state = OperatorState::Running;
+        self.announce_ready().await;
+        tracing::info!("ready");
+
+        let mut heartbeat = tokio::time::interval(self.ctx.launch.heartbeat_interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.tick().await; // the first tick is immediate; ready just went out
+
+        while !self.ctx.shutdown_requested {
+            let running = self.ctx.state == OperatorState::Running;
+            let wake = tokio::select! {
+                biased;
+                _ = sigterm.recv() => Wake::Terminate("SIGTERM"),
+                _ = sigint.recv() => Wake::Terminate("SIGINT"),
+                _ = sighup.recv() => Wake::Hangup,
+                msg = control.next() => match msg {
+                    Some(m) => Wake::Control(m),
+                    None => Wake::ControlClosed,
+                },
+                _ = heartbeat.tick() => Wake::Heartbeat,
+                Some(d) = self.ctx.inbox.next(), if running => Wake::Delivery(d),
+            };
+            match wake {
+                Wake::Terminate(sig) => {
+                    tracing::info!(signal = sig, "shutting down");
+                    self.ctx.shutdown_requested = true;
+                }
+                Wake::Hangup => {
+                    let config = self.config_for_hangup().await;
+                    match self.apply_reload(config).await {
+                        Ok(()) => tracing::info!("reloaded on SIGHUP"),
+                        Err((_, msg)) => tracing::warn!(error = %msg, "reload on SIGHUP failed"),
+                    }
+                }
+                Wake::Control(msg) => self.handle_control(msg).await,
+                Wake::ControlClosed => {
+                    tracing::warn!("control subscription closed; shutting down");
+                    self.ctx.shutdown_requested = true;
+                }
+                Wake::Heartbeat => self.send_heartbeat().await,
+                Wake::Delivery(d) => {
+                    if let Err(e) = self.op.message(&mut self.ctx, d).await {
+                        self.ctx.bus.stats().handler_error();
+                        tracing::warn!(error = %e, "message handler failed");
+                    }
+                }
+            }
+        }
+        self.shutdown().await;
+        Ok(())
+    }
+
+    async fn announce_ready(&mut self) {
+        let ready = Ready {
+            id: self.ctx.id.to_string(),
+            pid: std::process::id(),
+            protocol: PROTOCOL_VERSION,
+            version: self.op.version(),
+            timestamp: Timestamp::now(),
+        };
+        if let Err(e) = self
+            .ctx
+            .bus
+            .publish_json(&ready_subject(&self.ctx.id), &ready)
+            .await
+        {
+            tracing::warn!(error = %e, "could not announce ready");
+        }
+        // `publish` only queues: make sure the orchestrator hears it now.
+        let _ = self.ctx.bus.flush().await;
+    }
+
+    async fn send_heartbeat(&mut self) {
+        self.seq += 1;
+        let hb = Heartbeat {
+            id: self.ctx.id.to_string(),
+            seq: self.seq,
+            state: self.ctx.state,
+            uptime_ms: u64::try_from(self.started_at.elapsed().as_millis()).unwrap_or(u64::MAX),
+            counters: self.ctx.bus.stats().snapshot(),
+            timestamp: Timestamp::now(),
+        };
+        if let Err(e) = self
+            .ctx
+            .bus
+            .publish_json(&heartbeat_subject(&self.ctx.id), &hb)
+            .await
+        {
+            tracing::warn!(error = %e, "could not send heartbeat");
+        }
+    }
+
+    /// SIGHUP: the config file if the launcher gave one, else the current
+    /// config again (operators re-read their own files in `reload`).
+    async fn config_for_hangup(&self) -> serde_json::Value {
+        if let Some(path) = &self.ctx.launch.config_file {
+            match tokio::fs::read(path).await {
+                Ok(bytes) => match serde_json::from_slice(&bytes) {
+                    Ok(v) => return v,
+                    Err(e) => tracing::warn!(
+                        path = %path.display(), error = %e,
+                        "config file is not JSON; reloading the current config"
+                    ),
+                },
+                Err(e) => tracing::warn!(
+                    path = %path.display(), error = %e,
+                    "cannot read config file; reloading the current config"
+                ),
+            }
+        }
+        self.config.clone()
+    }
+
+    async fn apply_reload(
+        &mut self,
+        config: serde_json::Value,
+    ) -> Result<(), (FailureCode, String)> {
+        let typed = self
+            .parse_config(&config)
+            .map_err(|e| (FailureCode::InvalidConfig, format!("invalid config: {e}")))?;
+        self.op
+            .reload(&mut self.ctx, typed)
+            .await
+            .map_err(|e| (FailureCode::HandlerFailed, format!("reload failed: {e}")))?;
+        self.config = config;
+        Ok(())
+    }
+
+    async fn handle_control(&mut self, msg: crate::subscription::RawMessage) {
+        let request = Control::from_slice(&msg.payload);
+        let ack = match request {
+            Err(e) => {
+                tracing::warn!(error = %e, "bad control request");
+                ControlAck::failure(
+                    self.ctx.id.to_string(),
+                    None,
+                    self.ctx.state,
+                    FailureCode::BadRequest,
+                    e.to_string(),
+                )
+            }
+            Ok(control) => {
+                let verb = control.verb();
+                tracing::info!(%verb, "control request");
+                match self.apply_control(control).await {
+                    Ok(()) => ControlAck::success(self.ctx.id.to_string(), verb, self.ctx.state),
+                    Err((code, message)) => {
+                        tracing::warn!(%verb, error = %message, "control request failed");
+                        ControlAck::failure(
+                            self.ctx.id.to_string(),
+                            Some(verb),
+                            self.ctx.state,
+                            code,
+                            message,
+                        )
+                    }
+                }
+            }
+        };
+        match msg.reply {
+            Some(reply) => {
+                if let Err(e) = self.ctx.bus.respond_json(&reply, &ack).await {
+                    tracing::warn!(error = %e, "could not send control ack");
+                }
+            }
+            None => tracing::debug!("control message without reply subject; no ack sent"),
+        }
+    }
+
+    async fn apply_control(&mut self, control: Control) -> Result<(), (FailureCode, String)> {
+        let failed = |e: HandlerError| (FailureCode::HandlerFailed, e.to_string());
+        match control {
+            Control::Halt => {
+                if self.ctx.state != OperatorState::Halted {
+                    self.op.halt(&mut self.ctx).await.map_err(failed)?;
+                    self.ctx.state = OperatorState::Halted;
+                }
+                Ok(())
+            }
+            Control::Resume => {
+                if self.ctx.state == OperatorState::Halted {
+                    self.op.resume(&mut self.ctx).await.map_err(failed)?;
+                    self.ctx.state = OperatorState::Running;
+                }
+                Ok(())
+            }
+            Control::Reload { config } => self.apply_reload(config).await,
+            Control::Restart => {
+                // In place: stop, forget subscriptions, start with the
+                // current config, announce ready again.
+                self.ctx.state = OperatorState::Starting;
+                self.op.stop(&mut self.ctx).await.map_err(failed)?;
+                self.ctx.clear_subscriptions();
+                let config = self
+                    .parse_config(&self.config)
+                    .map_err(|e| (FailureCode::InvalidConfig, e))?;
+                self.op.start(&mut self.ctx, config).await.map_err(failed)?;
+                self.ctx.state = OperatorState::Running;
+                self.announce_ready().await;
+                Ok(())
+            }
+            Control::Shutdown => {
+                self.ctx.shutdown_requested = true;
+                self.ctx.state = OperatorState::Stopping;
+                Ok(())
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        self.ctx.state = OperatorState::Stopping;
+        // Hand over what already arrived before we stop listening, within
+        // a short deadline so shutdown stays prompt.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline {
+            let Some(Some(d)) = self.ctx.inbox.next().now_or_never() else {
+                break;
+            };
+            if let Err(e) = self.op.message(&mut self.ctx, d).await {
+                self.ctx.bus.stats().handler_error();
+                tracing::warn!(error = %e, "message handler failed");
+            }
+        }
+        self.ctx.clear_subscriptions();
+        if let Err(e) = self.op.stop(&mut self.ctx).await {
+            tracing::warn!(error = %e, "stop handler failed");
+        }
+        self.send_heartbeat().await;
+        if tokio::time::timeout(Duration::from_secs(1), self.ctx.bus.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("could not flush pending publishes within 1 s");
+        }
+        tracing::info!("stopped");
+    }
+}
+
+use serde::Deserialize as _;

@@ -1,0 +1,278 @@
+//! Streams of envelopes for a pattern: filtered, decoded, de-duplicated.
+
+use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::{SelectAll, Stream, StreamExt};
+use switchboard_proto::{Envelope, Pattern};
+
+use crate::stats::Stats;
+
+/// One envelope received on a subscription.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The subject it was published on.
+    pub subject: String,
+    /// The decoded, validated envelope.
+    pub envelope: Envelope,
+    /// Where to answer, when it was sent as a request.
+    pub reply: Option<String>,
+}
+
+/// One raw message (lifecycle/control JSON) from [`crate::Bus::subscribe_raw`].
+#[derive(Debug, Clone)]
+pub struct RawMessage {
+    /// The subject it was published on.
+    pub subject: String,
+    /// The payload bytes, unparsed.
+    pub payload: Bytes,
+    /// Where to answer, when it was sent as a request.
+    pub reply: Option<String>,
+}
+
+/// A stream of raw messages on one NATS subject.
+#[derive(Debug)]
+pub struct RawSubscription {
+    inner: async_nats::Subscriber,
+}
+
+impl RawSubscription {
+    pub(crate) fn new(inner: async_nats::Subscriber) -> Self {
+        RawSubscription { inner }
+    }
+}
+
+impl Stream for RawSubscription {
+    type Item = RawMessage;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<RawMessage>> {
+        self.inner.poll_next_unpin(cx).map(|m| {
+            m.map(|m| RawMessage {
+                subject: m.subject.to_string(),
+                payload: m.payload,
+                reply: m.reply.map(|r| r.to_string()),
+            })
+        })
+    }
+}
+
+/// Envelopes matching a [`Pattern`], each once.
+///
+/// Built by [`crate::Bus::subscribe`]. Dropping it unsubscribes.
+pub struct Subscription {
+    pattern: Pattern,
+    needs_filter: bool,
+    inner: SelectAll<async_nats::Subscriber>,
+    stats: Arc<Stats>,
+    dedupe: Dedupe,
+    malformed: BurstLog,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("pattern", &self.pattern.to_string())
+            .field("needs_filter", &self.needs_filter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    pub(crate) fn new(
+        pattern: Pattern,
+        needs_filter: bool,
+        subs: Vec<async_nats::Subscriber>,
+        stats: Arc<Stats>,
+        dedupe_window: usize,
+    ) -> Self {
+        Subscription {
+            pattern,
+            needs_filter,
+            inner: futures::stream::select_all(subs),
+            stats,
+            dedupe: Dedupe::new(dedupe_window),
+            malformed: BurstLog::new(Duration::from_secs(10)),
+        }
+    }
+
+    /// The pattern this subscription serves.
+    pub fn pattern(&self) -> &Pattern {
+        &self.pattern
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Delivery;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        let this = self.get_mut();
+        loop {
+            let msg = match this.inner.poll_next_unpin(cx) {
+                Poll::Ready(Some(msg)) => msg,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            };
+            if this.needs_filter && !this.pattern.matches(msg.subject.as_str()) {
+                continue;
+            }
+            let envelope = match Envelope::from_slice(&msg.payload) {
+                Ok(env) => env,
+                Err(e) => {
+                    Stats::add(&this.stats.malformed, 1);
+                    let pattern = &this.pattern;
+                    this.malformed.record(|suppressed| {
+                        tracing::warn!(
+                            subject = %msg.subject,
+                            %pattern,
+                            suppressed,
+                            error = %e,
+                            "dropped a malformed envelope"
+                        );
+                    });
+                    continue;
+                }
+            };
+            if let Some(id) = envelope.id() {
+                if !this.dedupe.first_time(id) {
+                    Stats::add(&this.stats.duplicates, 1);
+                    continue;
+                }
+            }
+            Stats::add(&this.stats.received, 1);
+            return Poll::Ready(Some(Delivery {
+                subject: msg.subject.to_string(),
+                envelope,
+                reply: msg.reply.map(|r| r.to_string()),
+            }));
+        }
+    }
+}
+
+/// Remembers the last `window` envelope ids (as 64-bit hashes) to drop
+/// repeats. Hashes, not strings: no allocation per message, and a false
+/// match within a window of thousands is vanishingly unlikely (~1e-12).
+#[derive(Debug)]
+pub(crate) struct Dedupe {
+    window: usize,
+    seen: HashSet<u64, BuildHasherDefault<IdentityHasher>>,
+    order: VecDeque<u64>,
+}
+
+impl Dedupe {
+    pub(crate) fn new(window: usize) -> Self {
+        Dedupe {
+            window,
+            seen: HashSet::with_capacity_and_hasher(window, Default::default()),
+            order: VecDeque::with_capacity(window),
+        }
+    }
+
+    /// True the first time `id` is seen within the window.
+    pub(crate) fn first_time(&mut self, id: &str) -> bool {
+        if self.window == 0 {
+            return true;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut h);
+        let key = h.finish();
+        if !self.seen.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > self.window {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// The keys are already SipHash outputs; hashing them again is waste.
+#[derive(Default)]
+pub(crate) struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Logs the first event of a burst, then stays quiet until `quiet` has
+/// passed, reporting how many were suppressed in between. A flood of
+/// garbage costs one log line per period, not one per message.
+#[derive(Debug)]
+pub(crate) struct BurstLog {
+    quiet: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl BurstLog {
+    pub(crate) fn new(quiet: Duration) -> Self {
+        BurstLog {
+            quiet,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Call `log(suppressed_since_last_line)` if a line is due.
+    pub(crate) fn record(&mut self, log: impl FnOnce(u64)) {
+        let now = Instant::now();
+        match self.last {
+            Some(t) if now.duration_since(t) < self.quiet => self.suppressed += 1,
+            _ => {
+                log(self.suppressed);
+                self.suppressed = 0;
+                self.last = Some(now);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedupe_remembers_a_window() {
+        let mut d = Dedupe::new(3);
+        assert!(d.first_time("a"));
+        assert!(!d.first_time("a"));
+        assert!(d.first_time("b"));
+        assert!(d.first_time("c"));
+        assert!(d.first_time("d")); // evicts a
+        assert!(d.first_time("a"));
+        assert!(!d.first_time("d"));
+        let mut off = Dedupe::new(0);
+        assert!(off.first_time("x") && off.first_time("x"));
+    }
+
+    #[test]
+    fn burst_log_suppresses_within_quiet_period() {
+        let mut b = BurstLog::new(Duration::from_secs(60));
+        let mut lines = Vec::new();
+        for _ in 0..5 {
+            b.record(|s| lines.push(s));
+        }
+        assert_eq!(lines, vec![0]);
+        assert_eq!(b.suppressed, 4);
+        b.last = Some(Instant::now() - Duration::from_secs(61));
+        b.record(|s| lines.push(s));
+        assert_eq!(lines, vec![0, 4]);
+    }
+}

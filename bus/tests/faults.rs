@@ -1,0 +1,125 @@
+//! Bad input and a dying server: counted, logged, survived.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use switchboard_bus::{Bus, BusOptions, Envelope, Pattern};
+use switchboard_testkit::NatsServer;
+
+#[tokio::test]
+async fn garbage_payloads_are_counted_and_the_stream_goes_on() {
+    let server = NatsServer::start().expect("nats-server");
+    let opts = BusOptions::new(&server.url());
+    let bus = Bus::connect(&opts, "t").await.unwrap();
+    let mut sub = bus
+        .subscribe(&Pattern::parse("chat.#").unwrap())
+        .await
+        .unwrap();
+    bus.sync().await.unwrap();
+    let garbage: [&[u8]; 6] = [
+        b"\xff\xfe\x00garbage",
+        b"",
+        b"[1,2,3]",
+        br#"{"source":"x"}"#,
+        br#"{"source":"x","timestamp":"yesterday","body":1}"#,
+        br#"{"source":7,"timestamp":"2026-01-01T00:00:00Z","body":1}"#,
+    ];
+    for g in garbage {
+        bus.publish_bytes("chat.bad", Bytes::from_static(g))
+            .await
+            .unwrap();
+    }
+    let good = Envelope::new("t", serde_json::json!({"ok": true}));
+    bus.publish("chat.good", &good).await.unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("the good envelope arrives after the garbage")
+        .unwrap();
+    assert_eq!(d.envelope, good);
+    let stats = bus.stats().snapshot();
+    assert_eq!(stats.malformed, garbage.len() as u64);
+    assert_eq!(stats.received, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_during_an_outage_arrive_after_the_server_restarts() {
+    let mut server = NatsServer::start().expect("nats-server");
+    let opts = BusOptions::new(&server.url());
+    // One client publishes and listens: on reconnect the client restores
+    // its subscriptions before it sends what it queued, so nothing queued
+    // can outrun the subscription.
+    let bus = Bus::connect(&opts, "t").await.unwrap();
+    let mut sub = bus
+        .subscribe(&Pattern::parse("chat.gap.#").unwrap())
+        .await
+        .unwrap();
+    bus.sync().await.unwrap();
+
+    server.kill();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while bus.is_connected() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "client never noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut sent = Vec::new();
+    for i in 0..200 {
+        let env = Envelope::new("t", serde_json::json!({"n": i}));
+        bus.publish("chat.gap.n", &env).await.unwrap();
+        sent.push(env);
+    }
+    server.restart().expect("restart on the same port");
+
+    for want in &sent {
+        let d = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("queued message arrives")
+            .unwrap();
+        assert_eq!(&d.envelope, want);
+    }
+    let stats = bus.stats().snapshot();
+    assert!(stats.reconnects >= 1, "{stats:?}");
+}
+
+#[tokio::test]
+async fn connect_errors_say_what_to_do() {
+    // Nothing listens on this port (it was just freed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let opts = BusOptions::new(&format!("nats://127.0.0.1:{port}"))
+        .connect_timeout(Duration::from_millis(300));
+    let err = Bus::connect(&opts, "t").await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("is nats-server running"), "{msg}");
+    let err = Bus::connect(&BusOptions::new("nats://[not a url"), "t")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("bad NATS URL"), "{err}");
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_refused_clearly() {
+    let server = NatsServer::start_with(switchboard_testkit::NatsServerOptions {
+        user_password: Some(("bot".into(), "right-pass".into())),
+        ..Default::default()
+    })
+    .expect("nats-server");
+    let ok = BusOptions::new(&server.url()).user_password("bot", "right-pass");
+    Bus::connect(&ok, "t").await.expect("right password works");
+    let bad = BusOptions::new(&server.url())
+        .user_password("bot", "wrong-pass")
+        .connect_timeout(Duration::from_secs(2));
+    let err = Bus::connect(&bad, "t").await.unwrap_err();
+    let msg = err.to_string();
+    assert!(!msg.contains("wrong-pass"), "secret leaked: {msg}");
+    assert!(
+        msg.contains("refused") || msg.contains("cannot reach"),
+        "{msg}"
+    );
+}

@@ -1,0 +1,105 @@
+//! Small JSON helpers shared by the modules (crate-private).
+
+use serde_json::Value;
+
+/// The JSON type name of a value, as used in error messages and in JSON
+/// Schema (`null`, `boolean`, `number`, `string`, `array`, `object`).
+pub(crate) fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Longest piece of outside input quoted back in an error message.
+const EXCERPT_BYTES: usize = 64;
+
+/// Shortens outside input before it is stored in an error, so that a 1 MiB
+/// bogus field does not turn into a 1 MiB log line.
+pub(crate) fn excerpt(s: &str) -> String {
+    if s.len() <= EXCERPT_BYTES {
+        return s.to_owned();
+    }
+    let mut end = EXCERPT_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = String::with_capacity(end + 3);
+    out.push_str(&s[..end]);
+    out.push('…');
+    out
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `s` as a JSON string literal (with quotes) to `out`.
+///
+/// Escapes exactly what `serde_json` escapes (quote, backslash, control
+/// characters, using the short forms where JSON has them), so the bytes are
+/// identical to `serde_json::to_vec(s)`. Unescaped runs are copied in one go.
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut run_start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
+        }
+        out.extend_from_slice(&bytes[run_start..i]);
+        run_start = i + 1;
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0x0f)],
+            ]),
+        }
+    }
+    out.extend_from_slice(&bytes[run_start..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_str_matches_serde_json() {
+        for s in [
+            "",
+            "plain",
+            "quote \" and \\ backslash",
+            "ctl \u{0} \u{1f} \n\r\t\u{8}\u{c} \u{7f}",
+            "unicode é ✓ 🦀",
+        ] {
+            let mut ours = Vec::new();
+            write_str(&mut ours, s);
+            let theirs = serde_json::to_vec(s).expect("a &str always serializes");
+            assert_eq!(ours, theirs, "for {s:?}");
+        }
+    }
+
+    #[test]
+    fn excerpt_cuts_on_char_boundary() {
+        let long = "é".repeat(100);
+        let cut = excerpt(&long);
+        assert!(cut.ends_with('…'));
+        assert!(cut.len() <= EXCERPT_BYTES + '…'.len_utf8());
+        assert_eq!(excerpt("short"), "short");
+    }
+}

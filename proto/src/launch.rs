@@ -1,0 +1,92 @@
+//! Environment variables the orchestrator starts an operator with: one
+//! list for both the orchestrator (which sets them) and the operator SDK
+//! (which reads them).
+//!
+//! Only [`NATS_PASSWORD`] and [`NATS_TOKEN`] hold secrets themselves
+//! ([`is_secret`]); the credentials, nkey and TLS key variables hold paths
+//! to secret files, which are safe to show. [`CONFIG`] may contain values
+//! the manifest resolved from secret references, so it should not be
+//! printed either.
+//!
+//! ```
+//! use switchboard_proto::launch;
+//!
+//! assert!(launch::ALL.iter().all(|name| name.starts_with("SWITCHBOARD_")));
+//! assert!(launch::is_secret(launch::NATS_TOKEN));
+//! assert!(!launch::is_secret(launch::NATS_URL));
+//! ```
+
+/// The operator's id ([`OperatorId`](crate::OperatorId)); it uses it in
+/// every `sb.…` subject and as `source` of its envelopes. Not secret.
+pub const ID: &str = "SWITCHBOARD_ID";
+/// NATS server URL(s), comma-separated (e.g. `nats://127.0.0.1:4222`).
+/// Not secret.
+pub const NATS_URL: &str = "SWITCHBOARD_NATS_URL";
+/// NATS user name, for user/password auth. Not secret.
+pub const NATS_USER: &str = "SWITCHBOARD_NATS_USER";
+/// NATS password, for user/password auth. **Secret.**
+pub const NATS_PASSWORD: &str = "SWITCHBOARD_NATS_PASSWORD";
+/// NATS auth token. **Secret.**
+pub const NATS_TOKEN: &str = "SWITCHBOARD_NATS_TOKEN";
+/// Path to a NATS `.creds` file (JWT + nkey seed). Not secret (the file is).
+pub const NATS_CREDS: &str = "SWITCHBOARD_NATS_CREDS";
+/// Path to a file holding an nkey seed. Not secret (the file is).
+pub const NATS_NKEY: &str = "SWITCHBOARD_NATS_NKEY";
+/// Path to the CA certificate(s) to trust for NATS TLS. Not secret.
+pub const NATS_TLS_CA: &str = "SWITCHBOARD_NATS_TLS_CA";
+/// Path to the client certificate for NATS mutual TLS. Not secret.
+pub const NATS_TLS_CERT: &str = "SWITCHBOARD_NATS_TLS_CERT";
+/// Path to the client key for NATS mutual TLS. Not secret (the file is).
+pub const NATS_TLS_KEY: &str = "SWITCHBOARD_NATS_TLS_KEY";
+/// The operator's config from its manifest, as JSON. Not flagged secret,
+/// but may contain resolved secrets: do not print it.
+pub const CONFIG: &str = "SWITCHBOARD_CONFIG";
+/// Path of a file holding the operator's current config as JSON. An
+/// operator controlled by signals re-reads it on SIGHUP (the orchestrator
+/// rewrites it before signalling). Optional. Not secret, but like
+/// [`CONFIG`] the file may hold resolved secrets.
+pub const CONFIG_FILE: &str = "SWITCHBOARD_CONFIG_FILE";
+/// Directory kept across restarts, for the operator's persistent state.
+/// Not secret.
+pub const STATE_DIR: &str = "SWITCHBOARD_STATE_DIR";
+/// Directory for temporary files, wiped when the operator stops. Not
+/// secret.
+pub const SCRATCH_DIR: &str = "SWITCHBOARD_SCRATCH_DIR";
+/// Heartbeat interval in milliseconds (decimal). Not secret.
+pub const HEARTBEAT_MS: &str = "SWITCHBOARD_HEARTBEAT_MS";
+/// How the operator is controlled: `nats` (requests on `sb.ctl.<id>`) or
+/// `signals` (SIGHUP reload, SIGTERM shutdown, SIGSTOP/SIGCONT halt/resume).
+/// Not secret.
+pub const CONTROL: &str = "SWITCHBOARD_CONTROL";
+
+/// [`CONTROL`] value: control requests over NATS.
+pub const CONTROL_NATS: &str = "nats";
+/// [`CONTROL`] value: control by Unix signals.
+pub const CONTROL_SIGNALS: &str = "signals";
+
+/// Every variable above, so that the orchestrator can clear inherited ones
+/// and tests can check coverage.
+pub const ALL: &[&str] = &[
+    ID,
+    NATS_URL,
+    NATS_USER,
+    NATS_PASSWORD,
+    NATS_TOKEN,
+    NATS_CREDS,
+    NATS_NKEY,
+    NATS_TLS_CA,
+    NATS_TLS_CERT,
+    NATS_TLS_KEY,
+    CONFIG,
+    CONFIG_FILE,
+    STATE_DIR,
+    SCRATCH_DIR,
+    HEARTBEAT_MS,
+    CONTROL,
+];
+
+/// Whether the variable's value is itself a secret that must never be
+/// logged or shown in status output.
+pub fn is_secret(name: &str) -> bool {
+    name == NATS_PASSWORD || name == NATS_TOKEN
+}
