@@ -1,1 +1,551 @@
-fn main() {}
+//! `make bench`: Switchboard's bus against raw async-nats, in one run.
+//!
+//! Starts its own nats-server, then measures on loopback, each case as raw
+//! async-nats and through the bus:
+//!
+//! 1. throughput, one publisher and one subscriber on two connections,
+//!    128 B and 1 KiB envelope bodies;
+//! 2. the cost of a pattern NATS cannot express (`chat.#.message`, which
+//!    the bus filters client-side) against a literal one;
+//! 3. one-way latency, one message at a time (p50, p99);
+//! 4. where the time goes: CPU per delivered message (client and server)
+//!    and the single-thread cost of the bus's own steps.
+//!
+//! Ratios are only meaningful within one run on one machine, which is why
+//! raw and bus runs are interleaved rather than measured separately.
+//! Missed targets are reported, not fatal: the exit status is 0 unless the
+//! benchmark itself could not run.
+
+mod cost;
+mod cpu;
+mod latency;
+mod machine;
+mod table;
+mod throughput;
+mod workload;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use switchboard_bus::Pattern;
+use switchboard_testkit::NatsServer;
+
+use crate::table::{micros, size, thousands, Table};
+use crate::workload::{Path, MIDDLE_HASH_PATTERN, SUBJECT};
+
+/// Throughput and latency of Switchboard's bus against raw async-nats,
+/// on a nats-server started for the run.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard-bench", version)]
+struct Args {
+    /// Fewer messages per run: a quick check (~20 s) that everything works,
+    /// with noisier numbers.
+    #[arg(long)]
+    quick: bool,
+
+    /// Messages per throughput run [default: 500000; 50000 with --quick].
+    #[arg(long, value_name = "N")]
+    messages: Option<u64>,
+
+    /// Samples per latency run [default: 20000; 3000 with --quick].
+    #[arg(long, value_name = "N")]
+    latency_messages: Option<u64>,
+
+    /// Repetitions of every case; tables show the median.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
+    reps: u64,
+
+    /// Most messages in flight during throughput runs (publisher waits for
+    /// the subscriber beyond that); 0 for none, which lets a fast publisher
+    /// overflow the subscriber (reported as loss).
+    #[arg(long, value_name = "N", default_value_t = 16_384)]
+    window: u64,
+
+    /// Longest a single throughput run may publish, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 4.0)]
+    budget: f64,
+}
+
+/// Envelope body sizes measured (their JSON encoding, in bytes).
+const SMALL: usize = 128;
+const LARGE: usize = 1024;
+
+/// A target from the design doc, checked against a measured ratio.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+impl Target {
+    fn met(self, value: f64) -> bool {
+        match self {
+            Target::AtLeast(limit) => value >= limit,
+            Target::AtMost(limit) => value <= limit,
+        }
+    }
+
+    /// `>= 0.90  ok` or `>= 0.90  MISSED`.
+    fn verdict(self, value: f64) -> String {
+        let (op, limit) = match self {
+            Target::AtLeast(limit) => (">=", limit),
+            Target::AtMost(limit) => ("<=", limit),
+        };
+        let state = if self.met(value) { "ok" } else { "MISSED" };
+        format!("{op} {limit:.2}  {state}")
+    }
+}
+
+/// Results that feed the final summary line.
+#[derive(Debug, Default)]
+struct Summary {
+    /// (what, measured, target)
+    checks: Vec<(String, f64, Target)>,
+    /// Runs where messages were lost or a run failed.
+    problems: Vec<String>,
+}
+
+impl Summary {
+    fn check(&mut self, what: impl Into<String>, value: f64, target: Target) {
+        self.checks.push((what.into(), value, target));
+    }
+
+    fn print(&self) {
+        let met: Vec<String> = self
+            .checks
+            .iter()
+            .filter(|(_, v, t)| t.met(*v))
+            .map(|(what, v, _)| format!("{what} {v:.2}"))
+            .collect();
+        let missed: Vec<String> = self
+            .checks
+            .iter()
+            .filter(|(_, v, t)| !t.met(*v))
+            .map(|(what, v, t)| format!("{what} {v:.2} (target {})", target_text(*t)))
+            .collect();
+        println!(
+            "summary: {} of {} targets met",
+            met.len(),
+            self.checks.len()
+        );
+        if !met.is_empty() {
+            println!("  met:    {}", met.join("; "));
+        }
+        if missed.is_empty() {
+            println!("  MISSED: none");
+        } else {
+            println!("  MISSED: {}", missed.join("; "));
+        }
+        if self.problems.is_empty() {
+            println!("  loss:   none (every run delivered every message)");
+        } else {
+            for p in &self.problems {
+                println!("  LOSS:   {p}");
+            }
+        }
+    }
+}
+
+fn target_text(t: Target) -> String {
+    match t {
+        Target::AtLeast(l) => format!(">= {l:.2}"),
+        Target::AtMost(l) => format!("<= {l:.2}"),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.budget.is_finite() && args.budget > 0.0,
+        "--budget must be a positive number of seconds"
+    );
+    let bin = switchboard_testkit::nats_server_bin().context("looking for nats-server")?;
+    println!("switchboard bench: bus vs raw async-nats, same run, same server");
+    println!("{}", machine::Machine::describe(&bin));
+    // Started before the runtime: it is a child process, and is killed when
+    // `server` drops at the end of main.
+    let server = NatsServer::start().context("starting nats-server")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    let summary = runtime.block_on(bench(&args, &server.url(), server.pid()))?;
+    summary.print();
+    Ok(())
+}
+
+async fn bench(args: &Args, url: &str, server_pid: Option<u32>) -> anyhow::Result<Summary> {
+    let messages = args
+        .messages
+        .unwrap_or(if args.quick { 50_000 } else { 500_000 })
+        .max(1);
+    let latency_messages = args
+        .latency_messages
+        .unwrap_or(if args.quick { 3_000 } else { 20_000 })
+        .max(1);
+    let mut summary = Summary::default();
+    println!(
+        "server:      {url} (loopback), tokio multi-thread runtime, {} workers",
+        tokio::runtime::Handle::current().metrics().num_workers()
+    );
+    println!();
+
+    throughput_tables(args, url, server_pid, messages, &mut summary).await?;
+    latency_table(args, url, latency_messages, &mut summary).await?;
+    // Plain synchronous loops: nothing else runs on the runtime now.
+    println!("{}", cost::table(&[SMALL, LARGE])?);
+    Ok(summary)
+}
+
+/// The throughput cases, in the order they run within a repetition.
+fn throughput_cases(
+    args: &Args,
+    server_pid: Option<u32>,
+    messages: u64,
+) -> Vec<(&'static str, throughput::Spec)> {
+    let spec = |path, body| throughput::Spec {
+        path,
+        body,
+        messages,
+        budget: Duration::from_secs_f64(args.budget),
+        window: args.window,
+        server_pid,
+    };
+    let literal = Path::Bus { pattern: SUBJECT };
+    let hash = Path::Bus {
+        pattern: MIDDLE_HASH_PATTERN,
+    };
+    vec![
+        ("raw 128 B", spec(Path::Raw, SMALL)),
+        ("bus 128 B", spec(literal, SMALL)),
+        ("raw 1 KiB", spec(Path::Raw, LARGE)),
+        ("bus 1 KiB", spec(literal, LARGE)),
+        ("bus 128 B #", spec(hash, SMALL)),
+    ]
+}
+
+// Indexes into `throughput_cases`.
+const RAW_SMALL: usize = 0;
+const BUS_SMALL: usize = 1;
+const RAW_LARGE: usize = 2;
+const BUS_LARGE: usize = 3;
+const BUS_HASH: usize = 4;
+
+async fn throughput_tables(
+    args: &Args,
+    url: &str,
+    server_pid: Option<u32>,
+    messages: u64,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    let cases = throughput_cases(args, server_pid, messages);
+
+    // Warm-up: every path once, short, not recorded (connections, page
+    // faults, allocator and CPU frequency settle).
+    eprintln!("warming up...");
+    for (name, spec) in &cases {
+        let warm = throughput::Spec {
+            messages: (messages / 10).max(5_000),
+            ..*spec
+        };
+        throughput::run(url, warm)
+            .await
+            .with_context(|| format!("warm-up of {name}"))?;
+    }
+
+    // Repetitions interleave the cases, so that a slow spell on a shared
+    // machine hits raw and bus alike instead of one whole case.
+    let mut results: Vec<Vec<throughput::Outcome>> = vec![Vec::new(); cases.len()];
+    for rep in 1..=args.reps {
+        for (i, (name, spec)) in cases.iter().enumerate() {
+            let outcome = throughput::run(url, *spec)
+                .await
+                .with_context(|| format!("throughput run {name} (rep {rep})"))?;
+            eprintln!(
+                "  rep {rep}/{}  {name:<12} {:>10} msg/s  {}/{} received in {:.2} s",
+                args.reps,
+                thousands(outcome.msgs_per_sec()),
+                thousands(outcome.received as f64),
+                thousands(outcome.sent as f64),
+                outcome.elapsed.as_secs_f64()
+            );
+            if !outcome.complete() {
+                summary.problems.push(format!(
+                    "{name} rep {rep}: received {} of {} sent (slow consumer)",
+                    thousands(outcome.received as f64),
+                    thousands(outcome.sent as f64)
+                ));
+            }
+            results[i].push(outcome);
+        }
+    }
+
+    let rate = |i: usize| median(results[i].iter().map(throughput::Outcome::msgs_per_sec));
+    let mbps = |i: usize| median(results[i].iter().map(throughput::Outcome::mb_per_sec));
+    let sent = |i: usize| median(results[i].iter().map(|o| o.sent as f64));
+    // Ratios are taken per repetition (raw and bus ran back to back) and
+    // then the median: steadier than a ratio of medians on a busy machine.
+    let ratio = |num: usize, den: usize| {
+        median(
+            results[num]
+                .iter()
+                .zip(&results[den])
+                .map(|(n, d)| n.msgs_per_sec() / d.msgs_per_sec()),
+        )
+    };
+    let window = if args.window == 0 {
+        "no flow control".to_owned()
+    } else {
+        format!("window {}", thousands(args.window as f64))
+    };
+
+    let mut t = Table::new(
+        format!(
+            "throughput (1 pub, 1 sub, {} msgs/run, {window}, median of {})",
+            thousands(sent(RAW_SMALL).min(sent(BUS_SMALL))),
+            args.reps
+        ),
+        &[
+            "case",
+            "wire B",
+            "raw msg/s",
+            "raw MB/s",
+            "bus msg/s",
+            "bus MB/s",
+            "bus/raw",
+            "target",
+        ],
+    );
+    let target = Target::AtLeast(0.90);
+    for (body, raw, bus) in [(SMALL, RAW_SMALL, BUS_SMALL), (LARGE, RAW_LARGE, BUS_LARGE)] {
+        let r = ratio(bus, raw);
+        t.row(vec![
+            format!("{} body", size(body)),
+            results[bus]
+                .first()
+                .map_or(String::new(), |o| o.wire_bytes.to_string()),
+            thousands(rate(raw)),
+            format!("{:.1}", mbps(raw)),
+            thousands(rate(bus)),
+            format!("{:.1}", mbps(bus)),
+            format!("{r:.2}"),
+            target.verdict(r),
+        ]);
+        summary.check(format!("bus/raw {}", size(body)), r, target);
+    }
+    t.note(format!(
+        "wire B = envelope size on the wire (raw publishes the same bytes); \
+         bus/raw = median of per-rep ratios; subject {SUBJECT}"
+    ));
+    println!("{t}");
+
+    let mut t = Table::new(
+        format!(
+            "pattern cost (bus, 128 B body, publish on {SUBJECT}, median of {})",
+            args.reps
+        ),
+        &[
+            "pattern",
+            "nats subs",
+            "client filter",
+            "msg/s",
+            "literal/this",
+            "target",
+        ],
+    );
+    let slowdown = ratio(BUS_SMALL, BUS_HASH);
+    let target = Target::AtMost(1.20);
+    for (i, pattern) in [(BUS_SMALL, SUBJECT), (BUS_HASH, MIDDLE_HASH_PATTERN)] {
+        let plan = Pattern::parse(pattern)
+            .with_context(|| format!("pattern {pattern}"))?
+            .nats_plan();
+        let (vs, verdict) = if i == BUS_HASH {
+            (format!("{slowdown:.2}"), target.verdict(slowdown))
+        } else {
+            ("1.00".to_owned(), String::new())
+        };
+        t.row(vec![
+            pattern.to_owned(),
+            plan.subjects.join(" "),
+            if plan.needs_filter { "yes" } else { "no" }.to_owned(),
+            thousands(rate(i)),
+            vs,
+            verdict,
+        ]);
+    }
+    t.note("literal/this = literal msg/s / this pattern's msg/s (1.20 = 20% slower)");
+    println!("{t}");
+    summary.check("middle-# slowdown", slowdown, target);
+
+    // Where the difference goes: CPU per delivered message.
+    let cpu_ns = |i: usize, server: bool| {
+        let v: Vec<f64> = results[i]
+            .iter()
+            .filter_map(|o| {
+                let (client, srv) = o.cpu_per_msg();
+                if server {
+                    srv
+                } else {
+                    client
+                }
+            })
+            .map(|d| d.as_nanos() as f64)
+            .collect();
+        (!v.is_empty()).then(|| median(v.into_iter()))
+    };
+    let ns = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{} ns", thousands(v)));
+    let mut t = Table::new(
+        format!(
+            "CPU time per delivered message (median of {}; client = this process: \
+             publisher, subscriber, both connections)",
+            args.reps
+        ),
+        &[
+            "case",
+            "raw client",
+            "bus client",
+            "bus extra",
+            "raw server",
+            "bus server",
+        ],
+    );
+    for (name, raw, bus) in [
+        ("128 B body", RAW_SMALL, BUS_SMALL),
+        ("1 KiB body", RAW_LARGE, BUS_LARGE),
+        ("128 B, chat.#.message", RAW_SMALL, BUS_HASH),
+    ] {
+        let extra = match (cpu_ns(raw, false), cpu_ns(bus, false)) {
+            (Some(r), Some(b)) => format!(
+                "{}{} ns",
+                if b >= r { "+" } else { "-" },
+                thousands((b - r).abs())
+            ),
+            _ => "n/a".to_owned(),
+        };
+        t.row(vec![
+            name.to_owned(),
+            ns(cpu_ns(raw, false)),
+            ns(cpu_ns(bus, false)),
+            extra,
+            ns(cpu_ns(raw, true)),
+            ns(cpu_ns(bus, true)),
+        ]);
+    }
+    t.note(format!(
+        "{} cores in all: when the run is CPU-bound, msg/s ~ cores / (client + server CPU per message)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    ));
+    println!("{t}");
+    Ok(())
+}
+
+async fn latency_table(
+    args: &Args,
+    url: &str,
+    messages: u64,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    let spec = |path| latency::Spec {
+        path,
+        body: SMALL,
+        messages,
+        warmup: (messages / 10).clamp(100, 2_000),
+    };
+    let cases = [
+        ("raw", spec(Path::Raw)),
+        ("bus", spec(Path::Bus { pattern: SUBJECT })),
+    ];
+    let mut results: Vec<Vec<latency::Outcome>> = vec![Vec::new(); cases.len()];
+    for rep in 1..=args.reps {
+        for (i, (name, spec)) in cases.iter().enumerate() {
+            let outcome = latency::run(url, *spec)
+                .await
+                .with_context(|| format!("latency run {name} (rep {rep})"))?;
+            eprintln!(
+                "  rep {rep}/{}  latency {name}  p50 {}  p99 {}",
+                args.reps,
+                micros(outcome.p50),
+                micros(outcome.p99)
+            );
+            results[i].push(outcome);
+        }
+    }
+    let secs = |d: Duration| d.as_secs_f64();
+    let p50 = |i: usize| median(results[i].iter().map(|o| secs(o.p50)));
+    let p99 = |i: usize| median(results[i].iter().map(|o| secs(o.p99)));
+    let ratio = median(
+        results[1]
+            .iter()
+            .zip(&results[0])
+            .map(|(bus, raw)| secs(bus.p99) / secs(raw.p99)),
+    );
+    let target = Target::AtMost(2.0);
+    let count = results[0].first().map_or(messages, |o| o.count);
+    let mut t = Table::new(
+        format!(
+            "latency, one way, one message at a time (128 B body, {} msgs/run, median of {})",
+            thousands(count as f64),
+            args.reps
+        ),
+        &[
+            "case",
+            "raw p50",
+            "bus p50",
+            "raw p99",
+            "bus p99",
+            "p99 bus/raw",
+            "target",
+        ],
+    );
+    let us = |s: f64| micros(Duration::from_secs_f64(s));
+    t.row(vec![
+        format!("{} body", size(SMALL)),
+        us(p50(0)),
+        us(p50(1)),
+        us(p99(0)),
+        us(p99(1)),
+        format!("{ratio:.2}"),
+        target.verdict(ratio),
+    ]);
+    t.note("publish on one connection -> arrival on another (bus: incl. encode + decode)");
+    println!("{t}");
+    summary.check("p99 bus/raw", ratio, target);
+    Ok(())
+}
+
+/// Median of the values (mean of the middle two for an even count; 0
+/// when empty).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
+        assert_eq!(median([4.0, 1.0, 2.0, 3.0].into_iter()), 2.5);
+        assert_eq!(median(std::iter::empty()), 0.0);
+    }
+
+    #[test]
+    fn targets() {
+        assert!(Target::AtLeast(0.9).met(0.9));
+        assert!(!Target::AtLeast(0.9).met(0.89));
+        assert!(Target::AtMost(2.0).verdict(2.5).ends_with("MISSED"));
+        assert_eq!(Target::AtMost(1.2).verdict(1.0), "<= 1.20  ok");
+    }
+}
