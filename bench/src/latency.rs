@@ -56,7 +56,8 @@ pub async fn run(url: &str, spec: Spec) -> anyhow::Result<Outcome> {
         Histogram::<u64>::new_with_bounds(1, nanos(MAX_TRACKED), 3).context("histogram bounds")?;
     let envelope = workload::envelope(spec.body);
     match spec.path {
-        Path::Raw => {
+        // Latency runs never decode on the raw side (main uses `Raw`).
+        Path::Raw | Path::RawDecode => {
             let sub_client = workload::raw_connect(url, "bench-lat-raw-sub").await?;
             let client = workload::raw_connect(url, "bench-lat-raw-pub").await?;
             let mut sub = sub_client

@@ -218,8 +218,10 @@ fn throughput_cases(
     };
     vec![
         ("raw 128 B", spec(Path::Raw, SMALL)),
+        ("raw+dec 128 B", spec(Path::RawDecode, SMALL)),
         ("bus 128 B", spec(literal, SMALL)),
         ("raw 1 KiB", spec(Path::Raw, LARGE)),
+        ("raw+dec 1 KiB", spec(Path::RawDecode, LARGE)),
         ("bus 1 KiB", spec(literal, LARGE)),
         ("bus 128 B #", spec(hash, SMALL)),
     ]
@@ -227,10 +229,12 @@ fn throughput_cases(
 
 // Indexes into `throughput_cases`.
 const RAW_SMALL: usize = 0;
-const BUS_SMALL: usize = 1;
-const RAW_LARGE: usize = 2;
-const BUS_LARGE: usize = 3;
-const BUS_HASH: usize = 4;
+const DEC_SMALL: usize = 1;
+const BUS_SMALL: usize = 2;
+const RAW_LARGE: usize = 3;
+const DEC_LARGE: usize = 4;
+const BUS_LARGE: usize = 5;
+const BUS_HASH: usize = 6;
 
 async fn throughput_tables(
     args: &Args,
@@ -378,7 +382,8 @@ async fn throughput_tables(
     println!("{t}");
     summary.check("middle-# slowdown", slowdown, target);
 
-    // Where the difference goes: CPU per delivered message.
+    // Where the difference goes: the raw + decode reference, and CPU per
+    // delivered message.
     let cpu_ns = |i: usize, server: bool| {
         let v: Vec<f64> = results[i]
             .iter()
@@ -394,46 +399,48 @@ async fn throughput_tables(
             .collect();
         (!v.is_empty()).then(|| median(v.into_iter()))
     };
-    let ns = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{} ns", thousands(v)));
+    let ns = |v: Option<f64>| v.map_or("n/a".to_owned(), thousands);
     let mut t = Table::new(
-        format!(
-            "CPU time per delivered message (median of {}; client = this process: \
-             publisher, subscriber, both connections)",
-            args.reps
-        ),
+        format!("where the gap goes (median of {})", args.reps),
         &[
             "case",
-            "raw client",
-            "bus client",
-            "bus extra",
-            "raw server",
-            "bus server",
+            "raw msg/s",
+            "+dec msg/s",
+            "bus msg/s",
+            "raw cpu",
+            "+dec cpu",
+            "bus cpu",
+            "srv raw",
+            "srv bus",
         ],
     );
-    for (name, raw, bus) in [
-        ("128 B body", RAW_SMALL, BUS_SMALL),
-        ("1 KiB body", RAW_LARGE, BUS_LARGE),
-        ("128 B, chat.#.message", RAW_SMALL, BUS_HASH),
+    for (name, raw, dec, bus) in [
+        ("128 B body", RAW_SMALL, DEC_SMALL, BUS_SMALL),
+        ("1 KiB body", RAW_LARGE, DEC_LARGE, BUS_LARGE),
+        ("128 B, chat.#.message", RAW_SMALL, DEC_SMALL, BUS_HASH),
     ] {
-        let extra = match (cpu_ns(raw, false), cpu_ns(bus, false)) {
-            (Some(r), Some(b)) => format!(
-                "{}{} ns",
-                if b >= r { "+" } else { "-" },
-                thousands((b - r).abs())
-            ),
-            _ => "n/a".to_owned(),
-        };
         t.row(vec![
             name.to_owned(),
+            thousands(rate(raw)),
+            thousands(rate(dec)),
+            thousands(rate(bus)),
             ns(cpu_ns(raw, false)),
+            ns(cpu_ns(dec, false)),
             ns(cpu_ns(bus, false)),
-            extra,
             ns(cpu_ns(raw, true)),
             ns(cpu_ns(bus, true)),
         ]);
     }
+    t.note(
+        "+dec = raw async-nats whose subscriber runs Envelope::from_slice on each payload \
+         (the bus's decoder, nothing else of the bus)",
+    );
+    t.note(
+        "cpu = CPU ns per delivered message of this process (publisher, subscriber, both \
+         connections); srv = nats-server's",
+    );
     t.note(format!(
-        "{} cores in all: when the run is CPU-bound, msg/s ~ cores / (client + server CPU per message)",
+        "{} cores in all: when CPU-bound, msg/s ~ cores / (client + server CPU per message)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     ));
     println!("{t}");

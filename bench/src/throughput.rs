@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 use serde_json::Value;
-use switchboard_bus::{Delivery, Pattern};
+use switchboard_bus::{Delivery, Envelope, Pattern};
 use tokio::sync::Notify;
 
 use crate::cpu;
@@ -90,8 +90,9 @@ impl Outcome {
     }
 }
 
-/// How often the consumer publishes its arrival time and wakes the
-/// publisher: rarely enough to cost nothing per message.
+/// How often (in messages) the consumer records its arrival time and
+/// wakes the publisher: rarely enough to cost nothing per message, and at
+/// most a quarter of the window so that a small window never starves.
 const REPORT_EVERY: u64 = 1024;
 
 /// How often the publisher looks at the clock.
@@ -113,16 +114,23 @@ struct Progress {
     origin: Instant,
     /// Wakes a publisher waiting for room in the window.
     room: Notify,
+    /// See [`REPORT_EVERY`].
+    report_every: u64,
 }
 
 impl Progress {
-    fn new(target: u64) -> Self {
+    fn new(target: u64, window: u64) -> Self {
         Progress {
             received: AtomicU64::new(0),
             target: AtomicU64::new(target),
             last_ns: AtomicU64::new(0),
             origin: Instant::now(),
             room: Notify::new(),
+            report_every: if window == 0 {
+                REPORT_EVERY
+            } else {
+                (window / 4).clamp(1, REPORT_EVERY)
+            },
         }
     }
 
@@ -138,9 +146,9 @@ impl Progress {
 pub async fn run(url: &str, spec: Spec) -> anyhow::Result<Outcome> {
     let envelope = workload::envelope(spec.body);
     let wire_bytes = envelope.to_vec().len();
-    let progress = Arc::new(Progress::new(spec.messages));
+    let progress = Arc::new(Progress::new(spec.messages, spec.window));
     match spec.path {
-        Path::Raw => {
+        Path::Raw | Path::RawDecode => {
             let sub_client = workload::raw_connect(url, "bench-raw-sub").await?;
             let client = workload::raw_connect(url, "bench-raw-pub").await?;
             let sub = sub_client
@@ -148,11 +156,12 @@ pub async fn run(url: &str, spec: Spec) -> anyhow::Result<Outcome> {
                 .await
                 .context("raw subscribe")?;
             workload::raw_sync(&sub_client).await?;
-            let consumer = tokio::spawn(consume(
-                sub,
-                Arc::clone(&progress),
-                |m: &async_nats::Message| m.payload.len(),
-            ));
+            let weigh = if spec.path == Path::RawDecode {
+                decoded_body_len
+            } else {
+                payload_len
+            };
+            let consumer = tokio::spawn(consume(sub, Arc::clone(&progress), weigh));
             let payload = Bytes::from(envelope.to_vec());
             let sender = RawSender { client, payload };
             drive(spec, &progress, consumer, sender, wire_bytes).await
@@ -168,6 +177,23 @@ pub async fn run(url: &str, spec: Spec) -> anyhow::Result<Outcome> {
             let sender = BusSender { bus, envelope };
             drive(spec, &progress, consumer, sender, wire_bytes).await
         }
+    }
+}
+
+/// What the raw consumer does: count, without looking inside.
+fn payload_len(message: &async_nats::Message) -> usize {
+    message.payload.len()
+}
+
+/// What the raw + decode consumer does: what the bus's subscription does
+/// to a payload, minus filtering, de-duplication and the `Delivery`.
+fn decoded_body_len(message: &async_nats::Message) -> usize {
+    match Envelope::from_slice(&message.payload) {
+        Ok(envelope) => match &envelope.body {
+            Value::String(text) => text.len(),
+            _ => 0,
+        },
+        Err(_) => 0,
     }
 }
 
@@ -195,7 +221,7 @@ where
         count += 1;
         progress.received.store(count, Ordering::Relaxed);
         let done = count >= progress.target.load(Ordering::Acquire);
-        if done || count % REPORT_EVERY == 0 {
+        if done || count % progress.report_every == 0 {
             progress.last_ns.store(progress.now_ns(), Ordering::Relaxed);
             progress.room.notify_one();
         }

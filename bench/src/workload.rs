@@ -57,6 +57,10 @@ pub enum Path {
     /// async-nats `publish` of the envelope's bytes; the subscriber gets
     /// the messages without looking inside.
     Raw,
+    /// Raw async-nats as above, but the subscriber decodes each payload
+    /// with `Envelope::from_slice`, the bus's own decoder: a reference
+    /// that splits the bus's cost into "decoding JSON" and "the rest".
+    RawDecode,
     /// `Bus::publish` of an envelope; the subscriber reads decoded
     /// envelopes from `Bus::subscribe(pattern)`.
     Bus {

@@ -46,3 +46,9 @@ pub use trigger::{ChatTrigger, TriggerError, Triggers, TriggersConfig};
 /// The contract crate, re-exported so operators need one dependency.
 pub use switchboard_proto as proto;
 pub use switchboard_proto::{Envelope, Pattern};
+
+/// The README's Rust examples, compiled by `cargo test --doc` so the front
+/// page never shows code that does not build.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

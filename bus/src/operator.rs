@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use futures::stream::{SelectAll, StreamExt};
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
+use serde::Deserialize as _;
 use switchboard_proto::{
     control_subject, heartbeat_subject, ready_subject, Control, ControlAck, FailureCode, Heartbeat,
     OperatorId, OperatorState, Pattern, Ready, Timestamp, PROTOCOL_VERSION,
@@ -27,7 +28,7 @@ use tracing::Instrument;
 use crate::client::Bus;
 use crate::error::{ConnectError, SubscribeError};
 use crate::launch::{LaunchEnv, LaunchError};
-use crate::subscription::{Delivery, Subscription};
+use crate::subscription::{Dedupe, Delivery, Subscription};
 
 /// What a handler returns when it fails; anything that is an error.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
@@ -99,6 +100,9 @@ pub struct Context {
     id: OperatorId,
     launch: LaunchEnv,
     inbox: SelectAll<Subscription>,
+    /// Each subscription drops its own repeats; this catches an envelope
+    /// that two overlapping subscriptions both delivered.
+    dedupe: Dedupe,
     state: OperatorState,
     shutdown_requested: bool,
 }
@@ -224,6 +228,10 @@ struct Runtime<O: Operator> {
     config: serde_json::Value,
     started_at: Instant,
     seq: u64,
+    /// Set when the operator can no longer work in this process (a failed
+    /// in-place restart): [`run`] returns it so the supervisor restarts
+    /// the process.
+    fatal: Option<RunError>,
 }
 
 /// What woke the loop up.
@@ -245,6 +253,7 @@ impl<O: Operator> Runtime<O> {
             ctx: Context {
                 bus,
                 id: launch.id.clone(),
+                dedupe: Dedupe::new(launch.nats.dedupe_window),
                 launch,
                 inbox: SelectAll::new(),
                 state: OperatorState::Starting,
@@ -252,6 +261,7 @@ impl<O: Operator> Runtime<O> {
             },
             started_at: Instant::now(),
             seq: 0,
+            fatal: None,
         })
     }
 
@@ -324,16 +334,29 @@ impl<O: Operator> Runtime<O> {
                     self.ctx.shutdown_requested = true;
                 }
                 Wake::Heartbeat => self.send_heartbeat().await,
-                Wake::Delivery(d) => {
-                    if let Err(e) = self.op.message(&mut self.ctx, d).await {
-                        self.ctx.bus.stats().handler_error();
-                        tracing::warn!(error = %e, "message handler failed");
-                    }
-                }
+                Wake::Delivery(d) => self.deliver(d).await,
             }
         }
         self.shutdown().await;
-        Ok(())
+        match self.fatal.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    async fn deliver(&mut self, d: Delivery) {
+        if self.ctx.inbox.len() > 1 {
+            if let Some(id) = d.envelope.id() {
+                if !self.ctx.dedupe.first_time(id) {
+                    self.ctx.bus.stats().reclassify_as_duplicate();
+                    return;
+                }
+            }
+        }
+        if let Err(e) = self.op.message(&mut self.ctx, d).await {
+            self.ctx.bus.stats().handler_error();
+            tracing::warn!(error = %e, "message handler failed");
+        }
     }
 
     async fn announce_ready(&mut self) {
@@ -397,6 +420,10 @@ impl<O: Operator> Runtime<O> {
         self.config.clone()
     }
 
+    /// Apply a new config. A config that does not parse changes nothing.
+    /// A reload handler that fails may have left the operator half set
+    /// up, so it is restarted in place with the previous config; if even
+    /// that fails, the process gives up (see [`Runtime::restart_in_place`]).
     async fn apply_reload(
         &mut self,
         config: serde_json::Value,
@@ -404,12 +431,50 @@ impl<O: Operator> Runtime<O> {
         let typed = self
             .parse_config(&config)
             .map_err(|e| (FailureCode::InvalidConfig, format!("invalid config: {e}")))?;
-        self.op
-            .reload(&mut self.ctx, typed)
-            .await
-            .map_err(|e| (FailureCode::HandlerFailed, format!("reload failed: {e}")))?;
+        if let Err(e) = self.op.reload(&mut self.ctx, typed).await {
+            let message = format!("reload failed: {e}");
+            tracing::warn!(error = %message, "restoring the previous config");
+            let _ = self.restart_in_place().await;
+            return Err((FailureCode::HandlerFailed, message));
+        }
         self.config = config;
         Ok(())
+    }
+
+    /// Stop, forget subscriptions, start with the current config, announce
+    /// ready again. On failure the operator cannot work in this process any
+    /// more: it is marked fatal so `run` returns an error after the ack and
+    /// the supervisor starts a fresh process.
+    async fn restart_in_place(&mut self) -> Result<(), (FailureCode, String)> {
+        self.ctx.state = OperatorState::Starting;
+        if let Err(e) = self.op.stop(&mut self.ctx).await {
+            tracing::warn!(error = %e, "stop handler failed during restart");
+        }
+        self.ctx.clear_subscriptions();
+        let started = match self.parse_config(&self.config) {
+            Err(e) => Err((FailureCode::InvalidConfig, e)),
+            Ok(config) => self
+                .op
+                .start(&mut self.ctx, config)
+                .await
+                .map_err(|e| (FailureCode::HandlerFailed, format!("restart failed: {e}"))),
+        };
+        match started {
+            Ok(()) => {
+                self.ctx.state = OperatorState::Running;
+                self.announce_ready().await;
+                Ok(())
+            }
+            Err((code, message)) => {
+                tracing::error!(error = %message, "cannot restart in place; exiting");
+                self.fatal = Some(RunError::Start {
+                    id: self.ctx.id.to_string(),
+                    reason: message.clone(),
+                });
+                self.ctx.shutdown_requested = true;
+                Err((code, message))
+            }
+        }
     }
 
     async fn handle_control(&mut self, msg: crate::subscription::RawMessage) {
@@ -471,20 +536,7 @@ impl<O: Operator> Runtime<O> {
                 Ok(())
             }
             Control::Reload { config } => self.apply_reload(config).await,
-            Control::Restart => {
-                // In place: stop, forget subscriptions, start with the
-                // current config, announce ready again.
-                self.ctx.state = OperatorState::Starting;
-                self.op.stop(&mut self.ctx).await.map_err(failed)?;
-                self.ctx.clear_subscriptions();
-                let config = self
-                    .parse_config(&self.config)
-                    .map_err(|e| (FailureCode::InvalidConfig, e))?;
-                self.op.start(&mut self.ctx, config).await.map_err(failed)?;
-                self.ctx.state = OperatorState::Running;
-                self.announce_ready().await;
-                Ok(())
-            }
+            Control::Restart => self.restart_in_place().await,
             Control::Shutdown => {
                 self.ctx.shutdown_requested = true;
                 self.ctx.state = OperatorState::Stopping;
@@ -494,18 +546,17 @@ impl<O: Operator> Runtime<O> {
     }
 
     async fn shutdown(&mut self) {
-        self.ctx.state = OperatorState::Stopping;
         // Hand over what already arrived before we stop listening, within
-        // a short deadline so shutdown stays prompt.
+        // a short deadline so shutdown stays prompt; a halted operator
+        // handles nothing, as promised.
+        let was_running = self.ctx.state == OperatorState::Running;
+        self.ctx.state = OperatorState::Stopping;
         let deadline = Instant::now() + Duration::from_millis(500);
-        while Instant::now() < deadline {
+        while was_running && self.fatal.is_none() && Instant::now() < deadline {
             let Some(Some(d)) = self.ctx.inbox.next().now_or_never() else {
                 break;
             };
-            if let Err(e) = self.op.message(&mut self.ctx, d).await {
-                self.ctx.bus.stats().handler_error();
-                tracing::warn!(error = %e, "message handler failed");
-            }
+            self.deliver(d).await;
         }
         self.ctx.clear_subscriptions();
         if let Err(e) = self.op.stop(&mut self.ctx).await {
@@ -521,5 +572,3 @@ impl<O: Operator> Runtime<O> {
         tracing::info!("stopped");
     }
 }
-
-use serde::Deserialize as _;

@@ -49,6 +49,13 @@ impl Stats {
         counters
     }
 
+    /// An envelope its subscription counted as received turned out to be
+    /// a repeat that another subscription already delivered.
+    pub(crate) fn reclassify_as_duplicate(&self) {
+        self.received.fetch_sub(1, Ordering::Relaxed);
+        self.duplicates.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Count a handler that returned an error.
     pub fn handler_error(&self) {
         Self::add(&self.handler_errors, 1);

@@ -37,7 +37,8 @@ pub enum OperatorState {
     Running,
     /// Paused by `halt`: connected, but not handling messages.
     Halted,
-    /// Shutting down (after `shutdown`, `restart` or a signal).
+    /// Shutting down (after `shutdown` or a terminating signal). During an
+    /// in-place `restart` the state is [`OperatorState::Starting`].
     Stopping,
 }
 
@@ -114,9 +115,11 @@ pub struct Ready {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Counters {
-    /// Messages received from NATS.
+    /// Envelopes handed to the operator (after pattern filter, validation
+    /// and de-duplication).
     pub received: u64,
-    /// Messages published to NATS.
+    /// Messages published to NATS, lifecycle messages (ready, heartbeats,
+    /// acks) included.
     pub published: u64,
     /// Received messages dropped because they were not valid envelopes.
     pub malformed: u64,
@@ -139,7 +142,8 @@ pub struct Counters {
 pub struct Heartbeat {
     /// The operator's id.
     pub id: String,
-    /// Increments by one per heartbeat from 0, so gaps show lost beats.
+    /// 1 for the first heartbeat after start, then +1 each, so gaps show
+    /// lost beats.
     pub seq: u64,
     /// What the operator is doing.
     pub state: OperatorState,
@@ -162,7 +166,9 @@ pub enum Verb {
     Resume,
     /// Apply a new config without restarting.
     Reload,
-    /// Exit so that the orchestrator starts the operator again.
+    /// Stop and start again in place with the current config, then
+    /// announce `ready` again (the process stays; the orchestrator
+    /// replaces the process when it restarts an operator itself).
     Restart,
     /// Exit cleanly and stay stopped.
     Shutdown,
@@ -243,13 +249,18 @@ pub enum Control {
     Halt,
     /// Handle messages again; ack with state `running`.
     Resume,
-    /// Validate and apply `config`; on failure keep the old config and ack
-    /// with [`FailureCode::InvalidConfig`].
+    /// Validate and apply `config`. A config that does not fit is refused
+    /// with [`FailureCode::InvalidConfig`] and changes nothing; a reload
+    /// handler that fails is acked with [`FailureCode::HandlerFailed`]
+    /// after the operator was restarted in place with its old config.
     Reload {
         /// The complete new operator config (replaces the old one).
         config: Value,
     },
-    /// Ack, then exit; the orchestrator starts the operator again.
+    /// Stop, start again with the current config and announce `ready`,
+    /// then ack (the process stays). If the operator cannot start again
+    /// it acks with [`FailureCode::HandlerFailed`] and exits non-zero so
+    /// its supervisor starts a fresh process.
     Restart,
     /// Ack, then exit cleanly; the orchestrator does not restart it.
     Shutdown,

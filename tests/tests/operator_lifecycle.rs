@@ -91,6 +91,25 @@ impl Harness {
     async fn next_heartbeat(&mut self) -> serde_json::Value {
         next_json(&mut self.heartbeats, WAIT).await
     }
+
+    /// The first heartbeat for which `cond` holds, failing after `WAIT`
+    /// with the last one seen.
+    async fn heartbeat_until(
+        &mut self,
+        cond: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let hb = self.next_heartbeat().await;
+            if cond(&hb) {
+                return hb;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "last heartbeat: {hb}"
+            );
+        }
+    }
 }
 
 fn lobby() -> ChatAddress {
@@ -143,11 +162,7 @@ async fn operator_announces_heartbeats_acks_every_verb_and_shuts_down() {
     assert_eq!(ack.state, OperatorState::Halted);
     h.say(&lobby(), "!echo held").await;
     h.no_reply_for(Duration::from_millis(400)).await;
-    loop {
-        if h.next_heartbeat().await["state"] == "halted" {
-            break;
-        }
-    }
+    h.heartbeat_until(|hb| hb["state"] == "halted").await;
 
     // resume: acked, and the held message is answered.
     let ack = control(&h.bus, "bot1", json!({"verb": "resume"})).await;
@@ -279,14 +294,13 @@ async fn garbage_on_its_subjects_is_counted_and_it_keeps_working() {
     h.bus.send(&subject, json!([1, 2, 3])).await.unwrap();
     h.say(&lobby(), "!ping").await;
     assert_eq!(h.next_reply().await.2, "pong");
-    loop {
-        let hb = h.next_heartbeat().await;
-        let c = &hb["counters"];
-        if c["malformed"] == garbage.len() as u64 && c["handler_errors"] == 1 {
-            assert_eq!(c["received"], 2, "{hb}");
-            break;
-        }
-    }
+    let n = garbage.len() as u64;
+    let hb = h
+        .heartbeat_until(|hb| {
+            hb["counters"]["malformed"] == n && hb["counters"]["handler_errors"] == 1
+        })
+        .await;
+    assert_eq!(hb["counters"]["received"], 2, "{hb}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,10 +330,64 @@ async fn operator_reconnects_after_the_server_restarts() {
             "no answer after restart"
         );
     }
-    loop {
-        let hb = h.next_heartbeat().await;
-        if hb["counters"]["reconnects"].as_u64() >= Some(1) {
-            break;
-        }
-    }
+    h.heartbeat_until(|hb| hb["counters"]["reconnects"].as_u64() >= Some(1))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_patterns_of_one_operator_deliver_once() {
+    let mut h = Harness::new("o1").await;
+    let config = json!({"listen": ["chat.#", "chat.*.*.*.message", "#.=23rust=2Ebeginners.*"]});
+    let _op = OperatorProcess::spawn(
+        "switchboard-testop",
+        "o1",
+        &h.server.url(),
+        &[("SWITCHBOARD_CONFIG", &config.to_string())],
+    );
+    next_json(&mut h.ready, WAIT).await;
+    h.say(&lobby(), "one").await;
+    assert_eq!(h.next_reply().await.2, "seen: one");
+    h.no_reply_for(Duration::from_millis(400)).await;
+    // The reply on send.console.local.=23rust=2Ebeginners.message matches
+    // the third pattern too: one more envelope handed over (and refused
+    // by the handler, as it is no chat message).
+    let hb = h
+        .heartbeat_until(|hb| hb["counters"]["duplicates"] == 2 && hb["counters"]["received"] == 2)
+        .await;
+    assert_eq!(hb["counters"]["handler_errors"], 1, "{hb}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reload_restores_the_old_config_and_a_failed_restart_exits() {
+    let mut h = Harness::new("f1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let trap = dir.path().join("fail");
+    let config = json!({"listen": ["chat.#"], "fail_start_if_exists": trap});
+    let mut op = OperatorProcess::spawn(
+        "switchboard-testop",
+        "f1",
+        &h.server.url(),
+        &[("SWITCHBOARD_CONFIG", &config.to_string())],
+    );
+    next_json(&mut h.ready, WAIT).await;
+
+    // The new config's start fails: handler_failed, and the operator is
+    // put back on the old config (ready again, still answering).
+    let bad = json!({"listen": ["other.#"], "fail_start_if_exists": dir.path()});
+    let ack = control(&h.bus, "f1", json!({"verb": "reload", "config": bad})).await;
+    assert!(!ack.ok);
+    assert_eq!(ack.error.as_ref().unwrap().code, FailureCode::HandlerFailed);
+    assert!(ack.error.unwrap().message.contains("refusing to start"));
+    next_json(&mut h.ready, WAIT).await;
+    h.say(&lobby(), "still here").await;
+    assert_eq!(h.next_reply().await.2, "seen: still here");
+
+    // Now even the current config cannot start: restart is refused and the
+    // process exits non-zero so its supervisor starts a fresh one.
+    std::fs::write(&trap, "").unwrap();
+    let ack = control(&h.bus, "f1", json!({"verb": "restart"})).await;
+    assert!(!ack.ok, "{ack:?}");
+    assert_eq!(ack.error.as_ref().unwrap().code, FailureCode::HandlerFailed);
+    let status = op.exit_within(Duration::from_secs(2)).await;
+    assert!(!status.success(), "{status:?}");
 }
