@@ -8,8 +8,9 @@
 //! 2. the cost of a pattern NATS cannot express (`chat.#.message`, which
 //!    the bus filters client-side) against a literal one;
 //! 3. one-way latency, one message at a time (p50, p99);
-//! 4. where the time goes: CPU per delivered message (client and server)
-//!    and the single-thread cost of the bus's own steps.
+//! 4. where the time goes: a raw reference whose subscriber also decodes
+//!    with the bus's decoder, CPU per delivered message (client and
+//!    server), and the single-thread cost of the bus's own steps.
 //!
 //! Ratios are only meaningful within one run on one machine, which is why
 //! raw and bus runs are interleaved rather than measured separately.
@@ -39,7 +40,7 @@ use crate::workload::{Path, MIDDLE_HASH_PATTERN, SUBJECT};
 #[derive(Debug, Parser)]
 #[command(name = "switchboard-bench", version)]
 struct Args {
-    /// Fewer messages per run: a quick check (~20 s) that everything works,
+    /// Fewer messages per run: a quick check (~10 s) that everything works,
     /// with noisier numbers.
     #[arg(long)]
     quick: bool,
@@ -267,7 +268,7 @@ async fn throughput_tables(
                 .await
                 .with_context(|| format!("throughput run {name} (rep {rep})"))?;
             eprintln!(
-                "  rep {rep}/{}  {name:<12} {:>10} msg/s  {}/{} received in {:.2} s",
+                "  rep {rep}/{}  {name:<13} {:>10} msg/s  {}/{} received in {:.2} s",
                 args.reps,
                 thousands(outcome.msgs_per_sec()),
                 thousands(outcome.received as f64),

@@ -1,0 +1,302 @@
+//! The orchestrator's side of the contract: supervision states, events,
+//! and the request/reply API (`sb.api.<method>`) the CLI talks to.
+//!
+//! These are plain JSON objects like the lifecycle payloads, so a tool in
+//! any language can ask the orchestrator for status or send it control
+//! requests with a NATS client.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::control::{Counters, FailureCode, Verb};
+use crate::envelope::Timestamp;
+
+/// API method names: the last token of `sb.api.<method>`.
+pub mod methods {
+    /// [`super::StatusRequest`] -> [`super::StatusReply`].
+    pub const STATUS: &str = "status";
+    /// [`super::CtlRequest`] -> [`super::CtlReply`].
+    pub const CTL: &str = "ctl";
+    /// [`super::LogsRequest`] -> [`super::LogsReply`].
+    pub const LOGS: &str = "logs";
+}
+
+/// Where an operator is in its supervised life, as the orchestrator sees
+/// it (the operator's own view is [`crate::OperatorState`]).
+///
+/// `starting -> running | halted -> stopping -> exited | backoff | failed`;
+/// `disabled` operators are known but not started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SupervisedState {
+    /// Process spawned, `ready` not yet received.
+    Starting,
+    /// Ready and healthy.
+    Running,
+    /// Paused by `halt`.
+    Halted,
+    /// Being stopped (SIGTERM sent, waiting for exit).
+    Stopping,
+    /// Waiting out the backoff delay before the next start.
+    Backoff,
+    /// Not running and not going to be restarted (shutdown, or the restart
+    /// policy says no) until someone asks.
+    Exited,
+    /// Crash loop: too many restarts in the window; waits for `restart`
+    /// or a reload.
+    Failed,
+    /// `enabled = false` in its manifest.
+    Disabled,
+}
+
+impl SupervisedState {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SupervisedState::Starting => "starting",
+            SupervisedState::Running => "running",
+            SupervisedState::Halted => "halted",
+            SupervisedState::Stopping => "stopping",
+            SupervisedState::Backoff => "backoff",
+            SupervisedState::Exited => "exited",
+            SupervisedState::Failed => "failed",
+            SupervisedState::Disabled => "disabled",
+        }
+    }
+}
+
+impl std::fmt::Display for SupervisedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Published on `sb.event.<id>` at every state change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperatorEvent {
+    /// The operator.
+    pub id: String,
+    /// The new state.
+    pub state: SupervisedState,
+    /// The state before.
+    pub previous: SupervisedState,
+    /// The current process, if one runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Restarts so far (process starts after the first).
+    pub restarts: u64,
+    /// Why, in words ("exited with code 1", "missed 3 heartbeats", ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When.
+    pub timestamp: Timestamp,
+}
+
+/// One operator in a [`StatusReply`]. Never carries config or secrets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperatorStatus {
+    /// The operator's ID.
+    pub id: String,
+    /// Supervision state.
+    pub state: SupervisedState,
+    /// Current process id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Milliseconds since the current process started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_ms: Option<u64>,
+    /// Process starts after the first.
+    pub restarts: u64,
+    /// Milliseconds since the last heartbeat (or ready).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_ms: Option<u64>,
+    /// How the last process ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<String>,
+    /// Why it is in its state, when that needs saying (crash loop...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `nats` or `signals`.
+    pub control: String,
+    /// Counters from the last heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counters: Option<Counters>,
+}
+
+/// Body of `sb.api.status` (no fields yet; send `{}`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusRequest {}
+
+/// Answer to `sb.api.status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReply {
+    /// The orchestrator's version.
+    pub version: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Milliseconds since it started.
+    pub uptime_ms: u64,
+    /// The NATS URL operators are given (never credentials).
+    pub nats_url: String,
+    /// Whether the orchestrator runs the nats-server itself.
+    pub nats_embedded: bool,
+    /// Every known operator, sorted by ID.
+    pub operators: Vec<OperatorStatus>,
+}
+
+/// Body of `sb.api.ctl`: a verb for one ID, a glob of IDs, or all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CtlRequest {
+    /// The verb.
+    pub verb: Verb,
+    /// An operator ID or a glob (`irc-*`, `*`); `*` means all.
+    pub target: String,
+    /// For `reload`: the new config. Without it, the config from the
+    /// operator's manifest (re-read from disk, secrets resolved) is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Value>,
+}
+
+/// One operator's outcome in a [`CtlReply`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CtlOutcome {
+    /// The operator.
+    pub id: String,
+    /// Whether the verb was carried out.
+    pub ok: bool,
+    /// Its supervision state afterwards.
+    pub state: SupervisedState,
+    /// Why not, when `ok` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The failure class, when the operator itself refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<FailureCode>,
+}
+
+/// Answer to `sb.api.ctl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CtlReply {
+    /// One outcome per matched operator, sorted by ID. Empty when the
+    /// target matched nothing (then `error` says so).
+    pub results: Vec<CtlOutcome>,
+    /// A problem with the request as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Body of `sb.api.logs`: the last lines an operator printed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogsRequest {
+    /// The operator.
+    pub id: String,
+    /// At most this many lines (the orchestrator keeps the last 1,000).
+    #[serde(default = "default_log_lines")]
+    pub lines: usize,
+}
+
+fn default_log_lines() -> usize {
+    100
+}
+
+/// One line an operator printed; also the payload on
+/// `sb.log.<id>.<stream>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// The operator.
+    pub id: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The line, without its newline (lossily decoded as UTF-8).
+    pub line: String,
+    /// When the orchestrator read it.
+    pub timestamp: Timestamp,
+}
+
+/// Answer to `sb.api.logs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogsReply {
+    /// Oldest first.
+    pub lines: Vec<LogLine>,
+    /// Set when the ID is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Match an operator ID against a glob with `*` (any run) and `?` (one
+/// character); a pattern without wildcards must equal the ID.
+///
+/// ```
+/// use switchboard_proto::api::glob_matches;
+/// assert!(glob_matches("irc-*", "irc-libera"));
+/// assert!(glob_matches("*", "anything"));
+/// assert!(!glob_matches("irc-?", "irc-ab"));
+/// ```
+pub fn glob_matches(pattern: &str, id: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let s: Vec<char> = id.chars().collect();
+    // Classic two-pointer wildcard match with backtracking to the last `*`.
+    let (mut pi, mut si) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
+            pi += 1;
+            si += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if let Some((sp, ss)) = star {
+            pi = sp + 1;
+            si = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        for (p, s, want) in [
+            ("*", "", true),
+            ("*", "a", true),
+            ("a*", "abc", true),
+            ("*c", "abc", true),
+            ("a*c", "abbbc", true),
+            ("a*c", "abbb", false),
+            ("a?c", "abc", true),
+            ("a?c", "ac", false),
+            ("irc-*-x", "irc-a-b-x", true),
+            ("exact", "exact", true),
+            ("exact", "exactly", false),
+        ] {
+            assert_eq!(glob_matches(p, s), want, "{p} vs {s}");
+        }
+    }
+
+    #[test]
+    fn ctl_request_json() {
+        let r: CtlRequest =
+            serde_json::from_str(r#"{"verb":"reload","target":"irc-*","config":{"a":1}}"#)
+                .unwrap();
+        assert_eq!(r.verb, Verb::Reload);
+        assert_eq!(r.config, Some(serde_json::json!({"a":1})));
+        let s = serde_json::to_string(&CtlOutcome {
+            id: "x".into(),
+            ok: true,
+            state: SupervisedState::Halted,
+            error: None,
+            code: None,
+        })
+        .unwrap();
+        assert_eq!(s, r#"{"id":"x","ok":true,"state":"halted"}"#);
+    }
+}
