@@ -55,7 +55,7 @@ unit: tools
 test: tools check unit
 
 run: tools
-	$(CARGO) build --release -p switchboard-demo
+	$(CARGO) build --release -p switchboard-orchestrator -p switchboard-demo
 	@./scripts/run-demo.sh
 
 bench: tools

@@ -1,32 +1,36 @@
 #!/usr/bin/env bash
-# `make run`: a working bus in one command. Starts nats-server on
-# 127.0.0.1:${SWITCHBOARD_PORT:-4222}, the ping bot as an operator, and a
-# chat console in this terminal. Ctrl-D or Ctrl-C stops everything.
+# `make run`: a working bus in one command. Starts the orchestrator with
+# deploy/dev/switchboard.toml (embedded nats-server on 127.0.0.1:4222 and
+# the ping bot), shows its status, then opens a chat console in this
+# terminal. Ctrl-D or Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-port=${SWITCHBOARD_PORT:-4222}
+conf=deploy/dev/switchboard.toml
+sb=target/release/switchboard
 mkdir -p .run
-nats=${SWITCHBOARD_NATS_SERVER:-.tools/venv/bin/nats-server}
-bin=target/release
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+daemon=
+cleanup() {
+  if [ -n "$daemon" ] && kill -0 "$daemon" 2>/dev/null; then
+    kill -TERM "$daemon"
+    wait "$daemon" 2>/dev/null || true
+  fi
+}
 trap cleanup EXIT INT TERM
 
-if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then
-  echo "port $port is taken (another bus?): set SWITCHBOARD_PORT=<free port> and retry" >&2
-  exit 1
-fi
-"$nats" -a 127.0.0.1 -p "$port" -js -sd .run/jetstream >.run/nats-server.log 2>&1 &
-pids+=($!)
+"$sb" run --config "$conf" 2>>.run/switchboard.log &
+daemon=$!
+echo "switchboard started (pid $daemon, log: .run/switchboard.log)"
 for _ in $(seq 1 100); do
-  (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break
-  sleep 0.05
+  if "$sb" status --config "$conf" >/dev/null 2>&1; then break; fi
+  if ! kill -0 "$daemon" 2>/dev/null; then
+    echo "switchboard exited; last log lines:" >&2
+    tail -n 20 .run/switchboard.log >&2
+    exit 1
+  fi
+  sleep 0.1
 done
-echo "nats-server listening on nats://127.0.0.1:$port (log: .run/nats-server.log)"
-
-SWITCHBOARD_ID=pingbot SWITCHBOARD_NATS_URL="nats://127.0.0.1:$port" \
-  "$bin/switchboard-pingbot" 2>>.run/pingbot.log &
-pids+=($!)
-echo "pingbot running (log: .run/pingbot.log)"
-
-"$bin/switchboard-console" --url "nats://127.0.0.1:$port"
+sleep 0.3
+"$sb" status --config "$conf"
+echo
+echo "In another terminal: $sb --config $conf status | tail '#' | logs pingbot"
+"$sb" chat --config "$conf"

@@ -194,24 +194,35 @@ impl Bus {
     /// a private inbox, which the server handles after our earlier
     /// commands because it processes a connection in order.
     pub async fn sync(&self) -> Result<(), PublishError> {
+        use futures::StreamExt as _;
         let inbox = self.client.new_inbox();
         let mut sub = self
             .client
             .subscribe(inbox.clone())
             .await
             .map_err(|e| PublishError::Closed(e.to_string()))?;
-        self.client
-            .publish(inbox, Bytes::new())
-            .await
-            .map_err(|e| PublishError::Closed(e.to_string()))?;
-        let _ = self.client.flush().await;
-        use futures::StreamExt as _;
-        match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(PublishError::Closed("connection closed during sync".into())),
-            Err(_) => Err(PublishError::Closed(
-                "no round trip through the server within 10 s".into(),
-            )),
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        // A probe written just before a disconnect is noticed dies with the
+        // socket; send another every half second until one comes back.
+        loop {
+            self.client
+                .publish(inbox.clone(), Bytes::new())
+                .await
+                .map_err(|e| PublishError::Closed(e.to_string()))?;
+            let _ = self.client.flush().await;
+            let wait = (deadline - tokio::time::Instant::now()).min(Duration::from_millis(500));
+            match tokio::time::timeout(wait, sub.next()).await {
+                Ok(Some(_)) => return Ok(()),
+                Ok(None) => {
+                    return Err(PublishError::Closed("connection closed during sync".into()))
+                }
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(PublishError::Closed(
+                        "no round trip through the server within 10 s".into(),
+                    ))
+                }
+                Err(_) => {}
+            }
         }
     }
 

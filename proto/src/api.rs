@@ -285,8 +285,7 @@ mod tests {
     #[test]
     fn ctl_request_json() {
         let r: CtlRequest =
-            serde_json::from_str(r#"{"verb":"reload","target":"irc-*","config":{"a":1}}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"verb":"reload","target":"irc-*","config":{"a":1}}"#).unwrap();
         assert_eq!(r.verb, Verb::Reload);
         assert_eq!(r.config, Some(serde_json::json!({"a":1})));
         let s = serde_json::to_string(&CtlOutcome {

@@ -49,10 +49,9 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     // chunk that the compiler vectorises.
     let mut clean = 0;
     for chunk in bytes.chunks_exact(16) {
-        if chunk
-            .iter()
-            .fold(false, |acc, &b| acc | (b < 0x20) | (b == b'"') | (b == b'\\'))
-        {
+        if chunk.iter().fold(false, |acc, &b| {
+            acc | (b < 0x20) | (b == b'"') | (b == b'\\')
+        }) {
             break;
         }
         clean += 16;

@@ -62,5 +62,5 @@ pub use pattern::{Pattern, PatternError, PatternToken, SubscriptionPlan};
 pub use subject::{
     api_subject, control_subject, escape_token, event_subject, heartbeat_subject, is_valid_token,
     log_subject, ready_subject, unescape_token, Branch, ChatAddress, IdError, OperatorId,
-    SubjectError, TokenError, ALL_EVENTS, ALL_HEARTBEATS, ALL_LOGS, ALL_READY,
+    SubjectError, TokenError, ALL_API, ALL_EVENTS, ALL_HEARTBEATS, ALL_LOGS, ALL_READY,
 };

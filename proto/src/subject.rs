@@ -32,6 +32,8 @@ pub const ALL_HEARTBEATS: &str = "sb.op.*.heartbeat";
 pub const ALL_EVENTS: &str = "sb.event.*";
 /// Wildcard subject matching every operator's log lines.
 pub const ALL_LOGS: &str = "sb.log.>";
+/// Every orchestrator API method (what the orchestrator serves).
+pub const ALL_API: &str = "sb.api.*";
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 

@@ -1,0 +1,475 @@
+//! The `switchboard` command line: one binary for the daemon and the
+//! tools that talk to it.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use clap::{CommandFactory, Parser, Subcommand};
+use futures::StreamExt;
+use switchboard_bus::{Bus, BusOptions, Envelope, Pattern};
+use switchboard_proto::api::{
+    methods, CtlReply, CtlRequest, LogLine, LogsReply, LogsRequest, StatusReply, StatusRequest,
+};
+use switchboard_proto::{headers, kinds, ChatAddress, ChatMessage, SendRequest, Verb};
+
+use crate::config::Config;
+use crate::daemon::{runtime_file, RuntimeInfo};
+
+/// Switchboard: a pub/sub message bus for chat bots.
+///
+/// `switchboard run` starts the daemon: it runs nats-server (unless an
+/// external URL is configured) and supervises the operators described in
+/// its manifests directory. The other commands talk to a running daemon.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, propagate_version = true)]
+pub struct Cli {
+    /// The daemon's config file. Default: ./switchboard.toml if present,
+    /// else /etc/switchboard/switchboard.toml if present, else built-in
+    /// defaults rooted in the current directory.
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "SWITCHBOARD_TOML",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// Talk to NATS at this URL instead of the daemon's runtime file
+    /// (client commands only).
+    #[arg(long, global = true, value_name = "URL")]
+    pub url: Option<String>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground (as systemd does).
+    Run,
+    /// Show every operator: state, pid, uptime, restarts, last heartbeat.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a control verb to one operator, a glob of operators, or all.
+    Ctl {
+        /// halt, resume, reload, restart or shutdown.
+        verb: Verb,
+        /// An operator ID or a glob like `irc-*`.
+        #[arg(required_unless_present = "all")]
+        target: Option<String>,
+        /// Every operator.
+        #[arg(long, conflicts_with = "target")]
+        all: bool,
+        /// For `reload`: the new config as JSON (default: the manifest's,
+        /// re-read from disk).
+        #[arg(long = "with-config", value_name = "JSON")]
+        with_config: Option<String>,
+    },
+    /// Show what an operator printed (stdout and stderr).
+    Logs {
+        /// The operator ID.
+        id: String,
+        /// How many recent lines.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+        /// Keep following new lines.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Print envelopes live as they cross the bus.
+    Tail {
+        /// A pattern: `*` one token, `#` zero or more (e.g. `chat.#`).
+        #[arg(default_value = "#")]
+        pattern: String,
+        /// Print the raw JSON, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish one envelope with the given JSON body.
+    Pub {
+        /// The subject, e.g. `chat.console.local.lobby.message`.
+        subject: String,
+        /// The body: any JSON (`'{"text":"hi"}'`, `'"hi"'`, `42`).
+        body: String,
+        /// The envelope's source.
+        #[arg(long, default_value = "cli")]
+        source: String,
+    },
+    /// Chat on the bus from this terminal (a `console` protocol room).
+    Chat {
+        /// The room.
+        #[arg(long, default_value = "lobby")]
+        room: String,
+        /// The console instance (third subject token).
+        #[arg(long, default_value = "local")]
+        instance: String,
+        /// Your name.
+        #[arg(long, env = "USER", default_value = "you")]
+        nick: String,
+    },
+    /// Check manifests and print every problem as `file:line: what`.
+    Validate {
+        /// The manifests directory (default: the config's).
+        dir: Option<PathBuf>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Find the config file when none was given.
+pub fn default_config_path() -> Option<PathBuf> {
+    ["switchboard.toml", "/etc/switchboard/switchboard.toml"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// Run a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let config_path = cli.config.clone().or_else(default_config_path);
+    match cli.command {
+        Command::Run => {
+            crate::daemon::run(config_path.as_deref()).await?;
+        }
+        Command::Validate { dir } => return validate(config_path.as_deref(), dir),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "switchboard",
+                &mut std::io::stdout(),
+            );
+        }
+        Command::Status { json } => {
+            let bus = connect(&cli.url, config_path.as_deref()).await?;
+            let status: StatusReply = crate::api::call(&bus, methods::STATUS, &StatusRequest {})
+                .await
+                .map_err(unreachable_hint)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status_table(&status));
+            }
+        }
+        Command::Ctl {
+            verb,
+            target,
+            all,
+            with_config,
+        } => {
+            let config = match with_config {
+                Some(s) => Some(
+                    serde_json::from_str(&s)
+                        .context("--with-config must be JSON, e.g. '{\"key\":1}'")?,
+                ),
+                None => None,
+            };
+            if config.is_some() && verb != Verb::Reload {
+                bail!("--with-config goes with `reload` only");
+            }
+            let target = if all {
+                "*".to_string()
+            } else {
+                target.unwrap_or_default()
+            };
+            let bus = connect(&cli.url, config_path.as_deref()).await?;
+            let reply: CtlReply = crate::api::call(
+                &bus,
+                methods::CTL,
+                &CtlRequest {
+                    verb,
+                    target,
+                    config,
+                },
+            )
+            .await
+            .map_err(unreachable_hint)?;
+            if let Some(e) = reply.error {
+                bail!(e);
+            }
+            let mut failed = false;
+            for r in &reply.results {
+                if r.ok {
+                    println!("{:<24} {} ok ({})", r.id, verb, r.state);
+                } else {
+                    failed = true;
+                    println!(
+                        "{:<24} {} FAILED ({}): {}",
+                        r.id,
+                        verb,
+                        r.state,
+                        r.error.as_deref().unwrap_or("no reason given")
+                    );
+                }
+            }
+            if failed {
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+        }
+        Command::Logs { id, lines, follow } => {
+            let bus = connect(&cli.url, config_path.as_deref()).await?;
+            // Subscribe before asking for history so no line falls between.
+            let mut live = if follow {
+                Some(bus.subscribe_raw(&format!("sb.log.{id}.>")).await?)
+            } else {
+                None
+            };
+            let reply: LogsReply =
+                crate::api::call(&bus, methods::LOGS, &LogsRequest { id, lines })
+                    .await
+                    .map_err(unreachable_hint)?;
+            if let Some(e) = reply.error {
+                bail!(e);
+            }
+            let last = reply.lines.last().map(|l| l.timestamp);
+            for l in &reply.lines {
+                print_log_line(l);
+            }
+            if let Some(live) = live.as_mut() {
+                while let Some(msg) = live.next().await {
+                    if let Ok(l) = serde_json::from_slice::<LogLine>(&msg.payload) {
+                        if last.is_some_and(|t| l.timestamp <= t) {
+                            continue;
+                        }
+                        print_log_line(&l);
+                    }
+                }
+            }
+        }
+        Command::Tail { pattern, json } => {
+            let pattern = Pattern::parse(&pattern)?;
+            let bus = connect(&cli.url, config_path.as_deref()).await?;
+            let mut sub = bus.subscribe(&pattern).await?;
+            eprintln!("tailing {pattern} (Ctrl-C to stop)");
+            while let Some(d) = sub.next().await {
+                if json {
+                    println!("{}", String::from_utf8_lossy(&d.envelope.to_vec()));
+                } else {
+                    println!(
+                        "{} {} [{}] {}",
+                        d.envelope.timestamp, d.subject, d.envelope.source, d.envelope.body
+                    );
+                }
+            }
+        }
+        Command::Pub {
+            subject,
+            body,
+            source,
+        } => {
+            let body: serde_json::Value = serde_json::from_str(&body).context(
+                "the body must be JSON; quote text as '\"hi\"' or send '{\"text\":\"hi\"}'",
+            )?;
+            let bus = connect(&cli.url, config_path.as_deref()).await?;
+            let env = Envelope::new(source, body);
+            bus.publish(&subject, &env).await?;
+            bus.flush().await?;
+            println!("published {} on {subject}", env.id().unwrap_or(""));
+        }
+        Command::Chat {
+            room,
+            instance,
+            nick,
+        } => {
+            let bus = connect(&cli.url, config_path.as_deref()).await?;
+            chat(&bus, &instance, &room, &nick).await?;
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn unreachable_hint(e: switchboard_bus::RequestError) -> anyhow::Error {
+    match e.kind() {
+        switchboard_bus::RequestErrorKind::NoResponders
+        | switchboard_bus::RequestErrorKind::TimedOut => {
+            anyhow::anyhow!("{e}\nis `switchboard run` running with this config?")
+        }
+        _ => e.into(),
+    }
+}
+
+fn print_log_line(l: &LogLine) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{} {} {}: {}", l.timestamp, l.id, l.stream, l.line);
+}
+
+/// Connect a client: `--url` (or `$SWITCHBOARD_NATS_URL`), else the
+/// runtime file the daemon wrote.
+async fn connect(url: &Option<String>, config_path: Option<&Path>) -> anyhow::Result<Bus> {
+    let opts = match url
+        .clone()
+        .or_else(|| std::env::var(switchboard_proto::launch::NATS_URL).ok())
+    {
+        Some(url) => {
+            let mut o = BusOptions::new(&url);
+            if let (Ok(u), Ok(p)) = (
+                std::env::var(switchboard_proto::launch::NATS_USER),
+                std::env::var(switchboard_proto::launch::NATS_PASSWORD),
+            ) {
+                o = o.user_password(u, p);
+            }
+            o
+        }
+        None => {
+            let config = Config::load(config_path)?;
+            let path = runtime_file(&config.runtime_dir);
+            let text = std::fs::read(&path).with_context(|| {
+                format!(
+                    "cannot reach the orchestrator: {} is missing or unreadable; \
+                     is `switchboard run` running with this config{}?",
+                    path.display(),
+                    config_path
+                        .map(|p| format!(" ({})", p.display()))
+                        .unwrap_or_default()
+                )
+            })?;
+            let info: RuntimeInfo = serde_json::from_slice(&text)
+                .with_context(|| format!("{} is not a switchboard runtime file", path.display()))?;
+            info.bus_options()
+        }
+    };
+    let opts = opts
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .name("switchboard-cli");
+    let urls = opts.urls().join(",");
+    Bus::connect(&opts, "cli")
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the orchestrator's bus at {urls}: {e}"))
+}
+
+fn validate(
+    config_path: Option<&Path>,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let dir = match dir {
+        Some(d) => d,
+        None => Config::load(config_path)?.manifests_dir,
+    };
+    let report = crate::manifest::load_dir(&dir);
+    for p in &report.problems {
+        println!("{p}");
+    }
+    if report.problems.is_empty() {
+        println!(
+            "{}: {} operator manifest(s) OK",
+            dir.display(),
+            report.manifests.len()
+        );
+        Ok(std::process::ExitCode::SUCCESS)
+    } else {
+        eprintln!("{} problem(s) found", report.problems.len());
+        Ok(std::process::ExitCode::FAILURE)
+    }
+}
+
+/// The `status` table.
+pub fn status_table(status: &StatusReply) -> String {
+    let mut out = format!(
+        "switchboard {} (pid {}, up {}), nats {}{}\n",
+        status.version,
+        status.pid,
+        human_ms(status.uptime_ms),
+        status.nats_url,
+        if status.nats_embedded {
+            " (embedded)"
+        } else {
+            ""
+        }
+    );
+    out.push_str(&format!(
+        "{:<24} {:<9} {:>8} {:>9} {:>8} {:>9}  {}\n",
+        "ID", "STATE", "PID", "UPTIME", "RESTARTS", "HEARTBEAT", "NOTE"
+    ));
+    for o in &status.operators {
+        let dash = || "-".to_string();
+        out.push_str(&format!(
+            "{:<24} {:<9} {:>8} {:>9} {:>8} {:>9}  {}\n",
+            o.id,
+            o.state.as_str(),
+            o.pid.map(|p| p.to_string()).unwrap_or_else(dash),
+            o.uptime_ms.map(human_ms).unwrap_or_else(dash),
+            o.restarts,
+            o.last_heartbeat_ms
+                .map(|ms| format!("{} ago", human_ms(ms)))
+                .unwrap_or_else(dash),
+            o.reason.as_deref().or(o.last_exit.as_deref()).unwrap_or(""),
+        ));
+    }
+    if status.operators.is_empty() {
+        out.push_str("(no operators: add manifests to the manifests directory and send SIGHUP)\n");
+    }
+    out
+}
+
+fn human_ms(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0 => format!("{ms}ms"),
+        1..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// `switchboard chat`: lines typed become chat messages in a `console`
+/// room; requests to send into that room are printed.
+async fn chat(bus: &Bus, instance: &str, room: &str, nick: &str) -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt as _;
+    let address = ChatAddress::new("console", instance, room);
+    let replies = Pattern::parse(&format!(
+        "send.console.{}.{}.#",
+        switchboard_proto::escape_token(instance),
+        switchboard_proto::escape_token(room)
+    ))?;
+    let mut inbox = bus.subscribe(&replies).await?;
+    bus.sync().await?;
+    println!("chatting in {room} as {nick} (try !ping; Ctrl-D to quit)");
+    let subject = address.event_subject(kinds::MESSAGE);
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let prompt = || {
+        print!("> ");
+        let _ = std::io::stdout().flush();
+    };
+    prompt();
+    loop {
+        tokio::select! {
+            line = lines.next_line() => {
+                let Some(line) = line? else { break };
+                let text = line.trim_end().to_string();
+                if !text.is_empty() {
+                    let body = ChatMessage {
+                        text,
+                        sender: nick.to_string(),
+                        room: room.to_string(),
+                        private: false,
+                        extra: Default::default(),
+                    };
+                    let env = Envelope::new("console", serde_json::to_value(body)?)
+                        .with_header(headers::ROOM, room);
+                    bus.publish(&subject, &env).await?;
+                    bus.flush().await?;
+                }
+                prompt();
+            }
+            Some(d) = inbox.next() => {
+                let text = serde_json::from_value::<SendRequest>(d.envelope.body.clone())
+                    .map(|r| r.text)
+                    .unwrap_or_else(|_| d.envelope.body.to_string());
+                println!("\r<{}> {}", d.envelope.source, text);
+                prompt();
+            }
+        }
+    }
+    bus.close().await;
+    Ok(())
+}

@@ -1,0 +1,708 @@
+//! The daemon's own configuration, `switchboard.toml`: where the manifests,
+//! state and runtime files live, which NATS to use, how to log.
+//!
+//! Read with the `config` crate in two layers: the file, then environment
+//! overrides named `SWITCHBOARD__<KEY>` with `__` between levels
+//! (`SWITCHBOARD__STATE_DIR`, `SWITCHBOARD__NATS__URL`,
+//! `SWITCHBOARD__NATS__EMBEDDED__PORT`), so a systemd unit or a container
+//! can adjust one key without a second file. (The single-underscore
+//! `SWITCHBOARD_…` names belong to operators' launch environment and are
+//! never read here.) Every key is optional; with no file at all the
+//! defaults describe a self-contained directory: `operators.d/`, `state/`,
+//! `run/` and an embedded nats-server on 127.0.0.1:4222.
+//!
+//! Relative paths, from the file or from the environment, are resolved
+//! against the config file's directory (the current directory when there
+//! is no file), once, at load time.
+//!
+//! ```
+//! use switchboard_orchestrator::config::Config;
+//!
+//! let dir = std::env::temp_dir();
+//! let config = Config::load_with_env(None, [
+//!     ("SWITCHBOARD__NATS__URL".to_owned(), "nats://10.0.0.5:4222".to_owned()),
+//! ])?;
+//! assert_eq!(config.nats.url.as_deref(), Some("nats://10.0.0.5:4222"));
+//! assert!(config.state_dir.is_absolute());
+//! assert_eq!(Config::defaults_in(&dir).manifests_dir, dir.join("operators.d"));
+//! # Ok::<(), switchboard_orchestrator::config::ConfigError>(())
+//! ```
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::is_valid_env_name;
+use crate::manifest::suggest::did_you_mean;
+
+/// Prefix of the environment variables that override config keys.
+pub const ENV_PREFIX: &str = "SWITCHBOARD__";
+
+/// The whole configuration, with every path absolute (or as given, for
+/// [`Config::defaults_in`] with a relative directory).
+///
+/// Holds no secret values, only where to find them (`password_file`,
+/// `password_env`, …), so `Debug` and `Serialize` output is safe to log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory of operator manifests (`*.toml`). Key `manifests`;
+    /// default `operators.d`.
+    #[serde(rename = "manifests", default = "default_manifests")]
+    pub manifests_dir: PathBuf,
+    /// Persistent state: one directory per operator, kept across restarts,
+    /// and the embedded nats-server's JetStream store. Default `state`.
+    #[serde(default = "default_state")]
+    pub state_dir: PathBuf,
+    /// Runtime files wiped at boot: operators' scratch directories, the
+    /// embedded server's config and logs. Default `run`.
+    #[serde(default = "default_runtime")]
+    pub runtime_dir: PathBuf,
+    /// Which NATS to use.
+    #[serde(default)]
+    pub nats: NatsConfig,
+    /// How the daemon logs.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+fn default_manifests() -> PathBuf {
+    PathBuf::from("operators.d")
+}
+fn default_state() -> PathBuf {
+    PathBuf::from("state")
+}
+fn default_runtime() -> PathBuf {
+    PathBuf::from("run")
+}
+
+/// NATS connection settings: an external server (or cluster) when `url` is
+/// set, otherwise a nats-server the orchestrator runs itself.
+///
+/// Credentials are references (files, environment variables), never
+/// values, so this struct is safe to print; [`NatsConfig::read_password`]
+/// and [`NatsConfig::read_token`] fetch the values when connecting.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// External server URL(s), comma-separated
+    /// (`nats://a:4222,nats://b:4222`). `None`: run the embedded server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// User name for user/password authentication.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// File holding the password (trailing newline ignored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// File holding an auth token (trailing newline ignored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// Environment variable holding an auth token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// A NATS `.creds` file (JWT + nkey seed), passed to operators as a path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creds_file: Option<PathBuf>,
+    /// CA certificate(s) to trust for TLS to the server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+    /// The embedded server, used when `url` is `None`.
+    pub embedded: EmbeddedNats,
+}
+
+/// The nats-server the orchestrator runs as a child when no external URL
+/// is configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedNats {
+    /// Address to listen on; loopback by default so the bus is not exposed.
+    pub host: String,
+    /// Port to listen on; 0 lets the server pick a free one (the
+    /// orchestrator reads it back). Default 4222.
+    pub port: u16,
+    /// The nats-server binary: a path (relative to the config directory
+    /// when it has a `/`), or a bare name looked up in `PATH`. `None`:
+    /// look up `nats-server`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binary: Option<PathBuf>,
+    /// Enable JetStream (store under `state_dir`). Default true.
+    pub jetstream: bool,
+}
+
+impl Default for EmbeddedNats {
+    fn default() -> Self {
+        EmbeddedNats {
+            host: "127.0.0.1".to_owned(),
+            port: 4222,
+            binary: None,
+            jetstream: true,
+        }
+    }
+}
+
+/// How the daemon logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter directive (`info`,
+    /// `info,switchboard_orchestrator=debug`); `RUST_LOG` may still win,
+    /// as the binary decides. Default `info`.
+    pub level: String,
+    /// Line format. Default text.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (for a terminal or journald).
+    #[default]
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+impl<'de> Deserialize<'de> for LogFormat {
+    /// By hand, for a message that lists the choices.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(serde::de::Error::custom(format!(
+                "log format must be \"text\" or \"json\", not `{other}`"
+            ))),
+        }
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The named config file does not exist.
+    #[error(
+        "config file {} does not exist; create it (deploy/switchboard.toml in the Switchboard \
+         sources is a documented example to copy), or give no config file to run with the \
+         defaults in the current directory",
+        path.display()
+    )]
+    NotFound {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The config file exists but cannot be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Unreadable {
+        /// The path given.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// Relative paths need a base, and the current directory is gone.
+    #[error("cannot determine the current directory: {0}")]
+    CurrentDir(#[source] io::Error),
+    /// The file does not parse, or has unknown keys, wrong types or invalid
+    /// values; one line per problem, each naming the key and where it came
+    /// from (the file or the environment variable).
+    #[error("{}", problems.join("\n"))]
+    Invalid {
+        /// Every problem found.
+        problems: Vec<String>,
+    },
+    /// A NATS credential could not be read (the message never includes
+    /// the credential).
+    #[error("cannot read {what}: {message}")]
+    Credential {
+        /// Which credential (`nats.password_file`, …).
+        what: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Shape of the file, for the unknown-key check (the `config` crate merges
+/// the file and the environment before serde sees them, so this is where
+/// each key's origin is still known).
+enum Node {
+    Leaf,
+    Table(&'static [(&'static str, Node)]),
+}
+
+const SCHEMA: &[(&str, Node)] = &[
+    ("manifests", Node::Leaf),
+    ("state_dir", Node::Leaf),
+    ("runtime_dir", Node::Leaf),
+    (
+        "nats",
+        Node::Table(&[
+            ("url", Node::Leaf),
+            ("user", Node::Leaf),
+            ("password_file", Node::Leaf),
+            ("password_env", Node::Leaf),
+            ("token_file", Node::Leaf),
+            ("token_env", Node::Leaf),
+            ("creds_file", Node::Leaf),
+            ("tls_ca", Node::Leaf),
+            (
+                "embedded",
+                Node::Table(&[
+                    ("host", Node::Leaf),
+                    ("port", Node::Leaf),
+                    ("binary", Node::Leaf),
+                    ("jetstream", Node::Leaf),
+                ]),
+            ),
+        ]),
+    ),
+    (
+        "log",
+        Node::Table(&[("level", Node::Leaf), ("format", Node::Leaf)]),
+    ),
+];
+
+/// Origin string the `config` crate gives environment values.
+const ENV_ORIGIN: &str = "the environment";
+
+impl Config {
+    /// The defaults, with relative paths resolved against `dir`: what a
+    /// missing config file means when the daemon runs in `dir`.
+    pub fn defaults_in(dir: &Path) -> Config {
+        let mut config = Config {
+            manifests_dir: default_manifests(),
+            state_dir: default_state(),
+            runtime_dir: default_runtime(),
+            nats: NatsConfig::default(),
+            log: LogConfig::default(),
+        };
+        config.resolve_paths(dir);
+        config
+    }
+
+    /// Loads the configuration: `path` (or the defaults in the current
+    /// directory when `None`), then the `SWITCHBOARD__…` variables of the
+    /// process environment.
+    ///
+    /// # Errors
+    ///
+    /// See [`Config::load_with_env`].
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        Self::load_with_env(path, env)
+    }
+
+    /// [`Config::load`] with the environment given as name/value pairs
+    /// instead of read from the process, so tests need not touch the
+    /// (process-wide, racy) real environment. Only names starting with
+    /// [`ENV_PREFIX`] are used; empty values count as unset.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::NotFound`] when `path` does not exist,
+    /// [`ConfigError::Unreadable`] when it cannot be read,
+    /// [`ConfigError::Invalid`] for TOML syntax errors, unknown keys (file
+    /// or environment, with a suggestion), wrong types and invalid values,
+    /// [`ConfigError::CurrentDir`] when `path` is `None` and the current
+    /// directory is unknown.
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (base, file) = match path {
+            Some(path) => {
+                match std::fs::metadata(path) {
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                        return Err(ConfigError::NotFound {
+                            path: path.to_owned(),
+                        })
+                    }
+                    Err(source) => {
+                        return Err(ConfigError::Unreadable {
+                            path: path.to_owned(),
+                            source,
+                        })
+                    }
+                    Ok(meta) if meta.is_dir() => {
+                        return Err(ConfigError::Unreadable {
+                            path: path.to_owned(),
+                            source: io::Error::other(
+                                "it is a directory; name the switchboard.toml file inside it",
+                            ),
+                        })
+                    }
+                    Ok(_) => {}
+                }
+                let file = std::path::absolute(path).map_err(ConfigError::CurrentDir)?;
+                let base = file
+                    .parent()
+                    .map_or_else(|| PathBuf::from("/"), Path::to_owned);
+                (base, Some(file))
+            }
+            None => (
+                std::env::current_dir().map_err(ConfigError::CurrentDir)?,
+                None,
+            ),
+        };
+
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(name, _)| {
+                name.get(..ENV_PREFIX.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(ENV_PREFIX))
+            })
+            .collect();
+        let mut builder = config::Config::builder();
+        if let Some(file) = &file {
+            builder = builder.add_source(
+                config::File::from(file.as_path())
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("SWITCHBOARD")
+                .separator("__")
+                .ignore_empty(true)
+                .source(Some(env)),
+        );
+        let origin = file
+            .as_ref()
+            .map_or_else(|| "defaults".to_owned(), |f| f.display().to_string());
+        let invalid = |err: config::ConfigError| ConfigError::Invalid {
+            problems: vec![match err {
+                // The crate names the file by a path relative to the
+                // current directory; name it as given instead.
+                config::ConfigError::FileParse { cause, .. } => format!("{origin}: {cause}"),
+                other => {
+                    let message = other.to_string();
+                    // Values from the environment say so themselves.
+                    if message.ends_with(ENV_ORIGIN) {
+                        message
+                    } else {
+                        format!("{origin}: {message}")
+                    }
+                }
+            }],
+        };
+        let merged = builder.build().map_err(invalid)?;
+
+        let mut problems = Vec::new();
+        unknown_keys(&merged.cache, "", SCHEMA, &origin, &mut problems);
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid { problems });
+        }
+        let mut config: Config = merged.try_deserialize().map_err(invalid)?;
+        config.resolve_paths(&base);
+        config.validate(&origin)?;
+        Ok(config)
+    }
+
+    /// Makes every relative path absolute against `base`.
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.manifests_dir);
+        resolve(&mut self.state_dir);
+        resolve(&mut self.runtime_dir);
+        let nats = &mut self.nats;
+        for p in [
+            &mut nats.password_file,
+            &mut nats.token_file,
+            &mut nats.creds_file,
+            &mut nats.tls_ca,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            resolve(p);
+        }
+        if let Some(binary) = &mut nats.embedded.binary {
+            // A bare name is for a PATH lookup.
+            if binary.components().count() > 1 {
+                resolve(binary);
+            }
+        }
+    }
+
+    /// Checks the values serde cannot: empty strings, contradictory
+    /// credentials.
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, message: &str| {
+            let mut line = String::new();
+            let _ = write!(line, "{origin}: `{key}` {message}");
+            problems.push(line);
+        };
+        for (key, p) in [
+            ("manifests", &self.manifests_dir),
+            ("state_dir", &self.state_dir),
+            ("runtime_dir", &self.runtime_dir),
+        ] {
+            if p.as_os_str().is_empty() {
+                problem(key, "is empty; give a directory");
+            }
+        }
+        let nats = &self.nats;
+        if let Some(url) = &nats.url {
+            if url.split(',').any(|u| u.trim().is_empty()) {
+                problem(
+                    "nats.url",
+                    "has an empty server; give comma-separated URLs like \
+                     \"nats://10.0.0.1:4222,nats://10.0.0.2:4222\", or remove it to run the \
+                     embedded server",
+                );
+            }
+        }
+        if nats.password_file.is_some() && nats.password_env.is_some() {
+            problem(
+                "nats.password_file",
+                "and `nats.password_env` are both set; keep one",
+            );
+        }
+        if nats.token_file.is_some() && nats.token_env.is_some() {
+            problem(
+                "nats.token_file",
+                "and `nats.token_env` are both set; keep one",
+            );
+        }
+        let has_password = nats.password_file.is_some() || nats.password_env.is_some();
+        let has_token = nats.token_file.is_some() || nats.token_env.is_some();
+        if nats.user.is_some() && !has_password {
+            problem(
+                "nats.user",
+                "is set without a password; add `nats.password_file` or `nats.password_env`",
+            );
+        }
+        if has_password && nats.user.is_none() {
+            problem("nats.user", "is missing; a password needs a user name");
+        }
+        if has_token && (nats.user.is_some() || has_password) {
+            problem(
+                "nats.token_file",
+                "(or `nats.token_env`) and user/password are both set; use one way to \
+                 authenticate",
+            );
+        }
+        for (key, var) in [
+            ("nats.password_env", &nats.password_env),
+            ("nats.token_env", &nats.token_env),
+        ] {
+            if let Some(var) = var {
+                if !is_valid_env_name(var) {
+                    problem(key, "is not a valid environment variable name");
+                }
+            }
+        }
+        if nats.embedded.host.trim().is_empty() {
+            problem(
+                "nats.embedded.host",
+                "is empty; use \"127.0.0.1\" to keep the bus on this machine",
+            );
+        }
+        if self.log.level.trim().is_empty() {
+            problem("log.level", "is empty; use e.g. \"info\"");
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid { problems })
+        }
+    }
+}
+
+impl NatsConfig {
+    /// Whether the orchestrator should run its own nats-server.
+    pub fn is_embedded(&self) -> bool {
+        self.url.is_none()
+    }
+
+    /// [`NatsConfig::read_password`] with the process environment.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Credential`] when the file cannot be read or the
+    /// variable is not set.
+    pub fn password(&self) -> Result<Option<String>, ConfigError> {
+        self.read_password(|name| std::env::var(name).ok())
+    }
+
+    /// [`NatsConfig::read_token`] with the process environment.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Credential`] when the file cannot be read or the
+    /// variable is not set.
+    pub fn token(&self) -> Result<Option<String>, ConfigError> {
+        self.read_token(|name| std::env::var(name).ok())
+    }
+
+    /// The NATS password, read from `password_file` (trailing newlines
+    /// trimmed) or the `password_env` variable (through `lookup_env`);
+    /// `None` when neither is configured. Do not log the result.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Credential`] when the file cannot be read or the
+    /// variable is not set.
+    pub fn read_password(
+        &self,
+        lookup_env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<String>, ConfigError> {
+        read_credential(
+            "nats.password",
+            self.password_file.as_deref(),
+            self.password_env.as_deref(),
+            lookup_env,
+        )
+    }
+
+    /// The NATS auth token, like [`NatsConfig::read_password`].
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Credential`] when the file cannot be read or the
+    /// variable is not set.
+    pub fn read_token(
+        &self,
+        lookup_env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<String>, ConfigError> {
+        read_credential(
+            "nats.token",
+            self.token_file.as_deref(),
+            self.token_env.as_deref(),
+            lookup_env,
+        )
+    }
+}
+
+fn read_credential(
+    what: &str,
+    file: Option<&Path>,
+    var: Option<&str>,
+    lookup_env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file).map_err(|err| ConfigError::Credential {
+            what: format!("{what}_file"),
+            message: format!("{}: {err}", file.display()),
+        })?;
+        return Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()));
+    }
+    if let Some(var) = var {
+        return lookup_env(var)
+            .map(Some)
+            .ok_or_else(|| ConfigError::Credential {
+                what: format!("{what}_env"),
+                message: format!("environment variable {var} is not set"),
+            });
+    }
+    Ok(None)
+}
+
+/// Reports keys of `value` (a table) that `schema` does not know, naming
+/// the file or environment variable they came from.
+fn unknown_keys(
+    value: &config::Value,
+    prefix: &str,
+    schema: &[(&str, Node)],
+    file: &str,
+    problems: &mut Vec<String>,
+) {
+    let config::ValueKind::Table(table) = &value.kind else {
+        // Not a table where one is expected: serde reports the type.
+        return;
+    };
+    let mut keys: Vec<&String> = table.keys().collect();
+    keys.sort();
+    let names: Vec<&str> = schema.iter().map(|(n, _)| *n).collect();
+    for key in keys {
+        let Some(child) = table.get(key) else {
+            continue;
+        };
+        let full = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match schema.iter().find(|(n, _)| n == key) {
+            Some((_, Node::Table(inner))) => unknown_keys(child, &full, inner, file, problems),
+            Some((_, Node::Leaf)) => {}
+            None => {
+                let place = match child.origin() {
+                    Some(ENV_ORIGIN) | None => format!(
+                        "environment variable {ENV_PREFIX}{}",
+                        full.to_uppercase().replace('.', "__")
+                    ),
+                    Some(_) => file.to_owned(),
+                };
+                let hint = match did_you_mean(key, &names) {
+                    Some(s) => format!("; did you mean `{}`?", qualified(prefix, s)),
+                    None => format!("; the known keys here are {}", names.join(", ")),
+                };
+                problems.push(format!("{place}: unknown key `{full}`{hint}"));
+            }
+        }
+    }
+}
+
+fn qualified(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_resolve_against_the_directory() {
+        let c = Config::defaults_in(Path::new("/srv/sb"));
+        assert_eq!(c.manifests_dir, Path::new("/srv/sb/operators.d"));
+        assert_eq!(c.state_dir, Path::new("/srv/sb/state"));
+        assert_eq!(c.runtime_dir, Path::new("/srv/sb/run"));
+        assert!(c.nats.is_embedded());
+        assert_eq!(c.nats.embedded.port, 4222);
+        assert!(c.nats.embedded.jetstream);
+        assert_eq!(c.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn binary_bare_name_stays_for_path_lookup() {
+        let mut c = Config::defaults_in(Path::new("/srv"));
+        c.nats.embedded.binary = Some("nats-server".into());
+        c.resolve_paths(Path::new("/srv"));
+        assert_eq!(
+            c.nats.embedded.binary.as_deref(),
+            Some(Path::new("nats-server"))
+        );
+        c.nats.embedded.binary = Some("bin/nats-server".into());
+        c.resolve_paths(Path::new("/srv"));
+        assert_eq!(
+            c.nats.embedded.binary.as_deref(),
+            Some(Path::new("/srv/bin/nats-server"))
+        );
+    }
+}

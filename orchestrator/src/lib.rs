@@ -1,0 +1,22 @@
+//! The Switchboard orchestrator: the daemon behind `switchboard run`, and
+//! the client side of its CLI.
+//!
+//! Bird's-eye view: [`config`] reads `switchboard.toml`; [`manifest`]
+//! reads one TOML file per operator; [`nats_server`] runs the embedded
+//! nats-server when no external URL is configured; [`supervisor`] spawns
+//! operators, watches their ready/heartbeats, restarts them with backoff,
+//! and applies control verbs; [`reload`] turns old + new manifests into a
+//! plan, for start-up and SIGHUP alike; [`api`] is the NATS request/reply
+//! API the CLI talks to.
+
+pub mod api;
+pub mod backoff;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod duration;
+pub mod manifest;
+pub mod nats_server;
+pub mod process;
+pub mod supervisor;
+pub mod systemd;

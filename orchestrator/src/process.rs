@@ -1,0 +1,434 @@
+//! Operator processes: spawn, capture output, stop.
+//!
+//! Invariants this module keeps:
+//! - every operator runs in its own process group (its pid is the group
+//!   id), so a stop reaches the helpers it forked too;
+//! - every child gets `PR_SET_PDEATHSIG = SIGKILL`, so if the orchestrator
+//!   is SIGKILLed its operators die with it. The signal follows the
+//!   *thread* that spawned the child: children are spawned from tokio
+//!   worker threads, which live as long as the runtime, never from the
+//!   blocking pool (whose threads exit when idle and would take their
+//!   children with them);
+//! - stdout and stderr are always read, line by line, so a chatty operator
+//!   can never block on a full pipe;
+//! - every child is `wait()`ed: no zombies, and tokio keeps its own
+//!   SIGCHLD handling (nothing here calls `waitpid(-1)`).
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use switchboard_bus::Bus;
+use switchboard_proto::api::LogLine;
+use switchboard_proto::{log_subject, OperatorId, Timestamp};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+/// Everything needed to start one operator process.
+#[derive(Clone)]
+pub struct LaunchSpec {
+    /// Its ID.
+    pub id: OperatorId,
+    /// Resolved program path.
+    pub program: PathBuf,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// Environment added to the orchestrator's (launch variables and the
+    /// manifest's `env`). Holds credentials: never logged.
+    pub env: Vec<(String, String)>,
+    /// Working directory.
+    pub workdir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for LaunchSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The environment carries the NATS password and the resolved
+        // config (which may hold secrets): names only.
+        let names: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("LaunchSpec")
+            .field("id", &self.id)
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("env", &names)
+            .field("workdir", &self.workdir)
+            .finish()
+    }
+}
+
+/// A process could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start {program}: {source}")]
+pub struct SpawnError {
+    /// What we tried to run.
+    pub program: String,
+    /// Why it failed.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// A running operator process.
+#[derive(Debug)]
+pub struct OperatorProcess {
+    child: tokio::process::Child,
+    /// Its pid (= its process group id).
+    pub pid: u32,
+    /// When it was spawned.
+    pub started: Instant,
+}
+
+/// The last lines each operator printed, for `switchboard logs`.
+#[derive(Debug, Clone, Default)]
+pub struct LogBook {
+    inner: Arc<Mutex<std::collections::HashMap<String, VecDeque<LogLine>>>>,
+}
+
+/// Lines kept per operator.
+pub const LOG_LINES_KEPT: usize = 1000;
+/// Longer lines are cut (and the rest read as the next line), so one
+/// runaway line cannot eat the orchestrator's memory.
+const MAX_LINE: usize = 16 * 1024;
+
+impl LogBook {
+    fn push(&self, line: LogLine) {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let q = map.entry(line.id.clone()).or_default();
+        if q.len() == LOG_LINES_KEPT {
+            q.pop_front();
+        }
+        q.push_back(line);
+    }
+
+    /// The last `n` lines of operator `id`, oldest first.
+    pub fn tail(&self, id: &str, n: usize) -> Option<Vec<LogLine>> {
+        let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(id).map(|q| {
+            let skip = q.len().saturating_sub(n);
+            q.iter().skip(skip).cloned().collect()
+        })
+    }
+
+    /// Make sure `id` is known (so `logs` on a silent operator answers
+    /// with no lines rather than "unknown").
+    pub fn register(&self, id: &str) {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(id.to_string()).or_default();
+    }
+
+    /// Forget a removed operator.
+    pub fn forget(&self, id: &str) {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(id);
+    }
+}
+
+impl OperatorProcess {
+    /// Start `spec`. Output goes to the orchestrator's log (tagged with the
+    /// ID), to `sb.log.<id>.<stream>` and to `logs`.
+    pub fn spawn(spec: &LaunchSpec, bus: Option<Bus>, logs: LogBook) -> Result<Self, SpawnError> {
+        let mut cmd = tokio::process::Command::new(&spec.program);
+        cmd.args(&spec.args)
+            // systemd's notify socket and watchdog are the orchestrator's,
+            // not its children's.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(dir) = &spec.workdir {
+            cmd.current_dir(dir);
+        }
+        let parent = std::process::id();
+        // SAFETY: the closure runs in the child between fork and exec and
+        // only makes async-signal-safe syscalls (prctl, getppid); it does
+        // not allocate.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                    .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+                // The orchestrator may have died between fork and prctl.
+                if nix::unistd::getppid().as_raw() as u32 != parent {
+                    return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|source| SpawnError {
+            program: spec.program.display().to_string(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or(0);
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(pump(
+                spec.id.clone(),
+                "stdout",
+                out,
+                bus.clone(),
+                logs.clone(),
+            ));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(pump(spec.id.clone(), "stderr", err, bus, logs));
+        }
+        Ok(OperatorProcess {
+            child,
+            pid,
+            started: Instant::now(),
+        })
+    }
+
+    /// Wait for the process to exit, then kill whatever it left in its
+    /// group (forked helpers must not outlive it).
+    pub async fn wait(&mut self) -> ExitStatus {
+        let status = match self.child.wait().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(pid = self.pid, error = %e, "wait failed");
+                std::os::unix::process::ExitStatusExt::from_raw(0)
+            }
+        };
+        self.signal_group(Signal::SIGKILL);
+        status
+    }
+
+    /// Send `sig` to the whole process group.
+    pub fn signal_group(&self, sig: Signal) {
+        if self.pid == 0 {
+            return;
+        }
+        // ESRCH (group gone) is the normal case after an exit.
+        let _ = killpg(Pid::from_raw(self.pid as i32), sig);
+    }
+
+    /// SIGTERM the group, wait up to `timeout`, then SIGKILL it; returns
+    /// the exit status and whether it had to be killed.
+    pub async fn stop(&mut self, timeout: Duration) -> (ExitStatus, bool) {
+        self.signal_group(Signal::SIGCONT); // a stopped process cannot act on SIGTERM
+        self.signal_group(Signal::SIGTERM);
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(_) => (self.wait().await, false),
+            Err(_) => {
+                tracing::warn!(pid = self.pid, ?timeout, "did not stop in time; SIGKILL");
+                self.signal_group(Signal::SIGKILL);
+                (self.wait().await, true)
+            }
+        }
+    }
+
+    /// Kill the group at once (health failure) and reap.
+    pub async fn kill(&mut self) -> ExitStatus {
+        self.signal_group(Signal::SIGKILL);
+        self.wait().await
+    }
+
+    /// The child's exit, for `select!`.
+    pub async fn exited(&mut self) -> ExitStatus {
+        self.wait().await
+    }
+}
+
+/// Describe an exit for people: "exited with code 1", "killed by SIGKILL".
+pub fn describe_exit(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        format!("exited with code {code}")
+    } else if let Some(sig) = status.signal() {
+        match Signal::try_from(sig) {
+            Ok(s) => format!("killed by {s}"),
+            Err(_) => format!("killed by signal {sig}"),
+        }
+    } else {
+        "ended".to_string()
+    }
+}
+
+/// Read a stream line by line until EOF; each line goes to tracing, the
+/// log book and the bus.
+async fn pump(
+    id: OperatorId,
+    stream: &'static str,
+    reader: impl AsyncRead + Unpin,
+    bus: Option<Bus>,
+    logs: LogBook,
+) {
+    let mut reader = BufReader::with_capacity(8 * 1024, reader);
+    let subject = log_subject(&id, stream);
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        buf.clear();
+        match read_line_capped(&mut reader, &mut buf).await {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(operator = %id, stream, error = %e, "output stream error");
+                break;
+            }
+        }
+        while matches!(buf.last(), Some(b'\n' | b'\r')) {
+            buf.pop();
+        }
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        tracing::info!(target: "switchboard::operator", operator = %id, stream, "{text}");
+        let line = LogLine {
+            id: id.to_string(),
+            stream: stream.to_string(),
+            line: text,
+            timestamp: Timestamp::now(),
+        };
+        if let Some(bus) = &bus {
+            // Best effort: logs must never hold an operator back.
+            let _ = bus.publish_json(&subject, &line).await;
+        }
+        logs.push(line);
+    }
+}
+
+/// `read_until(b'\n')` that stops at [`MAX_LINE`] bytes.
+async fn read_line_capped(
+    reader: &mut BufReader<impl AsyncRead + Unpin>,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    let mut total = 0;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(total);
+        }
+        let room = MAX_LINE - buf.len();
+        let window = &available[..available.len().min(room)];
+        if let Some(pos) = window.iter().position(|&b| b == b'\n') {
+            buf.extend_from_slice(&window[..=pos]);
+            reader.consume(pos + 1);
+            return Ok(total + pos + 1);
+        }
+        let n = window.len();
+        buf.extend_from_slice(window);
+        reader.consume(n);
+        total += n;
+        if buf.len() >= MAX_LINE {
+            return Ok(total);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(program: &str, args: &[&str]) -> LaunchSpec {
+        LaunchSpec {
+            id: OperatorId::new("t1").unwrap(),
+            program: PathBuf::from(program),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: vec![("SECRET_THING".into(), "hunter2".into())],
+            workdir: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn captures_output_lines_and_exit_codes() {
+        let logs = LogBook::default();
+        let mut p = OperatorProcess::spawn(
+            &spec(
+                "/bin/sh",
+                &["-c", "echo one; echo two >&2; printf 'no newline'; exit 3"],
+            ),
+            None,
+            logs.clone(),
+        )
+        .unwrap();
+        let status = p.exited().await;
+        assert_eq!(describe_exit(&status), "exited with code 3");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut lines: Vec<String> = logs
+            .tail("t1", 10)
+            .unwrap()
+            .into_iter()
+            .map(|l| format!("{}:{}", l.stream, l.line))
+            .collect();
+        lines.sort();
+        assert_eq!(lines, ["stderr:two", "stdout:no newline", "stdout:one"]);
+    }
+
+    #[tokio::test]
+    async fn stop_escalates_to_sigkill_and_reaches_the_group() {
+        // The shell ignores SIGTERM and leaves a grandchild in its group.
+        let mut p = OperatorProcess::spawn(
+            &spec("/bin/sh", &["-c", "trap '' TERM; sleep 30 & echo $!; wait"]),
+            None,
+            LogBook::default(),
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let pgid = p.pid;
+        let (status, killed) = p.stop(Duration::from_millis(200)).await;
+        assert!(killed);
+        assert_eq!(describe_exit(&status), "killed by SIGKILL");
+        // Nothing is left alive in the group (an orphaned grandchild may
+        // linger as a zombie until init reaps it; that is not running).
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let live = live_members(pgid);
+            if live.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still alive in group {pgid}: {live:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Non-zombie processes whose process group is `pgid`.
+    fn live_members(pgid: u32) -> Vec<u32> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let Some(rest) = stat.rsplit(')').next() else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            if fields.first() != Some(&"Z") && fields.get(2) == Some(&pgid.to_string().as_str()) {
+                out.push(pid);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn debug_never_shows_env_values() {
+        let s = format!("{:?}", spec("/bin/true", &[]));
+        assert!(s.contains("SECRET_THING") && !s.contains("hunter2"), "{s}");
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_cut_not_buffered_forever() {
+        let logs = LogBook::default();
+        let mut p = OperatorProcess::spawn(
+            &spec(
+                "/bin/sh",
+                &["-c", "head -c 40000 /dev/zero | tr '\\0' x; echo"],
+            ),
+            None,
+            logs.clone(),
+        )
+        .unwrap();
+        p.exited().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let lines = logs.tail("t1", 10).unwrap();
+        assert!(lines.len() >= 3, "{}", lines.len());
+        assert!(lines.iter().all(|l| l.line.len() <= MAX_LINE));
+    }
+}

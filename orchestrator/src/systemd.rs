@@ -1,0 +1,49 @@
+//! systemd integration (`Type=notify`): READY, RELOADING, STOPPING and
+//! watchdog pings. Everything here is a no-op outside systemd.
+
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+
+fn send(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}
+
+/// Start-up (or a reload) is complete.
+pub fn ready(status: &str) {
+    send(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+/// A reload (SIGHUP) begins; systemd wants the monotonic time with it.
+pub fn reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => send(&[NotifyState::Reloading, now]),
+        Err(_) => send(&[NotifyState::Reloading]),
+    }
+}
+
+/// Shutdown begins.
+pub fn stopping() {
+    send(&[
+        NotifyState::Stopping,
+        NotifyState::Status("stopping operators"),
+    ]);
+}
+
+/// If systemd asked for watchdog pings (`WatchdogSec=`), ping at half the
+/// interval from a task that only runs while the runtime is responsive:
+/// a wedged orchestrator stops pinging and systemd restarts it.
+pub fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
+    let every = sd_notify::watchdog_enabled()? / 2;
+    let every = every.max(Duration::from_millis(100));
+    tracing::info!(?every, "systemd watchdog enabled");
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            send(&[NotifyState::Watchdog]);
+        }
+    }))
+}

@@ -1,0 +1,238 @@
+//! A real `switchboard run` in a temporary directory, for the end-to-end
+//! tests: embedded nats-server on a free port, manifests written by the
+//! test, and a client connected through the daemon's runtime file.
+
+#![allow(dead_code)] // each test file uses a different part
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::StreamExt;
+use switchboard_bus::{Bus, RawSubscription};
+use switchboard_orchestrator::daemon::RuntimeInfo;
+use switchboard_proto::api::{
+    CtlReply, CtlRequest, OperatorStatus, StatusReply, StatusRequest, SupervisedState,
+};
+use switchboard_proto::Verb;
+
+pub const WAIT: Duration = Duration::from_secs(15);
+
+pub fn pingbot() -> String {
+    switchboard_testkit::bin_path("switchboard-pingbot")
+        .display()
+        .to_string()
+}
+
+/// A manifest for the ping bot with fast health timings.
+pub fn pingbot_manifest(id: &str) -> String {
+    format!(
+        "id = \"{id}\"\ncommand = \"{}\"\nheartbeat_interval = \"100ms\"\nmissed_heartbeats = 3\nready_timeout = \"5s\"\nstop_timeout = \"2s\"\n",
+        pingbot()
+    )
+}
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub child: Option<tokio::process::Child>,
+    pub bus: Bus,
+    pub info: RuntimeInfo,
+}
+
+impl Daemon {
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("switchboard.toml")
+    }
+
+    pub fn manifests(&self) -> PathBuf {
+        self.dir.path().join("operators.d")
+    }
+
+    /// Start a daemon with these manifests (file name, content).
+    pub async fn start(manifests: &[(&str, String)]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("operators.d")).unwrap();
+        for (name, content) in manifests {
+            std::fs::write(dir.path().join("operators.d").join(name), content).unwrap();
+        }
+        let nats = switchboard_testkit::nats_server_bin().expect("nats-server (make tools)");
+        std::fs::write(
+            dir.path().join("switchboard.toml"),
+            format!(
+                "manifests = \"operators.d\"\nstate_dir = \"state\"\nruntime_dir = \"run\"\n\n\
+                 [nats.embedded]\nport = 0\nbinary = \"{}\"\n",
+                nats.display()
+            ),
+        )
+        .unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("run")
+            .arg("--config")
+            .arg(dir.path().join("switchboard.toml"))
+            .env("SWITCHBOARD_LOG", "info")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn switchboard");
+        let runtime = dir.path().join("run/switchboard.json");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let info: RuntimeInfo = loop {
+            if let Ok(bytes) = std::fs::read(&runtime) {
+                if let Ok(info) = serde_json::from_slice(&bytes) {
+                    break info;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "daemon never wrote {}",
+                runtime.display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let bus = Bus::connect(&info.bus_options(), "test").await.unwrap();
+        Daemon {
+            dir,
+            child: Some(child),
+            bus,
+            info,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .and_then(|c| c.id())
+            .expect("daemon running")
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig).unwrap();
+    }
+
+    pub async fn status(&self) -> StatusReply {
+        self.bus
+            .request_json("sb.api.status", &StatusRequest {}, WAIT)
+            .await
+            .expect("status")
+    }
+
+    pub async fn operator(&self, id: &str) -> Option<OperatorStatus> {
+        self.status()
+            .await
+            .operators
+            .into_iter()
+            .find(|o| o.id == id)
+    }
+
+    /// Poll status until `cond` holds for operator `id`.
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        what: &str,
+        cond: impl Fn(&OperatorStatus) -> bool,
+    ) -> OperatorStatus {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let op = self.operator(id).await;
+            if let Some(op) = &op {
+                if cond(op) {
+                    return op.clone();
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id}: waited {WAIT:?} for {what}; last status: {op:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn wait_running(&self, id: &str) -> OperatorStatus {
+        self.wait_for(id, "running", |o| o.state == SupervisedState::Running)
+            .await
+    }
+
+    pub async fn ctl(
+        &self,
+        verb: Verb,
+        target: &str,
+        config: Option<serde_json::Value>,
+    ) -> CtlReply {
+        self.bus
+            .request_json(
+                "sb.api.ctl",
+                &CtlRequest {
+                    verb,
+                    target: target.to_string(),
+                    config,
+                },
+                WAIT,
+            )
+            .await
+            .expect("ctl")
+    }
+
+    pub fn write_manifest(&self, name: &str, content: &str) {
+        std::fs::write(self.manifests().join(name), content).unwrap();
+    }
+
+    pub fn remove_manifest(&self, name: &str) {
+        std::fs::remove_file(self.manifests().join(name)).unwrap();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub async fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let mut child = self.child.take().unwrap();
+        tokio::time::timeout(WAIT, child.wait())
+            .await
+            .expect("daemon exits after SIGTERM")
+            .unwrap()
+    }
+
+    pub async fn events(&self, id: &str) -> RawSubscription {
+        let sub = self
+            .bus
+            .subscribe_raw(&format!("sb.event.{id}"))
+            .await
+            .unwrap();
+        self.bus.sync().await.unwrap();
+        sub
+    }
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Wait until `pid` is gone.
+pub async fn gone(pid: u32) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while alive(pid) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "process {pid} still alive"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Next JSON payload on a raw subscription.
+pub async fn next_json(sub: &mut RawSubscription) -> serde_json::Value {
+    let m = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("a message")
+        .expect("open");
+    serde_json::from_slice(&m.payload).unwrap()
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
