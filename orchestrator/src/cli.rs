@@ -84,13 +84,19 @@ pub enum Command {
         follow: bool,
     },
     /// Print envelopes live as they cross the bus.
+    ///
+    /// Lifecycle, control and event messages are plain JSON, not
+    /// envelopes: watch them with `--raw`, e.g. `tail --raw 'sb.event.#'`.
     Tail {
         /// A pattern: `*` one token, `#` zero or more (e.g. `chat.#`).
         #[arg(default_value = "#")]
         pattern: String,
-        /// Print the raw JSON, one per line.
-        #[arg(long)]
+        /// Print each envelope as one line of JSON.
+        #[arg(long, conflicts_with = "raw")]
         json: bool,
+        /// Print every message as it is (any payload, not only envelopes).
+        #[arg(long)]
+        raw: bool,
     },
     /// Publish one envelope with the given JSON body.
     Pub {
@@ -246,9 +252,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 }
             }
         }
-        Command::Tail { pattern, json } => {
+        Command::Tail { pattern, json, raw } => {
             let pattern = Pattern::parse(&pattern)?;
             let bus = connect(&cli.url, config_path.as_deref()).await?;
+            if raw {
+                let plan = pattern.nats_plan();
+                let mut subs = Vec::new();
+                for subject in &plan.subjects {
+                    subs.push(bus.subscribe_raw(subject).await?);
+                }
+                let mut all = futures::stream::select_all(subs);
+                eprintln!("tailing {pattern} (raw; Ctrl-C to stop)");
+                while let Some(m) = all.next().await {
+                    if plan.needs_filter && !pattern.matches(&m.subject) {
+                        continue;
+                    }
+                    println!("{} {}", m.subject, String::from_utf8_lossy(&m.payload));
+                }
+                return Ok(std::process::ExitCode::SUCCESS);
+            }
             let mut sub = bus.subscribe(&pattern).await?;
             eprintln!("tailing {pattern} (Ctrl-C to stop)");
             while let Some(d) = sub.next().await {
