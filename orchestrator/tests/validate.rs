@@ -829,5 +829,5 @@ fn deploy_example_manifests_are_valid() {
     let path = deploy().join("operators.d/python-echo.toml.example");
     let m = load_file(&path).expect("python-echo example is valid");
     assert_eq!(m.id, "python-echo");
-    assert_eq!(m.config, json!({"trigger": "!echo"}));
+    assert_eq!(m.config, json!({"prefix": "!echo "}));
 }
