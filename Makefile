@@ -68,9 +68,9 @@ check:
 
 ## Every test, against real peers. nextest runs each test in its own process;
 ## doctests need cargo test.
+## End-to-end tests spawn binaries of other packages (the ping bot, the
+## test operator): build them all first, nextest builds only its own.
 unit: tools
-	# End-to-end tests spawn binaries of other packages (the ping bot, the
-	# test operator): build them all first, nextest builds only its own.
 	$(CARGO) build --workspace --bins
 	@if command -v cargo-nextest >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \

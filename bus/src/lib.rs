@@ -36,7 +36,7 @@ mod trigger;
 pub use client::Bus;
 pub use error::{ConnectError, PublishError, RequestError, RequestErrorKind, SubscribeError};
 pub use launch::{ControlMode, LaunchEnv, LaunchError, DEFAULT_HEARTBEAT};
-pub use logging::init_tracing;
+pub use logging::{init_tracing, init_tracing_with_default};
 pub use operator::{run, run_with, Context, HandlerError, HandlerResult, Operator, RunError};
 pub use options::BusOptions;
 pub use stats::Stats;

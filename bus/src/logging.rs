@@ -7,12 +7,18 @@
 /// for this process and `warn` for libraries. `SWITCHBOARD_LOG_FORMAT=json`
 /// switches to one JSON object per line. Calling it twice is harmless.
 pub fn init_tracing() {
+    init_tracing_with_default("warn,switchboard=info");
+}
+
+/// [`init_tracing`] with another default filter (used when neither
+/// `SWITCHBOARD_LOG` nor `RUST_LOG` is set), e.g. `"warn"` for a CLI.
+pub fn init_tracing_with_default(default_filter: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("SWITCHBOARD_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new("warn,switchboard=info"));
+        .unwrap_or_else(|| EnvFilter::new(default_filter));
     let json = std::env::var("SWITCHBOARD_LOG_FORMAT").is_ok_and(|f| f == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -276,20 +276,9 @@ fn external_access(config: &Config, url: &str) -> anyhow::Result<NatsAccess> {
 }
 
 fn write_runtime_file(dir: &Path, info: &RuntimeInfo) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let path = runtime_file(dir);
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(&serde_json::to_vec_pretty(info)?)?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(())
+    crate::files::write_private(&path, &serde_json::to_vec_pretty(info)?)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// One daemon per runtime dir: two would each start every operator.

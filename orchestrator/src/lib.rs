@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod duration;
+pub mod files;
 pub mod manifest;
 pub mod nats_server;
 pub mod process;

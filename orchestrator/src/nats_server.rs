@@ -7,7 +7,6 @@
 //! given to operators in their launch environment). If it dies it is
 //! started again on the same port; clients reconnect by themselves.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -218,7 +217,6 @@ impl EmbeddedNats {
 }
 
 fn write_config(settings: &EmbeddedSettings, port: u16) -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::OpenOptionsExt as _;
     std::fs::create_dir_all(&settings.runtime_dir)?;
     if settings.jetstream {
         std::fs::create_dir_all(&settings.store_dir)?;
@@ -240,13 +238,7 @@ fn write_config(settings: &EmbeddedSettings, port: u16) -> std::io::Result<PathB
             quote(&settings.store_dir.display().to_string())
         ));
     }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)?;
-    f.write_all(conf.as_bytes())?;
+    crate::files::write_private(&path, conf.as_bytes())?;
     Ok(path)
 }
 
@@ -263,18 +255,7 @@ async fn spawn(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let parent = std::process::id();
-    // SAFETY: only async-signal-safe syscalls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
-            if nix::unistd::getppid().as_raw() as u32 != parent {
-                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
+    crate::files::die_with_parent(&mut cmd);
     let mut child = cmd.spawn().map_err(|source| NatsServerError::Spawn {
         bin: binary.display().to_string(),
         source,

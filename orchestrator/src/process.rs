@@ -144,21 +144,7 @@ impl OperatorProcess {
         if let Some(dir) = &spec.workdir {
             cmd.current_dir(dir);
         }
-        let parent = std::process::id();
-        // SAFETY: the closure runs in the child between fork and exec and
-        // only makes async-signal-safe syscalls (prctl, getppid); it does
-        // not allocate.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-                    .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
-                // The orchestrator may have died between fork and prctl.
-                if nix::unistd::getppid().as_raw() as u32 != parent {
-                    return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
-                }
-                Ok(())
-            });
-        }
+        crate::files::die_with_parent(&mut cmd);
         let mut child = cmd.spawn().map_err(|source| SpawnError {
             program: spec.program.display().to_string(),
             source,

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant as TokioInstant;
 
 use crate::backoff::{RestartTracker, Verdict};
+use crate::files::write_private;
 use crate::manifest::{Change, Control as ControlMode, Manifest, RestartPolicy};
 use crate::process::{describe_exit, LaunchSpec, LogBook, OperatorProcess};
 
@@ -1115,23 +1116,4 @@ fn resolve_program(manifest: &Manifest, exe_dir: Option<&Path>) -> Result<PathBu
                 manifest.path.display()
             )
         })
-}
-
-/// Write a file only its owner can read (configs may carry secrets).
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(tmp, path)
 }
