@@ -53,7 +53,9 @@ fn zombie_children(parent: u32) -> Vec<u32> {
         .into_iter()
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'))
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
             })
         })
         .collect()
@@ -185,7 +187,11 @@ async fn a_crash_loop_ends_in_failed_with_capped_backoff() {
     }
     let st = d.operator("crashy").await.unwrap();
     assert_eq!(st.state, S::Failed);
-    assert_eq!(zombie_children(d.pid()), Vec::<u32>::new(), "every exit was reaped");
+    assert_eq!(
+        zombie_children(d.pid()),
+        Vec::<u32>::new(),
+        "every exit was reaped"
+    );
     assert_eq!(st.restarts, 5);
     assert_eq!(st.last_exit.as_deref(), Some("exited with code 3"));
     // A person fixes it and asks for a restart: it runs again.
