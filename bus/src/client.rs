@@ -342,6 +342,19 @@ impl Bus {
     }
 }
 
+/// Pause before connection attempt number `attempts` (async-nats counts
+/// from 1, the first connection included): none for the first, then 50,
+/// 100, 200 ... ms up to `max`. A restarted local server is picked up
+/// within a fraction of a second, and an operator's first connection
+/// costs no sleep at all.
+fn reconnect_delay(attempts: usize, max: Duration) -> Duration {
+    if attempts <= 1 {
+        return Duration::ZERO;
+    }
+    let exp = u32::try_from(attempts - 2).unwrap_or(u32::MAX).min(10);
+    Duration::from_millis(50u64 << exp).min(max)
+}
+
 /// Reject subjects NATS would silently mishandle, with a message that says
 /// which token is wrong.
 fn validate_publish_subject(subject: &str) -> Result<(), PublishError> {
@@ -382,16 +395,7 @@ async fn build_options(
         .max_reconnects(None::<usize>)
         .require_tls(opts.require_tls);
     let max_delay = opts.max_reconnect_delay;
-    o = o.reconnect_delay_callback(move |attempts| {
-        // 0, 50, 100, 200 ... ms, capped: a restarted local server is
-        // picked up within a fraction of a second.
-        let step = Duration::from_millis(50u64.saturating_mul(1u64 << attempts.min(10)));
-        if attempts == 0 {
-            Duration::ZERO
-        } else {
-            step.min(max_delay)
-        }
-    });
+    o = o.reconnect_delay_callback(move |attempts| reconnect_delay(attempts, max_delay));
     if let (Some(user), Some(pass)) = (&opts.user, &opts.password) {
         o = o.user_and_password(user.clone(), pass.clone());
     }
@@ -464,6 +468,16 @@ async fn build_options(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reconnect_delays() {
+        let max = Duration::from_secs(2);
+        let d: Vec<u128> = (1..=8)
+            .map(|a| reconnect_delay(a, max).as_millis())
+            .collect();
+        assert_eq!(d, vec![0, 50, 100, 200, 400, 800, 1600, 2000]);
+        assert_eq!(reconnect_delay(usize::MAX, max), max);
+    }
 
     #[test]
     fn publish_subject_validation() {

@@ -909,6 +909,14 @@ impl Actor {
 
     async fn on_ctl(&mut self, verb: Verb, config: Option<Value>) -> CtlOutcome {
         match verb {
+            Verb::Restart if !self.manifest.enabled => {
+                let msg = format!(
+                    "{} is disabled in {}: set `enabled = true` and reload",
+                    self.id,
+                    self.manifest.path.display()
+                );
+                self.outcome(false, Some(msg), None)
+            }
             Verb::Restart => {
                 // A real process restart, and a fresh start for the
                 // backoff: someone asked for it.
