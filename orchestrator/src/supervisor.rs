@@ -35,6 +35,11 @@ use crate::process::{describe_exit, LaunchSpec, LogBook, OperatorProcess};
 /// How long a control request to an operator may take to be acked.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// After the daemon's own bus connection comes back, how long operators
+/// get to reconnect too before their silence counts (their clients retry
+/// with a backoff capped at 2 s).
+const BUS_RECOVERY_GRACE: Duration = Duration::from_secs(5);
+
 /// What operators need to reach the bus.
 #[derive(Clone)]
 pub struct NatsAccess {
@@ -381,6 +386,8 @@ impl Supervisor {
             last_seen: None,
             next_start: None,
             config_override: None,
+            bus_reconnects: 0,
+            grace_until: None,
         };
         let task = tokio::spawn(actor.run());
         Handle {
@@ -444,6 +451,12 @@ struct Actor {
     next_start: Option<TokioInstant>,
     /// A config sent with `ctl reload`, used until the manifest changes.
     config_override: Option<Value>,
+    /// The daemon's own reconnect count when health was last judged: a
+    /// bus outage silences every operator, and must not be held against
+    /// them.
+    bus_reconnects: u64,
+    /// No health verdict before this (set after a bus outage).
+    grace_until: Option<Instant>,
 }
 
 impl Actor {
@@ -522,14 +535,15 @@ impl Actor {
         }
         let to_tokio = |t: Instant| TokioInstant::from_std(t);
         match self.state {
-            SupervisedState::Starting => Some(to_tokio(proc.started + self.manifest.ready_timeout)),
+            SupervisedState::Starting => Some(proc.started + self.manifest.ready_timeout),
             SupervisedState::Running | SupervisedState::Halted => {
                 let last = self.last_seen.unwrap_or(proc.started);
                 let allowed = self.manifest.heartbeat_interval * self.manifest.missed_heartbeats;
-                Some(to_tokio(last + allowed))
+                Some(last + allowed)
             }
             _ => None,
         }
+        .map(|due| to_tokio(self.grace_until.map_or(due, |g| due.max(g))))
     }
 
     fn entry(&self) -> Entry {
@@ -737,6 +751,7 @@ impl Actor {
                 tracing::debug!(operator = %self.id, pid = proc.pid, "spawned");
                 self.proc = Some(proc);
                 self.last_seen = None;
+                self.grace_until = None;
                 let state = match self.manifest.control {
                     ControlMode::Nats => SupervisedState::Starting,
                     ControlMode::Signals => SupervisedState::Running,
@@ -796,6 +811,15 @@ impl Actor {
     }
 
     async fn on_health_failure(&mut self) {
+        let reconnects = self.shared.bus.stats().snapshot().reconnects;
+        if !self.shared.bus.is_connected() || reconnects != self.bus_reconnects {
+            // We cannot hear anyone while the bus is down: give the
+            // operator a whole window from now (or from the reconnect).
+            self.bus_reconnects = reconnects;
+            self.grace_until = Some(Instant::now() + BUS_RECOVERY_GRACE);
+            tracing::debug!(operator = %self.id, "bus was down; health check postponed");
+            return;
+        }
         let reason = if self.state == SupervisedState::Starting {
             format!(
                 "not ready within {:?} (ready_timeout)",

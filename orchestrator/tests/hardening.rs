@@ -155,3 +155,82 @@ async fn a_missing_nats_server_binary_is_one_clear_line() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_nats_outage_is_not_blamed_on_the_operators() {
+    // The daemon uses an external server (not its own child); the server
+    // goes away for longer than the heartbeat window and comes back.
+    let mut server = switchboard_testkit::NatsServer::start().expect("nats-server");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("operators.d")).unwrap();
+    std::fs::write(dir.path().join("operators.d/p.toml"), pingbot_manifest("p")).unwrap();
+    std::fs::write(
+        dir.path().join("switchboard.toml"),
+        format!(
+            "state_dir = \"state\"\nruntime_dir = \"run\"\n[nats]\nurl = \"{}\"\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["run", "--config"])
+        .arg(dir.path().join("switchboard.toml"))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let opts = switchboard_bus::BusOptions::new(&server.url());
+    let bus = switchboard_bus::Bus::connect(&opts, "t").await.unwrap();
+    let status = |bus: switchboard_bus::Bus| async move {
+        bus.request_json::<_, switchboard_proto::api::StatusReply>(
+            "sb.api.status",
+            &serde_json::json!({}),
+            Duration::from_secs(2),
+        )
+        .await
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let pid = loop {
+        if let Ok(s) = status(bus.clone()).await {
+            if let Some(p) = s
+                .operators
+                .iter()
+                .find(|o| o.id == "p" && o.state == S::Running)
+            {
+                break p.pid.unwrap();
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "p never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // 100 ms heartbeats, 3 missed allowed: a 1.5 s outage is 15 "missed".
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.restart().unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(s) = status(bus.clone()).await {
+            let p = s.operators.iter().find(|o| o.id == "p").unwrap();
+            if p.state == S::Running && p.last_heartbeat_ms.is_some_and(|ms| ms < 1000) {
+                assert_eq!(
+                    p.pid,
+                    Some(pid),
+                    "the operator was killed for the bus's outage"
+                );
+                assert_eq!(p.restarts, 0);
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never healthy again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(daemon.wait().await.unwrap().success());
+    gone(pid).await;
+}
