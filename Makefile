@@ -1,7 +1,7 @@
 # Switchboard: the few commands a person needs.
 #   make run    build and start a working bus on this machine
 #   make test   install test peers, then fmt + clippy + every test
-#   make bench  throughput/latency tables against raw NATS
+#   make bench  bus vs raw NATS, and supervision vs s6/supervisord: tables
 #   make tools  install project-local tools (nats-server) into .tools/
 
 SHELL := /bin/bash

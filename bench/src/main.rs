@@ -1,7 +1,8 @@
-//! `make bench`: Switchboard's bus against raw async-nats, in one run.
+//! `make bench`: Switchboard's bus against raw async-nats, and its
+//! orchestrator against s6 and supervisord, in one run.
 //!
-//! Starts its own nats-server, then measures on loopback, each case as raw
-//! async-nats and through the bus:
+//! The bus half starts its own nats-server, then measures on loopback,
+//! each case as raw async-nats and through the bus:
 //!
 //! 1. throughput, one publisher and one subscriber on two connections,
 //!    128 B and 1 KiB envelope bodies;
@@ -19,8 +20,12 @@
 
 mod cost;
 mod cpu;
+mod daemon;
 mod latency;
 mod machine;
+mod procfs;
+mod rivals;
+mod supervision;
 mod table;
 mod throughput;
 mod workload;
@@ -28,7 +33,7 @@ mod workload;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use switchboard_bus::Pattern;
 use switchboard_testkit::NatsServer;
 
@@ -36,14 +41,25 @@ use crate::table::{micros, size, thousands, Table};
 use crate::workload::{Path, MIDDLE_HASH_PATTERN, SUBJECT};
 
 /// Throughput and latency of Switchboard's bus against raw async-nats,
-/// on a nats-server started for the run.
+/// on a nats-server started for the run; cold start, crash recovery and
+/// idle footprint of its orchestrator beside s6 and supervisord.
 #[derive(Debug, Parser)]
 #[command(name = "switchboard-bench", version)]
 struct Args {
-    /// Fewer messages per run: a quick check (~10 s) that everything works,
-    /// with noisier numbers.
+    /// Fewer messages, kills and runs: a quick check that everything
+    /// works, with noisier numbers.
     #[arg(long)]
     quick: bool,
+
+    /// Run only one half [default: both].
+    #[arg(long, value_enum, value_name = "HALF")]
+    only: Option<Half>,
+
+    /// SIGKILLs per Switchboard crash series (supervisord and s6, which
+    /// take ~1 s per restart, get at most 20 and 10) [default: 50; 10
+    /// with --quick].
+    #[arg(long, value_name = "N")]
+    kills: Option<usize>,
 
     /// Messages per throughput run [default: 500000; 50000 with --quick].
     #[arg(long, value_name = "N")]
@@ -68,15 +84,48 @@ struct Args {
     budget: f64,
 }
 
+/// The two halves of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Half {
+    /// The bus against raw async-nats.
+    Bus,
+    /// The orchestrator: cold start, crash recovery, idle footprint.
+    Supervision,
+}
+
 /// Envelope body sizes measured (their JSON encoding, in bytes).
 const SMALL: usize = 128;
 const LARGE: usize = 1024;
 
-/// A target from the design doc, checked against a measured ratio.
+/// A target from the design doc, checked against a measured ratio or
+/// quantity.
 #[derive(Debug, Clone, Copy)]
 enum Target {
     AtLeast(f64),
     AtMost(f64),
+    /// Strictly below a limit in a unit (`< 50 ms`).
+    Below(f64, Unit),
+}
+
+/// The unit of a [`Target::Below`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Ms,
+    Mb,
+    PctCore,
+}
+
+impl Unit {
+    /// `12.3 ms`, `6.1 MB`, `0.42% of a core`.
+    fn show(self, value: f64) -> String {
+        match self {
+            Unit::Ms if value < 10.0 => format!("{value:.2} ms"),
+            Unit::Ms if value < 100.0 => format!("{value:.1} ms"),
+            Unit::Ms => format!("{value:.0} ms"),
+            Unit::Mb => format!("{value:.1} MB"),
+            Unit::PctCore => format!("{value:.2}% of a core"),
+        }
+    }
 }
 
 impl Target {
@@ -84,17 +133,22 @@ impl Target {
         match self {
             Target::AtLeast(limit) => value >= limit,
             Target::AtMost(limit) => value <= limit,
+            Target::Below(limit, _) => value < limit,
         }
     }
 
     /// `>= 0.90  ok` or `>= 0.90  MISSED`.
     fn verdict(self, value: f64) -> String {
-        let (op, limit) = match self {
-            Target::AtLeast(limit) => (">=", limit),
-            Target::AtMost(limit) => ("<=", limit),
-        };
         let state = if self.met(value) { "ok" } else { "MISSED" };
-        format!("{op} {limit:.2}  {state}")
+        format!("{}  {state}", target_text(self))
+    }
+
+    /// The value as this target's unit shows it.
+    fn show(self, value: f64) -> String {
+        match self {
+            Target::Below(_, unit) => unit.show(value),
+            _ => format!("{value:.2}"),
+        }
     }
 }
 
@@ -103,8 +157,14 @@ impl Target {
 struct Summary {
     /// (what, measured, target)
     checks: Vec<(String, f64, Target)>,
-    /// Runs where messages were lost or a run failed.
+    /// Runs where messages were lost or a run failed (bus).
     problems: Vec<String>,
+    /// Whether the bus half ran (it reports message loss).
+    bus_ran: bool,
+    /// Supervision runs that left processes behind or misbehaved.
+    cleanup: Vec<String>,
+    /// Whether the supervision half ran.
+    supervision_ran: bool,
 }
 
 impl Summary {
@@ -117,13 +177,13 @@ impl Summary {
             .checks
             .iter()
             .filter(|(_, v, t)| t.met(*v))
-            .map(|(what, v, _)| format!("{what} {v:.2}"))
+            .map(|(what, v, t)| format!("{what} {}", t.show(*v)))
             .collect();
         let missed: Vec<String> = self
             .checks
             .iter()
             .filter(|(_, v, t)| !t.met(*v))
-            .map(|(what, v, t)| format!("{what} {v:.2} (target {})", target_text(*t)))
+            .map(|(what, v, t)| format!("{what} {} (target {})", t.show(*v), target_text(*t)))
             .collect();
         println!(
             "summary: {} of {} targets met",
@@ -138,11 +198,22 @@ impl Summary {
         } else {
             println!("  MISSED: {}", missed.join("; "));
         }
-        if self.problems.is_empty() {
-            println!("  loss:   none (every run delivered every message)");
-        } else {
-            for p in &self.problems {
-                println!("  LOSS:   {p}");
+        if self.bus_ran {
+            if self.problems.is_empty() {
+                println!("  loss:   none (every run delivered every message)");
+            } else {
+                for p in &self.problems {
+                    println!("  LOSS:   {p}");
+                }
+            }
+        }
+        if self.supervision_ran {
+            if self.cleanup.is_empty() {
+                println!("  procs:  every daemon, operator and rival stopped cleanly");
+            } else {
+                for p in &self.cleanup {
+                    println!("  PROCS:  {p}");
+                }
             }
         }
     }
@@ -152,6 +223,7 @@ fn target_text(t: Target) -> String {
     match t {
         Target::AtLeast(l) => format!(">= {l:.2}"),
         Target::AtMost(l) => format!("<= {l:.2}"),
+        Target::Below(l, unit) => format!("< {}", unit.show(l)),
     }
 }
 
@@ -162,21 +234,47 @@ fn main() -> anyhow::Result<()> {
         "--budget must be a positive number of seconds"
     );
     let bin = switchboard_testkit::nats_server_bin().context("looking for nats-server")?;
-    println!("switchboard bench: bus vs raw async-nats, same run, same server");
+    let (bus, supervision) = match args.only {
+        None => (true, true),
+        Some(Half::Bus) => (true, false),
+        Some(Half::Supervision) => (false, true),
+    };
+    println!(
+        "switchboard bench: {}",
+        match (bus, supervision) {
+            (true, true) => "bus vs raw async-nats, orchestrator vs s6 and supervisord, same run",
+            (true, false) => "bus vs raw async-nats, same run, same server",
+            _ => "orchestrator vs s6 and supervisord, same run",
+        }
+    );
     println!("{}", machine::Machine::describe(&bin));
-    // Started before the runtime: it is a child process, and is killed when
-    // `server` drops at the end of main.
-    let server = NatsServer::start().context("starting nats-server")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("building the tokio runtime")?;
-    let summary = runtime.block_on(bench(&args, &server.url(), server.pid()))?;
+    let mut summary = Summary::default();
+    if bus {
+        // Started outside the runtime: it is a child process, and is
+        // killed when `server` drops at the end of this block.
+        let server = NatsServer::start().context("starting nats-server")?;
+        runtime.block_on(bench(&args, &server.url(), server.pid(), &mut summary))?;
+        summary.bus_ran = true;
+    }
+    if supervision {
+        let settings = supervision::Settings::new(args.quick, args.kills);
+        summary.supervision_ran = true;
+        runtime.block_on(supervision::run(settings, &mut summary))?;
+    }
     summary.print();
     Ok(())
 }
 
-async fn bench(args: &Args, url: &str, server_pid: Option<u32>) -> anyhow::Result<Summary> {
+async fn bench(
+    args: &Args,
+    url: &str,
+    server_pid: Option<u32>,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
     let messages = args
         .messages
         .unwrap_or(if args.quick { 50_000 } else { 500_000 })
@@ -185,18 +283,17 @@ async fn bench(args: &Args, url: &str, server_pid: Option<u32>) -> anyhow::Resul
         .latency_messages
         .unwrap_or(if args.quick { 3_000 } else { 20_000 })
         .max(1);
-    let mut summary = Summary::default();
     println!(
         "server:      {url} (loopback), tokio multi-thread runtime, {} workers",
         tokio::runtime::Handle::current().metrics().num_workers()
     );
     println!();
 
-    throughput_tables(args, url, server_pid, messages, &mut summary).await?;
-    latency_table(args, url, latency_messages, &mut summary).await?;
+    throughput_tables(args, url, server_pid, messages, summary).await?;
+    latency_table(args, url, latency_messages, summary).await?;
     // Plain synchronous loops: nothing else runs on the runtime now.
     println!("{}", cost::table(&[SMALL, LARGE])?);
-    Ok(summary)
+    Ok(())
 }
 
 /// The throughput cases, in the order they run within a repetition.
@@ -555,5 +652,11 @@ mod tests {
         assert!(!Target::AtLeast(0.9).met(0.89));
         assert!(Target::AtMost(2.0).verdict(2.5).ends_with("MISSED"));
         assert_eq!(Target::AtMost(1.2).verdict(1.0), "<= 1.20  ok");
+        assert_eq!(
+            Target::Below(50.0, Unit::Ms).verdict(12.34),
+            "< 50.0 ms  ok"
+        );
+        assert!(!Target::Below(5.0, Unit::Ms).met(5.0));
+        assert_eq!(Target::Below(20.0, Unit::Mb).show(7.26), "7.3 MB");
     }
 }

@@ -6,7 +6,9 @@ use std::path::Path;
 
 /// Write `bytes` to `path` so that only the owner can read it (configs and
 /// runtime files carry credentials), atomically: readers see the old file
-/// or the new one, never half of one.
+/// or the new one, never half of one. No fsync: these files are rewritten
+/// at every start (they live under the runtime dir, /run on a real
+/// install), and an fsync per operator start costs more than the spawn.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -19,7 +21,6 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .mode(0o600)
         .open(&tmp)?;
     f.write_all(bytes)?;
-    f.sync_all()?;
     std::fs::rename(tmp, path)
 }
 

@@ -511,6 +511,14 @@ impl Actor {
     async fn next_wake(&mut self) -> Wake {
         let deadline = self.health_deadline();
         let start_due = self.next_start;
+        // An immediate restart should not wait for a timer tick (about
+        // 1 ms); a queued command still goes first, so a stop wins.
+        if self.proc.is_none() && start_due.is_some_and(|t| t <= TokioInstant::now()) {
+            return match self.cmds.try_recv() {
+                Ok(cmd) => Wake::Cmd(cmd),
+                Err(_) => Wake::StartDue,
+            };
+        }
         let far = TokioInstant::now() + Duration::from_secs(86_400);
         match self.proc.as_mut() {
             Some(proc) => tokio::select! {

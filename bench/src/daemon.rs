@@ -1,0 +1,289 @@
+//! A real `switchboard run` for the supervision benchmarks, the way the
+//! orchestrator's end-to-end tests start one: a temporary directory with
+//! `switchboard.toml` and `operators.d/`, an embedded nats-server on a
+//! free port, and a client connected through the runtime file the daemon
+//! writes (`run/switchboard.json`).
+//!
+//! [`Daemon`] is a guard: dropping it (also on error or panic) stops the
+//! daemon with SIGTERM, SIGKILLs it if it does not exit, and kills
+//! whatever it left behind, so a failed benchmark leaves no process.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use futures::{FutureExt as _, StreamExt as _};
+use nix::sys::signal::Signal;
+use switchboard_bus::{Bus, RawSubscription};
+use switchboard_orchestrator::daemon::RuntimeInfo;
+use switchboard_proto::api::{OperatorEvent, StatusReply, StatusRequest};
+
+use crate::procfs;
+
+/// Longest any single wait in these benchmarks may take.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Binaries built by `cargo build --release --workspace --bins`, found
+/// next to this benchmark's own executable (`target/release/`).
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// `switchboard`, the daemon.
+    pub switchboard: PathBuf,
+    /// `switchboard-pingbot`, the operator under supervision.
+    pub pingbot: PathBuf,
+    /// The nats-server the daemon embeds.
+    pub nats_server: PathBuf,
+}
+
+impl Binaries {
+    /// Look them up; an error says what to build.
+    pub fn find() -> anyhow::Result<Binaries> {
+        let exe = std::env::current_exe().context("where is this benchmark's executable?")?;
+        let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+        if dir.ends_with("deps") {
+            dir.pop();
+        }
+        let find = |name: &str| {
+            let p = dir.join(name);
+            if p.is_file() {
+                Ok(p)
+            } else {
+                bail!(
+                    "{} is missing: build it with `cargo build --release --workspace --bins` \
+                     (make bench does)",
+                    p.display()
+                )
+            }
+        };
+        Ok(Binaries {
+            switchboard: find("switchboard")?,
+            pingbot: find("switchboard-pingbot")?,
+            nats_server: switchboard_testkit::nats_server_bin()
+                .context("looking for nats-server (make tools)")?,
+        })
+    }
+}
+
+/// A manifest file: name and TOML text.
+pub type ManifestFile = (String, String);
+
+/// A running `switchboard run`, stopped when dropped.
+pub struct Daemon {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    /// Its pid.
+    pub pid: u32,
+    /// When it was spawned (just before `spawn`).
+    pub spawned: Instant,
+}
+
+impl Daemon {
+    /// Write the config and manifests into a new temporary directory and
+    /// spawn the daemon. Returns at once: see [`Daemon::runtime_info`].
+    pub fn spawn(bins: &Binaries, manifests: &[ManifestFile]) -> anyhow::Result<Daemon> {
+        let dir = tempfile::Builder::new()
+            .prefix("sb-bench-")
+            .tempdir()
+            .context("creating a temporary directory")?;
+        let ops = dir.path().join("operators.d");
+        std::fs::create_dir_all(&ops)?;
+        for (name, text) in manifests {
+            std::fs::write(ops.join(name), text)?;
+        }
+        let config = dir.path().join("switchboard.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "manifests = \"operators.d\"\nstate_dir = \"state\"\nruntime_dir = \"run\"\n\n\
+                 [nats.embedded]\nport = 0\nbinary = \"{}\"\n",
+                bins.nats_server.display()
+            ),
+        )?;
+        // The daemon's log (and its operators' output, which it tags and
+        // logs) goes to a file: evidence when something looks wrong.
+        let log = std::fs::File::create(dir.path().join("daemon.log"))?;
+        let mut cmd = Command::new(&bins.switchboard);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&config)
+            // The defaults users get, whatever this shell has set.
+            .env_remove("SWITCHBOARD_LOG")
+            .env_remove("RUST_LOG")
+            .env_remove("SWITCHBOARD_LOG_FORMAT")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let spawned = Instant::now();
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", bins.switchboard.display()))?;
+        Ok(Daemon {
+            pid: child.id(),
+            dir,
+            child: Some(child),
+            spawned,
+        })
+    }
+
+    /// The daemon's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("daemon.log")
+    }
+
+    /// Poll (every 1 ms) for the runtime file the daemon writes once its
+    /// API answers; its contents and when it was first seen.
+    pub async fn runtime_info(&mut self) -> anyhow::Result<(RuntimeInfo, Instant)> {
+        let path = self.dir.path().join("run").join("switchboard.json");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(bytes) = std::fs::read(&path) {
+                if let Ok(info) = serde_json::from_slice::<RuntimeInfo>(&bytes) {
+                    return Ok((info, Instant::now()));
+                }
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    bail!(
+                        "switchboard run exited ({status}) before writing {}; its log: {}",
+                        path.display(),
+                        self.tail_log()
+                    );
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!("switchboard run never wrote {}", path.display());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// The last lines of the daemon's log, for error messages.
+    pub fn tail_log(&self) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(10)..].join("\n")
+    }
+
+    /// The embedded nats-server (a child of the daemon).
+    pub fn nats_server_pid(&self) -> Option<u32> {
+        procfs::children(self.pid)
+            .into_iter()
+            .find(|(_, s)| procfs::comm_is(&s.comm, "nats-server"))
+            .map(|(pid, _)| pid)
+    }
+
+    /// SIGTERM, wait for the daemon to exit, then check that every process
+    /// it had started is gone. Returns the leftovers (killed here), which
+    /// callers report as a problem.
+    pub async fn stop(mut self) -> anyhow::Result<Vec<u32>> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(Vec::new());
+        };
+        let before = procfs::descendants(self.pid);
+        procfs::signal(self.pid, Signal::SIGTERM);
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let pids = before.clone();
+        let left =
+            tokio::task::spawn_blocking(move || procfs::wait_gone(&pids, Duration::from_secs(5)))
+                .await?;
+        let killed = procfs::kill_leftovers(&left);
+        match status {
+            None => bail!(
+                "switchboard run did not exit within {WAIT:?} of SIGTERM (killed); log: {}",
+                self.tail_log()
+            ),
+            Some(s) if !s.success() => bail!(
+                "switchboard run exited with {s} after SIGTERM; log: {}",
+                self.tail_log()
+            ),
+            Some(_) => Ok(killed),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let before = procfs::descendants(self.pid);
+        procfs::signal(self.pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().ok().flatten().is_none() {
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let left = procfs::wait_gone(&before, Duration::from_secs(3));
+        procfs::kill_leftovers(&left);
+    }
+}
+
+/// A client of the daemon's bus.
+pub async fn connect(info: &RuntimeInfo) -> anyhow::Result<Bus> {
+    let opts = info.bus_options().name("switchboard-bench");
+    Bus::connect(&opts, "bench")
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to the daemon's bus at {}: {e}", info.url))
+}
+
+/// `sb.api.status`.
+pub async fn status(bus: &Bus) -> anyhow::Result<StatusReply> {
+    bus.request_json("sb.api.status", &StatusRequest {}, WAIT)
+        .await
+        .context("sb.api.status")
+}
+
+/// Subscribe to `subject` (e.g. `sb.event.*`) and make sure the server
+/// has the subscription before returning.
+pub async fn events(bus: &Bus, subject: &str) -> anyhow::Result<RawSubscription> {
+    let sub = bus.subscribe_raw(subject).await?;
+    bus.sync().await?;
+    Ok(sub)
+}
+
+/// The next operator event, and when it arrived; `None` at `deadline`.
+pub async fn next_event(
+    sub: &mut RawSubscription,
+    deadline: Instant,
+) -> anyhow::Result<Option<(OperatorEvent, Instant)>> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(left, sub.next()).await {
+        Err(_) => Ok(None),
+        Ok(None) => bail!("the event subscription ended"),
+        Ok(Some(msg)) => {
+            let at = Instant::now();
+            let event: OperatorEvent = serde_json::from_slice(&msg.payload)
+                .with_context(|| format!("an event on {} that does not parse", msg.subject))?;
+            Ok(Some((event, at)))
+        }
+    }
+}
+
+/// Throw away events already queued.
+pub fn drain(sub: &mut RawSubscription) {
+    while let Some(Some(_)) = sub.next().now_or_never() {}
+}
+
+/// TOML for a string (quoted, escaped).
+pub fn toml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| format!("\"{s}\""))
+}
