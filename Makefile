@@ -27,7 +27,7 @@ build:
 ## Project-local tools (idempotent: a stamp per pinned version).
 ##   nats-server: the bus itself (tests, make run)
 ##   nats-py: the NATS client of the Python operators and their tests
-tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.nats-py-$(NATS_PY_VERSION)
+tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.nats-py-$(NATS_PY_VERSION) $(TOOLS)/.irc-servers
 
 $(VENV)/bin/python:
 	@echo "==> creating $(VENV)"
@@ -43,6 +43,18 @@ $(TOOLS)/.nats-py-$(NATS_PY_VERSION): | $(VENV)/bin/python
 	@echo "==> installing nats-py $(NATS_PY_VERSION) into $(VENV)"
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check "nats-py==$(NATS_PY_VERSION)"
 	touch $@
+
+## IRC servers the IRC operator's tests start on free loopback ports
+## (Debian ngircd, inspircd, atheme-services for SASL); the tests never use
+## a system-wide daemon.
+$(TOOLS)/.irc-servers:
+	@export PATH="$$PATH:/usr/sbin:/sbin"; \
+	command -v ngircd >/dev/null 2>&1 && command -v inspircd >/dev/null 2>&1 \
+		&& command -v atheme-services >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1 || { \
+		echo "==> installing ngircd, inspircd, atheme-services (Debian packages)"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq ngircd inspircd atheme-services openssl >/dev/null; }
+	@mkdir -p $(TOOLS) && touch $@
 
 ## Supervisors to compare against in `make bench` (Debian s6, PyPI
 ## supervisor); not needed by the tests.

@@ -125,3 +125,78 @@ impl SendResult {
         }
     }
 }
+
+/// The body of `chat.….join`, `.part` and `.quit` events: someone arrived
+/// in a room or left it (a `quit` is reported in each room the operator
+/// shared with that person).
+///
+/// ```
+/// use switchboard_proto::ChatPresence;
+/// use serde_json::json;
+///
+/// let p: ChatPresence = serde_json::from_value(json!({
+///     "sender": "ferris", "room": "#rust", "text": "see you", "host": "x.example"
+/// }))?;
+/// assert_eq!(p.text.as_deref(), Some("see you"));
+/// assert_eq!(p.extra["host"], "x.example");
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatPresence {
+    /// Who joined or left, as the protocol names them.
+    pub sender: String,
+    /// The raw room name.
+    pub room: String,
+    /// The reason given when leaving (a part or quit message), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Protocol-specific fields, kept as they came.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The body of `chat.….nick` events: someone changed their name (reported
+/// in each room the operator shares with them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatRename {
+    /// The old name.
+    pub sender: String,
+    /// The raw room name.
+    pub room: String,
+    /// The new name.
+    pub new_name: String,
+    /// Protocol-specific fields, kept as they came.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The body of `chat.….kick` events: someone was removed from a room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatKick {
+    /// Who removed them.
+    pub sender: String,
+    /// The raw room name.
+    pub room: String,
+    /// Who was removed.
+    pub target: String,
+    /// The reason given, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Protocol-specific fields, kept as they came.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The body of `chat.….topic` events: a room's topic was changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatTopic {
+    /// Who changed it.
+    pub sender: String,
+    /// The raw room name.
+    pub room: String,
+    /// The new topic (empty when it was cleared).
+    pub text: String,
+    /// Protocol-specific fields, kept as they came.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}

@@ -49,7 +49,9 @@ pub mod subject;
 
 mod json;
 
-pub use chat::{kinds, ChatMessage, SendRequest, SendResult};
+pub use chat::{
+    kinds, ChatKick, ChatMessage, ChatPresence, ChatRename, ChatTopic, SendRequest, SendResult,
+};
 pub use control::{
     Control, ControlAck, ControlFailure, ControlParseError, Counters, FailureCode, Heartbeat,
     OperatorState, ParseStateError, ParseVerbError, Ready, Verb, PROTOCOL_VERSION,

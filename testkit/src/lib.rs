@@ -15,8 +15,10 @@
 //! println!("connect to {}", server.url());
 //! ```
 
+mod irc;
 mod nats;
 
+pub use irc::{InspIrcd, IrcServerError, NgIrcd, NgIrcdOptions};
 pub use nats::{nats_server_bin, HarnessError, NatsServer, NatsServerOptions};
 
 /// Path of the workspace root, so tests can find project-local tools and

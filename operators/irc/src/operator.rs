@@ -1,0 +1,266 @@
+//! [`IrcOperator`]: the bus side. Subscribes to
+//! `send.irc.<instance>.*.*`, turns each request into a session
+//! [`Request`] (or refuses it with a [`SendResult`]), and maps the
+//! lifecycle verbs onto the session: `reload` without reconnecting when
+//! the server settings stay, `halt`/`resume` pause publishing, `stop`
+//! sends QUIT.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+use switchboard_bus::proto::{escape_token, kinds, Branch, ChatAddress, SendResult};
+use switchboard_bus::{Context, Delivery, HandlerResult, Operator, Pattern};
+
+use crate::config::IrcConfig;
+use crate::outbound::TextKind;
+use crate::session::{Request, SessionHandle};
+
+/// The `<kind>` of requests to send a raw IRC line (only with `allow_raw`).
+pub const RAW: &str = "raw";
+
+/// The IRC operator. Hand it to [`switchboard_bus::run`].
+#[derive(Debug, Default)]
+pub struct IrcOperator {
+    session: Option<SessionHandle>,
+    instance: String,
+}
+
+impl IrcOperator {
+    /// An operator that will connect when started.
+    pub fn new() -> IrcOperator {
+        IrcOperator::default()
+    }
+
+    async fn subscribe(ctx: &mut Context, instance: &str) -> HandlerResult {
+        let pattern = Pattern::parse(&format!("send.irc.{}.*.*", escape_token(instance)))?;
+        ctx.subscribe(&pattern).await?;
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct TextBody {
+    text: String,
+}
+
+#[derive(Deserialize, Default)]
+struct JoinBody {
+    #[serde(default)]
+    key: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct PartBody {
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct NickBody {
+    nick: String,
+}
+
+/// A body for `kind`, or an error saying what was expected. `null` counts
+/// as `{}` for kinds whose fields are all optional.
+fn body<T: for<'de> Deserialize<'de>>(
+    value: &Value,
+    kind: &str,
+    expected: &str,
+) -> Result<T, String> {
+    let value = if value.is_null() {
+        Value::Object(Default::default())
+    } else {
+        value.clone()
+    };
+    serde_json::from_value(value)
+        .map_err(|e| format!("bad body for a `{kind}` request ({e}); expected {expected}"))
+}
+
+/// The session request for one delivery, or why it is refused.
+pub fn request_for(delivery: &Delivery, instance: &str) -> Result<Request, String> {
+    let (branch, addr, kind) = ChatAddress::parse(&delivery.subject).map_err(|e| e.to_string())?;
+    if branch != Branch::Send || addr.protocol != "irc" || addr.instance != instance {
+        return Err(format!(
+            "subject {} is not a send request for irc instance {instance}",
+            delivery.subject
+        ));
+    }
+    let value = &delivery.envelope.body;
+    let reply = delivery.reply.clone();
+    let room = addr.room;
+    let text_kind = match kind.as_str() {
+        kinds::MESSAGE => Some(TextKind::Message),
+        kinds::ACTION => Some(TextKind::Action),
+        kinds::NOTICE => Some(TextKind::Notice),
+        _ => None,
+    };
+    if let Some(kind_) = text_kind {
+        let b: TextBody = body(value, &kind, r#"{"text": "..."}"#)?;
+        return Ok(Request::Text {
+            kind: kind_,
+            room,
+            text: b.text,
+            reply,
+        });
+    }
+    match kind.as_str() {
+        kinds::JOIN => {
+            let b: JoinBody = body(value, &kind, r#"{} or {"key": "..."}"#)?;
+            Ok(Request::Join {
+                room,
+                key: b.key,
+                reply,
+            })
+        }
+        kinds::PART => {
+            let b: PartBody = body(value, &kind, r#"{} or {"text": "reason"}"#)?;
+            Ok(Request::Part {
+                room,
+                reason: b.text,
+                reply,
+            })
+        }
+        kinds::NICK => {
+            let b: NickBody = body(value, &kind, r#"{"nick": "..."}"#)?;
+            Ok(Request::Nick { nick: b.nick, reply })
+        }
+        RAW => {
+            let b: TextBody = body(value, &kind, r#"{"text": "RAW IRC LINE"}"#)?;
+            Ok(Request::Raw { line: b.text, reply })
+        }
+        other => Err(format!(
+            "unknown kind `{other}`: the IRC operator sends message, action, notice, join, part, nick and raw"
+        )),
+    }
+}
+
+impl Operator for IrcOperator {
+    type Config = IrcConfig;
+
+    fn version(&self) -> Option<String> {
+        Some(env!("CARGO_PKG_VERSION").to_string())
+    }
+
+    async fn start(&mut self, ctx: &mut Context, config: IrcConfig) -> HandlerResult {
+        let instance = config
+            .instance
+            .clone()
+            .unwrap_or_else(|| ctx.id().to_string());
+        if config.tls {
+            // A CA file that cannot be read is a setup error, not a network one.
+            crate::transport::tls_config(&config).map_err(|e| format!("TLS setup: {e}"))?;
+        }
+        Self::subscribe(ctx, &instance).await?;
+        tracing::info!(server = %config.address(), %instance, nick = %config.nick, "starting");
+        self.session = Some(SessionHandle::spawn(
+            ctx.bus().clone(),
+            instance.clone(),
+            config,
+        ));
+        self.instance = instance;
+        Ok(())
+    }
+
+    async fn message(&mut self, ctx: &mut Context, delivery: Delivery) -> HandlerResult {
+        let outcome = match (&self.session, request_for(&delivery, &self.instance)) {
+            (Some(session), Ok(request)) => session.send(request).await,
+            (None, Ok(_)) => Err("the IRC session is not running".to_string()),
+            (_, Err(e)) => Err(e),
+        };
+        if let Err(error) = outcome {
+            tracing::debug!(subject = %delivery.subject, %error, "send request refused");
+            if let Some(reply) = &delivery.reply {
+                ctx.bus()
+                    .respond_json(reply, &SendResult::failed(error))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn reload(&mut self, ctx: &mut Context, config: IrcConfig) -> HandlerResult {
+        let Some(session) = &self.session else {
+            return self.start(ctx, config).await;
+        };
+        let instance = config
+            .instance
+            .clone()
+            .unwrap_or_else(|| ctx.id().to_string());
+        if instance != self.instance {
+            ctx.clear_subscriptions();
+            Self::subscribe(ctx, &instance).await?;
+            self.instance = instance.clone();
+        }
+        session
+            .send(Request::Reload(Box::new(config), instance))
+            .await?;
+        Ok(())
+    }
+
+    async fn halt(&mut self, _ctx: &mut Context) -> HandlerResult {
+        if let Some(s) = &self.session {
+            s.send(Request::Pause(true)).await?;
+        }
+        Ok(())
+    }
+
+    async fn resume(&mut self, _ctx: &mut Context) -> HandlerResult {
+        if let Some(s) = &self.session {
+            s.send(Request::Pause(false)).await?;
+        }
+        Ok(())
+    }
+
+    async fn stop(&mut self, _ctx: &mut Context) -> HandlerResult {
+        if let Some(s) = self.session.take() {
+            s.shutdown(Duration::from_secs(3)).await;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use switchboard_bus::proto::Envelope;
+
+    fn delivery(room: &str, kind: &str, body: Value) -> Delivery {
+        Delivery {
+            subject: ChatAddress::new("irc", "net", room).send_subject(kind),
+            envelope: Envelope::new("test", body),
+            reply: Some("_INBOX.x".into()),
+        }
+    }
+
+    #[test]
+    fn maps_each_kind() {
+        let r = request_for(&delivery("#a", "action", json!({"text": "hi"})), "net").unwrap();
+        assert!(
+            matches!(r, Request::Text { kind: TextKind::Action, ref room, ref text, .. } if room == "#a" && text == "hi")
+        );
+        let r = request_for(&delivery("#a", "join", Value::Null), "net").unwrap();
+        assert!(matches!(r, Request::Join { key: None, .. }));
+        let r = request_for(&delivery("#a", "join", json!({"key": "k"})), "net").unwrap();
+        assert!(matches!(r, Request::Join { key: Some(ref k), .. } if k == "k"));
+        let r = request_for(&delivery("#a", "part", json!({"text": "bye"})), "net").unwrap();
+        assert!(matches!(r, Request::Part { reason: Some(ref t), .. } if t == "bye"));
+        let r = request_for(&delivery("", "nick", json!({"nick": "n2"})), "net").unwrap();
+        assert!(matches!(r, Request::Nick { ref nick, .. } if nick == "n2"));
+        let r = request_for(&delivery("", "raw", json!({"text": "MODE n +i"})), "net").unwrap();
+        assert!(matches!(r, Request::Raw { ref line, reply: Some(_) } if line == "MODE n +i"));
+    }
+
+    #[test]
+    fn refuses_with_reasons() {
+        let e = request_for(&delivery("#a", "message", json!({"txt": "x"})), "net").err();
+        assert!(e.unwrap().contains("bad body"));
+        let e = request_for(&delivery("#a", "message", json!({"text": 5})), "net").err();
+        assert!(e.unwrap().contains("bad body"));
+        let e = request_for(&delivery("#a", "wave", json!({})), "net").err();
+        assert!(e.unwrap().contains("unknown kind"));
+        let e = request_for(&delivery("#a", "message", json!({"text": "x"})), "other").err();
+        assert!(e.unwrap().contains("not a send request"));
+    }
+}
