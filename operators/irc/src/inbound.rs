@@ -23,6 +23,24 @@ pub struct InboundEvent {
     pub timestamp: Option<Timestamp>,
 }
 
+impl InboundEvent {
+    /// An event of `kind` in `room` with `body`; the IRCv3 `server-time`
+    /// tag, when present, becomes its timestamp.
+    fn new(
+        room: &str,
+        kind: &'static str,
+        body: impl serde::Serialize,
+        tags: &Map<String, Value>,
+    ) -> Self {
+        InboundEvent {
+            room: room.to_string(),
+            kind,
+            body: serde_json::to_value(body).unwrap_or(Value::Null),
+            timestamp: server_time(tags),
+        }
+    }
+}
+
 /// Who a line came from: the parts of `nick!user@host`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Source {
@@ -47,6 +65,16 @@ impl Source {
         }
         if !tags.is_empty() {
             extra.insert("tags".into(), Value::Object(tags.clone()));
+        }
+        extra
+    }
+
+    /// [`Source::extra`] plus `"self": true` when the event is about the
+    /// bot itself (its own join, nick change, kick...).
+    pub fn extra_with_self(&self, tags: &Map<String, Value>, is_self: bool) -> Map<String, Value> {
+        let mut extra = self.extra(tags);
+        if is_self {
+            extra.insert("self".into(), Value::Bool(true));
         }
         extra
     }
@@ -162,12 +190,7 @@ pub fn message_event(
         private,
         extra,
     };
-    InboundEvent {
-        room: room.to_string(),
-        kind,
-        body: serde_json::to_value(body).unwrap_or(Value::Null),
-        timestamp: server_time(tags),
-    }
+    InboundEvent::new(room, kind, body, tags)
 }
 
 /// A `join`, `part` or `quit` event in `room`.
@@ -179,22 +202,14 @@ pub fn presence_event(
     is_self: bool,
     tags: &Map<String, Value>,
 ) -> InboundEvent {
-    let mut extra = source.extra(tags);
-    if is_self {
-        extra.insert("self".into(), Value::Bool(true));
-    }
+    let extra = source.extra_with_self(tags, is_self);
     let body = ChatPresence {
         sender: source.nick.clone(),
         room: room.to_string(),
         text,
         extra,
     };
-    InboundEvent {
-        room: room.to_string(),
-        kind,
-        body: serde_json::to_value(body).unwrap_or(Value::Null),
-        timestamp: server_time(tags),
-    }
+    InboundEvent::new(room, kind, body, tags)
 }
 
 /// A `nick` event in `room`.
@@ -205,22 +220,14 @@ pub fn rename_event(
     is_self: bool,
     tags: &Map<String, Value>,
 ) -> InboundEvent {
-    let mut extra = source.extra(tags);
-    if is_self {
-        extra.insert("self".into(), Value::Bool(true));
-    }
+    let extra = source.extra_with_self(tags, is_self);
     let body = ChatRename {
         sender: source.nick.clone(),
         room: room.to_string(),
         new_name: new_name.to_string(),
         extra,
     };
-    InboundEvent {
-        room: room.to_string(),
-        kind: "nick",
-        body: serde_json::to_value(body).unwrap_or(Value::Null),
-        timestamp: server_time(tags),
-    }
+    InboundEvent::new(room, "nick", body, tags)
 }
 
 /// A `kick` event.
@@ -232,10 +239,7 @@ pub fn kick_event(
     is_self: bool,
     tags: &Map<String, Value>,
 ) -> InboundEvent {
-    let mut extra = source.extra(tags);
-    if is_self {
-        extra.insert("self".into(), Value::Bool(true));
-    }
+    let extra = source.extra_with_self(tags, is_self);
     let body = ChatKick {
         sender: source.nick.clone(),
         room: room.to_string(),
@@ -243,12 +247,7 @@ pub fn kick_event(
         text,
         extra,
     };
-    InboundEvent {
-        room: room.to_string(),
-        kind: "kick",
-        body: serde_json::to_value(body).unwrap_or(Value::Null),
-        timestamp: server_time(tags),
-    }
+    InboundEvent::new(room, "kick", body, tags)
 }
 
 /// A `topic` event.
@@ -264,12 +263,7 @@ pub fn topic_event(
         text,
         extra: source.extra(tags),
     };
-    InboundEvent {
-        room: room.to_string(),
-        kind: "topic",
-        body: serde_json::to_value(body).unwrap_or(Value::Null),
-        timestamp: server_time(tags),
-    }
+    InboundEvent::new(room, "topic", body, tags)
 }
 
 #[cfg(test)]

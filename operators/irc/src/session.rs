@@ -426,36 +426,28 @@ impl Session {
             }
         };
 
-        match &end {
-            End::Shutdown(_) => {
-                let quit = format!("QUIT :{}", self.config().quit_message);
+        // Say goodbye when we are the ones leaving, and give the writer a
+        // moment to send it (and what was queued before it).
+        let farewell = match &end {
+            End::Shutdown(_) => Some((
+                format!("QUIT :{}", self.config().quit_message),
+                Duration::from_secs(2),
+            )),
+            End::ReconnectNow => Some(("QUIT :Reconnecting".to_string(), Duration::from_secs(1))),
+            End::Lost(_) => None,
+        };
+        match farewell {
+            Some((quit, grace)) => {
                 if let Some(l) = OutLine::new(quit) {
                     write_now(&wtx, l);
                 }
-                // Let the writer finish what it has (the QUIT included).
                 drop(wtx);
-                if tokio::time::timeout(Duration::from_secs(2), &mut writer)
-                    .await
-                    .is_err()
-                {
+                if tokio::time::timeout(grace, &mut writer).await.is_err() {
                     let _ = stop_tx.send(());
                     let _ = writer.await;
                 }
             }
-            End::ReconnectNow => {
-                if let Some(l) = OutLine::new("QUIT :Reconnecting") {
-                    write_now(&wtx, l);
-                }
-                drop(wtx);
-                if tokio::time::timeout(Duration::from_secs(1), &mut writer)
-                    .await
-                    .is_err()
-                {
-                    let _ = stop_tx.send(());
-                    let _ = writer.await;
-                }
-            }
-            End::Lost(_) => {
+            None => {
                 drop(wtx);
                 let _ = stop_tx.send(());
                 if !writer_finished {
