@@ -39,7 +39,7 @@ pub use launch::{ControlMode, LaunchEnv, LaunchError, DEFAULT_HEARTBEAT};
 pub use logging::{init_tracing, init_tracing_with_default};
 pub use operator::{run, run_with, Context, HandlerError, HandlerResult, Operator, RunError};
 pub use options::BusOptions;
-pub use stats::Stats;
+pub use stats::{Counter, Stats};
 pub use subscription::{Delivery, RawMessage, RawSubscription, Subscription};
 pub use trigger::{ChatTrigger, TriggerError, Triggers, TriggersConfig};
 

@@ -343,6 +343,9 @@ impl Session {
         let mut lines = Vec::new();
         let mut registered = false;
         let mut writer_finished = false;
+        // Reported in heartbeats next to the bus's own counters.
+        let received = self.bus.stats().counter("irc_lines_received");
+        self.bus.stats().counter("irc_connects").inc();
         tracing::info!(server = %self.config().address(), "connected");
 
         let outs = self.client.on_connect(std::time::Instant::now());
@@ -365,6 +368,7 @@ impl Session {
                         match framed {
                             Framed::Line(line) => {
                                 tracing::trace!(%line, "<-");
+                                received.inc();
                                 let outs = self.client.handle_line(&line, std::time::Instant::now());
                                 if outs.contains(&Output::Registered) {
                                     registered = true;
@@ -667,6 +671,7 @@ async fn writer_task<W: AsyncWrite + Unpin>(
     let refuse = |bus: Bus, reply: String, why: String| async move {
         let _ = bus.respond_json(&reply, &SendResult::failed(why)).await;
     };
+    let sent = bus.stats().counter("irc_lines_sent");
     let mut failure: Option<String> = None;
     loop {
         let item = tokio::select! {
@@ -688,6 +693,7 @@ async fn writer_task<W: AsyncWrite + Unpin>(
         };
         match written {
             Ok(()) => {
+                sent.inc();
                 if let Some(reply) = item.ack {
                     let _ = bus.respond_json(&reply, &SendResult::sent()).await;
                 }

@@ -82,6 +82,33 @@ async fn a_person_on_irc_pings_the_bot_through_the_daemon() {
         .await;
     assert_eq!(privmsg_text(&line, "sbbot", "alice"), Some("pong"));
 
+    // The operator's own counters reach `switchboard status` through its
+    // heartbeats.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let out = std::process::Command::new(bin_path("switchboard"))
+            .args(["status", "--json", "--config"])
+            .arg(dir.path().join("switchboard.toml"))
+            .output()
+            .expect("switchboard status");
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let irc = status["operators"]
+            .as_array()
+            .and_then(|ops| ops.iter().find(|o| o["id"] == "irc-local"))
+            .cloned()
+            .unwrap_or_default();
+        let c = &irc["counters"];
+        if c["irc_lines_sent"].as_u64() >= Some(3) && c["irc_connects"] == 1 {
+            assert!(c["irc_lines_received"].as_u64() > Some(0), "{c}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "counters never showed: {irc}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // Stopping the daemon takes the bot off IRC cleanly.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(daemon.id().expect("running") as i32),
