@@ -22,7 +22,12 @@ use crate::daemon::{runtime_file, RuntimeInfo};
 /// external URL is configured) and supervises the operators described in
 /// its manifests directory. The other commands talk to a running daemon.
 #[derive(Debug, Parser)]
-#[command(name = "switchboard", version, propagate_version = true)]
+#[command(
+    name = "switchboard",
+    version,
+    propagate_version = true,
+    after_long_help = ENVIRONMENT
+)]
 pub struct Cli {
     /// The daemon's config file. Default: ./switchboard.toml if present,
     /// else /etc/switchboard/switchboard.toml if present, else built-in
@@ -131,6 +136,25 @@ pub enum Command {
         shell: clap_complete::Shell,
     },
 }
+
+const ENVIRONMENT: &str = "\
+Environment:
+  SWITCHBOARD_LOG            log filter, e.g. `debug` or `warn,switchboard=info` (RUST_LOG works too)
+  SWITCHBOARD_LOG_FORMAT     `json` for one JSON object per log line
+  SWITCHBOARD__<KEY>         override a switchboard.toml key, e.g. SWITCHBOARD__NATS__URL, SWITCHBOARD__STATE_DIR
+  SWITCHBOARD_TOML           the config file (same as --config)
+  SWITCHBOARD_NATS_SERVER    the nats-server binary for the embedded server
+  SWITCHBOARD_NATS_URL, SWITCHBOARD_NATS_USER, SWITCHBOARD_NATS_PASSWORD
+                             client commands: reach NATS directly instead of through the runtime file
+
+Examples:
+  switchboard run --config /etc/switchboard/switchboard.toml
+  switchboard status
+  switchboard ctl reload 'irc-*'
+  switchboard logs irc-libera -f
+  switchboard tail 'chat.irc.#'
+  switchboard validate /etc/switchboard/operators.d
+";
 
 /// Find the config file when none was given.
 pub fn default_config_path() -> Option<PathBuf> {
