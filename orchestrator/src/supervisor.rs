@@ -722,6 +722,15 @@ impl Actor {
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
         let workdir = self.manifest.workdir.clone();
+        if let Some(dir) = &workdir {
+            if !dir.is_dir() {
+                return Err(format!(
+                    "workdir {} does not exist (set in {})",
+                    dir.display(),
+                    self.manifest.path.display()
+                ));
+            }
+        }
         Ok(LaunchSpec {
             id: self.id.clone(),
             program,

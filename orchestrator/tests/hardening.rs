@@ -234,3 +234,31 @@ async fn an_external_nats_outage_is_not_blamed_on_the_operators() {
     assert!(daemon.wait().await.unwrap().success());
     gone(pid).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_workdir_or_command_is_a_clear_reason() {
+    let d = Daemon::start(&[
+        (
+            "wd.toml",
+            "id = \"wd\"\ncommand = \"/bin/true\"\nworkdir = \"/nonexistent/dir\"\n".to_string(),
+        ),
+        (
+            "cmd.toml",
+            "id = \"cmd\"\ncommand = \"no-such-operator-binary\"\n".to_string(),
+        ),
+    ])
+    .await;
+    let wd = d.wait_for("wd", "failed", |o| o.state == S::Failed).await;
+    assert!(wd
+        .reason
+        .unwrap()
+        .contains("workdir /nonexistent/dir does not exist"));
+    let cmd = d.wait_for("cmd", "failed", |o| o.state == S::Failed).await;
+    assert!(
+        cmd.reason
+            .unwrap()
+            .contains("command `no-such-operator-binary` not found"),
+        "{:?}",
+        d.operator("cmd").await
+    );
+}
