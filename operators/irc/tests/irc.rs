@@ -527,7 +527,9 @@ async fn ping_timeout_on_a_frozen_server_reconnects() {
         irc.port(),
         "sbping",
         &["#ping"],
-        json!({"ping_interval": "500ms", "ping_timeout": "500ms",
+        // Short enough to keep the test quick, long enough that a server
+        // on a loaded machine is not mistaken for a frozen one.
+        json!({"ping_interval": "1s", "ping_timeout": "2s",
                "reconnect": {"initial": "100ms", "max": "500ms"}}),
     ))
     .await;
