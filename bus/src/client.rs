@@ -8,9 +8,10 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use switchboard_proto::{Envelope, Pattern};
+use tokio::sync::watch;
 
 use crate::error::{ConnectError, PublishError, RequestError, SubscribeError};
-use crate::options::BusOptions;
+use crate::options::{inbox_prefix_problem, BusOptions};
 use crate::stats::Stats;
 use crate::subscription::{RawSubscription, Subscription};
 
@@ -27,6 +28,12 @@ pub struct Bus {
     source: Arc<str>,
     stats: Arc<Stats>,
     dedupe_window: usize,
+    /// The last subscription to one of this client's inboxes that the
+    /// server refused with a permissions violation. A request whose reply
+    /// inbox is refused can never be answered, so it fails at once instead
+    /// of at its timeout. Cleared on reconnect: the client subscribes
+    /// again then, and hears again if it still may not.
+    refused: Arc<watch::Sender<Option<String>>>,
 }
 
 impl Bus {
@@ -39,6 +46,14 @@ impl Bus {
         if opts.urls.is_empty() {
             return Err(ConnectError::NoUrl);
         }
+        if let Some(prefix) = &opts.inbox_prefix {
+            if let Some(reason) = inbox_prefix_problem(prefix) {
+                return Err(ConnectError::BadInboxPrefix {
+                    prefix: prefix.clone(),
+                    reason,
+                });
+            }
+        }
         let mut addrs = Vec::with_capacity(opts.urls.len());
         for url in &opts.urls {
             let addr: async_nats::ServerAddr =
@@ -50,11 +65,14 @@ impl Bus {
             addrs.push(addr);
         }
         let stats = Stats::new();
+        let refused = Arc::new(watch::Sender::new(None));
+        let prefix = opts.inbox_prefix.as_deref().unwrap_or("_INBOX");
+        let inbox_start: Arc<str> = Arc::from(format!("{prefix}."));
         let urls = opts.urls.join(",");
         let started = Instant::now();
         let mut delay = Duration::from_millis(50);
         loop {
-            let nats_opts = build_options(opts, source, &stats).await?;
+            let nats_opts = build_options(opts, source, &stats, &refused, &inbox_start).await?;
             match nats_opts.connect(addrs.clone()).await {
                 Ok(client) => {
                     return Ok(Bus {
@@ -62,17 +80,14 @@ impl Bus {
                         source: Arc::from(source),
                         stats,
                         dedupe_window: opts.dedupe_window,
-                    })
+                        refused,
+                    });
                 }
                 Err(e) => {
-                    let reason = e.to_string();
-                    if matches!(
-                        e.kind(),
-                        async_nats::ConnectErrorKind::AuthorizationViolation
-                            | async_nats::ConnectErrorKind::Authentication
-                    ) {
-                        return Err(ConnectError::Auth { urls, reason });
+                    if let Some(fatal) = permanent_failure(&e, opts, &urls) {
+                        return Err(fatal);
                     }
+                    let reason = e.to_string();
                     if started.elapsed() + delay > opts.connect_timeout {
                         return Err(ConnectError::Unreachable {
                             urls,
@@ -193,6 +208,10 @@ impl Bus {
     /// subscriptions made before it. It costs one round trip: a message to
     /// a private inbox, which the server handles after our earlier
     /// commands because it processes a connection in order.
+    ///
+    /// The inbox is under [`BusOptions::inbox_prefix`], and the user must
+    /// be allowed to both subscribe and publish there; a refused
+    /// subscription fails at once with [`PublishError::Denied`].
     pub async fn sync(&self) -> Result<(), PublishError> {
         use futures::StreamExt as _;
         let inbox = self.client.new_inbox();
@@ -205,6 +224,15 @@ impl Bus {
         // A probe written just before a disconnect is noticed dies with the
         // socket; send another every half second until one comes back.
         loop {
+            if self.refused.borrow().as_deref() == Some(inbox.as_str()) {
+                return Err(PublishError::Denied {
+                    subject: inbox,
+                    reason: "sync needs a subscription to an inbox of this client; if this \
+                             user may only subscribe to its own inbox prefix, set \
+                             SWITCHBOARD_NATS_INBOX_PREFIX (BusOptions::inbox_prefix) to it"
+                        .into(),
+                });
+            }
             self.client
                 .publish(inbox.clone(), Bytes::new())
                 .await
@@ -308,16 +336,40 @@ impl Bus {
     }
 
     /// Raw request/reply with a timeout.
+    ///
+    /// Fails with [`RequestError::ReplyDenied`] as soon as the server
+    /// refuses the subscription to this client's reply inbox (a user
+    /// allowed only `<prefix>.>` whose client uses another prefix), rather
+    /// than waiting out `timeout` for an answer that cannot come.
     pub async fn request_bytes(
         &self,
         subject: &str,
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, RequestError> {
+        let mut refused = self.refused.subscribe();
+        let denied = |inbox: &Option<String>| RequestError::ReplyDenied {
+            subject: subject.to_string(),
+            inbox: inbox.clone().unwrap_or_default(),
+        };
+        // Already refused on this connection: do not make the responder
+        // work for an answer nobody can receive.
+        let already = refused.borrow_and_update().clone();
+        if already.is_some() {
+            return Err(denied(&already));
+        }
         let req = async_nats::Request::new()
             .payload(payload)
             .timeout(Some(timeout));
-        match self.client.send_request(subject.to_string(), req).await {
+        let answer = tokio::select! {
+            answer = self.client.send_request(subject.to_string(), req) => answer,
+            r = refused.wait_for(Option::is_some) => {
+                // `Err` only if the sender is gone, which it is not while
+                // `self` holds it.
+                return Err(denied(&r.map(|r| r.clone()).unwrap_or_default()));
+            }
+        };
+        match answer {
             Ok(msg) => Ok(msg.payload),
             Err(e) => Err(match e.kind() {
                 async_nats::RequestErrorKind::NoResponders => RequestError::NoResponders {
@@ -382,10 +434,134 @@ fn validate_publish_subject(subject: &str) -> Result<(), PublishError> {
     Ok(())
 }
 
+/// The connect errors that waiting cannot cure (credentials the server
+/// refuses, a certificate we do not trust, TLS that cannot be set up), as
+/// the error `connect` returns at once; `None` for the ones worth another
+/// attempt (server not up yet).
+fn permanent_failure(
+    e: &async_nats::ConnectError,
+    opts: &BusOptions,
+    urls: &str,
+) -> Option<ConnectError> {
+    use async_nats::ConnectErrorKind as Kind;
+    match e.kind() {
+        // async-nats says "authorization violation: nats: authorization
+        // violation"; once is enough.
+        Kind::AuthorizationViolation => Some(ConnectError::Auth {
+            urls: urls.to_string(),
+            method: credentials_offered(opts),
+            reason: "authorization violation".to_string(),
+        }),
+        // Raised on our side, before the server could judge them.
+        Kind::Authentication => Some(ConnectError::Auth {
+            urls: urls.to_string(),
+            method: credentials_offered(opts),
+            reason: format!("they cannot sign the server's challenge; is the seed valid? ({e})"),
+        }),
+        // Raised before the handshake: the CA or client certificate files
+        // do not parse, or the host is not a valid TLS server name.
+        Kind::Tls => Some(ConnectError::Tls {
+            urls: urls.to_string(),
+            problem: format!("cannot set up TLS: {e}"),
+        }),
+        // The handshake itself fails inside the socket, so async-nats
+        // reports it as I/O; the rustls error underneath says what it was.
+        _ => rustls_error(e).map(|tls| ConnectError::Tls {
+            urls: urls.to_string(),
+            problem: format!("TLS handshake failed: {}", handshake_problem(tls, opts)),
+        }),
+    }
+}
+
+/// Which credentials `opts` offers, for messages (never their values).
+fn credentials_offered(opts: &BusOptions) -> String {
+    let mut offered = Vec::new();
+    if let Some(user) = &opts.user {
+        offered.push(format!("user `{user}` with a password"));
+    }
+    if opts.token.is_some() {
+        offered.push("a token".to_string());
+    }
+    if let Some(path) = &opts.creds_file {
+        offered.push(format!("credentials file {}", path.display()));
+    }
+    if let Some(path) = &opts.nkey_file {
+        offered.push(format!("nkey seed from {}", path.display()));
+    }
+    if offered.is_empty() {
+        "no credentials given".to_string()
+    } else {
+        offered.join(" and ")
+    }
+}
+
+/// The rustls error somewhere in `e`'s chain. tokio-rustls wraps it in an
+/// `io::Error`, whose `source()` skips it, so each level is unwrapped by
+/// hand.
+fn rustls_error(e: &async_nats::ConnectError) -> Option<&async_nats::rustls::Error> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(tls) = err.downcast_ref::<async_nats::rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(tls) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<async_nats::rustls::Error>())
+        {
+            return Some(tls);
+        }
+        next = err.source();
+    }
+    None
+}
+
+/// A handshake failure in words an operator's admin can act on.
+fn handshake_problem(tls: &async_nats::rustls::Error, opts: &BusOptions) -> String {
+    use async_nats::rustls::{CertificateError as Cert, Error};
+    match tls {
+        Error::InvalidCertificate(Cert::UnknownIssuer | Cert::BadSignature) => match &opts.tls_ca {
+            Some(ca) => format!(
+                "the server's certificate is not signed by the CA in {}",
+                ca.display()
+            ),
+            None => "the server's certificate is not signed by a CA this system trusts; \
+                     give its CA with SWITCHBOARD_NATS_TLS_CA (BusOptions::tls_ca)"
+                .to_string(),
+        },
+        Error::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. }) => {
+            format!("the server's certificate is not valid for the host in the URL ({tls})")
+        }
+        Error::InvalidCertificate(
+            Cert::Expired
+            | Cert::ExpiredContext { .. }
+            | Cert::NotValidYet
+            | Cert::NotValidYetContext { .. },
+        ) => format!("the server's certificate is outside its validity period ({tls})"),
+        // What a plain-text server's first bytes look like to rustls.
+        Error::InvalidMessage(_) => {
+            format!("the server did not answer in TLS; does it have TLS enabled? ({tls})")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The subject of a server error that refuses a subscription, e.g.
+/// `Permissions Violation for Subscription to "_INBOX.x.*"`.
+fn refused_subscription(server_error: &str) -> Option<&str> {
+    let rest = server_error
+        .trim()
+        .strip_prefix("Permissions Violation for Subscription to ")?;
+    let rest = rest.strip_prefix('"')?;
+    rest.split('"').next().filter(|s| !s.is_empty())
+}
+
 async fn build_options(
     opts: &BusOptions,
     source: &str,
     stats: &Arc<Stats>,
+    refused: &Arc<watch::Sender<Option<String>>>,
+    inbox_start: &Arc<str>,
 ) -> Result<async_nats::ConnectOptions, ConnectError> {
     let mut o = async_nats::ConnectOptions::new()
         .name(opts.name.clone().unwrap_or_else(|| source.to_string()))
@@ -394,6 +570,9 @@ async fn build_options(
         .connection_timeout(opts.connect_timeout)
         .max_reconnects(None::<usize>)
         .require_tls(opts.require_tls);
+    if let Some(prefix) = &opts.inbox_prefix {
+        o = o.custom_inbox_prefix(prefix);
+    }
     let max_delay = opts.max_reconnect_delay;
     o = o.reconnect_delay_callback(move |attempts| reconnect_delay(attempts, max_delay));
     if let (Some(user), Some(pass)) = (&opts.user, &opts.password) {
@@ -420,16 +599,35 @@ async fn build_options(
         })?;
         o = o.nkey(seed.trim().to_string());
     }
+    // async-nats reads these files only during the handshake and reports
+    // a missing one as a TLS error; checked here, the message names the
+    // file and says what it is for.
+    let readable = |what: &'static str, path: &std::path::Path| {
+        std::fs::File::open(path)
+            .map(drop)
+            .map_err(|source| ConnectError::File {
+                what,
+                path: path.display().to_string(),
+                source,
+            })
+    };
     if let Some(ca) = &opts.tls_ca {
+        readable("TLS CA", ca)?;
         o = o.add_root_certificates(ca.clone());
     }
     if let Some((cert, key)) = &opts.tls_client {
+        readable("TLS client certificate", cert)?;
+        readable("TLS client key", key)?;
         o = o.add_client_certificate(cert.clone(), key.clone());
     }
     let stats = Arc::clone(stats);
+    let refused = Arc::clone(refused);
+    let inbox_start = Arc::clone(inbox_start);
     let was_down = Arc::new(AtomicBool::new(false));
     o = o.event_callback(move |event| {
         let stats = Arc::clone(&stats);
+        let refused = Arc::clone(&refused);
+        let inbox_start = Arc::clone(&inbox_start);
         let was_down = Arc::clone(&was_down);
         async move {
             match event {
@@ -440,6 +638,7 @@ async fn build_options(
                 }
                 async_nats::Event::Connected => {
                     if was_down.swap(false, Ordering::Relaxed) {
+                        refused.send_replace(None);
                         Stats::add(&stats.reconnects, 1);
                         tracing::info!("reconnected to NATS");
                     }
@@ -450,6 +649,15 @@ async fn build_options(
                     tracing::warn!(sid, "subscription is too slow: a message was dropped");
                 }
                 async_nats::Event::ServerError(e) => {
+                    if let async_nats::ServerError::Other(text) = &e {
+                        // Only inboxes: other refused subscriptions are the
+                        // caller's (logged below), not every request's.
+                        if let Some(subject) = refused_subscription(text)
+                            .filter(|s| s.starts_with(inbox_start.as_ref()))
+                        {
+                            refused.send_replace(Some(subject.to_string()));
+                        }
+                    }
                     tracing::warn!(error = %e, "NATS server error");
                 }
                 async_nats::Event::ClientError(e) => {
@@ -477,6 +685,42 @@ mod tests {
             .collect();
         assert_eq!(d, vec![0, 50, 100, 200, 400, 800, 1600, 2000]);
         assert_eq!(reconnect_delay(usize::MAX, max), max);
+    }
+
+    #[test]
+    fn refused_subscriptions_are_recognised() {
+        assert_eq!(
+            refused_subscription(r#"Permissions Violation for Subscription to "_INBOX.abc.*""#),
+            Some("_INBOX.abc.*")
+        );
+        assert_eq!(
+            refused_subscription(
+                r#"Permissions Violation for Subscription to "a.b" using queue "q""#
+            ),
+            Some("a.b")
+        );
+        assert_eq!(
+            refused_subscription(r#"Permissions Violation for Publish to "a.b""#),
+            None
+        );
+        assert_eq!(refused_subscription("Authorization Violation"), None);
+    }
+
+    #[test]
+    fn credentials_are_named_not_shown() {
+        let opts = BusOptions::new("nats://x:1")
+            .token("s3cret-token")
+            .nkey_file("/run/sb/seed");
+        let said = credentials_offered(&opts);
+        assert_eq!(said, "a token and nkey seed from /run/sb/seed");
+        assert_eq!(
+            credentials_offered(&BusOptions::new("nats://x:1").user_password("bot", "hunter2")),
+            "user `bot` with a password"
+        );
+        assert_eq!(
+            credentials_offered(&BusOptions::new("nats://x:1")),
+            "no credentials given"
+        );
     }
 
     #[test]

@@ -39,12 +39,36 @@ pub enum ConnectError {
         /// The last error.
         reason: String,
     },
-    /// The server refused our credentials.
-    #[error("NATS at {urls} refused the credentials: {reason}")]
+    /// The server refused our credentials (or an nkey seed could not
+    /// sign its challenge). Not retried: credentials do not get better by
+    /// waiting, and the caller should hear it at once.
+    #[error("NATS at {urls} refused the credentials ({method}): {reason}")]
     Auth {
+        /// Which credentials were offered, never their value: e.g.
+        /// `a token`, `nkey seed from /run/sb/nkey`, `no credentials given`.
+        method: String,
         /// The URLs tried.
         urls: String,
-        /// What the server said.
+        /// What went wrong (`authorization violation` when the server
+        /// said no).
+        reason: String,
+    },
+    /// TLS could not be set up, or the handshake failed (most often: the
+    /// server's certificate is not signed by a CA we trust). Not retried,
+    /// for the same reason as [`ConnectError::Auth`].
+    #[error("NATS at {urls}: {problem}")]
+    Tls {
+        /// The URLs tried.
+        urls: String,
+        /// What went wrong, naming the CA file when one was given.
+        problem: String,
+    },
+    /// The inbox prefix is not a literal subject prefix.
+    #[error("bad NATS inbox prefix `{prefix}`: {reason} (expected literal tokens such as _INBOX_my-operator)")]
+    BadInboxPrefix {
+        /// The prefix as given.
+        prefix: String,
+        /// What is wrong with it.
         reason: String,
     },
 }
@@ -71,6 +95,15 @@ pub enum PublishError {
     /// The client is closed (drained or dropped).
     #[error("the NATS client is closed: {0}")]
     Closed(String),
+    /// The server refused a subscription this operation needs (its
+    /// permissions do not allow the subject).
+    #[error("the NATS server refused the subscription to `{subject}`: {reason}")]
+    Denied {
+        /// The subject that was refused.
+        subject: String,
+        /// What to check.
+        reason: String,
+    },
 }
 
 /// Why a subscribe failed.
@@ -114,6 +147,21 @@ pub enum RequestError {
         /// What was wrong.
         reason: String,
     },
+    /// The server refused the subscription to our reply inbox, so no
+    /// answer could ever arrive. Reported as soon as the server says so,
+    /// instead of after the timeout.
+    #[error(
+        "request to `{subject}` cannot get an answer: the NATS server refused the \
+         subscription to the reply inbox `{inbox}` (permissions violation); \
+         if this user may only subscribe to its own inbox prefix, set \
+         SWITCHBOARD_NATS_INBOX_PREFIX (BusOptions::inbox_prefix) to it"
+    )]
+    ReplyDenied {
+        /// The request subject.
+        subject: String,
+        /// The reply subscription the server refused.
+        inbox: String,
+    },
     /// Sending the request failed.
     #[error("request to `{subject}` failed: {reason}")]
     Other {
@@ -133,6 +181,8 @@ pub enum RequestErrorKind {
     TimedOut,
     /// See [`RequestError::BadReply`].
     BadReply,
+    /// See [`RequestError::ReplyDenied`].
+    ReplyDenied,
     /// See [`RequestError::Other`].
     Other,
 }
@@ -144,6 +194,7 @@ impl RequestError {
             RequestError::NoResponders { .. } => RequestErrorKind::NoResponders,
             RequestError::TimedOut { .. } => RequestErrorKind::TimedOut,
             RequestError::BadReply { .. } => RequestErrorKind::BadReply,
+            RequestError::ReplyDenied { .. } => RequestErrorKind::ReplyDenied,
             RequestError::Other { .. } => RequestErrorKind::Other,
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use switchboard_proto::{launch, OperatorId};
 
-use crate::options::{split_urls, BusOptions};
+use crate::options::{inbox_prefix_problem, split_urls, BusOptions};
 
 /// How the orchestrator drives this operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +111,17 @@ impl LaunchEnv {
         if let Some(p) = get(launch::NATS_NKEY) {
             nats = nats.nkey_file(p);
         }
+        if let Some(prefix) = get(launch::NATS_INBOX_PREFIX) {
+            // Checked here, not only at connect, so that a typo is a
+            // launch error naming the variable.
+            if let Some(reason) = inbox_prefix_problem(&prefix) {
+                return Err(LaunchError::Invalid {
+                    name: launch::NATS_INBOX_PREFIX,
+                    reason: format!("`{prefix}` is not a subject prefix: {reason}"),
+                });
+            }
+            nats = nats.inbox_prefix(prefix);
+        }
         if let Some(p) = get(launch::NATS_TLS_CA) {
             nats = nats.tls_ca(p);
         }
@@ -194,6 +205,20 @@ mod tests {
         assert_eq!(e.heartbeat_interval, DEFAULT_HEARTBEAT);
         assert_eq!(e.control, ControlMode::Nats);
         assert_eq!(e.config, serde_json::json!({}));
+        assert_eq!(e.nats.inbox_prefix, None);
+    }
+
+    #[test]
+    fn inbox_prefix_is_read() {
+        let e = env(&[
+            (launch::ID, "irc-libera"),
+            (launch::NATS_INBOX_PREFIX, "_INBOX_irc-libera"),
+        ])
+        .unwrap();
+        assert_eq!(e.nats.inbox_prefix.as_deref(), Some("_INBOX_irc-libera"));
+        // Blank counts as unset, as for every launch variable.
+        let e = env(&[(launch::ID, "x"), (launch::NATS_INBOX_PREFIX, "  ")]).unwrap();
+        assert_eq!(e.nats.inbox_prefix, None);
     }
 
     #[test]
@@ -244,6 +269,14 @@ mod tests {
             (
                 &[(launch::ID, "x"), (launch::NATS_URL, ",,")],
                 launch::NATS_URL,
+            ),
+            (
+                &[(launch::ID, "x"), (launch::NATS_INBOX_PREFIX, "_INBOX.>")],
+                launch::NATS_INBOX_PREFIX,
+            ),
+            (
+                &[(launch::ID, "x"), (launch::NATS_INBOX_PREFIX, "a..b")],
+                launch::NATS_INBOX_PREFIX,
             ),
         ];
         for (pairs, var) in cases {

@@ -24,6 +24,7 @@
 //! ```
 
 mod client;
+mod config;
 mod error;
 mod launch;
 mod logging;
@@ -34,6 +35,7 @@ mod subscription;
 mod trigger;
 
 pub use client::Bus;
+pub use config::{parse_config, ConfigError};
 pub use error::{ConnectError, PublishError, RequestError, RequestErrorKind, SubscribeError};
 pub use launch::{ControlMode, LaunchEnv, LaunchError, DEFAULT_HEARTBEAT};
 pub use logging::{init_tracing, init_tracing_with_default};

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use futures::stream::{SelectAll, StreamExt};
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
-use serde::Deserialize as _;
 use switchboard_proto::{
     control_subject, heartbeat_subject, ready_subject, Control, ControlAck, FailureCode, Heartbeat,
     OperatorId, OperatorState, Pattern, Ready, Timestamp, PROTOCOL_VERSION,
@@ -171,7 +170,8 @@ pub enum RunError {
     Config {
         /// The operator.
         id: String,
-        /// What serde said.
+        /// The key path and what was wrong ([`crate::ConfigError`]),
+        /// never the value.
         reason: String,
     },
     /// `start` failed.
@@ -265,8 +265,11 @@ impl<O: Operator> Runtime<O> {
         })
     }
 
+    /// The typed config, or why not: the key path and what was wrong,
+    /// never the value (it may be a resolved secret, and this message
+    /// goes into the log and the `reload` ack).
     fn parse_config(&self, value: &serde_json::Value) -> Result<O::Config, String> {
-        O::Config::deserialize(value).map_err(|e| e.to_string())
+        crate::config::parse_config(value).map_err(|e| e.to_string())
     }
 
     async fn run(mut self) -> Result<(), RunError> {
@@ -383,6 +386,7 @@ impl<O: Operator> Runtime<O> {
         self.seq += 1;
         let hb = Heartbeat {
             id: self.ctx.id.to_string(),
+            pid: std::process::id(),
             seq: self.seq,
             state: self.ctx.state,
             uptime_ms: u64::try_from(self.started_at.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -430,7 +434,7 @@ impl<O: Operator> Runtime<O> {
     ) -> Result<(), (FailureCode, String)> {
         let typed = self
             .parse_config(&config)
-            .map_err(|e| (FailureCode::InvalidConfig, format!("invalid config: {e}")))?;
+            .map_err(|e| (FailureCode::InvalidConfig, e))?;
         if let Err(e) = self.op.reload(&mut self.ctx, typed).await {
             let message = format!("reload failed: {e}");
             tracing::warn!(error = %message, "restoring the previous config");

@@ -18,6 +18,7 @@ pub struct BusOptions {
     pub(crate) token: Option<String>,
     pub(crate) creds_file: Option<PathBuf>,
     pub(crate) nkey_file: Option<PathBuf>,
+    pub(crate) inbox_prefix: Option<String>,
     pub(crate) tls_ca: Option<PathBuf>,
     pub(crate) tls_client: Option<(PathBuf, PathBuf)>,
     pub(crate) require_tls: bool,
@@ -39,6 +40,7 @@ impl std::fmt::Debug for BusOptions {
             .field("token", &masked(&self.token))
             .field("creds_file", &self.creds_file)
             .field("nkey_file", &self.nkey_file)
+            .field("inbox_prefix", &self.inbox_prefix)
             .field("tls_ca", &self.tls_ca)
             .field("require_tls", &self.require_tls)
             .field("publish_buffer", &self.publish_buffer)
@@ -56,6 +58,7 @@ impl Default for BusOptions {
             token: None,
             creds_file: None,
             nkey_file: None,
+            inbox_prefix: None,
             tls_ca: None,
             tls_client: None,
             require_tls: false,
@@ -113,6 +116,19 @@ impl BusOptions {
     /// Authenticate with an nkey seed read from a file.
     pub fn nkey_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.nkey_file = Some(path.into());
+        self
+    }
+
+    /// Use `prefix` instead of `_INBOX` for the reply subjects of
+    /// requests (and of [`crate::Bus::sync`]).
+    ///
+    /// A server that grants each client only its own `<prefix>.>` keeps
+    /// clients from reading each other's replies; such a client must use
+    /// that prefix, or every request it makes is refused. The prefix is
+    /// checked by [`crate::Bus::connect`]: one or more literal tokens, no
+    /// wildcards.
+    pub fn inbox_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.inbox_prefix = Some(prefix.into());
         self
     }
 
@@ -175,6 +191,29 @@ impl BusOptions {
     }
 }
 
+/// Why `prefix` cannot be an inbox prefix, if it cannot: the client
+/// appends `.<id>.<token>` to it and subscribes to `<prefix>.<id>.*`, so
+/// it must be a literal subject (an empty token or a wildcard would make
+/// that subscription something else than the server granted).
+pub(crate) fn inbox_prefix_problem(prefix: &str) -> Option<String> {
+    if prefix.is_empty() {
+        return Some("the prefix is empty".into());
+    }
+    for (i, token) in prefix.split('.').enumerate() {
+        let n = i + 1;
+        if token.is_empty() {
+            return Some(format!("token {n} is empty"));
+        }
+        if token == "*" || token == ">" {
+            return Some(format!("token {n} is a wildcard"));
+        }
+        if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Some(format!("token {n} contains whitespace"));
+        }
+    }
+    None
+}
+
 /// Split a comma-separated URL list, dropping blanks.
 pub(crate) fn split_urls(urls: &str) -> Vec<String> {
     urls.split(',')
@@ -197,5 +236,23 @@ mod tests {
         assert!(!d.contains("hunter2"), "{d}");
         assert!(!d.contains("s3cret-token"), "{d}");
         assert_eq!(o.urls(), ["nats://a:4222", "nats://b:4222"]);
+    }
+
+    #[test]
+    fn inbox_prefix_must_be_literal_tokens() {
+        for good in ["_INBOX_irc-libera", "sb.inbox.pingbot", "_INBOX"] {
+            assert_eq!(inbox_prefix_problem(good), None, "{good}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("a..b", "token 2 is empty"),
+            ("a.", "token 2 is empty"),
+            ("_INBOX.*", "token 2 is a wildcard"),
+            (">", "token 1 is a wildcard"),
+            ("my inbox", "whitespace"),
+        ] {
+            let problem = inbox_prefix_problem(bad).unwrap_or_default();
+            assert!(problem.contains(why), "{bad:?}: {problem:?}");
+        }
     }
 }

@@ -9,7 +9,7 @@ Config (the manifest's [config] table; unknown keys are refused):
   prefix  the text that triggers an answer, default "!py "
 Run by hand: SWITCHBOARD_ID=py-echo SWITCHBOARD_NATS_URL=nats://127.0.0.1:4222 python3 echo.py
 """
-import asyncio, datetime, json, logging, os, re, secrets, signal, sys, time
+import asyncio, datetime, json, logging, os, re, secrets, signal, ssl, sys, time
 from functools import partial
 import nats
 
@@ -202,7 +202,7 @@ class Echo:
     async def heartbeat(self):  # the counters are a snapshot taken before this publish
         self.seq += 1
         await self.publish(f"sb.op.{ID}.heartbeat", {
-            "id": ID, "seq": self.seq, "state": self.state, "uptime_ms": int((time.monotonic() - self.started) * 1000),
+            "id": ID, "pid": os.getpid(), "seq": self.seq, "state": self.state, "uptime_ms": int((time.monotonic() - self.started) * 1000),
             "counters": dict(self.counters), "timestamp": now()})
 
     async def beat(self, interval):  # the first one interval after ready; a late one is delayed, never doubled
@@ -309,11 +309,15 @@ async def main():
         op = Echo(None, check_config(json.loads(env("SWITCHBOARD_CONFIG", "{}"))))
     except (ValueError, Refused) as e:
         raise SystemExit(f"SWITCHBOARD_CONFIG: {e}") from None
-    for var in ("CREDS", "NKEY", "TLS_CA", "TLS_CERT", "TLS_KEY"):  # better refused than ignored
+    for var in ("CREDS", "NKEY", "TLS_CERT", "TLS_KEY"):  # better refused than ignored (they need the nkeys package)
         if env("SWITCHBOARD_NATS_" + var):
             raise SystemExit(f"SWITCHBOARD_NATS_{var} is set, but this operator does not support it")
     auth = {k: env(v) for k, v in [("user", "SWITCHBOARD_NATS_USER"), ("password", "SWITCHBOARD_NATS_PASSWORD"),
                                    ("token", "SWITCHBOARD_NATS_TOKEN")] if env(v)}
+    if env("SWITCHBOARD_NATS_INBOX_PREFIX"):  # the server lets us subscribe to our own inboxes only
+        auth["inbox_prefix"] = env("SWITCHBOARD_NATS_INBOX_PREFIX").encode()
+    if env("SWITCHBOARD_NATS_TLS_CA"):  # TLS with the CA we are told to trust
+        auth["tls"] = ssl.create_default_context(cafile=env("SWITCHBOARD_NATS_TLS_CA"))
     if ("user" in auth) != ("password" in auth):
         raise SystemExit("SWITCHBOARD_NATS_USER and SWITCHBOARD_NATS_PASSWORD must be set together")
     urls = [u.strip() for u in env("SWITCHBOARD_NATS_URL", "nats://127.0.0.1:4222").split(",") if u.strip()]

@@ -32,6 +32,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::is_valid_env_name;
@@ -133,6 +134,25 @@ pub struct EmbeddedNats {
     pub binary: Option<PathBuf>,
     /// Enable JetStream (store under `state_dir`). Default true.
     pub jetstream: bool,
+    /// Listening on anything but loopback exposes the bus to the network:
+    /// it needs this set to true *and* `tls_cert`/`tls_key`. Default false.
+    pub allow_remote: bool,
+    /// Server certificate (PEM). With `tls_key`, every client must use
+    /// TLS; the daemon, the CLI and operators trust `[nats] tls_ca`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve nats-server's HTTP monitoring (`/varz`, `/connz`) on this
+    /// port of `host`. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor_port: Option<u16>,
+    /// JetStream's disk limit ("1GiB", "500MB"); past it JetStream refuses
+    /// writes instead of filling the disk. Default 1 GiB.
+    pub max_file_store: ByteSize,
+    /// JetStream's memory limit. Default 64 MiB.
+    pub max_memory_store: ByteSize,
 }
 
 impl Default for EmbeddedNats {
@@ -142,6 +162,12 @@ impl Default for EmbeddedNats {
             port: 4222,
             binary: None,
             jetstream: true,
+            allow_remote: false,
+            tls_cert: None,
+            tls_key: None,
+            monitor_port: None,
+            max_file_store: ByteSize::gib(1),
+            max_memory_store: ByteSize::mib(64),
         }
     }
 }
@@ -267,6 +293,12 @@ const SCHEMA: &[(&str, Node)] = &[
                     ("port", Node::Leaf),
                     ("binary", Node::Leaf),
                     ("jetstream", Node::Leaf),
+                    ("allow_remote", Node::Leaf),
+                    ("tls_cert", Node::Leaf),
+                    ("tls_key", Node::Leaf),
+                    ("monitor_port", Node::Leaf),
+                    ("max_file_store", Node::Leaf),
+                    ("max_memory_store", Node::Leaf),
                 ]),
             ),
         ]),
@@ -430,6 +462,8 @@ impl Config {
             &mut nats.token_file,
             &mut nats.creds_file,
             &mut nats.tls_ca,
+            &mut nats.embedded.tls_cert,
+            &mut nats.embedded.tls_key,
         ]
         .into_iter()
         .flatten()
@@ -519,6 +553,52 @@ impl Config {
                 "is empty; use \"127.0.0.1\" to keep the bus on this machine",
             );
         }
+        let embedded = &nats.embedded;
+        let has_tls = embedded.tls_cert.is_some() && embedded.tls_key.is_some();
+        if embedded.tls_cert.is_some() != embedded.tls_key.is_some() {
+            problem(
+                "nats.embedded.tls_cert",
+                "and `nats.embedded.tls_key` go together; set both (PEM files) or neither",
+            );
+        }
+        if has_tls && nats.tls_ca.is_none() && nats.is_embedded() {
+            problem(
+                "nats.tls_ca",
+                "is missing: with [nats.embedded] TLS, the daemon, the CLI and operators need \
+                 the CA that signed tls_cert",
+            );
+        }
+        if nats.is_embedded() && !is_loopback(&embedded.host) {
+            if !embedded.allow_remote {
+                problem(
+                    "nats.embedded.host",
+                    "is not a loopback address, which would expose the bus to the network; \
+                     set `nats.embedded.allow_remote = true` and TLS (`tls_cert`, `tls_key`) \
+                     to do that on purpose, or use \"127.0.0.1\"",
+                );
+            } else if !has_tls {
+                problem(
+                    "nats.embedded.allow_remote",
+                    "needs TLS: set `nats.embedded.tls_cert` and `nats.embedded.tls_key` \
+                     (passwords must not cross a network in clear)",
+                );
+            }
+        }
+        if nats.is_embedded()
+            && (nats.user.is_some() || has_password || has_token || nats.creds_file.is_some())
+        {
+            problem(
+                "nats.user",
+                "(and the other credentials in [nats]) are for an external server (`nats.url`); \
+                 the embedded server makes its own users: remove them or set `nats.url`",
+            );
+        }
+        if has_token && nats.creds_file.is_some() || has_password && nats.creds_file.is_some() {
+            problem(
+                "nats.creds_file",
+                "and a password or token are both set; use one way to authenticate",
+            );
+        }
         if self.log.level.trim().is_empty() {
             problem("log.level", "is empty; use e.g. \"info\"");
         }
@@ -528,6 +608,16 @@ impl Config {
             Err(ConfigError::Invalid { problems })
         }
     }
+}
+
+/// Whether `host` names this machine only (`127.0.0.0/8`, `::1`,
+/// `localhost`).
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl NatsConfig {

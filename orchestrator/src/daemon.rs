@@ -15,28 +15,44 @@ use switchboard_bus::{Bus, BusOptions};
 use switchboard_proto::{Heartbeat, Ready, ALL_HEARTBEATS, ALL_READY};
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::access::{Access, EmbeddedAccess, ExternalAccess};
 use crate::api::{self, DaemonInfo};
 use crate::config::Config;
 use crate::manifest::{self, LoadReport};
-use crate::nats_server::{generate_password, EmbeddedNats, EmbeddedSettings};
+use crate::nats_server::{
+    cli_permissions, generate_password, EmbeddedNats, EmbeddedSettings, User, Users, CLI_USER,
+    DAEMON_USER,
+};
 use crate::process::LogBook;
-use crate::supervisor::{Lifecycle, NatsAccess, Routes, Shared, Supervisor};
+use crate::supervisor::{Lifecycle, Routes, Shared, Supervisor};
 use crate::systemd;
 
 /// What the daemon writes for its CLI: how to reach the bus. Mode 0600 in
-/// the runtime dir, because it holds the embedded server's password.
-#[derive(Clone, Serialize, Deserialize)]
+/// the 0700 runtime dir, because it holds credentials: with the embedded
+/// server, the CLI's own user (an administrator's, see
+/// [`crate::nats_server::cli_permissions`]); with an external server, the
+/// daemon's own way in (the CLI is the daemon's administrator).
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct RuntimeInfo {
     /// The daemon's pid.
     pub pid: u32,
     /// NATS URL(s).
     pub url: String,
     /// NATS user, if any.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// NATS password, if any.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// NATS token, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// A `.creds` file, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creds_file: Option<PathBuf>,
+    /// CA to trust for TLS, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for RuntimeInfo {
@@ -45,6 +61,8 @@ impl std::fmt::Debug for RuntimeInfo {
             .field("pid", &self.pid)
             .field("url", &self.url)
             .field("user", &self.user)
+            .field("creds_file", &self.creds_file)
+            .field("tls_ca", &self.tls_ca)
             .finish_non_exhaustive()
     }
 }
@@ -61,6 +79,15 @@ impl RuntimeInfo {
         if let (Some(u), Some(p)) = (&self.user, &self.password) {
             o = o.user_password(u.clone(), p.clone());
         }
+        if let Some(t) = &self.token {
+            o = o.token(t.clone());
+        }
+        if let Some(c) = &self.creds_file {
+            o = o.creds_file(c.clone());
+        }
+        if let Some(ca) = &self.tls_ca {
+            o = o.tls_ca(ca.clone());
+        }
         o
     }
 }
@@ -71,48 +98,86 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let started = Instant::now();
     let config = Config::load(config_path)?;
     for dir in [&config.state_dir, &config.runtime_dir] {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        // 0700: the runtime dir holds the server's config with every
+        // password, the CLI's login and operators' configs with their
+        // secrets; the state dir operators' sessions and keys.
+        crate::files::create_private_dir(dir)
+            .with_context(|| format!("cannot create {} (mode 0700)", dir.display()))?;
     }
     let _lock = lock_runtime_dir(&config.runtime_dir)?;
 
-    // NATS: external, or our own child.
-    let (access, mut embedded) = match &config.nats.url {
-        Some(url) => (external_access(&config, url)?, None),
+    // NATS: external, or our own child with one user per operator.
+    let (daemon_nats, cli_nats, access, mut embedded) = match &config.nats.url {
+        Some(url) => {
+            let daemon = external_client(&config, url)?;
+            let access = Access::External(ExternalAccess {
+                url: url.clone(),
+                tls_ca: config.nats.tls_ca.clone(),
+            });
+            (daemon.clone(), daemon, access, None)
+        }
         None => {
-            let password = generate_password();
+            let users = Arc::new(Users::default());
+            let daemon_password = generate_password();
+            let cli_password = generate_password();
+            users.set(
+                DAEMON_USER,
+                User {
+                    password: daemon_password.clone(),
+                    permissions: None,
+                },
+            );
+            users.set(
+                CLI_USER,
+                User {
+                    password: cli_password.clone(),
+                    permissions: Some(cli_permissions()),
+                },
+            );
+            let e = &config.nats.embedded;
             let settings = EmbeddedSettings {
-                binary: config.nats.embedded.binary.clone(),
-                host: config.nats.embedded.host.clone(),
-                port: config.nats.embedded.port,
-                jetstream: config.nats.embedded.jetstream,
+                binary: e.binary.clone(),
+                host: e.host.clone(),
+                port: e.port,
+                jetstream: e.jetstream,
                 store_dir: config.state_dir.join("nats"),
+                max_file_store: e.max_file_store.as_u64(),
+                max_memory_store: e.max_memory_store.as_u64(),
                 runtime_dir: config.runtime_dir.clone(),
-                user: "switchboard".to_string(),
-                password: password.clone(),
+                tls: e.tls_cert.clone().zip(e.tls_key.clone()),
+                monitor_port: e.monitor_port,
             };
-            let server = EmbeddedNats::start(settings).await?;
+            let server = EmbeddedNats::start(settings, Arc::clone(&users)).await?;
             tracing::info!(url = %server.url(), pid = server.pid(), "embedded nats-server listening");
-            let access = NatsAccess {
+            let tls_ca = config.nats.tls_ca.clone();
+            let client = |user: &str, password: String| RuntimeInfo {
+                pid: std::process::id(),
                 url: server.url(),
-                user_password: Some(("switchboard".to_string(), password)),
+                user: Some(user.to_owned()),
+                password: Some(password),
+                tls_ca: tls_ca.clone(),
+                ..RuntimeInfo::default()
             };
-            (access, Some(server))
+            let daemon = client(DAEMON_USER, daemon_password);
+            let cli = client(CLI_USER, cli_password);
+            let access = Access::Embedded(EmbeddedAccess {
+                url: server.url(),
+                tls_ca,
+                users,
+                reloader: server.reloader(),
+            });
+            (daemon, cli, access, Some(server))
         }
     };
-    let mut opts = BusOptions::new(&access.url).name("switchboard");
-    if let Some((u, p)) = &access.user_password {
-        opts = opts.user_password(u.clone(), p.clone());
-    }
-    let bus = Bus::connect(&opts, "switchboard").await?;
-    let info = RuntimeInfo {
-        pid: std::process::id(),
-        url: access.url.clone(),
-        user: access.user_password.as_ref().map(|(u, _)| u.clone()),
-        password: access.user_password.as_ref().map(|(_, p)| p.clone()),
-    };
+    let opts = daemon_nats.bus_options().name("switchboard");
+    let bus = Bus::connect(&opts, "switchboard")
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", daemon_nats.url))?;
+    let info = cli_nats;
+    let nats_url = access.url().to_owned();
     let supervisor = Arc::new(Supervisor::new(Shared {
         bus: bus.clone(),
-        nats: access.clone(),
+        access,
         state_dir: config.state_dir.clone(),
         runtime_dir: config.runtime_dir.clone(),
         logs: LogBook::default(),
@@ -126,7 +191,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         Arc::clone(&supervisor),
         DaemonInfo {
             started,
-            nats_url: access.url.clone(),
+            nats_url: nats_url.clone(),
             nats_embedded: embedded.is_some(),
         },
     ));
@@ -258,20 +323,32 @@ async fn spawn_lifecycle_router(bus: &Bus, routes: Routes) -> anyhow::Result<()>
     Ok(())
 }
 
-fn external_access(config: &Config, url: &str) -> anyhow::Result<NatsAccess> {
-    let password = config
-        .nats
+/// How the daemon itself connects to an external NATS: every credential
+/// `[nats]` names (user/password, token, creds file) and its TLS CA.
+fn external_client(config: &Config, url: &str) -> anyhow::Result<RuntimeInfo> {
+    let nats = &config.nats;
+    let password = nats
         .password()
         .context("cannot read the NATS password for [nats]")?;
-    let user_password = match (&config.nats.user, password) {
-        (Some(u), Some(p)) => Some((u.clone(), p)),
-        (None, None) => None,
-        (Some(_), None) => anyhow::bail!("[nats] user is set but no password_file or password_env"),
-        (None, Some(_)) => anyhow::bail!("[nats] has a password but no user"),
-    };
-    Ok(NatsAccess {
-        url: url.to_string(),
-        user_password,
+    let token = nats
+        .token()
+        .context("cannot read the NATS token for [nats]")?;
+    if let Some(file) = &nats.creds_file {
+        std::fs::metadata(file)
+            .with_context(|| format!("[nats] creds_file {} cannot be read", file.display()))?;
+    }
+    if let Some(ca) = &nats.tls_ca {
+        std::fs::metadata(ca)
+            .with_context(|| format!("[nats] tls_ca {} cannot be read", ca.display()))?;
+    }
+    Ok(RuntimeInfo {
+        pid: std::process::id(),
+        url: url.to_owned(),
+        user: nats.user.clone(),
+        password,
+        token,
+        creds_file: nats.creds_file.clone(),
+        tls_ca: nats.tls_ca.clone(),
     })
 }
 

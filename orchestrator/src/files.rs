@@ -24,6 +24,15 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(tmp, path)
 }
 
+/// Create `dir` (and its parents) and make it private to the owner
+/// (0700), whoever created it: the daemon's runtime and state dirs hold
+/// credentials and secrets.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
 /// Make the child die with the orchestrator: `PR_SET_PDEATHSIG = SIGKILL`
 /// set between fork and exec (see the invariants in `process`).
 pub fn die_with_parent(cmd: &mut tokio::process::Command) {

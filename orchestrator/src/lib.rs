@@ -7,8 +7,10 @@
 //! operators, watches their ready/heartbeats, restarts them with backoff,
 //! and applies control verbs; [`reload`] turns old + new manifests into a
 //! plan, for start-up and SIGHUP alike; [`api`] is the NATS request/reply
-//! API the CLI talks to.
+//! API the CLI talks to; [`access`] gives each operator its own NATS user
+//! and server-enforced permissions.
 
+pub mod access;
 pub mod api;
 pub mod backoff;
 pub mod cli;

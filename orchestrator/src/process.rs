@@ -36,8 +36,9 @@ pub struct LaunchSpec {
     pub program: PathBuf,
     /// Arguments.
     pub args: Vec<String>,
-    /// Environment added to the orchestrator's (launch variables and the
-    /// manifest's `env`). Holds credentials: never logged.
+    /// The whole environment (nothing else is inherited from the
+    /// orchestrator): launch variables, inherited names, the manifest's
+    /// `env`. Holds credentials: never logged.
     pub env: Vec<(String, String)>,
     /// Working directory.
     pub workdir: Option<PathBuf>,
@@ -130,11 +131,9 @@ impl OperatorProcess {
     pub fn spawn(spec: &LaunchSpec, bus: Option<Bus>, logs: LogBook) -> Result<Self, SpawnError> {
         let mut cmd = tokio::process::Command::new(&spec.program);
         cmd.args(&spec.args)
-            // systemd's notify socket and watchdog are the orchestrator's,
-            // not its children's.
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
+            // Nothing of the orchestrator's environment (its secrets,
+            // systemd's notify socket) unless the spec says so.
+            .env_clear()
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -217,6 +216,22 @@ impl OperatorProcess {
     pub async fn exited(&mut self) -> ExitStatus {
         self.wait().await
     }
+}
+
+/// Whether `pid` is `leader` or a process in `leader`'s process group
+/// (an operator's pid is its group id; a wrapper script's child counts as
+/// the operator, a process from an earlier start does not).
+pub fn is_in_group(pid: u32, leader: u32) -> bool {
+    if pid == leader {
+        return true;
+    }
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    if raw <= 0 {
+        return false;
+    }
+    nix::unistd::getpgid(Some(Pid::from_raw(raw))).is_ok_and(|g| g.as_raw() as u32 == leader)
 }
 
 /// Describe an exit for people: "exited with code 1", "killed by SIGKILL".

@@ -27,6 +27,7 @@ use switchboard_proto::{
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant as TokioInstant;
 
+use crate::access::Access;
 use crate::backoff::{RestartTracker, Verdict};
 use crate::files::write_private;
 use crate::manifest::{Change, Control as ControlMode, Manifest, RestartPolicy};
@@ -40,31 +41,13 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 /// with a backoff capped at 2 s).
 const BUS_RECOVERY_GRACE: Duration = Duration::from_secs(5);
 
-/// What operators need to reach the bus.
-#[derive(Clone)]
-pub struct NatsAccess {
-    /// URL(s) given to operators.
-    pub url: String,
-    /// User and password, when the server wants them.
-    pub user_password: Option<(String, String)>,
-}
-
-impl std::fmt::Debug for NatsAccess {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NatsAccess")
-            .field("url", &self.url)
-            .field("user", &self.user_password.as_ref().map(|(u, _)| u))
-            .finish_non_exhaustive()
-    }
-}
-
 /// Shared by every actor.
 #[derive(Debug)]
 pub struct Shared {
     /// The orchestrator's own connection (events, control requests).
     pub bus: Bus,
-    /// What operators are told about NATS.
-    pub nats: NatsAccess,
+    /// How operators get their own NATS identity.
+    pub access: Access,
     /// Persistent state; each operator gets `<state_dir>/operators/<id>`.
     pub state_dir: PathBuf,
     /// Runtime files; scratch dirs and config files live here.
@@ -112,6 +95,7 @@ struct Entry {
     reason: Option<String>,
     control: &'static str,
     counters: Option<Counters>,
+    ignored_lifecycle: u64,
 }
 
 impl Entry {
@@ -128,6 +112,7 @@ impl Entry {
             reason: self.reason.clone(),
             control: self.control.to_string(),
             counters: self.counters.clone(),
+            ignored_lifecycle: self.ignored_lifecycle,
         }
     }
 }
@@ -481,6 +466,11 @@ impl Actor {
                     self.stop_process("stopped").await;
                     self.set_state(SupervisedState::Exited, Some("stopped".into()))
                         .await;
+                    // Removed (or the daemon is stopping): its config file
+                    // may hold secrets, and its NATS user must go.
+                    let (_, _, config_file) = self.operator_dirs();
+                    let _ = std::fs::remove_file(config_file);
+                    self.shared.access.revoke(&self.id, true).await;
                     let _ = reply.send(());
                     return;
                 }
@@ -568,6 +558,7 @@ impl Actor {
                 ControlMode::Signals => "signals",
             },
             counters: None,
+            ignored_lifecycle: 0,
         }
     }
 
@@ -668,7 +659,16 @@ impl Actor {
         )
     }
 
-    fn launch_spec(&self, config: &Value) -> Result<LaunchSpec, String> {
+    /// Everything the process is started with. Its environment is built
+    /// from nothing: the variables `inherit_env` names (from the daemon's
+    /// own environment), the launch variables with its own NATS access
+    /// (`nats`), then the manifest's `env`. No other variable of the
+    /// daemon's reaches it.
+    fn launch_spec(
+        &self,
+        config: &Value,
+        nats: Vec<(&'static str, String)>,
+    ) -> Result<LaunchSpec, String> {
         let (state_dir, scratch_dir, config_file) = self.operator_dirs();
         std::fs::create_dir_all(&state_dir)
             .map_err(|e| format!("cannot create state dir {}: {e}", state_dir.display()))?;
@@ -680,9 +680,14 @@ impl Actor {
             .map_err(|e| format!("cannot write {}: {e}", config_file.display()))?;
         let program = resolve_program(&self.manifest, self.shared.exe_dir.as_deref())?;
         let path = |p: &Path| p.display().to_string();
-        let mut env: Vec<(String, String)> = vec![
+        let mut env: Vec<(String, String)> = self
+            .manifest
+            .inherit_env
+            .iter()
+            .filter_map(|name| Some((name.clone(), std::env::var(name).ok()?)))
+            .collect();
+        env.extend([
             (launch::ID.into(), self.id.to_string()),
-            (launch::NATS_URL.into(), self.shared.nats.url.clone()),
             (launch::CONFIG.into(), config_json),
             (launch::CONFIG_FILE.into(), path(&config_file)),
             (launch::STATE_DIR.into(), path(&state_dir)),
@@ -703,18 +708,8 @@ impl Actor {
                 }
                 .into(),
             ),
-        ];
-        if let Some((user, pass)) = &self.shared.nats.user_password {
-            env.push((launch::NATS_USER.into(), user.clone()));
-            env.push((launch::NATS_PASSWORD.into(), pass.clone()));
-        }
-        // Inherited launch variables (the orchestrator's own environment)
-        // must not leak into operators: blank the ones we do not set.
-        for var in launch::ALL {
-            if !env.iter().any(|(k, _)| k == var) {
-                env.push((var.to_string(), String::new()));
-            }
-        }
+        ]);
+        env.extend(nats.into_iter().map(|(k, v)| (k.to_owned(), v)));
         env.extend(
             self.manifest
                 .env
@@ -750,7 +745,24 @@ impl Actor {
                 return;
             }
         };
-        let spec = match self.launch_spec(&config) {
+        let nats = match self.shared.access.grant(&self.manifest).await {
+            Ok(env) => env,
+            Err(e) if e.is_transient() => {
+                // The server may be restarting: try again with backoff.
+                let reason = e.to_string();
+                tracing::error!(operator = %self.id, error = %reason, "cannot start");
+                self.after_failure(reason.clone(), reason, Duration::ZERO)
+                    .await;
+                return;
+            }
+            Err(e) => {
+                tracing::error!(operator = %self.id, error = %e, "cannot start");
+                self.set_state(SupervisedState::Failed, Some(e.to_string()))
+                    .await;
+                return;
+            }
+        };
+        let spec = match self.launch_spec(&config, nats) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(operator = %self.id, error = %e, "cannot start");
@@ -785,8 +797,30 @@ impl Actor {
     }
 
     async fn on_lifecycle(&mut self, msg: Lifecycle) {
-        if self.proc.is_none() {
+        let Some(proc) = self.proc.as_ref() else {
             return; // from a process that is already gone
+        };
+        let pid = match &msg {
+            Lifecycle::Ready(r) => r.pid,
+            Lifecycle::Heartbeat(h) => h.pid,
+        };
+        if !crate::process::is_in_group(pid, proc.pid) {
+            // A leftover of an earlier process, or a forgery: it must not
+            // keep this process "healthy".
+            let mut board = self.board.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = board.get_mut(self.id.as_str()) {
+                e.ignored_lifecycle += 1;
+                if e.ignored_lifecycle.is_power_of_two() {
+                    tracing::warn!(
+                        operator = %self.id,
+                        claimed_pid = pid,
+                        pid = proc.pid,
+                        ignored = e.ignored_lifecycle,
+                        "ignored a lifecycle message from another process"
+                    );
+                }
+            }
+            return;
         }
         self.last_seen = Some(Instant::now());
         match msg {
@@ -861,7 +895,7 @@ impl Actor {
         let ran = proc.started.elapsed();
         let described = describe_exit(&status);
         self.last_seen = None;
-        self.wipe_scratch();
+        self.after_process().await;
         let clean = status.success() && health.is_none();
         let restart = match self.manifest.restart {
             RestartPolicy::Always => true,
@@ -911,9 +945,13 @@ impl Actor {
         }
     }
 
-    fn wipe_scratch(&self) {
+    /// After the process is gone: wipe its scratch dir and take its NATS
+    /// user away, so nothing it left behind keeps talking on the bus as it
+    /// (the next start issues a new password anyway).
+    async fn after_process(&self) {
         let (_, scratch, _) = self.operator_dirs();
         let _ = std::fs::remove_dir_all(scratch);
+        self.shared.access.revoke(&self.id, false).await;
     }
 
     /// Stop the process if there is one (SIGTERM, deadline, SIGKILL).
@@ -935,7 +973,7 @@ impl Actor {
         }
         self.last_seen = None;
         self.next_start = None;
-        self.wipe_scratch();
+        self.after_process().await;
     }
 
     fn outcome(&self, ok: bool, error: Option<String>, code: Option<FailureCode>) -> CtlOutcome {
@@ -1080,7 +1118,17 @@ impl Actor {
 
     async fn on_update(&mut self, manifest: Manifest, change: Change) {
         let was_enabled = self.manifest.enabled;
+        let grants_changed = !self.manifest.same_grants(&manifest);
         self.manifest = manifest;
+        if grants_changed && self.proc.is_some() && change != Change::Launch {
+            // Applied to the live connection by the server: no restart.
+            match self.shared.access.update(&self.manifest).await {
+                Ok(()) => tracing::info!(operator = %self.id, "bus permissions updated"),
+                Err(e) => {
+                    tracing::error!(operator = %self.id, error = %e, "bus permissions not updated")
+                }
+            }
+        }
         self.tracker.update(
             self.manifest.backoff.clone(),
             self.manifest.crash_loop.clone(),

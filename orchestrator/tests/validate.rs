@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde_json::json;
 use switchboard_orchestrator::config::{Config, ConfigError, LogFormat};
 use switchboard_orchestrator::manifest::{
-    load_dir, load_file, parse_manifest, Backoff, Change, Control, CrashLoop, Manifest, Problem,
-    RestartPolicy, SecretError, SecretRef,
+    load_dir, load_file, parse_manifest, ApiGrant, Backoff, Change, Control, CrashLoop, Manifest,
+    Problem, RestartPolicy, SecretError, SecretRef,
 };
 use switchboard_proto::OperatorId;
 
@@ -277,6 +277,37 @@ fn top_level_key_after_a_table_header() {
 }
 
 #[test]
+fn grants_that_would_reach_the_control_plane_are_refused() {
+    check(
+        "bad_grants.toml",
+        &[
+            (
+                Some(3),
+                &[
+                    "`publish`: `chat.#.message` has a `#` before its last token",
+                    "chat.*.message",
+                ],
+            ),
+            (Some(3), &["`publish`: `sb.ctl.other`", "control plane"]),
+            (Some(4), &["`subscribe`: `#` starts with a wildcard"]),
+            (Some(4), &["`subscribe`: `_INBOX.>` is not a pattern"]),
+            (
+                Some(5),
+                &[
+                    "`api`: unknown API method `stats`",
+                    "did you mean `status`?",
+                ],
+            ),
+            (
+                Some(6),
+                &["`SWITCHBOARD_NATS_PASSWORD` is set by the orchestrator"],
+            ),
+            (Some(6), &["`A-B` is not a valid environment variable name"]),
+        ],
+    );
+}
+
+#[test]
 fn every_problem_of_a_file_is_reported() {
     check(
         "many_problems.toml",
@@ -399,6 +430,15 @@ fn full_manifest_round_trips_to_the_expected_struct() {
             ),
             ("api.token".to_owned(), SecretRef::Env("API_TOKEN".into())),
         ]),
+        publish: vec!["chat.irc.#".into(), "send.irc.*.*.message".into()],
+        subscribe: vec![
+            "send.irc.#".into(),
+            "chat.#.message".into(),
+            "sb.event.#".into(),
+        ],
+        api: vec![ApiGrant::Status, ApiGrant::Logs],
+        inherit_env: vec!["PATH".into(), "LANG".into()],
+        nats_creds: Some(dir.join("nats/full.creds")),
     };
     assert_eq!(m, expected);
 

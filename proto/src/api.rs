@@ -121,6 +121,12 @@ pub struct OperatorStatus {
     /// Counters from the last heartbeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counters: Option<Counters>,
+    /// Ready and heartbeat messages on this operator's subjects that were
+    /// ignored because their `pid` is not the process the orchestrator
+    /// started (nor in its process group): a leftover of an earlier
+    /// process, or a forgery. Non-zero is worth a look.
+    #[serde(default)]
+    pub ignored_lifecycle: u64,
 }
 
 /// Body of `sb.api.status` (no fields yet; send `{}`).

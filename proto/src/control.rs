@@ -142,6 +142,11 @@ pub struct Counters {
 pub struct Heartbeat {
     /// The operator's id.
     pub id: String,
+    /// Its process id, as in [`Ready::pid`]: the orchestrator ignores (and
+    /// counts) a heartbeat from any process but the one it started (or a
+    /// process in that one's process group), so a leftover or forged
+    /// heartbeat cannot keep a hung operator "healthy".
+    pub pid: u32,
     /// 1 for the first heartbeat after start, then +1 each, so gaps show
     /// lost beats.
     pub seq: u64,

@@ -32,6 +32,14 @@ pub const NATS_TOKEN: &str = "SWITCHBOARD_NATS_TOKEN";
 pub const NATS_CREDS: &str = "SWITCHBOARD_NATS_CREDS";
 /// Path to a file holding an nkey seed. Not secret (the file is).
 pub const NATS_NKEY: &str = "SWITCHBOARD_NATS_NKEY";
+/// The subject prefix the operator must use for its request/reply
+/// inboxes instead of NATS's default `_INBOX`, e.g. `_INBOX_irc-libera`.
+///
+/// It exists for least privilege: the server only lets each operator
+/// subscribe to `<prefix>.>`, so one operator cannot read the replies
+/// meant for another (with the shared `_INBOX.>` every client could).
+/// Optional (unset: `_INBOX`). Not secret.
+pub const NATS_INBOX_PREFIX: &str = "SWITCHBOARD_NATS_INBOX_PREFIX";
 /// Path to the CA certificate(s) to trust for NATS TLS. Not secret.
 pub const NATS_TLS_CA: &str = "SWITCHBOARD_NATS_TLS_CA";
 /// Path to the client certificate for NATS mutual TLS. Not secret.
@@ -74,6 +82,7 @@ pub const ALL: &[&str] = &[
     NATS_TOKEN,
     NATS_CREDS,
     NATS_NKEY,
+    NATS_INBOX_PREFIX,
     NATS_TLS_CA,
     NATS_TLS_CERT,
     NATS_TLS_KEY,

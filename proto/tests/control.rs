@@ -118,6 +118,7 @@ fn acks() {
     let value = serde_json::to_value(&unparsed).expect("serializes");
     assert!(value.get("verb").is_none());
     assert_eq!(value["state"], "halted");
+    assert_eq!(value["pid"], 4242);
     assert_eq!(
         serde_json::from_value::<ControlAck>(value).expect("parses"),
         unparsed
@@ -145,6 +146,7 @@ fn ready_and_heartbeat_round_trip() {
     counters.extra.insert("irc_lines".into(), 99);
     let beat = Heartbeat {
         id: "demo".into(),
+        pid: 4242,
         seq: 7,
         state: OperatorState::Halted,
         uptime_ms: 1500,

@@ -10,6 +10,11 @@
 //! project-local install made by `make tools` (`.tools/venv/bin/nats-server`),
 //! then `$PATH`.
 //!
+//! For least-privilege tests the server can require TLS (with a throwaway
+//! [`TestCa`] made by the `openssl` command), a token, a user/password,
+//! [`NkeyUser`]s, and take any extra config text (users with
+//! `permissions`): see [`NatsServerOptions`].
+//!
 //! ```no_run
 //! let server = switchboard_testkit::NatsServer::start().expect("nats-server");
 //! println!("connect to {}", server.url());
@@ -17,9 +22,13 @@
 
 mod irc;
 mod nats;
+mod nkey;
+mod tls;
 
 pub use irc::{InspIrcd, IrcServerError, NgIrcd, NgIrcdOptions};
 pub use nats::{nats_server_bin, HarnessError, NatsServer, NatsServerOptions};
+pub use nkey::NkeyUser;
+pub use tls::{TestCa, TlsError};
 
 /// Path of the workspace root, so tests can find project-local tools and
 /// built binaries no matter which crate they run from.

@@ -27,6 +27,7 @@ use super::{
     is_valid_env_name, Backoff, Control, CrashLoop, Manifest, RestartPolicy, SecretRef,
     RESERVED_ENV_PREFIX,
 };
+use crate::access::grants::{translate, ApiGrant, Direction};
 use crate::duration::{format_duration, parse_duration};
 
 /// One thing wrong with a manifest file (or the directory), located as
@@ -93,6 +94,11 @@ const TOP_KEYS: &[&str] = &[
     "stop_timeout",
     "config",
     "secrets",
+    "publish",
+    "subscribe",
+    "api",
+    "inherit_env",
+    "nats_creds",
 ];
 const BACKOFF_KEYS: &[&str] = &["initial", "max", "multiplier", "jitter", "reset_after"];
 const CRASH_LOOP_KEYS: &[&str] = &["max_restarts", "window"];
@@ -595,6 +601,11 @@ struct Draft {
     config: Option<Value>,
     /// Dotted path, span of its key, reference.
     secrets: Vec<(String, Range<usize>, SecretRef)>,
+    publish: Option<Vec<String>>,
+    subscribe: Option<Vec<String>>,
+    api: Option<Vec<ApiGrant>>,
+    inherit_env: Option<Vec<String>>,
+    nats_creds: Option<PathBuf>,
 }
 
 fn parse(path: &Path, text: &str) -> Parsed {
@@ -682,6 +693,19 @@ fn parse(path: &Path, text: &str) -> Parsed {
                     walk_secrets(&mut ctx, table, "", &base, &mut d.secrets);
                 }
             }
+            "publish" => d.publish = grant_array(&mut ctx, value, Direction::Publish),
+            "subscribe" => d.subscribe = grant_array(&mut ctx, value, Direction::Subscribe),
+            "api" => d.api = api_array(&mut ctx, value),
+            "inherit_env" => d.inherit_env = inherit_env_array(&mut ctx, value),
+            "nats_creds" => {
+                d.nats_creds = ctx
+                    .non_empty_string(
+                        name,
+                        value,
+                        "nats_creds = \"/etc/switchboard/nats/pingbot.creds\"",
+                    )
+                    .map(|w| resolve(&base, &w));
+            }
             _ => ctx.unknown_top_key(key),
         }
     }
@@ -731,6 +755,11 @@ fn parse(path: &Path, text: &str) -> Parsed {
                 .into_iter()
                 .map(|(path, _, source)| (path, source))
                 .collect();
+            m.publish = d.publish.unwrap_or(m.publish);
+            m.subscribe = d.subscribe.unwrap_or(m.subscribe);
+            m.api = d.api.unwrap_or(m.api);
+            m.inherit_env = d.inherit_env.unwrap_or(m.inherit_env);
+            m.nats_creds = d.nats_creds;
             Some(m)
         }
         _ => None,
@@ -769,6 +798,113 @@ fn string_array(ctx: &mut Ctx<'_>, name: &str, value: &Val<'_>) -> Option<Vec<St
         match ctx.string(&format!("{name}[{i}]"), item, &example) {
             Some(s) => out.push(s.into_inner()),
             None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+/// The items of an array of strings, each with its span; `None` (and a
+/// problem) when it is not one.
+fn spanned_strings(
+    ctx: &mut Ctx<'_>,
+    name: &str,
+    value: &Val<'_>,
+    example: &str,
+) -> Option<Vec<Spanned<String>>> {
+    let DeValue::Array(items) = value.get_ref() else {
+        ctx.wrong_type(name, value, "an array of strings", example);
+        return None;
+    };
+    let mut out = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        match ctx.string(&format!("{name}[{i}]"), item, example) {
+            Some(s) => out.push(s),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+/// `publish = [...]` / `subscribe = [...]`: patterns that nats-server can
+/// enforce (see `access::grants`).
+fn grant_array(ctx: &mut Ctx<'_>, value: &Val<'_>, direction: Direction) -> Option<Vec<String>> {
+    let name = direction.key();
+    let example = format!("{name} = [\"chat.irc.#\", \"send.irc.#\"]");
+    let items = spanned_strings(ctx, name, value, &example)?;
+    let mut ok = true;
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        match translate(item.get_ref(), direction) {
+            Ok(_) => out.push(item.into_inner()),
+            Err(e) => {
+                ctx.at(item.span(), format!("`{name}`: {e}"));
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+/// `api = ["status"]`.
+fn api_array(ctx: &mut Ctx<'_>, value: &Val<'_>) -> Option<Vec<ApiGrant>> {
+    let items = spanned_strings(ctx, "api", value, "api = [\"status\"]")?;
+    let names: Vec<&str> = ApiGrant::ALL.iter().map(|(n, _)| *n).collect();
+    let mut ok = true;
+    let mut out = Vec::new();
+    for item in items {
+        match ApiGrant::ALL.iter().find(|(n, _)| n == item.get_ref()) {
+            Some((_, g)) => {
+                if !out.contains(g) {
+                    out.push(*g);
+                }
+            }
+            None => {
+                let hint = did_you_mean(item.get_ref(), &names)
+                    .map(|n| format!("; did you mean `{n}`?"))
+                    .unwrap_or_default();
+                ctx.at(
+                    item.span(),
+                    format!(
+                        "`api`: unknown API method `{}`; the methods are {}{hint}",
+                        item.get_ref(),
+                        names.join(", ")
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+/// `inherit_env = ["PATH", ...]`: names of the daemon's variables to pass
+/// through.
+fn inherit_env_array(ctx: &mut Ctx<'_>, value: &Val<'_>) -> Option<Vec<String>> {
+    let items = spanned_strings(
+        ctx,
+        "inherit_env",
+        value,
+        "inherit_env = [\"PATH\", \"HOME\"]",
+    )?;
+    let mut ok = true;
+    let mut out = Vec::new();
+    for item in items {
+        let name = item.get_ref();
+        if !is_valid_env_name(name) {
+            ctx.at(
+                item.span(),
+                format!("`inherit_env`: `{name}` is not a valid environment variable name"),
+            );
+            ok = false;
+        } else if switchboard_proto::launch::ALL.contains(&name.as_str()) {
+            ctx.at(
+                item.span(),
+                format!("`inherit_env`: `{name}` is set by the orchestrator for each operator; remove it"),
+            );
+            ok = false;
+        } else {
+            out.push(item.into_inner());
         }
     }
     ok.then_some(out)

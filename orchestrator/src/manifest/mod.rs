@@ -41,6 +41,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use switchboard_proto::OperatorId;
 
+pub use crate::access::grants::{ApiGrant, DEFAULT_DATA_GRANTS};
 use crate::duration::serde_duration;
 
 mod load;
@@ -138,6 +139,48 @@ pub struct Manifest {
     /// value (`"sasl.password"`).
     #[serde(default)]
     pub secrets: BTreeMap<String, SecretRef>,
+    /// Data subjects the operator may publish on, as `*`/`#` patterns,
+    /// enforced by nats-server (see [`crate::access::grants`] for what can
+    /// be granted). Its own `sb.op.<id>.…` and replies to requests it
+    /// received are always allowed. Default: the chat data plane,
+    /// [`DEFAULT_DATA_GRANTS`].
+    #[serde(default = "default_data_grants")]
+    pub publish: Vec<String>,
+    /// Data subjects it may subscribe to, like [`Manifest::publish`]; its
+    /// own `sb.ctl.<id>` and its inbox are always allowed. A `#` in the
+    /// middle is widened to the part before it. Default: the chat data
+    /// plane.
+    #[serde(default = "default_data_grants")]
+    pub subscribe: Vec<String>,
+    /// Parts of the orchestrator's API (`sb.api.<method>`) it may call.
+    /// Default: none.
+    #[serde(default)]
+    pub api: Vec<ApiGrant>,
+    /// Variables of the orchestrator's own environment passed through to
+    /// the operator; nothing else is inherited (a secret the daemon holds
+    /// in its environment reaches only the operator whose `[secrets]` name
+    /// it, and then inside its config). Default
+    /// [`Manifest::DEFAULT_INHERIT_ENV`].
+    #[serde(default = "default_inherit_env")]
+    pub inherit_env: Vec<String>,
+    /// A NATS `.creds` file for this operator's own user on an external
+    /// NATS (refused with the embedded server, which issues users itself).
+    /// A relative path is resolved against the manifest's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_creds: Option<PathBuf>,
+}
+
+fn default_data_grants() -> Vec<String> {
+    DEFAULT_DATA_GRANTS
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+fn default_inherit_env() -> Vec<String> {
+    Manifest::DEFAULT_INHERIT_ENV
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
 }
 
 fn default_true() -> bool {
@@ -289,15 +332,17 @@ pub enum Change {
     None,
     /// Only supervision knobs changed (`enabled`, `restart`, `[backoff]`,
     /// `[crash_loop]`, `ready_timeout`, `missed_heartbeats`,
-    /// `stop_timeout`): apply them without touching the process. Starting
+    /// `stop_timeout`) or bus grants (`publish`, `subscribe`, `api`, which
+    /// the server applies to the live connection): apply them without
+    /// touching the process. Starting
     /// or stopping because `enabled` flipped is the reloader's call.
     Supervision,
     /// `[config]` or `[secrets]` changed (and maybe supervision knobs):
     /// send the operator a `reload` with the new config.
     Config,
     /// Something the process was launched with changed (`id`, `command`,
-    /// `args`, `env`, `workdir`, `control`, `heartbeat_interval`): restart
-    /// it.
+    /// `args`, `env`, `workdir`, `control`, `heartbeat_interval`,
+    /// `inherit_env`, `nats_creds`): restart it.
     Launch,
 }
 
@@ -322,6 +367,10 @@ pub struct LaunchFingerprint<'a> {
     pub control: Control,
     /// [`Manifest::heartbeat_interval`].
     pub heartbeat_interval: Duration,
+    /// [`Manifest::inherit_env`].
+    pub inherit_env: &'a [String],
+    /// [`Manifest::nats_creds`].
+    pub nats_creds: Option<&'a Path>,
 }
 
 impl Manifest {
@@ -335,6 +384,25 @@ impl Manifest {
     pub const DEFAULT_MISSED_HEARTBEATS: u32 = 3;
     /// Default [`Manifest::stop_timeout`]: 5 s.
     pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default [`Manifest::inherit_env`]: what programs need to run
+    /// (`PATH`, `HOME`, the user, locale and time zone, `TMPDIR`) and the
+    /// log settings (`RUST_LOG`, `RUST_BACKTRACE`, `SWITCHBOARD_LOG`,
+    /// `SWITCHBOARD_LOG_FORMAT`).
+    pub const DEFAULT_INHERIT_ENV: &'static [&'static str] = &[
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LC_ALL",
+        "LC_CTYPE",
+        "TZ",
+        "TMPDIR",
+        "RUST_LOG",
+        "RUST_BACKTRACE",
+        "SWITCHBOARD_LOG",
+        "SWITCHBOARD_LOG_FORMAT",
+    ];
 
     /// A manifest with every optional field at its default, for tests and
     /// for code that builds operators programmatically. Does not validate
@@ -367,6 +435,11 @@ impl Manifest {
             stop_timeout: Self::DEFAULT_STOP_TIMEOUT,
             config: empty_object(),
             secrets: BTreeMap::new(),
+            publish: default_data_grants(),
+            subscribe: default_data_grants(),
+            api: Vec::new(),
+            inherit_env: default_inherit_env(),
+            nats_creds: None,
         }
     }
 
@@ -380,6 +453,8 @@ impl Manifest {
             workdir: self.workdir.as_deref(),
             control: self.control,
             heartbeat_interval: self.heartbeat_interval,
+            inherit_env: &self.inherit_env,
+            nats_creds: self.nats_creds.as_deref(),
         }
     }
 
@@ -416,11 +491,20 @@ impl Manifest {
             || self.ready_timeout != new.ready_timeout
             || self.missed_heartbeats != new.missed_heartbeats
             || self.stop_timeout != new.stop_timeout
+            || !self.same_grants(new)
         {
             Change::Supervision
         } else {
             Change::None
         }
+    }
+}
+
+impl Manifest {
+    /// Whether the bus permissions are the same (a change is applied to
+    /// the server live, without touching the process).
+    pub fn same_grants(&self, other: &Manifest) -> bool {
+        self.publish == other.publish && self.subscribe == other.subscribe && self.api == other.api
     }
 }
 
