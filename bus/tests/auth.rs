@@ -272,6 +272,15 @@ async fn requests_need_the_inbox_prefix_the_server_allows() {
         assert!(msg.contains("SWITCHBOARD_NATS_INBOX_PREFIX"), "{msg}");
     }
 
+    // `sync` uses an inbox too, and hears the same refusal.
+    let started = Instant::now();
+    let err = without.sync().await.expect_err("sync's inbox is refused");
+    assert!(
+        matches!(err, switchboard_bus::PublishError::Denied { .. }),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < AT_ONCE, "took {:?}", started.elapsed());
+
     // And the prefixed client still works after its neighbour's refusals.
     let answer: Value = with_prefix
         .request_json("svc.echo", &json!({"n": 3}), Duration::from_secs(2))

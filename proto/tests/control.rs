@@ -118,7 +118,6 @@ fn acks() {
     let value = serde_json::to_value(&unparsed).expect("serializes");
     assert!(value.get("verb").is_none());
     assert_eq!(value["state"], "halted");
-    assert_eq!(value["pid"], 4242);
     assert_eq!(
         serde_json::from_value::<ControlAck>(value).expect("parses"),
         unparsed
@@ -156,6 +155,7 @@ fn ready_and_heartbeat_round_trip() {
     let value = serde_json::to_value(&beat).expect("serializes");
     assert_eq!(value["counters"]["irc_lines"], 99);
     assert_eq!(value["state"], "halted");
+    assert_eq!(value["pid"], 4242);
     assert_eq!(
         serde_json::from_value::<Heartbeat>(value).expect("parses"),
         beat
@@ -163,7 +163,7 @@ fn ready_and_heartbeat_round_trip() {
 
     // Another language may send only some counters.
     let sparse: Heartbeat = serde_json::from_value(json!({
-        "id": "py", "seq": 0, "state": "running", "uptime_ms": 5,
+        "id": "py", "pid": 77, "seq": 0, "state": "running", "uptime_ms": 5,
         "counters": {"received": 1}, "timestamp": "2024-05-01T12:00:00Z"
     }))
     .expect("sparse counters are fine");

@@ -346,6 +346,8 @@ pub fn operator_permissions(
         ..Permissions::default()
     };
     p.publish.allow.push(format!("sb.op.{id}.>"));
+    // Its own inbox too: the SDK's `sync` is a message to itself.
+    p.publish.allow.push(format!("{}.>", inbox_prefix(id)));
     p.subscribe
         .allow
         .push(switchboard_proto::control_subject(id));

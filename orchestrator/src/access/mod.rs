@@ -10,8 +10,8 @@
 //! login never reaches an operator.
 //!
 //! With an external NATS the administrator owns the accounts: an operator
-//! gets the manifest's `nats_creds` file (a `.creds` for its own user), or
-//! no credentials at all; never the daemon's.
+//! gets the manifest's `nats_creds` file (a `.creds` for its own user) or
+//! `nats_nkey` seed file, or no credentials at all; never the daemon's.
 
 pub mod grants;
 
@@ -79,10 +79,11 @@ pub enum AccessError {
         /// Why.
         source: ReloadError,
     },
-    /// `nats_creds` set while the daemon runs the server itself.
+    /// `nats_creds`/`nats_nkey` set while the daemon runs the server
+    /// itself.
     #[error(
-        "operator `{id}`: `nats_creds` is for an external NATS ([nats] url); the embedded \
-         server gives every operator its own user: remove it from {}",
+        "operator `{id}`: `nats_creds` and `nats_nkey` are for an external NATS ([nats] url); \
+         the embedded server gives every operator its own user: remove it from {}",
         path.display()
     )]
     CredsWithEmbedded {
@@ -91,8 +92,8 @@ pub enum AccessError {
         /// Its manifest.
         path: PathBuf,
     },
-    /// The creds file is not there.
-    #[error("operator `{id}`: cannot read its nats_creds file {}: {source}", file.display())]
+    /// The creds or nkey file is not there.
+    #[error("operator `{id}`: cannot read its NATS credentials file {}: {source}", file.display())]
     CredsUnreadable {
         /// The operator.
         id: OperatorId,
@@ -173,7 +174,7 @@ impl Access {
         ];
         match self {
             Access::Embedded(e) => {
-                if manifest.nats_creds.is_some() {
+                if manifest.nats_creds.is_some() || manifest.nats_nkey.is_some() {
                     return Err(AccessError::CredsWithEmbedded {
                         id: id.clone(),
                         path: manifest.path.clone(),
@@ -210,7 +211,11 @@ impl Access {
                 }
             }
             Access::External(e) => {
-                if let Some(file) = &manifest.nats_creds {
+                for (file, var) in [
+                    (&manifest.nats_creds, launch::NATS_CREDS),
+                    (&manifest.nats_nkey, launch::NATS_NKEY),
+                ] {
+                    let Some(file) = file else { continue };
                     if let Err(source) = std::fs::metadata(file) {
                         return Err(AccessError::CredsUnreadable {
                             id: id.clone(),
@@ -218,7 +223,7 @@ impl Access {
                             source,
                         });
                     }
-                    env.push((launch::NATS_CREDS, file.display().to_string()));
+                    env.push((var, file.display().to_string()));
                 }
                 if let Some(ca) = &e.tls_ca {
                     env.push((launch::NATS_TLS_CA, ca.display().to_string()));

@@ -99,6 +99,7 @@ const TOP_KEYS: &[&str] = &[
     "api",
     "inherit_env",
     "nats_creds",
+    "nats_nkey",
 ];
 const BACKOFF_KEYS: &[&str] = &["initial", "max", "multiplier", "jitter", "reset_after"];
 const CRASH_LOOP_KEYS: &[&str] = &["max_restarts", "window"];
@@ -606,6 +607,7 @@ struct Draft {
     api: Option<Vec<ApiGrant>>,
     inherit_env: Option<Vec<String>>,
     nats_creds: Option<PathBuf>,
+    nats_nkey: Option<Spanned<PathBuf>>,
 }
 
 fn parse(path: &Path, text: &str) -> Parsed {
@@ -706,8 +708,23 @@ fn parse(path: &Path, text: &str) -> Parsed {
                     )
                     .map(|w| resolve(&base, &w));
             }
+            "nats_nkey" => {
+                d.nats_nkey = ctx
+                    .string(
+                        name,
+                        value,
+                        "nats_nkey = \"/etc/switchboard/nats/pingbot.nk\"",
+                    )
+                    .map(|s| Spanned::new(s.span(), resolve(&base, s.get_ref())));
+            }
             _ => ctx.unknown_top_key(key),
         }
+    }
+    if let (Some(_), Some(nkey)) = (&d.nats_creds, &d.nats_nkey) {
+        ctx.at(
+            nkey.span(),
+            "`nats_nkey` and `nats_creds` are both set; an operator authenticates one way, keep one",
+        );
     }
     check_secret_paths(&mut ctx, &d);
 
@@ -760,6 +777,7 @@ fn parse(path: &Path, text: &str) -> Parsed {
             m.api = d.api.unwrap_or(m.api);
             m.inherit_env = d.inherit_env.unwrap_or(m.inherit_env);
             m.nats_creds = d.nats_creds;
+            m.nats_nkey = d.nats_nkey.map(Spanned::into_inner);
             Some(m)
         }
         _ => None,

@@ -168,6 +168,10 @@ pub struct Manifest {
     /// A relative path is resolved against the manifest's directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nats_creds: Option<PathBuf>,
+    /// A file holding an nkey seed for this operator's own nkey user on an
+    /// external NATS (like [`Manifest::nats_creds`], which it excludes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_nkey: Option<PathBuf>,
 }
 
 fn default_data_grants() -> Vec<String> {
@@ -342,7 +346,7 @@ pub enum Change {
     Config,
     /// Something the process was launched with changed (`id`, `command`,
     /// `args`, `env`, `workdir`, `control`, `heartbeat_interval`,
-    /// `inherit_env`, `nats_creds`): restart it.
+    /// `inherit_env`, `nats_creds`, `nats_nkey`): restart it.
     Launch,
 }
 
@@ -371,6 +375,8 @@ pub struct LaunchFingerprint<'a> {
     pub inherit_env: &'a [String],
     /// [`Manifest::nats_creds`].
     pub nats_creds: Option<&'a Path>,
+    /// [`Manifest::nats_nkey`].
+    pub nats_nkey: Option<&'a Path>,
 }
 
 impl Manifest {
@@ -440,6 +446,7 @@ impl Manifest {
             api: Vec::new(),
             inherit_env: default_inherit_env(),
             nats_creds: None,
+            nats_nkey: None,
         }
     }
 
@@ -455,6 +462,7 @@ impl Manifest {
             heartbeat_interval: self.heartbeat_interval,
             inherit_env: &self.inherit_env,
             nats_creds: self.nats_creds.as_deref(),
+            nats_nkey: self.nats_nkey.as_deref(),
         }
     }
 
