@@ -13,7 +13,9 @@
 //! For least-privilege tests the server can require TLS (with a throwaway
 //! [`TestCa`] made by the `openssl` command), a token, a user/password,
 //! [`NkeyUser`]s, and take any extra config text (users with
-//! `permissions`): see [`NatsServerOptions`].
+//! `permissions`): see [`NatsServerOptions`]. For JWT auth (operator
+//! mode, `.creds` files), [`JwtOperator`] makes the operator, account and
+//! user JWTs and the server config that trusts them.
 //!
 //! ```no_run
 //! let server = switchboard_testkit::NatsServer::start().expect("nats-server");
@@ -21,11 +23,13 @@
 //! ```
 
 mod irc;
+mod jwt;
 mod nats;
 mod nkey;
 mod tls;
 
 pub use irc::{InspIrcd, IrcServerError, NgIrcd, NgIrcdOptions};
+pub use jwt::{write_creds_file, JwtError, JwtOperator, JwtUser};
 pub use nats::{nats_server_bin, HarnessError, NatsServer, NatsServerOptions};
 pub use nkey::NkeyUser;
 pub use tls::{TestCa, TlsError};

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Why the harness could not give a test its server.
@@ -116,7 +116,14 @@ pub struct NatsServer {
     store: tempfile::TempDir,
     /// The certificates, when started with `tls`.
     ca: Option<crate::TestCa>,
+    /// Everything the server printed, across restarts (see
+    /// [`NatsServer::log`]).
+    log: Arc<Mutex<String>>,
 }
+
+/// Past this much, the server's output is no longer kept: a test's server
+/// prints a few kilobytes, and a runaway one must not eat the memory.
+const LOG_KEPT: usize = 1 << 20;
 
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -145,6 +152,7 @@ impl NatsServer {
             port: 0,
             store,
             ca,
+            log: Arc::default(),
         };
         server.spawn(None)?;
         Ok(server)
@@ -172,6 +180,16 @@ impl NatsServer {
     /// The port it listens on (stable across [`NatsServer::restart`]).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Everything the server printed so far (its log goes to stderr),
+    /// for a test to show when the server refused something: a client
+    /// only hears "authorization violation", the server says why.
+    pub fn log(&self) -> String {
+        self.log
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// Process id of the running server, if it runs.
@@ -228,13 +246,22 @@ impl NatsServer {
             source,
         })?;
         let stderr = child.stderr.take().expect("stderr is piped");
-        // Drain the server's log forever (a full pipe would freeze it) and
-        // hand lines to us until we have seen the listening line.
+        // Drain the server's log forever (a full pipe would freeze it),
+        // keep it for `log()`, and hand lines to us until we have seen the
+        // listening line.
         let (tx, rx) = mpsc::channel::<String>();
+        let log = Arc::clone(&self.log);
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                {
+                    let mut kept = log.lock().unwrap_or_else(|p| p.into_inner());
+                    if kept.len() < LOG_KEPT {
+                        kept.push_str(&line);
+                        kept.push('\n');
+                    }
+                }
                 if let Some(t) = &tx {
                     if t.send(line).is_err() {
                         tx = None;
@@ -430,5 +457,12 @@ mod tests {
         s.restart().expect("restart");
         assert_eq!(s.port(), port);
         std::net::TcpStream::connect(("127.0.0.1", port)).expect("listening again");
+        // The log covers both runs.
+        let log = s.log();
+        assert_eq!(
+            log.matches("Listening for client connections").count(),
+            2,
+            "{log}"
+        );
     }
 }

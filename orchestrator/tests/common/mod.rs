@@ -71,6 +71,16 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with extra environment for the daemon.
     pub async fn start_with_env(manifests: &[(&str, String)], env: &[(&str, &str)]) -> Daemon {
+        Self::start_with(manifests, env, "").await
+    }
+
+    /// Like [`Daemon::start_with_env`], with extra lines for the
+    /// `[nats.embedded]` table of switchboard.toml.
+    pub async fn start_with(
+        manifests: &[(&str, String)],
+        env: &[(&str, &str)],
+        embedded_extra: &str,
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("operators.d")).unwrap();
         for (name, content) in manifests {
@@ -81,7 +91,7 @@ impl Daemon {
             dir.path().join("switchboard.toml"),
             format!(
                 "manifests = \"operators.d\"\nstate_dir = \"state\"\nruntime_dir = \"run\"\n\n\
-                 [nats.embedded]\nport = 0\nbinary = \"{}\"\n",
+                 [nats.embedded]\nport = 0\nbinary = \"{}\"\n{embedded_extra}\n",
                 nats.display()
             ),
         )
