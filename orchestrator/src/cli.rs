@@ -405,6 +405,11 @@ fn validate(
     for p in &report.problems {
         println!("{p}");
     }
+    for m in &report.manifests {
+        for note in m.widened_grants() {
+            println!("note: {note}");
+        }
+    }
     if report.problems.is_empty() {
         println!(
             "{}: {} operator manifest(s) OK",

@@ -170,9 +170,11 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         }
     };
     let opts = daemon_nats.bus_options().name("switchboard");
+    // Every ConnectError names the URL (or the file) at fault; adding the
+    // URL here said it twice in the one line a failed start prints.
     let bus = Bus::connect(&opts, "switchboard")
         .await
-        .with_context(|| format!("cannot connect to NATS at {}", daemon_nats.url))?;
+        .context("cannot connect to NATS")?;
     let info = cli_nats;
     let nats_url = access.url().to_owned();
     let supervisor = Arc::new(Supervisor::new(Shared {
@@ -277,6 +279,11 @@ async fn apply_report(supervisor: &Supervisor, dir: &Path, report: LoadReport) -
             dir = %dir.display(),
             "no operator manifests: add one (see deploy/operators.d/pingbot.toml), then send SIGHUP"
         );
+    }
+    for m in &report.manifests {
+        for note in m.widened_grants() {
+            tracing::warn!("{note}");
+        }
     }
     let broken: Vec<PathBuf> = report.problems.iter().map(|p| p.path.clone()).collect();
     let n = report.manifests.len();

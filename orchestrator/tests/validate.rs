@@ -439,8 +439,16 @@ fn full_manifest_round_trips_to_the_expected_struct() {
         api: vec![ApiGrant::Status, ApiGrant::Logs],
         inherit_env: vec!["PATH".into(), "LANG".into()],
         nats_creds: Some(dir.join("nats/full.creds")),
+        nats_nkey: None,
     };
     assert_eq!(m, expected);
+    // The one grant NATS cannot express is widened, and said so.
+    let notes = m.widened_grants();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].contains("`chat.#.message` is enforced as `chat.#`"),
+        "{notes:?}"
+    );
 
     // Serialized (status output, API) and read back: same manifest, and
     // the durations in their canonical text.

@@ -509,6 +509,25 @@ impl Manifest {
 }
 
 impl Manifest {
+    /// Notes about grants that nats-server cannot enforce as written and
+    /// that were widened (`subscribe = ["chat.#.message"]` reads all of
+    /// `chat.#`), one line each, for `validate` and the daemon's log.
+    pub fn widened_grants(&self) -> Vec<String> {
+        use crate::access::grants::{translate, Direction};
+        self.subscribe
+            .iter()
+            .filter_map(|g| {
+                let wide = translate(g, Direction::Subscribe).ok()?.widened_to?;
+                Some(format!(
+                    "{}: operator `{}` subscribe grant `{g}` is enforced as `{wide}` \
+                     (NATS permissions cannot express a `#` before the last token)",
+                    self.path.display(),
+                    self.id
+                ))
+            })
+            .collect()
+    }
+
     /// Whether the bus permissions are the same (a change is applied to
     /// the server live, without touching the process).
     pub fn same_grants(&self, other: &Manifest) -> bool {
