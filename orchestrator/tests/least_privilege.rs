@@ -43,6 +43,35 @@ async fn connect_as(pid: u32) -> Bus {
         .expect("connect as the operator")
 }
 
+/// `!ping` in a room until `id` answers.
+async fn ping_answered(d: &Daemon, id: &str) {
+    let room = ChatAddress::new("t", "x", "room");
+    let mut replies = d
+        .bus
+        .subscribe(&Pattern::parse("send.t.#").unwrap())
+        .await
+        .unwrap();
+    d.bus.sync().await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let body = json!({"text": "!ping", "sender": "t", "room": "room"});
+        d.bus
+            .send(&room.event_subject("message"), body)
+            .await
+            .unwrap();
+        if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(300), replies.next()).await
+        {
+            if r.envelope.source == id {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id} never answered"
+        );
+    }
+}
+
 fn intruder_manifest() -> String {
     format!(
         "id = \"intruder\"\ncommand = \"{}\"\nheartbeat_interval = \"100ms\"\n\
@@ -424,4 +453,42 @@ async fn a_secret_reaches_only_the_operator_that_names_it() {
     assert!(left.is_empty(), "{left:?}");
     assert!(!run.join("nats-server.conf").exists());
     assert!(!run.join("switchboard.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_server_with_tls_takes_the_daemon_the_cli_and_operators() {
+    let ca = switchboard_testkit::TestCa::new().expect("openssl test CA");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("operators.d")).unwrap();
+    std::fs::write(dir.path().join("operators.d/p.toml"), pingbot_manifest("p")).unwrap();
+    let nats = switchboard_testkit::nats_server_bin().unwrap();
+    std::fs::write(
+        dir.path().join("switchboard.toml"),
+        format!(
+            "[nats]\ntls_ca = {:?}\n[nats.embedded]\nport = 0\nbinary = {:?}\n\
+             tls_cert = {:?}\ntls_key = {:?}\n",
+            ca.ca_file(),
+            nats,
+            ca.server_cert_file(),
+            ca.server_key_file()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start_in(dir, &[]).await;
+    let p = d.wait_running("p").await;
+    // The operator was told to use TLS with the CA, and it did: a plain
+    // client is refused by the server.
+    let env = environ(p.pid.unwrap());
+    assert_eq!(
+        std::path::PathBuf::from(&env[launch::NATS_TLS_CA]),
+        ca.ca_file()
+    );
+    ping_answered(&d, "p").await;
+    let plain = BusOptions::new(&d.info.url)
+        .user_password(
+            d.info.user.clone().unwrap(),
+            d.info.password.clone().unwrap(),
+        )
+        .connect_timeout(Duration::from_secs(1));
+    assert!(Bus::connect(&plain, "plain").await.is_err());
 }

@@ -879,3 +879,47 @@ fn deploy_example_manifests_are_valid() {
     assert_eq!(m.id, "python-echo");
     assert_eq!(m.config, json!({"prefix": "!echo "}));
 }
+
+#[test]
+fn embedded_server_exposure_needs_opt_in_and_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("switchboard.toml");
+    let problems = |text: &str| -> String {
+        std::fs::write(&path, text).expect("write");
+        match Config::load_with_env(Some(&path), Vec::new()) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    };
+    let e = problems("[nats.embedded]\nhost = \"0.0.0.0\"\n");
+    assert!(
+        e.contains("not a loopback address") && e.contains("allow_remote = true"),
+        "{e}"
+    );
+    let e = problems("[nats.embedded]\nhost = \"0.0.0.0\"\nallow_remote = true\n");
+    assert!(e.contains("`nats.embedded.allow_remote` needs TLS"), "{e}");
+    let e = problems("[nats.embedded]\ntls_cert = \"c.pem\"\n");
+    assert!(e.contains("go together"), "{e}");
+    let e = problems("[nats.embedded]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n");
+    assert!(e.contains("`nats.tls_ca` is missing"), "{e}");
+    let e = problems("[nats]\ntoken_env = \"T\"\n");
+    assert!(e.contains("are for an external server"), "{e}");
+    // Loopback in any spelling is fine; remote with TLS on purpose too.
+    for host in ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"] {
+        let e = problems(&format!("[nats.embedded]\nhost = \"{host}\"\n"));
+        assert!(e.is_empty(), "{host}: {e}");
+    }
+    let ok = problems(
+        "[nats]\ntls_ca = \"ca.pem\"\n[nats.embedded]\nhost = \"0.0.0.0\"\nallow_remote = true\n\
+         tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nmax_file_store = \"2GiB\"\nmonitor_port = 8222\n",
+    );
+    assert!(ok.is_empty(), "{ok}");
+    let config = Config::load_with_env(Some(&path), Vec::new()).expect("valid");
+    assert_eq!(config.nats.embedded.max_file_store.as_u64(), 2 << 30);
+    assert_eq!(
+        config.nats.embedded.tls_cert,
+        Some(dir.path().join("c.pem"))
+    );
+    let e = problems("[nats.embedded]\nmax_file_store = \"lots\"\n");
+    assert!(e.contains("max_file_store"), "{e}");
+}

@@ -96,6 +96,12 @@ impl Daemon {
             ),
         )
         .unwrap();
+        Self::start_in(dir, env).await
+    }
+
+    /// Start a daemon on `dir/switchboard.toml` (with `dir/run` as its
+    /// runtime dir, the default), which the caller wrote.
+    pub async fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Daemon {
         let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .arg("run")
