@@ -33,6 +33,53 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
+/// Give an operator that runs as another user what it needs and nothing
+/// more: `own` (its state dir, scratch dir, config file) become its own
+/// (recursively for its state dir, once, when it was someone else's), and
+/// every directory between a root in `roots` and them becomes 0711:
+/// traversable by others, not listable. Everything else under the roots
+/// (the server's config, the CLI's login, other operators' files) keeps
+/// its owner and its 0600/0700 mode.
+pub fn hand_over(roots: &[&Path], own: &[&Path], uid: u32, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let owner =
+        |p: &Path| -> std::io::Result<()> { std::os::unix::fs::chown(p, Some(uid), Some(gid)) };
+    for path in own {
+        if let Some(root) = roots.iter().find(|r| path.starts_with(r)) {
+            let mut dir = path.parent();
+            while let Some(d) = dir {
+                if !d.starts_with(root) {
+                    break;
+                }
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711))?;
+                dir = d.parent();
+            }
+        }
+        let meta = std::fs::metadata(path)?;
+        if meta.uid() == uid && meta.gid() == gid {
+            continue;
+        }
+        owner(path)?;
+        if meta.is_dir() {
+            let mut stack = vec![path.to_path_buf()];
+            while let Some(dir) = stack.pop() {
+                for entry in std::fs::read_dir(&dir)?.flatten() {
+                    let p = entry.path();
+                    let m = std::fs::symlink_metadata(&p)?;
+                    if m.file_type().is_symlink() {
+                        continue;
+                    }
+                    owner(&p)?;
+                    if m.is_dir() {
+                        stack.push(p);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Make the child die with the orchestrator: `PR_SET_PDEATHSIG = SIGKILL`
 /// set between fork and exec (see the invariants in `process`).
 pub fn die_with_parent(cmd: &mut tokio::process::Command) {

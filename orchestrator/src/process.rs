@@ -42,6 +42,9 @@ pub struct LaunchSpec {
     pub env: Vec<(String, String)>,
     /// Working directory.
     pub workdir: Option<PathBuf>,
+    /// Run as this uid and gid instead of the daemon's (supplementary
+    /// groups are dropped).
+    pub run_as: Option<(u32, u32)>,
 }
 
 impl std::fmt::Debug for LaunchSpec {
@@ -55,6 +58,7 @@ impl std::fmt::Debug for LaunchSpec {
             .field("args", &self.args)
             .field("env", &names)
             .field("workdir", &self.workdir)
+            .field("run_as", &self.run_as)
             .finish()
     }
 }
@@ -78,6 +82,8 @@ pub struct OperatorProcess {
     pub pid: u32,
     /// When it was spawned.
     pub started: Instant,
+    /// The uid and gid it runs as, when not the daemon's.
+    pub run_as: Option<(u32, u32)>,
 }
 
 /// The last lines each operator printed, for `switchboard logs`.
@@ -143,6 +149,13 @@ impl OperatorProcess {
         if let Some(dir) = &spec.workdir {
             cmd.current_dir(dir);
         }
+        if let Some((uid, gid)) = spec.run_as {
+            // std sets the gid, drops supplementary groups (when root) and
+            // sets the uid before our pre_exec, so the parent-death signal
+            // below is set under the new credentials (a credential change
+            // would clear it).
+            cmd.uid(uid).gid(gid);
+        }
         crate::files::die_with_parent(&mut cmd);
         let mut child = cmd.spawn().map_err(|source| SpawnError {
             program: spec.program.display().to_string(),
@@ -165,6 +178,7 @@ impl OperatorProcess {
             child,
             pid,
             started: Instant::now(),
+            run_as: spec.run_as,
         })
     }
 
@@ -216,6 +230,45 @@ impl OperatorProcess {
     pub async fn exited(&mut self) -> ExitStatus {
         self.wait().await
     }
+}
+
+/// The uid and gid for a manifest's `user` and `group` (names or numbers).
+///
+/// # Errors
+///
+/// A message naming the unknown user or group.
+pub fn resolve_run_as(user: &str, group: Option<&str>) -> Result<(u32, u32), String> {
+    use nix::unistd::{Group, User};
+    let found = match user.parse::<u32>() {
+        Ok(uid) => User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| (u.uid.as_raw(), Some(u.gid.as_raw())))
+            .or(Some((uid, None))),
+        Err(_) => User::from_name(user)
+            .ok()
+            .flatten()
+            .map(|u| (u.uid.as_raw(), Some(u.gid.as_raw()))),
+    };
+    let Some((uid, primary)) = found else {
+        return Err(format!(
+            "user `{user}` does not exist on this machine (create it, or use a numeric uid)"
+        ));
+    };
+    let gid = match group {
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => Group::from_name(g)
+                .ok()
+                .flatten()
+                .map(|g| g.gid.as_raw())
+                .ok_or_else(|| format!("group `{g}` does not exist on this machine"))?,
+        },
+        None => primary.ok_or_else(|| {
+            format!("uid {uid} has no entry in the user database: set `group` too")
+        })?,
+    };
+    Ok((uid, gid))
 }
 
 /// Whether `pid` is `leader` or a process in `leader`'s process group
@@ -329,6 +382,7 @@ mod tests {
             args: args.iter().map(|s| s.to_string()).collect(),
             env: vec![("SECRET_THING".into(), "hunter2".into())],
             workdir: None,
+            run_as: None,
         }
     }
 

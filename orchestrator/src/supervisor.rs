@@ -670,14 +670,40 @@ impl Actor {
         nats: Vec<(&'static str, String)>,
     ) -> Result<LaunchSpec, String> {
         let (state_dir, scratch_dir, config_file) = self.operator_dirs();
-        std::fs::create_dir_all(&state_dir)
+        let run_as = match &self.manifest.user {
+            Some(user) => {
+                let ids = crate::process::resolve_run_as(user, self.manifest.group.as_deref())
+                    .map_err(|e| format!("{e} (`user` in {})", self.manifest.path.display()))?;
+                let me = nix::unistd::geteuid().as_raw();
+                if me != 0 && me != ids.0 {
+                    return Err(format!(
+                        "cannot run as `{user}`: switchboard runs as uid {me}, and only root \
+                         can start processes as another user (set in {})",
+                        self.manifest.path.display()
+                    ));
+                }
+                Some(ids)
+            }
+            None => None,
+        };
+        // Private to the operator: its state may hold sessions and keys.
+        crate::files::create_private_dir(&state_dir)
             .map_err(|e| format!("cannot create state dir {}: {e}", state_dir.display()))?;
         let _ = std::fs::remove_dir_all(&scratch_dir);
-        std::fs::create_dir_all(&scratch_dir)
+        crate::files::create_private_dir(&scratch_dir)
             .map_err(|e| format!("cannot create scratch dir {}: {e}", scratch_dir.display()))?;
         let config_json = config.to_string();
         write_private(&config_file, config_json.as_bytes())
             .map_err(|e| format!("cannot write {}: {e}", config_file.display()))?;
+        if let Some((uid, gid)) = run_as {
+            crate::files::hand_over(
+                &[&self.shared.state_dir, &self.shared.runtime_dir],
+                &[&state_dir, &scratch_dir, &config_file],
+                uid,
+                gid,
+            )
+            .map_err(|e| format!("cannot give the operator's files to uid {uid}: {e}"))?;
+        }
         let program = resolve_program(&self.manifest, self.shared.exe_dir.as_deref())?;
         let path = |p: &Path| p.display().to_string();
         let mut env: Vec<(String, String)> = self
@@ -732,6 +758,7 @@ impl Actor {
             args: self.manifest.args.clone(),
             env,
             workdir,
+            run_as,
         })
     }
 
@@ -1062,7 +1089,17 @@ impl Actor {
                     _ => {
                         if let Some(c) = &config {
                             let (_, _, file) = self.operator_dirs();
-                            if let Err(e) = write_private(&file, c.to_string().as_bytes()) {
+                            let written =
+                                write_private(&file, c.to_string().as_bytes()).and_then(|()| {
+                                    match proc.run_as {
+                                        // A new file: give it to the operator's user again.
+                                        Some((uid, gid)) => {
+                                            std::os::unix::fs::chown(&file, Some(uid), Some(gid))
+                                        }
+                                        None => Ok(()),
+                                    }
+                                });
+                            if let Err(e) = written {
                                 return self.outcome(
                                     false,
                                     Some(format!("cannot write {}: {e}", file.display())),

@@ -492,3 +492,98 @@ async fn the_embedded_server_with_tls_takes_the_daemon_the_cli_and_operators() {
         .connect_timeout(Duration::from_secs(1));
     assert!(Bus::connect(&plain, "plain").await.is_err());
 }
+
+/// `user = ...` runs an operator as another Unix user: it works (its state,
+/// scratch and config are its own) and cannot read the daemon's files nor
+/// another operator's, nor their environments. Needs root, as the feature
+/// does (CI runs as root).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_run_as_another_user_cannot_read_what_is_not_its_own() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: running operators as another user needs root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    // Others may pass through the test's directory (as through /var/lib).
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    std::fs::create_dir_all(dir.path().join("operators.d")).unwrap();
+    // The bot, as uid 60001.
+    std::fs::write(
+        dir.path().join("operators.d/bot.toml"),
+        format!(
+            "{}user = \"60001\"\ngroup = \"60001\"\n",
+            pingbot_manifest("bot"),
+        ),
+    )
+    .unwrap();
+    // The snoop, as uid 60002: tries to read everything it should not,
+    // and its own files, and says what it could read.
+    let snoop = "for f in run/switchboard.json run/nats-server.conf run/config/bot.json \
+                 run/config/snoop.json state/operators/bot \"$SWITCHBOARD_STATE_DIR\"; do \
+                 if cat \"$f\" >/dev/null 2>&1 || ls \"$f/\" >/dev/null 2>&1; \
+                 then echo \"read $f\"; else echo \"denied $f\"; fi; done; \
+                 for p in /proc/[0-9]*; do [ -O \"$p\" ] && continue; \
+                 if tr '\\0' '\\n' < $p/environ >/dev/null 2>&1; then echo \"environ $p\"; fi; done 2>/dev/null; \
+                 echo done; exec sleep 30";
+    std::fs::write(
+        dir.path().join("operators.d/snoop.toml"),
+        format!(
+            "id = \"snoop\"\ncommand = \"/bin/sh\"\nargs = [\"-c\", {snoop:?}]\ncontrol = \"signals\"\n\
+             user = \"60002\"\ngroup = \"60002\"\nworkdir = {:?}\nstop_timeout = \"1s\"\n",
+            dir.path()
+        ),
+    )
+    .unwrap();
+    let nats = switchboard_testkit::nats_server_bin().unwrap();
+    std::fs::write(
+        dir.path().join("switchboard.toml"),
+        format!("[nats.embedded]\nport = 0\nbinary = {nats:?}\n"),
+    )
+    .unwrap();
+    let d = Daemon::start_in(dir, &[]).await;
+    let bot = d.wait_running("bot").await;
+    ping_answered(&d, "bot").await;
+    let stat = std::fs::metadata(format!("/proc/{}", bot.pid.unwrap())).unwrap();
+    use std::os::unix::fs::MetadataExt as _;
+    assert_eq!(stat.uid(), 60001);
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let lines = loop {
+        let logs: switchboard_proto::api::LogsReply = d
+            .bus
+            .request_json("sb.api.logs", &json!({"id": "snoop", "lines": 100}), WAIT)
+            .await
+            .unwrap();
+        let lines: Vec<String> = logs.lines.into_iter().map(|l| l.line).collect();
+        if lines.iter().any(|l| l == "done") {
+            break lines;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{lines:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    for denied in [
+        "run/switchboard.json",
+        "run/nats-server.conf",
+        "run/config/bot.json",
+        "state/operators/bot",
+    ] {
+        assert!(
+            lines.contains(&format!("denied {denied}")),
+            "{denied}: {lines:?}"
+        );
+    }
+    // Its own config and state are readable by it.
+    assert!(
+        lines.contains(&"read run/config/snoop.json".to_owned()),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("read /") && l.ends_with("operators/snoop")),
+        "{lines:?}"
+    );
+    // No other process's environment (the daemon's, the bot's).
+    assert!(!lines.iter().any(|l| l.starts_with("environ")), "{lines:?}");
+}

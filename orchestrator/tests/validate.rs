@@ -303,6 +303,7 @@ fn grants_that_would_reach_the_control_plane_are_refused() {
                 &["`SWITCHBOARD_NATS_PASSWORD` is set by the orchestrator"],
             ),
             (Some(6), &["`A-B` is not a valid environment variable name"]),
+            (Some(7), &["`group` without `user`"]),
         ],
     );
 }
@@ -440,6 +441,8 @@ fn full_manifest_round_trips_to_the_expected_struct() {
         inherit_env: vec!["PATH".into(), "LANG".into()],
         nats_creds: Some(dir.join("nats/full.creds")),
         nats_nkey: None,
+        user: Some("sb-full".into()),
+        group: Some("switchboard".into()),
     };
     assert_eq!(m, expected);
     // The one grant NATS cannot express is widened, and said so.

@@ -100,6 +100,8 @@ const TOP_KEYS: &[&str] = &[
     "inherit_env",
     "nats_creds",
     "nats_nkey",
+    "user",
+    "group",
 ];
 const BACKOFF_KEYS: &[&str] = &["initial", "max", "multiplier", "jitter", "reset_after"];
 const CRASH_LOOP_KEYS: &[&str] = &["max_restarts", "window"];
@@ -608,6 +610,8 @@ struct Draft {
     inherit_env: Option<Vec<String>>,
     nats_creds: Option<PathBuf>,
     nats_nkey: Option<Spanned<PathBuf>>,
+    user: Option<String>,
+    group: Option<Spanned<String>>,
 }
 
 fn parse(path: &Path, text: &str) -> Parsed {
@@ -717,8 +721,21 @@ fn parse(path: &Path, text: &str) -> Parsed {
                     )
                     .map(|s| Spanned::new(s.span(), resolve(&base, s.get_ref())));
             }
+            "user" => d.user = ctx.non_empty_string(name, value, "user = \"switchboard-irc\""),
+            "group" => {
+                d.group = ctx
+                    .non_empty_string(name, value, "group = \"switchboard\"")
+                    .map(|g| Spanned::new(value.span(), g));
+            }
             _ => ctx.unknown_top_key(key),
         }
+    }
+    if let (None, Some(group)) = (&d.user, &d.group) {
+        ctx.at(
+            group.span(),
+            "`group` without `user`: the group applies to the user the operator runs as; \
+             add user = \"...\" or remove it",
+        );
     }
     if let (Some(_), Some(nkey)) = (&d.nats_creds, &d.nats_nkey) {
         ctx.at(
@@ -778,6 +795,8 @@ fn parse(path: &Path, text: &str) -> Parsed {
             m.inherit_env = d.inherit_env.unwrap_or(m.inherit_env);
             m.nats_creds = d.nats_creds;
             m.nats_nkey = d.nats_nkey.map(Spanned::into_inner);
+            m.user = d.user;
+            m.group = d.group.map(Spanned::into_inner);
             Some(m)
         }
         _ => None,

@@ -172,6 +172,16 @@ pub struct Manifest {
     /// external NATS (like [`Manifest::nats_creds`], which it excludes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nats_nkey: Option<PathBuf>,
+    /// Run the process as this Unix user (a name or a numeric uid) instead
+    /// of the daemon's: the boundary that keeps an untrusted operator out
+    /// of the daemon's files and other operators' processes. Needs the
+    /// daemon to run as root. Resolved at launch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The group for [`Manifest::user`] (a name or a numeric gid); default
+    /// the user's primary group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 fn default_data_grants() -> Vec<String> {
@@ -346,7 +356,8 @@ pub enum Change {
     Config,
     /// Something the process was launched with changed (`id`, `command`,
     /// `args`, `env`, `workdir`, `control`, `heartbeat_interval`,
-    /// `inherit_env`, `nats_creds`, `nats_nkey`): restart it.
+    /// `inherit_env`, `nats_creds`, `nats_nkey`, `user`, `group`): restart
+    /// it.
     Launch,
 }
 
@@ -377,6 +388,10 @@ pub struct LaunchFingerprint<'a> {
     pub nats_creds: Option<&'a Path>,
     /// [`Manifest::nats_nkey`].
     pub nats_nkey: Option<&'a Path>,
+    /// [`Manifest::user`].
+    pub user: Option<&'a str>,
+    /// [`Manifest::group`].
+    pub group: Option<&'a str>,
 }
 
 impl Manifest {
@@ -447,6 +462,8 @@ impl Manifest {
             inherit_env: default_inherit_env(),
             nats_creds: None,
             nats_nkey: None,
+            user: None,
+            group: None,
         }
     }
 
@@ -463,6 +480,8 @@ impl Manifest {
             inherit_env: &self.inherit_env,
             nats_creds: self.nats_creds.as_deref(),
             nats_nkey: self.nats_nkey.as_deref(),
+            user: self.user.as_deref(),
+            group: self.group.as_deref(),
         }
     }
 
