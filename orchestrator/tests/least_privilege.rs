@@ -156,24 +156,34 @@ async fn an_operator_cannot_control_spy_on_or_impersonate_others() {
     assert_eq!(after.restarts, 0);
     assert_eq!(d.operator("intruder").await.unwrap().state, S::Running);
 
-    // And it was the server that said no (its log, through the daemon's).
-    let log = d.log();
-    for subject in [
+    // And it was the server that said no (its log, through the daemon's;
+    // the subscriptions were refused once, at the intruder's start).
+    let expected: Vec<String> = [
         "sb.api.ctl",
         "sb.ctl.victim",
         "sb.op.victim.heartbeat",
         "chat.forbidden.x",
-    ] {
+    ]
+    .iter()
+    .map(|s| format!("Publish Violation - Subject \"{s}\""))
+    .chain(
+        ["sb.ctl.>", "sb.ctl.victim", "sb.api.>"]
+            .iter()
+            .map(|s| format!("Subscription Violation - Subject \"{s}\"")),
+    )
+    .collect();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let log = d.log();
+        let missing: Vec<&String> = expected.iter().filter(|e| !log.contains(*e)).collect();
+        if missing.is_empty() {
+            break;
+        }
         assert!(
-            log.contains(&format!("Publish Violation - Subject \"{subject}\"")),
-            "no publish violation for {subject} in the daemon log:\n{log}"
+            tokio::time::Instant::now() < deadline,
+            "not in the daemon log: {missing:?}\n{log}"
         );
-    }
-    for subject in ["sb.ctl.>", "sb.ctl.victim", "sb.api.>"] {
-        assert!(
-            log.contains(&format!("Subscription Violation - Subject \"{subject}\"")),
-            "no subscription violation for {subject} in the daemon log:\n{log}"
-        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
@@ -586,4 +596,56 @@ async fn an_operator_run_as_another_user_cannot_read_what_is_not_its_own() {
     );
     // No other process's environment (the daemon's, the bot's).
     assert!(!lines.iter().any(|l| l.starts_with("environ")), "{lines:?}");
+}
+
+/// The CLI's login (the runtime file) is an administrator's, but it cannot
+/// read operators' control requests (configs with secrets), answer the API
+/// in the daemon's place, or pose as an operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_login_cannot_read_configs_or_pose_as_the_daemon() {
+    let d = Daemon::start(&[("p.toml", pingbot_manifest("p"))]).await;
+    d.wait_running("p").await;
+    let mut ctl = d.bus.subscribe_raw("sb.ctl.>").await.unwrap();
+    let mut api = d.bus.subscribe_raw("sb.api.>").await.unwrap();
+    let mut everything = d.bus.subscribe_raw(">").await.unwrap();
+    d.bus.sync().await.unwrap();
+    let reply = d
+        .ctl(Verb::Reload, "p", Some(json!({"listen": ["chat.#"]})))
+        .await;
+    assert!(reply.results[0].ok, "{reply:?}");
+    d.status().await;
+    let _ = d
+        .bus
+        .publish_json(
+            "sb.op.p.heartbeat",
+            &json!({"id": "p", "pid": 1, "seq": 1, "state": "running", "uptime_ms": 1,
+                    "timestamp": "2026-01-01T00:00:00Z"}),
+        )
+        .await;
+    d.bus.sync().await.unwrap();
+    let quiet = |sub: &mut switchboard_bus::RawSubscription| {
+        futures::FutureExt::now_or_never(sub.next())
+            .flatten()
+            .is_none()
+    };
+    assert!(quiet(&mut ctl), "the CLI read a control request");
+    assert!(quiet(&mut api), "the CLI saw API requests");
+    // A `>` subscription (`switchboard tail '#'`) is allowed, but the
+    // server filters out what the CLI may not read.
+    while let Some(Some(m)) = futures::FutureExt::now_or_never(everything.next()) {
+        assert!(
+            !m.subject.starts_with("sb.ctl.") && !m.subject.starts_with("sb.api."),
+            "{}",
+            m.subject
+        );
+    }
+    // The server's log line reaches the daemon's log a moment later.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !d
+        .log()
+        .contains("Publish Violation - Subject \"sb.op.p.heartbeat\"")
+    {
+        assert!(tokio::time::Instant::now() < deadline, "{}", d.log());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }

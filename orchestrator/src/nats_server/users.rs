@@ -46,7 +46,7 @@ pub const OPERATOR_USER_PREFIX: &str = "op-";
 /// the 0600 runtime file), so it may call the API, publish and read data,
 /// and send control requests by hand; but it cannot read control requests
 /// (they carry operators' configs with secrets) nor pose as an operator or
-/// as the daemon (lifecycle, events, logs).
+/// as the daemon (lifecycle, events, logs, answering the API).
 pub fn cli_permissions() -> Permissions {
     Permissions {
         publish: SubjectRules {
@@ -55,7 +55,7 @@ pub fn cli_permissions() -> Permissions {
         },
         subscribe: SubjectRules {
             allow: vec![">".into()],
-            deny: vec!["sb.ctl.>".into()],
+            deny: vec!["sb.ctl.>".into(), "sb.api.>".into()],
         },
         allow_responses: false,
     }
