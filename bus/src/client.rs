@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use switchboard_proto::{Envelope, Pattern};
+use switchboard_proto::{kinds, ChatAddress, Envelope, ToPattern};
 use tokio::sync::watch;
 
-use crate::error::{ConnectError, PublishError, RequestError, SubscribeError};
+use crate::error::{ConnectError, PublishError, ReplyError, RequestError, SubscribeError};
 use crate::options::{inbox_prefix_problem, BusOptions};
 use crate::stats::Stats;
-use crate::subscription::{RawSubscription, Subscription};
+use crate::subscription::{Delivery, RawSubscription, Subscription};
 
 /// A connection to the bus. Cheap to clone; clones share the connection
 /// and the counters.
@@ -58,9 +58,9 @@ impl Bus {
         for url in &opts.urls {
             let addr: async_nats::ServerAddr =
                 url.parse()
-                    .map_err(|e: std::io::Error| ConnectError::BadUrl {
+                    .map_err(|source: std::io::Error| ConnectError::BadUrl {
                         url: url.clone(),
-                        reason: e.to_string(),
+                        source,
                     })?;
             addrs.push(addr);
         }
@@ -84,18 +84,18 @@ impl Bus {
                     });
                 }
                 Err(e) => {
-                    if let Some(fatal) = permanent_failure(&e, opts, &urls) {
-                        return Err(fatal);
-                    }
-                    let reason = e.to_string();
+                    let e = match permanent_failure(e, opts, &urls) {
+                        Ok(fatal) => return Err(fatal),
+                        Err(e) => e,
+                    };
                     if started.elapsed() + delay > opts.connect_timeout {
                         return Err(ConnectError::Unreachable {
                             urls,
                             waited: started.elapsed(),
-                            reason,
+                            source: Box::new(e),
                         });
                     }
-                    tracing::debug!(%urls, error = %reason, "NATS not reachable yet, retrying");
+                    tracing::debug!(%urls, error = %e, "NATS not reachable yet, retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(1));
                 }
@@ -127,6 +127,41 @@ impl Bus {
             .await
     }
 
+    /// Answer a chat event with `text`, in the room it came from: publish
+    /// on `send.<protocol>.<instance>.<room>.message` an envelope from this
+    /// client with a fresh id, `in-reply-to` the event's id and the raw
+    /// `room` header. See [`ChatEvent`](switchboard_proto::ChatEvent) for
+    /// what counts as a chat event.
+    ///
+    /// # Errors
+    ///
+    /// [`ReplyError::NotChat`] when `to` is not a chat event (a `send.…`
+    /// request, or a body without `sender`), [`ReplyError::Publish`] when
+    /// publishing fails.
+    pub async fn reply(&self, to: &Delivery, text: impl Into<String>) -> Result<(), ReplyError> {
+        let chat = to.chat()?;
+        let envelope = chat.reply_envelope(&self.source, text);
+        self.publish(&chat.reply_subject(kinds::MESSAGE), &envelope)
+            .await?;
+        Ok(())
+    }
+
+    /// Say `text` in `room`: publish a `message` request on
+    /// `send.<protocol>.<instance>.<room>.message`, from this client, with
+    /// a fresh id and the raw `room` header.
+    pub async fn send_text(
+        &self,
+        room: &ChatAddress,
+        text: impl Into<String>,
+    ) -> Result<(), PublishError> {
+        let mut body = serde_json::Map::with_capacity(1);
+        body.insert("text".to_owned(), serde_json::Value::String(text.into()));
+        let envelope = Envelope::new(self.source.as_ref(), serde_json::Value::Object(body))
+            .with_header(switchboard_proto::headers::ROOM, room.room.as_str());
+        self.publish(&room.send_subject(kinds::MESSAGE), &envelope)
+            .await
+    }
+
     /// Build an envelope from `body` (source = this client, fresh id and
     /// timestamp), publish it, and return it.
     pub async fn send(
@@ -146,9 +181,9 @@ impl Bus {
         subject: &str,
         value: &T,
     ) -> Result<(), PublishError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| PublishError::BadSubject {
+        let bytes = serde_json::to_vec(value).map_err(|source| PublishError::Serialize {
             subject: subject.to_string(),
-            reason: format!("payload does not serialise to JSON: {e}"),
+            source,
         })?;
         self.publish_bytes(subject, Bytes::from(bytes)).await
     }
@@ -172,7 +207,7 @@ impl Bus {
                     subject: subject.to_string(),
                     reason: e.to_string(),
                 },
-                _ => PublishError::Closed(e.to_string()),
+                _ => closed(e),
             })?;
         Stats::add(&self.stats.published, 1);
         Ok(())
@@ -194,10 +229,7 @@ impl Bus {
     /// Wait until everything published so far has been written to the
     /// server.
     pub async fn flush(&self) -> Result<(), PublishError> {
-        self.client
-            .flush()
-            .await
-            .map_err(|e| PublishError::Closed(e.to_string()))
+        self.client.flush().await.map_err(closed)
     }
 
     /// Wait until the server has processed everything this client sent so
@@ -215,12 +247,9 @@ impl Bus {
     pub async fn sync(&self) -> Result<(), PublishError> {
         use futures::StreamExt as _;
         let inbox = self.client.new_inbox();
-        let mut sub = self
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|e| PublishError::Closed(e.to_string()))?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut sub = self.client.subscribe(inbox.clone()).await.map_err(closed)?;
+        let waited = Duration::from_secs(10);
+        let deadline = tokio::time::Instant::now() + waited;
         // A probe written just before a disconnect is noticed dies with the
         // socket; send another every half second until one comes back.
         loop {
@@ -236,18 +265,18 @@ impl Bus {
             self.client
                 .publish(inbox.clone(), Bytes::new())
                 .await
-                .map_err(|e| PublishError::Closed(e.to_string()))?;
+                .map_err(closed)?;
             let _ = self.client.flush().await;
             let wait = (deadline - tokio::time::Instant::now()).min(Duration::from_millis(500));
             match tokio::time::timeout(wait, sub.next()).await {
                 Ok(Some(_)) => return Ok(()),
                 Ok(None) => {
-                    return Err(PublishError::Closed("connection closed during sync".into()))
+                    return Err(PublishError::Closed {
+                        source: "the connection closed during sync".into(),
+                    })
                 }
                 Err(_) if tokio::time::Instant::now() >= deadline => {
-                    return Err(PublishError::Closed(
-                        "no round trip through the server within 10 s".into(),
-                    ))
+                    return Err(PublishError::TimedOut { waited })
                 }
                 Err(_) => {}
             }
@@ -255,21 +284,28 @@ impl Bus {
     }
 
     /// Subscribe to envelopes matching `pattern` (`*` one token, `#` zero
-    /// or more, anywhere).
+    /// or more, anywhere): a [`Pattern`](switchboard_proto::Pattern), its
+    /// text, or a [`ChatPattern`](switchboard_proto::ChatPattern).
     ///
     /// The returned stream yields each matching envelope once: the NATS
     /// subscriptions of the pattern's plan never overlap, a client-side
     /// filter removes what NATS cannot express, and recent ids are
     /// remembered so a republished envelope is dropped (and counted).
     /// Malformed payloads are counted and logged, never returned.
-    pub async fn subscribe(&self, pattern: &Pattern) -> Result<Subscription, SubscribeError> {
+    pub async fn subscribe<P: ToPattern + ?Sized>(
+        &self,
+        pattern: &P,
+    ) -> Result<Subscription, SubscribeError> {
+        let pattern = pattern
+            .to_pattern()
+            .map_err(|source| SubscribeError::BadPattern { source })?;
         let plan = pattern.nats_plan();
         let mut subs = Vec::with_capacity(plan.subjects.len());
         for subject in &plan.subjects {
             subs.push(self.nats_subscribe(subject).await?);
         }
         Ok(Subscription::new(
-            pattern.clone(),
+            pattern.into_owned(),
             plan.needs_filter,
             subs,
             Arc::clone(&self.stats),
@@ -294,10 +330,12 @@ impl Bus {
                 async_nats::client::SubscribeErrorKind::InvalidSubject => {
                     SubscribeError::BadSubject {
                         subject: subject.to_string(),
-                        reason: e.to_string(),
+                        source: Box::new(e),
                     }
                 }
-                _ => SubscribeError::Closed(e.to_string()),
+                _ => SubscribeError::Closed {
+                    source: Box::new(e),
+                },
             })
     }
 
@@ -308,14 +346,14 @@ impl Bus {
         value: &T,
         timeout: Duration,
     ) -> Result<R, RequestError> {
-        let payload = serde_json::to_vec(value).map_err(|e| RequestError::Other {
+        let payload = serde_json::to_vec(value).map_err(|source| RequestError::Serialize {
             subject: subject.to_string(),
-            reason: format!("request does not serialise to JSON: {e}"),
+            source,
         })?;
         let reply = self.request_bytes(subject, payload.into(), timeout).await?;
         serde_json::from_slice(&reply).map_err(|e| RequestError::BadReply {
             subject: subject.to_string(),
-            reason: e.to_string(),
+            source: Box::new(e),
         })
     }
 
@@ -331,7 +369,7 @@ impl Bus {
             .await?;
         Envelope::from_slice(&reply).map_err(|e| RequestError::BadReply {
             subject: subject.to_string(),
-            reason: e.to_string(),
+            source: Box::new(e),
         })
     }
 
@@ -381,7 +419,7 @@ impl Bus {
                 },
                 _ => RequestError::Other {
                     subject: subject.to_string(),
-                    reason: e.to_string(),
+                    source: Box::new(e),
                 },
             }),
         }
@@ -405,6 +443,13 @@ fn reconnect_delay(attempts: usize, max: Duration) -> Duration {
     }
     let exp = u32::try_from(attempts - 2).unwrap_or(u32::MAX).min(10);
     Duration::from_millis(50u64 << exp).min(max)
+}
+
+/// The client is closed, or the connection gone for good: `e` says which.
+fn closed(e: impl std::error::Error + Send + Sync + 'static) -> PublishError {
+    PublishError::Closed {
+        source: Box::new(e),
+    }
 }
 
 /// Reject subjects NATS would silently mishandle, with a message that says
@@ -436,41 +481,51 @@ fn validate_publish_subject(subject: &str) -> Result<(), PublishError> {
 
 /// The connect errors that waiting cannot cure (credentials the server
 /// refuses, a certificate we do not trust, TLS that cannot be set up), as
-/// the error `connect` returns at once; `None` for the ones worth another
-/// attempt (server not up yet).
+/// the error `connect` returns at once (`Ok`); the ones worth another
+/// attempt (server not up yet) are given back (`Err`).
 fn permanent_failure(
-    e: &async_nats::ConnectError,
+    e: async_nats::ConnectError,
     opts: &BusOptions,
     urls: &str,
-) -> Option<ConnectError> {
+) -> Result<ConnectError, async_nats::ConnectError> {
     use async_nats::ConnectErrorKind as Kind;
-    match e.kind() {
+    let problem = match e.kind() {
         // async-nats says "authorization violation: nats: authorization
         // violation"; once is enough.
-        Kind::AuthorizationViolation => Some(ConnectError::Auth {
-            urls: urls.to_string(),
-            method: credentials_offered(opts),
-            reason: "authorization violation".to_string(),
-        }),
+        Kind::AuthorizationViolation => {
+            return Ok(ConnectError::Auth {
+                urls: urls.to_string(),
+                method: credentials_offered(opts),
+                reason: "authorization violation".to_string(),
+                source: Box::new(e),
+            })
+        }
         // Raised on our side, before the server could judge them.
-        Kind::Authentication => Some(ConnectError::Auth {
-            urls: urls.to_string(),
-            method: credentials_offered(opts),
-            reason: format!("they cannot sign the server's challenge; is the seed valid? ({e})"),
-        }),
+        Kind::Authentication => {
+            return Ok(ConnectError::Auth {
+                urls: urls.to_string(),
+                method: credentials_offered(opts),
+                reason: format!(
+                    "they cannot sign the server's challenge; is the seed valid? ({e})"
+                ),
+                source: Box::new(e),
+            })
+        }
         // Raised before the handshake: the CA or client certificate files
         // do not parse, or the host is not a valid TLS server name.
-        Kind::Tls => Some(ConnectError::Tls {
-            urls: urls.to_string(),
-            problem: format!("cannot set up TLS: {e}"),
-        }),
+        Kind::Tls => format!("cannot set up TLS: {e}"),
         // The handshake itself fails inside the socket, so async-nats
         // reports it as I/O; the rustls error underneath says what it was.
-        _ => rustls_error(e).map(|tls| ConnectError::Tls {
-            urls: urls.to_string(),
-            problem: format!("TLS handshake failed: {}", handshake_problem(tls, opts)),
-        }),
-    }
+        _ => match rustls_error(&e) {
+            Some(tls) => format!("TLS handshake failed: {}", handshake_problem(tls, opts)),
+            None => return Err(e),
+        },
+    };
+    Ok(ConnectError::Tls {
+        urls: urls.to_string(),
+        problem,
+        source: Box::new(e),
+    })
 }
 
 /// Which credentials `opts` offers, for messages (never their values).

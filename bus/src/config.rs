@@ -28,6 +28,10 @@ use serde_json::Value;
 ///     "config key `sasl.port`: invalid type: expected u16, found a string"
 /// );
 /// ```
+///
+/// Unlike the other errors of this crate it has no
+/// [`source()`](std::error::Error::source), on purpose: serde's error
+/// quotes the value, which may be a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {problem}", place(.path))]
 pub struct ConfigError {
@@ -37,6 +41,33 @@ pub struct ConfigError {
     pub path: String,
     /// What was wrong, never quoting the value found.
     pub problem: String,
+    kind: ConfigErrorKind,
+}
+
+/// Coarse classes of [`ConfigError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConfigErrorKind {
+    /// A required key is missing.
+    Missing,
+    /// A key the config type does not know (with `deny_unknown_fields`).
+    UnknownField,
+    /// A value of the wrong JSON type.
+    InvalidType,
+    /// A value of the right type that is not accepted (out of range, the
+    /// wrong length).
+    InvalidValue,
+    /// A name that is none of an enum's variants.
+    UnknownVariant,
+    /// Anything else (a duplicate key, a custom check).
+    Other,
+}
+
+impl ConfigError {
+    /// Which kind of problem this is.
+    pub fn kind(&self) -> ConfigErrorKind {
+        self.kind
+    }
 }
 
 /// Deserialise an operator's config from `value`.
@@ -60,10 +91,25 @@ pub fn parse_config<T: DeserializeOwned>(value: &Value) -> Result<T, ConfigError
             return ConfigError {
                 path,
                 problem: "missing (it is required)".to_string(),
+                kind: ConfigErrorKind::Missing,
             };
         }
+        let kind = [
+            ("invalid type: ", ConfigErrorKind::InvalidType),
+            ("invalid value: ", ConfigErrorKind::InvalidValue),
+            ("invalid length ", ConfigErrorKind::InvalidValue),
+            ("unknown variant ", ConfigErrorKind::UnknownVariant),
+            ("unknown field `", ConfigErrorKind::UnknownField),
+        ]
+        .iter()
+        .find(|(prefix, _)| message.starts_with(prefix))
+        .map_or(ConfigErrorKind::Other, |(_, kind)| *kind);
         let problem = describe(&message, at_path(value, e.path()));
-        ConfigError { path, problem }
+        ConfigError {
+            path,
+            problem,
+            kind,
+        }
     })
 }
 
@@ -243,6 +289,33 @@ mod tests {
         let text = e.to_string();
         assert!(!text.contains(SECRET), "the value leaked: {text}");
         text
+    }
+
+    #[test]
+    fn kinds() {
+        let kind = |config: Value| parse_config::<Config>(&config).unwrap_err().kind();
+        assert_eq!(
+            kind(sasl(json!("x"), json!("plain"))),
+            ConfigErrorKind::InvalidType
+        );
+        assert_eq!(
+            kind(sasl(json!(70_000), json!("plain"))),
+            ConfigErrorKind::InvalidValue
+        );
+        assert_eq!(
+            kind(sasl(json!(1), json!("gssapi"))),
+            ConfigErrorKind::UnknownVariant
+        );
+        assert_eq!(kind(json!({})), ConfigErrorKind::Missing);
+        assert_eq!(
+            kind(json!({"server": "s", "nick": "x"})),
+            ConfigErrorKind::UnknownField
+        );
+        let e = parse_config::<Config>(&json!({})).unwrap_err();
+        assert!(
+            std::error::Error::source(&e).is_none(),
+            "no source: it would quote values"
+        );
     }
 
     #[test]

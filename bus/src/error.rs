@@ -1,17 +1,62 @@
 //! One error type per operation, each with a `kind()`, as async-nats does.
+//!
+//! Every error here:
+//!
+//! - says the whole story on one line in its `Display` (operators log
+//!   errors with `%e`; the line names what failed and why), and
+//! - keeps the error that caused it as its [`source()`](std::error::Error::source)
+//!   (an `io::Error`, a `serde_json::Error`, the NATS client's error, …),
+//!   so code can walk the chain or downcast it, and
+//! - has a `kind()`: a small `Copy` enum to branch on without matching
+//!   fields.
+//!
+//! NATS client errors are kept behind `dyn Error` ([`BoxError`]): no
+//! async-nats type is part of this crate's API.
 
 use std::time::Duration;
+
+use switchboard_proto::{ChatEventError, PatternError};
+
+/// A cause kept as a [`source()`](std::error::Error::source) without
+/// naming its type.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Defines `$kind` (a `Copy` enum with one variant per variant of
+/// `$error`) and `$error::kind()`.
+macro_rules! kinds {
+    ($(#[$meta:meta])* $error:ident => $kind:ident { $($variant:ident),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum $kind {
+            $(
+                #[doc = concat!("See [`", stringify!($error), "::", stringify!($variant), "`].")]
+                $variant,
+            )+
+        }
+
+        impl $error {
+            /// Which kind of failure this is.
+            pub fn kind(&self) -> $kind {
+                match self {
+                    $($error::$variant { .. } => $kind::$variant,)+
+                }
+            }
+        }
+    };
+}
+pub(crate) use kinds;
 
 /// Why [`crate::Bus::connect`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// A URL in the list does not parse.
-    #[error("bad NATS URL `{url}`: {reason} (expected e.g. nats://127.0.0.1:4222)")]
+    #[error("bad NATS URL `{url}`: {source} (expected e.g. nats://127.0.0.1:4222)")]
     BadUrl {
         /// The URL as given.
         url: String,
         /// What the parser said.
-        reason: String,
+        source: std::io::Error,
     },
     /// No URL given at all.
     #[error("no NATS URL given: set SWITCHBOARD_NATS_URL or pass BusOptions::new(url)")]
@@ -28,7 +73,7 @@ pub enum ConnectError {
     },
     /// The server could not be reached within the connect timeout.
     #[error(
-        "cannot reach NATS at {urls} within {waited:?}: {reason}; \
+        "cannot reach NATS at {urls} within {waited:?}: {source}; \
          is nats-server running (or `switchboard run`)?"
     )]
     Unreachable {
@@ -36,8 +81,8 @@ pub enum ConnectError {
         urls: String,
         /// How long we kept trying.
         waited: Duration,
-        /// The last error.
-        reason: String,
+        /// The last attempt's error.
+        source: BoxError,
     },
     /// The server refused our credentials (or an nkey seed could not
     /// sign its challenge). Not retried: credentials do not get better by
@@ -52,6 +97,8 @@ pub enum ConnectError {
         /// What went wrong (`authorization violation` when the server
         /// said no).
         reason: String,
+        /// The NATS client's error.
+        source: BoxError,
     },
     /// TLS could not be set up, or the handshake failed (most often: the
     /// server's certificate is not signed by a CA we trust). Not retried,
@@ -62,6 +109,8 @@ pub enum ConnectError {
         urls: String,
         /// What went wrong, naming the CA file when one was given.
         problem: String,
+        /// The NATS client's error (the TLS library's is further down).
+        source: BoxError,
     },
     /// The inbox prefix is not a literal subject prefix.
     #[error("bad NATS inbox prefix `{prefix}`: {reason} (expected literal tokens such as _INBOX_my-operator)")]
@@ -73,7 +122,12 @@ pub enum ConnectError {
     },
 }
 
-/// Why a publish failed.
+kinds! {
+    /// Coarse classes of [`ConnectError`].
+    ConnectError => ConnectErrorKind { BadUrl, NoUrl, File, Unreachable, Auth, Tls, BadInboxPrefix }
+}
+
+/// Why a publish (or a flush) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     /// The subject is empty, has an empty token, whitespace or a wildcard.
@@ -84,6 +138,15 @@ pub enum PublishError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The value to publish does not serialise to JSON (a map with
+    /// non-string keys, a failing `Serialize` impl).
+    #[error("cannot publish to `{subject}`: the payload does not serialise to JSON: {source}")]
+    Serialize {
+        /// The subject.
+        subject: String,
+        /// serde_json's error.
+        source: serde_json::Error,
+    },
     /// Bigger than the server's max_payload.
     #[error("message to `{subject}` is {size} bytes, over the server's max_payload")]
     TooLarge {
@@ -92,9 +155,13 @@ pub enum PublishError {
         /// Payload size.
         size: usize,
     },
-    /// The client is closed (drained or dropped).
-    #[error("the NATS client is closed: {0}")]
-    Closed(String),
+    /// The client is closed (drained or dropped), or lost the connection
+    /// for good.
+    #[error("the NATS client is closed: {source}")]
+    Closed {
+        /// The NATS client's error.
+        source: BoxError,
+    },
     /// The server refused a subscription this operation needs (its
     /// permissions do not allow the subject).
     #[error("the NATS server refused the subscription to `{subject}`: {reason}")]
@@ -104,22 +171,48 @@ pub enum PublishError {
         /// What to check.
         reason: String,
     },
+    /// A round trip through the server ([`crate::Bus::sync`]) did not come
+    /// back in time.
+    #[error("no round trip through the NATS server within {waited:?}")]
+    TimedOut {
+        /// How long we waited.
+        waited: Duration,
+    },
+}
+
+kinds! {
+    /// Coarse classes of [`PublishError`].
+    PublishError => PublishErrorKind { BadSubject, Serialize, TooLarge, Closed, Denied, TimedOut }
 }
 
 /// Why a subscribe failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SubscribeError {
-    /// The pattern's NATS subject was refused.
-    #[error("cannot subscribe to `{subject}`: {reason}")]
+    /// A text pattern does not parse.
+    #[error("cannot subscribe: {source}")]
+    BadPattern {
+        /// Why.
+        source: PatternError,
+    },
+    /// The pattern's NATS subject was refused by the client.
+    #[error("cannot subscribe to `{subject}`: {source}")]
     BadSubject {
         /// The subject.
         subject: String,
-        /// Why.
-        reason: String,
+        /// The NATS client's error.
+        source: BoxError,
     },
     /// The client is closed.
-    #[error("the NATS client is closed: {0}")]
-    Closed(String),
+    #[error("the NATS client is closed: {source}")]
+    Closed {
+        /// The NATS client's error.
+        source: BoxError,
+    },
+}
+
+kinds! {
+    /// Coarse classes of [`SubscribeError`].
+    SubscribeError => SubscribeErrorKind { BadPattern, BadSubject, Closed }
 }
 
 /// Why a request got no usable answer.
@@ -140,12 +233,13 @@ pub enum RequestError {
         timeout: Duration,
     },
     /// The answer was not what the protocol says.
-    #[error("bad answer on `{subject}`: {reason}")]
+    #[error("bad answer on `{subject}`: {source}")]
     BadReply {
         /// The subject.
         subject: String,
-        /// What was wrong.
-        reason: String,
+        /// Why it does not decode (a `serde_json::Error` or an
+        /// [`EnvelopeError`](switchboard_proto::EnvelopeError)).
+        source: BoxError,
     },
     /// The server refused the subscription to our reply inbox, so no
     /// answer could ever arrive. Reported as soon as the server says so,
@@ -162,40 +256,120 @@ pub enum RequestError {
         /// The reply subscription the server refused.
         inbox: String,
     },
+    /// The request does not serialise to JSON.
+    #[error("request to `{subject}` does not serialise to JSON: {source}")]
+    Serialize {
+        /// The subject.
+        subject: String,
+        /// serde_json's error.
+        source: serde_json::Error,
+    },
     /// Sending the request failed.
-    #[error("request to `{subject}` failed: {reason}")]
+    #[error("request to `{subject}` failed: {source}")]
     Other {
         /// The subject.
         subject: String,
-        /// Why.
-        reason: String,
+        /// The NATS client's error.
+        source: BoxError,
     },
 }
 
-/// Coarse classes of [`RequestError`], for callers that branch on them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestErrorKind {
-    /// See [`RequestError::NoResponders`].
-    NoResponders,
-    /// See [`RequestError::TimedOut`].
-    TimedOut,
-    /// See [`RequestError::BadReply`].
-    BadReply,
-    /// See [`RequestError::ReplyDenied`].
-    ReplyDenied,
-    /// See [`RequestError::Other`].
-    Other,
+kinds! {
+    /// Coarse classes of [`RequestError`], for callers that branch on them.
+    RequestError => RequestErrorKind { NoResponders, TimedOut, BadReply, ReplyDenied, Serialize, Other }
 }
 
-impl RequestError {
-    /// Which class of failure this is.
-    pub fn kind(&self) -> RequestErrorKind {
-        match self {
-            RequestError::NoResponders { .. } => RequestErrorKind::NoResponders,
-            RequestError::TimedOut { .. } => RequestErrorKind::TimedOut,
-            RequestError::BadReply { .. } => RequestErrorKind::BadReply,
-            RequestError::ReplyDenied { .. } => RequestErrorKind::ReplyDenied,
-            RequestError::Other { .. } => RequestErrorKind::Other,
-        }
+/// Why [`Context::reply`](crate::Context::reply) (or
+/// [`crate::Bus::reply`]) could not answer a delivery.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyError {
+    /// The delivery is not a chat event, so there is no room to answer in.
+    #[error("cannot reply: {source}")]
+    NotChat {
+        /// Why it is not one.
+        source: ChatEventError,
+    },
+    /// The answer could not be published.
+    #[error("cannot reply: {source}")]
+    Publish {
+        /// Why.
+        source: PublishError,
+    },
+}
+
+kinds! {
+    /// Coarse classes of [`ReplyError`].
+    ReplyError => ReplyErrorKind { NotChat, Publish }
+}
+
+impl From<ChatEventError> for ReplyError {
+    fn from(source: ChatEventError) -> Self {
+        ReplyError::NotChat { source }
+    }
+}
+
+impl From<PublishError> for ReplyError {
+    fn from(source: PublishError) -> Self {
+        ReplyError::Publish { source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn kinds_match_variants() {
+        let e = RequestError::TimedOut {
+            subject: "x".into(),
+            timeout: Duration::from_secs(1),
+        };
+        assert_eq!(e.kind(), RequestErrorKind::TimedOut);
+        let e = PublishError::TimedOut {
+            waited: Duration::from_secs(1),
+        };
+        assert_eq!(e.kind(), PublishErrorKind::TimedOut);
+        assert_eq!(ConnectError::NoUrl.kind(), ConnectErrorKind::NoUrl);
+    }
+
+    #[test]
+    fn serialisation_failures_are_not_bad_subjects() {
+        // A map with non-string keys cannot be JSON.
+        let value = std::collections::BTreeMap::from([((1, 2), 3)]);
+        let source = serde_json::to_vec(&value).expect_err("not JSON");
+        let e = PublishError::Serialize {
+            subject: "sb.op.x.ready".into(),
+            source,
+        };
+        assert_eq!(e.kind(), PublishErrorKind::Serialize);
+        assert!(e.to_string().contains("does not serialise to JSON"), "{e}");
+        let cause = e.source().expect("keeps the cause");
+        assert!(cause.downcast_ref::<serde_json::Error>().is_some());
+    }
+
+    #[test]
+    fn causes_are_kept() {
+        let e = SubscribeError::BadPattern {
+            source: switchboard_proto::Pattern::parse("a.>").expect_err("`>`"),
+        };
+        assert_eq!(e.kind(), SubscribeErrorKind::BadPattern);
+        assert!(e
+            .source()
+            .and_then(|s| s.downcast_ref::<PatternError>())
+            .is_some());
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let e = ConnectError::File {
+            what: "nkey seed",
+            path: "/x".into(),
+            source: io,
+        };
+        assert_eq!(e.kind(), ConnectErrorKind::File);
+        let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            io.map(std::io::Error::kind),
+            Some(std::io::ErrorKind::NotFound)
+        );
     }
 }

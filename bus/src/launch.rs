@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use switchboard_proto::{launch, OperatorId};
 
+use crate::error::BoxError;
 use crate::options::{inbox_prefix_problem, split_urls, BusOptions};
 
 /// How the orchestrator drives this operator.
@@ -60,7 +61,16 @@ pub enum LaunchError {
         name: &'static str,
         /// What is wrong with it (never the value of a secret).
         reason: String,
+        /// The parser's error, when there is one (an
+        /// [`IdError`](switchboard_proto::IdError), a `serde_json::Error`,
+        /// a `ParseIntError`).
+        source: Option<BoxError>,
     },
+}
+
+crate::error::kinds! {
+    /// Coarse classes of [`LaunchError`].
+    LaunchError => LaunchErrorKind { Missing, Invalid }
 }
 
 /// Default heartbeat interval when the launcher gives none.
@@ -79,6 +89,7 @@ impl LaunchEnv {
         let id = OperatorId::new(&id_raw).map_err(|e| LaunchError::Invalid {
             name: launch::ID,
             reason: e.to_string(),
+            source: Some(Box::new(e)),
         })?;
         let urls = get(launch::NATS_URL).unwrap_or_else(|| "nats://127.0.0.1:4222".to_string());
         let mut nats = BusOptions::new(&urls).name(id.as_str());
@@ -86,6 +97,7 @@ impl LaunchEnv {
             return Err(LaunchError::Invalid {
                 name: launch::NATS_URL,
                 reason: "no URL in the list".into(),
+                source: None,
             });
         }
         match (get(launch::NATS_USER), get(launch::NATS_PASSWORD)) {
@@ -118,6 +130,7 @@ impl LaunchEnv {
                 return Err(LaunchError::Invalid {
                     name: launch::NATS_INBOX_PREFIX,
                     reason: format!("`{prefix}` is not a subject prefix: {reason}"),
+                    source: None,
                 });
             }
             nats = nats.inbox_prefix(prefix);
@@ -143,19 +156,22 @@ impl LaunchEnv {
             Some(json) => serde_json::from_str(&json).map_err(|e| LaunchError::Invalid {
                 name: launch::CONFIG,
                 reason: format!("not JSON: {e}"),
+                source: Some(Box::new(e)),
             })?,
             None => serde_json::Value::Object(Default::default()),
         };
         let heartbeat_interval = match get(launch::HEARTBEAT_MS) {
             Some(ms) => {
-                let ms: u64 = ms.trim().parse().map_err(|_| LaunchError::Invalid {
+                let ms: u64 = ms.trim().parse().map_err(|e| LaunchError::Invalid {
                     name: launch::HEARTBEAT_MS,
                     reason: format!("`{ms}` is not a whole number of milliseconds"),
+                    source: Some(Box::new(e)),
                 })?;
                 if ms == 0 {
                     return Err(LaunchError::Invalid {
                         name: launch::HEARTBEAT_MS,
                         reason: "must be at least 1 ms".into(),
+                        source: None,
                     });
                 }
                 Duration::from_millis(ms)
@@ -169,6 +185,7 @@ impl LaunchEnv {
                 return Err(LaunchError::Invalid {
                     name: launch::CONTROL,
                     reason: format!("`{other}` is neither `nats` nor `signals`"),
+                    source: None,
                 })
             }
         };

@@ -8,9 +8,42 @@
 //!   request/reply.
 //! - [`Operator`] + [`run`]: the runtime every operator wants: ready,
 //!   heartbeats, control verbs with acks, signals, clean shutdown.
+//! - [`Delivery::chat`] (who said what, where) and [`Context::reply`] (answer
+//!   in the same room): a command bot in a few lines.
 //! - [`Triggers`]: regex rules on chat text that answer in the room.
 //!
-//! A whole bot:
+//! Every error type has a `kind()` and keeps its cause as `source()`.
+//!
+//! An operator that answers a command:
+//!
+//! ```no_run
+//! use switchboard_bus::{run, Context, Delivery, HandlerResult, Operator};
+//!
+//! struct Ping;
+//!
+//! impl Operator for Ping {
+//!     type Config = serde_json::Value;
+//!
+//!     async fn start(&mut self, ctx: &mut Context, _: serde_json::Value) -> HandlerResult {
+//!         ctx.subscribe("chat.#.message").await?;
+//!         Ok(())
+//!     }
+//!
+//!     async fn message(&mut self, ctx: &mut Context, d: Delivery) -> HandlerResult {
+//!         if d.chat()?.text() == "!ping" {
+//!             ctx.reply(&d, "pong").await?;
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), switchboard_bus::RunError> {
+//!     run(Ping).await
+//! }
+//! ```
+//!
+//! The same with [`Triggers`]:
 //!
 //! ```no_run
 //! use switchboard_bus::Triggers;
@@ -35,19 +68,24 @@ mod subscription;
 mod trigger;
 
 pub use client::Bus;
-pub use config::{parse_config, ConfigError};
-pub use error::{ConnectError, PublishError, RequestError, RequestErrorKind, SubscribeError};
-pub use launch::{ControlMode, LaunchEnv, LaunchError, DEFAULT_HEARTBEAT};
-pub use logging::{init_tracing, init_tracing_with_default};
-pub use operator::{run, run_with, Context, HandlerError, HandlerResult, Operator, RunError};
+pub use config::{parse_config, ConfigError, ConfigErrorKind};
+pub use error::{
+    BoxError, ConnectError, ConnectErrorKind, PublishError, PublishErrorKind, ReplyError,
+    ReplyErrorKind, RequestError, RequestErrorKind, SubscribeError, SubscribeErrorKind,
+};
+pub use launch::{ControlMode, LaunchEnv, LaunchError, LaunchErrorKind, DEFAULT_HEARTBEAT};
+pub use logging::{default_filter, init_tracing, init_tracing_with_default};
+pub use operator::{
+    run, run_with, Context, HandlerError, HandlerResult, Operator, RunError, RunErrorKind,
+};
 pub use options::BusOptions;
 pub use stats::{Counter, Stats};
 pub use subscription::{Delivery, RawMessage, RawSubscription, Subscription};
-pub use trigger::{ChatTrigger, TriggerError, Triggers, TriggersConfig};
+pub use trigger::{ChatTrigger, TriggerError, TriggerErrorKind, Triggers, TriggersConfig};
 
 /// The contract crate, re-exported so operators need one dependency.
 pub use switchboard_proto as proto;
-pub use switchboard_proto::{Envelope, Pattern};
+pub use switchboard_proto::{ChatAddress, ChatEvent, ChatPattern, Envelope, Pattern};
 
 /// The README's Rust examples, compiled by `cargo test --doc` so the front
 /// page never shows code that does not build.

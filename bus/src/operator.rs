@@ -18,14 +18,16 @@ use futures::stream::{SelectAll, StreamExt};
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use switchboard_proto::{
-    control_subject, heartbeat_subject, ready_subject, Control, ControlAck, FailureCode, Heartbeat,
-    OperatorId, OperatorState, Pattern, Ready, Timestamp, PROTOCOL_VERSION,
+    control_subject, heartbeat_subject, ready_subject, ChatAddress, Control, ControlAck,
+    FailureCode, Heartbeat, OperatorId, OperatorState, Ready, Timestamp, ToPattern,
+    PROTOCOL_VERSION,
 };
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::Instrument;
 
 use crate::client::Bus;
-use crate::error::{ConnectError, SubscribeError};
+use crate::config::ConfigError;
+use crate::error::{BoxError, ConnectError, PublishError, ReplyError, SubscribeError};
 use crate::launch::{LaunchEnv, LaunchError};
 use crate::subscription::{Dedupe, Delivery, Subscription};
 
@@ -137,12 +139,56 @@ impl Context {
         self.state
     }
 
-    /// Route envelopes matching `pattern` to [`Operator::message`].
-    pub async fn subscribe(&mut self, pattern: &Pattern) -> Result<(), SubscribeError> {
+    /// Route envelopes matching `pattern` to [`Operator::message`]:
+    /// a [`Pattern`](switchboard_proto::Pattern), its text
+    /// (`ctx.subscribe("chat.#.message")`) or a
+    /// [`ChatPattern`](switchboard_proto::ChatPattern).
+    pub async fn subscribe<P: ToPattern + ?Sized>(
+        &mut self,
+        pattern: &P,
+    ) -> Result<(), SubscribeError> {
         let sub = self.bus.subscribe(pattern).await?;
-        tracing::debug!(%pattern, "subscribed");
+        tracing::debug!(pattern = %sub.pattern(), "subscribed");
         self.inbox.push(sub);
         Ok(())
+    }
+
+    /// Answer the chat event `to` with `text`, in the room it came from
+    /// (`send.<protocol>.<instance>.<room>.message`), with this operator
+    /// as `source`, a fresh id, `in-reply-to` the event's id and the raw
+    /// `room` header. See [`Bus::reply`].
+    ///
+    /// ```no_run
+    /// # use switchboard_bus::{Context, Delivery, HandlerResult};
+    /// # async fn message(ctx: &mut Context, d: Delivery) -> HandlerResult {
+    /// if d.chat()?.text() == "!ping" {
+    ///     ctx.reply(&d, "pong").await?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ReplyError`]: `to` is not a chat event, or publishing failed.
+    pub async fn reply(&self, to: &Delivery, text: impl Into<String>) -> Result<(), ReplyError> {
+        self.bus.reply(to, text).await
+    }
+
+    /// Say `text` in `room` (`send.<protocol>.<instance>.<room>.message`),
+    /// e.g. an address kept from an earlier
+    /// [`ChatEvent::address`](switchboard_proto::ChatEvent::address). See
+    /// [`Bus::send_text`].
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError`] when publishing fails.
+    pub async fn send(
+        &self,
+        room: &ChatAddress,
+        text: impl Into<String>,
+    ) -> Result<(), PublishError> {
+        self.bus.send_text(room, text).await
     }
 
     /// Drop every subscription made with [`Context::subscribe`].
@@ -161,30 +207,47 @@ impl Context {
 pub enum RunError {
     /// The launch environment is incomplete.
     #[error(transparent)]
-    Launch(#[from] LaunchError),
+    Launch {
+        /// What is missing or invalid.
+        #[from]
+        source: LaunchError,
+    },
     /// NATS could not be reached.
     #[error(transparent)]
-    Connect(#[from] ConnectError),
+    Connect {
+        /// Why.
+        #[from]
+        source: ConnectError,
+    },
     /// The configuration does not fit the operator's `Config` type.
-    #[error("invalid configuration for operator {id}: {reason}")]
+    #[error("invalid configuration for operator {id}: {source}")]
     Config {
         /// The operator.
         id: String,
-        /// The key path and what was wrong ([`crate::ConfigError`]),
-        /// never the value.
-        reason: String,
+        /// The key path and what was wrong, never the value.
+        source: ConfigError,
     },
-    /// `start` failed.
-    #[error("operator {id} failed to start: {reason}")]
+    /// `start` failed (at launch, or in an in-place restart).
+    #[error("operator {id} failed to start: {source}")]
     Start {
         /// The operator.
         id: String,
-        /// The handler's error.
-        reason: String,
+        /// The handler's error, as it returned it.
+        source: HandlerError,
     },
     /// The control subject could not be subscribed, or signals installed.
-    #[error("operator runtime setup failed: {0}")]
-    Setup(String),
+    #[error("operator runtime setup failed: cannot {what}: {source}")]
+    Setup {
+        /// What the runtime was doing, e.g. `subscribe to sb.ctl.bot`.
+        what: String,
+        /// Why it failed.
+        source: BoxError,
+    },
+}
+
+crate::error::kinds! {
+    /// Coarse classes of [`RunError`].
+    RunError => RunErrorKind { Launch, Connect, Config, Start, Setup }
 }
 
 /// Run `operator` with the launch environment of this process until it is
@@ -207,7 +270,7 @@ pub enum RunError {
 /// }
 /// ```
 pub async fn run<O: Operator>(operator: O) -> Result<(), RunError> {
-    crate::logging::init_tracing();
+    crate::logging::init_tracing_for(std::any::type_name::<O>());
     let launch = LaunchEnv::from_env()?;
     run_with(operator, launch).await
 }
@@ -268,33 +331,37 @@ impl<O: Operator> Runtime<O> {
     /// The typed config, or why not: the key path and what was wrong,
     /// never the value (it may be a resolved secret, and this message
     /// goes into the log and the `reload` ack).
-    fn parse_config(&self, value: &serde_json::Value) -> Result<O::Config, String> {
-        crate::config::parse_config(value).map_err(|e| e.to_string())
+    fn parse_config(&self, value: &serde_json::Value) -> Result<O::Config, ConfigError> {
+        crate::config::parse_config(value)
     }
 
     async fn run(mut self) -> Result<(), RunError> {
         let id = self.ctx.id.clone();
-        let setup = |e: &dyn std::fmt::Display| RunError::Setup(e.to_string());
+        let setup = |what: String, source: BoxError| RunError::Setup { what, source };
+        let control_subject = control_subject(&id);
         let mut control = self
             .ctx
             .bus
-            .subscribe_raw(&control_subject(&id))
+            .subscribe_raw(&control_subject)
             .await
-            .map_err(|e| setup(&e))?;
-        let mut sigterm = signal(SignalKind::terminate()).map_err(|e| setup(&e))?;
-        let mut sigint = signal(SignalKind::interrupt()).map_err(|e| setup(&e))?;
-        let mut sighup = signal(SignalKind::hangup()).map_err(|e| setup(&e))?;
+            .map_err(|e| setup(format!("subscribe to {control_subject}"), e.into()))?;
+        let handler = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| setup(format!("install a {name} handler"), e.into()))
+        };
+        let mut sigterm = handler(SignalKind::terminate(), "SIGTERM")?;
+        let mut sigint = handler(SignalKind::interrupt(), "SIGINT")?;
+        let mut sighup = handler(SignalKind::hangup(), "SIGHUP")?;
 
         let config = self
             .parse_config(&self.config)
-            .map_err(|reason| RunError::Config {
+            .map_err(|source| RunError::Config {
                 id: id.to_string(),
-                reason,
+                source,
             })?;
-        if let Err(e) = self.op.start(&mut self.ctx, config).await {
+        if let Err(source) = self.op.start(&mut self.ctx, config).await {
             return Err(RunError::Start {
                 id: id.to_string(),
-                reason: e.to_string(),
+                source,
             });
         }
         self.ctx.state = OperatorState::Running;
@@ -434,7 +501,7 @@ impl<O: Operator> Runtime<O> {
     ) -> Result<(), (FailureCode, String)> {
         let typed = self
             .parse_config(&config)
-            .map_err(|e| (FailureCode::InvalidConfig, e))?;
+            .map_err(|e| (FailureCode::InvalidConfig, e.to_string()))?;
         if let Err(e) = self.op.reload(&mut self.ctx, typed).await {
             let message = format!("reload failed: {e}");
             tracing::warn!(error = %message, "restoring the previous config");
@@ -455,30 +522,30 @@ impl<O: Operator> Runtime<O> {
             tracing::warn!(error = %e, "stop handler failed during restart");
         }
         self.ctx.clear_subscriptions();
-        let started = match self.parse_config(&self.config) {
-            Err(e) => Err((FailureCode::InvalidConfig, e)),
-            Ok(config) => self
-                .op
-                .start(&mut self.ctx, config)
-                .await
-                .map_err(|e| (FailureCode::HandlerFailed, format!("restart failed: {e}"))),
+        let id = self.ctx.id.to_string();
+        let (code, message, fatal) = match self.parse_config(&self.config) {
+            Err(source) => (
+                FailureCode::InvalidConfig,
+                source.to_string(),
+                RunError::Config { id, source },
+            ),
+            Ok(config) => match self.op.start(&mut self.ctx, config).await {
+                Ok(()) => {
+                    self.ctx.state = OperatorState::Running;
+                    self.announce_ready().await;
+                    return Ok(());
+                }
+                Err(source) => (
+                    FailureCode::HandlerFailed,
+                    format!("restart failed: {source}"),
+                    RunError::Start { id, source },
+                ),
+            },
         };
-        match started {
-            Ok(()) => {
-                self.ctx.state = OperatorState::Running;
-                self.announce_ready().await;
-                Ok(())
-            }
-            Err((code, message)) => {
-                tracing::error!(error = %message, "cannot restart in place; exiting");
-                self.fatal = Some(RunError::Start {
-                    id: self.ctx.id.to_string(),
-                    reason: message.clone(),
-                });
-                self.ctx.shutdown_requested = true;
-                Err((code, message))
-            }
-        }
+        tracing::error!(error = %message, "cannot restart in place; exiting");
+        self.fatal = Some(fatal);
+        self.ctx.shutdown_requested = true;
+        Err((code, message))
     }
 
     async fn handle_control(&mut self, msg: crate::subscription::RawMessage) {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::stream::{SelectAll, Stream, StreamExt};
-use switchboard_proto::{Envelope, Pattern};
+use switchboard_proto::{ChatEvent, ChatEventError, Envelope, Pattern};
 
 use crate::stats::Stats;
 
@@ -22,6 +22,37 @@ pub struct Delivery {
     pub envelope: Envelope,
     /// Where to answer, when it was sent as a request.
     pub reply: Option<String>,
+}
+
+impl Delivery {
+    /// The delivery as a chat event: protocol, instance, room, kind,
+    /// sender and text, borrowed from the subject and the envelope (the
+    /// body is not copied). Parsed on each call; keep the result if you
+    /// read it often.
+    ///
+    /// ```
+    /// # use switchboard_bus::{Delivery, Envelope};
+    /// # use switchboard_bus::proto::headers;
+    /// # let d = Delivery {
+    /// #     subject: "chat.irc.libera.=23rust.message".into(),
+    /// #     envelope: Envelope::new("irc-libera", serde_json::json!({"sender": "ferris", "text": "!ping"}))
+    /// #         .with_header(headers::ROOM, "#rust"),
+    /// #     reply: None,
+    /// # };
+    /// let chat = d.chat()?;
+    /// assert_eq!((chat.room(), chat.sender(), chat.text()), ("#rust", "ferris", "!ping"));
+    /// # Ok::<(), switchboard_bus::proto::ChatEventError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ChatEventError`] when it is not a chat event: the subject is not
+    /// `chat.<protocol>.<instance>.<room>.<kind>` (a `send.…` request, an
+    /// `sb.…` subject), or the body is not an object with a string
+    /// `sender` (see [`ChatEvent`]).
+    pub fn chat(&self) -> Result<ChatEvent<'_>, ChatEventError> {
+        ChatEvent::parse(&self.subject, &self.envelope)
+    }
 }
 
 /// One raw message (lifecycle/control JSON) from [`crate::Bus::subscribe_raw`].

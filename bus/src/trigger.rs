@@ -2,29 +2,33 @@
 //!
 //! [`Triggers`] is a ready-made [`Operator`]: it listens to chat messages
 //! (`chat.#.message` by default), runs each rule's regex over the text,
-//! and publishes the handler's answer on the matching `send.` subject, so
-//! a reply goes back to the room (or private conversation) it came from.
+//! and answers with [`Context::reply`], so a reply goes back to the room
+//! (or private conversation) it came from.
 
 use serde::Deserialize;
-use switchboard_proto::{headers, kinds, ChatAddress, ChatMessage, Pattern, SendRequest};
+use switchboard_proto::{ChatEvent, Pattern, PatternError};
 
+use crate::error::kinds;
 use crate::operator::{Context, HandlerResult, Operator};
 use crate::subscription::Delivery;
 
 /// A chat message that matched a rule.
 pub struct ChatTrigger<'a> {
-    /// The decoded message body.
-    pub message: &'a ChatMessage,
-    /// Where it came from (protocol, instance, raw room name).
-    pub address: &'a ChatAddress,
-    /// The regex captures over `message.text` (named groups included).
+    /// The message: room, sender, text, … (see [`ChatEvent`]).
+    pub chat: &'a ChatEvent<'a>,
+    /// The regex captures over the text (named groups included).
     pub captures: regex::Captures<'a>,
 }
 
-impl ChatTrigger<'_> {
+impl<'a> ChatTrigger<'a> {
     /// A named capture group, if it took part in the match.
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub fn get(&self, name: &str) -> Option<&'a str> {
         self.captures.name(name).map(|m| m.as_str())
+    }
+
+    /// Who sent the message.
+    pub fn sender(&self) -> &'a str {
+        self.chat.sender()
     }
 }
 
@@ -47,8 +51,17 @@ pub enum TriggerError {
         source: regex::Error,
     },
     /// Bad listen pattern.
-    #[error(transparent)]
-    Pattern(#[from] switchboard_proto::PatternError),
+    #[error("bad trigger listen pattern: {source}")]
+    Pattern {
+        /// Why it does not parse.
+        #[from]
+        source: PatternError,
+    },
+}
+
+kinds! {
+    /// Coarse classes of [`TriggerError`].
+    TriggerError => TriggerErrorKind { Regex, Pattern }
 }
 
 /// A bot made of regex rules. See the module docs.
@@ -58,7 +71,8 @@ pub enum TriggerError {
 ///
 /// let bot = Triggers::new()
 ///     .on_chat(r"^!ping\b", |_| Some("pong".to_string()))?
-///     .on_chat(r"^!echo (?P<text>.+)", |t| t.get("text").map(str::to_string))?;
+///     .on_chat(r"^!echo (?P<text>.+)", |t| t.get("text").map(str::to_string))?
+///     .on_chat(r"^!hello\b", |t| Some(format!("hello, {}", t.sender())))?;
 /// # Ok::<(), switchboard_bus::TriggerError>(())
 /// ```
 pub struct Triggers {
@@ -104,17 +118,13 @@ impl Triggers {
         Ok(self)
     }
 
-    /// Answers for `message` (one per matching rule), without publishing:
+    /// Answers for `chat` (one per matching rule), without publishing:
     /// the pure part, for tests and for operators that embed rules.
-    pub fn answers(&self, message: &ChatMessage, address: &ChatAddress) -> Vec<String> {
+    pub fn answers(&self, chat: &ChatEvent<'_>) -> Vec<String> {
         let mut out = Vec::new();
         for rule in &self.rules {
-            if let Some(captures) = rule.regex.captures(&message.text) {
-                let trigger = ChatTrigger {
-                    message,
-                    address,
-                    captures,
-                };
+            if let Some(captures) = rule.regex.captures(chat.text()) {
+                let trigger = ChatTrigger { chat, captures };
                 if let Some(answer) = (rule.handler)(&trigger) {
                     out.push(answer);
                 }
@@ -150,16 +160,50 @@ impl Operator for Triggers {
         Ok(())
     }
 
-    async fn message(&mut self, ctx: &mut Context, delivery: Delivery) -> HandlerResult {
-        let (_, address, _kind) = ChatAddress::parse(&delivery.subject)?;
-        let message: ChatMessage = serde_json::from_value(delivery.envelope.body.clone())?;
-        let subject = address.send_subject(kinds::MESSAGE);
-        for text in self.answers(&message, &address) {
-            let body = serde_json::to_value(SendRequest { text })?;
-            let mut env = delivery.envelope.reply(ctx.bus().source(), body);
-            env = env.with_header(headers::ROOM, address.room.clone());
-            ctx.bus().publish(&subject, &env).await?;
+    async fn message(&mut self, ctx: &mut Context, d: Delivery) -> HandlerResult {
+        for answer in self.answers(&d.chat()?) {
+            ctx.reply(&d, answer).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use switchboard_proto::{headers, Envelope};
+
+    use super::*;
+
+    #[test]
+    fn answers_come_from_matching_rules() {
+        let bot = Triggers::new()
+            .on_chat(r"^!ping\b", |_| Some("pong".to_string()))
+            .and_then(|b| {
+                b.on_chat(r"^!hi (?P<who>\w+)", |t| {
+                    Some(format!("{} greets {}", t.sender(), t.get("who")?))
+                })
+            })
+            .expect("rules compile");
+        let env = Envelope::new("irc", json!({"sender": "ferris", "text": "!hi crab"}))
+            .with_header(headers::ROOM, "#rust");
+        let chat = ChatEvent::parse("chat.irc.x.=23rust.message", &env).expect("chat");
+        assert_eq!(bot.answers(&chat), ["ferris greets crab"]);
+        let env = Envelope::new("irc", json!({"sender": "ferris", "text": "!ping"}));
+        let chat = ChatEvent::parse("chat.irc.x.=23rust.message", &env).expect("chat");
+        assert_eq!(bot.answers(&chat), ["pong"]);
+    }
+
+    #[test]
+    fn errors_have_kinds_and_sources() {
+        let err = Triggers::new()
+            .on_chat("(", |_| None)
+            .err()
+            .expect("bad regex");
+        assert_eq!(err.kind(), TriggerErrorKind::Regex);
+        assert!(std::error::Error::source(&err).is_some());
+        let err = Triggers::new().listen("a.>").err().expect("bad pattern");
+        assert_eq!(err.kind(), TriggerErrorKind::Pattern);
+        assert!(std::error::Error::source(&err).is_some());
     }
 }

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use switchboard_bus::{Bus, RawMessage};
 use switchboard_proto::api::{methods, CtlReply, CtlRequest, LogsReply, LogsRequest, StatusReply};
-use switchboard_proto::api_subject;
+use switchboard_proto::{api_subject, SbSubject};
 
 use crate::supervisor::Supervisor;
 
@@ -54,9 +54,13 @@ pub async fn serve(bus: Bus, supervisor: Arc<Supervisor>, info: DaemonInfo) {
 }
 
 async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) -> serde_json::Value {
-    let method = msg.subject.rsplit('.').next().unwrap_or("");
     let bad = |e: String| serde_json::json!({ "error": e });
-    match method {
+    let method = match SbSubject::parse(&msg.subject) {
+        Ok(SbSubject::Api { method }) => method,
+        Ok(_) => return bad(format!("`{}` is not an API subject", msg.subject)),
+        Err(e) => return bad(e.to_string()),
+    };
+    match method.as_str() {
         methods::STATUS => {
             let reply = StatusReply {
                 version: env!("CARGO_PKG_VERSION").to_string(),

@@ -7,11 +7,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 use clap::{CommandFactory, Parser, Subcommand};
 use futures::StreamExt;
+use serde::Deserialize as _;
 use switchboard_bus::{Bus, BusOptions, Envelope, Pattern};
 use switchboard_proto::api::{
     methods, CtlReply, CtlRequest, LogLine, LogsReply, LogsRequest, StatusReply, StatusRequest,
 };
-use switchboard_proto::{headers, kinds, ChatAddress, ChatMessage, SendRequest, Verb};
+use switchboard_proto::{
+    headers, kinds, log_wildcard, ChatAddress, ChatMessage, ChatPattern, OperatorId, SendRequest,
+    Verb,
+};
 
 use crate::config::Config;
 use crate::daemon::{runtime_file, RuntimeInfo};
@@ -80,7 +84,7 @@ pub enum Command {
     /// Show what an operator printed (stdout and stderr).
     Logs {
         /// The operator ID.
-        id: String,
+        id: OperatorId,
         /// How many recent lines.
         #[arg(short = 'n', long, default_value_t = 100)]
         lines: usize,
@@ -250,14 +254,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let bus = connect(&cli.url, config_path.as_deref()).await?;
             // Subscribe before asking for history so no line falls between.
             let mut live = if follow {
-                Some(bus.subscribe_raw(&format!("sb.log.{id}.>")).await?)
+                Some(bus.subscribe_raw(&log_wildcard(&id)).await?)
             } else {
                 None
             };
-            let reply: LogsReply =
-                crate::api::call(&bus, methods::LOGS, &LogsRequest { id, lines })
-                    .await
-                    .map_err(unreachable_hint)?;
+            let reply: LogsReply = crate::api::call(
+                &bus,
+                methods::LOGS,
+                &LogsRequest {
+                    id: id.into_string(),
+                    lines,
+                },
+            )
+            .await
+            .map_err(unreachable_hint)?;
             if let Some(e) = reply.error {
                 bail!(e);
             }
@@ -477,12 +487,9 @@ fn human_ms(ms: u64) -> String {
 async fn chat(bus: &Bus, instance: &str, room: &str, nick: &str) -> anyhow::Result<()> {
     use tokio::io::AsyncBufReadExt as _;
     let address = ChatAddress::new("console", instance, room);
-    let replies = Pattern::parse(&format!(
-        "send.console.{}.{}.#",
-        switchboard_proto::escape_token(instance),
-        switchboard_proto::escape_token(room)
-    ))?;
-    let mut inbox = bus.subscribe(&replies).await?;
+    let mut inbox = bus
+        .subscribe(&ChatPattern::send().address(&address))
+        .await?;
     bus.sync().await?;
     println!("chatting in {room} as {nick} (try !ping; Ctrl-D to quit)");
     let subject = address.event_subject(kinds::MESSAGE);
@@ -513,7 +520,7 @@ async fn chat(bus: &Bus, instance: &str, room: &str, nick: &str) -> anyhow::Resu
                 prompt();
             }
             Some(d) = inbox.next() => {
-                let text = serde_json::from_value::<SendRequest>(d.envelope.body.clone())
+                let text = SendRequest::deserialize(&d.envelope.body)
                     .map(|r| r.text)
                     .unwrap_or_else(|_| d.envelope.body.to_string());
                 println!("\r<{}> {}", d.envelope.source, text);

@@ -16,10 +16,15 @@ use serde_json::json;
 use switchboard_bus::{Envelope, RawSubscription};
 use switchboard_proto::api::{CtlOutcome, CtlReply, SupervisedState as S};
 use switchboard_proto::{
-    headers, ChatAddress, ControlAck, FailureCode, Heartbeat, OperatorState, Ready, Verb,
+    control_subject, headers, heartbeat_subject, ready_subject, ChatAddress, ControlAck,
+    FailureCode, Heartbeat, OperatorId, OperatorState, Ready, Verb,
 };
 
 const ID: &str = "py";
+
+fn id() -> OperatorId {
+    OperatorId::new(ID).expect("a valid id")
+}
 
 /// The project's Python, with nats-py: fail (never skip) without it.
 fn python() -> PathBuf {
@@ -143,7 +148,7 @@ fn ok(reply: CtlReply) -> CtlOutcome {
 async fn direct(d: &Daemon, payload: &[u8]) -> ControlAck {
     let bytes = d
         .bus
-        .request_bytes(&format!("sb.ctl.{ID}"), payload.to_vec().into(), WAIT)
+        .request_bytes(&control_subject(&id()), payload.to_vec().into(), WAIT)
         .await
         .expect("an ack");
     serde_json::from_slice(&bytes)
@@ -172,7 +177,7 @@ async fn python_operator_runs_answers_and_counts_bad_input() {
     );
     let mut beats = d
         .bus
-        .subscribe_raw(&format!("sb.op.{ID}.heartbeat"))
+        .subscribe_raw(&heartbeat_subject(&id()))
         .await
         .unwrap();
     let hb: Heartbeat = serde_json::from_value(next_json(&mut beats).await).unwrap();
@@ -279,11 +284,7 @@ async fn python_operator_obeys_every_control_verb_and_stops_cleanly() {
     }
 
     // An in-place restart: same process, ready again, config kept.
-    let mut ready = d
-        .bus
-        .subscribe_raw(&format!("sb.op.{ID}.ready"))
-        .await
-        .unwrap();
+    let mut ready = d.bus.subscribe_raw(&ready_subject(&id())).await.unwrap();
     d.bus.sync().await.unwrap();
     let ack = direct(&d, br#"{"verb":"restart"}"#).await;
     assert!(ack.ok, "{ack:?}");
@@ -346,7 +347,7 @@ async fn python_operator_obeys_every_control_verb_and_stops_cleanly() {
     // (state stopping), exit 0, and the daemon leaves it stopped.
     let mut beats = d
         .bus
-        .subscribe_raw(&format!("sb.op.{ID}.heartbeat"))
+        .subscribe_raw(&heartbeat_subject(&id()))
         .await
         .unwrap();
     d.bus.sync().await.unwrap();

@@ -314,6 +314,13 @@ pub enum ControlParseError {
     MissingConfig,
 }
 
+crate::error_kinds::error_kinds! {
+    /// What kind of [`ControlParseError`] it is.
+    ControlParseError => ControlParseErrorKind {
+        NotJson, NotAnObject, MissingVerb, VerbNotString, UnknownVerb, MissingConfig,
+    }
+}
+
 impl Control {
     /// The verb of this request.
     pub fn verb(&self) -> Verb {

@@ -5,13 +5,16 @@
 //!
 //! - [`envelope`]: the JSON [`Envelope`] every chat event travels in, with a
 //!   fast encoder/decoder and precise validation errors.
-//! - [`subject`]: the subject hierarchy (`chat.…`, `send.…`, `sb.…`) and the
-//!   reversible escaping that turns any outside name into exactly one token.
+//! - [`subject`]: the subject hierarchy (`chat.…`, `send.…`, `sb.…`), each
+//!   shape built and parsed in one place ([`ChatSubject`], [`SbSubject`]),
+//!   and the reversible escaping that turns any outside name into exactly
+//!   one token.
 //! - [`pattern`]: RabbitMQ-style topic patterns (`*` one token, `#` zero or
 //!   more) and their tightest mapping onto NATS subscriptions.
 //! - [`control`]: lifecycle (`ready`, heartbeats) and control verbs with
 //!   their acknowledgements.
-//! - [`chat`]: the common bodies protocol operators publish and accept.
+//! - [`chat`]: the common bodies protocol operators publish and accept, and
+//!   [`ChatEvent`], a borrowed, typed view of one chat event.
 //! - [`launch`]: the environment variables an operator is started with.
 //!
 //! The crate does no I/O at all (no sockets, no files, no async runtime), so
@@ -47,22 +50,29 @@ pub mod launch;
 pub mod pattern;
 pub mod subject;
 
+mod error_kinds;
 mod json;
 
 pub use chat::{
-    kinds, ChatKick, ChatMessage, ChatPresence, ChatRename, ChatTopic, SendRequest, SendResult,
+    kinds, ChatEvent, ChatEventError, ChatEventErrorKind, ChatKick, ChatMessage, ChatPresence,
+    ChatRename, ChatTopic, SendRequest, SendResult,
 };
 pub use control::{
-    Control, ControlAck, ControlFailure, ControlParseError, Counters, FailureCode, Heartbeat,
-    OperatorState, ParseStateError, ParseVerbError, Ready, Verb, PROTOCOL_VERSION,
+    Control, ControlAck, ControlFailure, ControlParseError, ControlParseErrorKind, Counters,
+    FailureCode, Heartbeat, OperatorState, ParseStateError, ParseVerbError, Ready, Verb,
+    PROTOCOL_VERSION,
 };
 pub use envelope::{
-    headers, Envelope, EnvelopeError, Timestamp, TimestampError, MAX_ENVELOPE_BYTES,
-    MAX_HEADER_NAME_BYTES, MAX_SOURCE_BYTES,
+    headers, Envelope, EnvelopeError, EnvelopeErrorKind, Timestamp, TimestampError,
+    MAX_ENVELOPE_BYTES, MAX_HEADER_NAME_BYTES, MAX_SOURCE_BYTES,
 };
-pub use pattern::{Pattern, PatternError, PatternToken, SubscriptionPlan};
+pub use pattern::{
+    Pattern, PatternError, PatternErrorKind, PatternToken, SubscriptionPlan, ToPattern,
+};
 pub use subject::{
     api_subject, control_subject, escape_token, event_subject, heartbeat_subject, is_valid_token,
-    log_subject, ready_subject, unescape_token, Branch, ChatAddress, IdError, OperatorId,
-    SubjectError, TokenError, ALL_API, ALL_EVENTS, ALL_HEARTBEATS, ALL_LOGS, ALL_READY,
+    log_subject, log_wildcard, op_wildcard, ready_subject, unescape_token, Branch, ChatAddress,
+    ChatPattern, ChatSubject, IdError, IdErrorKind, OperatorId, SbSubject, SubjectError,
+    SubjectErrorKind, TokenError, TokenErrorKind, ALL_API, ALL_EVENTS, ALL_HEARTBEATS, ALL_LOGS,
+    ALL_READY,
 };

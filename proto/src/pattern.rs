@@ -7,6 +7,7 @@
 //! miss a match, and says when the client must still filter with
 //! [`Pattern::matches`].
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -94,6 +95,11 @@ pub enum PatternError {
         /// The offending character.
         ch: char,
     },
+}
+
+crate::error_kinds::error_kinds! {
+    /// What kind of [`PatternError`] it is.
+    PatternError => PatternErrorKind { Empty, EmptyToken, NatsWildcard, MixedWildcard, InvalidChar }
 }
 
 /// The NATS subscriptions that implement a [`Pattern`].
@@ -185,6 +191,17 @@ impl Pattern {
         }
         let has_hash = tokens.contains(&PatternToken::Hash);
         Ok(Pattern { tokens, has_hash })
+    }
+
+    /// A pattern from tokens known to be valid (literals that pass
+    /// [`is_valid_token`], no adjacent `#`), as the subject builders make.
+    pub(crate) fn from_valid_tokens(tokens: Vec<PatternToken>) -> Pattern {
+        debug_assert!(tokens.iter().all(|t| match t {
+            PatternToken::Literal(l) => is_valid_token(l),
+            _ => true,
+        }));
+        let has_hash = tokens.contains(&PatternToken::Hash);
+        Pattern { tokens, has_hash }
     }
 
     /// The tokens, after collapsing adjacent `#`.
@@ -328,6 +345,56 @@ fn token_at(subject: &str, start: usize) -> (&str, Option<usize>) {
     match rest.find('.') {
         Some(len) => (&rest[..len], Some(start + len + 1)),
         None => (rest, None),
+    }
+}
+
+/// Anything a subscription can take as its pattern: a [`Pattern`], its
+/// text (`str`, `String`: parsed on use) or a
+/// [`ChatPattern`](crate::ChatPattern).
+///
+/// ```
+/// use switchboard_proto::{Pattern, ToPattern};
+///
+/// assert_eq!(*"chat.#".to_pattern()?, Pattern::parse("chat.#")?);
+/// assert!("chat.>".to_pattern().is_err());
+/// # Ok::<(), switchboard_proto::PatternError>(())
+/// ```
+pub trait ToPattern {
+    /// The pattern, borrowed when it already is one.
+    ///
+    /// # Errors
+    ///
+    /// [`PatternError`] when a text does not parse.
+    fn to_pattern(&self) -> Result<Cow<'_, Pattern>, PatternError>;
+}
+
+impl ToPattern for Pattern {
+    fn to_pattern(&self) -> Result<Cow<'_, Pattern>, PatternError> {
+        Ok(Cow::Borrowed(self))
+    }
+}
+
+impl ToPattern for str {
+    fn to_pattern(&self) -> Result<Cow<'_, Pattern>, PatternError> {
+        Pattern::parse(self).map(Cow::Owned)
+    }
+}
+
+impl ToPattern for String {
+    fn to_pattern(&self) -> Result<Cow<'_, Pattern>, PatternError> {
+        self.as_str().to_pattern()
+    }
+}
+
+impl ToPattern for crate::ChatPattern {
+    fn to_pattern(&self) -> Result<Cow<'_, Pattern>, PatternError> {
+        Ok(Cow::Owned(self.build()))
+    }
+}
+
+impl<T: ToPattern + ?Sized> ToPattern for &T {
+    fn to_pattern(&self) -> Result<Cow<'_, Pattern>, PatternError> {
+        (**self).to_pattern()
     }
 }
 

@@ -84,9 +84,9 @@ proptest! {
         let addr = ChatAddress::new(p, i, r);
         let subject = addr.send_subject(&k);
         prop_assert_eq!(subject.split('.').count(), 5);
-        let (branch, parsed, kind) = ChatAddress::parse(&subject).expect("own subjects parse");
-        prop_assert_eq!(branch, switchboard_proto::Branch::Send);
-        prop_assert_eq!(parsed, addr);
-        prop_assert_eq!(kind, k);
+        let parsed = switchboard_proto::ChatSubject::parse(&subject).expect("own subjects parse");
+        prop_assert_eq!(parsed.branch, switchboard_proto::Branch::Send);
+        prop_assert_eq!(parsed.address, addr);
+        prop_assert_eq!(parsed.kind, k);
     }
 }

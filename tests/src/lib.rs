@@ -6,7 +6,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use futures::StreamExt;
-use switchboard_bus::proto::{launch, ControlAck};
+use switchboard_bus::proto::{control_subject, launch, ControlAck, OperatorId};
 use switchboard_bus::{Bus, RawSubscription};
 
 /// A running operator, killed (SIGKILL) when dropped if still alive.
@@ -87,7 +87,8 @@ pub async fn next_json(sub: &mut RawSubscription, within: Duration) -> serde_jso
 
 /// Send a control request to operator `id` and return its ack.
 pub async fn control(bus: &Bus, id: &str, request: serde_json::Value) -> ControlAck {
-    bus.request_json(&format!("sb.ctl.{id}"), &request, Duration::from_secs(5))
+    let subject = control_subject(&OperatorId::new(id).expect("a valid operator id"));
+    bus.request_json(&subject, &request, Duration::from_secs(5))
         .await
         .unwrap_or_else(|e| panic!("control {request} to {id}: {e}"))
 }

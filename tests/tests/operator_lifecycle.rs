@@ -8,7 +8,8 @@ use futures::StreamExt;
 use nix::sys::signal::Signal;
 use serde_json::json;
 use switchboard_bus::proto::{
-    headers, kinds, ChatAddress, ChatMessage, FailureCode, OperatorState, SendRequest, Verb,
+    headers, heartbeat_subject, kinds, ready_subject, ChatAddress, ChatMessage, FailureCode,
+    OperatorId, OperatorState, SendRequest, Verb,
 };
 use switchboard_bus::{Bus, BusOptions, Envelope, Pattern, Subscription};
 use switchboard_testkit::NatsServer;
@@ -31,11 +32,11 @@ impl Harness {
             .await
             .unwrap();
         let ready = bus
-            .subscribe_raw(&format!("sb.op.{id}.ready"))
+            .subscribe_raw(&ready_subject(&OperatorId::new(id).unwrap()))
             .await
             .unwrap();
         let heartbeats = bus
-            .subscribe_raw(&format!("sb.op.{id}.heartbeat"))
+            .subscribe_raw(&heartbeat_subject(&OperatorId::new(id).unwrap()))
             .await
             .unwrap();
         let replies = bus

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
-use switchboard_bus::proto::{escape_token, kinds, Branch, ChatAddress, SendResult};
-use switchboard_bus::{Context, Delivery, HandlerResult, Operator, Pattern};
+use switchboard_bus::proto::{kinds, Branch, ChatPattern, ChatSubject, SendResult};
+use switchboard_bus::{Context, Delivery, HandlerResult, Operator};
 
 use crate::config::IrcConfig;
 use crate::outbound::TextKind;
@@ -33,7 +33,8 @@ impl IrcOperator {
     }
 
     async fn subscribe(ctx: &mut Context, instance: &str) -> HandlerResult {
-        let pattern = Pattern::parse(&format!("send.irc.{}.*.*", escape_token(instance)))?;
+        // send.irc.<instance>.*.*
+        let pattern = ChatPattern::send().protocol("irc").instance(instance);
         ctx.subscribe(&pattern).await?;
         Ok(())
     }
@@ -68,19 +69,20 @@ fn body<T: for<'de> Deserialize<'de>>(
     kind: &str,
     expected: &str,
 ) -> Result<T, String> {
-    let value = if value.is_null() {
-        Value::Object(Default::default())
-    } else {
-        value.clone()
-    };
-    serde_json::from_value(value)
+    let empty = Value::Object(Default::default());
+    let value = if value.is_null() { &empty } else { value };
+    T::deserialize(value)
         .map_err(|e| format!("bad body for a `{kind}` request ({e}); expected {expected}"))
 }
 
 /// The session request for one delivery, or why it is refused.
 pub fn request_for(delivery: &Delivery, instance: &str) -> Result<Request, String> {
-    let (branch, addr, kind) = ChatAddress::parse(&delivery.subject).map_err(|e| e.to_string())?;
-    if branch != Branch::Send || addr.protocol != "irc" || addr.instance != instance {
+    let ChatSubject {
+        branch,
+        address,
+        kind,
+    } = ChatSubject::parse(&delivery.subject).map_err(|e| e.to_string())?;
+    if branch != Branch::Send || address.protocol != "irc" || address.instance != instance {
         return Err(format!(
             "subject {} is not a send request for irc instance {instance}",
             delivery.subject
@@ -88,7 +90,7 @@ pub fn request_for(delivery: &Delivery, instance: &str) -> Result<Request, Strin
     }
     let value = &delivery.envelope.body;
     let reply = delivery.reply.clone();
-    let room = addr.room;
+    let room = address.room;
     let text_kind = match kind.as_str() {
         kinds::MESSAGE => Some(TextKind::Message),
         kinds::ACTION => Some(TextKind::Action),
@@ -224,7 +226,7 @@ impl Operator for IrcOperator {
 mod tests {
     use super::*;
     use serde_json::json;
-    use switchboard_bus::proto::Envelope;
+    use switchboard_bus::proto::{ChatAddress, Envelope};
 
     fn delivery(room: &str, kind: &str, body: Value) -> Delivery {
         Delivery {

@@ -185,6 +185,14 @@ pub enum EnvelopeError {
     },
 }
 
+crate::error_kinds::error_kinds! {
+    /// What kind of [`EnvelopeError`] it is.
+    EnvelopeError => EnvelopeErrorKind {
+        TooLarge, NotJson, NotAnObject, MissingField, WrongType, BadTimestamp, EmptySource,
+        SourceTooLong, BadHeader,
+    }
+}
+
 impl From<TimestampError> for EnvelopeError {
     fn from(e: TimestampError) -> Self {
         EnvelopeError::BadTimestamp {

@@ -20,13 +20,17 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde::Deserialize;
+use switchboard_bus::proto::api::methods;
+use switchboard_bus::proto::{
+    api_subject, control_subject, heartbeat_subject, OperatorId, SbSubject,
+};
 use switchboard_bus::{run, Bus, Context, HandlerResult, Operator};
 use tokio::sync::Mutex;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
-    victim: String,
+    victim: OperatorId,
     forbidden: String,
     allowed: String,
 }
@@ -40,15 +44,15 @@ impl Operator for Intruder {
 
     async fn start(&mut self, ctx: &mut Context, config: Config) -> HandlerResult {
         let bus = ctx.bus().clone();
-        let id = ctx.id().to_string();
+        let id = ctx.id().clone();
         self.probe = Some(tokio::spawn(probe(bus, id, config)));
         Ok(())
     }
 }
 
-async fn probe(bus: Bus, id: String, config: Config) {
+async fn probe(bus: Bus, id: OperatorId, config: Config) {
     let seen: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
-    let victim_ctl = format!("sb.ctl.{}", config.victim);
+    let victim_ctl = control_subject(&config.victim);
     for subject in ["sb.ctl.>", victim_ctl.as_str(), "sb.api.>"] {
         seen.lock().await.insert(subject.to_owned(), 0);
         match bus.subscribe_raw(subject).await {
@@ -68,12 +72,19 @@ async fn probe(bus: Bus, id: String, config: Config) {
         "id": config.victim, "pid": std::process::id(), "seq": 1, "state": "running",
         "uptime_ms": 1, "counters": {}, "timestamp": "2026-01-01T00:00:00Z"
     });
+    let api_ctl = api_subject(methods::CTL);
+    let victim_heartbeat = heartbeat_subject(&config.victim);
+    let probe = SbSubject::Op {
+        id,
+        rest: "probe".into(),
+    }
+    .to_string();
     let mut round = 0u64;
     loop {
         round += 1;
         let api = match bus
             .request_bytes(
-                "sb.api.ctl",
+                &api_ctl,
                 br#"{"verb":"shutdown","target":"*"}"#.to_vec().into(),
                 Duration::from_millis(300),
             )
@@ -85,12 +96,7 @@ async fn probe(bus: Bus, id: String, config: Config) {
         let _ = bus
             .publish_bytes(&victim_ctl, br#"{"verb":"shutdown"}"#.to_vec().into())
             .await;
-        let _ = bus
-            .publish_json(
-                &format!("sb.op.{}.heartbeat", config.victim),
-                &forged_heartbeat,
-            )
-            .await;
+        let _ = bus.publish_json(&victim_heartbeat, &forged_heartbeat).await;
         let _ = bus
             .publish_bytes(&config.forbidden, b"{}".to_vec().into())
             .await;
@@ -102,9 +108,7 @@ async fn probe(bus: Bus, id: String, config: Config) {
             "seen": *seen.lock().await,
             "api_ctl": api,
         });
-        let _ = bus
-            .publish_json(&format!("sb.op.{id}.probe"), &report)
-            .await;
+        let _ = bus.publish_json(&probe, &report).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

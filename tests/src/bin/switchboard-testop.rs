@@ -6,8 +6,7 @@
 //! exists), so tests can make a reload or an in-place restart fail.
 
 use serde::Deserialize;
-use switchboard_bus::proto::{kinds, ChatAddress, ChatMessage, SendRequest};
-use switchboard_bus::{run, Context, Delivery, HandlerResult, Operator, Pattern};
+use switchboard_bus::{run, Context, Delivery, HandlerResult, Operator};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,21 +29,14 @@ impl Operator for TestOp {
             }
         }
         for p in &config.listen {
-            ctx.subscribe(&Pattern::parse(p)?).await?;
+            ctx.subscribe(p).await?;
         }
         Ok(())
     }
 
     async fn message(&mut self, ctx: &mut Context, d: Delivery) -> HandlerResult {
-        let (_, address, _) = ChatAddress::parse(&d.subject)?;
-        let msg: ChatMessage = serde_json::from_value(d.envelope.body.clone())?;
-        let body = serde_json::to_value(SendRequest {
-            text: format!("seen: {}", msg.text),
-        })?;
-        let reply = d.envelope.reply(ctx.bus().source(), body);
-        ctx.bus()
-            .publish(&address.send_subject(kinds::MESSAGE), &reply)
-            .await?;
+        let text = format!("seen: {}", d.chat()?.text());
+        ctx.reply(&d, text).await?;
         Ok(())
     }
 }

@@ -10,8 +10,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
-use switchboard_bus::proto::{launch, ChatAddress, ControlAck, Envelope, SendResult};
-use switchboard_bus::{Bus, BusOptions, Delivery, Pattern, RawSubscription, Subscription};
+use switchboard_bus::proto::{
+    control_subject, launch, ready_subject, ChatAddress, ChatPattern, ControlAck, Envelope,
+    OperatorId, SendResult,
+};
+use switchboard_bus::{Bus, BusOptions, Delivery, RawSubscription, Subscription};
 use switchboard_testkit::NatsServer;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -39,11 +42,11 @@ impl Harness {
             .await
             .expect("bus");
         let events = bus
-            .subscribe(&Pattern::parse(&format!("chat.irc.{id}.#")).unwrap())
+            .subscribe(&ChatPattern::chat().protocol("irc").instance(id))
             .await
             .unwrap();
         let ready = bus
-            .subscribe_raw(&format!("sb.op.{id}.ready"))
+            .subscribe_raw(&ready_subject(&OperatorId::new(id).expect("a valid id")))
             .await
             .unwrap();
         bus.sync().await.unwrap();
@@ -104,7 +107,11 @@ impl Harness {
     /// A control request to the bot.
     pub async fn control(&self, request: Value) -> ControlAck {
         self.bus
-            .request_json(&format!("sb.ctl.{}", self.id), &request, WAIT)
+            .request_json(
+                &control_subject(&OperatorId::new(&self.id).expect("a valid id")),
+                &request,
+                WAIT,
+            )
             .await
             .unwrap_or_else(|e| panic!("control {request}: {e}"))
     }

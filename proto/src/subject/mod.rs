@@ -1,16 +1,24 @@
 //! The subject hierarchy, and the escaping that keeps outside names to one
 //! token each.
 //!
-//! | subject | who publishes | what |
-//! | --- | --- | --- |
-//! | `chat.<protocol>.<instance>.<room>.<kind>` | protocol operators | what they sensed (a message, a join, …) |
-//! | `send.<protocol>.<instance>.<room>.<kind>` | anyone | a request for that operator to send |
-//! | `sb.op.<id>.ready` | every operator | it can work ([`Ready`](crate::Ready)) |
-//! | `sb.op.<id>.heartbeat` | every operator | periodic [`Heartbeat`](crate::Heartbeat) |
-//! | `sb.ctl.<id>` | orchestrator | a [`Control`](crate::Control) request, answered with a [`ControlAck`](crate::ControlAck) |
-//! | `sb.event.<id>` | orchestrator | lifecycle events about operator `<id>` |
-//! | `sb.log.<id>.<stream>` | orchestrator | the operator's `stdout`/`stderr` lines |
-//! | `sb.api.<method>` | orchestrator (replies) | the orchestrator's request/reply API |
+//! | subject | who publishes | what | parsed by |
+//! | --- | --- | --- | --- |
+//! | `chat.<protocol>.<instance>.<room>.<kind>` | protocol operators | what they sensed (a message, a join, …) | [`ChatSubject`] |
+//! | `send.<protocol>.<instance>.<room>.<kind>` | anyone | a request for that operator to send | [`ChatSubject`] |
+//! | `sb.op.<id>.ready` | every operator | it can work ([`Ready`](crate::Ready)) | [`SbSubject::Ready`] |
+//! | `sb.op.<id>.heartbeat` | every operator | periodic [`Heartbeat`](crate::Heartbeat) | [`SbSubject::Heartbeat`] |
+//! | `sb.op.<id>.<rest>` | operator `<id>` | its own subjects | [`SbSubject::Op`] |
+//! | `sb.ctl.<id>` | orchestrator | a [`Control`](crate::Control) request, answered with a [`ControlAck`](crate::ControlAck) | [`SbSubject::Ctl`] |
+//! | `sb.event.<id>` | orchestrator | lifecycle events about operator `<id>` | [`SbSubject::Event`] |
+//! | `sb.log.<id>.<stream>` | orchestrator | the operator's `stdout`/`stderr` lines | [`SbSubject::Log`] |
+//! | `sb.api.<method>` | orchestrator (replies) | the orchestrator's request/reply API | [`SbSubject::Api`] |
+//!
+//! Each shape is written in one place and read in one place: the
+//! `chat`/`send` shape by [`ChatAddress`]/[`ChatSubject`] (module
+//! `chat`), the `sb.…` shapes by [`SbSubject`] (module `sb`), whose
+//! [`Display`](std::fmt::Display) the builder functions
+//! ([`ready_subject`], [`log_subject`], …) share. Round-trip tests hold
+//! each builder and its parser together.
 //!
 //! Names that come from outside (an IRC channel `#rust.beginners`, a DID
 //! `did:plc:abc123`, a relay URL) go through [`escape_token`], so no input can
@@ -18,22 +26,21 @@
 //! the room `@<peer>` (before escaping). The raw room also travels in the
 //! envelope's [`headers::ROOM`](crate::headers::ROOM) header.
 
-use std::borrow::Borrow;
+use std::borrow::{Borrow, Cow};
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Wildcard subject matching every operator's `ready` announcement.
-pub const ALL_READY: &str = "sb.op.*.ready";
-/// Wildcard subject matching every operator's heartbeats.
-pub const ALL_HEARTBEATS: &str = "sb.op.*.heartbeat";
-/// Wildcard subject matching the orchestrator's events about any operator.
-pub const ALL_EVENTS: &str = "sb.event.*";
-/// Wildcard subject matching every operator's log lines.
-pub const ALL_LOGS: &str = "sb.log.>";
-/// Every orchestrator API method (what the orchestrator serves).
-pub const ALL_API: &str = "sb.api.*";
+pub(crate) mod chat;
+mod sb;
+
+pub use chat::{Branch, ChatAddress, ChatPattern, ChatSubject};
+pub use sb::{
+    api_subject, control_subject, event_subject, heartbeat_subject, log_subject, log_wildcard,
+    op_wildcard, ready_subject, SbSubject, ALL_API, ALL_EVENTS, ALL_HEARTBEATS, ALL_LOGS,
+    ALL_READY,
+};
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
@@ -388,88 +395,91 @@ impl<'de> Deserialize<'de> for OperatorId {
     }
 }
 
-/// `sb.op.<id>.ready`: where operator `id` announces it can work.
-pub fn ready_subject(id: &OperatorId) -> String {
-    format!("sb.op.{id}.ready")
+/// [`unescape_token`] that borrows when there is nothing to unescape (a
+/// token of letters, digits, `_` and `-`, as most protocol, instance and
+/// kind tokens are), so reading a subject costs no allocation then.
+pub(crate) fn unescape_cow(token: &str) -> Result<Cow<'_, str>, TokenError> {
+    if !token.is_empty() && token.bytes().all(is_plain) {
+        Ok(Cow::Borrowed(token))
+    } else {
+        unescape_token(token).map(Cow::Owned)
+    }
 }
 
-/// `sb.op.<id>.heartbeat`: where operator `id` sends its heartbeats.
-pub fn heartbeat_subject(id: &OperatorId) -> String {
-    format!("sb.op.{id}.heartbeat")
-}
-
-/// `sb.ctl.<id>`: where operator `id` listens for control requests.
-pub fn control_subject(id: &OperatorId) -> String {
-    format!("sb.ctl.{id}")
-}
-
-/// `sb.event.<id>`: where the orchestrator reports lifecycle events (spawned,
-/// exited, restarted, …) about operator `id`.
-pub fn event_subject(id: &OperatorId) -> String {
-    format!("sb.event.{id}")
-}
-
-/// `sb.log.<id>.<stream>`: where the orchestrator republishes the lines
-/// operator `id` wrote on `stream` (`stdout`, `stderr`, …; escaped).
-pub fn log_subject(id: &OperatorId, stream: &str) -> String {
-    format!("sb.log.{id}.{}", escape_token(stream))
-}
-
-/// `sb.api.<method>`: the orchestrator's request/reply API (`method` is
-/// escaped, so it is always one token).
-///
-/// ```
-/// assert_eq!(switchboard_proto::api_subject("status"), "sb.api.status");
-/// ```
-pub fn api_subject(method: &str) -> String {
-    format!("sb.api.{}", escape_token(method))
-}
-
-/// The two chat branches: what happened, and what should happen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Branch {
-    /// `chat.…`: events a protocol operator sensed.
-    Chat,
-    /// `send.…`: requests for a protocol operator to send.
-    Send,
-}
-
-impl Branch {
-    /// The first token of subjects on this branch (`chat` or `send`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Branch::Chat => "chat",
-            Branch::Send => "send",
+/// Whether `token` is exactly [`escape_token`]`(raw)`, without allocating.
+/// When it is, `token` is canonical and `raw` is what it stands for.
+pub(crate) fn is_escape_of(token: &str, raw: &str) -> bool {
+    if raw.is_empty() {
+        return token == "=";
+    }
+    let mut t = token.bytes();
+    for b in raw.bytes() {
+        let same = if is_plain(b) {
+            t.next() == Some(b)
+        } else {
+            t.next() == Some(b'=')
+                && t.next() == Some(HEX_UPPER[usize::from(b >> 4)])
+                && t.next() == Some(HEX_UPPER[usize::from(b & 0x0f)])
+        };
+        if !same {
+            return false;
         }
     }
+    t.next().is_none()
 }
 
-impl fmt::Display for Branch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// The 1-based token `position` of a subject unescaped, or the
+/// [`SubjectError::BadToken`] that says why not.
+pub(crate) fn unescape_at(position: usize, token: &str) -> Result<Cow<'_, str>, SubjectError> {
+    unescape_cow(token).map_err(|source| SubjectError::BadToken {
+        position,
+        token: crate::json::excerpt(token),
+        source,
+    })
 }
 
-/// Why a subject is not a chat subject.
+/// Why a subject does not have the shape it should (see the table in the
+/// [module docs](self)).
+///
+/// ```
+/// use switchboard_proto::{SbSubject, SubjectError, SubjectErrorKind};
+///
+/// let err = SbSubject::parse("sb.ctl.a.b").unwrap_err();
+/// assert_eq!(err.kind(), SubjectErrorKind::WrongTokenCount);
+/// assert_eq!(
+///     err.to_string(),
+///     "subject `sb.ctl.a.b` has 4 tokens; sb.ctl.<id> has exactly 3"
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SubjectError {
-    /// Not exactly five tokens.
-    #[error(
-        "subject `{subject}` has {found} tokens; chat subjects have exactly 5: \
-         chat|send.<protocol>.<instance>.<room>.<kind>"
-    )]
+    /// Too few or too many tokens for the subject's shape.
+    #[error("subject `{subject}` has {found} tokens; {shape} has {expected}")]
     WrongTokenCount {
         /// The subject (shortened when long).
         subject: String,
         /// How many tokens it has.
         found: usize,
+        /// The shape expected, e.g. `chat|send.<protocol>.<instance>.<room>.<kind>`.
+        shape: &'static str,
+        /// How many tokens that shape has, in words: `exactly 5`, `at least 4`.
+        expected: &'static str,
     },
-    /// The first token is neither `chat` nor `send`.
+    /// The first token of a chat subject is neither `chat` nor `send`.
     #[error("subject starts with `{found}`; chat subjects start with `chat` or `send`")]
     UnknownBranch {
         /// The first token found (shortened when long).
         found: String,
+    },
+    /// Not one of the control-plane shapes `sb.op|ctl|event|log|api.…`.
+    #[error(
+        "subject `{subject}` is not a control-plane subject; those are sb.op.<id>.<…>, \
+         sb.ctl.<id>, sb.event.<id>, sb.log.<id>.<stream> and sb.api.<method>"
+    )]
+    UnknownControl {
+        /// The subject (shortened when long).
+        subject: String,
     },
     /// A token is not a canonical escaped token.
     #[error("token {position} (`{token}`) of the subject is not a valid escaped name: {source}")]
@@ -481,146 +491,45 @@ pub enum SubjectError {
         /// Why it does not unescape.
         source: TokenError,
     },
+    /// The token where an operator id belongs is not one.
+    #[error("token {position} of the subject is not an operator id: {source}")]
+    BadId {
+        /// 1-based token position.
+        position: usize,
+        /// Why it is not an id.
+        source: IdError,
+    },
+    /// A token that must be a literal is empty, a wildcard or has
+    /// whitespace (see [`is_valid_token`]).
+    #[error(
+        "token {position} (`{token}`) of the subject is not a literal token \
+         (empty, a wildcard, or whitespace)"
+    )]
+    NotLiteral {
+        /// 1-based token position.
+        position: usize,
+        /// The token (shortened when long).
+        token: String,
+    },
 }
 
-/// Where a chat happens: protocol, instance (which network or account) and
-/// room, all raw (unescaped).
-///
-/// ```
-/// use switchboard_proto::{Branch, ChatAddress};
-///
-/// let addr = ChatAddress::direct("nostr", "main", "npub1xyz");
-/// let subject = addr.send_subject("message");
-/// assert_eq!(subject, "send.nostr.main.=40npub1xyz.message");
-///
-/// let (branch, parsed, kind) = ChatAddress::parse(&subject)?;
-/// assert_eq!((branch, kind.as_str()), (Branch::Send, "message"));
-/// assert_eq!(parsed, addr);
-/// assert_eq!(parsed.peer(), Some("npub1xyz"));
-/// # Ok::<(), switchboard_proto::SubjectError>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ChatAddress {
-    /// Protocol name, e.g. `irc`, `nostr`, `bluesky`.
-    pub protocol: String,
-    /// Which connection of that protocol, e.g. `libera`; usually the
-    /// operator's own choice.
-    pub instance: String,
-    /// The room as the protocol names it, e.g. `#rust.beginners`; `@peer`
-    /// for a direct conversation.
-    pub room: String,
+crate::error_kinds::error_kinds! {
+    /// What kind of [`SubjectError`] it is.
+    SubjectError => SubjectErrorKind {
+        WrongTokenCount, UnknownBranch, UnknownControl, BadToken, BadId, NotLiteral
+    }
 }
 
-impl ChatAddress {
-    /// Prefix marking a direct (private) conversation in [`ChatAddress::room`].
-    pub const DIRECT_PREFIX: char = '@';
-
-    /// An address from its three raw parts.
-    pub fn new(
-        protocol: impl Into<String>,
-        instance: impl Into<String>,
-        room: impl Into<String>,
-    ) -> ChatAddress {
-        ChatAddress {
-            protocol: protocol.into(),
-            instance: instance.into(),
-            room: room.into(),
-        }
+crate::error_kinds::error_kinds! {
+    /// What kind of [`TokenError`] it is.
+    TokenError => TokenErrorKind {
+        Empty, TruncatedEscape, BadEscape, NeedlessEscape, InvalidChar, InvalidUtf8
     }
+}
 
-    /// The address of a direct conversation with `peer` (room `@peer`).
-    pub fn direct(
-        protocol: impl Into<String>,
-        instance: impl Into<String>,
-        peer: &str,
-    ) -> ChatAddress {
-        let mut room = String::with_capacity(peer.len() + 1);
-        room.push(Self::DIRECT_PREFIX);
-        room.push_str(peer);
-        ChatAddress::new(protocol, instance, room)
-    }
-
-    /// The peer of a direct conversation, `None` for a shared room.
-    pub fn peer(&self) -> Option<&str> {
-        self.room.strip_prefix(Self::DIRECT_PREFIX)
-    }
-
-    fn subject(&self, branch: Branch, kind: &str) -> String {
-        let parts = [
-            escape_token(&self.protocol),
-            escape_token(&self.instance),
-            escape_token(&self.room),
-            escape_token(kind),
-        ];
-        let len = 4 + parts.iter().map(|p| p.len() + 1).sum::<usize>();
-        let mut out = String::with_capacity(len);
-        out.push_str(branch.as_str());
-        for part in &parts {
-            out.push('.');
-            out.push_str(part);
-        }
-        out
-    }
-
-    /// `chat.<protocol>.<instance>.<room>.<kind>`: where the protocol
-    /// operator publishes what it sensed here (every part escaped).
-    pub fn event_subject(&self, kind: &str) -> String {
-        self.subject(Branch::Chat, kind)
-    }
-
-    /// `send.<protocol>.<instance>.<room>.<kind>`: where to ask the protocol
-    /// operator to send here (every part escaped).
-    pub fn send_subject(&self, kind: &str) -> String {
-        self.subject(Branch::Send, kind)
-    }
-
-    /// Splits a chat subject into its branch, address and kind (all
-    /// unescaped).
-    ///
-    /// # Errors
-    ///
-    /// [`SubjectError`] when the subject has not exactly 5 tokens, starts
-    /// with something else than `chat`/`send`, or a token is not a canonical
-    /// escaped name (which also rejects wildcards).
-    pub fn parse(subject: &str) -> Result<(Branch, ChatAddress, String), SubjectError> {
-        let mut tokens = subject.split('.');
-        let count = subject.split('.').count();
-        let (Some(first), Some(p), Some(i), Some(r), Some(k), None) = (
-            tokens.next(),
-            tokens.next(),
-            tokens.next(),
-            tokens.next(),
-            tokens.next(),
-            tokens.next(),
-        ) else {
-            return Err(SubjectError::WrongTokenCount {
-                subject: crate::json::excerpt(subject),
-                found: count,
-            });
-        };
-        let branch = match first {
-            "chat" => Branch::Chat,
-            "send" => Branch::Send,
-            other => {
-                return Err(SubjectError::UnknownBranch {
-                    found: crate::json::excerpt(other),
-                })
-            }
-        };
-        let unescape = |position: usize, token: &str| {
-            unescape_token(token).map_err(|source| SubjectError::BadToken {
-                position,
-                token: crate::json::excerpt(token),
-                source,
-            })
-        };
-        let address = ChatAddress {
-            protocol: unescape(2, p)?,
-            instance: unescape(3, i)?,
-            room: unescape(4, r)?,
-        };
-        Ok((branch, address, unescape(5, k)?))
-    }
+crate::error_kinds::error_kinds! {
+    /// What kind of [`IdError`] it is.
+    IdError => IdErrorKind { Empty, TooLong, BadChar }
 }
 
 #[cfg(test)]
@@ -712,52 +621,27 @@ mod tests {
     }
 
     #[test]
-    fn lifecycle_subjects() {
-        let id = OperatorId::new("irc-1").expect("valid");
-        assert_eq!(ready_subject(&id), "sb.op.irc-1.ready");
-        assert_eq!(heartbeat_subject(&id), "sb.op.irc-1.heartbeat");
-        assert_eq!(control_subject(&id), "sb.ctl.irc-1");
-        assert_eq!(event_subject(&id), "sb.event.irc-1");
-        assert_eq!(log_subject(&id, "stderr"), "sb.log.irc-1.stderr");
-        assert_eq!(log_subject(&id, "a.b"), "sb.log.irc-1.a=2Eb");
-        assert_eq!(api_subject("list.all"), "sb.api.list=2Eall");
+    fn cow_unescape_borrows_plain_tokens() {
+        assert!(matches!(
+            unescape_cow("irc-1_x"),
+            Ok(Cow::Borrowed("irc-1_x"))
+        ));
+        assert_eq!(unescape_cow("=23rust").as_deref(), Ok("#rust"));
+        assert_eq!(unescape_cow("=").as_deref(), Ok(""));
+        assert_eq!(unescape_cow(""), Err(TokenError::Empty));
+        assert!(unescape_cow("=2e").is_err());
     }
 
     #[test]
-    fn chat_subjects_round_trip() {
-        let addr = ChatAddress::new("irc", "libera", "#rust.beginners");
-        let s = addr.event_subject("message");
-        assert_eq!(s, "chat.irc.libera.=23rust=2Ebeginners.message");
-        assert_eq!(
-            ChatAddress::parse(&s),
-            Ok((Branch::Chat, addr.clone(), "message".to_owned()))
-        );
-        let empty = ChatAddress::new("", "", "");
-        let s = empty.send_subject("");
-        assert_eq!(s, "send.=.=.=.=");
-        assert_eq!(
-            ChatAddress::parse(&s),
-            Ok((Branch::Send, empty, String::new()))
-        );
-        assert!(addr.peer().is_none());
-    }
-
-    #[test]
-    fn chat_subject_errors() {
-        assert!(matches!(
-            ChatAddress::parse("chat.irc.libera.x"),
-            Err(SubjectError::WrongTokenCount { found: 4, .. })
-        ));
-        assert!(matches!(
-            ChatAddress::parse("chat.irc.libera.x.message.extra"),
-            Err(SubjectError::WrongTokenCount { found: 6, .. })
-        ));
-        assert!(matches!(
-            ChatAddress::parse("sb.irc.libera.x.message"),
-            Err(SubjectError::UnknownBranch { .. })
-        ));
-        let err = ChatAddress::parse("chat.irc.*.x.message").expect_err("wildcard");
-        assert!(matches!(err, SubjectError::BadToken { position: 3, .. }));
-        assert!(err.to_string().contains("token 3"), "{err}");
+    fn escape_comparison_without_allocating() {
+        for raw in ["", "#rust.beginners", "plain", "é", "=", "@x y"] {
+            let token = escape_token(raw);
+            assert!(is_escape_of(&token, raw), "{raw:?}");
+            assert!(!is_escape_of(&format!("{token}x"), raw), "{raw:?}");
+        }
+        assert!(!is_escape_of("=23rus", "#rust"));
+        assert!(!is_escape_of("=23Rust", "#rust"));
+        assert!(!is_escape_of("=", "x"));
+        assert!(!is_escape_of("=2e", "."));
     }
 }
