@@ -42,6 +42,7 @@
 pub mod api;
 pub mod chat;
 pub mod control;
+pub mod duration;
 pub mod envelope;
 pub mod launch;
 pub mod pattern;
@@ -62,7 +63,8 @@ pub use envelope::{
 };
 pub use pattern::{Pattern, PatternError, PatternToken, SubscriptionPlan};
 pub use subject::{
-    api_subject, control_subject, escape_token, event_subject, heartbeat_subject, is_valid_token,
-    log_subject, ready_subject, unescape_token, Branch, ChatAddress, IdError, OperatorId,
-    SubjectError, TokenError, ALL_API, ALL_EVENTS, ALL_HEARTBEATS, ALL_LOGS, ALL_READY,
+    api_subject, control_reply_subject, control_subject, escape_token, event_subject,
+    heartbeat_subject, is_valid_token, log_subject, ready_subject, unescape_token, Branch,
+    ChatAddress, IdError, OperatorId, SubjectError, TokenError, ALL_API, ALL_EVENTS,
+    ALL_HEARTBEATS, ALL_LOGS, ALL_READY,
 };

@@ -28,7 +28,7 @@ use super::{
     RESERVED_ENV_PREFIX,
 };
 use crate::access::grants::{translate, ApiGrant, Direction};
-use crate::duration::{format_duration, parse_duration};
+use switchboard_proto::duration::{format_duration, parse_duration};
 
 /// One thing wrong with a manifest file (or the directory), located as
 /// precisely as the file allows.

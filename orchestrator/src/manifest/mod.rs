@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use switchboard_proto::OperatorId;
 
 pub use crate::access::grants::{ApiGrant, DEFAULT_DATA_GRANTS};
-use crate::duration::serde_duration;
+use switchboard_proto::duration::serde_duration;
 
 mod load;
 mod secrets;
