@@ -10,7 +10,9 @@ use serde::Serialize;
 use switchboard_proto::{kinds, ChatAddress, Envelope, ToPattern};
 use tokio::sync::watch;
 
-use crate::error::{ConnectError, PublishError, ReplyError, RequestError, SubscribeError};
+use crate::error::{
+    BoxError, ConnectError, PublishError, ReplyError, RequestError, SubscribeError,
+};
 use crate::options::{inbox_prefix_problem, BusOptions};
 use crate::stats::Stats;
 use crate::subscription::{Delivery, RawSubscription, Subscription};
@@ -423,6 +425,65 @@ impl Bus {
                 },
             }),
         }
+    }
+
+    /// A request whose answer must come on `reply`, a subject the
+    /// responder may publish on by its own permissions, rather than on
+    /// this client's inbox. The orchestrator sends control requests this
+    /// way (`sb.op.<id>.ack.<token>`): nats-server forgets the "reply
+    /// allowed" it grants for inbox answers whenever it reloads its config,
+    /// which it does each time an operator starts or stops, and an ack
+    /// lost that way would look like a hung operator.
+    pub async fn request_bytes_via(
+        &self,
+        subject: &str,
+        reply: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, RequestError> {
+        let other = |e: BoxError| RequestError::Other {
+            subject: subject.to_string(),
+            source: e,
+        };
+        let mut answers = self
+            .client
+            .subscribe(reply.to_string())
+            .await
+            .map_err(|e| other(Box::new(e)))?;
+        self.client
+            .publish_with_reply(subject.to_string(), reply.to_string(), payload)
+            .await
+            .map_err(|e| other(Box::new(e)))?;
+        use futures::StreamExt as _;
+        match tokio::time::timeout(timeout, answers.next()).await {
+            Ok(Some(msg)) => Ok(msg.payload),
+            Ok(None) => Err(other("the connection closed".into())),
+            Err(_) => Err(RequestError::TimedOut {
+                subject: subject.to_string(),
+                timeout,
+            }),
+        }
+    }
+
+    /// [`Bus::request_bytes_via`] with JSON both ways.
+    pub async fn request_json_via<T: Serialize, R: DeserializeOwned>(
+        &self,
+        subject: &str,
+        reply: &str,
+        value: &T,
+        timeout: Duration,
+    ) -> Result<R, RequestError> {
+        let payload = serde_json::to_vec(value).map_err(|source| RequestError::Serialize {
+            subject: subject.to_string(),
+            source,
+        })?;
+        let answer = self
+            .request_bytes_via(subject, reply, payload.into(), timeout)
+            .await?;
+        serde_json::from_slice(&answer).map_err(|e| RequestError::BadReply {
+            subject: subject.to_string(),
+            source: Box::new(e),
+        })
     }
 
     /// Flush what is queued and close the connection.

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use switchboard_bus::{Bus, BusOptions};
-use switchboard_proto::{Heartbeat, Ready, ALL_HEARTBEATS, ALL_READY};
+use switchboard_proto::{Heartbeat, Ready, SbSubject, ALL_HEARTBEATS, ALL_READY};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::access::{Access, EmbeddedAccess, ExternalAccess};
@@ -303,7 +303,12 @@ async fn apply_report(supervisor: &Supervisor, dir: &Path, report: LoadReport) -
 async fn spawn_lifecycle_router(bus: &Bus, routes: Routes) -> anyhow::Result<()> {
     let mut ready = bus.subscribe_raw(ALL_READY).await?;
     let mut heartbeats = bus.subscribe_raw(ALL_HEARTBEATS).await?;
-    let id_of = |subject: &str| subject.split('.').nth(2).map(str::to_string);
+    // The operator the message is about, from the one parser of `sb.…`
+    // subjects; anything else on these wildcards is ignored.
+    let id_of = |subject: &str| match SbSubject::parse(subject) {
+        Ok(SbSubject::Ready { id } | SbSubject::Heartbeat { id }) => Some(id.into_string()),
+        _ => None,
+    };
     let r = routes.clone();
     tokio::spawn(async move {
         while let Some(msg) = ready.next().await {

@@ -16,7 +16,6 @@ pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod duration;
 pub mod files;
 pub mod manifest;
 pub mod nats_server;

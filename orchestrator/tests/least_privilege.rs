@@ -649,3 +649,47 @@ async fn the_cli_login_cannot_read_configs_or_pose_as_the_daemon() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// Every start and stop of an operator reloads the server's users, and a
+/// reload makes nats-server forget which inbox replies it allowed. Control
+/// acks must not depend on that: they go to the operator's own
+/// `sb.op.<id>.ack.…`. Here one operator restarts all the time while
+/// another is halted and resumed; every verb is acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_acks_survive_constant_user_reloads() {
+    let churn = format!(
+        "id = \"churn\"\ncommand = \"{}\"\nrestart = \"always\"\nheartbeat_interval = \"100ms\"\n\
+         [backoff]\ninitial = \"1ms\"\nreset_after = \"1ms\"\n[crash_loop]\nmax_restarts = 100000\n\
+         [config]\nfail_start_if_exists = \"/\"\n",
+        switchboard_testkit::bin_path("switchboard-testop").display()
+    );
+    let d = Daemon::start(&[
+        ("steady.toml", pingbot_manifest("steady")),
+        ("churn.toml", churn),
+    ])
+    .await;
+    d.wait_running("steady").await;
+    // `churn` exits at once (its start fails), so users reload all the time.
+    d.wait_for("churn", "restarting", |o| o.restarts > 3).await;
+    let before = d.operator("churn").await.unwrap().restarts;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut round = 0;
+    // At least 40 verbs, and at least 20 restarts (reloads) of `churn`
+    // while they are in flight.
+    while round < 40 || d.operator("churn").await.unwrap().restarts < before + 20 {
+        assert!(tokio::time::Instant::now() < deadline, "churn stalled");
+        round += 1;
+        let verb = if round % 2 == 0 {
+            Verb::Halt
+        } else {
+            Verb::Resume
+        };
+        let started = std::time::Instant::now();
+        let reply = d.ctl(verb, "steady", None).await;
+        assert!(
+            reply.results.first().is_some_and(|o| o.ok),
+            "round {round}: {verb} not acked after {:?}: {reply:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -45,6 +45,7 @@
 pub mod api;
 pub mod chat;
 pub mod control;
+pub mod duration;
 pub mod envelope;
 pub mod launch;
 pub mod pattern;
@@ -70,9 +71,9 @@ pub use pattern::{
     Pattern, PatternError, PatternErrorKind, PatternToken, SubscriptionPlan, ToPattern,
 };
 pub use subject::{
-    api_subject, control_subject, escape_token, event_subject, heartbeat_subject, is_valid_token,
-    log_subject, log_wildcard, op_wildcard, ready_subject, unescape_token, Branch, ChatAddress,
-    ChatPattern, ChatSubject, IdError, IdErrorKind, OperatorId, SbSubject, SubjectError,
-    SubjectErrorKind, TokenError, TokenErrorKind, ALL_API, ALL_EVENTS, ALL_HEARTBEATS, ALL_LOGS,
-    ALL_READY,
+    api_subject, control_reply_subject, control_subject, escape_token, event_subject,
+    heartbeat_subject, is_valid_token, log_subject, log_wildcard, op_wildcard, ready_subject,
+    unescape_token, Branch, ChatAddress, ChatPattern, ChatSubject, IdError, IdErrorKind,
+    OperatorId, SbSubject, SubjectError, SubjectErrorKind, TokenError, TokenErrorKind, ALL_API,
+    ALL_EVENTS, ALL_HEARTBEATS, ALL_LOGS, ALL_READY,
 };

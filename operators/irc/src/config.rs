@@ -38,6 +38,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchboard_bus::proto::duration::parse_duration;
 
 use crate::names;
 
@@ -275,36 +276,14 @@ fn no_line_breaks(key: &str, value: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A duration key, read with the one parser every Switchboard config uses
+/// (`switchboard_proto::duration`: `"500ms"`, `"1.5s"`, `"2m"`, `"1h"`, at
+/// most a year).
 fn duration(key: &str, value: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
     match value {
         None => Ok(default),
-        Some(text) => parse_duration(&text).ok_or_else(|| {
-            ConfigError(format!(
-                "`{key}` = {text:?} is not a duration: use a number with ms, s, m or h, e.g. \"30s\""
-            ))
-        }),
+        Some(text) => parse_duration(&text).map_err(|e| ConfigError(format!("`{key}`: {e}"))),
     }
-}
-
-/// Parses `"500ms"`, `"1.5s"`, `"2m"`, `"1h"` (the orchestrator's syntax).
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let scale = match unit.trim() {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return None,
-    };
-    if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
-        return None;
-    }
-    let value: f64 = number.parse().ok()?;
-    Duration::try_from_secs_f64(value * scale).ok()
 }
 
 impl TryFrom<RawConfig> for IrcConfig {
@@ -565,13 +544,13 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("5"), None);
-        assert_eq!(parse_duration("-1s"), None);
-        assert_eq!(parse_duration(".5s"), None);
+    fn durations_use_the_shared_syntax() {
+        let c = parse(json!({"server": "s", "nick": "n", "ping_interval": "1.5s"})).unwrap();
+        assert_eq!(c.ping_interval, Duration::from_millis(1500));
+        for bad in ["5", "-1s", ".5s", "9000h"] {
+            let e = parse(json!({"server": "s", "nick": "n", "ping_timeout": bad})).unwrap_err();
+            assert!(e.contains("`ping_timeout`"), "{bad}: {e}");
+        }
     }
 
     #[test]

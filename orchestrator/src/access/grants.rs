@@ -345,7 +345,7 @@ pub fn operator_permissions(
         allow_responses: true,
         ..Permissions::default()
     };
-    p.publish.allow.push(format!("sb.op.{id}.>"));
+    p.publish.allow.push(switchboard_proto::op_wildcard(id));
     // Its own inbox too: the SDK's `sync` is a message to itself.
     p.publish.allow.push(format!("{}.>", inbox_prefix(id)));
     p.subscribe

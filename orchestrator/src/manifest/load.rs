@@ -28,7 +28,7 @@ use super::{
     RESERVED_ENV_PREFIX,
 };
 use crate::access::grants::{translate, ApiGrant, Direction};
-use crate::duration::{format_duration, parse_duration};
+use switchboard_proto::duration::{format_duration, parse_duration};
 
 /// One thing wrong with a manifest file (or the directory), located as
 /// precisely as the file allows.
@@ -767,37 +767,67 @@ fn parse(path: &Path, text: &str) -> Parsed {
         let (line, column) = ctx.locate(id.span().start);
         (id.get_ref().clone(), line, column)
     });
-    let manifest = match (d.id, d.command) {
+    // Both structs are spelled out in full (no `..`): a field added to
+    // `Draft` or to `Manifest` does not compile until it is carried over.
+    let Draft {
+        id: draft_id,
+        command,
+        args,
+        env,
+        workdir,
+        enabled,
+        control,
+        restart,
+        backoff,
+        crash_loop,
+        ready_timeout,
+        heartbeat_interval,
+        missed_heartbeats,
+        stop_timeout,
+        config,
+        secrets,
+        publish,
+        subscribe,
+        api,
+        inherit_env,
+        nats_creds,
+        nats_nkey,
+        user,
+        group,
+    } = d;
+    let manifest = match (draft_id, command) {
         (Some(id), Some(command)) if ctx.problems.is_empty() => {
-            let mut m = Manifest::new(id.into_inner(), command);
-            m.path = path.to_owned();
-            m.args = d.args.unwrap_or_default();
-            m.env = d.env.unwrap_or_default();
-            m.workdir = d.workdir;
-            m.enabled = d.enabled.unwrap_or(m.enabled);
-            m.control = d.control.unwrap_or(m.control);
-            m.restart = d.restart.unwrap_or(m.restart);
-            m.backoff = d.backoff.unwrap_or(m.backoff);
-            m.crash_loop = d.crash_loop.unwrap_or(m.crash_loop);
-            m.ready_timeout = d.ready_timeout.unwrap_or(m.ready_timeout);
-            m.heartbeat_interval = d.heartbeat_interval.unwrap_or(m.heartbeat_interval);
-            m.missed_heartbeats = d.missed_heartbeats.unwrap_or(m.missed_heartbeats);
-            m.stop_timeout = d.stop_timeout.unwrap_or(m.stop_timeout);
-            m.config = d.config.unwrap_or(m.config);
-            m.secrets = d
-                .secrets
-                .into_iter()
-                .map(|(path, _, source)| (path, source))
-                .collect();
-            m.publish = d.publish.unwrap_or(m.publish);
-            m.subscribe = d.subscribe.unwrap_or(m.subscribe);
-            m.api = d.api.unwrap_or(m.api);
-            m.inherit_env = d.inherit_env.unwrap_or(m.inherit_env);
-            m.nats_creds = d.nats_creds;
-            m.nats_nkey = d.nats_nkey.map(Spanned::into_inner);
-            m.user = d.user;
-            m.group = d.group.map(Spanned::into_inner);
-            Some(m)
+            let defaults = Manifest::new(id.get_ref().clone(), "");
+            Some(Manifest {
+                id: id.into_inner(),
+                path: path.to_owned(),
+                command,
+                args: args.unwrap_or_default(),
+                env: env.unwrap_or_default(),
+                workdir,
+                enabled: enabled.unwrap_or(defaults.enabled),
+                control: control.unwrap_or(defaults.control),
+                restart: restart.unwrap_or(defaults.restart),
+                backoff: backoff.unwrap_or(defaults.backoff),
+                crash_loop: crash_loop.unwrap_or(defaults.crash_loop),
+                ready_timeout: ready_timeout.unwrap_or(defaults.ready_timeout),
+                heartbeat_interval: heartbeat_interval.unwrap_or(defaults.heartbeat_interval),
+                missed_heartbeats: missed_heartbeats.unwrap_or(defaults.missed_heartbeats),
+                stop_timeout: stop_timeout.unwrap_or(defaults.stop_timeout),
+                config: config.unwrap_or(defaults.config),
+                secrets: secrets
+                    .into_iter()
+                    .map(|(path, _, source)| (path, source))
+                    .collect(),
+                publish: publish.unwrap_or(defaults.publish),
+                subscribe: subscribe.unwrap_or(defaults.subscribe),
+                api: api.unwrap_or(defaults.api),
+                inherit_env: inherit_env.unwrap_or(defaults.inherit_env),
+                nats_creds,
+                nats_nkey: nats_nkey.map(Spanned::into_inner),
+                user,
+                group: group.map(Spanned::into_inner),
+            })
         }
         _ => None,
     };
@@ -1344,6 +1374,37 @@ fn check_secret_paths(ctx: &mut Ctx<'_>, d: &Draft) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `TOP_KEYS` (did-you-mean, "the known keys are") must be exactly the
+    /// fields a manifest has, and the parser must understand each: a field
+    /// added to `Manifest` fails here until the loader knows its key.
+    #[test]
+    fn top_keys_are_the_manifest_fields_and_all_parse() {
+        let mut m = Manifest::new(OperatorId::new("k").expect("id"), "c");
+        // Optional fields serialize only when set.
+        m.workdir = Some("w".into());
+        m.nats_creds = Some("c".into());
+        m.nats_nkey = Some("n".into());
+        m.user = Some("u".into());
+        m.group = Some("g".into());
+        let serde_json::Value::Object(fields) = serde_json::to_value(&m).expect("json") else {
+            panic!("a manifest serializes to an object");
+        };
+        let mut fields: Vec<&str> = fields.keys().map(String::as_str).collect();
+        fields.retain(|f| *f != "path");
+        fields.sort_unstable();
+        let mut keys = TOP_KEYS.to_vec();
+        keys.sort_unstable();
+        assert_eq!(fields, keys);
+        for key in TOP_KEYS.iter().filter(|k| !["id", "command"].contains(*k)) {
+            let text = format!("id = \"k\"\ncommand = \"c\"\n{key} = 12345\n");
+            let problems = parse(Path::new("k.toml"), &text).problems;
+            assert!(
+                !problems.iter().any(|p| p.message.contains("unknown key")),
+                "{key}: {problems:?}"
+            );
+        }
+    }
 
     #[test]
     fn locate_counts_characters() {

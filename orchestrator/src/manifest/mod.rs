@@ -35,14 +35,14 @@
 //! nowhere else.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use switchboard_proto::OperatorId;
 
 pub use crate::access::grants::{ApiGrant, DEFAULT_DATA_GRANTS};
-use crate::duration::serde_duration;
+use switchboard_proto::duration::serde_duration;
 
 mod load;
 mod secrets;
@@ -361,39 +361,6 @@ pub enum Change {
     Launch,
 }
 
-/// The part of a manifest a running process was launched with; when it
-/// differs between two manifests, only a restart applies the new one.
-///
-/// `heartbeat_interval` is here because the operator learns it from
-/// `SWITCHBOARD_HEARTBEAT_MS` at launch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LaunchFingerprint<'a> {
-    /// [`Manifest::id`].
-    pub id: &'a OperatorId,
-    /// [`Manifest::command`].
-    pub command: &'a str,
-    /// [`Manifest::args`].
-    pub args: &'a [String],
-    /// [`Manifest::env`].
-    pub env: &'a BTreeMap<String, String>,
-    /// [`Manifest::workdir`].
-    pub workdir: Option<&'a Path>,
-    /// [`Manifest::control`].
-    pub control: Control,
-    /// [`Manifest::heartbeat_interval`].
-    pub heartbeat_interval: Duration,
-    /// [`Manifest::inherit_env`].
-    pub inherit_env: &'a [String],
-    /// [`Manifest::nats_creds`].
-    pub nats_creds: Option<&'a Path>,
-    /// [`Manifest::nats_nkey`].
-    pub nats_nkey: Option<&'a Path>,
-    /// [`Manifest::user`].
-    pub user: Option<&'a str>,
-    /// [`Manifest::group`].
-    pub group: Option<&'a str>,
-}
-
 impl Manifest {
     /// Default [`Manifest::ready_timeout`]: 10 s.
     pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -467,24 +434,6 @@ impl Manifest {
         }
     }
 
-    /// What the process was launched with; see [`LaunchFingerprint`].
-    pub fn launch_fingerprint(&self) -> LaunchFingerprint<'_> {
-        LaunchFingerprint {
-            id: &self.id,
-            command: &self.command,
-            args: &self.args,
-            env: &self.env,
-            workdir: self.workdir.as_deref(),
-            control: self.control,
-            heartbeat_interval: self.heartbeat_interval,
-            inherit_env: &self.inherit_env,
-            nats_creds: self.nats_creds.as_deref(),
-            nats_nkey: self.nats_nkey.as_deref(),
-            user: self.user.as_deref(),
-            group: self.group.as_deref(),
-        }
-    }
-
     /// How much replacing `self` (running) by `new` disturbs the operator;
     /// startup and SIGHUP share this one code path.
     ///
@@ -507,19 +456,70 @@ impl Manifest {
     /// # Ok::<(), switchboard_proto::IdError>(())
     /// ```
     pub fn diff(&self, new: &Manifest) -> Change {
-        if self.launch_fingerprint() != new.launch_fingerprint() {
+        // Every field is named here, so a field added to `Manifest` does
+        // not compile until it is given its level.
+        let Manifest {
+            id,
+            path: _,
+            command,
+            args,
+            env,
+            workdir,
+            enabled,
+            control,
+            restart,
+            backoff,
+            crash_loop,
+            ready_timeout,
+            heartbeat_interval,
+            missed_heartbeats,
+            stop_timeout,
+            config,
+            secrets,
+            publish,
+            subscribe,
+            api,
+            inherit_env,
+            nats_creds,
+            nats_nkey,
+            user,
+            group,
+        } = self;
+        // What the process was launched with: only a restart applies it.
+        // `heartbeat_interval` is here because the operator learns it from
+        // `SWITCHBOARD_HEARTBEAT_MS` at launch.
+        let launch = *id != new.id
+            || *command != new.command
+            || *args != new.args
+            || *env != new.env
+            || *workdir != new.workdir
+            || *control != new.control
+            || *heartbeat_interval != new.heartbeat_interval
+            || *inherit_env != new.inherit_env
+            || *nats_creds != new.nats_creds
+            || *nats_nkey != new.nats_nkey
+            || *user != new.user
+            || *group != new.group;
+        // What the operator is told with `reload`.
+        let config_changed = *config != new.config || *secrets != new.secrets;
+        // What the daemon or the server applies without the process:
+        // supervision knobs, and bus grants (the server updates the live
+        // connection's permissions).
+        let supervision = *enabled != new.enabled
+            || *restart != new.restart
+            || *backoff != new.backoff
+            || *crash_loop != new.crash_loop
+            || *ready_timeout != new.ready_timeout
+            || *missed_heartbeats != new.missed_heartbeats
+            || *stop_timeout != new.stop_timeout
+            || *publish != new.publish
+            || *subscribe != new.subscribe
+            || *api != new.api;
+        if launch {
             Change::Launch
-        } else if self.config != new.config || self.secrets != new.secrets {
+        } else if config_changed {
             Change::Config
-        } else if self.enabled != new.enabled
-            || self.restart != new.restart
-            || self.backoff != new.backoff
-            || self.crash_loop != new.crash_loop
-            || self.ready_timeout != new.ready_timeout
-            || self.missed_heartbeats != new.missed_heartbeats
-            || self.stop_timeout != new.stop_timeout
-            || !self.same_grants(new)
-        {
+        } else if supervision {
             Change::Supervision
         } else {
             Change::None

@@ -37,9 +37,9 @@ mod sb;
 
 pub use chat::{Branch, ChatAddress, ChatPattern, ChatSubject};
 pub use sb::{
-    api_subject, control_subject, event_subject, heartbeat_subject, log_subject, log_wildcard,
-    op_wildcard, ready_subject, SbSubject, ALL_API, ALL_EVENTS, ALL_HEARTBEATS, ALL_LOGS,
-    ALL_READY,
+    api_subject, control_reply_subject, control_subject, event_subject, heartbeat_subject,
+    log_subject, log_wildcard, op_wildcard, ready_subject, SbSubject, ALL_API, ALL_EVENTS,
+    ALL_HEARTBEATS, ALL_LOGS, ALL_READY,
 };
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";

@@ -275,6 +275,16 @@ pub fn control_subject(id: &OperatorId) -> String {
     Shape::Ctl(id.as_str()).write()
 }
 
+/// Where an operator's answer to one control request goes:
+/// `sb.op.<id>.ack.<token>`. Under the operator's own `sb.op.<id>.>`, which
+/// it may always publish on and no other operator may, so an ack never
+/// depends on nats-server's reply tracking (reset by every config reload)
+/// and cannot be forged by another operator. `token` is a fresh,
+/// subject-safe token per request (it is not escaped).
+pub fn control_reply_subject(id: &OperatorId, token: &str) -> String {
+    Shape::Op(id.as_str(), &format!("ack.{token}")).write()
+}
+
 /// `sb.event.<id>`: where the orchestrator reports lifecycle events (spawned,
 /// exited, restarted, …) about operator `id`.
 pub fn event_subject(id: &OperatorId) -> String {

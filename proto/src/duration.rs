@@ -1,5 +1,15 @@
 //! Durations as people write them in config files: `"250ms"`, `"5s"`,
-//! `"1.5s"`, `"2m"`, `"1h"`.
+//! `"1.5s"`, `"2m"`, `"1h"`. The one parser for every duration in
+//! Switchboard: manifests and `switchboard.toml` (orchestrator) and
+//! operators' own configs (the IRC operator), so they all read alike.
+//!
+//! Why not `humantime`: it refuses fractions (`"1.5s"`), which manifests
+//! have always accepted and documented, and it accepts spellings
+//! (`"1h 30m"`, `"2days"`) our canonical form would not write back. The
+//! grammar here is small and exact to the nanosecond.
+//!
+//! Every duration is bounded by [`MAX_DURATION`] (a year): a larger one
+//! is a typo, and would overflow `Instant + Duration` later.
 //!
 //! TOML has no duration type, and a bare number (`ready_timeout = 10`)
 //! leaves the reader guessing the unit, so every duration in a manifest or
@@ -9,13 +19,13 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use switchboard_orchestrator::duration::{format_duration, parse_duration};
+//! use switchboard_proto::duration::{format_duration, parse_duration};
 //!
 //! assert_eq!(parse_duration("1.5s")?, Duration::from_millis(1500));
 //! assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
 //! assert_eq!(format_duration(Duration::from_secs(120)), "2m");
 //! assert!(parse_duration("5 parsecs").is_err());
-//! # Ok::<(), switchboard_orchestrator::duration::DurationError>(())
+//! # Ok::<(), switchboard_proto::duration::DurationError>(())
 //! ```
 
 use std::time::Duration;
@@ -24,6 +34,9 @@ const NANOS_PER_MS: u128 = 1_000_000;
 const NANOS_PER_S: u128 = 1_000_000_000;
 const NANOS_PER_M: u128 = 60 * NANOS_PER_S;
 const NANOS_PER_H: u128 = 60 * NANOS_PER_M;
+
+/// The longest duration accepted: 365 days.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Longest input quoted back in an error message, so a pasted blob does
 /// not flood the log.
@@ -41,8 +54,8 @@ pub enum DurationError {
         /// The rejected text (trimmed, shortened when long).
         input: String,
     },
-    /// A well-formed duration too long to represent.
-    #[error("`{input}` is too long a duration to represent; use a smaller number")]
+    /// A well-formed duration longer than [`MAX_DURATION`].
+    #[error("`{input}` is longer than a year (8760h), the longest duration accepted; use a smaller number")]
     TooLarge {
         /// The rejected text (trimmed, shortened when long).
         input: String,
@@ -72,8 +85,8 @@ fn quoted(s: &str) -> String {
 /// # Errors
 ///
 /// [`DurationError::Invalid`] for anything else (negative numbers, unknown
-/// units, `"1m30s"`), [`DurationError::TooLarge`] when the value does not
-/// fit a [`Duration`].
+/// units, `"1m30s"`), [`DurationError::TooLarge`] when the value is over
+/// [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let text = s.trim();
     let invalid = || DurationError::Invalid {
@@ -119,7 +132,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     }
     let secs = u64::try_from(nanos / NANOS_PER_S).map_err(|_| too_large())?;
     let subsec = u32::try_from(nanos % NANOS_PER_S).map_err(|_| too_large())?;
-    Ok(Duration::new(secs, subsec))
+    let d = Duration::new(secs, subsec);
+    if d > MAX_DURATION {
+        return Err(too_large());
+    }
+    Ok(d)
 }
 
 /// The canonical text of a duration, which [`parse_duration`] reads back
@@ -149,7 +166,7 @@ pub fn format_duration(d: Duration) -> String {
     )
 }
 
-/// Serde glue for `#[serde(with = "switchboard_orchestrator::duration::serde_duration")]`
+/// Serde glue for `#[serde(with = "switchboard_proto::duration::serde_duration")]`
 /// on a [`Duration`] field: reads the strings [`parse_duration`] accepts,
 /// writes [`format_duration`]'s canonical form, so that serialized
 /// manifests and configs look like the files people write.
@@ -160,7 +177,7 @@ pub fn format_duration(d: Duration) -> String {
 ///
 /// #[derive(Serialize, Deserialize)]
 /// struct Knobs {
-///     #[serde(with = "switchboard_orchestrator::duration::serde_duration")]
+///     #[serde(with = "switchboard_proto::duration::serde_duration")]
 ///     timeout: Duration,
 /// }
 ///
@@ -259,11 +276,17 @@ mod tests {
             err.to_string(),
             "`5 parsecs` is not a duration: use a number with ms, s, m or h, e.g. \"500ms\" or \"5s\""
         );
-        let huge = "9".repeat(30) + "h";
-        assert!(matches!(
-            parse_duration(&huge),
-            Err(DurationError::TooLarge { .. })
-        ));
+        for huge in [
+            "9".repeat(30) + "h",
+            "3000000000000000h".into(),
+            "8761h".into(),
+        ] {
+            assert!(
+                matches!(parse_duration(&huge), Err(DurationError::TooLarge { .. })),
+                "{huge}"
+            );
+        }
+        assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
         let long = "x".repeat(500);
         assert!(parse_duration(&long).expect_err("long").to_string().len() < 200);
     }
