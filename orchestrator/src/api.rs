@@ -12,6 +12,7 @@ use serde::Serialize;
 use switchboard_bus::{Bus, RawMessage};
 use switchboard_proto::api::{methods, CtlReply, CtlRequest, LogsReply, LogsRequest, StatusReply};
 use switchboard_proto::{api_subject, SbSubject};
+use tokio_util::sync::CancellationToken;
 
 use crate::supervisor::Supervisor;
 
@@ -26,8 +27,19 @@ pub struct DaemonInfo {
     pub nats_embedded: bool,
 }
 
-/// Answer API requests until the subscription ends.
-pub async fn serve(bus: Bus, supervisor: Arc<Supervisor>, info: DaemonInfo) {
+/// API requests handled at once; more are answered "busy" at once instead
+/// of piling up tasks (a flood of requests must not eat the daemon's
+/// memory).
+pub const MAX_CONCURRENT_REQUESTS: usize = 64;
+
+/// Answer API requests until `shutdown` is cancelled (or the subscription
+/// ends).
+pub async fn serve(
+    bus: Bus,
+    supervisor: Arc<Supervisor>,
+    info: DaemonInfo,
+    shutdown: CancellationToken,
+) {
     let mut requests = match bus.subscribe_raw(switchboard_proto::ALL_API).await {
         Ok(s) => s,
         Err(e) => {
@@ -35,8 +47,23 @@ pub async fn serve(bus: Bus, supervisor: Arc<Supervisor>, info: DaemonInfo) {
             return;
         }
     };
-    while let Some(msg) = requests.next().await {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS));
+    loop {
+        let msg = tokio::select! {
+            () = shutdown.cancelled() => return,
+            msg = requests.next() => match msg {
+                Some(msg) => msg,
+                None => return,
+            },
+        };
         let Some(reply) = msg.reply.clone() else {
+            continue;
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            let busy = serde_json::json!({
+                "error": format!("the daemon is busy ({MAX_CONCURRENT_REQUESTS} requests in progress); try again")
+            });
+            let _ = bus.respond_json(&reply, &busy).await;
             continue;
         };
         let bus = bus.clone();
@@ -49,6 +76,7 @@ pub async fn serve(bus: Bus, supervisor: Arc<Supervisor>, info: DaemonInfo) {
             if let Err(e) = bus.respond_json(&reply, &answer).await {
                 tracing::debug!(error = %e, "could not answer an API request");
             }
+            drop(slot);
         });
     }
 }

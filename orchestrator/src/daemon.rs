@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use switchboard_bus::{Bus, BusOptions};
 use switchboard_proto::{Heartbeat, Ready, SbSubject, ALL_HEARTBEATS, ALL_READY};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
 
 use crate::access::{Access, EmbeddedAccess, ExternalAccess};
 use crate::api::{self, DaemonInfo};
@@ -187,8 +188,13 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf)),
     }));
-    spawn_lifecycle_router(&bus, supervisor.routes()).await?;
-    tokio::spawn(api::serve(
+    // Every long-lived task of the daemon watches this token and is
+    // awaited at shutdown (as in mini-redis): nothing is left running
+    // behind the last log line.
+    let shutdown = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    spawn_lifecycle_router(&bus, supervisor.routes(), &shutdown, &mut tasks).await?;
+    tasks.spawn(api::serve(
         bus.clone(),
         Arc::clone(&supervisor),
         DaemonInfo {
@@ -196,6 +202,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             nats_url: nats_url.clone(),
             nats_embedded: embedded.is_some(),
         },
+        shutdown.clone(),
     ));
     // The API and lifecycle subscriptions must be live before operators
     // start announcing themselves, and before the CLI is told where to
@@ -213,7 +220,9 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         "switchboard running"
     );
     systemd::ready(&format!("{} operators", summary.0));
-    let _watchdog = systemd::spawn_watchdog();
+    if let Some(watchdog) = systemd::watchdog(shutdown.clone()) {
+        tasks.spawn(watchdog);
+    }
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -258,7 +267,11 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     }
     tracing::info!("stopping operators");
     systemd::stopping();
+    // The API keeps answering (status shows `stopping`) until every
+    // operator is down; then the daemon's own tasks end.
     supervisor.shutdown().await;
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
     bus.close().await;
     if let Some(server) = embedded {
         server.stop().await;
@@ -300,7 +313,12 @@ async fn apply_report(supervisor: &Supervisor, dir: &Path, report: LoadReport) -
     (n, report.problems.len())
 }
 
-async fn spawn_lifecycle_router(bus: &Bus, routes: Routes) -> anyhow::Result<()> {
+async fn spawn_lifecycle_router(
+    bus: &Bus,
+    routes: Routes,
+    shutdown: &CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> anyhow::Result<()> {
     let mut ready = bus.subscribe_raw(ALL_READY).await?;
     let mut heartbeats = bus.subscribe_raw(ALL_HEARTBEATS).await?;
     // The operator the message is about, from the one parser of `sb.…`
@@ -310,8 +328,13 @@ async fn spawn_lifecycle_router(bus: &Bus, routes: Routes) -> anyhow::Result<()>
         _ => None,
     };
     let r = routes.clone();
-    tokio::spawn(async move {
-        while let Some(msg) = ready.next().await {
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        loop {
+            let msg = tokio::select! {
+                () = stop.cancelled() => return,
+                msg = ready.next() => match msg { Some(m) => m, None => return },
+            };
             let Some(id) = id_of(&msg.subject) else {
                 continue;
             };
@@ -321,8 +344,13 @@ async fn spawn_lifecycle_router(bus: &Bus, routes: Routes) -> anyhow::Result<()>
             }
         }
     });
-    tokio::spawn(async move {
-        while let Some(msg) = heartbeats.next().await {
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        loop {
+            let msg = tokio::select! {
+                () = stop.cancelled() => return,
+                msg = heartbeats.next() => match msg { Some(m) => m, None => return },
+            };
             let Some(id) = id_of(&msg.subject) else {
                 continue;
             };

@@ -32,18 +32,23 @@ pub fn stopping() {
     ]);
 }
 
-/// If systemd asked for watchdog pings (`WatchdogSec=`), ping at half the
-/// interval from a task that only runs while the runtime is responsive:
-/// a wedged orchestrator stops pinging and systemd restarts it.
-pub fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
+/// If systemd asked for watchdog pings (`WatchdogSec=`), the task that
+/// pings at half the interval until `shutdown`; it only runs while the
+/// runtime is responsive, so a wedged orchestrator stops pinging and
+/// systemd restarts it.
+pub fn watchdog(
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
     let every = sd_notify::watchdog_enabled()? / 2;
     let every = every.max(Duration::from_millis(100));
     tracing::info!(?every, "systemd watchdog enabled");
-    Some(tokio::spawn(async move {
+    Some(async move {
         let mut tick = tokio::time::interval(every);
         loop {
-            tick.tick().await;
-            send(&[NotifyState::Watchdog]);
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => send(&[NotifyState::Watchdog]),
+            }
         }
-    }))
+    })
 }

@@ -262,3 +262,45 @@ async fn a_missing_workdir_or_command_is_a_clear_reason() {
         d.operator("cmd").await
     );
 }
+
+/// A flood of API requests does not pile up tasks in the daemon: past
+/// `MAX_CONCURRENT_REQUESTS` in flight, the answer is an immediate "busy".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_requests_in_flight_are_bounded() {
+    let d = Daemon::start(&[("p.toml", pingbot_manifest("p"))]).await;
+    let pid = d.wait_running("p").await.pid.unwrap();
+    // A stopped operator never acks: each `halt` waits out its timeout.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let n = switchboard_orchestrator::api::MAX_CONCURRENT_REQUESTS + 16;
+    let started = std::time::Instant::now();
+    let answers = futures::future::join_all((0..n).map(|_| {
+        let bus = d.bus.clone();
+        async move {
+            bus.request_bytes(
+                "sb.api.ctl",
+                br#"{"verb":"halt","target":"p"}"#.to_vec().into(),
+                Duration::from_secs(2),
+            )
+            .await
+        }
+    }))
+    .await;
+    let busy = answers
+        .iter()
+        .filter(|a| {
+            a.as_ref()
+                .is_ok_and(|b| String::from_utf8_lossy(b).contains("the daemon is busy"))
+        })
+        .count();
+    assert!(busy >= 16, "{busy} busy answers of {n}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .unwrap();
+}
