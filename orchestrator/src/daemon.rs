@@ -287,6 +287,24 @@ async fn apply_report(supervisor: &Supervisor, dir: &Path, report: LoadReport) -
     for p in &report.problems {
         tracing::error!("{p}");
     }
+    if report
+        .problems
+        .iter()
+        .any(|p| p.path == dir && p.line.is_none())
+    {
+        // The directory itself could not be read (moved, remounted,
+        // permissions): that says nothing about the operators, so none is
+        // stopped or changed.
+        let running = supervisor.status().len();
+        if running > 0 {
+            tracing::error!(
+                dir = %dir.display(),
+                running,
+                "manifest directory unreadable; keeping every running operator as it is"
+            );
+        }
+        return (running, report.problems.len());
+    }
     if report.manifests.is_empty() && report.problems.is_empty() {
         tracing::warn!(
             dir = %dir.display(),

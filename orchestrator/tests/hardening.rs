@@ -304,3 +304,63 @@ async fn api_requests_in_flight_are_bounded() {
     )
     .unwrap();
 }
+
+/// A manifest renamed (SIGHUP) and later broken (SIGHUP) keeps its
+/// operator running; so does a manifest directory that is briefly
+/// unreadable during a SIGHUP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_trouble_never_stops_running_operators() {
+    let d = Daemon::start(&[
+        ("a.toml", pingbot_manifest("a")),
+        ("b.toml", pingbot_manifest("b")),
+    ])
+    .await;
+    let a = d.wait_running("a").await.pid;
+    let b = d.wait_running("b").await.pid;
+    let hup_and_settle = || async {
+        d.signal(Signal::SIGHUP);
+        // Reloads are serial: a status answer after the next log line
+        // means this one was applied.
+        let before = d.log().matches("manifests applied").count()
+            + d.log().matches("keeping every running operator").count();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let log = d.log();
+            let now = log.matches("manifests applied").count()
+                + log.matches("keeping every running operator").count();
+            if now > before {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "SIGHUP not applied:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    // Renamed, then broken.
+    std::fs::rename(
+        d.manifests().join("a.toml"),
+        d.manifests().join("10-a.toml"),
+    )
+    .unwrap();
+    hup_and_settle().await;
+    std::fs::write(
+        d.manifests().join("10-a.toml"),
+        "id = \"a\"\ncommand = [broken\n",
+    )
+    .unwrap();
+    hup_and_settle().await;
+    let st = d.wait_running("a").await;
+    assert_eq!(st.pid, a, "the renamed-then-broken operator was restarted");
+    // The whole directory gone for a moment.
+    let aside = d.dir.path().join("operators.d.moved");
+    std::fs::rename(d.manifests(), &aside).unwrap();
+    hup_and_settle().await;
+    std::fs::rename(&aside, d.manifests()).unwrap();
+    assert_eq!(d.wait_running("a").await.pid, a);
+    assert_eq!(d.wait_running("b").await.pid, b);
+    assert!(d
+        .log()
+        .contains("manifest directory unreadable; keeping every running operator"));
+}

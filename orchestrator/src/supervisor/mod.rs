@@ -214,6 +214,12 @@ impl Supervisor {
                         Change::Config => summary.reloaded.push(id.clone()),
                         Change::Launch => summary.restarted.push(id.clone()),
                     }
+                    // A renamed file is the same operator: remember its new
+                    // path, or a later problem in that file would not be
+                    // recognised as this operator's and would stop it.
+                    if change == Change::None && handle.manifest.path != manifest.path {
+                        handle.manifest.path = manifest.path.clone();
+                    }
                     if change != Change::None {
                         handle.manifest = manifest.clone();
                         let (tx, rx) = oneshot::channel();
