@@ -38,6 +38,10 @@ pub struct Bus {
     refused: Arc<watch::Sender<Option<String>>>,
 }
 
+/// How long an authorization refusal is retried before it is final (see
+/// [`Bus::connect`]).
+const AUTH_RETRY_WINDOW: Duration = Duration::from_millis(500);
+
 impl Bus {
     /// Connect with `opts`, retrying until `opts.connect_timeout` passes so
     /// that an operator started together with its server does not fail.
@@ -87,6 +91,19 @@ impl Bus {
                 }
                 Err(e) => {
                     let e = match permanent_failure(e, opts, &urls) {
+                        // nats-server can refuse a client whose CONNECT
+                        // arrives while it reloads its users (it re-checks
+                        // every client, the half-connected one too); the
+                        // orchestrator reloads whenever an operator starts
+                        // or stops. A real refusal is still one after a
+                        // short while, so only that is final.
+                        Ok(fatal @ ConnectError::Auth { .. })
+                            if started.elapsed() < AUTH_RETRY_WINDOW =>
+                        {
+                            tracing::debug!(%urls, error = %fatal, "refused; retrying once the server settles");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
                         Ok(fatal) => return Err(fatal),
                         Err(e) => e,
                     };

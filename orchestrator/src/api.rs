@@ -97,6 +97,8 @@ async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) ->
                 nats_url: info.nats_url.clone(),
                 nats_embedded: info.nats_embedded,
                 operators: supervisor.status(),
+                log_lines_dropped: supervisor.outbox().log_lines_dropped(),
+                events_dropped: supervisor.outbox().events_dropped(),
             };
             json(&reply)
         }

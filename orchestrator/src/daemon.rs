@@ -24,6 +24,7 @@ use crate::nats_server::{
     cli_permissions, generate_password, EmbeddedNats, EmbeddedSettings, User, Users, CLI_USER,
     DAEMON_USER,
 };
+use crate::outbox::Outbox;
 use crate::process::LogBook;
 use crate::supervisor::{Lifecycle, Routes, Shared, Supervisor};
 use crate::systemd;
@@ -178,12 +179,14 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         .context("cannot connect to NATS")?;
     let info = cli_nats;
     let nats_url = access.url().to_owned();
+    let outbox = Outbox::default();
     let supervisor = Arc::new(Supervisor::new(Shared {
         bus: bus.clone(),
         access,
         state_dir: config.state_dir.clone(),
         runtime_dir: config.runtime_dir.clone(),
         logs: LogBook::default(),
+        outbox: outbox.clone(),
         exe_dir: std::env::current_exe()
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf)),
@@ -193,6 +196,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     // behind the last log line.
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(outbox.clone().run(bus.clone(), shutdown.clone()));
     spawn_lifecycle_router(&bus, supervisor.routes(), &shutdown, &mut tasks).await?;
     tasks.spawn(api::serve(
         bus.clone(),

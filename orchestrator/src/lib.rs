@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod files;
 pub mod manifest;
 pub mod nats_server;
+pub mod outbox;
 pub mod process;
 pub mod supervisor;
 pub mod systemd;

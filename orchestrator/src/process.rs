@@ -20,9 +20,9 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::outbox::{Lane, Outbox};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use switchboard_bus::Bus;
 use switchboard_proto::api::LogLine;
 use switchboard_proto::{log_subject, OperatorId, Timestamp};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -134,7 +134,11 @@ impl LogBook {
 impl OperatorProcess {
     /// Start `spec`. Output goes to the orchestrator's log (tagged with the
     /// ID), to `sb.log.<id>.<stream>` and to `logs`.
-    pub fn spawn(spec: &LaunchSpec, bus: Option<Bus>, logs: LogBook) -> Result<Self, SpawnError> {
+    pub fn spawn(
+        spec: &LaunchSpec,
+        outbox: Option<Outbox>,
+        logs: LogBook,
+    ) -> Result<Self, SpawnError> {
         let mut cmd = tokio::process::Command::new(&spec.program);
         cmd.args(&spec.args)
             // Nothing of the orchestrator's environment (its secrets,
@@ -167,12 +171,12 @@ impl OperatorProcess {
                 spec.id.clone(),
                 "stdout",
                 out,
-                bus.clone(),
+                outbox.clone(),
                 logs.clone(),
             ));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(pump(spec.id.clone(), "stderr", err, bus, logs));
+            tokio::spawn(pump(spec.id.clone(), "stderr", err, outbox, logs));
         }
         Ok(OperatorProcess {
             child,
@@ -308,7 +312,7 @@ async fn pump(
     id: OperatorId,
     stream: &'static str,
     reader: impl AsyncRead + Unpin,
-    bus: Option<Bus>,
+    outbox: Option<Outbox>,
     logs: LogBook,
 ) {
     let mut reader = BufReader::with_capacity(8 * 1024, reader);
@@ -335,9 +339,10 @@ async fn pump(
             line: text,
             timestamp: Timestamp::now(),
         };
-        if let Some(bus) = &bus {
-            // Best effort: logs must never hold an operator back.
-            let _ = bus.publish_json(&subject, &line).await;
+        if let Some(outbox) = &outbox {
+            // Never waits for the bus: a chatty operator during an outage
+            // must not stall anything (shed lines are counted).
+            outbox.push_json(Lane::Log, subject.clone(), &line);
         }
         logs.push(line);
     }

@@ -722,3 +722,78 @@ fn nuid_like() -> String {
         .map_or(0, |d| d.subsec_nanos());
     format!("{:x}{:x}", std::process::id(), nanos)
 }
+
+/// A chatty operator during a NATS outage: its output lines wait in the
+/// daemon's bounded queue (the oldest shed and counted), nothing waits for
+/// the bus, so a crashed operator is still restarted and SIGTERM still
+/// stops everything promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chatty_operator_during_an_outage_stalls_nothing() {
+    let mut server = NatsServer::start_with(NatsServerOptions::default()).expect("nats-server");
+    let setup = Setup::new();
+    setup.manifest(
+        "chatty.toml",
+        "id = \"chatty\"\ncommand = \"/bin/sh\"\ncontrol = \"signals\"\nstop_timeout = \"1s\"\n\
+         args = [\"-c\", \"while :; do echo line-of-output-from-a-chatty-operator; done\"]\n",
+    );
+    setup.manifest(
+        "crashy.toml",
+        "id = \"crashy\"\ncommand = \"/bin/sh\"\ncontrol = \"signals\"\nrestart = \"always\"\n\
+         args = [\"-c\", \"sleep 0.3\"]\n[backoff]\ninitial = \"10ms\"\nreset_after = \"10ms\"\n\
+         [crash_loop]\nmax_restarts = 1000\n",
+    );
+    let mut d = setup
+        .start(&format!("url = {}", toml_str(server.url())))
+        .await;
+    d.wait_running("chatty").await;
+    let restarts_before = d.operator("crashy").await.unwrap().restarts;
+
+    // The bus goes away for a while: the chatty operator keeps writing,
+    // `crashy` keeps crashing.
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.restart().expect("nats-server back on its port");
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Ok(s) = d
+            .bus()
+            .request_json::<_, StatusReply>(
+                "sb.api.status",
+                &StatusRequest {},
+                Duration::from_secs(1),
+            )
+            .await
+        {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the daemon never answered again");
+    };
+    let crashy = status.operators.iter().find(|o| o.id == "crashy").unwrap();
+    assert!(
+        crashy.restarts >= restarts_before + 3,
+        "crashy was not restarted during the outage: {} -> {}",
+        restarts_before,
+        crashy.restarts
+    );
+    assert!(
+        status.log_lines_dropped > 0,
+        "a full queue must be counted: {status:?}"
+    );
+
+    // And SIGTERM still stops everything at once.
+    let started = Instant::now();
+    let mut child = d.child.take().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(8), "SIGTERM hangs");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "{exit}");
+}

@@ -148,6 +148,14 @@ pub struct StatusReply {
     pub nats_embedded: bool,
     /// Every known operator, sorted by ID.
     pub operators: Vec<OperatorStatus>,
+    /// Operators' output lines the daemon could not forward to
+    /// `sb.log.*` (its queue was full while the bus was away); they are
+    /// still in `logs` and the daemon's own log.
+    #[serde(default)]
+    pub log_lines_dropped: u64,
+    /// `sb.event.*` messages dropped the same way.
+    #[serde(default)]
+    pub events_dropped: u64,
 }
 
 /// Body of `sb.api.ctl`: a verb for one ID, a glob of IDs, or all.

@@ -35,6 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::access::Access;
 use crate::manifest::{Change, Manifest};
+use crate::outbox::Outbox;
 use crate::process::LogBook;
 
 use actor::Actor;
@@ -62,6 +63,8 @@ pub struct Shared {
     pub runtime_dir: PathBuf,
     /// Captured output.
     pub logs: LogBook,
+    /// Where output lines and events go to the bus without waiting.
+    pub outbox: Outbox,
     /// Where to look for operator commands besides `$PATH`: the
     /// orchestrator's own directory, so sibling binaries are found.
     pub exe_dir: Option<PathBuf>,
@@ -143,6 +146,11 @@ impl Supervisor {
     /// subscription to `sb.op.*.ready` / `sb.op.*.heartbeat`).
     pub fn routes(&self) -> Routes {
         self.routes.clone()
+    }
+
+    /// The outbox (its drop counters, for `status`).
+    pub fn outbox(&self) -> &Outbox {
+        &self.shared.outbox
     }
 
     /// The log book (for `sb.api.logs`).

@@ -149,11 +149,26 @@ impl Daemon {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig).unwrap();
     }
 
+    /// The daemon's status. After a server restart the test's client can
+    /// be back before the daemon's: "no responders" is retried a while.
     pub async fn status(&self) -> StatusReply {
-        self.bus
-            .request_json("sb.api.status", &StatusRequest {}, WAIT)
-            .await
-            .expect("status")
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match self
+                .bus
+                .request_json("sb.api.status", &StatusRequest {}, WAIT)
+                .await
+            {
+                Ok(s) => return s,
+                Err(e)
+                    if e.kind() == switchboard_bus::RequestErrorKind::NoResponders
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                Err(e) => panic!("status: {e:?}"),
+            }
+        }
     }
 
     pub async fn operator(&self, id: &str) -> Option<OperatorStatus> {

@@ -21,6 +21,7 @@ use super::transitions::{self, AfterExit, Ended, HealthVerdict, Heard, Timings};
 use super::{Cmd, Lifecycle, Shared, BUS_RECOVERY_GRACE};
 use crate::backoff::RestartTracker;
 use crate::manifest::{Change, Control as ControlMode, Manifest};
+use crate::outbox::Lane;
 use crate::process::{describe_exit, OperatorProcess};
 
 /// What woke an actor.
@@ -261,14 +262,10 @@ impl Actor {
             reason,
             timestamp: Timestamp::now(),
         };
-        if let Err(e) = self
-            .shared
-            .bus
-            .publish_json(&event_subject(&self.id), &event)
-            .await
-        {
-            tracing::debug!(operator = %self.id, error = %e, "could not publish event");
-        }
+        // Never waits for the bus: see `outbox`.
+        self.shared
+            .outbox
+            .push_json(Lane::Event, event_subject(&self.id), &event);
     }
 
     async fn start(&mut self) {
@@ -309,7 +306,7 @@ impl Actor {
         self.starts += 1;
         match OperatorProcess::spawn(
             &spec,
-            Some(self.shared.bus.clone()),
+            Some(self.shared.outbox.clone()),
             self.shared.logs.clone(),
         ) {
             Ok(proc) => {
