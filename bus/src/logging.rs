@@ -57,13 +57,24 @@ pub fn default_filter(own: &[&str]) -> String {
 /// [`init_tracing`] with another default filter (used when neither
 /// `SWITCHBOARD_LOG` nor `RUST_LOG` is set), e.g. `"warn"` for a CLI.
 pub fn init_tracing_with_default(default_filter: &str) {
+    init_tracing_with(default_filter, false);
+}
+
+/// [`init_tracing_with_default`], with JSON lines by default when `json`
+/// (the daemon's `[log] format`); `SWITCHBOARD_LOG_FORMAT` (`json` or
+/// `text`) still wins.
+pub fn init_tracing_with(default_filter: &str, json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("SWITCHBOARD_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new(default_filter));
-    let json = std::env::var("SWITCHBOARD_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let json = match std::env::var("SWITCHBOARD_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("text") => false,
+        _ => json,
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

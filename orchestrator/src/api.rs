@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde::Serialize;
 use switchboard_bus::{Bus, RawMessage};
-use switchboard_proto::api::{methods, CtlReply, CtlRequest, LogsReply, LogsRequest, StatusReply};
+use switchboard_proto::api::{
+    methods, CtlReply, CtlRequest, LogLine, LogsReply, LogsRequest, StatusReply, LOGS_REPLY_BUDGET,
+};
 use switchboard_proto::{api_subject, SbSubject};
 use tokio_util::sync::CancellationToken;
 
@@ -116,9 +118,17 @@ async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) ->
         },
         methods::LOGS => match serde_json::from_slice::<LogsRequest>(&msg.payload) {
             Ok(req) => match supervisor.logs().tail(&req.id, req.lines) {
-                Some(lines) => json(&LogsReply { lines, error: None }),
+                Some(lines) => {
+                    let (lines, omitted) = fit_in_reply(lines);
+                    json(&LogsReply {
+                        lines,
+                        omitted,
+                        error: None,
+                    })
+                }
                 None => json(&LogsReply {
                     lines: Vec::new(),
+                    omitted: 0,
                     error: Some(format!("no operator `{}`", req.id)),
                 }),
             },
@@ -128,6 +138,26 @@ async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) ->
             "unknown API method `{other}`; methods are status, ctl, logs"
         )),
     }
+}
+
+/// The newest lines that fit in [`LOGS_REPLY_BUDGET`] (each line is at
+/// most 16 KiB, so at least 30 always fit), and how many older ones were
+/// left out: 100 lines of 16 KiB would exceed NATS's payload limit and the
+/// reply would never arrive.
+fn fit_in_reply(lines: Vec<LogLine>) -> (Vec<LogLine>, usize) {
+    let mut budget = LOGS_REPLY_BUDGET;
+    let mut keep = lines.len();
+    for line in lines.iter().rev() {
+        // Escaping can grow a line; a generous estimate per line.
+        let cost = line.line.len() * 2 + line.id.len() + line.stream.len() + 96;
+        if cost > budget {
+            break;
+        }
+        budget -= cost;
+        keep -= 1;
+    }
+    let omitted = keep;
+    (lines.into_iter().skip(omitted).collect(), omitted)
 }
 
 fn json<T: Serialize>(v: &T) -> serde_json::Value {
@@ -145,4 +175,32 @@ pub async fn call<Req: Serialize, Resp: serde::de::DeserializeOwned>(
 ) -> Result<Resp, switchboard_bus::RequestError> {
     bus.request_json(&api_subject(method), request, CLIENT_TIMEOUT)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_log_replies_keep_the_newest_lines_that_fit() {
+        let line = |i: usize| LogLine {
+            id: "p".into(),
+            stream: "stderr".into(),
+            line: format!("{i:05}{}", "x".repeat(16 * 1024 - 5)),
+            timestamp: switchboard_proto::Timestamp::now(),
+        };
+        let lines: Vec<LogLine> = (0..100).map(line).collect();
+        let (kept, omitted) = fit_in_reply(lines);
+        assert!(omitted > 0 && kept.len() + omitted == 100);
+        assert!(kept.last().unwrap().line.starts_with("00099"));
+        let reply = serde_json::to_vec(&LogsReply {
+            lines: kept,
+            omitted,
+            error: None,
+        })
+        .unwrap();
+        assert!(reply.len() < 1024 * 1024, "{} bytes", reply.len());
+        let few: Vec<LogLine> = (0..3).map(line).collect();
+        assert_eq!(fit_in_reply(few).1, 0);
+    }
 }

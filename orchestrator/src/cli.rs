@@ -13,8 +13,8 @@ use switchboard_proto::api::{
     methods, CtlReply, CtlRequest, LogLine, LogsReply, LogsRequest, StatusReply, StatusRequest,
 };
 use switchboard_proto::{
-    headers, kinds, log_wildcard, ChatAddress, ChatMessage, ChatPattern, OperatorId, SendRequest,
-    Verb,
+    headers, kinds, log_wildcard, ChatAddress, ChatMessage, ChatPattern, OperatorId, SbSubject,
+    SendRequest, Verb,
 };
 
 use crate::config::Config;
@@ -272,6 +272,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 bail!(e);
             }
             let last = reply.lines.last().map(|l| l.timestamp);
+            if reply.omitted > 0 {
+                eprintln!(
+                    "({} older line(s) left out to fit one reply; ask for fewer with -n)",
+                    reply.omitted
+                );
+            }
             for l in &reply.lines {
                 print_log_line(l);
             }
@@ -289,33 +295,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Tail { pattern, json, raw } => {
             let pattern = Pattern::parse(&pattern)?;
             let bus = connect(&cli.url, config_path.as_deref()).await?;
-            if raw {
-                let plan = pattern.nats_plan();
-                let mut subs = Vec::new();
-                for subject in &plan.subjects {
-                    subs.push(bus.subscribe_raw(subject).await?);
-                }
-                let mut all = futures::stream::select_all(subs);
-                eprintln!("tailing {pattern} (raw; Ctrl-C to stop)");
-                while let Some(m) = all.next().await {
-                    if plan.needs_filter && !pattern.matches(&m.subject) {
-                        continue;
-                    }
-                    println!("{} {}", m.subject, String::from_utf8_lossy(&m.payload));
-                }
-                return Ok(std::process::ExitCode::SUCCESS);
+            // Raw subscriptions and our own decoding: lifecycle and control
+            // payloads (`sb.…`) are plain JSON, not envelopes, and are shown
+            // as what they are rather than reported as malformed.
+            let plan = pattern.nats_plan();
+            let mut subs = Vec::new();
+            for subject in &plan.subjects {
+                subs.push(bus.subscribe_raw(subject).await?);
             }
-            let mut sub = bus.subscribe(&pattern).await?;
-            eprintln!("tailing {pattern} (Ctrl-C to stop)");
-            while let Some(d) = sub.next().await {
-                if json {
-                    println!("{}", String::from_utf8_lossy(&d.envelope.to_vec()));
-                } else {
-                    println!(
-                        "{} {} [{}] {}",
-                        d.envelope.timestamp, d.subject, d.envelope.source, d.envelope.body
-                    );
+            let mut all = futures::stream::select_all(subs);
+            eprintln!(
+                "tailing {pattern}{} (Ctrl-C to stop)",
+                if raw { " (raw)" } else { "" }
+            );
+            let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            while let Some(m) = all.next().await {
+                if plan.needs_filter && !pattern.matches(&m.subject) {
+                    continue;
                 }
+                let line = tail_line(&m.subject, &m.payload, raw, json);
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}", shown(&line, terminal));
             }
         }
         Command::Pub {
@@ -355,8 +355,46 @@ fn unreachable_hint(e: switchboard_bus::RequestError) -> anyhow::Error {
 }
 
 fn print_log_line(l: &LogLine) {
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{} {} {}: {}", l.timestamp, l.id, l.stream, l.line);
+    let line = format!("{} {} {}: {}", l.timestamp, l.id, l.stream, l.line);
+    let _ = writeln!(out, "{}", shown(&line, terminal));
+}
+
+/// One line of `tail` for a message on `subject`: with `raw` the payload
+/// as it came; with `json` the envelope as JSON; else `time subject
+/// [source] body`. Payloads on `sb.…` (lifecycle, control, API, logs) are
+/// plain JSON and shown as `subject payload`; anything else that is not an
+/// envelope says so, in the line, instead of a warning in the log.
+pub fn tail_line(subject: &str, payload: &[u8], raw: bool, json: bool) -> String {
+    let text = String::from_utf8_lossy(payload);
+    if raw || SbSubject::parse(subject).is_ok() {
+        return format!("{subject} {text}");
+    }
+    match Envelope::from_slice(payload) {
+        Ok(env) if json => String::from_utf8_lossy(&env.to_vec()).into_owned(),
+        Ok(env) => format!("{} {subject} [{}] {}", env.timestamp, env.source, env.body),
+        Err(e) => format!("{subject} (not an envelope: {e}) {text}"),
+    }
+}
+
+/// What may be printed to a terminal: control characters (which could
+/// move the cursor, retitle the window or worse) are shown escaped, as
+/// `\u{1b}`; to a pipe or file the text goes as it is.
+pub fn shown(text: &str, terminal: bool) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() && c != '\t';
+    if !terminal || !text.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if bad(c) {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Connect a client: `--url` (or `$SWITCHBOARD_NATS_URL`), else the
@@ -530,4 +568,37 @@ async fn chat(bus: &Bus, instance: &str, room: &str, nick: &str) -> anyhow::Resu
     }
     bus.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod output_tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_never_reach_a_terminal() {
+        let evil = "hi \u{1b}]0;owned\u{7} \u{1b}[2J\tend";
+        let safe = shown(evil, true);
+        assert!(!safe.chars().any(|c| c.is_control() && c != '\t'), "{safe}");
+        assert!(safe.contains("\\u{1b}"), "{safe}");
+        assert_eq!(shown(evil, false), evil, "pipes get the text as it is");
+        assert!(matches!(
+            shown("plain", true),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn tail_shows_lifecycle_payloads_as_they_are() {
+        let hb = br#"{"id":"p","pid":1,"seq":1,"state":"running","uptime_ms":1,"timestamp":"2026-01-01T00:00:00Z"}"#;
+        let line = tail_line("sb.op.p.heartbeat", hb, false, false);
+        assert!(line.starts_with("sb.op.p.heartbeat {\"id\""), "{line}");
+        assert!(!line.contains("not an envelope"));
+        let env = Envelope::new("bot", serde_json::json!({"text": "hi"}));
+        let line = tail_line("chat.t.x.r.message", &env.to_vec(), false, false);
+        assert!(line.contains("[bot]") && line.contains("hi"), "{line}");
+        let line = tail_line("chat.t.x.r.message", b"garbage", false, false);
+        assert!(line.contains("not an envelope"), "{line}");
+        let line = tail_line("chat.t.x.r.message", b"garbage", true, false);
+        assert_eq!(line, "chat.t.x.r.message garbage");
+    }
 }

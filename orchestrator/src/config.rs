@@ -176,9 +176,10 @@ impl Default for EmbeddedNats {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// A `tracing` filter directive (`info`,
-    /// `info,switchboard_orchestrator=debug`); `RUST_LOG` may still win,
-    /// as the binary decides. Default `info`.
+    /// How much the daemon says: a level for its own events (`info`,
+    /// `debug`; libraries stay at `warn`) or a whole `tracing` directive
+    /// (`info,async_nats=debug`), see [`LogConfig::filter`].
+    /// `SWITCHBOARD_LOG` / `RUST_LOG` win. Default `info`.
     pub level: String,
     /// Line format. Default text.
     pub format: LogFormat,
@@ -189,6 +190,30 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".to_owned(),
             format: LogFormat::Text,
+        }
+    }
+}
+
+impl LogConfig {
+    /// The `tracing` filter for `level`: a bare level (`info`, `debug`)
+    /// applies to Switchboard's own events, with libraries at `warn`; a
+    /// full directive (with `=` or `,`) is used as it is.
+    ///
+    /// ```
+    /// use switchboard_orchestrator::config::LogConfig;
+    /// let mut log = LogConfig::default();
+    /// assert_eq!(log.filter(), "warn,switchboard=info");
+    /// log.level = "debug".into();
+    /// assert_eq!(log.filter(), "warn,switchboard=debug");
+    /// log.level = "info,async_nats=debug".into();
+    /// assert_eq!(log.filter(), "info,async_nats=debug");
+    /// ```
+    pub fn filter(&self) -> String {
+        let level = self.level.trim();
+        if level.contains(['=', ',']) {
+            level.to_owned()
+        } else {
+            format!("warn,switchboard={level}")
         }
     }
 }

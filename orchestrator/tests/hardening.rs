@@ -364,3 +364,57 @@ async fn manifest_trouble_never_stops_running_operators() {
         .log()
         .contains("manifest directory unreadable; keeping every running operator"));
 }
+
+/// `[log] format` in switchboard.toml is obeyed (it used to be parsed and
+/// ignored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_format_from_the_config_is_used() {
+    let d = Daemon::start_with(
+        &[("p.toml", pingbot_manifest("p"))],
+        &[],
+        "[log]\nformat = \"json\"\n",
+    )
+    .await;
+    d.wait_running("p").await;
+    let log = d.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v.get("level").is_some(), "{line}");
+    }
+}
+
+/// `switchboard logs` on an operator that printed 100 lines of 16 KiB:
+/// the reply fits one NATS message (the newest lines, the rest counted),
+/// instead of never arriving and blaming a daemon that is running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_of_long_lines_fit_one_reply() {
+    let manifest = "id = \"wide\"\ncommand = \"/bin/sh\"\ncontrol = \"signals\"\nstop_timeout = \"1s\"\n\
+         args = [\"-c\", \"i=0; while [ $i -lt 100 ]; do head -c 16383 /dev/zero | tr '\\\\0' x; echo; i=$((i+1)); done; echo done; exec sleep 30\"]\n";
+    let d = Daemon::start(&[("wide.toml", manifest.to_string())]).await;
+    d.wait_running("wide").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["logs", "wide", "-n", "1000", "--config"])
+            .arg(d.config_path())
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if stdout.lines().last().is_some_and(|l| l.ends_with("done")) {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains("older line(s) left out"), "{stderr}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never saw `done`");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -232,9 +232,22 @@ pub struct LogLine {
 pub struct LogsReply {
     /// Oldest first.
     pub lines: Vec<LogLine>,
+    /// Older lines left out so the reply fits in one NATS message (the
+    /// daemon keeps replies under [`LOGS_REPLY_BUDGET`] bytes): ask for
+    /// fewer, or follow `sb.log.<id>.>` instead.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted: usize,
     /// Set when the ID is unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// Most bytes of log lines in one [`LogsReply`]: half of nats-server's
+/// default 1 MiB payload limit, leaving room for the JSON around them.
+pub const LOGS_REPLY_BUDGET: usize = 512 * 1024;
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Match an operator ID against a glob with `*` (any run) and `?` (one
