@@ -318,11 +318,11 @@ async fn manifest_trouble_never_stops_running_operators() {
     let a = d.wait_running("a").await.pid;
     let b = d.wait_running("b").await.pid;
     let hup_and_settle = || async {
-        d.signal(Signal::SIGHUP);
-        // Reloads are serial: a status answer after the next log line
-        // means this one was applied.
+        // Reloads are serial: one more "applied" (or "keeping") line than
+        // before the signal means this one was applied.
         let before = d.log().matches("manifests applied").count()
             + d.log().matches("keeping every running operator").count();
+        d.signal(Signal::SIGHUP);
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let log = d.log();
