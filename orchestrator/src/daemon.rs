@@ -106,7 +106,21 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         crate::files::create_private_dir(dir)
             .with_context(|| format!("cannot create {} (mode 0700)", dir.display()))?;
     }
-    let _lock = lock_runtime_dir(&config.runtime_dir)?;
+    let _runtime_lock = lock_dir(&config.runtime_dir, "runtime_dir")?;
+    // (One directory for both is locked once: a second flock of the same
+    // file by this process would refuse ourselves.)
+    let same = match (
+        config.runtime_dir.canonicalize(),
+        config.state_dir.canonicalize(),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => config.runtime_dir == config.state_dir,
+    };
+    let _state_lock = if same {
+        None
+    } else {
+        Some(lock_dir(&config.state_dir, "state_dir")?)
+    };
 
     // NATS: external, or our own child with one user per operator.
     let (daemon_nats, cli_nats, access, mut embedded) = match &config.nats.url {
@@ -420,20 +434,36 @@ fn write_runtime_file(dir: &Path, info: &RuntimeInfo) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// One daemon per runtime dir: two would each start every operator.
-fn lock_runtime_dir(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+/// One daemon per runtime dir and per state dir: two would each start
+/// every operator (two daemons with different runtime dirs but one state
+/// dir, e.g. against an external NATS, would run every operator twice).
+/// The lock file holds the holder's pid, so the refusal can name it.
+fn lock_dir(dir: &Path, what: &str) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::io::{Read as _, Seek as _, Write as _};
     let path = dir.join("switchboard.lock");
-    let file = std::fs::OpenOptions::new()
+    let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
-        anyhow::anyhow!(
-            "another switchboard is running with runtime dir {} (see `switchboard status`); \
-             stop it first or use another config",
-            dir.display()
-        )
-    })
+    let mut holder = String::new();
+    let _ = file.read_to_string(&mut holder);
+    let mut lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| {
+            let who = match holder.trim() {
+                "" => String::new(),
+                pid => format!(" (pid {pid})"),
+            };
+            anyhow::anyhow!(
+                "another switchboard{who} is running with {what} {}: stop it first (see \
+                 `switchboard status`), or give this one its own `{what}` in switchboard.toml",
+                dir.display()
+            )
+        })?;
+    lock.set_len(0)?;
+    lock.rewind()?;
+    write!(lock, "{}", std::process::id())?;
+    Ok(lock)
 }

@@ -418,3 +418,41 @@ async fn logs_of_long_lines_fit_one_reply() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Two daemons with their own runtime dirs but one state dir would run
+/// every operator twice: the second is refused, naming the first's pid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_state_dir_is_refused() {
+    let d = Daemon::start(&[("p.toml", pingbot_manifest("p"))]).await;
+    d.wait_running("p").await;
+    let nats = switchboard_testkit::nats_server_bin().unwrap();
+    let other = d.dir.path().join("other.toml");
+    std::fs::write(
+        &other,
+        format!(
+            "manifests = \"operators.d\"\nstate_dir = \"state\"\nruntime_dir = \"run2\"\n\
+             [nats.embedded]\nport = 0\nbinary = {nats:?}\n"
+        ),
+    )
+    .unwrap();
+    let out = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("run")
+            .arg("--config")
+            .arg(&other)
+            .output(),
+    )
+    .await
+    .expect("the second daemon gives up at once")
+    .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("another switchboard (pid {})", d.pid()))
+            && stderr.contains("state_dir"),
+        "{stderr}"
+    );
+    // The first one is untouched.
+    assert_eq!(d.operator("p").await.unwrap().restarts, 0);
+}
