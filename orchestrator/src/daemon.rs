@@ -122,6 +122,10 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         Some(lock_dir(&config.state_dir, "state_dir")?)
     };
 
+    // A daemon killed with SIGKILL leaves operators' forked helpers
+    // running: end them before starting a new set.
+    crate::leftovers::sweep(&config.state_dir);
+
     // NATS: external, or our own child with one user per operator.
     let (daemon_nats, cli_nats, access, mut embedded) = match &config.nats.url {
         Some(url) => {

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod files;
+pub mod leftovers;
 pub mod manifest;
 pub mod nats_server;
 pub mod outbox;

@@ -456,3 +456,50 @@ async fn a_second_daemon_on_the_same_state_dir_is_refused() {
     // The first one is untouched.
     assert_eq!(d.operator("p").await.unwrap().restarts, 0);
 }
+
+/// A helper forked by an operator survives a SIGKILLed daemon (the
+/// parent-death signal reaches only direct children); the next daemon on
+/// the same state dir ends it before starting a new set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helpers_left_by_a_killed_daemon_are_ended_at_the_next_start() {
+    let manifest =
+        "id = \"forker\"\ncommand = \"/bin/sh\"\ncontrol = \"signals\"\nstop_timeout = \"1s\"\n\
+         args = [\"-c\", \"sleep 300 & echo helper=$!; wait\"]\n";
+    let mut d1 = Daemon::start(&[("forker.toml", manifest.to_string())]).await;
+    let sh = d1.wait_running("forker").await.pid.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let helper: u32 = loop {
+        let logs: switchboard_proto::api::LogsReply = d1
+            .bus
+            .request_json("sb.api.logs", &serde_json::json!({"id": "forker"}), WAIT)
+            .await
+            .unwrap();
+        if let Some(pid) = logs
+            .lines
+            .iter()
+            .find_map(|l| l.line.strip_prefix("helper=").and_then(|p| p.parse().ok()))
+        {
+            break pid;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no helper pid");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let mut child = d1.child.take().unwrap();
+    child.kill().await.unwrap();
+    let _ = child.wait().await;
+    gone(sh).await;
+    assert!(alive(helper), "the helper should have outlived the daemon");
+
+    let dir = std::mem::replace(&mut d1.dir, tempfile::tempdir().unwrap());
+    drop(d1);
+    let _ = std::fs::remove_file(dir.path().join("run/switchboard.json"));
+    let d2 = Daemon::start_in(dir, &[]).await;
+    gone(helper).await;
+    assert!(
+        d2.log()
+            .contains("ended what a previous switchboard left running"),
+        "{}",
+        d2.log()
+    );
+    d2.wait_running("forker").await;
+}

@@ -311,6 +311,7 @@ impl Actor {
         ) {
             Ok(proc) => {
                 tracing::debug!(operator = %self.id, pid = proc.pid, "spawned");
+                crate::leftovers::record(&self.shared.state_dir, self.id.as_str(), proc.pid);
                 self.proc = Some(proc);
                 self.last_seen = None;
                 self.grace_until = None;
@@ -469,6 +470,7 @@ impl Actor {
     /// user away, so nothing it left behind keeps talking on the bus as it
     /// (the next start issues a new password anyway).
     async fn after_process(&self) {
+        crate::leftovers::forget(&self.shared.state_dir, self.id.as_str());
         let (_, scratch, _) = self.operator_dirs();
         let _ = std::fs::remove_dir_all(scratch);
         self.shared.access.revoke(&self.id, false).await;
