@@ -926,3 +926,25 @@ fn embedded_server_exposure_needs_opt_in_and_tls() {
     let e = problems("[nats.embedded]\nmax_file_store = \"lots\"\n");
     assert!(e.contains("max_file_store"), "{e}");
 }
+
+#[test]
+fn huge_durations_are_refused_not_panicked_on() {
+    for (key, value) in [
+        ("ready_timeout", "3000000000000000h"),
+        ("stop_timeout", "8761h"),
+        ("heartbeat_interval", "99999999999999999999999s"),
+    ] {
+        let text = format!("id = \"x\"\ncommand = \"true\"\n{key} = \"{value}\"\n");
+        let problems = parse_manifest(Path::new("x.toml"), &text).expect_err(key);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].message.contains(key) && problems[0].message.contains("longer than a year"),
+            "{}",
+            problems[0]
+        );
+    }
+    // A year is fine, and so is the product of two large ones (the
+    // supervisor's arithmetic saturates).
+    let text = "id = \"x\"\ncommand = \"true\"\nheartbeat_interval = \"8760h\"\nmissed_heartbeats = 4000000000\n";
+    assert!(parse_manifest(Path::new("x.toml"), text).is_ok());
+}
