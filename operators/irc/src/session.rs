@@ -284,6 +284,9 @@ impl Session {
                 false
             }
             Request::Join { room, key, reply } => {
+                let Some(reply) = self.room_in_queue(reply).await else {
+                    return false;
+                };
                 let outs = self.client.join(&room, key, reply, now);
                 self.dispatch(outs, None).await;
                 false
@@ -293,11 +296,17 @@ impl Session {
                 reason,
                 reply,
             } => {
+                let Some(reply) = self.room_in_queue(reply).await else {
+                    return false;
+                };
                 let outs = self.client.part(&room, reason, reply, now);
                 self.dispatch(outs, None).await;
                 false
             }
             Request::Nick { nick, reply } => {
+                let Some(reply) = self.room_in_queue(reply).await else {
+                    return false;
+                };
                 let outs = self.client.change_nick(&nick, reply, now);
                 self.dispatch(outs, None).await;
                 false
@@ -484,6 +493,9 @@ impl Session {
                 Ok(l) => self.enqueue(vec![l], reply).await,
             },
             Request::Join { room, key, reply } => {
+                let Some(reply) = self.room_in_queue(reply).await else {
+                    return None;
+                };
                 let outs = self.client.join(&room, key, reply, now);
                 self.dispatch(outs, Some(wtx)).await;
             }
@@ -492,10 +504,16 @@ impl Session {
                 reason,
                 reply,
             } => {
+                let Some(reply) = self.room_in_queue(reply).await else {
+                    return None;
+                };
                 let outs = self.client.part(&room, reason, reply, now);
                 self.dispatch(outs, Some(wtx)).await;
             }
             Request::Nick { nick, reply } => {
+                let Some(reply) = self.room_in_queue(reply).await else {
+                    return None;
+                };
                 let outs = self.client.change_nick(&nick, reply, now);
                 self.dispatch(outs, Some(wtx)).await;
             }
@@ -521,6 +539,24 @@ impl Session {
         if let Some(reply) = reply {
             self.respond(&reply, SendResult::failed(error)).await;
         }
+    }
+
+    /// Whether the send queue has room for one more line (join, part and
+    /// nick requests go through it like messages, so they are bounded by
+    /// `max_queue` too). When it has not, the request is refused (acked
+    /// with the reason) and `None` comes back. The returned value is the
+    /// request's reply subject, handed on.
+    async fn room_in_queue(&mut self, reply: Option<String>) -> Option<Option<String>> {
+        let max = self.config().flood.max_queue;
+        if self.queue.len() >= max {
+            let msg = format!(
+                "send queue full ({} lines waiting, at most {max}); try again later",
+                self.queue.len()
+            );
+            self.fail(reply, msg).await;
+            return None;
+        }
+        Some(reply)
     }
 
     /// Queues the lines of one request; the ack rides on the last line.
@@ -629,6 +665,9 @@ impl Session {
 
     async fn publish(&self, ev: InboundEvent) {
         if self.paused {
+            // Halted: the event is dropped by design, and counted.
+            let dropped = self.bus.stats().counter("irc_events_dropped_halted");
+            dropped.inc();
             tracing::debug!(room = %ev.room, kind = ev.kind, "halted: event not published");
             return;
         }

@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{config, privmsg_text, Harness, RawClient, WAIT};
+use futures::StreamExt;
 use serde_json::json;
 use switchboard_bus::proto::{headers, Timestamp};
 use switchboard_testkit::{InspIrcd, NgIrcd, NgIrcdOptions};
@@ -583,10 +584,28 @@ async fn halt_resume_and_shutdown_with_quit() {
     alice.join("#life").await;
     h.joined("#life").await;
 
+    let mut beats = h
+        .bus
+        .subscribe_raw("sb.op.irc-life.heartbeat")
+        .await
+        .unwrap();
+    h.bus.sync().await.unwrap();
     let ack = h.control(json!({"verb": "halt"})).await;
     assert!(ack.ok, "{ack:?}");
     alice.send("PRIVMSG #life :while halted").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Dropped while halted, by design, and counted: never silent.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let m = tokio::time::timeout(WAIT, beats.next())
+            .await
+            .expect("heartbeats")
+            .expect("open");
+        let hb: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        if hb["counters"]["irc_events_dropped_halted"].as_u64() >= Some(1) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not counted: {hb}");
+    }
     let ack = h.control(json!({"verb": "resume"})).await;
     assert!(ack.ok, "{ack:?}");
     alice.send("PRIVMSG #life :after resume").await;
@@ -602,4 +621,35 @@ async fn halt_resume_and_shutdown_with_quit() {
         .await;
     let status = h.bot.as_mut().unwrap().exit_within(WAIT).await;
     assert!(status.success(), "{status:?}");
+}
+
+/// Join requests go through the send queue like messages: past
+/// `flood.max_queue` they are refused with the reason, not queued without
+/// bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_requests_are_bounded_by_the_send_queue() {
+    let irc = NgIrcd::start().expect("ngircd");
+    let mut h = Harness::new("irc-joins").await;
+    h.start_bot(config(
+        irc.port(),
+        "sbjoins",
+        &["#base"],
+        json!({"flood": {"max_queue": 2, "burst": 1, "per_second": 0.5}}),
+    ))
+    .await;
+    h.joined("#base").await;
+    let rooms: Vec<String> = (0..12).map(|i| format!("#j{i}")).collect();
+    let results =
+        futures::future::join_all(rooms.iter().map(|room| h.request(room, "join", json!({}))))
+            .await;
+    let refused = results
+        .iter()
+        .filter(|r| {
+            !r.ok
+                && r.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("send queue full"))
+        })
+        .count();
+    assert!(refused >= 5, "{refused} refused: {results:?}");
 }
