@@ -493,9 +493,8 @@ impl Session {
                 Ok(l) => self.enqueue(vec![l], reply).await,
             },
             Request::Join { room, key, reply } => {
-                let Some(reply) = self.room_in_queue(reply).await else {
-                    return None;
-                };
+                // Refused (queue full, already acked): nothing more to do.
+                let reply = self.room_in_queue(reply).await?;
                 let outs = self.client.join(&room, key, reply, now);
                 self.dispatch(outs, Some(wtx)).await;
             }
@@ -504,16 +503,14 @@ impl Session {
                 reason,
                 reply,
             } => {
-                let Some(reply) = self.room_in_queue(reply).await else {
-                    return None;
-                };
+                // Refused (queue full, already acked): nothing more to do.
+                let reply = self.room_in_queue(reply).await?;
                 let outs = self.client.part(&room, reason, reply, now);
                 self.dispatch(outs, Some(wtx)).await;
             }
             Request::Nick { nick, reply } => {
-                let Some(reply) = self.room_in_queue(reply).await else {
-                    return None;
-                };
+                // Refused (queue full, already acked): nothing more to do.
+                let reply = self.room_in_queue(reply).await?;
                 let outs = self.client.change_nick(&nick, reply, now);
                 self.dispatch(outs, Some(wtx)).await;
             }
