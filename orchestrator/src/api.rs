@@ -76,7 +76,8 @@ pub async fn serve(
         tokio::spawn(async move {
             let answer = handle(&supervisor, &info, &msg).await;
             if let Err(e) = bus.respond_json(&reply, &answer).await {
-                tracing::debug!(error = %e, "could not answer an API request");
+                // Said, not hidden: the caller only sees a timeout.
+                tracing::warn!(error = %e, "could not answer an API request");
             }
             drop(slot);
         });

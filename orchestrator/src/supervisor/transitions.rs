@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use switchboard_proto::api::SupervisedState;
 use switchboard_proto::OperatorState;
 
+use switchboard_proto::Counters;
+
 use crate::backoff::Verdict;
 use crate::manifest::{Control, Manifest, RestartPolicy};
 
@@ -204,6 +206,29 @@ pub(super) fn after_failure(id: &str, reason: String, verdict: Verdict) -> After
     }
 }
 
+/// Operator-specific counters kept from one heartbeat: every status reply
+/// carries them for every operator, so one operator sending thousands
+/// could make the reply too large for a NATS message.
+pub(super) const MAX_OWN_COUNTERS: usize = 64;
+/// Longest counter name kept.
+pub(super) const MAX_COUNTER_NAME: usize = 64;
+
+/// A heartbeat's counters as the status board keeps them: the standard
+/// ones, and at most [`MAX_OWN_COUNTERS`] operator-specific ones with
+/// names of at most [`MAX_COUNTER_NAME`] bytes (in name order).
+pub(super) fn bounded_counters(mut counters: Counters) -> Counters {
+    if counters.extra.len() > MAX_OWN_COUNTERS
+        || counters.extra.keys().any(|k| k.len() > MAX_COUNTER_NAME)
+    {
+        counters.extra = std::mem::take(&mut counters.extra)
+            .into_iter()
+            .filter(|(k, _)| k.len() <= MAX_COUNTER_NAME)
+            .take(MAX_OWN_COUNTERS)
+            .collect();
+    }
+    counters
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +282,20 @@ mod tests {
             let d = health_deadline(state, Control::Nats, t0, None, t, None);
             assert!(d.is_none_or(|d| d > t0), "{state}: {d:?}");
         }
+    }
+
+    #[test]
+    fn counters_are_bounded() {
+        let mut c = Counters::default();
+        c.received = 7;
+        for i in 0..1000 {
+            c.extra.insert(format!("c{i:04}"), i);
+        }
+        c.extra.insert("x".repeat(65), 1);
+        let kept = bounded_counters(c);
+        assert_eq!(kept.received, 7);
+        assert_eq!(kept.extra.len(), MAX_OWN_COUNTERS);
+        assert!(kept.extra.keys().all(|k| k.len() <= MAX_COUNTER_NAME));
     }
 
     #[test]

@@ -364,7 +364,7 @@ impl Actor {
         if let Lifecycle::Heartbeat(hb) = msg {
             let mut board = self.board.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(e) = board.get_mut(self.id.as_str()) {
-                e.counters = Some(hb.counters);
+                e.counters = Some(transitions::bounded_counters(hb.counters));
                 e.last_seen = self.last_seen;
             }
         }
