@@ -286,8 +286,10 @@ mod tests {
 
     #[test]
     fn counters_are_bounded() {
-        let mut c = Counters::default();
-        c.received = 7;
+        let mut c = Counters {
+            received: 7,
+            ..Counters::default()
+        };
         for i in 0..1000 {
             c.extra.insert(format!("c{i:04}"), i);
         }
