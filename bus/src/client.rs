@@ -505,6 +505,7 @@ impl Bus {
 
     /// Flush what is queued and close the connection.
     pub async fn close(&self) {
+        self.stats.closing.store(true, Ordering::Relaxed);
         let _ = self.client.flush().await;
         let _ = self.client.drain().await;
     }
@@ -767,7 +768,13 @@ async fn build_options(
                 async_nats::Event::Disconnected => {
                     was_down.store(true, Ordering::Relaxed);
                     Stats::add(&stats.disconnects, 1);
-                    tracing::warn!("lost the NATS connection; queueing publishes and reconnecting");
+                    if stats.closing.load(Ordering::Relaxed) {
+                        tracing::debug!("NATS connection closed");
+                    } else {
+                        tracing::warn!(
+                            "lost the NATS connection; queueing publishes and reconnecting"
+                        );
+                    }
                 }
                 async_nats::Event::Connected => {
                     if was_down.swap(false, Ordering::Relaxed) {
@@ -794,7 +801,11 @@ async fn build_options(
                     tracing::warn!(error = %e, "NATS server error");
                 }
                 async_nats::Event::ClientError(e) => {
-                    tracing::warn!(error = %e, "NATS client error");
+                    if stats.closing.load(Ordering::Relaxed) {
+                        tracing::debug!(error = %e, "NATS client error while closing");
+                    } else {
+                        tracing::warn!(error = %e, "NATS client error");
+                    }
                 }
                 async_nats::Event::LameDuckMode => {
                     tracing::info!("NATS server is entering lame duck mode");

@@ -20,6 +20,9 @@ pub struct Stats {
     pub(crate) handler_errors: AtomicU64,
     pub(crate) reconnects: AtomicU64,
     pub(crate) disconnects: AtomicU64,
+    /// Set by [`crate::Bus::close`]: a disconnect after it is the close
+    /// itself (or the server going with us), not news worth a warning.
+    pub(crate) closing: std::sync::atomic::AtomicBool,
     /// Counters an operator registered with [`Stats::counter`].
     custom: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
 }

@@ -503,3 +503,25 @@ async fn helpers_left_by_a_killed_daemon_are_ended_at_the_next_start() {
     );
     d2.wait_running("forker").await;
 }
+
+/// A clean start and stop says nothing alarming: no ERROR or WARN line
+/// (logs are quiet by default, and a warning should mean something).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_run_logs_no_errors_or_warnings() {
+    let mut d = Daemon::start(&[
+        ("a.toml", pingbot_manifest("a")),
+        ("b.toml", pingbot_manifest("b")),
+    ])
+    .await;
+    d.wait_running("a").await;
+    d.wait_running("b").await;
+    d.ctl(switchboard_proto::Verb::Restart, "a", None).await;
+    d.wait_running("a").await;
+    assert!(d.stop().await.success());
+    let log = d.log();
+    let alarming: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
+        .collect();
+    assert!(alarming.is_empty(), "{alarming:#?}");
+}

@@ -278,8 +278,15 @@ impl Access {
         let reloader = e.reloader.clone();
         let id = id.clone();
         let job = async move {
-            if let Err(err) = reloader.reload().await {
-                tracing::warn!(operator = %id, error = %err, "NATS user not revoked yet");
+            match reloader.reload().await {
+                Ok(()) => {}
+                // The server is stopping with the daemon: nobody to revoke from.
+                Err(err) if err.kind() == crate::nats_server::ReloadErrorKind::NotRunning => {
+                    tracing::debug!(operator = %id, error = %err, "NATS user not revoked: server stopped");
+                }
+                Err(err) => {
+                    tracing::warn!(operator = %id, error = %err, "NATS user not revoked yet")
+                }
             }
         };
         if wait {

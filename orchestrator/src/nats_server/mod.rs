@@ -26,7 +26,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::broadcast;
 
-pub use reload::{ReloadError, Reloader};
+pub use reload::{ReloadError, ReloadErrorKind, Reloader};
 pub use users::{
     cli_permissions, generate_password, User, Users, CLI_USER, DAEMON_USER, OPERATOR_USER_PREFIX,
 };
@@ -413,6 +413,20 @@ async fn spawn(
                     // Plaintext passwords are by design: random, per start,
                     // in a 0600 file, over loopback or TLS.
                     let noise = line.contains("Plaintext passwords detected");
+                    // A client whose CONNECT is in flight while the server
+                    // reloads its users is refused once (the server
+                    // re-checks every client, half-connected ones too);
+                    // our clients retry. Said at info with that reason; a
+                    // client that keeps failing fails its own start loudly.
+                    if line.contains("authentication error")
+                        || line.contains("Problem registering with account")
+                    {
+                        tracing::info!(
+                            target: "switchboard::nats",
+                            "{line} (a client connecting during a user reload is refused once, then retries)"
+                        );
+                        continue;
+                    }
                     if !noise
                         && (line.contains("[ERR]")
                             || line.contains("[WRN]")

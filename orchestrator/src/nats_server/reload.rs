@@ -108,8 +108,13 @@ async fn run(target: Target, mut rx: mpsc::UnboundedReceiver<Waiter>) {
             waiters.push(more);
         }
         let outcome = reload_once(&target).await;
-        if let Err(e) = &outcome {
-            tracing::error!(error = %e, "nats-server config not reloaded");
+        match &outcome {
+            // Stopped on purpose (daemon shutdown): nothing to apply to.
+            Err(e) if e.kind() == ReloadErrorKind::NotRunning => {
+                tracing::debug!(error = %e, "nats-server config not reloaded");
+            }
+            Err(e) => tracing::error!(error = %e, "nats-server config not reloaded"),
+            Ok(()) => {}
         }
         for w in waiters {
             let _ = w.send(outcome.clone());

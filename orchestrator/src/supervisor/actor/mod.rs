@@ -57,6 +57,8 @@ pub(super) struct Actor {
     bus_reconnects: u64,
     /// No health verdict before this (set after a bus outage).
     grace_until: Option<Instant>,
+    /// The pid of the process before the current one.
+    previous_pid: Option<u32>,
 }
 
 impl Actor {
@@ -83,6 +85,7 @@ impl Actor {
             config_override: None,
             bus_reconnects: 0,
             grace_until: None,
+            previous_pid: None,
         }
     }
 
@@ -344,7 +347,12 @@ impl Actor {
             let mut board = self.board.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(e) = board.get_mut(self.id.as_str()) {
                 e.ignored_lifecycle += 1;
-                if e.ignored_lifecycle.is_power_of_two() {
+                // The last words of the process just replaced (its final
+                // heartbeat) are expected; anything else is worth a look.
+                let previous = self.previous_pid == Some(pid);
+                if previous {
+                    tracing::debug!(operator = %self.id, claimed_pid = pid, "late message from the previous process ignored");
+                } else if e.ignored_lifecycle.is_power_of_two() {
                     tracing::warn!(
                         operator = %self.id,
                         claimed_pid = pid,
@@ -409,6 +417,7 @@ impl Actor {
     /// The process ended on its own (or was killed for its health).
     async fn on_exit(&mut self, status: std::process::ExitStatus, health: Option<String>) {
         let Some(proc) = self.proc.take() else { return };
+        self.previous_pid = Some(proc.pid);
         let ran = proc.started.elapsed();
         self.last_seen = None;
         self.after_process().await;
@@ -486,6 +495,7 @@ impl Actor {
             .await;
         let timeout = self.manifest.stop_timeout;
         if let Some(mut proc) = self.proc.take() {
+            self.previous_pid = Some(proc.pid);
             let (status, killed) = proc.stop(timeout).await;
             let mut described = describe_exit(&status);
             if killed {
