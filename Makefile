@@ -2,6 +2,7 @@
 #   make run    build and start a working bus on this machine
 #   make test   install test peers, then fmt + clippy + every test
 #   make bench  bus vs raw NATS, and supervision vs s6/supervisord: tables
+#   make chaos  faults injected while traffic flows: docs/reliability.md
 #   make tools  install project-local tools (nats-server) into .tools/
 
 SHELL := /bin/bash
@@ -14,12 +15,12 @@ NATS_PY_VERSION := 2.16.0
 SUPERVISOR_VERSION := 4.3.0
 export SWITCHBOARD_NATS_SERVER := $(NATS_SERVER)
 
-.PHONY: all build tools bench-tools test check fmt clippy unit run bench clean help
+.PHONY: all build tools bench-tools test check fmt clippy unit run bench chaos clean help
 
 all: build
 
 help:
-	@sed -n '2,6p' Makefile | sed 's/^# *//'
+	@sed -n '2,7p' Makefile | sed 's/^# *//'
 
 build:
 	$(CARGO) build --release --workspace --bins
@@ -100,6 +101,12 @@ run: tools
 bench: bench-tools
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) run --release -p switchboard-bench
+
+## The fault suite against the real daemon (QUICK=1 for small loads); the
+## quick scenarios also run in `make test` (chaos/tests/quick.rs).
+chaos: tools
+	$(CARGO) build --workspace --bins
+	$(CARGO) run -p switchboard-chaos -- $(if $(QUICK),--quick)
 
 clean:
 	$(CARGO) clean

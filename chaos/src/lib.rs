@@ -1,0 +1,722 @@
+//! The fault suite: a real `switchboard run` (embedded nats-server) with
+//! real operators, `!ping` traffic flowing through the ping bot, and one
+//! fault injected at a time. Each scenario says what is expected, what was
+//! observed, how many pings were accepted (published) and answered (by
+//! envelope id, through `in-reply-to`), and how long the answers stopped.
+//!
+//! Core NATS is at-most-once: a ping published while no ping bot is
+//! subscribed is lost by design. Those losses are *counted* here (and
+//! listed as such); a path documented as lossless must show 0.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use futures::StreamExt;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::json;
+use switchboard_bus::{Bus, ChatAddress, Envelope, Pattern};
+use switchboard_orchestrator::daemon::RuntimeInfo;
+use switchboard_proto::api::{OperatorStatus, StatusReply, StatusRequest, SupervisedState};
+use switchboard_proto::headers;
+
+/// How long any one wait may take.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A ping bot manifest with quick health timings.
+pub fn pingbot(id: &str) -> String {
+    format!(
+        "id = \"{id}\"\ncommand = {:?}\nheartbeat_interval = \"100ms\"\nmissed_heartbeats = 3\n\
+         ready_timeout = \"5s\"\nstop_timeout = \"2s\"\nrestart = \"always\"\n\
+         [backoff]\ninitial = \"10ms\"\nreset_after = \"100ms\"\n",
+        switchboard_testkit::bin_path("switchboard-pingbot")
+    )
+}
+
+/// A running daemon in a temporary directory.
+pub struct Rig {
+    /// Its directory (config, manifests, state, runtime, log).
+    pub dir: tempfile::TempDir,
+    /// The daemon process.
+    pub child: Option<tokio::process::Child>,
+    /// The CLI's bus connection.
+    pub bus: Bus,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            if let Some(pid) = child.id() {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            }
+        }
+    }
+}
+
+impl Rig {
+    /// Start a daemon with these manifests (file name, content).
+    ///
+    /// # Errors
+    ///
+    /// When the daemon does not come up.
+    pub async fn start(manifests: &[(String, String)]) -> anyhow::Result<Rig> {
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir_all(dir.path().join("operators.d"))?;
+        for (name, text) in manifests {
+            std::fs::write(dir.path().join("operators.d").join(name), text)?;
+        }
+        let nats = switchboard_testkit::nats_server_bin()?;
+        std::fs::write(
+            dir.path().join("switchboard.toml"),
+            format!("[nats.embedded]\nport = 0\nbinary = {nats:?}\n"),
+        )?;
+        let (child, bus) = Self::spawn(dir.path()).await?;
+        Ok(Rig {
+            dir,
+            child: Some(child),
+            bus,
+        })
+    }
+
+    async fn spawn(dir: &std::path::Path) -> anyhow::Result<(tokio::process::Child, Bus)> {
+        let _ = std::fs::remove_file(dir.join("run/switchboard.json"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("daemon.log"))?;
+        let child = tokio::process::Command::new(switchboard_testkit::bin_path("switchboard"))
+            .arg("run")
+            .arg("--config")
+            .arg(dir.join("switchboard.toml"))
+            .stdin(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawn switchboard")?;
+        let deadline = Instant::now() + WAIT;
+        let info: RuntimeInfo = loop {
+            if let Ok(bytes) = std::fs::read(dir.join("run/switchboard.json")) {
+                if let Ok(info) = serde_json::from_slice(&bytes) {
+                    break info;
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("the daemon never wrote its runtime file");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let bus = Bus::connect(&info.bus_options(), "chaos").await?;
+        Ok((child, bus))
+    }
+
+    /// SIGKILL the daemon, then start it again on the same directory.
+    ///
+    /// # Errors
+    ///
+    /// When it does not come back.
+    pub async fn kill_and_restart(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await?;
+            let _ = child.wait().await;
+        }
+        let (child, bus) = Self::spawn(self.dir.path()).await?;
+        self.child = Some(child);
+        self.bus = bus;
+        Ok(())
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().and_then(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Status, retried while the daemon's own client is reconnecting.
+    ///
+    /// # Errors
+    ///
+    /// When it never answers.
+    pub async fn status(&self) -> anyhow::Result<StatusReply> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self
+                .bus
+                .request_json("sb.api.status", &StatusRequest {}, Duration::from_secs(2))
+                .await
+            {
+                Ok(s) => return Ok(s),
+                Err(e) if Instant::now() > deadline => bail!("status: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// One operator's status.
+    ///
+    /// # Errors
+    ///
+    /// When the daemon does not answer or does not know it.
+    pub async fn operator(&self, id: &str) -> anyhow::Result<OperatorStatus> {
+        self.status()
+            .await?
+            .operators
+            .into_iter()
+            .find(|o| o.id == id)
+            .with_context(|| format!("no operator {id}"))
+    }
+
+    /// Wait until `cond` holds for `id`.
+    ///
+    /// # Errors
+    ///
+    /// After [`WAIT`].
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        cond: impl Fn(&OperatorStatus) -> bool,
+    ) -> anyhow::Result<OperatorStatus> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(o) = self.operator(id).await {
+                if cond(&o) {
+                    return Ok(o);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{id}: condition not met within {WAIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Pid of the embedded nats-server (a child of the daemon).
+    pub fn nats_pid(&self) -> Option<u32> {
+        let me = self.pid();
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == me && head.ends_with("(nats-server")).then_some(pid)
+        })
+    }
+
+    /// The daemon's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Peak resident memory of the daemon so far, in MB.
+    pub fn peak_rss_mb(&self) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1000.0)
+    }
+}
+
+/// `!ping` every few milliseconds, answers collected by id.
+pub struct Traffic {
+    sent: Arc<Mutex<Vec<(String, Instant)>>>,
+    answered: Arc<Mutex<Vec<(String, Instant)>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What a traffic run saw.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    /// Pings published (accepted by the client).
+    pub sent: usize,
+    /// Pings answered (distinct ids).
+    pub answered: usize,
+    /// The longest time without a single answer, from the first ping.
+    pub longest_gap: Duration,
+}
+
+impl Traffic {
+    /// Start pinging through `bus`, one ping every `every`.
+    ///
+    /// # Errors
+    ///
+    /// When the subscription to answers fails.
+    pub async fn start(bus: &Bus, every: Duration) -> anyhow::Result<Traffic> {
+        let room = ChatAddress::new("chaos", "x", "room");
+        let mut answers = bus.subscribe(&Pattern::parse("send.chaos.#")?).await?;
+        bus.sync().await?;
+        let sent: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+        let answered: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+        let a = Arc::clone(&answered);
+        let listen = tokio::spawn(async move {
+            while let Some(d) = answers.next().await {
+                if let Some(id) = d.envelope.headers.get(headers::IN_REPLY_TO) {
+                    a.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((id.clone(), Instant::now()));
+                }
+            }
+        });
+        let s = Arc::clone(&sent);
+        let bus = bus.clone();
+        let subject = room.event_subject("message");
+        let send = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let env = Envelope::new(
+                    "chaos",
+                    json!({"text": "!ping", "sender": "chaos", "room": "room"}),
+                )
+                .with_header(headers::ROOM, "room");
+                let id = env.id().unwrap_or_default().to_owned();
+                if bus.publish(&subject, &env).await.is_ok() {
+                    s.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((id, Instant::now()));
+                }
+            }
+        });
+        Ok(Traffic {
+            sent,
+            answered,
+            tasks: vec![listen, send],
+        })
+    }
+
+    /// Stop sending, let late answers arrive, and count.
+    pub async fn stop(self) -> Tally {
+        if let Some(send) = self.tasks.get(1) {
+            send.abort();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for t in &self.tasks {
+            t.abort();
+        }
+        let sent = self.sent.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let answered = self
+            .answered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let ids: HashSet<&str> = answered.iter().map(|(id, _)| id.as_str()).collect();
+        let sent_ids: HashSet<&str> = sent.iter().map(|(id, _)| id.as_str()).collect();
+        let mut times: Vec<Instant> = answered.iter().map(|(_, t)| *t).collect();
+        times.sort();
+        let start = sent.first().map(|(_, t)| *t);
+        let end = sent.last().map(|(_, t)| *t);
+        let mut longest = Duration::ZERO;
+        if let (Some(start), Some(end)) = (start, end) {
+            let mut last = start;
+            for t in times.iter().copied().filter(|t| *t <= end) {
+                longest = longest.max(t.saturating_duration_since(last));
+                last = last.max(t);
+            }
+            longest = longest.max(end.saturating_duration_since(last));
+        }
+        Tally {
+            sent: sent_ids.len(),
+            answered: ids.intersection(&sent_ids).count(),
+            longest_gap: longest,
+        }
+    }
+}
+
+/// One scenario's result, a row of docs/reliability.md.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The fault.
+    pub fault: &'static str,
+    /// What should happen.
+    pub expected: &'static str,
+    /// What did.
+    pub observed: String,
+    /// Traffic, when the scenario had any.
+    pub tally: Option<Tally>,
+    /// Whether the expectation held.
+    pub ok: bool,
+    /// Whether losses are acceptable on this path (at-most-once).
+    pub at_most_once: bool,
+}
+
+impl Outcome {
+    /// The table row.
+    pub fn row(&self) -> String {
+        let (accepted, delivered, lost, gap) = match &self.tally {
+            Some(t) => (
+                t.sent.to_string(),
+                t.answered.to_string(),
+                (t.sent - t.answered.min(t.sent)).to_string(),
+                format!("{} ms", t.longest_gap.as_millis()),
+            ),
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+        };
+        format!(
+            "| {} | {} | {} | {accepted} | {delivered} | {lost}{} | {gap} | {} |",
+            self.fault,
+            self.expected,
+            self.observed,
+            if self.at_most_once && lost != "0" && lost != "-" {
+                " (at-most-once, counted)"
+            } else {
+                ""
+            },
+            if self.ok { "ok" } else { "FAILED" }
+        )
+    }
+}
+
+/// Whether `pid` is a live process (a zombie is not).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// Wait (up to a second) for `pid` to be gone.
+async fn gone(pid: Option<u32>) -> bool {
+    let Some(pid) = pid else { return true };
+    for _ in 0..50 {
+        if !alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+fn sig(pid: u32, s: Signal) {
+    let _ = kill(Pid::from_raw(pid as i32), s);
+}
+
+/// Traffic flows through `bot`, then `fault` runs, then traffic goes on
+/// until answers are back (or [`WAIT`]).
+async fn with_traffic<F, Fut>(rig: &Rig, before: Duration, fault: F) -> anyhow::Result<Tally>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let traffic = Traffic::start(&rig.bus, Duration::from_millis(5)).await?;
+    tokio::time::sleep(before).await;
+    fault().await?;
+    // Recovery: keep pinging until answers flow again for a while.
+    let answered_now = || traffic.answered.lock().map(|a| a.len()).unwrap_or(0);
+    let deadline = Instant::now() + WAIT;
+    let mut seen = answered_now();
+    let mut steady = 0;
+    while steady < 20 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let now = answered_now();
+        steady = if now > seen { steady + 1 } else { 0 };
+        seen = now;
+    }
+    Ok(traffic.stop().await)
+}
+
+/// SIGKILL of the ping bot while pings flow.
+///
+/// # Errors
+///
+/// When the rig fails (not when the expectation does: that is the outcome).
+pub async fn operator_sigkill() -> anyhow::Result<Outcome> {
+    let rig = Rig::start(&[("bot.toml".into(), pingbot("bot"))]).await?;
+    let pid = rig
+        .wait_for("bot", |o| o.state == SupervisedState::Running)
+        .await?
+        .pid;
+    let tally = with_traffic(&rig, Duration::from_millis(300), || async {
+        sig(pid.unwrap_or(0), Signal::SIGKILL);
+        Ok(())
+    })
+    .await?;
+    let after = rig
+        .wait_for("bot", |o| {
+            o.state == SupervisedState::Running && o.pid != pid
+        })
+        .await;
+    let ok = after.is_ok() && tally.answered > 0;
+    Ok(Outcome {
+        fault: "operator SIGKILL",
+        expected: "restarted at once; answers resume; pings sent while no bot listened are lost",
+        observed: match after {
+            Ok(o) => format!(
+                "restarted (pid {:?} -> {:?}, restarts {})",
+                pid, o.pid, o.restarts
+            ),
+            Err(e) => format!("not restarted: {e}"),
+        },
+        tally: Some(tally),
+        ok,
+        at_most_once: true,
+    })
+}
+
+/// SIGSTOP of the ping bot (a hang).
+///
+/// # Errors
+///
+/// When the rig fails.
+pub async fn operator_sigstop() -> anyhow::Result<Outcome> {
+    let rig = Rig::start(&[("bot.toml".into(), pingbot("bot"))]).await?;
+    let pid = rig
+        .wait_for("bot", |o| o.state == SupervisedState::Running)
+        .await?
+        .pid;
+    let tally = with_traffic(&rig, Duration::from_millis(300), || async {
+        sig(pid.unwrap_or(0), Signal::SIGSTOP);
+        Ok(())
+    })
+    .await?;
+    let after = rig
+        .wait_for("bot", |o| {
+            o.state == SupervisedState::Running && o.pid != pid
+        })
+        .await;
+    Ok(Outcome {
+        fault: "operator SIGSTOP (hung)",
+        expected: "3 missed heartbeats (300 ms), killed, replaced; answers resume",
+        observed: match &after {
+            Ok(o) => format!(
+                "replaced, last exit: {}",
+                o.last_exit.clone().unwrap_or_default()
+            ),
+            Err(e) => format!("not replaced: {e}"),
+        },
+        ok: after.is_ok() && tally.answered > 0,
+        tally: Some(tally),
+        at_most_once: true,
+    })
+}
+
+/// SIGKILL of the embedded nats-server while pings flow.
+///
+/// # Errors
+///
+/// When the rig fails.
+pub async fn nats_sigkill() -> anyhow::Result<Outcome> {
+    let rig = Rig::start(&[("bot.toml".into(), pingbot("bot"))]).await?;
+    let pid = rig
+        .wait_for("bot", |o| o.state == SupervisedState::Running)
+        .await?
+        .pid;
+    let nats = rig.nats_pid().context("no embedded nats-server")?;
+    let tally = with_traffic(&rig, Duration::from_millis(300), || async {
+        sig(nats, Signal::SIGKILL);
+        Ok(())
+    })
+    .await?;
+    let after = rig.operator("bot").await;
+    let same = after
+        .as_ref()
+        .is_ok_and(|o| o.pid == pid && o.state == SupervisedState::Running);
+    Ok(Outcome {
+        fault: "nats-server SIGKILL",
+        expected:
+            "the daemon restarts it on its port; every client reconnects; no operator is restarted",
+        observed: format!(
+            "server restarted: {}; bot kept its pid: {same}",
+            rig.nats_pid().is_some_and(|p| p != nats)
+        ),
+        ok: same && tally.answered > 0,
+        tally: Some(tally),
+        at_most_once: true,
+    })
+}
+
+/// SIGKILL of the daemon itself, and a new one on the same directory.
+///
+/// # Errors
+///
+/// When the rig fails.
+pub async fn daemon_sigkill() -> anyhow::Result<Outcome> {
+    let mut rig = Rig::start(&[("bot.toml".into(), pingbot("bot"))]).await?;
+    let pid = rig
+        .wait_for("bot", |o| o.state == SupervisedState::Running)
+        .await?
+        .pid;
+    let started = Instant::now();
+    rig.kill_and_restart().await?;
+    let after = rig
+        .wait_for("bot", |o| o.state == SupervisedState::Running)
+        .await;
+    let back = started.elapsed();
+    let old_gone = gone(pid).await;
+    let tally = with_traffic(&rig, Duration::from_millis(300), || async { Ok(()) }).await?;
+    Ok(Outcome {
+        fault: "daemon SIGKILL, then restart",
+        expected:
+            "operators die with it; the new daemon starts one set (no duplicates) and answers",
+        observed: format!(
+            "old bot gone: {old_gone}; bot running again after {} ms",
+            back.as_millis()
+        ),
+        ok: after.is_ok() && old_gone && tally.answered == tally.sent,
+        tally: Some(tally),
+        at_most_once: false,
+    })
+}
+
+/// An operator that never becomes ready.
+///
+/// # Errors
+///
+/// When the rig fails.
+pub async fn hang_at_start() -> anyhow::Result<Outcome> {
+    let manifest = "id = \"mute\"\ncommand = \"/bin/sleep\"\nargs = [\"1000\"]\nready_timeout = \"300ms\"\n\
+                    [backoff]\ninitial = \"10ms\"\n[crash_loop]\nmax_restarts = 3\nwindow = \"1m\"\n";
+    let rig = Rig::start(&[("mute.toml".into(), manifest.into())]).await?;
+    let started = Instant::now();
+    let failed = rig
+        .wait_for("mute", |o| o.state == SupervisedState::Failed)
+        .await;
+    Ok(Outcome {
+        fault: "operator hangs at start (never ready)",
+        expected: "killed after ready_timeout, restarted with backoff, `failed` after the crash-loop limit with the reason",
+        observed: match &failed {
+            Ok(o) => format!(
+                "failed after {} ms: {}",
+                started.elapsed().as_millis(),
+                o.reason.clone().unwrap_or_default()
+            ),
+            Err(e) => format!("not failed: {e}"),
+        },
+        ok: failed.is_ok_and(|o| o.reason.is_some_and(|r| r.contains("not ready within"))),
+        tally: None,
+        at_most_once: false,
+    })
+}
+
+/// An operator that ignores SIGTERM, and a daemon asked to stop.
+///
+/// # Errors
+///
+/// When the rig fails.
+pub async fn hang_on_shutdown() -> anyhow::Result<Outcome> {
+    let manifest = "id = \"stubborn\"\ncommand = \"/bin/sh\"\ncontrol = \"signals\"\nstop_timeout = \"500ms\"\n\
+                    args = [\"-c\", \"trap '' TERM; while :; do sleep 1; done\"]\n";
+    let mut rig = Rig::start(&[("stubborn.toml".into(), manifest.into())]).await?;
+    let pid = rig
+        .wait_for("stubborn", |o| o.state == SupervisedState::Running)
+        .await?
+        .pid;
+    let started = Instant::now();
+    sig(rig.pid(), Signal::SIGTERM);
+    let mut child = rig.child.take().context("daemon")?;
+    let status = tokio::time::timeout(WAIT, child.wait()).await;
+    let took = started.elapsed();
+    let gone = gone(pid).await;
+    Ok(Outcome {
+        fault: "operator ignores SIGTERM at shutdown",
+        expected: "SIGKILL to its group after stop_timeout (500 ms); the daemon exits 0",
+        observed: format!(
+            "daemon exited after {} ms; operator gone: {gone}",
+            took.as_millis()
+        ),
+        ok: matches!(status, Ok(Ok(s)) if s.success()) && gone && took < Duration::from_secs(5),
+        tally: None,
+        at_most_once: false,
+    })
+}
+
+/// An operator that writes 100 MB to stdout.
+///
+/// # Errors
+///
+/// When the rig fails.
+pub async fn flood_of_output(megabytes: u64) -> anyhow::Result<Outcome> {
+    let manifest = format!(
+        "id = \"loud\"\ncommand = \"/bin/sh\"\ncontrol = \"signals\"\nrestart = \"never\"\n\
+         args = [\"-c\", \"head -c {} /dev/zero | tr '\\\\0' x | fold -w 100\"]\n",
+        megabytes * 1_000_000
+    );
+    let rig = Rig::start(&[
+        ("loud.toml".into(), manifest),
+        ("bot.toml".into(), pingbot("bot")),
+    ])
+    .await?;
+    rig.wait_for("bot", |o| o.state == SupervisedState::Running)
+        .await?;
+    let started = Instant::now();
+    let traffic = Traffic::start(&rig.bus, Duration::from_millis(5)).await?;
+    let done = rig
+        .wait_for("loud", |o| o.state == SupervisedState::Exited)
+        .await;
+    let took = started.elapsed();
+    let tally = traffic.stop().await;
+    let status = rig.status().await?;
+    let rss = rig.peak_rss_mb();
+    Ok(Outcome {
+        fault: "operator writes a flood of stdout",
+        expected: "read to the end (no blocked pipe), daemon memory bounded, pings still answered; lines the bus could not take are counted",
+        observed: format!(
+            "{megabytes} MB read in {} ms; daemon peak RSS {rss:.1} MB; lines not forwarded: {}",
+            took.as_millis(),
+            status.log_lines_dropped
+        ),
+        ok: done.is_ok() && rss < 200.0 && tally.answered > 0,
+        tally: Some(tally),
+        at_most_once: true,
+    })
+}
+
+/// Many manifests at once.
+///
+/// # Errors
+///
+/// When the rig fails.
+pub async fn many_manifests(n: usize) -> anyhow::Result<Outcome> {
+    let manifests: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            (
+                format!("s{i:04}.toml"),
+                format!(
+                    "id = \"s{i:04}\"\ncommand = \"/bin/sleep\"\nargs = [\"1000\"]\ncontrol = \"signals\"\nstop_timeout = \"1s\"\n"
+                ),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    let mut rig = Rig::start(&manifests).await?;
+    let deadline = Instant::now() + WAIT * 3;
+    let running = loop {
+        let s = rig.status().await?;
+        let running = s
+            .operators
+            .iter()
+            .filter(|o| o.state == SupervisedState::Running)
+            .count();
+        if running == n || Instant::now() > deadline {
+            break running;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let took = started.elapsed();
+    let stop_started = Instant::now();
+    sig(rig.pid(), Signal::SIGTERM);
+    let mut child = rig.child.take().context("daemon")?;
+    let stopped = tokio::time::timeout(WAIT * 3, child.wait()).await;
+    Ok(Outcome {
+        fault: "many manifests at once",
+        expected: "all running (each with its own NATS user: reloads are coalesced), then all stopped by SIGTERM",
+        observed: format!(
+            "{running}/{n} running after {} ms; stopped in {} ms",
+            took.as_millis(),
+            stop_started.elapsed().as_millis()
+        ),
+        ok: running == n && matches!(stopped, Ok(Ok(s)) if s.success()),
+        tally: None,
+        at_most_once: false,
+    })
+}
+
+/// Where the report goes by default.
+pub fn default_report() -> PathBuf {
+    switchboard_testkit::workspace_root().join("docs/reliability.md")
+}

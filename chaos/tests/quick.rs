@@ -1,0 +1,45 @@
+//! The quick fault scenarios, in `make test`: each must end as expected
+//! (the whole suite with bigger loads is `make chaos`).
+
+use switchboard_chaos as chaos;
+
+async fn check(outcome: anyhow::Result<chaos::Outcome>) {
+    let o = outcome.expect("the scenario ran");
+    assert!(o.ok, "{}", o.row());
+    if let Some(t) = &o.tally {
+        assert!(t.answered > 0, "{}", o.row());
+        if !o.at_most_once {
+            assert_eq!(
+                t.answered,
+                t.sent,
+                "a lossless path lost pings: {}",
+                o.row()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_sigkill() {
+    check(chaos::operator_sigkill().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_server_sigkill() {
+    check(chaos::nats_sigkill().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_sigkill_and_restart() {
+    check(chaos::daemon_sigkill().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hang_on_shutdown() {
+    check(chaos::hang_on_shutdown().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flood_of_output() {
+    check(chaos::flood_of_output(10).await).await;
+}
