@@ -64,7 +64,20 @@ impl Rig {
     ///
     /// When the daemon does not come up.
     pub async fn start(manifests: &[(String, String)]) -> anyhow::Result<Rig> {
-        let dir = tempfile::tempdir()?;
+        Self::start_in(tempfile::tempdir()?, manifests, "").await
+    }
+
+    /// [`Rig::start`] in a prepared directory, with extra lines for the
+    /// `[nats.embedded]` table.
+    ///
+    /// # Errors
+    ///
+    /// When the daemon does not come up.
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        manifests: &[(String, String)],
+        embedded_extra: &str,
+    ) -> anyhow::Result<Rig> {
         std::fs::create_dir_all(dir.path().join("operators.d"))?;
         for (name, text) in manifests {
             std::fs::write(dir.path().join("operators.d").join(name), text)?;
@@ -72,7 +85,7 @@ impl Rig {
         let nats = switchboard_testkit::nats_server_bin()?;
         std::fs::write(
             dir.path().join("switchboard.toml"),
-            format!("[nats.embedded]\nport = 0\nbinary = {nats:?}\n"),
+            format!("[nats.embedded]\nport = 0\nbinary = {nats:?}\n{embedded_extra}\n"),
         )?;
         let (child, bus) = Self::spawn(dir.path()).await?;
         Ok(Rig {
@@ -711,6 +724,120 @@ pub async fn many_manifests(n: usize) -> anyhow::Result<Outcome> {
             stop_started.elapsed().as_millis()
         ),
         ok: running == n && matches!(stopped, Ok(Ok(s)) if s.success()),
+        tally: None,
+        at_most_once: false,
+    })
+}
+
+/// A tmpfs mounted for the length of a scenario.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &std::path::Path, size: &str) -> anyhow::Result<Mount> {
+        std::fs::create_dir_all(at)?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .context("run mount")?;
+        if !out.status.success() {
+            bail!(
+                "cannot mount a tmpfs (needs root): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(Mount(at.to_path_buf()))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The state dir fills up (a 2 MB tmpfs): the daemon keeps running, a new
+/// operator still starts (nothing it needs there is written then but the
+/// process-group record, whose failure is one clear line), and the running
+/// one is untouched.
+///
+/// # Errors
+///
+/// When the rig fails, or no tmpfs can be mounted (not root).
+pub async fn full_state_dir() -> anyhow::Result<Outcome> {
+    let dir = tempfile::tempdir()?;
+    let mount = Mount::tmpfs(&dir.path().join("state"), "2m")?;
+    let mut rig = Rig::start_in(
+        dir,
+        &[("bot.toml".into(), pingbot("bot"))],
+        "jetstream = false",
+    )
+    .await?;
+    let pid = rig
+        .wait_for("bot", |o| o.state == SupervisedState::Running)
+        .await?
+        .pid;
+    // Fill it.
+    let filler = mount.0.join("filler");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&filler)?;
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+    // A few more small files take the last inodes and bytes.
+    for i in 0..10_000 {
+        if std::fs::create_dir(mount.0.join(format!("d{i}"))).is_err() {
+            break;
+        }
+    }
+    std::fs::write(
+        rig.dir.path().join("operators.d/bot2.toml"),
+        pingbot("bot2"),
+    )?;
+    sig(rig.pid(), Signal::SIGHUP);
+    let started = rig
+        .wait_for("bot2", |o| o.state == SupervisedState::Running)
+        .await;
+    let bot = rig.operator("bot").await?;
+    let untouched = bot.pid == pid && bot.state == SupervisedState::Running;
+    let said = rig
+        .log()
+        .lines()
+        .filter(|l| l.contains("No space left"))
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    let _ = std::fs::remove_file(&filler);
+    for i in 0..10_000 {
+        if std::fs::remove_dir(mount.0.join(format!("d{i}"))).is_err() {
+            break;
+        }
+    }
+    let observed = format!(
+        "new operator {}; running one untouched: {untouched}; the daemon said: {}",
+        if started.is_ok() {
+            "started"
+        } else {
+            "did not start"
+        },
+        said.first().map_or("nothing", |l| l
+            .split_once("WARN ")
+            .map_or(l.as_str(), |(_, w)| w))
+    );
+    sig(rig.pid(), Signal::SIGTERM);
+    if let Some(mut child) = rig.child.take() {
+        let _ = tokio::time::timeout(WAIT, child.wait()).await;
+    }
+    drop(mount);
+    Ok(Outcome {
+        fault: "state dir on a full filesystem",
+        expected: "the daemon keeps running and starting operators; what it cannot write (the process-group record) is one clear line",
+        observed,
+        ok: started.is_ok() && untouched && !said.is_empty(),
         tally: None,
         at_most_once: false,
     })

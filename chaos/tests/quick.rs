@@ -43,3 +43,13 @@ async fn hang_on_shutdown() {
 async fn flood_of_output() {
     check(chaos::flood_of_output(10).await).await;
 }
+
+/// Needs root (it mounts a small tmpfs), as CI has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_state_dir() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: mounting a tmpfs needs root");
+        return;
+    }
+    check(chaos::full_state_dir().await).await;
+}
