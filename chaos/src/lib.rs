@@ -433,57 +433,20 @@ where
     Ok(traffic.stop().await)
 }
 
-/// SIGKILL of the ping bot while pings flow.
-///
-/// # Errors
-///
-/// When the rig fails (not when the expectation does: that is the outcome).
-pub async fn operator_sigkill() -> anyhow::Result<Outcome> {
+/// `signal` to the ping bot while pings flow; it must be replaced by a
+/// new process and answers must resume.
+async fn operator_signal(
+    signal: Signal,
+    fault: &'static str,
+    expected: &'static str,
+) -> anyhow::Result<Outcome> {
     let rig = Rig::start(&[("bot.toml".into(), pingbot("bot"))]).await?;
     let pid = rig
         .wait_for("bot", |o| o.state == SupervisedState::Running)
         .await?
         .pid;
     let tally = with_traffic(&rig, Duration::from_millis(300), || async {
-        sig(pid.unwrap_or(0), Signal::SIGKILL);
-        Ok(())
-    })
-    .await?;
-    let after = rig
-        .wait_for("bot", |o| {
-            o.state == SupervisedState::Running && o.pid != pid
-        })
-        .await;
-    let ok = after.is_ok() && tally.answered > 0;
-    Ok(Outcome {
-        fault: "operator SIGKILL",
-        expected: "restarted at once; answers resume; pings sent while no bot listened are lost",
-        observed: match after {
-            Ok(o) => format!(
-                "restarted (pid {:?} -> {:?}, restarts {})",
-                pid, o.pid, o.restarts
-            ),
-            Err(e) => format!("not restarted: {e}"),
-        },
-        tally: Some(tally),
-        ok,
-        at_most_once: true,
-    })
-}
-
-/// SIGSTOP of the ping bot (a hang).
-///
-/// # Errors
-///
-/// When the rig fails.
-pub async fn operator_sigstop() -> anyhow::Result<Outcome> {
-    let rig = Rig::start(&[("bot.toml".into(), pingbot("bot"))]).await?;
-    let pid = rig
-        .wait_for("bot", |o| o.state == SupervisedState::Running)
-        .await?
-        .pid;
-    let tally = with_traffic(&rig, Duration::from_millis(300), || async {
-        sig(pid.unwrap_or(0), Signal::SIGSTOP);
+        sig(pid.unwrap_or(0), signal);
         Ok(())
     })
     .await?;
@@ -493,11 +456,14 @@ pub async fn operator_sigstop() -> anyhow::Result<Outcome> {
         })
         .await;
     Ok(Outcome {
-        fault: "operator SIGSTOP (hung)",
-        expected: "3 missed heartbeats (300 ms), killed, replaced; answers resume",
+        fault,
+        expected,
         observed: match &after {
             Ok(o) => format!(
-                "replaced, last exit: {}",
+                "replaced (pid {:?} -> {:?}, restarts {}, last exit: {})",
+                pid,
+                o.pid,
+                o.restarts,
                 o.last_exit.clone().unwrap_or_default()
             ),
             Err(e) => format!("not replaced: {e}"),
@@ -506,6 +472,34 @@ pub async fn operator_sigstop() -> anyhow::Result<Outcome> {
         tally: Some(tally),
         at_most_once: true,
     })
+}
+
+/// SIGKILL of the ping bot while pings flow.
+///
+/// # Errors
+///
+/// When the rig fails (not when the expectation does: that is the outcome).
+pub async fn operator_sigkill() -> anyhow::Result<Outcome> {
+    operator_signal(
+        Signal::SIGKILL,
+        "operator SIGKILL",
+        "restarted at once; answers resume; pings sent while no bot listened are lost",
+    )
+    .await
+}
+
+/// SIGSTOP of the ping bot (a hang).
+///
+/// # Errors
+///
+/// When the rig fails.
+pub async fn operator_sigstop() -> anyhow::Result<Outcome> {
+    operator_signal(
+        Signal::SIGSTOP,
+        "operator SIGSTOP (hung)",
+        "3 missed heartbeats (300 ms), killed, replaced; answers resume",
+    )
+    .await
 }
 
 /// SIGKILL of the embedded nats-server while pings flow.

@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::tls::TestCa;
+
 /// Why a test could not get its IRC server.
 #[derive(Debug, thiserror::Error)]
 pub enum IrcServerError {
@@ -318,72 +320,19 @@ impl Drop for NgIrcd {
 }
 
 /// A CA and a server certificate for 127.0.0.1/localhost, signed by it:
-/// `ca.pem`, `server.pem`, `server.key` in `dir`.
+/// `ca.pem`, `server.pem`, `server.key` in `dir` (made by [`TestCa`], the
+/// one certificate maker of the testkit).
 fn make_certificates(dir: &Path) -> Result<(), IrcServerError> {
-    let run = |args: &[&str]| -> Result<(), IrcServerError> {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .map_err(|e| IrcServerError::Certificate(format!("cannot run openssl: {e}")))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(IrcServerError::Certificate(
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            ))
-        }
-    };
-    write_file(
-        "openssl",
-        &dir.join("server.ext"),
-        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n\
-         extendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n",
-    )?;
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=Switchboard test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ])?;
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ])?;
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-        "-out",
-        "server.pem",
-    ])?;
+    let ca = TestCa::new().map_err(|e| IrcServerError::Certificate(e.to_string()))?;
+    for (from, to) in [
+        (ca.ca_file(), "ca.pem"),
+        (ca.server_cert_file(), "server.pem"),
+        (ca.server_key_file(), "server.key"),
+    ] {
+        std::fs::copy(&from, dir.join(to)).map_err(|e| {
+            IrcServerError::Certificate(format!("cannot copy {}: {e}", from.display()))
+        })?;
+    }
     Ok(())
 }
 
