@@ -10,7 +10,8 @@ use futures::StreamExt;
 use serde::Deserialize as _;
 use switchboard_bus::{Bus, BusOptions, Envelope, Pattern};
 use switchboard_proto::api::{
-    methods, CtlReply, CtlRequest, LogLine, LogsReply, LogsRequest, StatusReply, StatusRequest,
+    methods, CtlReply, CtlRequest, LogLine, LogsReply, LogsRequest, OperatorStatus, StatusReply,
+    StatusRequest,
 };
 use switchboard_proto::{
     headers, kinds, log_wildcard, ChatAddress, ChatMessage, ChatPattern, OperatorId, SbSubject,
@@ -501,13 +502,41 @@ pub fn status_table(status: &StatusReply) -> String {
             o.last_heartbeat_ms
                 .map(|ms| format!("{} ago", human_ms(ms)))
                 .unwrap_or_else(dash),
-            o.reason.as_deref().or(o.last_exit.as_deref()).unwrap_or(""),
+            note(o),
+        ));
+    }
+    if status.log_lines_dropped > 0 || status.events_dropped > 0 {
+        out.push_str(&format!(
+            "the bus could not keep up: {} output line(s) and {} event(s) not forwarded \
+             (still in `switchboard logs` and the daemon's log)\n",
+            status.log_lines_dropped, status.events_dropped
         ));
     }
     if status.operators.is_empty() {
         out.push_str("(no operators: add manifests to the manifests directory and send SIGHUP)\n");
     }
     out
+}
+
+/// The NOTE column: why it is in its state (or how it last ended), and
+/// lifecycle messages from other processes, which are worth a look.
+fn note(o: &OperatorStatus) -> String {
+    let mut note = o
+        .reason
+        .as_deref()
+        .or(o.last_exit.as_deref())
+        .unwrap_or("")
+        .to_owned();
+    if o.ignored_lifecycle > 0 {
+        if !note.is_empty() {
+            note.push_str("; ");
+        }
+        note.push_str(&format!(
+            "{} lifecycle message(s) from another process ignored",
+            o.ignored_lifecycle
+        ));
+    }
+    note
 }
 
 fn human_ms(ms: u64) -> String {
@@ -585,6 +614,35 @@ mod output_tests {
             shown("plain", true),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn status_shows_what_is_worth_a_look() {
+        let op: OperatorStatus = serde_json::from_value(serde_json::json!({
+            "id": "p", "state": "running", "restarts": 0, "control": "nats",
+            "last_exit": "killed by SIGKILL", "ignored_lifecycle": 3
+        }))
+        .unwrap();
+        let status = StatusReply {
+            version: "0".into(),
+            pid: 1,
+            uptime_ms: 1,
+            nats_url: "nats://x".into(),
+            nats_embedded: true,
+            operators: vec![op],
+            log_lines_dropped: 7,
+            events_dropped: 0,
+        };
+        let table = status_table(&status);
+        assert!(
+            table
+                .contains("killed by SIGKILL; 3 lifecycle message(s) from another process ignored"),
+            "{table}"
+        );
+        assert!(
+            table.contains("7 output line(s) and 0 event(s) not forwarded"),
+            "{table}"
+        );
     }
 
     #[test]

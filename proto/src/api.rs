@@ -123,8 +123,9 @@ pub struct OperatorStatus {
     pub counters: Option<Counters>,
     /// Ready and heartbeat messages on this operator's subjects that were
     /// ignored because their `pid` is not the process the orchestrator
-    /// started (nor in its process group): a leftover of an earlier
-    /// process, or a forgery. Non-zero is worth a look.
+    /// started (nor in its process group) nor the one it replaced (whose
+    /// last heartbeat may arrive late): a forgery, or a leftover of an
+    /// older process. Non-zero is worth a look.
     #[serde(default)]
     pub ignored_lifecycle: u64,
 }

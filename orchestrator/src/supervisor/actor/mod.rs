@@ -345,14 +345,14 @@ impl Actor {
             // A leftover of an earlier process, or a forgery: it must not
             // keep this process "healthy".
             let mut board = self.board.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(e) = board.get_mut(self.id.as_str()) {
+            // The last words of the process just replaced (its final
+            // heartbeat) are expected and only ignored; anything else is
+            // counted and worth a look.
+            if self.previous_pid == Some(pid) {
+                tracing::debug!(operator = %self.id, claimed_pid = pid, "late message from the previous process ignored");
+            } else if let Some(e) = board.get_mut(self.id.as_str()) {
                 e.ignored_lifecycle += 1;
-                // The last words of the process just replaced (its final
-                // heartbeat) are expected; anything else is worth a look.
-                let previous = self.previous_pid == Some(pid);
-                if previous {
-                    tracing::debug!(operator = %self.id, claimed_pid = pid, "late message from the previous process ignored");
-                } else if e.ignored_lifecycle.is_power_of_two() {
+                if e.ignored_lifecycle.is_power_of_two() {
                     tracing::warn!(
                         operator = %self.id,
                         claimed_pid = pid,
