@@ -321,13 +321,20 @@ async def main():
     if ("user" in auth) != ("password" in auth):
         raise SystemExit("SWITCHBOARD_NATS_USER and SWITCHBOARD_NATS_PASSWORD must be set together")
     urls = [u.strip() for u in env("SWITCHBOARD_NATS_URL", "nats://127.0.0.1:4222").split(",") if u.strip()]
-    try:  # the server may start after us: retry for 10 s, then reconnect forever once connected
-        op.nc = await asyncio.wait_for(nats.connect(
-            urls, name=ID, max_reconnect_attempts=-1, reconnect_time_wait=0.5, **auth,
-            error_cb=partial(op.on_nats, "error"), disconnected_cb=partial(op.on_nats, "disconnects"),
-            reconnected_cb=partial(op.on_nats, "reconnects"), closed_cb=partial(op.on_nats, "closed")), 10)
-    except asyncio.TimeoutError:
-        raise SystemExit(f"no NATS server accepted us within 10 s at {' '.join(urls)}") from None
+    refused_until = time.monotonic() + 0.5  # a refusal during the server's user reload is retried briefly
+    while True:
+        try:  # the server may start after us: retry for 10 s, then reconnect forever once connected
+            op.nc = await asyncio.wait_for(nats.connect(
+                urls, name=ID, max_reconnect_attempts=-1, reconnect_time_wait=0.5, **auth,
+                error_cb=partial(op.on_nats, "error"), disconnected_cb=partial(op.on_nats, "disconnects"),
+                reconnected_cb=partial(op.on_nats, "reconnects"), closed_cb=partial(op.on_nats, "closed")), 10)
+            break
+        except asyncio.TimeoutError:
+            raise SystemExit(f"no NATS server accepted us within 10 s at {' '.join(urls)}") from None
+        except Exception as e:
+            if "authorization" not in str(e).lower() or time.monotonic() > refused_until:
+                raise SystemExit(f"NATS at {' '.join(urls)} refused us: {e}") from None
+            await asyncio.sleep(0.05)
     op.started = time.monotonic()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
