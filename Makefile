@@ -78,8 +78,9 @@ $(TOOLS)/.s6:
 ## proto/fuzz (envelope pattern token control), operators/irc/fuzz (lines),
 ## orchestrator/fuzz (manifest). Committed seeds in <crate>/fuzz/corpus/,
 ## crashes in fuzz-artifacts/ (gitignored); fails if any target fails.
-## `make fuzz-merge` folds what runs found into the committed corpus,
-## minimised. One target: scripts/fuzz.sh manifest. See docs/reliability.md.
+## `make fuzz-merge` adds to the committed corpus what runs found that
+## reaches new coverage, at most 100 files or 32 kB per target. One target:
+## scripts/fuzz.sh manifest. See docs/reliability.md.
 FUZZ_SECONDS ?= 60
 export FUZZ_SECONDS
 

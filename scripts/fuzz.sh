@@ -13,8 +13,10 @@
 #
 # usage: scripts/fuzz.sh [target...]   (default: every target)
 #   FUZZ_SECONDS   seconds per target (default 60)
-#   FUZZ_MERGE=1   instead of fuzzing, minimise each committed corpus with
-#                  what earlier runs found (libFuzzer -merge=1)
+#   FUZZ_MERGE=1   instead of fuzzing, add to each committed corpus the
+#                  inputs of earlier runs that reach new coverage
+#                  (libFuzzer -merge=1): at most FUZZ_CORPUS_FILES (100)
+#                  new files, FUZZ_CORPUS_BYTES (32000) bytes, per target
 # Seeds are committed in <crate>/fuzz/corpus/<target>/; new inputs go to
 # target/fuzz/corpus/<target>/ (not committed); crashes, timeouts and
 # out-of-memory inputs go to fuzz-artifacts/<target>/ (gitignored). Exits
@@ -77,13 +79,30 @@ for entry in "${CRATES[@]}"; do
         mkdir -p "$seeds" "$work" "$artifacts"
         log="$LOGS/$t.log"
         if [ "${FUZZ_MERGE:-0}" = 1 ]; then
-            echo "==> minimising the corpus of $t"
-            merged="$(mktemp -d)"
-            "$BIN/$t" -merge=1 "$merged" "$seeds" "$work" >"$log" 2>&1 \
-                && rm -rf "$seeds" && mv "$merged" "$seeds" && chmod 755 "$seeds" \
-                || { echo "fuzz: merge failed for $t (see $log)" >&2; failed+=("$t"); }
-            summary+=("$(printf '%-10s %4s files %6s KB' "$t" \
-                "$(find "$seeds" -type f | wc -l)" "$(du -sk "$seeds" | cut -f1)")")
+            # Add to the committed seeds only the inputs of earlier runs that
+            # reach new coverage, then keep of those added at most
+            # FUZZ_CORPUS_FILES, largest first, within FUZZ_CORPUS_BYTES, so
+            # the repository's corpus stays small.
+            echo "==> merging new coverage into the corpus of $t"
+            before="$(ls -1 "$seeds" | sort)"
+            if ! "$BIN/$t" -merge=1 "$seeds" "$work" >"$log" 2>&1; then
+                echo "fuzz: merge failed for $t (see $log)" >&2
+                failed+=("$t: merge, see $log")
+                continue
+            fi
+            room="${FUZZ_CORPUS_BYTES:-32000}"
+            left="${FUZZ_CORPUS_FILES:-100}"
+            while read -r size f; do
+                if [ "$left" -gt 0 ] && [ "$size" -le "$room" ]; then
+                    room=$((room - size))
+                    left=$((left - 1))
+                else
+                    rm -f "$seeds/$f"
+                fi
+            done < <(comm -13 <(echo "$before") <(ls -1 "$seeds" | sort) \
+                | while read -r f; do echo "$(wc -c <"$seeds/$f") $f"; done | sort -rn)
+            summary+=("$(printf '%-10s %4s files %7s bytes' "$t" \
+                "$(ls -1 "$seeds" | wc -l)" "$(cat "$seeds"/* | wc -c)")")
             continue
         fi
         echo "==> fuzzing $t for ${SECONDS_PER_TARGET}s (log: $log)"
