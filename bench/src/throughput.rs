@@ -21,8 +21,8 @@ use serde_json::Value;
 use switchboard_bus::{Delivery, Envelope, Pattern};
 use tokio::sync::Notify;
 
-use crate::cpu;
 use crate::workload::{self, BusSender, Path, RawSender, Sender, SUBJECT};
+use crate::{cpu, icount};
 
 /// One run's parameters.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +40,9 @@ pub struct Spec {
     pub window: u64,
     /// nats-server's process id, to measure its CPU time too.
     pub server_pid: Option<u32>,
+    /// Call the callgrind markers around the measured part (see
+    /// [`crate::icount`]).
+    pub count_instructions: bool,
 }
 
 /// What one run measured.
@@ -241,6 +244,9 @@ async fn drive(
     mut sender: impl Sender,
     wire_bytes: usize,
 ) -> anyhow::Result<Outcome> {
+    if spec.count_instructions {
+        icount::begin();
+    }
     let cpu_before = cpu::Snapshot::take(spec.server_pid);
     let start_ns = progress.now_ns();
     let started = Instant::now();
@@ -299,6 +305,9 @@ async fn drive(
         }
     }
     let (client_cpu, server_cpu) = cpu::Snapshot::take(spec.server_pid).since(&cpu_before);
+    if spec.count_instructions {
+        icount::end();
+    }
     let received = progress.received.load(Ordering::Relaxed);
     let end_ns = progress.last_ns.load(Ordering::Relaxed);
     Ok(Outcome {
