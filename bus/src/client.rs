@@ -515,6 +515,10 @@ fn closed(e: impl std::error::Error + Send + Sync + 'static) -> PublishError {
 
 /// Reject subjects NATS would silently mishandle, with a message that says
 /// which token is wrong.
+///
+/// On every publish, so one pass over the bytes: ASCII tokens (the usual
+/// case) are checked byte by byte; a token with other characters falls
+/// back to Unicode's whitespace and control classes.
 fn validate_publish_subject(subject: &str) -> Result<(), PublishError> {
     let bad = |reason: String| PublishError::BadSubject {
         subject: subject.to_string(),
@@ -523,19 +527,35 @@ fn validate_publish_subject(subject: &str) -> Result<(), PublishError> {
     if subject.is_empty() {
         return Err(bad("the subject is empty".into()));
     }
-    for (i, token) in subject.split('.').enumerate() {
+    let bytes = subject.as_bytes();
+    let mut start = 0;
+    let mut index = 0;
+    while start <= bytes.len() {
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| b == b'.')
+            .map_or(bytes.len(), |at| start + at);
+        let token = &bytes[start..end];
+        index += 1;
         if token.is_empty() {
-            return Err(bad(format!("token {} is empty", i + 1)));
+            return Err(bad(format!("token {index} is empty")));
         }
-        if token == "*" || token == ">" {
+        if token == b"*" || token == b">" {
             return Err(bad(format!(
-                "token {} is a wildcard; publish needs a literal subject",
-                i + 1
+                "token {index} is a wildcard; publish needs a literal subject"
             )));
         }
-        if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(bad(format!("token {} contains whitespace", i + 1)));
+        let plain = token.iter().all(|&b| b > b' ' && b < 0x7f);
+        // `subject` is a str and tokens end at ASCII dots, so the slice
+        // is on char boundaries.
+        if !plain
+            && subject[start..end]
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(bad(format!("token {index} contains whitespace")));
         }
+        start = end + 1;
     }
     Ok(())
 }
@@ -842,7 +862,20 @@ mod tests {
     #[test]
     fn publish_subject_validation() {
         assert!(validate_publish_subject("chat.irc.x.y.message").is_ok());
-        for bad in ["", "a..b", ".a", "a.", "a.*", "a.>", "a b"] {
+        assert!(validate_publish_subject("chat.irc.x.=23caf\u{e9}.message").is_ok());
+        for bad in [
+            "",
+            "a..b",
+            ".a",
+            "a.",
+            "a.*",
+            "a.>",
+            "a b",
+            "a.\tb",
+            "a.b\u{7f}",
+            "a.\u{a0}",
+            "x.\u{85}",
+        ] {
             let e = validate_publish_subject(bad).unwrap_err();
             assert!(e.to_string().contains("cannot publish"), "{e}");
         }
