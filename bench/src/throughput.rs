@@ -10,6 +10,7 @@
 //! window, the rate is what the slowest stage (publisher, server or
 //! consumer) sustains without loss.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,8 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
-use serde_json::Value;
-use switchboard_bus::{Delivery, Envelope, Pattern};
+use switchboard_bus::proto::WireEnvelope;
+use switchboard_bus::{Delivery, Pattern};
 use tokio::sync::Notify;
 
 use crate::workload::{self, BusSender, Path, RawSender, Sender, SUBJECT};
@@ -189,24 +190,29 @@ fn payload_len(message: &async_nats::Message) -> usize {
 }
 
 /// What the raw + decode consumer does: what the bus's subscription does
-/// to a payload, minus filtering, de-duplication and the `Delivery`.
+/// to a payload (validate it into a `WireEnvelope`), then what the bus
+/// consumer does with it (its body as text), minus filtering,
+/// de-duplication and the `Delivery`.
 fn decoded_body_len(message: &async_nats::Message) -> usize {
-    match Envelope::from_slice(&message.payload) {
-        Ok(envelope) => match &envelope.body {
-            Value::String(text) => text.len(),
-            _ => 0,
-        },
+    match WireEnvelope::parse(message.payload.clone()) {
+        Ok(envelope) => envelope
+            .body_as::<Text>()
+            .map_or(0, |Text(text)| text.len()),
         Err(_) => 0,
     }
 }
 
-/// What the bus consumer does with each envelope: look at its body, so
-/// that decoding cannot be skipped or optimised away.
+/// The body as text, borrowed from the payload when it has no escapes.
+#[derive(serde::Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// What the bus consumer does with each envelope: decode its body (a
+/// string) into its own type, as a handler would, so that decoding cannot
+/// be skipped or optimised away.
 fn body_len(delivery: &Delivery) -> usize {
-    match &delivery.envelope.body {
-        Value::String(text) => text.len(),
-        _ => 0,
-    }
+    delivery
+        .body_as::<Text>()
+        .map_or(0, |Text(text)| text.len())
 }
 
 /// The consumer task: take items until the target count, reporting

@@ -309,11 +309,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             eprintln!("tailing {pattern} (Ctrl-C to stop)");
             while let Some(d) = sub.next().await {
                 if json {
-                    println!("{}", String::from_utf8_lossy(&d.envelope.to_vec()));
+                    println!("{}", String::from_utf8_lossy(&d.envelope().to_vec()));
                 } else {
                     println!(
                         "{} {} [{}] {}",
-                        d.envelope.timestamp, d.subject, d.envelope.source, d.envelope.body
+                        d.envelope().timestamp,
+                        d.subject,
+                        d.envelope().source,
+                        d.envelope().body
                     );
                 }
             }
@@ -520,10 +523,10 @@ async fn chat(bus: &Bus, instance: &str, room: &str, nick: &str) -> anyhow::Resu
                 prompt();
             }
             Some(d) = inbox.next() => {
-                let text = SendRequest::deserialize(&d.envelope.body)
+                let text = SendRequest::deserialize(&d.envelope().body)
                     .map(|r| r.text)
-                    .unwrap_or_else(|_| d.envelope.body.to_string());
-                println!("\r<{}> {}", d.envelope.source, text);
+                    .unwrap_or_else(|_| d.envelope().body.to_string());
+                println!("\r<{}> {}", d.envelope().source, text);
                 prompt();
             }
         }

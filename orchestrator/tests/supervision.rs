@@ -99,7 +99,7 @@ async fn ping_answered_by(d: &Daemon, id: &str, room: &ChatAddress) {
             .unwrap();
         if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(300), replies.next()).await
         {
-            if r.envelope.source == id {
+            if r.envelope().source == id {
                 return;
             }
         }

@@ -38,7 +38,7 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Whether any byte of `word` is below 0x20, `"` or `\`: the bytes JSON
 /// escapes. The classic zero-byte tests (exact as a yes/no answer).
-fn needs_escape(word: u64) -> bool {
+pub(crate) fn needs_escape(word: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
