@@ -527,35 +527,54 @@ fn validate_publish_subject(subject: &str) -> Result<(), PublishError> {
     if subject.is_empty() {
         return Err(bad("the subject is empty".into()));
     }
+    // One pass over the bytes: forbidden ASCII at once, token checks at
+    // each dot and at the end.
     let bytes = subject.as_bytes();
     let mut start = 0;
-    let mut index = 0;
-    while start <= bytes.len() {
-        let end = bytes[start..]
-            .iter()
-            .position(|&b| b == b'.')
-            .map_or(bytes.len(), |at| start + at);
-        let token = &bytes[start..end];
-        index += 1;
-        if token.is_empty() {
-            return Err(bad(format!("token {index} is empty")));
-        }
-        if token == b"*" || token == b">" {
-            return Err(bad(format!(
-                "token {index} is a wildcard; publish needs a literal subject"
-            )));
-        }
-        let plain = token.iter().all(|&b| b > b' ' && b < 0x7f);
-        // `subject` is a str and tokens end at ASCII dots, so the slice
-        // is on char boundaries.
-        if !plain
-            && subject[start..end]
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
+    let mut index = 1;
+    let mut plain = true;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'.' {
+            check_token(subject, start, i, index, plain)?;
+            start = i + 1;
+            index += 1;
+            plain = true;
+        } else if b <= b' ' || b == 0x7f {
             return Err(bad(format!("token {index} contains whitespace")));
+        } else if b >= 0x80 {
+            plain = false;
         }
-        start = end + 1;
+    }
+    check_token(subject, start, bytes.len(), index, plain)?;
+    Ok(())
+}
+
+/// The checks of token number `index`, `subject[start..end]`, that need
+/// the whole token: not empty, not a wildcard, and (when it has non-ASCII
+/// characters) no Unicode whitespace or control character.
+fn check_token(
+    subject: &str,
+    start: usize,
+    end: usize,
+    index: usize,
+    plain: bool,
+) -> Result<(), PublishError> {
+    let bad = |reason: String| PublishError::BadSubject {
+        subject: subject.to_string(),
+        reason,
+    };
+    // Tokens end at ASCII dots, so these are char boundaries.
+    let token = subject.get(start..end).unwrap_or_default();
+    if token.is_empty() {
+        return Err(bad(format!("token {index} is empty")));
+    }
+    if token == "*" || token == ">" {
+        return Err(bad(format!(
+            "token {index} is a wildcard; publish needs a literal subject"
+        )));
+    }
+    if !plain && token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad(format!("token {index} contains whitespace")));
     }
     Ok(())
 }

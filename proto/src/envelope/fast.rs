@@ -8,9 +8,14 @@
 //! string, an unknown top-level key, a repeated one, an exponent or a long
 //! number in the body, deep nesting, a syntax error), which then goes
 //! through serde_json. So it can only change speed, never the outcome;
+//! it also checks that the payload is UTF-8 (the slow path checks that
+//! itself);
 //! the tests in `wire.rs` hold both paths to the same answers.
 
 use crate::json::needs_escape;
+
+/// The high bit of every byte of a word: set for non-ASCII bytes.
+const HIGH: u64 = 0x8080_8080_8080_8080;
 
 /// Byte range `start..end` in the payload.
 pub(super) type Span = (u32, u32);
@@ -111,24 +116,40 @@ impl Scanner<'_> {
     }
 
     /// A string without escapes or control characters: its contents' span.
+    /// ASCII runs are taken 16 bytes at a time; a string with other
+    /// characters is checked to be UTF-8 on its own, so the payload needs
+    /// no separate UTF-8 pass (outside strings, JSON is ASCII).
     fn string(&mut self) -> Option<Span> {
         self.expect(b'"')?;
         let start = self.i;
-        while let Some(chunk) = self.p.get(self.i..self.i + 8) {
-            let word = u64::from_le_bytes(<[u8; 8]>::try_from(chunk).ok()?);
-            if needs_escape(word) {
+        let rest = self.p.get(start..)?;
+        let mut at = 0;
+        let mut ascii = true;
+        for pair in rest.chunks_exact(16) {
+            let (a, b) = pair.split_at(8);
+            let a = u64::from_le_bytes(<[u8; 8]>::try_from(a).ok()?);
+            let b = u64::from_le_bytes(<[u8; 8]>::try_from(b).ok()?);
+            if needs_escape(a) | needs_escape(b) | ((a | b) & HIGH != 0) {
                 break;
             }
-            self.i += 8;
+            at += 16;
         }
-        loop {
-            match self.next()? {
-                b'"' => return span(start, self.i - 1),
+        for &b in rest.get(at..)? {
+            match b {
+                b'"' => {
+                    if !ascii {
+                        std::str::from_utf8(rest.get(..at)?).ok()?;
+                    }
+                    self.i = start + at + 1;
+                    return span(start, start + at);
+                }
                 b'\\' => return None,
                 b if b < 0x20 => return None,
-                _ => {}
+                b => ascii &= b < 0x80,
             }
+            at += 1;
         }
+        None
     }
 
     /// `{"name": "value", ...}` with plain strings.

@@ -249,8 +249,13 @@ impl WireEnvelope {
                 max: MAX_ENVELOPE_BYTES,
             });
         }
-        // One UTF-8 check of the whole payload (word at a time over ASCII)
-        // instead of one per string, and none again for the body.
+        // The fast scanner checks UTF-8 as it goes (strings are the only
+        // place for non-ASCII bytes in JSON).
+        if let Some(fields) = super::fast::scan(&payload) {
+            return WireEnvelope::from_fields(payload, fields);
+        }
+        // One UTF-8 check of the whole payload instead of one per string,
+        // and none again for the body.
         let Ok(json) = std::str::from_utf8(&payload) else {
             return Err(match serde_json::from_slice::<Value>(&payload) {
                 Err(e) => EnvelopeError::not_json(&e),
@@ -261,9 +266,6 @@ impl WireEnvelope {
                 },
             });
         };
-        if let Some(fields) = super::fast::scan(json.as_bytes()) {
-            return WireEnvelope::from_fields(payload, fields);
-        }
         let view: View<'_> = match serde_json::from_str(json) {
             Ok(view) => view,
             Err(e) => return Err(diagnose(&payload, &e)),
@@ -372,6 +374,16 @@ impl WireEnvelope {
         wire
     }
 
+    fn bytes_of<'s>(&'s self, text: &'s Text) -> &'s [u8] {
+        match text {
+            Text::Owned(s) => s.as_bytes(),
+            Text::Span(start, end) => self
+                .payload
+                .get(*start as usize..*end as usize)
+                .unwrap_or_default(),
+        }
+    }
+
     fn str_of<'s>(&'s self, text: &'s Text) -> &'s str {
         match text {
             Text::Owned(s) => s,
@@ -404,7 +416,7 @@ impl WireEnvelope {
         self.headers
             .iter()
             .rev()
-            .find(|(n, _)| self.str_of(n) == name)
+            .find(|(n, _)| self.bytes_of(n) == name.as_bytes())
             .map(|(_, v)| self.str_of(v))
     }
 
@@ -540,9 +552,12 @@ mod tests {
 
     #[test]
     fn fast_path_takes_the_usual_shapes_only() {
-        let usual = Envelope::new("bot", json!({"text": "hi", "n": [1, 2.5, true, null]}))
-            .with_header(headers::ROOM, "#r")
-            .to_vec();
+        let usual = Envelope::new(
+            "bot",
+            json!({"text": "hi ✓ héllo, a longer text 0123456789", "n": [1, 2.5, true, null]}),
+        )
+        .with_header(headers::ROOM, "#r")
+        .to_vec();
         assert!(crate::envelope::fast::scan(&usual).is_some());
         for odd in [
             r#"{"source":"a\"b","timestamp":"t","body":1}"#,
@@ -566,12 +581,14 @@ mod tests {
     /// fast one answers only when it is sure).
     #[test]
     fn agrees_with_from_slice_on_variations() {
-        let base = r##"{"source":"irc-x","timestamp":"2024-05-01T12:00:00.000000Z","headers":{"id":"abc","room":"#r"},"body":{"sender":"a","text":"hi","n":[1,-2.5,0,true,false,null,{"k":"v"}]}}"##;
+        let base = r##"{"source":"irc-x","timestamp":"2024-05-01T12:00:00.000000Z","headers":{"id":"abc","room":"#r"},"body":{"sender":"a","text":"hé ✓","n":[1,-2.5,0,true,false,null,{"k":"v"}]}}"##;
         let bytes = base.as_bytes();
         // Every truncation and every single-byte change to a few bytes.
         let mut variants: Vec<Vec<u8>> = (0..bytes.len()).map(|n| bytes[..n].to_vec()).collect();
         for i in 0..bytes.len() {
-            for b in [b' ', b'"', b'\\', b'0', b'e', b'}', b']', b',', b'x', 0x01] {
+            for b in [
+                b' ', b'"', b'\\', b'0', b'e', b'}', b']', b',', b'x', 0x01, 0xff, 0xc3,
+            ] {
                 let mut v = bytes.to_vec();
                 v[i] = b;
                 variants.push(v);
