@@ -624,8 +624,8 @@ async fn throughput_tables(
         ]);
     }
     t.note(
-        "+dec = raw async-nats whose subscriber runs Envelope::from_slice on each payload \
-         (the bus's decoder, nothing else of the bus)",
+        "+dec = raw async-nats whose subscriber validates each payload with WireEnvelope::parse \
+         and decodes its body as the bus consumer does (the bus's decoder, nothing else of the bus)",
     );
     t.note(
         "cpu = CPU ns per delivered message of this process (publisher, subscriber, both \

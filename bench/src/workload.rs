@@ -57,7 +57,8 @@ pub enum Path {
     /// the messages without looking inside.
     Raw,
     /// Raw async-nats as above, but the subscriber decodes each payload
-    /// with `Envelope::from_slice`, the bus's own decoder: a reference
+    /// with `WireEnvelope::parse`, the bus's own decoder, and decodes its
+    /// body as the bus consumer does: a reference
     /// that splits the bus's cost into "decoding JSON" and "the rest".
     RawDecode,
     /// `Bus::publish` of an envelope; the subscriber reads decoded

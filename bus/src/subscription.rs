@@ -90,6 +90,12 @@ impl Delivery {
         self.envelope.header(name)
     }
 
+    /// The body as text, when it is a JSON string (borrowed when it has
+    /// no escapes); `None` for any other body.
+    pub fn body_text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.envelope.body_text()
+    }
+
     /// The body's JSON text, as received.
     pub fn body_json(&self) -> &str {
         self.envelope.body_json()

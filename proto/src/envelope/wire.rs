@@ -66,6 +66,9 @@ pub struct WireEnvelope {
     headers: Vec<(Text, Text)>,
     /// The body's JSON text.
     body: (u32, u32),
+    /// The body is a JSON string without escapes (found by the fast
+    /// scanner): its text is the span without the quotes.
+    plain_text_body: bool,
     owned: OnceLock<Envelope>,
 }
 
@@ -295,6 +298,7 @@ impl WireEnvelope {
             timestamp,
             headers,
             body,
+            plain_text_body: false,
             owned: OnceLock::new(),
             payload,
         })
@@ -323,6 +327,7 @@ impl WireEnvelope {
                 .map(|(n, v)| (Text::Span(n.0, n.1), Text::Span(v.0, v.1)))
                 .collect(),
             body: fields.body,
+            plain_text_body: payload.get(fields.body.0 as usize) == Some(&b'"'),
             owned: OnceLock::new(),
             payload,
         })
@@ -367,6 +372,7 @@ impl WireEnvelope {
                 .map(|(k, v)| (owned_text(k), owned_text(v)))
                 .collect(),
             body: (start, end),
+            plain_text_body: false,
             owned: OnceLock::new(),
             payload: Bytes::from(joined),
         };
@@ -431,6 +437,22 @@ impl WireEnvelope {
         self.headers
             .iter()
             .map(|(n, v)| (self.str_of(n), self.str_of(v)))
+    }
+
+    /// The body as text, when it is a JSON string: borrowed from the
+    /// payload when it has no escapes (then without a second scan: the
+    /// receive check already found its end), unescaped otherwise; `None`
+    /// for any other body.
+    pub fn body_text(&self) -> Option<Cow<'_, str>> {
+        if self.plain_text_body {
+            let (start, end) = self.body;
+            return Some(Cow::Borrowed(self.span(start + 1, end.saturating_sub(1))));
+        }
+        #[derive(Deserialize)]
+        struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+        serde_json::from_str::<Text>(self.body_json())
+            .ok()
+            .map(|Text(text)| text)
     }
 
     /// The body's JSON text, exactly as received.
@@ -631,6 +653,25 @@ mod tests {
         assert!(wire.owned.get().is_none(), "nothing built until asked");
         assert_eq!(wire.body()["text"], "hi");
         assert!(wire.owned.get().is_some());
+    }
+
+    #[test]
+    fn body_text_of_string_bodies() {
+        for body in [
+            json!("plain"),
+            json!("with \"escapes\"\n"),
+            json!(""),
+            json!(1),
+            json!({"a": "b"}),
+        ] {
+            let env = Envelope::new("s", body.clone());
+            let wire = WireEnvelope::parse(env.to_vec().into()).expect("valid");
+            assert_eq!(wire.body_text().as_deref(), body.as_str(), "{body}");
+            let spaced =
+                format!(r#"{{"source":"s","timestamp":"2024-01-01T00:00:00Z","body": {body} }}"#);
+            let wire = WireEnvelope::parse(spaced.into()).expect("valid");
+            assert_eq!(wire.body_text().as_deref(), body.as_str(), "{body}");
+        }
     }
 
     #[test]
