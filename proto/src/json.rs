@@ -39,6 +39,13 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// Whether any byte of `word` is below 0x20, `"` or `\`: the bytes JSON
 /// escapes. The classic zero-byte tests (exact as a yes/no answer).
 pub(crate) fn needs_escape(word: u64) -> bool {
+    escape_mask(word) != 0
+}
+
+/// The bytes of `word` (little-endian) that are below 0x20, `"` or `\\`:
+/// not zero when there is one, and the lowest set bit is the high bit of
+/// the first such byte (bits above it may be spurious, from borrows).
+pub(crate) fn escape_mask(word: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
@@ -46,7 +53,7 @@ pub(crate) fn needs_escape(word: u64) -> bool {
     let backslash = word ^ (ONES * u64::from(b'\\'));
     let has_quote = quote.wrapping_sub(ONES) & !quote & HIGH;
     let has_backslash = backslash.wrapping_sub(ONES) & !backslash & HIGH;
-    (below_space | has_quote | has_backslash) != 0
+    below_space | has_quote | has_backslash
 }
 
 /// Appends `s` as a JSON string literal (with quotes) to `out`.
@@ -133,6 +140,22 @@ mod tests {
                 expect,
                 "byte {b:#x}"
             );
+        }
+    }
+
+    #[test]
+    fn escape_mask_finds_the_first_byte() {
+        for first in 0..8 {
+            for b in [b'"', b'\\', 0x00, 0x1f] {
+                let mut word = [b'a'; 8];
+                word[first] = b;
+                // Later bytes that also need escaping do not hide it.
+                for later in first + 1..8 {
+                    word[later] = 0x01;
+                }
+                let mask = escape_mask(u64::from_le_bytes(word));
+                assert_eq!(mask.trailing_zeros() / 8, first as u32, "{word:?}");
+            }
         }
     }
 

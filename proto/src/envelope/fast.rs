@@ -12,7 +12,7 @@
 //! itself);
 //! the tests in `wire.rs` hold both paths to the same answers.
 
-use crate::json::needs_escape;
+use crate::json::escape_mask;
 
 /// The high bit of every byte of a word: set for non-ASCII bytes.
 const HIGH: u64 = 0x8080_8080_8080_8080;
@@ -124,32 +124,46 @@ impl Scanner<'_> {
         let start = self.i;
         let rest = self.p.get(start..)?;
         let mut at = 0;
-        let mut ascii = true;
-        for pair in rest.chunks_exact(16) {
-            let (a, b) = pair.split_at(8);
-            let a = u64::from_le_bytes(<[u8; 8]>::try_from(a).ok()?);
-            let b = u64::from_le_bytes(<[u8; 8]>::try_from(b).ok()?);
-            if needs_escape(a) | needs_escape(b) | ((a | b) & HIGH != 0) {
-                break;
+        // High bits of the bytes seen so far: non-zero when not ASCII.
+        let mut high = 0;
+        // Whole words, as long as the payload has 8 more bytes (a string
+        // is always followed by at least `}` in an envelope, so this
+        // covers all but the last few bytes).
+        while let Some(chunk) = rest.get(at..at + 8) {
+            let word = u64::from_le_bytes(<[u8; 8]>::try_from(chunk).ok()?);
+            let mask = escape_mask(word);
+            if mask != 0 {
+                let k = (mask.trailing_zeros() / 8) as usize;
+                if rest.get(at + k) != Some(&b'"') {
+                    return None;
+                }
+                let before = if k == 0 { 0 } else { u64::MAX >> (64 - 8 * k) };
+                return self.string_end(start, at + k, high | (word & HIGH & before));
             }
-            at += 16;
+            high |= word & HIGH;
+            at += 8;
         }
         for &b in rest.get(at..)? {
             match b {
-                b'"' => {
-                    if !ascii {
-                        std::str::from_utf8(rest.get(..at)?).ok()?;
-                    }
-                    self.i = start + at + 1;
-                    return span(start, start + at);
-                }
+                b'"' => return self.string_end(start, at, high),
                 b'\\' => return None,
                 b if b < 0x20 => return None,
-                b => ascii &= b < 0x80,
+                b => high |= u64::from(b & 0x80),
             }
             at += 1;
         }
         None
+    }
+
+    /// The string that started at `start` ends (closing quote) `len`
+    /// bytes later; `high` says whether it had non-ASCII bytes, which
+    /// must then be UTF-8.
+    fn string_end(&mut self, start: usize, len: usize, high: u64) -> Option<Span> {
+        if high != 0 {
+            std::str::from_utf8(self.p.get(start..start + len)?).ok()?;
+        }
+        self.i = start + len + 1;
+        span(start, start + len)
     }
 
     /// `{"name": "value", ...}` with plain strings.
