@@ -93,7 +93,7 @@ pub fn restamp(envelope: &mut Envelope, n: u64) {
             *d = b'0' + (rest % 10) as u8;
             rest /= 10;
         }
-        id.extend(digits.iter().map(|&d| char::from(d)));
+        id.push_str(std::str::from_utf8(&digits).unwrap_or_default());
     }
 }
 

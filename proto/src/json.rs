@@ -68,7 +68,8 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     // Skip the clean prefix 8 bytes at a time: a branch-free test of a
     // whole word (SWAR), far cheaper per byte than the escape loop below.
     let mut clean = 0;
-    for chunk in bytes.chunks_exact(8) {
+    let mut words = bytes.chunks_exact(8);
+    for chunk in &mut words {
         let Ok(word) = <[u8; 8]>::try_from(chunk) else {
             break;
         };
@@ -76,6 +77,19 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
             break;
         }
         clean += 8;
+    }
+    // The last few bytes (or a short string: header names, ids) as one
+    // word padded with a letter, so a clean string never goes through the
+    // byte loop.
+    let tail = words.remainder();
+    if clean + tail.len() == bytes.len() {
+        let mut word = [b'a'; 8];
+        word[..tail.len()].copy_from_slice(tail);
+        if !needs_escape(u64::from_le_bytes(word)) {
+            out.extend_from_slice(bytes);
+            out.push(b'"');
+            return;
+        }
     }
     let mut run_start = 0;
     for (i, &b) in bytes.iter().enumerate().skip(clean) {
