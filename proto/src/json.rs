@@ -164,8 +164,8 @@ mod tests {
                 let mut word = [b'a'; 8];
                 word[first] = b;
                 // Later bytes that also need escaping do not hide it.
-                for later in first + 1..8 {
-                    word[later] = 0x01;
+                for later in word.iter_mut().skip(first + 1) {
+                    *later = 0x01;
                 }
                 let mask = escape_mask(u64::from_le_bytes(word));
                 assert_eq!(mask.trailing_zeros() / 8, first as u32, "{word:?}");
