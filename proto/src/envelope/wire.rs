@@ -258,18 +258,15 @@ impl WireEnvelope {
             return WireEnvelope::from_fields(payload, fields);
         }
         // One UTF-8 check of the whole payload instead of one per string,
-        // and none again for the body.
-        let Ok(json) = std::str::from_utf8(&payload) else {
-            return Err(match serde_json::from_slice::<Value>(&payload) {
-                Err(e) => EnvelopeError::not_json(&e),
-                Ok(_) => EnvelopeError::NotJson {
-                    line: 1,
-                    column: 1,
-                    reason: "invalid UTF-8".to_owned(),
-                },
-            });
+        // and none again for the body. A payload that is not UTF-8 as a
+        // whole is read per string instead, as `from_slice` reads it: it
+        // checks the strings it keeps and not those of fields it ignores
+        // (an unknown field's bytes are skipped), and so must this.
+        let parsed = match std::str::from_utf8(&payload) {
+            Ok(json) => serde_json::from_str::<View<'_>>(json),
+            Err(_) => serde_json::from_slice::<View<'_>>(&payload),
         };
-        let view: View<'_> = match serde_json::from_str(json) {
+        let view: View<'_> = match parsed {
             Ok(view) => view,
             Err(e) => return Err(diagnose(&payload, &e)),
         };
