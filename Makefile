@@ -14,6 +14,7 @@ NATS_SERVER_VERSION := 2.15.1
 NATS_SERVER := $(VENV)/bin/nats-server
 NATS_PY_VERSION := 2.16.0
 SUPERVISOR_VERSION := 4.3.0
+NATS_JS_VERSION := 2.29.3
 export SWITCHBOARD_NATS_SERVER := $(NATS_SERVER)
 
 .PHONY: all build tools bench-tools fuzz-tools fuzz fuzz-merge test check fmt clippy unit run bench chaos clean help
@@ -59,8 +60,23 @@ $(TOOLS)/.irc-servers:
 	@mkdir -p $(TOOLS) && touch $@
 
 ## Supervisors to compare against in `make bench` (Debian s6, PyPI
-## supervisor); not needed by the tests.
-bench-tools: tools $(TOOLS)/.supervisor-$(SUPERVISOR_VERSION) $(TOOLS)/.s6
+## supervisor), the nats.js peer (npm `nats`, project-local, never
+## global) and valgrind for the instruction counts; not needed by the tests.
+bench-tools: tools $(TOOLS)/.supervisor-$(SUPERVISOR_VERSION) $(TOOLS)/.s6 $(TOOLS)/.nats-js-$(NATS_JS_VERSION) $(TOOLS)/.valgrind
+
+$(TOOLS)/.nats-js-$(NATS_JS_VERSION):
+	@command -v npm >/dev/null 2>&1 || { echo "npm is needed for the nats.js peer (Node 18 or later)"; exit 1; }
+	@echo "==> installing nats.js $(NATS_JS_VERSION) (npm nats) into $(TOOLS)/nats-js"
+	rm -rf $(TOOLS)/nats-js && mkdir -p $(TOOLS)/nats-js
+	npm install --prefix $(TOOLS)/nats-js --no-audit --no-fund --no-package-lock "nats@$(NATS_JS_VERSION)"
+	touch $@
+
+$(TOOLS)/.valgrind:
+	@command -v valgrind >/dev/null 2>&1 || { \
+		echo "==> installing valgrind (Debian package)"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq valgrind >/dev/null; }
+	@mkdir -p $(TOOLS) && touch $@
 
 $(TOOLS)/.supervisor-$(SUPERVISOR_VERSION): | $(VENV)/bin/python
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check "supervisor==$(SUPERVISOR_VERSION)"

@@ -8,6 +8,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use switchboard_bus::proto::WireEnvelope;
 use switchboard_bus::{Envelope, Pattern};
 
 use crate::table::{size, Table};
@@ -61,10 +62,22 @@ pub fn table(bodies: &[usize]) -> anyhow::Result<Table> {
                 })
             ),
         ]);
+        let payload = bytes::Bytes::from(bytes.clone());
+        WireEnvelope::parse(payload.clone()).context("the benchmark envelope does not parse")?;
+        t.row(vec![
+            format!("receive {label}"),
+            "WireEnvelope::parse (subscriber: validate, find the fields)".into(),
+            format!(
+                "{:.0}",
+                ns_per_op(|| {
+                    let _ = black_box(WireEnvelope::parse(black_box(payload.clone())));
+                })
+            ),
+        ]);
         Envelope::from_slice(&bytes).context("the benchmark envelope does not decode")?;
         t.row(vec![
             format!("decode {label}"),
-            "Envelope::from_slice (subscriber)".into(),
+            "Envelope::from_slice (an owned envelope, what Delivery::envelope builds)".into(),
             format!(
                 "{:.0}",
                 ns_per_op(|| {

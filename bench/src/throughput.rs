@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
-use serde_json::Value;
-use switchboard_bus::{Delivery, Envelope, Pattern};
+use switchboard_bus::proto::WireEnvelope;
+use switchboard_bus::{Delivery, Pattern};
 use tokio::sync::Notify;
 
-use crate::cpu;
 use crate::workload::{self, BusSender, Path, RawSender, Sender, SUBJECT};
+use crate::{cpu, icount};
 
 /// One run's parameters.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +40,9 @@ pub struct Spec {
     pub window: u64,
     /// nats-server's process id, to measure its CPU time too.
     pub server_pid: Option<u32>,
+    /// Call the callgrind markers around the measured part (see
+    /// [`crate::icount`]).
+    pub count_instructions: bool,
 }
 
 /// What one run measured.
@@ -186,24 +189,21 @@ fn payload_len(message: &async_nats::Message) -> usize {
 }
 
 /// What the raw + decode consumer does: what the bus's subscription does
-/// to a payload, minus filtering, de-duplication and the `Delivery`.
+/// to a payload (validate it into a `WireEnvelope`), then what the bus
+/// consumer does with it (its body as text), minus filtering,
+/// de-duplication and the `Delivery`.
 fn decoded_body_len(message: &async_nats::Message) -> usize {
-    match Envelope::from_slice(&message.payload) {
-        Ok(envelope) => match &envelope.body {
-            Value::String(text) => text.len(),
-            _ => 0,
-        },
+    match WireEnvelope::parse(message.payload.clone()) {
+        Ok(envelope) => envelope.body_text().map_or(0, |text| text.len()),
         Err(_) => 0,
     }
 }
 
-/// What the bus consumer does with each envelope: look at its body, so
-/// that decoding cannot be skipped or optimised away.
+/// What the bus consumer does with each envelope: read its body as text
+/// (a string body), as a handler would, so that decoding cannot be
+/// skipped or optimised away.
 fn body_len(delivery: &Delivery) -> usize {
-    match &delivery.envelope.body {
-        Value::String(text) => text.len(),
-        _ => 0,
-    }
+    delivery.body_text().map_or(0, |text| text.len())
 }
 
 /// The consumer task: take items until the target count, reporting
@@ -241,6 +241,9 @@ async fn drive(
     mut sender: impl Sender,
     wire_bytes: usize,
 ) -> anyhow::Result<Outcome> {
+    if spec.count_instructions {
+        icount::begin();
+    }
     let cpu_before = cpu::Snapshot::take(spec.server_pid);
     let start_ns = progress.now_ns();
     let started = Instant::now();
@@ -299,6 +302,9 @@ async fn drive(
         }
     }
     let (client_cpu, server_cpu) = cpu::Snapshot::take(spec.server_pid).since(&cpu_before);
+    if spec.count_instructions {
+        icount::end();
+    }
     let received = progress.received.load(Ordering::Relaxed);
     let end_ns = progress.last_ns.load(Ordering::Relaxed);
     Ok(Outcome {

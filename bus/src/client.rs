@@ -533,6 +533,10 @@ fn closed(e: impl std::error::Error + Send + Sync + 'static) -> PublishError {
 
 /// Reject subjects NATS would silently mishandle, with a message that says
 /// which token is wrong.
+///
+/// On every publish, so one pass over the bytes: ASCII tokens (the usual
+/// case) are checked byte by byte; a token with other characters falls
+/// back to Unicode's whitespace and control classes.
 fn validate_publish_subject(subject: &str) -> Result<(), PublishError> {
     let bad = |reason: String| PublishError::BadSubject {
         subject: subject.to_string(),
@@ -541,19 +545,58 @@ fn validate_publish_subject(subject: &str) -> Result<(), PublishError> {
     if subject.is_empty() {
         return Err(bad("the subject is empty".into()));
     }
-    for (i, token) in subject.split('.').enumerate() {
-        if token.is_empty() {
-            return Err(bad(format!("token {} is empty", i + 1)));
+    // One pass over the bytes: forbidden ASCII at once, token checks at
+    // each dot and at the end.
+    let bytes = subject.as_bytes();
+    let mut start = 0;
+    let mut index = 1;
+    let mut plain = true;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'.' {
+            // Most tokens are plain and longer than one byte: nothing
+            // more to check for them.
+            if !plain || i - start < 2 {
+                check_token(subject, start, i, index, plain)?;
+            }
+            start = i + 1;
+            index += 1;
+            plain = true;
+        } else if b <= b' ' || b == 0x7f {
+            return Err(bad(format!("token {index} contains whitespace")));
+        } else if b >= 0x80 {
+            plain = false;
         }
-        if token == "*" || token == ">" {
-            return Err(bad(format!(
-                "token {} is a wildcard; publish needs a literal subject",
-                i + 1
-            )));
-        }
-        if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(bad(format!("token {} contains whitespace", i + 1)));
-        }
+    }
+    check_token(subject, start, bytes.len(), index, plain)?;
+    Ok(())
+}
+
+/// The checks of token number `index`, `subject[start..end]`, that need
+/// the whole token: not empty, not a wildcard, and (when it has non-ASCII
+/// characters) no Unicode whitespace or control character.
+fn check_token(
+    subject: &str,
+    start: usize,
+    end: usize,
+    index: usize,
+    plain: bool,
+) -> Result<(), PublishError> {
+    let bad = |reason: String| PublishError::BadSubject {
+        subject: subject.to_string(),
+        reason,
+    };
+    // Tokens end at ASCII dots, so these are char boundaries.
+    let token = subject.get(start..end).unwrap_or_default();
+    if token.is_empty() {
+        return Err(bad(format!("token {index} is empty")));
+    }
+    if token == "*" || token == ">" {
+        return Err(bad(format!(
+            "token {index} is a wildcard; publish needs a literal subject"
+        )));
+    }
+    if !plain && token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad(format!("token {index} contains whitespace")));
     }
     Ok(())
 }
@@ -870,7 +913,20 @@ mod tests {
     #[test]
     fn publish_subject_validation() {
         assert!(validate_publish_subject("chat.irc.x.y.message").is_ok());
-        for bad in ["", "a..b", ".a", "a.", "a.*", "a.>", "a b"] {
+        assert!(validate_publish_subject("chat.irc.x.=23caf\u{e9}.message").is_ok());
+        for bad in [
+            "",
+            "a..b",
+            ".a",
+            "a.",
+            "a.*",
+            "a.>",
+            "a b",
+            "a.\tb",
+            "a.b\u{7f}",
+            "a.\u{a0}",
+            "x.\u{85}",
+        ] {
             let e = validate_publish_subject(bad).unwrap_err();
             assert!(e.to_string().contains("cannot publish"), "{e}");
         }

@@ -416,7 +416,7 @@ impl<O: Operator> Runtime<O> {
 
     async fn deliver(&mut self, d: Delivery) {
         if self.ctx.inbox.len() > 1 {
-            if let Some(id) = d.envelope.id() {
+            if let Some(id) = d.id() {
                 if !self.ctx.dedupe.first_time(id) {
                     self.ctx.bus.stats().reclassify_as_duplicate();
                     return;

@@ -1,7 +1,7 @@
 //! Streams of envelopes for a pattern: filtered, decoded, de-duplicated.
 
 use std::collections::{HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -9,36 +9,136 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::stream::{SelectAll, Stream, StreamExt};
-use switchboard_proto::{ChatEvent, ChatEventError, Envelope, Pattern};
+use serde::Deserialize;
+use switchboard_proto::{ChatEvent, ChatEventError, Envelope, Pattern, Timestamp, WireEnvelope};
 
 use crate::stats::Stats;
 
 /// One envelope received on a subscription.
+///
+/// It keeps the payload as received and decodes on request: reading the
+/// source, a header or the id costs no allocation, [`Delivery::body_as`]
+/// decodes the body straight into the handler's own type (borrowing its
+/// strings from the payload), and [`Delivery::chat`] reads `sender` and
+/// `text` without building a JSON tree. The owned [`Envelope`] is built
+/// only when [`Delivery::envelope`] is first called. Why: decoding every
+/// envelope into an owned one was half of the bus's client CPU per
+/// message (docs/benchmarks.md, "Receive path").
+///
+/// The envelope was validated on arrival like [`Envelope::from_slice`]
+/// does: a `Delivery` always holds a valid envelope.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     /// The subject it was published on.
     pub subject: String,
-    /// The decoded, validated envelope.
-    pub envelope: Envelope,
     /// Where to answer, when it was sent as a request.
     pub reply: Option<String>,
+    envelope: WireEnvelope,
 }
 
 impl Delivery {
+    /// A delivery of `envelope` on `subject` (not a request), e.g. to
+    /// test a handler without a server.
+    pub fn new(subject: impl Into<String>, envelope: impl Into<WireEnvelope>) -> Delivery {
+        Delivery {
+            subject: subject.into(),
+            reply: None,
+            envelope: envelope.into(),
+        }
+    }
+
+    /// The same delivery, as a request answered on `reply`.
+    pub fn with_reply(mut self, reply: impl Into<String>) -> Delivery {
+        self.reply = Some(reply.into());
+        self
+    }
+
+    /// The envelope as an owned [`Envelope`] (body as a JSON `Value`):
+    /// built on the first call, then kept. The accessors below read the
+    /// same fields without building it.
+    pub fn envelope(&self) -> &Envelope {
+        self.envelope.envelope()
+    }
+
+    /// The owned [`Envelope`], built unless it was already.
+    pub fn into_envelope(self) -> Envelope {
+        self.envelope.into_envelope()
+    }
+
+    /// The envelope as received: payload and field positions.
+    pub fn wire(&self) -> &WireEnvelope {
+        &self.envelope
+    }
+
+    /// Who made the envelope (its `source`).
+    pub fn source(&self) -> &str {
+        self.envelope.source()
+    }
+
+    /// When it was made.
+    pub fn timestamp(&self) -> Timestamp {
+        self.envelope.timestamp()
+    }
+
+    /// The envelope's unique id, if it has one.
+    pub fn id(&self) -> Option<&str> {
+        self.envelope.id()
+    }
+
+    /// The value of header `name`, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.envelope.header(name)
+    }
+
+    /// The body as text, when it is a JSON string (borrowed when it has
+    /// no escapes); `None` for any other body.
+    pub fn body_text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.envelope.body_text()
+    }
+
+    /// The body's JSON text, as received.
+    pub fn body_json(&self) -> &str {
+        self.envelope.body_json()
+    }
+
+    /// The body decoded straight into `T` (the handler's own type; `&str`
+    /// fields borrow from the payload when they have no escapes), without
+    /// a `Value` tree.
+    ///
+    /// ```
+    /// # use switchboard_bus::{Delivery, Envelope};
+    /// # let d = Delivery::new("chat.irc.libera.=23rust.message",
+    /// #     Envelope::new("irc-libera", serde_json::json!({"sender": "ferris", "text": "!ping"})));
+    /// #[derive(serde::Deserialize)]
+    /// struct Said<'a> {
+    ///     sender: &'a str,
+    ///     text: &'a str,
+    /// }
+    /// let said: Said = d.body_as()?;
+    /// assert_eq!((said.sender, said.text), ("ferris", "!ping"));
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// serde's error when the body does not fit `T`.
+    pub fn body_as<'a, T: Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
+        self.envelope.body_as()
+    }
+
     /// The delivery as a chat event: protocol, instance, room, kind,
-    /// sender and text, borrowed from the subject and the envelope (the
-    /// body is not copied). Parsed on each call; keep the result if you
-    /// read it often.
+    /// sender and text, borrowed from the subject and the payload (read
+    /// without a JSON tree; nothing is copied unless it has escapes).
+    /// Parsed on each call; keep the result if you read it often.
     ///
     /// ```
     /// # use switchboard_bus::{Delivery, Envelope};
     /// # use switchboard_bus::proto::headers;
-    /// # let d = Delivery {
-    /// #     subject: "chat.irc.libera.=23rust.message".into(),
-    /// #     envelope: Envelope::new("irc-libera", serde_json::json!({"sender": "ferris", "text": "!ping"}))
+    /// # let d = Delivery::new(
+    /// #     "chat.irc.libera.=23rust.message",
+    /// #     Envelope::new("irc-libera", serde_json::json!({"sender": "ferris", "text": "!ping"}))
     /// #         .with_header(headers::ROOM, "#rust"),
-    /// #     reply: None,
-    /// # };
+    /// # );
     /// let chat = d.chat()?;
     /// assert_eq!((chat.room(), chat.sender(), chat.text()), ("#rust", "ferris", "!ping"));
     /// # Ok::<(), switchboard_bus::proto::ChatEventError>(())
@@ -51,7 +151,7 @@ impl Delivery {
     /// `sb.…` subject), or the body is not an object with a string
     /// `sender` (see [`ChatEvent`]).
     pub fn chat(&self) -> Result<ChatEvent<'_>, ChatEventError> {
-        ChatEvent::parse(&self.subject, &self.envelope)
+        ChatEvent::parse_wire(&self.subject, &self.envelope)
     }
 }
 
@@ -178,7 +278,7 @@ impl Stream for Subscription {
             if this.needs_filter && !this.pattern.matches(msg.subject.as_str()) {
                 continue;
             }
-            let envelope = match Envelope::from_slice(&msg.payload) {
+            let envelope = match WireEnvelope::parse(msg.payload) {
                 Ok(env) => env,
                 Err(e) => {
                     Stats::add(&this.stats.malformed, 1);
@@ -204,8 +304,8 @@ impl Stream for Subscription {
             Stats::add(&this.stats.received, 1);
             return Poll::Ready(Some(Delivery {
                 subject: msg.subject.to_string(),
-                envelope,
                 reply: msg.reply.map(|r| r.to_string()),
+                envelope,
             }));
         }
     }
@@ -214,17 +314,25 @@ impl Stream for Subscription {
 /// Remembers the last `window` envelope ids (as 64-bit hashes) to drop
 /// repeats. Hashes, not strings: no allocation per message, and a false
 /// match within a window of thousands is vanishingly unlikely (~1e-12).
+///
+/// The hash is a word-at-a-time multiply-mix (a few instructions per 8
+/// bytes; SipHash cost ~60 ns per message here) seeded at random per
+/// `Dedupe`, so that a sender cannot pick an id that collides with
+/// another's to have it dropped.
 #[derive(Debug)]
 pub(crate) struct Dedupe {
     window: usize,
+    seed: u64,
     seen: HashSet<u64, BuildHasherDefault<IdentityHasher>>,
     order: VecDeque<u64>,
 }
 
 impl Dedupe {
     pub(crate) fn new(window: usize) -> Self {
+        use std::hash::BuildHasher as _;
         Dedupe {
             window,
+            seed: std::collections::hash_map::RandomState::new().hash_one(window),
             seen: HashSet::with_capacity_and_hasher(window, Default::default()),
             order: VecDeque::with_capacity(window),
         }
@@ -235,9 +343,7 @@ impl Dedupe {
         if self.window == 0 {
             return true;
         }
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        id.hash(&mut h);
-        let key = h.finish();
+        let key = mix_hash(self.seed, id.as_bytes());
         if !self.seen.insert(key) {
             return false;
         }
@@ -251,7 +357,36 @@ impl Dedupe {
     }
 }
 
-/// The keys are already SipHash outputs; hashing them again is waste.
+/// A seeded 64-bit hash of `bytes`: each 8-byte word is mixed in with a
+/// multiply and a rotate, and the result goes through splitmix64's
+/// finaliser so that every input bit moves every output bit.
+fn mix_hash(seed: u64, bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = seed ^ (bytes.len() as u64).wrapping_mul(K);
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        h = (h ^ u64::from_le_bytes(word))
+            .wrapping_mul(K)
+            .rotate_left(31);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut word = [0u8; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(word))
+            .wrapping_mul(K)
+            .rotate_left(31);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// The keys are already hashes; hashing them again is waste.
 #[derive(Default)]
 pub(crate) struct IdentityHasher(u64);
 
@@ -316,6 +451,15 @@ mod tests {
         assert!(d.first_time("d")); // evicts a
         assert!(d.first_time("a"));
         assert!(!d.first_time("d"));
+        // Ids that differ in one byte, or only in length, hash apart.
+        let ids: Vec<String> = (0..2000).map(|n| format!("id{n:020}")).collect();
+        let mut hashes: Vec<u64> = ids.iter().map(|i| mix_hash(7, i.as_bytes())).collect();
+        hashes
+            .extend(["", "a", "a\0", "abcdefgh", "abcdefgh\0"].map(|i| mix_hash(7, i.as_bytes())));
+        let mut unique = hashes.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), hashes.len());
         let mut off = Dedupe::new(0);
         assert!(off.first_time("x") && off.first_time("x"));
     }

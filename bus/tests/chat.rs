@@ -98,7 +98,7 @@ async fn an_operator_answers_a_command_in_the_room_it_came_from() {
         answer.subject,
         "send.irc.libera.=23rust=2Ebeginners.message"
     );
-    let env = &answer.envelope;
+    let env = &answer.envelope();
     assert_eq!(env.source, "greeter");
     assert_eq!(env.body, json!({"text": "hello, ferris"}));
     let id = env.id().expect("the answer has an id");
@@ -117,11 +117,14 @@ async fn an_operator_answers_a_command_in_the_room_it_came_from() {
         .expect("an announcement")
         .unwrap();
     assert_eq!(said.subject, "send.irc.libera.=23announcements.message");
-    assert_eq!(said.envelope.source, "greeter");
-    assert_eq!(said.envelope.body, json!({"text": "ferris says: lunch"}));
-    assert_eq!(said.envelope.header(headers::ROOM), Some("#announcements"));
-    assert_eq!(said.envelope.header(headers::IN_REPLY_TO), None);
-    assert!(said.envelope.id().is_some());
+    assert_eq!(said.envelope().source, "greeter");
+    assert_eq!(said.envelope().body, json!({"text": "ferris says: lunch"}));
+    assert_eq!(
+        said.envelope().header(headers::ROOM),
+        Some("#announcements")
+    );
+    assert_eq!(said.envelope().header(headers::IN_REPLY_TO), None);
+    assert!(said.envelope().id().is_some());
 
     // Not a chat body: `d.chat()` fails, the handler error is counted,
     // nothing is sent, and the operator goes on answering.
@@ -137,8 +140,11 @@ async fn an_operator_answers_a_command_in_the_room_it_came_from() {
         .await
         .expect("an answer after the odd one")
         .unwrap();
-    assert_eq!(answer.envelope.body, json!({"text": "hello, crab"}));
-    assert_eq!(answer.envelope.header(headers::IN_REPLY_TO), question.id());
+    assert_eq!(answer.envelope().body, json!({"text": "hello, crab"}));
+    assert_eq!(
+        answer.envelope().header(headers::IN_REPLY_TO),
+        question.id()
+    );
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let beat = tokio::time::timeout(WAIT, heartbeats.next())

@@ -106,11 +106,10 @@ async fn publish_subscribe_and_request_errors() {
         .is_some());
 
     // Replying to something that is not a chat event.
-    let request = Delivery {
-        subject: "send.irc.libera.=23rust.message".into(),
-        envelope: Envelope::new("t", json!({"text": "hi"})),
-        reply: None,
-    };
+    let request = Delivery::new(
+        "send.irc.libera.=23rust.message",
+        Envelope::new("t", json!({"text": "hi"})),
+    );
     let err = bus.reply(&request, "no").await.unwrap_err();
     assert_eq!(err.kind(), ReplyErrorKind::NotChat);
     let cause = err
@@ -118,11 +117,7 @@ async fn publish_subscribe_and_request_errors() {
         .and_then(|s| s.downcast_ref::<ChatEventError>())
         .expect("the chat error");
     assert_eq!(cause.kind(), ChatEventErrorKind::SendRequest);
-    let odd = Delivery {
-        subject: "chat.irc".into(),
-        envelope: Envelope::new("t", json!({"sender": "a"})),
-        reply: None,
-    };
+    let odd = Delivery::new("chat.irc", Envelope::new("t", json!({"sender": "a"})));
     let err = bus.reply(&odd, "no").await.unwrap_err();
     // ReplyError -> ChatEventError -> SubjectError: the whole chain.
     let subject = err

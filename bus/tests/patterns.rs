@@ -84,7 +84,7 @@ async fn each_pattern_delivers_exactly_its_subjects_once() {
                 d.subject
             );
             // The envelope is the one published on that subject.
-            let id = d.envelope.id().unwrap();
+            let id = d.envelope().id().unwrap();
             assert_eq!(
                 ids.get(id),
                 Some(&d.subject),
@@ -133,11 +133,11 @@ async fn overlapping_subscriptions_on_one_stream_are_deduplicated() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(first.envelope, env);
+    assert_eq!(first.envelope(), &env);
     let second = tokio::time::timeout(Duration::from_secs(5), sub.next())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(second.envelope, other, "the duplicate must be skipped");
+    assert_eq!(second.envelope(), &other, "the duplicate must be skipped");
     assert_eq!(listener.stats().snapshot().duplicates, 1);
 }

@@ -267,10 +267,10 @@ impl Traffic {
         let a = Arc::clone(&answered);
         let listen = tokio::spawn(async move {
             while let Some(d) = answers.next().await {
-                if let Some(id) = d.envelope.headers.get(headers::IN_REPLY_TO) {
+                if let Some(id) = d.header(headers::IN_REPLY_TO) {
                     a.lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push((id.clone(), Instant::now()));
+                        .push((id.to_owned(), Instant::now()));
                 }
             }
         });

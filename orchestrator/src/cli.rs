@@ -587,10 +587,10 @@ async fn chat(bus: &Bus, instance: &str, room: &str, nick: &str) -> anyhow::Resu
                 prompt();
             }
             Some(d) = inbox.next() => {
-                let text = SendRequest::deserialize(&d.envelope.body)
+                let text = SendRequest::deserialize(&d.envelope().body)
                     .map(|r| r.text)
-                    .unwrap_or_else(|_| d.envelope.body.to_string());
-                println!("\r<{}> {}", d.envelope.source, text);
+                    .unwrap_or_else(|_| d.envelope().body.to_string());
+                println!("\r<{}> {}", d.envelope().source, text);
                 prompt();
             }
         }

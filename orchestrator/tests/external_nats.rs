@@ -349,8 +349,8 @@ async fn ping_round_trip(bus: &Bus, id: &str) {
             .unwrap();
         if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(300), replies.next()).await
         {
-            if r.envelope.source == id {
-                assert_eq!(r.envelope.body["text"], "pong", "{:?}", r.envelope);
+            if r.envelope().source == id {
+                assert_eq!(r.envelope().body["text"], "pong", "{:?}", r.envelope());
                 return;
             }
         }

@@ -61,7 +61,7 @@ async fn ping_answered(d: &Daemon, id: &str) {
             .unwrap();
         if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(300), replies.next()).await
         {
-            if r.envelope.source == id {
+            if r.envelope().source == id {
                 return;
             }
         }

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::envelope::{headers, Envelope};
+use crate::envelope::{headers, Envelope, WireEnvelope};
 use crate::subject::{escape_token, is_escape_of, unescape_at, Branch, ChatAddress, SubjectError};
 
 /// The `<kind>` token of chat subjects (`chat.….<kind>`, `send.….<kind>`).
@@ -246,15 +246,204 @@ pub struct ChatTopic {
 #[derive(Debug, Clone)]
 pub struct ChatEvent<'a> {
     subject: &'a str,
-    envelope: &'a Envelope,
+    envelope: Backing<'a>,
     protocol: Cow<'a, str>,
     instance: Cow<'a, str>,
     room: Cow<'a, str>,
     kind: Cow<'a, str>,
     /// `<protocol>.<instance>.<room>` as escaped in the subject.
     place: &'a str,
-    sender: &'a str,
-    text: &'a str,
+    sender: Cow<'a, str>,
+    text: Cow<'a, str>,
+    /// The body's `private`, when it is a boolean.
+    private: Option<bool>,
+}
+
+/// The envelope a [`ChatEvent`] reads: an owned one, or a received one
+/// whose body is read without building a `Value` tree.
+#[derive(Debug, Clone, Copy)]
+enum Backing<'a> {
+    Owned(&'a Envelope),
+    Wire(&'a WireEnvelope),
+}
+
+impl<'a> Backing<'a> {
+    fn header(self, name: &str) -> Option<&'a str> {
+        match self {
+            Backing::Owned(e) => e.header(name),
+            Backing::Wire(w) => w.header(name),
+        }
+    }
+
+    fn envelope(self) -> &'a Envelope {
+        match self {
+            Backing::Owned(e) => e,
+            Backing::Wire(w) => w.envelope(),
+        }
+    }
+}
+
+/// A body field a chat event reads, as found: a string (borrowed from the
+/// payload when it has no escapes), a boolean, null, or another JSON type.
+enum Field<'a> {
+    Str(Cow<'a, str>),
+    Bool(bool),
+    Null,
+    Other(&'static str),
+}
+
+impl<'a> Field<'a> {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Field::Str(_) => "string",
+            Field::Bool(_) => "boolean",
+            Field::Null => "null",
+            Field::Other(found) => found,
+        }
+    }
+
+    fn from_value(value: &'a Value) -> Field<'a> {
+        match value {
+            Value::String(s) => Field::Str(Cow::Borrowed(s)),
+            Value::Bool(b) => Field::Bool(*b),
+            Value::Null => Field::Null,
+            other => Field::Other(crate::json::type_name(other)),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(FieldVisitor(std::marker::PhantomData))
+    }
+}
+
+struct FieldVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for FieldVisitor<'a> {
+    type Value = Field<'a>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Field<'a>, E> {
+        Ok(Field::Str(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Field<'a>, E> {
+        Ok(Field::Str(Cow::Owned(s.to_owned())))
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Field<'a>, E> {
+        Ok(Field::Bool(b))
+    }
+    fn visit_unit<E>(self) -> Result<Field<'a>, E> {
+        Ok(Field::Null)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Field<'a>, E> {
+        Ok(Field::Other("number"))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Field<'a>, E> {
+        Ok(Field::Other("number"))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Field<'a>, E> {
+        Ok(Field::Other("number"))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Field<'a>, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Field::Other("array"))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Field<'a>, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(Field::Other("object"))
+    }
+}
+
+/// What a chat event needs of a body: `sender`, `text` and `private` of an
+/// object (the last of a repeated key, as in a `Value` map), or the JSON
+/// type of a body that is not an object.
+enum ChatBody<'a> {
+    Object {
+        sender: Option<Field<'a>>,
+        text: Option<Field<'a>>,
+        private: Option<Field<'a>>,
+    },
+    Not(&'static str),
+}
+
+/// An object key, borrowed when it has no escapes.
+#[derive(Deserialize)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for ChatBody<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ChatBodyVisitor(std::marker::PhantomData))
+    }
+}
+
+struct ChatBodyVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for ChatBodyVisitor<'a> {
+    type Value = ChatBody<'a>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a chat body")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ChatBody<'a>, A::Error> {
+        let (mut sender, mut text, mut private) = (None, None, None);
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            let slot = match key.as_ref() {
+                "sender" => &mut sender,
+                "text" => &mut text,
+                "private" => &mut private,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = Some(map.next_value::<Field<'a>>()?);
+        }
+        Ok(ChatBody::Object {
+            sender,
+            text,
+            private,
+        })
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<ChatBody<'a>, A::Error> {
+        FieldVisitor(std::marker::PhantomData)
+            .visit_seq(seq)
+            .map(|_| ChatBody::Not("array"))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<ChatBody<'a>, E> {
+        Ok(ChatBody::Not("string"))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<ChatBody<'a>, E> {
+        Ok(ChatBody::Not("boolean"))
+    }
+    fn visit_unit<E>(self) -> Result<ChatBody<'a>, E> {
+        Ok(ChatBody::Not("null"))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<ChatBody<'a>, E> {
+        Ok(ChatBody::Not("number"))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<ChatBody<'a>, E> {
+        Ok(ChatBody::Not("number"))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<ChatBody<'a>, E> {
+        Ok(ChatBody::Not("number"))
+    }
+}
+
+impl<'a> ChatBody<'a> {
+    fn from_value(body: &'a Value) -> ChatBody<'a> {
+        match body {
+            Value::Object(map) => ChatBody::Object {
+                sender: map.get("sender").map(Field::from_value),
+                text: map.get("text").map(Field::from_value),
+                private: map.get("private").map(Field::from_value),
+            },
+            other => ChatBody::Not(crate::json::type_name(other)),
+        }
+    }
 }
 
 /// Why a delivery is not a [`ChatEvent`].
@@ -309,6 +498,24 @@ impl<'a> ChatEvent<'a> {
         subject: &'a str,
         envelope: &'a Envelope,
     ) -> Result<ChatEvent<'a>, ChatEventError> {
+        ChatEvent::build(subject, Backing::Owned(envelope))
+    }
+
+    /// [`ChatEvent::parse`] for a received envelope: the body's `sender`,
+    /// `text` and `private` are read straight from its JSON text (borrowed
+    /// when they have no escapes), without building a `Value` tree.
+    ///
+    /// # Errors
+    ///
+    /// As [`ChatEvent::parse`].
+    pub fn parse_wire(
+        subject: &'a str,
+        envelope: &'a WireEnvelope,
+    ) -> Result<ChatEvent<'a>, ChatEventError> {
+        ChatEvent::build(subject, Backing::Wire(envelope))
+    }
+
+    fn build(subject: &'a str, envelope: Backing<'a>) -> Result<ChatEvent<'a>, ChatEventError> {
         let bad_subject = |source| ChatEventError::Subject {
             subject: crate::json::excerpt(subject),
             source,
@@ -331,31 +538,44 @@ impl<'a> ChatEvent<'a> {
             subject: crate::json::excerpt(subject),
             problem,
         };
-        let Value::Object(body) = &envelope.body else {
-            return Err(bad_body(format!(
-                "is a JSON {}, not an object",
-                crate::json::type_name(&envelope.body)
-            )));
+        let body = match envelope {
+            Backing::Owned(e) => ChatBody::from_value(&e.body),
+            Backing::Wire(w) => serde_json::from_str::<ChatBody<'a>>(w.body_json())
+                .map_err(|e| bad_body(format!("is not valid JSON ({e})")))?,
         };
-        let sender = match body.get("sender") {
-            Some(Value::String(s)) => s.as_str(),
+        let (sender, text, private) = match body {
+            ChatBody::Object {
+                sender,
+                text,
+                private,
+            } => (sender, text, private),
+            ChatBody::Not(found) => {
+                return Err(bad_body(format!("is a JSON {found}, not an object")));
+            }
+        };
+        let sender = match sender {
+            Some(Field::Str(s)) => s,
             Some(other) => {
                 return Err(bad_body(format!(
                     "has a `sender` that is a JSON {}, not a string",
-                    crate::json::type_name(other)
+                    other.type_name()
                 )))
             }
             None => return Err(bad_body("has no `sender` string".to_owned())),
         };
-        let text = match body.get("text") {
-            Some(Value::String(s)) => s.as_str(),
-            None | Some(Value::Null) => "",
+        let text = match text {
+            Some(Field::Str(s)) => s,
+            None | Some(Field::Null) => Cow::Borrowed(""),
             Some(other) => {
                 return Err(bad_body(format!(
                     "has a `text` that is a JSON {}, not a string",
-                    crate::json::type_name(other)
+                    other.type_name()
                 )))
             }
+        };
+        let private = match private {
+            Some(Field::Bool(b)) => Some(b),
+            _ => None,
         };
         Ok(ChatEvent {
             subject,
@@ -367,6 +587,7 @@ impl<'a> ChatEvent<'a> {
             place: t.place,
             sender,
             text,
+            private,
         })
     }
 
@@ -392,21 +613,21 @@ impl<'a> ChatEvent<'a> {
     }
 
     /// Who it came from, as the protocol names them (nick, npub, handle).
-    pub fn sender(&self) -> &'a str {
-        self.sender
+    pub fn sender(&self) -> &str {
+        &self.sender
     }
 
     /// The text (empty when the body has none).
-    pub fn text(&self) -> &'a str {
-        self.text
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// Whether it happened in a direct conversation: the body's `private`
     /// when it is a boolean, else whether the room starts with `@`.
     pub fn is_private(&self) -> bool {
-        match self.envelope.body.get("private") {
-            Some(Value::Bool(private)) => *private,
-            _ => self.room.starts_with(ChatAddress::DIRECT_PREFIX),
+        match self.private {
+            Some(private) => private,
+            None => self.room.starts_with(ChatAddress::DIRECT_PREFIX),
         }
     }
 
@@ -415,30 +636,39 @@ impl<'a> ChatEvent<'a> {
         self.subject
     }
 
-    /// The whole envelope.
+    /// The whole envelope (for a received one, built on first use).
     pub fn envelope(&self) -> &'a Envelope {
-        self.envelope
+        self.envelope.envelope()
     }
 
-    /// The body as it came.
+    /// The body as it came, as a JSON `Value` (for a received envelope,
+    /// built on first use; [`body_as`](ChatEvent::body_as) reads it
+    /// without the tree).
     pub fn body(&self) -> &'a Value {
-        &self.envelope.body
+        &self.envelope().body
     }
 
     /// One field of the body (protocol-specific ones included), e.g.
     /// `host` from IRC.
     pub fn field(&self, name: &str) -> Option<&'a Value> {
-        self.envelope.body.get(name)
+        self.body().get(name)
     }
 
     /// The body as a typed value, e.g. [`ChatMessage`] or a struct of
-    /// borrowed `&str` fields (no copy then).
+    /// borrowed `&str` fields (no copy then). For a received envelope it
+    /// is decoded straight from the JSON text; a borrowed `&str` field
+    /// whose text has escapes is read from the `Value` tree instead.
     ///
     /// # Errors
     ///
     /// serde's error when the body does not fit `T`.
     pub fn body_as<T: Deserialize<'a>>(&self) -> Result<T, serde_json::Error> {
-        T::deserialize(&self.envelope.body)
+        match self.envelope {
+            Backing::Owned(e) => T::deserialize(&e.body),
+            Backing::Wire(w) => w
+                .body_as()
+                .or_else(|first| T::deserialize(&w.envelope().body).map_err(|_| first)),
+        }
     }
 
     /// Protocol, instance and room as an owned address, e.g. to keep it
@@ -473,9 +703,12 @@ impl<'a> ChatEvent<'a> {
     pub fn reply_envelope(&self, source: &str, text: impl Into<String>) -> Envelope {
         let mut body = Map::with_capacity(1);
         body.insert("text".to_owned(), Value::String(text.into()));
-        self.envelope
-            .reply(source, Value::Object(body))
-            .with_header(headers::ROOM, self.room.as_ref())
+        let reply = Envelope::new(source, Value::Object(body));
+        let reply = match self.envelope.header(headers::ID) {
+            Some(id) => reply.with_header(headers::IN_REPLY_TO, id),
+            None => reply,
+        };
+        reply.with_header(headers::ROOM, self.room.as_ref())
     }
 }
 
@@ -552,6 +785,48 @@ mod tests {
         assert_eq!(chat.field("host"), Some(&json!("h.example")));
         assert_eq!(chat.subject(), "chat.irc.x.=23r.message");
         assert_eq!(chat.envelope(), &e);
+    }
+
+    #[test]
+    fn received_envelopes_read_the_same() {
+        let bodies = [
+            json!({"sender": "a", "text": "hi \"there\"\n", "private": true, "x": [1, {"y": 2}]}),
+            json!({"sender": "s\u{e9}", "text": null}),
+            json!({"sender": "a", "private": "yes"}),
+            json!({"sender": 1}),
+            json!({"sender": "a", "text": []}),
+            json!({"text": "t"}),
+            json!("hi"),
+            json!([1]),
+            json!(null),
+            json!(2.5),
+            json!(true),
+        ];
+        for body in bodies {
+            let owned = env(body.clone()).with_header(headers::ROOM, "#r");
+            let wire = WireEnvelope::parse(owned.to_vec().into()).expect("valid envelope");
+            for subject in ["chat.irc.x.=23r.message", "chat.irc.x.=40a.join"] {
+                let a = ChatEvent::parse(subject, &owned);
+                let b = ChatEvent::parse_wire(subject, &wire);
+                match (a, b) {
+                    (Ok(a), Ok(b)) => {
+                        assert_eq!(
+                            (a.sender(), a.text(), a.room(), a.is_private()),
+                            (b.sender(), b.text(), b.room(), b.is_private()),
+                            "{body}"
+                        );
+                        assert_eq!(a.reply_subject("message"), b.reply_subject("message"));
+                        assert_eq!(b.body(), &body);
+                        let r = b.reply_envelope("bot", "ok");
+                        assert_eq!(r.header(headers::IN_REPLY_TO), owned.id());
+                        let m: Result<ChatMessage, _> = b.body_as();
+                        assert_eq!(m.is_ok(), a.body_as::<ChatMessage>().is_ok());
+                    }
+                    (Err(a), Err(b)) => assert_eq!(a, b, "{body}"),
+                    (a, b) => panic!("{body}: owned {a:?}, wire {b:?}"),
+                }
+            }
+        }
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub use control::{
     PROTOCOL_VERSION,
 };
 pub use envelope::{
-    headers, Envelope, EnvelopeError, EnvelopeErrorKind, Timestamp, TimestampError,
+    headers, Envelope, EnvelopeError, EnvelopeErrorKind, Timestamp, TimestampError, WireEnvelope,
     MAX_ENVELOPE_BYTES, MAX_HEADER_NAME_BYTES, MAX_SOURCE_BYTES,
 };
 pub use pattern::{

@@ -3,7 +3,9 @@
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use switchboard_proto::{headers, Envelope, EnvelopeError, Timestamp, MAX_ENVELOPE_BYTES};
+use switchboard_proto::{
+    headers, Envelope, EnvelopeError, Timestamp, WireEnvelope, MAX_ENVELOPE_BYTES,
+};
 
 const TS: &str = "2024-05-01T12:00:00.000000Z";
 
@@ -352,6 +354,34 @@ proptest! {
         if let Ok(decoded) = Envelope::from_slice(&bytes) {
             // Whatever is accepted must re-encode to something accepted.
             prop_assert!(Envelope::from_slice(&decoded.to_vec()).is_ok());
+        }
+    }
+
+    /// The receive path's decoder (a fast scanner, serde_json behind it)
+    /// accepts and refuses exactly what `from_slice` does, with the same
+    /// fields and the same errors.
+    #[test]
+    fn wire_envelopes_agree_with_from_slice(
+        env in envelope(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+    ) {
+        let mut bytes = env.to_vec();
+        for (at, byte) in edits {
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+        }
+        let owned = Envelope::from_slice(&bytes);
+        let wire = WireEnvelope::parse(bytes.clone().into());
+        match (&owned, &wire) {
+            (Ok(o), Ok(w)) => {
+                prop_assert_eq!(w.envelope(), o);
+                prop_assert_eq!(w.source(), o.source.as_str());
+                prop_assert_eq!(w.id(), o.id());
+                let body: Value = w.body_as().expect("an accepted body is JSON");
+                prop_assert_eq!(&body, &o.body);
+            }
+            (Err(o), Err(w)) => prop_assert_eq!(o, w),
+            _ => prop_assert!(false, "from_slice {:?}, wire {:?}", owned, wire),
         }
     }
 }

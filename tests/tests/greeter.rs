@@ -68,7 +68,7 @@ async fn the_readme_greeter_answers_in_the_room_and_logs_its_own_info() {
         answer.subject,
         "send.irc.libera.=23rust=2Ebeginners.message"
     );
-    let env = answer.envelope;
+    let env = answer.into_envelope();
     assert_eq!(env.source, "greeter-1");
     assert_eq!(env.body, json!({"text": "hello, ferris"}));
     assert!(env.id().is_some_and(|i| Some(i) != question.id()));

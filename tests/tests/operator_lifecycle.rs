@@ -77,15 +77,15 @@ impl Harness {
             .await
             .expect("a reply arrives")
             .unwrap();
-        let text = serde_json::from_value::<SendRequest>(d.envelope.body.clone())
+        let text = serde_json::from_value::<SendRequest>(d.envelope().body.clone())
             .expect("reply body is a SendRequest")
             .text;
-        (d.subject, d.envelope, text)
+        (d.subject.clone(), d.into_envelope(), text)
     }
 
     async fn no_reply_for(&mut self, d: Duration) {
         if let Ok(Some(r)) = tokio::time::timeout(d, self.replies.next()).await {
-            panic!("unexpected reply on {}: {:?}", r.subject, r.envelope.body);
+            panic!("unexpected reply on {}: {:?}", r.subject, r.envelope().body);
         }
     }
 
@@ -323,7 +323,7 @@ async fn operator_reconnects_after_the_server_restarts() {
         if let Ok(Some(d)) =
             tokio::time::timeout(Duration::from_millis(300), h.replies.next()).await
         {
-            assert_eq!(d.envelope.source, "r1");
+            assert_eq!(d.source(), "r1");
             break;
         }
         assert!(

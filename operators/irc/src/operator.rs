@@ -88,7 +88,7 @@ pub fn request_for(delivery: &Delivery, instance: &str) -> Result<Request, Strin
             delivery.subject
         ));
     }
-    let value = &delivery.envelope.body;
+    let value = &delivery.envelope().body;
     let reply = delivery.reply.clone();
     let room = address.room;
     let text_kind = match kind.as_str() {
@@ -229,11 +229,11 @@ mod tests {
     use switchboard_bus::proto::{ChatAddress, Envelope};
 
     fn delivery(room: &str, kind: &str, body: Value) -> Delivery {
-        Delivery {
-            subject: ChatAddress::new("irc", "net", room).send_subject(kind),
-            envelope: Envelope::new("test", body),
-            reply: Some("_INBOX.x".into()),
-        }
+        Delivery::new(
+            ChatAddress::new("irc", "net", room).send_subject(kind),
+            Envelope::new("test", body),
+        )
+        .with_reply("_INBOX.x")
     }
 
     #[test]

@@ -25,10 +25,10 @@ async fn channel_message_becomes_an_envelope() {
     alice.send("PRIVMSG #test.room :hello bus").await;
     let d = h.event(WAIT, |d| d.subject.ends_with(".message")).await;
     assert_eq!(d.subject, "chat.irc.irc-in.=23test=2Eroom.message");
-    assert_eq!(d.envelope.source, "irc-in");
-    assert_eq!(d.envelope.header(headers::ROOM), Some("#test.room"));
-    assert!(d.envelope.id().is_some());
-    let b = &d.envelope.body;
+    assert_eq!(d.envelope().source, "irc-in");
+    assert_eq!(d.envelope().header(headers::ROOM), Some("#test.room"));
+    assert!(d.envelope().id().is_some());
+    let b = &d.envelope().body;
     assert_eq!(b["text"], "hello bus");
     assert_eq!(b["sender"], "alice");
     assert_eq!(b["room"], "#test.room");
@@ -39,13 +39,13 @@ async fn channel_message_becomes_an_envelope() {
     alice.send("PRIVMSG sbbot :psst").await;
     let d = h.event(WAIT, |d| d.subject.ends_with(".message")).await;
     assert_eq!(d.subject, "chat.irc.irc-in.=40alice.message");
-    assert_eq!(d.envelope.body["private"], true);
-    assert_eq!(d.envelope.body["room"], "@alice");
-    assert_eq!(d.envelope.body["text"], "psst");
+    assert_eq!(d.envelope().body["private"], true);
+    assert_eq!(d.envelope().body["room"], "@alice");
+    assert_eq!(d.envelope().body["text"], "psst");
 
     alice.send("PRIVMSG #test.room :\x01ACTION waves\x01").await;
     let d = h.event(WAIT, |d| d.subject.ends_with(".action")).await;
-    assert_eq!(d.envelope.body["text"], "waves");
+    assert_eq!(d.envelope().body["text"], "waves");
 
     alice.send("PRIVMSG sbbot :\x01VERSION\x01").await;
     alice
@@ -56,8 +56,8 @@ async fn channel_message_becomes_an_envelope() {
 
     alice.send("PART #test.room :see you").await;
     let d = h.event(WAIT, |d| d.subject.ends_with(".part")).await;
-    assert_eq!(d.envelope.body["sender"], "alice");
-    assert_eq!(d.envelope.body["text"], "see you");
+    assert_eq!(d.envelope().body["sender"], "alice");
+    assert_eq!(d.envelope().body["text"], "see you");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,7 +266,7 @@ async fn reconnects_and_rejoins_after_a_server_restart() {
     let d = h
         .event(WAIT, |d| d.subject == "chat.irc.irc-restart.=23two.message")
         .await;
-    assert_eq!(d.envelope.body["text"], "welcome back");
+    assert_eq!(d.envelope().body["text"], "welcome back");
     let r = h
         .request("#two", "message", json!({"text": "I am back"}))
         .await;
@@ -292,7 +292,7 @@ async fn nick_in_use_takes_the_alternate_and_regains_it() {
     ))
     .await;
     let d = h.joined("#nick").await;
-    assert_eq!(d.envelope.body["sender"], "sbnick-alt");
+    assert_eq!(d.envelope().body["sender"], "sbnick-alt");
     holder
         .expect(WAIT, |l| {
             l.starts_with(":sbnick-alt!") && l.contains(" JOIN ")
@@ -303,11 +303,11 @@ async fn nick_in_use_takes_the_alternate_and_regains_it() {
     holder.send("QUIT :bye").await;
     let d = h
         .event(WAIT, |d| {
-            d.subject.ends_with(".nick") && d.envelope.body["self"] == true
+            d.subject.ends_with(".nick") && d.envelope().body["self"] == true
         })
         .await;
-    assert_eq!(d.envelope.body["sender"], "sbnick-alt");
-    assert_eq!(d.envelope.body["new_name"], "sbnick");
+    assert_eq!(d.envelope().body["sender"], "sbnick-alt");
+    assert_eq!(d.envelope().body["new_name"], "sbnick");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,8 +337,10 @@ async fn sasl_plain_logs_in_with_atheme() {
     alice.join("#sasl").await;
     alice.send("PRIVMSG #sasl :what time is it").await;
     let d = h.event(WAIT, |d| d.subject.ends_with(".message")).await;
-    let tag = d.envelope.body["tags"]["time"].as_str().expect("time tag");
-    assert_eq!(d.envelope.timestamp, Timestamp::parse(tag).unwrap());
+    let tag = d.envelope().body["tags"]["time"]
+        .as_str()
+        .expect("time tag");
+    assert_eq!(d.envelope().timestamp, Timestamp::parse(tag).unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -610,7 +612,7 @@ async fn halt_resume_and_shutdown_with_quit() {
     assert!(ack.ok, "{ack:?}");
     alice.send("PRIVMSG #life :after resume").await;
     let d = h.event(WAIT, |d| d.subject.ends_with(".message")).await;
-    assert_eq!(d.envelope.body["text"], "after resume");
+    assert_eq!(d.envelope().body["text"], "after resume");
 
     let ack = h.control(json!({"verb": "shutdown"})).await;
     assert!(ack.ok, "{ack:?}");

@@ -26,7 +26,9 @@
 //! fields without breaking older receivers (forward compatibility). They are
 //! dropped when the envelope is decoded and re-encoded.
 
+mod fast;
 mod timestamp;
+mod wire;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -37,6 +39,7 @@ use serde_json::Value;
 use crate::json;
 
 pub use timestamp::{Timestamp, TimestampError};
+pub use wire::WireEnvelope;
 
 /// Largest encoded envelope accepted, in bytes: NATS's default
 /// `max_payload` (1 MiB), so anything that passes here also fits a message.

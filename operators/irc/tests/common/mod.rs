@@ -94,7 +94,7 @@ impl Harness {
     pub async fn joined(&mut self, channel: &str) -> Delivery {
         let subject = ChatAddress::new("irc", &self.id, channel).event_subject("join");
         self.event(WAIT, |d| {
-            d.subject == subject && d.envelope.body["self"] == true
+            d.subject == subject && d.envelope().body["self"] == true
         })
         .await
     }

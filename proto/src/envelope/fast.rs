@@ -1,0 +1,289 @@
+//! The fast path of [`WireEnvelope::parse`](super::WireEnvelope::parse):
+//! a scanner for the envelopes senders actually write, which finds where
+//! each field is in one pass, 8 bytes at a time through string contents.
+//!
+//! It is conservative: it answers only for input that serde_json (the
+//! slow path, which defines what is accepted) would accept with the same
+//! field values, and says `None` for anything else (an escape in a
+//! string, an unknown top-level key, a repeated one, an exponent or a long
+//! number in the body, deep nesting, a syntax error), which then goes
+//! through serde_json. So it can only change speed, never the outcome;
+//! it also checks that the payload is UTF-8 (the slow path checks that
+//! itself);
+//! the tests in `wire.rs` hold both paths to the same answers.
+
+use crate::json::escape_mask;
+
+/// The high bit of every byte of a word: set for non-ASCII bytes.
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// Byte range `start..end` in the payload.
+pub(super) type Span = (u32, u32);
+
+/// Where the fields are (string spans exclude the quotes).
+pub(super) struct Fields {
+    pub source: Span,
+    pub timestamp: Span,
+    pub headers: Vec<(Span, Span)>,
+    pub body: Span,
+}
+
+/// Deepest nesting of the body the scanner follows (serde_json allows
+/// 128 levels in all; deeper bodies take the slow path).
+const MAX_DEPTH: u32 = 64;
+
+/// Most digits in a body number the scanner takes: fewer than 16 always
+/// fit an f64 without overflow; longer ones take the slow path.
+const MAX_DIGITS: usize = 15;
+
+struct Scanner<'p> {
+    p: &'p [u8],
+    i: usize,
+}
+
+pub(super) fn scan(payload: &[u8]) -> Option<Fields> {
+    if u32::try_from(payload.len()).is_err() {
+        return None;
+    }
+    let mut s = Scanner { p: payload, i: 0 };
+    s.ws();
+    s.expect(b'{')?;
+    let (mut source, mut timestamp, mut body) = (None, None, None);
+    let mut headers: Option<Vec<(Span, Span)>> = None;
+    s.ws();
+    if s.peek()? == b'}' {
+        return None; // missing fields: the slow path names them
+    }
+    loop {
+        s.ws();
+        let key = s.string()?;
+        s.ws();
+        s.expect(b':')?;
+        s.ws();
+        match &payload[key.0 as usize..key.1 as usize] {
+            b"source" if source.is_none() => source = Some(s.string()?),
+            b"timestamp" if timestamp.is_none() => timestamp = Some(s.string()?),
+            b"headers" if headers.is_none() => headers = Some(s.headers()?),
+            b"body" if body.is_none() => {
+                let start = s.i;
+                s.value(0)?;
+                body = Some(span(start, s.i)?);
+            }
+            _ => return None,
+        }
+        s.ws();
+        match s.next()? {
+            b',' => continue,
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    s.ws();
+    if s.i != payload.len() {
+        return None;
+    }
+    Some(Fields {
+        source: source?,
+        timestamp: timestamp?,
+        headers: headers.unwrap_or_default(),
+        body: body?,
+    })
+}
+
+fn span(start: usize, end: usize) -> Option<Span> {
+    Some((u32::try_from(start).ok()?, u32::try_from(end).ok()?))
+}
+
+impl Scanner<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.p.get(self.i).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.i += 1;
+        Some(b)
+    }
+
+    fn expect(&mut self, want: u8) -> Option<()> {
+        (self.next()? == want).then_some(())
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    /// A string without escapes or control characters: its contents' span.
+    /// ASCII runs are taken 16 bytes at a time; a string with other
+    /// characters is checked to be UTF-8 on its own, so the payload needs
+    /// no separate UTF-8 pass (outside strings, JSON is ASCII).
+    fn string(&mut self) -> Option<Span> {
+        self.expect(b'"')?;
+        let start = self.i;
+        let rest = self.p.get(start..)?;
+        let mut at = 0;
+        // High bits of the bytes seen so far: non-zero when not ASCII.
+        let mut high = 0;
+        // Whole words, as long as the payload has 8 more bytes (a string
+        // is always followed by at least `}` in an envelope, so this
+        // covers all but the last few bytes).
+        while let Some(chunk) = rest.get(at..at + 8) {
+            let word = u64::from_le_bytes(<[u8; 8]>::try_from(chunk).ok()?);
+            let mask = escape_mask(word);
+            if mask != 0 {
+                let k = (mask.trailing_zeros() / 8) as usize;
+                if rest.get(at + k) != Some(&b'"') {
+                    return None;
+                }
+                let before = if k == 0 { 0 } else { u64::MAX >> (64 - 8 * k) };
+                return self.string_end(start, at + k, high | (word & HIGH & before));
+            }
+            high |= word & HIGH;
+            at += 8;
+        }
+        for &b in rest.get(at..)? {
+            match b {
+                b'"' => return self.string_end(start, at, high),
+                b'\\' => return None,
+                b if b < 0x20 => return None,
+                b => high |= u64::from(b & 0x80),
+            }
+            at += 1;
+        }
+        None
+    }
+
+    /// The string that started at `start` ends (closing quote) `len`
+    /// bytes later; `high` says whether it had non-ASCII bytes, which
+    /// must then be UTF-8.
+    fn string_end(&mut self, start: usize, len: usize, high: u64) -> Option<Span> {
+        if high != 0 {
+            std::str::from_utf8(self.p.get(start..start + len)?).ok()?;
+        }
+        self.i = start + len + 1;
+        span(start, start + len)
+    }
+
+    /// `{"name": "value", ...}` with plain strings.
+    fn headers(&mut self) -> Option<Vec<(Span, Span)>> {
+        self.expect(b'{')?;
+        let mut list = Vec::with_capacity(4);
+        self.ws();
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(list);
+        }
+        loop {
+            self.ws();
+            let name = self.string()?;
+            self.ws();
+            self.expect(b':')?;
+            self.ws();
+            let value = self.string()?;
+            list.push((name, value));
+            self.ws();
+            match self.next()? {
+                b',' => continue,
+                b'}' => return Some(list),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Any JSON value the slow path would accept with the same meaning.
+    fn value(&mut self, depth: u32) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'{' => {
+                self.i += 1;
+                self.ws();
+                if self.peek()? == b'}' {
+                    self.i += 1;
+                    return Some(());
+                }
+                loop {
+                    self.ws();
+                    self.string()?;
+                    self.ws();
+                    self.expect(b':')?;
+                    self.ws();
+                    self.value(depth + 1)?;
+                    self.ws();
+                    match self.next()? {
+                        b',' => continue,
+                        b'}' => return Some(()),
+                        _ => return None,
+                    }
+                }
+            }
+            b'[' => {
+                self.i += 1;
+                self.ws();
+                if self.peek()? == b']' {
+                    self.i += 1;
+                    return Some(());
+                }
+                loop {
+                    self.ws();
+                    self.value(depth + 1)?;
+                    self.ws();
+                    match self.next()? {
+                        b',' => continue,
+                        b']' => return Some(()),
+                        _ => return None,
+                    }
+                }
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.i.checked_add(word.len())?;
+        (self.p.get(self.i..end)? == word).then(|| self.i = end)
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?` with at most [`MAX_DIGITS`] digits;
+    /// exponents take the slow path.
+    fn number(&mut self) -> Option<()> {
+        if self.peek()? == b'-' {
+            self.i += 1;
+        }
+        let mut digits = 0;
+        match self.next()? {
+            b'0' => digits += 1,
+            b'1'..=b'9' => {
+                digits += 1;
+                while let Some(b'0'..=b'9') = self.peek() {
+                    self.i += 1;
+                    digits += 1;
+                }
+            }
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            let before = digits;
+            while let Some(b'0'..=b'9') = self.peek() {
+                self.i += 1;
+                digits += 1;
+            }
+            if digits == before {
+                return None;
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) || digits > MAX_DIGITS {
+            return None;
+        }
+        Some(())
+    }
+}
