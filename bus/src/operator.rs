@@ -192,7 +192,22 @@ impl Context {
     }
 
     /// Drop every subscription made with [`Context::subscribe`].
+    /// Deliveries that had already arrived and were not handled (held
+    /// while halted, or queued behind a slow handler) go with them: they
+    /// are counted in the heartbeat's `discarded` counter and said once,
+    /// never lost silently.
     pub fn clear_subscriptions(&mut self) {
+        let mut discarded = 0u64;
+        while let Some(Some(_)) = self.inbox.next().now_or_never() {
+            discarded += 1;
+        }
+        if discarded > 0 {
+            self.bus.stats().counter(DISCARDED).add(discarded);
+            tracing::info!(
+                discarded,
+                "deliveries that arrived but were not handled were discarded with the subscriptions"
+            );
+        }
         self.inbox = SelectAll::new();
     }
 
@@ -201,6 +216,10 @@ impl Context {
         self.shutdown_requested = true;
     }
 }
+
+/// The heartbeat counter of deliveries dropped with the subscriptions
+/// (shutdown while halted, reload, restart in place).
+pub const DISCARDED: &str = "discarded";
 
 /// Why [`run`] gave up.
 #[derive(Debug, thiserror::Error)]

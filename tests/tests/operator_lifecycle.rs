@@ -392,3 +392,29 @@ async fn a_failed_reload_restores_the_old_config_and_a_failed_restart_exits() {
     let status = op.exit_within(Duration::from_secs(2)).await;
     assert!(!status.success(), "{status:?}");
 }
+
+/// Deliveries held while halted and then dropped with the subscriptions
+/// (here by a shutdown) are counted in the final heartbeat, never lost
+/// silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_dropped_at_shutdown_are_counted() {
+    let mut h = Harness::new("d1").await;
+    let mut op = OperatorProcess::spawn("switchboard-pingbot", "d1", &h.server.url(), &[]);
+    next_json(&mut h.ready, WAIT).await;
+    let ack = control(&h.bus, "d1", json!({"verb": "halt"})).await;
+    assert!(ack.ok, "{ack:?}");
+    for _ in 0..20 {
+        h.say(&lobby(), "!ping").await;
+    }
+    h.bus.sync().await.unwrap();
+    // Held by the halted operator; give them time to reach its client.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ack = control(&h.bus, "d1", json!({"verb": "shutdown"})).await;
+    assert!(ack.ok, "{ack:?}");
+    let hb = h.heartbeat_until(|hb| hb["state"] == "stopping").await;
+    // Accepted by its subscriptions, never handled (no pong), dropped with
+    // them at shutdown, and said.
+    assert_eq!(hb["counters"]["discarded"], 20, "{hb}");
+    assert_eq!(hb["counters"]["received"], 20, "{hb}");
+    assert!(op.exit_within(WAIT).await.success());
+}
