@@ -314,6 +314,10 @@ struct Runtime<O: Operator> {
     /// in-place restart): [`run`] returns it so the supervisor restarts
     /// the process.
     fatal: Option<RunError>,
+    /// The state when a `shutdown` request came (the ack already says
+    /// `stopping`): a running operator hands over what arrived before it,
+    /// a halted one does not.
+    state_before_shutdown: Option<OperatorState>,
 }
 
 /// What woke the loop up.
@@ -344,6 +348,7 @@ impl<O: Operator> Runtime<O> {
             started_at: Instant::now(),
             seq: 0,
             fatal: None,
+            state_before_shutdown: None,
         })
     }
 
@@ -629,6 +634,7 @@ impl<O: Operator> Runtime<O> {
             Control::Restart => self.restart_in_place().await,
             Control::Shutdown => {
                 self.ctx.shutdown_requested = true;
+                self.state_before_shutdown = Some(self.ctx.state);
                 self.ctx.state = OperatorState::Stopping;
                 Ok(())
             }
@@ -639,7 +645,8 @@ impl<O: Operator> Runtime<O> {
         // Hand over what already arrived before we stop listening, within
         // a short deadline so shutdown stays prompt; a halted operator
         // handles nothing, as promised.
-        let was_running = self.ctx.state == OperatorState::Running;
+        let was_running =
+            self.state_before_shutdown.unwrap_or(self.ctx.state) == OperatorState::Running;
         self.ctx.state = OperatorState::Stopping;
         let deadline = Instant::now() + Duration::from_millis(500);
         while was_running && self.fatal.is_none() && Instant::now() < deadline {

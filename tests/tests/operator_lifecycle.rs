@@ -418,3 +418,30 @@ async fn deliveries_dropped_at_shutdown_are_counted() {
     assert_eq!(hb["counters"]["received"], 20, "{hb}");
     assert!(op.exit_within(WAIT).await.success());
 }
+
+/// A running operator asked to shut down first handles what arrived
+/// before the request (as on SIGTERM): every ping sent before it is
+/// answered, none discarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_request_hands_over_what_arrived_before_it() {
+    let mut h = Harness::new("d2").await;
+    let mut op = OperatorProcess::spawn("switchboard-pingbot", "d2", &h.server.url(), &[]);
+    next_json(&mut h.ready, WAIT).await;
+    for _ in 0..50 {
+        h.say(&lobby(), "!ping").await;
+    }
+    let ack = control(&h.bus, "d2", json!({"verb": "shutdown"})).await;
+    assert!(ack.ok, "{ack:?}");
+    let hb = h.heartbeat_until(|hb| hb["state"] == "stopping").await;
+    assert_eq!(hb["counters"]["received"], 50, "{hb}");
+    assert!(
+        hb["counters"]["discarded"].as_u64().unwrap_or(0) == 0,
+        "{hb}"
+    );
+    let mut pongs = 0;
+    while pongs < 50 {
+        assert_eq!(h.next_reply().await.2, "pong");
+        pongs += 1;
+    }
+    assert!(op.exit_within(WAIT).await.success());
+}
