@@ -365,15 +365,9 @@ impl Bus {
         value: &T,
         timeout: Duration,
     ) -> Result<R, RequestError> {
-        let payload = serde_json::to_vec(value).map_err(|source| RequestError::Serialize {
-            subject: subject.to_string(),
-            source,
-        })?;
-        let reply = self.request_bytes(subject, payload.into(), timeout).await?;
-        serde_json::from_slice(&reply).map_err(|e| RequestError::BadReply {
-            subject: subject.to_string(),
-            source: Box::new(e),
-        })
+        let payload = json_request(subject, value)?;
+        let reply = self.request_bytes(subject, payload, timeout).await?;
+        json_reply(subject, &reply)
     }
 
     /// Send an envelope as a request and parse the envelope that answers.
@@ -490,17 +484,11 @@ impl Bus {
         value: &T,
         timeout: Duration,
     ) -> Result<R, RequestError> {
-        let payload = serde_json::to_vec(value).map_err(|source| RequestError::Serialize {
-            subject: subject.to_string(),
-            source,
-        })?;
+        let payload = json_request(subject, value)?;
         let answer = self
-            .request_bytes_via(subject, reply, payload.into(), timeout)
+            .request_bytes_via(subject, reply, payload, timeout)
             .await?;
-        serde_json::from_slice(&answer).map_err(|e| RequestError::BadReply {
-            subject: subject.to_string(),
-            source: Box::new(e),
-        })
+        json_reply(subject, &answer)
     }
 
     /// Flush what is queued and close the connection.
@@ -509,6 +497,24 @@ impl Bus {
         let _ = self.client.flush().await;
         let _ = self.client.drain().await;
     }
+}
+
+/// A request's JSON payload, or why it has none.
+fn json_request<T: Serialize>(subject: &str, value: &T) -> Result<Bytes, RequestError> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|source| RequestError::Serialize {
+            subject: subject.to_string(),
+            source,
+        })
+}
+
+/// A JSON answer as the caller's type, or why not.
+fn json_reply<R: DeserializeOwned>(subject: &str, answer: &[u8]) -> Result<R, RequestError> {
+    serde_json::from_slice(answer).map_err(|e| RequestError::BadReply {
+        subject: subject.to_string(),
+        source: Box::new(e),
+    })
 }
 
 /// Pause before connection attempt number `attempts` (async-nats counts

@@ -21,31 +21,8 @@ use switchboard_proto::{ChatEventError, PatternError};
 /// naming its type.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// Defines `$kind` (a `Copy` enum with one variant per variant of
-/// `$error`) and `$error::kind()`.
-macro_rules! kinds {
-    ($(#[$meta:meta])* $error:ident => $kind:ident { $($variant:ident),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        #[non_exhaustive]
-        pub enum $kind {
-            $(
-                #[doc = concat!("See [`", stringify!($error), "::", stringify!($variant), "`].")]
-                $variant,
-            )+
-        }
-
-        impl $error {
-            /// Which kind of failure this is.
-            pub fn kind(&self) -> $kind {
-                match self {
-                    $($error::$variant { .. } => $kind::$variant,)+
-                }
-            }
-        }
-    };
-}
-pub(crate) use kinds;
+/// `kind()` for each error: the same macro as proto's errors.
+pub(crate) use switchboard_proto::error_kinds as kinds;
 
 /// Why [`crate::Bus::connect`] failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,10 @@
-//! `kind()` for the error enums (crate-private macro).
+//! `kind()` for the error enums: one macro for proto and for the bus
+//! crate's errors (exported for it, hidden from the docs).
 
 /// Defines `$kind`, a `Copy` enum with one variant per variant of the
 /// error enum `$error`, and `$error::kind()`.
+#[macro_export]
+#[doc(hidden)]
 macro_rules! error_kinds {
     ($(#[$meta:meta])* $error:ident => $kind:ident { $($variant:ident),+ $(,)? }) => {
         $(#[$meta])*

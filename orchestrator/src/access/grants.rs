@@ -289,11 +289,6 @@ impl ApiGrant {
             ApiGrant::Ctl => methods::CTL,
         }
     }
-
-    /// Whether it changes things (for the log line when granted).
-    pub fn changes_things(self) -> bool {
-        matches!(self, ApiGrant::Ctl)
-    }
 }
 
 impl fmt::Display for ApiGrant {

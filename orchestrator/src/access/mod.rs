@@ -272,7 +272,9 @@ impl Access {
         let Access::Embedded(e) = self else {
             return;
         };
-        if !e.users.remove(&operator_user(id)) {
+        // Already gone: nothing to apply, unless the caller wants to know
+        // that the removal (perhaps asked for without waiting) is applied.
+        if !e.users.remove(&operator_user(id)) && !wait {
             return;
         }
         let reloader = e.reloader.clone();

@@ -251,6 +251,22 @@ impl Actor {
     ) {
         let previous = self.state;
         self.state = state;
+        // A NATS user exists only while a process runs or is about to: in
+        // a state with no process and no start due now, it is revoked, so
+        // nothing the last process left behind keeps talking as it. (An
+        // immediate restart passes no such state: its new password
+        // replaces the old one without a second reload.)
+        if self.proc.is_none()
+            && matches!(
+                state,
+                SupervisedState::Exited
+                    | SupervisedState::Backoff
+                    | SupervisedState::Failed
+                    | SupervisedState::Disabled
+            )
+        {
+            self.shared.access.revoke(&self.id, false).await;
+        }
         self.publish_board(Some((last_exit, reason.clone())));
         if previous == state && reason.is_none() && !force {
             return;
@@ -420,7 +436,6 @@ impl Actor {
         self.previous_pid = Some(proc.pid);
         let ran = proc.started.elapsed();
         self.last_seen = None;
-        self.after_process().await;
         let ended = Ended {
             clean: status.success() && health.is_none(),
             described: describe_exit(&status),
@@ -434,10 +449,13 @@ impl Actor {
             AfterExit::Stay { .. } => {
                 tracing::info!(operator = %self.id, exit = %ended.described, "exited; not restarting (restart policy)");
             }
-            _ => {
+            AfterExit::RestartNow { .. } | AfterExit::RestartAfter { .. } => {
                 tracing::warn!(operator = %self.id, exit = %ended.described, "operator ended; restarting");
             }
+            // `carry_out` says why it gives up.
+            AfterExit::Fail { .. } => {}
         }
+        self.after_process().await;
         self.carry_out(next, ended.described).await;
     }
 
@@ -475,14 +493,13 @@ impl Actor {
         }
     }
 
-    /// After the process is gone: wipe its scratch dir and take its NATS
-    /// user away, so nothing it left behind keeps talking on the bus as it
-    /// (the next start issues a new password anyway).
+    /// After the process is gone: forget its process group and wipe its
+    /// scratch dir. (Its NATS user goes with the next state that has no
+    /// process, see `state_change`, or is replaced by the next start.)
     async fn after_process(&self) {
         crate::leftovers::forget(&self.shared.state_dir, self.id.as_str());
         let (_, scratch, _) = self.operator_dirs();
         let _ = std::fs::remove_dir_all(scratch);
-        self.shared.access.revoke(&self.id, false).await;
     }
 
     /// Stop the process if there is one (SIGTERM, deadline, SIGKILL).
