@@ -141,9 +141,24 @@ impl Bus {
     ///
     /// Returns once the message is queued, not when it reached the server:
     /// call [`Bus::flush`] where that matters (before exit, after ready).
+    /// The envelope's `id` also goes in the `Nats-Msg-Id` header, so the
+    /// durable stream stores a republished envelope once (see
+    /// [`crate::stream`]); [`Bus::publish_stored`] waits for the stream.
     pub async fn publish(&self, subject: &str, envelope: &Envelope) -> Result<(), PublishError> {
-        self.publish_bytes(subject, Bytes::from(envelope.to_vec()))
-            .await
+        let payload = Bytes::from(envelope.to_vec());
+        match envelope.id() {
+            Some(id) => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(crate::stream::MSG_ID_HEADER, id);
+                self.publish_with_headers(subject, headers, payload).await
+            }
+            None => self.publish_bytes(subject, payload).await,
+        }
+    }
+
+    /// The NATS client underneath (for the stream module).
+    pub(crate) fn client(&self) -> &async_nats::Client {
+        &self.client
     }
 
     /// Answer a chat event with `text`, in the room it came from: publish
@@ -210,24 +225,37 @@ impl Bus {
     /// Publish raw bytes (for tests and bridges; envelopes should use
     /// [`Bus::publish`]).
     pub async fn publish_bytes(&self, subject: &str, payload: Bytes) -> Result<(), PublishError> {
+        self.publish_with_headers(subject, async_nats::HeaderMap::new(), payload)
+            .await
+    }
+
+    /// Publish `payload` with NATS headers (none: a plain publish).
+    async fn publish_with_headers(
+        &self,
+        subject: &str,
+        headers: async_nats::HeaderMap,
+        payload: Bytes,
+    ) -> Result<(), PublishError> {
         validate_publish_subject(subject)?;
         let size = payload.len();
-        self.client
-            .publish(subject.to_string(), payload)
-            .await
-            .map_err(|e| match e.kind() {
-                async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
-                    PublishError::TooLarge {
-                        subject: subject.to_string(),
-                        size,
-                    }
-                }
-                async_nats::client::PublishErrorKind::InvalidSubject => PublishError::BadSubject {
-                    subject: subject.to_string(),
-                    reason: e.to_string(),
-                },
-                _ => closed(e),
-            })?;
+        let sent = if headers.is_empty() {
+            self.client.publish(subject.to_string(), payload).await
+        } else {
+            self.client
+                .publish_with_headers(subject.to_string(), headers, payload)
+                .await
+        };
+        sent.map_err(|e| match e.kind() {
+            async_nats::client::PublishErrorKind::MaxPayloadExceeded => PublishError::TooLarge {
+                subject: subject.to_string(),
+                size,
+            },
+            async_nats::client::PublishErrorKind::InvalidSubject => PublishError::BadSubject {
+                subject: subject.to_string(),
+                reason: e.to_string(),
+            },
+            _ => closed(e),
+        })?;
         Stats::add(&self.stats.published, 1);
         Ok(())
     }
@@ -543,7 +571,7 @@ fn closed(e: impl std::error::Error + Send + Sync + 'static) -> PublishError {
 /// On every publish, so one pass over the bytes: ASCII tokens (the usual
 /// case) are checked byte by byte; a token with other characters falls
 /// back to Unicode's whitespace and control classes.
-fn validate_publish_subject(subject: &str) -> Result<(), PublishError> {
+pub(crate) fn validate_publish_subject(subject: &str) -> Result<(), PublishError> {
     let bad = |reason: String| PublishError::BadSubject {
         subject: subject.to_string(),
         reason,

@@ -155,11 +155,22 @@ pub enum PublishError {
         /// How long we waited.
         waited: Duration,
     },
+    /// [`crate::Bus::publish_stored`] got no confirmation that the stream
+    /// stored the message (no stream captures the subject, JetStream is
+    /// down or full): it may or may not be stored; publishing it again is
+    /// safe, the stream dedupes on the envelope id.
+    #[error("the stream did not confirm the message to `{subject}`: {source}")]
+    NotStored {
+        /// The subject.
+        subject: String,
+        /// The client's error.
+        source: BoxError,
+    },
 }
 
 kinds! {
     /// Coarse classes of [`PublishError`].
-    PublishError => PublishErrorKind { BadSubject, Serialize, TooLarge, Closed, Denied, TimedOut }
+    PublishError => PublishErrorKind { BadSubject, Serialize, TooLarge, Closed, Denied, TimedOut, NotStored }
 }
 
 /// Why a subscribe failed.

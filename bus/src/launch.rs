@@ -36,6 +36,8 @@ pub struct LaunchEnv {
     pub state_dir: Option<PathBuf>,
     /// Scratch directory, wiped when the operator stops.
     pub scratch_dir: Option<PathBuf>,
+    /// The daemon's durable stream (JetStream), when it keeps one.
+    pub stream: Option<String>,
     /// How often to send heartbeats.
     pub heartbeat_interval: Duration,
     /// Control channel chosen in the manifest.
@@ -196,6 +198,7 @@ impl LaunchEnv {
             config_file: get(launch::CONFIG_FILE).map(PathBuf::from),
             state_dir: get(launch::STATE_DIR).map(PathBuf::from),
             scratch_dir: get(launch::SCRATCH_DIR).map(PathBuf::from),
+            stream: get(launch::STREAM),
             heartbeat_interval,
             control,
         })

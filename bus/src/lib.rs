@@ -64,6 +64,7 @@ mod logging;
 mod operator;
 mod options;
 mod stats;
+pub mod stream;
 mod subscription;
 mod trigger;
 

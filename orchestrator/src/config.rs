@@ -67,6 +67,57 @@ pub struct Config {
     /// How the daemon logs.
     #[serde(default)]
     pub log: LogConfig,
+    /// The durable stream (JetStream) that keeps chat, send requests,
+    /// operators' output and lifecycle events.
+    #[serde(default)]
+    pub stream: StreamConfig,
+}
+
+/// `[stream]`: the durable stream the daemon keeps (see
+/// `switchboard_bus::stream`). With the embedded server it needs
+/// `[nats.embedded] jetstream = true` (the default); with an external
+/// server, JetStream there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// Keep the stream. Default true.
+    pub enabled: bool,
+    /// The stream's name. Default `SWITCHBOARD`.
+    pub name: String,
+    /// Messages older than this are removed ("7d", "12h"). Default 7 days.
+    #[serde(with = "switchboard_proto::duration::serde_duration")]
+    pub max_age: std::time::Duration,
+    /// Past this size the oldest messages are removed. Default 512 MiB;
+    /// with the embedded server at most `max_file_store`.
+    pub max_bytes: ByteSize,
+    /// A message whose envelope id was stored within this window is not
+    /// stored again (a republish, a retried publish). Default 2 minutes.
+    #[serde(with = "switchboard_proto::duration::serde_duration")]
+    pub duplicate_window: std::time::Duration,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            enabled: true,
+            name: switchboard_bus::stream::DEFAULT_STREAM.to_owned(),
+            max_age: std::time::Duration::from_secs(7 * 24 * 3600),
+            max_bytes: ByteSize::mib(512),
+            duplicate_window: std::time::Duration::from_secs(120),
+        }
+    }
+}
+
+impl StreamConfig {
+    /// The stream's shape for [`switchboard_bus::Bus::ensure_stream`].
+    pub fn spec(&self) -> switchboard_bus::stream::StreamSpec {
+        switchboard_bus::stream::StreamSpec {
+            name: self.name.clone(),
+            max_age: self.max_age,
+            max_bytes: self.max_bytes.as_u64(),
+            duplicate_window: self.duplicate_window,
+        }
+    }
 }
 
 fn default_manifests() -> PathBuf {
@@ -332,6 +383,16 @@ const SCHEMA: &[(&str, Node)] = &[
         "log",
         Node::Table(&[("level", Node::Leaf), ("format", Node::Leaf)]),
     ),
+    (
+        "stream",
+        Node::Table(&[
+            ("enabled", Node::Leaf),
+            ("name", Node::Leaf),
+            ("max_age", Node::Leaf),
+            ("max_bytes", Node::Leaf),
+            ("duplicate_window", Node::Leaf),
+        ]),
+    ),
 ];
 
 /// Origin string the `config` crate gives environment values.
@@ -347,6 +408,7 @@ impl Config {
             runtime_dir: default_runtime(),
             nats: NatsConfig::default(),
             log: LogConfig::default(),
+            stream: StreamConfig::default(),
         };
         config.resolve_paths(dir);
         config
@@ -520,6 +582,42 @@ impl Config {
             if p.as_os_str().is_empty() {
                 problem(key, "is empty; give a directory");
             }
+        }
+        let stream = &self.stream;
+        if stream.name.is_empty()
+            || !stream
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            problem(
+                "stream.name",
+                "must be letters, digits, `-` and `_` (JetStream's rule), e.g. \"SWITCHBOARD\"",
+            );
+        }
+        if stream.max_age.is_zero() {
+            problem(
+                "stream.max_age",
+                "is zero; give how long to keep messages, e.g. \"7d\"",
+            );
+        }
+        if stream.duplicate_window.is_zero() || stream.duplicate_window > stream.max_age {
+            problem(
+                "stream.duplicate_window",
+                "must be more than zero and at most `stream.max_age`, e.g. \"2m\"",
+            );
+        }
+        if self.nats.url.is_none()
+            && self.nats.embedded.jetstream
+            && stream.enabled
+            && stream.max_bytes > self.nats.embedded.max_file_store
+        {
+            let line = format!(
+                "({}) is over `nats.embedded.max_file_store` ({}), where JetStream would refuse \
+                 it; lower it or raise max_file_store",
+                stream.max_bytes, self.nats.embedded.max_file_store
+            );
+            problem("stream.max_bytes", &line);
         }
         let nats = &self.nats;
         if let Some(url) = &nats.url {

@@ -55,6 +55,10 @@ pub struct RuntimeInfo {
     /// CA to trust for TLS, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_ca: Option<PathBuf>,
+    /// The durable stream's name, when the daemon keeps one (`logs` and
+    /// `replay` read it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
 }
 
 impl std::fmt::Debug for RuntimeInfo {
@@ -65,6 +69,7 @@ impl std::fmt::Debug for RuntimeInfo {
             .field("user", &self.user)
             .field("creds_file", &self.creds_file)
             .field("tls_ca", &self.tls_ca)
+            .field("stream", &self.stream)
             .finish_non_exhaustive()
     }
 }
@@ -127,12 +132,13 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     crate::leftovers::sweep(&config.state_dir);
 
     // NATS: external, or our own child with one user per operator.
-    let (daemon_nats, cli_nats, access, mut embedded) = match &config.nats.url {
+    let (daemon_nats, cli_nats, mut access, mut embedded) = match &config.nats.url {
         Some(url) => {
             let daemon = external_client(&config, url)?;
             let access = Access::External(ExternalAccess {
                 url: url.clone(),
                 tls_ca: config.nats.tls_ca.clone(),
+                stream: None,
             });
             (daemon.clone(), daemon, access, None)
         }
@@ -185,6 +191,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
                 tls_ca,
                 users,
                 reloader: server.reloader(),
+                stream: None,
             });
             (daemon, cli, access, Some(server))
         }
@@ -195,7 +202,13 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let bus = Bus::connect(&opts, "switchboard")
         .await
         .context("cannot connect to NATS")?;
-    let info = cli_nats;
+    let mut stream_config = config.stream.clone();
+    access.set_stream(ensure_stream(&bus, &config).await);
+    let keeps_stream = access.stream().is_some();
+    let info = RuntimeInfo {
+        stream: access.stream().map(str::to_owned),
+        ..cli_nats
+    };
     let nats_url = access.url().to_owned();
     let outbox = Outbox::default();
     let supervisor = Arc::new(Supervisor::new(Shared {
@@ -261,6 +274,19 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
                         if new.nats != config.nats {
                             tracing::warn!("[nats] settings changed; they apply at the next start of switchboard");
                         }
+                        if new.stream != stream_config {
+                            if new.stream.name != stream_config.name
+                                || new.stream.enabled != stream_config.enabled
+                            {
+                                tracing::warn!("[stream] name or enabled changed; they apply at the next start of switchboard");
+                            } else if keeps_stream {
+                                match bus.ensure_stream(&new.stream.spec()).await {
+                                    Ok(done) => tracing::info!(stream = %new.stream.name, outcome = ?done, "durable stream limits applied"),
+                                    Err(e) => tracing::error!(error = %e, "durable stream limits not applied; keeping the old ones"),
+                                }
+                            }
+                            stream_config = new.stream.clone();
+                        }
                         manifests_dir = new.manifests_dir.clone();
                     }
                     Err(e) => tracing::error!(error = %e, "config not reloaded; keeping the old one"),
@@ -301,6 +327,32 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(runtime_file(&config.runtime_dir));
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Create or update the durable stream; its name when the daemon keeps
+/// one. Without it the daemon still runs (`logs` falls back to the
+/// in-memory lines, the logger operator cannot start), so a failure is one
+/// error line, not a refusal to start.
+async fn ensure_stream(bus: &Bus, config: &Config) -> Option<String> {
+    let stream = &config.stream;
+    if !stream.enabled {
+        tracing::info!("durable stream off ([stream] enabled = false)");
+        return None;
+    }
+    if config.nats.url.is_none() && !config.nats.embedded.jetstream {
+        tracing::info!("durable stream off: JetStream is off ([nats.embedded] jetstream = false)");
+        return None;
+    }
+    match bus.ensure_stream(&stream.spec()).await {
+        Ok(done) => {
+            tracing::info!(stream = %stream.name, outcome = ?done, max_age = %switchboard_proto::duration::format_duration(stream.max_age), max_bytes = %stream.max_bytes, "durable stream ready");
+            Some(stream.name.clone())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "durable stream unavailable: `switchboard logs` shows only the last lines in memory and operators granted `stream` cannot read it");
+            None
+        }
+    }
 }
 
 /// Log every manifest problem (one line each) and apply the valid ones.
@@ -429,6 +481,7 @@ fn external_client(config: &Config, url: &str) -> anyhow::Result<RuntimeInfo> {
         token,
         creds_file: nats.creds_file.clone(),
         tls_ca: nats.tls_ca.clone(),
+        stream: None,
     })
 }
 

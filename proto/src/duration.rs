@@ -34,6 +34,7 @@ const NANOS_PER_MS: u128 = 1_000_000;
 const NANOS_PER_S: u128 = 1_000_000_000;
 const NANOS_PER_M: u128 = 60 * NANOS_PER_S;
 const NANOS_PER_H: u128 = 60 * NANOS_PER_M;
+const NANOS_PER_D: u128 = 24 * NANOS_PER_H;
 
 /// The longest duration accepted: 365 days.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -74,7 +75,7 @@ fn quoted(s: &str) -> String {
 }
 
 /// Parses a duration: a non-negative decimal number (`5`, `1.5`) followed
-/// by a unit, `ms`, `s`, `m` or `h`, with optional spaces around and
+/// by a unit, `ms`, `s`, `m`, `h` or `d` (24 hours), with optional spaces around and
 /// between. `"0s"` is accepted (whether zero makes sense is the caller's
 /// call); a number without a unit is not, because the unit would be a
 /// guess.
@@ -101,6 +102,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
         "s" => NANOS_PER_S,
         "m" => NANOS_PER_M,
         "h" => NANOS_PER_H,
+        "d" => NANOS_PER_D,
         _ => return Err(invalid()),
     };
     let (whole, fraction) = match number.split_once('.') {
@@ -149,6 +151,7 @@ pub fn format_duration(d: Duration) -> String {
         return "0s".to_owned();
     }
     for (unit, name) in [
+        (NANOS_PER_D, "d"),
         (NANOS_PER_H, "h"),
         (NANOS_PER_M, "m"),
         (NANOS_PER_S, "s"),

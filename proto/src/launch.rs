@@ -60,6 +60,10 @@ pub const STATE_DIR: &str = "SWITCHBOARD_STATE_DIR";
 /// Directory for temporary files, wiped when the operator stops. Not
 /// secret.
 pub const SCRATCH_DIR: &str = "SWITCHBOARD_SCRATCH_DIR";
+/// Name of the durable stream (JetStream) the daemon keeps, when it keeps
+/// one; an operator granted `stream = ["consume"]` reads it from here.
+/// Not secret.
+pub const STREAM: &str = "SWITCHBOARD_STREAM";
 /// Heartbeat interval in milliseconds (decimal). Not secret.
 pub const HEARTBEAT_MS: &str = "SWITCHBOARD_HEARTBEAT_MS";
 /// How the operator is controlled: `nats` (requests on `sb.ctl.<id>`) or
@@ -90,6 +94,7 @@ pub const ALL: &[&str] = &[
     CONFIG_FILE,
     STATE_DIR,
     SCRATCH_DIR,
+    STREAM,
     HEARTBEAT_MS,
     CONTROL,
 ];

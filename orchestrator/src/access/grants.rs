@@ -297,6 +297,39 @@ impl fmt::Display for ApiGrant {
     }
 }
 
+/// What an operator may do with the daemon's durable stream
+/// (`stream = ["consume"]` in its manifest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamGrant {
+    /// Read the whole stream through one durable consumer named after the
+    /// operator (a logger, an archiver): chat, send requests, every
+    /// operator's output and lifecycle events. Only its own consumer: it
+    /// cannot create others, delete anything or read others' positions.
+    Consume,
+}
+
+impl StreamGrant {
+    /// Every grant with its manifest spelling.
+    pub const ALL: &'static [(&'static str, StreamGrant)] = &[("consume", StreamGrant::Consume)];
+
+    /// The JetStream API subjects it allows operator `id` to publish on
+    /// for stream `stream` (a consumer named `id`; acks of its messages).
+    pub fn subjects(self, id: &OperatorId, stream: &str) -> Vec<String> {
+        match self {
+            StreamGrant::Consume => vec![
+                format!("$JS.API.STREAM.INFO.{stream}"),
+                format!("$JS.API.CONSUMER.INFO.{stream}.{id}"),
+                format!("$JS.API.CONSUMER.CREATE.{stream}.{id}"),
+                format!("$JS.API.CONSUMER.CREATE.{stream}.{id}.>"),
+                format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{id}"),
+                format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{id}"),
+                format!("$JS.ACK.{stream}.{id}.>"),
+            ],
+        }
+    }
+}
+
 /// The inbox prefix an operator must use for its requests
 /// (`SWITCHBOARD_NATS_INBOX_PREFIX`); it may subscribe only under it, so
 /// no operator reads another's replies. A root of its own (not `_INBOX.`),
@@ -334,6 +367,7 @@ pub fn operator_permissions(
     publish: &[String],
     subscribe: &[String],
     api: &[ApiGrant],
+    stream: Option<(&str, &[StreamGrant])>,
 ) -> (Permissions, Vec<GrantError>) {
     let mut errors = Vec::new();
     let mut p = Permissions {
@@ -368,6 +402,11 @@ pub fn operator_permissions(
         p.publish
             .allow
             .push(switchboard_proto::api_subject(a.method()));
+    }
+    if let Some((name, grants)) = stream {
+        for g in grants {
+            p.publish.allow.extend(g.subjects(id, name));
+        }
     }
     (p, errors)
 }
@@ -473,7 +512,7 @@ mod tests {
             .chain(["sb.event.#".to_string(), "sb.log.#".to_string()])
             .collect();
         let publish: Vec<String> = DEFAULT_DATA_GRANTS.iter().map(|s| s.to_string()).collect();
-        let (p, errors) = operator_permissions(&me, &publish, &grants, &[ApiGrant::Status]);
+        let (p, errors) = operator_permissions(&me, &publish, &grants, &[ApiGrant::Status], None);
         assert!(errors.is_empty(), "{errors:?}");
         let forbidden_publish = [
             "sb.ctl.other",

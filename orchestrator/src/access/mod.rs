@@ -46,6 +46,8 @@ pub struct EmbeddedAccess {
     pub users: Arc<Users>,
     /// Applies table changes.
     pub reloader: Reloader,
+    /// The durable stream's name, when the daemon keeps one.
+    pub stream: Option<String>,
 }
 
 /// [`Access::External`].
@@ -55,6 +57,8 @@ pub struct ExternalAccess {
     pub url: String,
     /// CA operators must trust.
     pub tls_ca: Option<PathBuf>,
+    /// The durable stream's name, when the daemon keeps one.
+    pub stream: Option<String>,
 }
 
 /// Why an operator could not be given access.
@@ -148,6 +152,23 @@ impl Access {
         }
     }
 
+    /// The durable stream's name, when the daemon keeps one.
+    pub fn stream(&self) -> Option<&str> {
+        match self {
+            Access::Embedded(e) => e.stream.as_deref(),
+            Access::External(e) => e.stream.as_deref(),
+        }
+    }
+
+    /// Record the durable stream's name (known once the daemon is
+    /// connected and has ensured it).
+    pub fn set_stream(&mut self, stream: Option<String>) {
+        match self {
+            Access::Embedded(e) => e.stream = stream,
+            Access::External(e) => e.stream = stream,
+        }
+    }
+
     /// Whether the daemon runs the server.
     pub fn is_embedded(&self) -> bool {
         matches!(self, Access::Embedded(_))
@@ -172,6 +193,9 @@ impl Access {
             (launch::NATS_URL, self.url().to_owned()),
             (launch::NATS_INBOX_PREFIX, grants::inbox_prefix(id)),
         ];
+        if let Some(stream) = self.stream() {
+            env.push((launch::STREAM, stream.to_owned()));
+        }
         match self {
             Access::Embedded(e) => {
                 if manifest.nats_creds.is_some() || manifest.nats_nkey.is_some() {
@@ -180,7 +204,7 @@ impl Access {
                         path: manifest.path.clone(),
                     });
                 }
-                let (permissions, errors) = permissions_of(manifest);
+                let (permissions, errors) = permissions_of(manifest, e.stream.as_deref());
                 if let Some(source) = errors.into_iter().next() {
                     return Err(AccessError::Grant {
                         id: id.clone(),
@@ -243,7 +267,7 @@ impl Access {
         let Access::Embedded(e) = self else {
             return Ok(());
         };
-        let (permissions, errors) = permissions_of(manifest);
+        let (permissions, errors) = permissions_of(manifest, e.stream.as_deref());
         if let Some(source) = errors.into_iter().next() {
             return Err(AccessError::Grant {
                 id: manifest.id.clone(),
@@ -299,11 +323,15 @@ impl Access {
     }
 }
 
-fn permissions_of(manifest: &Manifest) -> (grants::Permissions, Vec<GrantError>) {
+fn permissions_of(
+    manifest: &Manifest,
+    stream: Option<&str>,
+) -> (grants::Permissions, Vec<GrantError>) {
     operator_permissions(
         &manifest.id,
         &manifest.publish,
         &manifest.subscribe,
         &manifest.api,
+        stream.map(|name| (name, manifest.stream.as_slice())),
     )
 }

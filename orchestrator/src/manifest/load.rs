@@ -27,7 +27,7 @@ use super::{
     is_valid_env_name, Backoff, Control, CrashLoop, Manifest, RestartPolicy, SecretRef,
     RESERVED_ENV_PREFIX,
 };
-use crate::access::grants::{translate, ApiGrant, Direction};
+use crate::access::grants::{translate, ApiGrant, Direction, StreamGrant};
 use switchboard_proto::duration::{format_duration, parse_duration};
 
 /// One thing wrong with a manifest file (or the directory), located as
@@ -97,6 +97,7 @@ const TOP_KEYS: &[&str] = &[
     "publish",
     "subscribe",
     "api",
+    "stream",
     "inherit_env",
     "nats_creds",
     "nats_nkey",
@@ -607,6 +608,7 @@ struct Draft {
     publish: Option<Vec<String>>,
     subscribe: Option<Vec<String>>,
     api: Option<Vec<ApiGrant>>,
+    stream: Option<Vec<StreamGrant>>,
     inherit_env: Option<Vec<String>>,
     nats_creds: Option<PathBuf>,
     nats_nkey: Option<Spanned<PathBuf>>,
@@ -701,7 +703,10 @@ fn parse(path: &Path, text: &str) -> Parsed {
             }
             "publish" => d.publish = grant_array(&mut ctx, value, Direction::Publish),
             "subscribe" => d.subscribe = grant_array(&mut ctx, value, Direction::Subscribe),
-            "api" => d.api = api_array(&mut ctx, value),
+            "api" => d.api = named_array(&mut ctx, "api", "API method", value, ApiGrant::ALL),
+            "stream" => {
+                d.stream = named_array(&mut ctx, "stream", "stream grant", value, StreamGrant::ALL)
+            }
             "inherit_env" => d.inherit_env = inherit_env_array(&mut ctx, value),
             "nats_creds" => {
                 d.nats_creds = ctx
@@ -789,6 +794,7 @@ fn parse(path: &Path, text: &str) -> Parsed {
         publish,
         subscribe,
         api,
+        stream,
         inherit_env,
         nats_creds,
         nats_nkey,
@@ -822,6 +828,7 @@ fn parse(path: &Path, text: &str) -> Parsed {
                 publish: publish.unwrap_or(defaults.publish),
                 subscribe: subscribe.unwrap_or(defaults.subscribe),
                 api: api.unwrap_or(defaults.api),
+                stream: stream.unwrap_or(defaults.stream),
                 inherit_env: inherit_env.unwrap_or(defaults.inherit_env),
                 nats_creds,
                 nats_nkey: nats_nkey.map(Spanned::into_inner),
@@ -913,14 +920,21 @@ fn grant_array(ctx: &mut Ctx<'_>, value: &Val<'_>, direction: Direction) -> Opti
     ok.then_some(out)
 }
 
-/// `api = ["status"]`.
-fn api_array(ctx: &mut Ctx<'_>, value: &Val<'_>) -> Option<Vec<ApiGrant>> {
-    let items = spanned_strings(ctx, "api", value, "api = [\"status\"]")?;
-    let names: Vec<&str> = ApiGrant::ALL.iter().map(|(n, _)| *n).collect();
+/// A list of named grants: `api = ["status"]`, `stream = ["consume"]`.
+fn named_array<G: Copy + PartialEq>(
+    ctx: &mut Ctx<'_>,
+    key: &str,
+    what: &str,
+    value: &Val<'_>,
+    all: &[(&str, G)],
+) -> Option<Vec<G>> {
+    let names: Vec<&str> = all.iter().map(|(n, _)| *n).collect();
+    let example = format!("{key} = [\"{}\"]", names[0]);
+    let items = spanned_strings(ctx, key, value, &example)?;
     let mut ok = true;
     let mut out = Vec::new();
     for item in items {
-        match ApiGrant::ALL.iter().find(|(n, _)| n == item.get_ref()) {
+        match all.iter().find(|(n, _)| n == item.get_ref()) {
             Some((_, g)) => {
                 if !out.contains(g) {
                     out.push(*g);
@@ -933,7 +947,7 @@ fn api_array(ctx: &mut Ctx<'_>, value: &Val<'_>) -> Option<Vec<ApiGrant>> {
                 ctx.at(
                     item.span(),
                     format!(
-                        "`api`: unknown API method `{}`; the methods are {}{hint}",
+                        "`{key}`: unknown {what} `{}`; the choices are {}{hint}",
                         item.get_ref(),
                         names.join(", ")
                     ),

@@ -41,7 +41,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use switchboard_proto::OperatorId;
 
-pub use crate::access::grants::{ApiGrant, DEFAULT_DATA_GRANTS};
+pub use crate::access::grants::{ApiGrant, StreamGrant, DEFAULT_DATA_GRANTS};
 use switchboard_proto::duration::serde_duration;
 
 mod load;
@@ -156,6 +156,10 @@ pub struct Manifest {
     /// Default: none.
     #[serde(default)]
     pub api: Vec<ApiGrant>,
+    /// What it may do with the daemon's durable stream (`["consume"]`: a
+    /// durable consumer of its own). Default: nothing.
+    #[serde(default)]
+    pub stream: Vec<StreamGrant>,
     /// Variables of the orchestrator's own environment passed through to
     /// the operator; nothing else is inherited (a secret the daemon holds
     /// in its environment reaches only the operator whose `[secrets]` name
@@ -426,6 +430,7 @@ impl Manifest {
             publish: default_data_grants(),
             subscribe: default_data_grants(),
             api: Vec::new(),
+            stream: Vec::new(),
             inherit_env: default_inherit_env(),
             nats_creds: None,
             nats_nkey: None,
@@ -479,6 +484,7 @@ impl Manifest {
             publish,
             subscribe,
             api,
+            stream,
             inherit_env,
             nats_creds,
             nats_nkey,
@@ -514,7 +520,8 @@ impl Manifest {
             || *stop_timeout != new.stop_timeout
             || *publish != new.publish
             || *subscribe != new.subscribe
-            || *api != new.api;
+            || *api != new.api
+            || *stream != new.stream;
         if launch {
             Change::Launch
         } else if config_changed {
@@ -550,7 +557,10 @@ impl Manifest {
     /// Whether the bus permissions are the same (a change is applied to
     /// the server live, without touching the process).
     pub fn same_grants(&self, other: &Manifest) -> bool {
-        self.publish == other.publish && self.subscribe == other.subscribe && self.api == other.api
+        self.publish == other.publish
+            && self.subscribe == other.subscribe
+            && self.api == other.api
+            && self.stream == other.stream
     }
 }
 

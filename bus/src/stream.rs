@@ -1,0 +1,559 @@
+//! The durable stream: what the bus keeps after delivery.
+//!
+//! Core NATS forgets a message once it is delivered; a logger that was down,
+//! `switchboard logs` after a daemon restart and `switchboard replay` need
+//! what was said before they looked. The orchestrator keeps a JetStream
+//! stream (a real store with retention, limits and a duplicate window, not
+//! a home-made one) over [`STREAM_SUBJECTS`]; this module is the SDK's door
+//! to it, without any async-nats type in its API:
+//!
+//! - [`Bus::ensure_stream`]: create or update the stream to a
+//!   [`StreamSpec`] (idempotent; the orchestrator calls it at start and on
+//!   reload).
+//! - [`Bus::publish_stored`]: publish an envelope and wait until the stream
+//!   has stored it (at-least-once for the publisher: a retry after a lost
+//!   ack is stored once, because the stream dedupes on the envelope id).
+//! - [`Bus::durable`]: a named consumer whose position the server keeps
+//!   (the logger), with explicit acks.
+//! - [`Bus::read_stored`]: read a slice of the stream by time or sequence,
+//!   then optionally follow it (the CLI's `logs` and `replay`).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use switchboard_proto::{Envelope, Timestamp};
+
+use crate::client::Bus;
+use crate::error::{kinds, BoxError, PublishError};
+
+/// The NATS header JetStream dedupes on. [`Bus::publish`] sets it to the
+/// envelope's `id`, so a republish within the stream's duplicate window is
+/// stored once.
+pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
+
+/// The stream's name unless `switchboard.toml` says otherwise.
+pub const DEFAULT_STREAM: &str = "SWITCHBOARD";
+
+/// What the stream captures: chat events, send requests, operators' output
+/// lines and the orchestrator's lifecycle events. Heartbeats, control and
+/// API traffic are not kept (they are only meaningful live).
+pub const STREAM_SUBJECTS: [&str; 4] = ["chat.>", "send.>", "sb.log.>", "sb.event.>"];
+
+/// The shape of the stream: its name and retention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSpec {
+    /// Stream name (`A-Z a-z 0-9 - _`).
+    pub name: String,
+    /// Messages older than this are removed.
+    pub max_age: Duration,
+    /// Past this many bytes the oldest messages are removed.
+    pub max_bytes: u64,
+    /// A message whose `Nats-Msg-Id` was seen within this window is
+    /// acknowledged but not stored again.
+    pub duplicate_window: Duration,
+}
+
+impl StreamSpec {
+    fn config(&self) -> stream::Config {
+        stream::Config {
+            name: self.name.clone(),
+            description: Some("Switchboard: chat, send requests, operator logs and events".into()),
+            subjects: STREAM_SUBJECTS.iter().map(|s| s.to_string()).collect(),
+            retention: stream::RetentionPolicy::Limits,
+            discard: stream::DiscardPolicy::Old,
+            storage: stream::StorageType::File,
+            max_age: self.max_age,
+            max_bytes: i64::try_from(self.max_bytes).unwrap_or(i64::MAX),
+            duplicate_window: self.duplicate_window,
+            num_replicas: 1,
+            ..Default::default()
+        }
+    }
+}
+
+/// What [`Bus::ensure_stream`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ensured {
+    /// The stream did not exist.
+    Created,
+    /// It existed with other subjects or limits, and now has these.
+    Updated,
+    /// It already had this shape.
+    Unchanged,
+}
+
+/// Why a stream operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The server has no JetStream (or this user may not use it).
+    #[error("JetStream is not available on the NATS server (enable it, or check this user's permissions on $JS.API.>): {source}")]
+    Unavailable {
+        /// The client's error.
+        source: BoxError,
+    },
+    /// The stream does not exist.
+    #[error("stream `{name}` does not exist (the daemon creates it when JetStream is on)")]
+    NoStream {
+        /// Its name.
+        name: String,
+    },
+    /// Creating or updating the stream was refused.
+    #[error("cannot set up stream `{name}`: {source}")]
+    Setup {
+        /// Its name.
+        name: String,
+        /// The server's answer.
+        source: BoxError,
+    },
+    /// Creating a consumer was refused.
+    #[error("cannot create a consumer on stream `{name}`: {source}")]
+    Consumer {
+        /// The stream.
+        name: String,
+        /// The server's answer.
+        source: BoxError,
+    },
+    /// Fetching, reading or acknowledging messages failed.
+    #[error("reading stream `{name}` failed: {source}")]
+    Read {
+        /// The stream.
+        name: String,
+        /// The client's error.
+        source: BoxError,
+    },
+}
+
+kinds! {
+    /// Coarse classes of [`StreamError`].
+    StreamError => StreamErrorKind { Unavailable, NoStream, Setup, Consumer, Read }
+}
+
+/// Where a read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// The first message the stream still has.
+    First,
+    /// The first message stored at or after this time.
+    Time(Timestamp),
+    /// This stream sequence number.
+    Seq(u64),
+    /// Only messages stored from now on.
+    New,
+}
+
+impl StartAt {
+    fn policy(self) -> consumer::DeliverPolicy {
+        match self {
+            StartAt::First => consumer::DeliverPolicy::All,
+            StartAt::Time(t) => consumer::DeliverPolicy::ByStartTime {
+                start_time: t.as_offset_date_time(),
+            },
+            StartAt::Seq(s) => consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: s.max(1),
+            },
+            StartAt::New => consumer::DeliverPolicy::New,
+        }
+    }
+}
+
+/// One message read from the stream.
+pub struct Stored {
+    /// The subject it was published on.
+    pub subject: String,
+    /// Its payload (an envelope on chat/send subjects, plain JSON on
+    /// `sb.log`/`sb.event`).
+    pub payload: Bytes,
+    /// Its stream sequence number: unique and increasing.
+    pub seq: u64,
+    /// When the stream stored it.
+    pub stored_at: Timestamp,
+    /// Its `Nats-Msg-Id` header (the envelope id), when it had one.
+    pub msg_id: Option<String>,
+    /// How many messages the consumer still has after this one.
+    pub pending: u64,
+    /// How many times it was delivered (more than 1 after a crash before
+    /// the ack).
+    pub delivered: i64,
+    acker: Option<jetstream::message::Acker>,
+}
+
+impl std::fmt::Debug for Stored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stored")
+            .field("subject", &self.subject)
+            .field("seq", &self.seq)
+            .field("stored_at", &self.stored_at)
+            .field("msg_id", &self.msg_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stored {
+    fn from_message(stream: &str, m: jetstream::Message) -> Result<Stored, StreamError> {
+        let read = |source: BoxError| StreamError::Read {
+            name: stream.to_string(),
+            source,
+        };
+        let info = m.info().map_err(read)?;
+        let (seq, pending, delivered, published) = (
+            info.stream_sequence,
+            info.pending,
+            info.delivered,
+            info.published,
+        );
+        let (msg, acker) = m.split();
+        let msg_id = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(MSG_ID_HEADER))
+            .map(|v| v.as_str().to_string());
+        Ok(Stored {
+            subject: msg.subject.to_string(),
+            payload: msg.payload,
+            seq,
+            stored_at: Timestamp::from_offset_date_time(published)
+                .unwrap_or_else(|_| Timestamp::now()),
+            msg_id,
+            pending,
+            delivered,
+            acker: Some(acker),
+        })
+    }
+
+    /// Acknowledge this message and, the consumer acking "all", every one
+    /// delivered before it. Waits for the server's confirmation, so an ack
+    /// that returns is not lost with the connection.
+    pub async fn ack(&mut self) -> Result<(), StreamError> {
+        if let Some(acker) = self.acker.take() {
+            acker
+                .double_ack()
+                .await
+                .map_err(|source| StreamError::Read {
+                    name: String::new(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// A durable pull consumer: the server remembers what was acked, so a
+/// restarted reader continues where the last one stopped, and anything
+/// delivered but not acked comes again.
+#[derive(Debug)]
+pub struct Durable {
+    stream: String,
+    consumer: consumer::PullConsumer,
+}
+
+impl Durable {
+    /// Up to `max` messages, waiting at most `wait` for the first.
+    pub async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Stored>, StreamError> {
+        let read = |source: BoxError| StreamError::Read {
+            name: self.stream.clone(),
+            source,
+        };
+        let mut batch = self
+            .consumer
+            .fetch()
+            .max_messages(max)
+            .expires(wait)
+            .messages()
+            .await
+            .map_err(|e| read(Box::new(e)))?;
+        let mut out = Vec::new();
+        while let Some(m) = batch.next().await {
+            let m = m.map_err(|e| read(e))?;
+            out.push(Stored::from_message(&self.stream, m)?);
+        }
+        Ok(out)
+    }
+
+    /// Messages stored but not yet acked by this consumer.
+    pub async fn pending(&mut self) -> Result<u64, StreamError> {
+        let info = self.consumer.info().await.map_err(|e| StreamError::Read {
+            name: self.stream.clone(),
+            source: Box::new(e),
+        })?;
+        Ok(info.num_pending + info.num_ack_pending as u64)
+    }
+}
+
+/// A read of the stream in order (an ordered consumer: no state on the
+/// server, recreated by the client on a gap).
+pub struct Reader {
+    stream: String,
+    messages: consumer::pull::Ordered,
+    follow: bool,
+    done: bool,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
+impl Reader {
+    /// The next message; `None` once the stored messages are all read
+    /// (unless following).
+    pub async fn next(&mut self) -> Option<Result<Stored, StreamError>> {
+        if self.done {
+            return None;
+        }
+        let m = match self.messages.next().await? {
+            Ok(m) => m,
+            Err(e) => {
+                return Some(Err(StreamError::Read {
+                    name: self.stream.clone(),
+                    source: Box::new(e),
+                }))
+            }
+        };
+        let stored = match Stored::from_message(&self.stream, m) {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e)),
+        };
+        if stored.pending == 0 && !self.follow {
+            self.done = true;
+        }
+        Some(Ok(stored))
+    }
+}
+
+impl Bus {
+    fn jetstream(&self) -> jetstream::Context {
+        jetstream::new(self.client().clone())
+    }
+
+    /// Create the stream `spec` describes, or bring an existing one to it.
+    /// Safe to call at every start and reload.
+    pub async fn ensure_stream(&self, spec: &StreamSpec) -> Result<Ensured, StreamError> {
+        let js = self.jetstream();
+        let wanted = spec.config();
+        let setup = |source: BoxError| StreamError::Setup {
+            name: spec.name.clone(),
+            source,
+        };
+        match js.get_stream(&spec.name).await {
+            Ok(mut s) => {
+                let have = s
+                    .info()
+                    .await
+                    .map_err(|e| setup(Box::new(e)))?
+                    .config
+                    .clone();
+                if same_shape(&have, &wanted) {
+                    return Ok(Ensured::Unchanged);
+                }
+                js.update_stream(wanted)
+                    .await
+                    .map_err(|e| setup(Box::new(e)))?;
+                Ok(Ensured::Updated)
+            }
+            Err(e) if is_not_found(&e) => {
+                js.create_stream(wanted)
+                    .await
+                    .map_err(|e| setup(Box::new(e)))?;
+                Ok(Ensured::Created)
+            }
+            Err(e) => match e.kind() {
+                jetstream::context::GetStreamErrorKind::JetStream(_) => Err(setup(Box::new(e))),
+                _ => Err(StreamError::Unavailable {
+                    source: Box::new(e),
+                }),
+            },
+        }
+    }
+
+    /// Publish `envelope` on `subject` and wait until the stream stored it
+    /// (or recognised its id as a duplicate). Returns the stream sequence.
+    ///
+    /// Only subjects the stream captures ([`STREAM_SUBJECTS`]) get an ack;
+    /// anything else fails with [`PublishError::NotStored`] after the
+    /// server says no stream took it.
+    pub async fn publish_stored(
+        &self,
+        subject: &str,
+        envelope: &Envelope,
+    ) -> Result<u64, PublishError> {
+        crate::client::validate_publish_subject(subject)?;
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(id) = envelope.id() {
+            headers.insert(MSG_ID_HEADER, id);
+        }
+        let not_stored = |source: BoxError| PublishError::NotStored {
+            subject: subject.to_string(),
+            source,
+        };
+        let ack = self
+            .jetstream()
+            .publish_with_headers(subject.to_string(), headers, Bytes::from(envelope.to_vec()))
+            .await
+            .map_err(|e| not_stored(Box::new(e)))?
+            .await
+            .map_err(|e| not_stored(Box::new(e)))?;
+        crate::stats::Stats::add(&self.stats().published, 1);
+        Ok(ack.sequence)
+    }
+
+    /// The durable consumer `name` on `stream` (created if missing), with
+    /// explicit acks where an ack covers everything before it, reading the
+    /// subjects matching `filters` (NATS wildcards; empty = all). Messages
+    /// not acked within `ack_wait` are delivered again.
+    pub async fn durable(
+        &self,
+        stream: &str,
+        name: &str,
+        filters: &[String],
+        ack_wait: Duration,
+        start: StartAt,
+    ) -> Result<Durable, StreamError> {
+        let js = self.jetstream();
+        let s = get_stream(&js, stream).await?;
+        let config = consumer::pull::Config {
+            durable_name: Some(name.to_string()),
+            description: Some("Switchboard durable consumer".into()),
+            ack_policy: consumer::AckPolicy::All,
+            ack_wait,
+            deliver_policy: start.policy(),
+            filter_subjects: if filters.len() > 1 {
+                filters.to_vec()
+            } else {
+                Vec::new()
+            },
+            filter_subject: if filters.len() == 1 {
+                filters[0].clone()
+            } else {
+                String::new()
+            },
+            max_ack_pending: 10_000,
+            ..Default::default()
+        };
+        let consumer_error = |source: BoxError| StreamError::Consumer {
+            name: stream.to_string(),
+            source,
+        };
+        // An existing consumer keeps its position; only its filters and
+        // ack wait may change (the start policy cannot).
+        let consumer = match s.get_consumer::<consumer::pull::Config>(name).await {
+            Ok(c) => {
+                let have = c.cached_info().config.clone();
+                if have.filter_subject != config.filter_subject
+                    || have.filter_subjects != config.filter_subjects
+                    || have.ack_wait != config.ack_wait
+                {
+                    let updated = consumer::pull::Config {
+                        deliver_policy: have.deliver_policy,
+                        ..config
+                    };
+                    s.update_consumer(updated)
+                        .await
+                        .map_err(|e| consumer_error(Box::new(e)))?
+                } else {
+                    c
+                }
+            }
+            Err(_) => s
+                .create_consumer(config)
+                .await
+                .map_err(|e| consumer_error(Box::new(e)))?,
+        };
+        Ok(Durable {
+            stream: stream.to_string(),
+            consumer,
+        })
+    }
+
+    /// Read the messages of `stream` matching `filters` (NATS subjects,
+    /// wildcards allowed; empty = all) from `start`, in order. Without `follow` the
+    /// read ends at the last message stored when it began; `None` when the
+    /// stream has no match at all.
+    pub async fn read_stored(
+        &self,
+        stream: &str,
+        filters: &[String],
+        start: StartAt,
+        follow: bool,
+    ) -> Result<Option<Reader>, StreamError> {
+        let js = self.jetstream();
+        let s = get_stream(&js, stream).await?;
+        let consumer_error = |source: BoxError| StreamError::Consumer {
+            name: stream.to_string(),
+            source,
+        };
+        let mut c = s
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: if filters.len() == 1 {
+                    filters[0].clone()
+                } else {
+                    String::new()
+                },
+                filter_subjects: if filters.len() > 1 {
+                    filters.to_vec()
+                } else {
+                    Vec::new()
+                },
+                deliver_policy: start.policy(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| consumer_error(Box::new(e)))?;
+        let pending = c
+            .info()
+            .await
+            .map_err(|e| consumer_error(Box::new(e)))?
+            .num_pending;
+        if pending == 0 && !follow {
+            return Ok(None);
+        }
+        let messages = c
+            .messages()
+            .await
+            .map_err(|e| consumer_error(Box::new(e)))?;
+        Ok(Some(Reader {
+            stream: stream.to_string(),
+            messages,
+            follow,
+            done: false,
+        }))
+    }
+}
+
+async fn get_stream(js: &jetstream::Context, name: &str) -> Result<stream::Stream, StreamError> {
+    match js.get_stream(name).await {
+        Ok(s) => Ok(s),
+        Err(e) if is_not_found(&e) => Err(StreamError::NoStream {
+            name: name.to_string(),
+        }),
+        Err(e) => Err(StreamError::Unavailable {
+            source: Box::new(e),
+        }),
+    }
+}
+
+/// JetStream's "stream not found" (API error code 10059).
+fn is_not_found(e: &jetstream::context::GetStreamError) -> bool {
+    matches!(
+        e.kind(),
+        jetstream::context::GetStreamErrorKind::JetStream(ref api)
+            if api.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
+/// The parts of a stream's config that [`StreamSpec`] sets.
+fn same_shape(have: &stream::Config, want: &stream::Config) -> bool {
+    let mut a = have.subjects.clone();
+    let mut b = want.subjects.clone();
+    a.sort();
+    b.sort();
+    a == b
+        && have.max_age == want.max_age
+        && have.max_bytes == want.max_bytes
+        && have.duplicate_window == want.duplicate_window
+        && have.discard == want.discard
+}
