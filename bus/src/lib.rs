@@ -59,6 +59,7 @@
 mod client;
 mod config;
 mod error;
+mod health;
 mod launch;
 mod logging;
 mod operator;
@@ -74,6 +75,7 @@ pub use error::{
     BoxError, ConnectError, ConnectErrorKind, PublishError, PublishErrorKind, ReplyError,
     ReplyErrorKind, RequestError, RequestErrorKind, SubscribeError, SubscribeErrorKind,
 };
+pub use health::HealthReport;
 pub use launch::{ControlMode, LaunchEnv, LaunchError, LaunchErrorKind, DEFAULT_HEARTBEAT};
 pub use logging::{default_filter, init_tracing, init_tracing_with, init_tracing_with_default};
 pub use operator::{

@@ -106,9 +106,17 @@ pub struct Context {
     dedupe: Dedupe,
     state: OperatorState,
     shutdown_requested: bool,
+    health: crate::HealthReport,
 }
 
 impl Context {
+    /// The health this operator reports in heartbeats: set it when its
+    /// work cannot go on (`ctx.health().set(Health::Degraded, "...")`),
+    /// and back to ok when it can. Clone it into tasks.
+    pub fn health(&self) -> &crate::HealthReport {
+        &self.health
+    }
+
     /// The connection, to publish and request. Clone it into tasks.
     pub fn bus(&self) -> &Bus {
         &self.bus
@@ -344,6 +352,7 @@ impl<O: Operator> Runtime<O> {
                 inbox: SelectAll::new(),
                 state: OperatorState::Starting,
                 shutdown_requested: false,
+                health: crate::HealthReport::default(),
             },
             started_at: Instant::now(),
             seq: 0,
@@ -408,6 +417,7 @@ impl<O: Operator> Runtime<O> {
                     None => Wake::ControlClosed,
                 },
                 _ = heartbeat.tick() => Wake::Heartbeat,
+                _ = self.ctx.health.changed() => Wake::Heartbeat,
                 Some(d) = self.ctx.inbox.next(), if running => Wake::Delivery(d),
             };
             match wake {
@@ -475,6 +485,7 @@ impl<O: Operator> Runtime<O> {
 
     async fn send_heartbeat(&mut self) {
         self.seq += 1;
+        let (health, health_reason) = self.ctx.health.get();
         let hb = Heartbeat {
             id: self.ctx.id.to_string(),
             pid: std::process::id(),
@@ -482,6 +493,8 @@ impl<O: Operator> Runtime<O> {
             state: self.ctx.state,
             uptime_ms: u64::try_from(self.started_at.elapsed().as_millis()).unwrap_or(u64::MAX),
             counters: self.ctx.bus.stats().snapshot(),
+            health,
+            health_reason,
             timestamp: Timestamp::now(),
         };
         if let Err(e) = self

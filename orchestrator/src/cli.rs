@@ -82,16 +82,46 @@ pub enum Command {
         #[arg(long = "with-config", value_name = "JSON")]
         with_config: Option<String>,
     },
-    /// Show what an operator printed (stdout and stderr).
+    /// Show what an operator printed (stdout and stderr) and its
+    /// lifecycle events.
+    ///
+    /// Read from the durable stream, so lines from before a daemon restart
+    /// and beyond the daemon's 1,000 in memory are there too; without the
+    /// stream, the daemon's last lines in memory.
     Logs {
         /// The operator ID.
         id: OperatorId,
-        /// How many recent lines.
+        /// How many recent lines (0: all in the window).
         #[arg(short = 'n', long, default_value_t = 100)]
         lines: usize,
+        /// Only lines since then: a duration ago (`10m`, `2h`, `1d`) or an
+        /// RFC 3339 time.
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
         /// Keep following new lines.
         #[arg(short, long)]
         follow: bool,
+    },
+    /// Print or republish what the durable stream kept: the envelopes on
+    /// subjects matching a pattern, stored in a time window, oldest first.
+    ///
+    /// Republished envelopes keep their id, so receivers that saw them
+    /// already drop them, and the stream stores them once.
+    Replay {
+        /// A pattern: `*` one token, `#` zero or more (e.g. `chat.irc.#`).
+        pattern: String,
+        /// Start: a duration ago (`10m`, `2h`, `1d`) or an RFC 3339 time.
+        #[arg(long, value_name = "WHEN")]
+        since: String,
+        /// End (default: now), same forms as --since.
+        #[arg(long, value_name = "WHEN")]
+        until: Option<String>,
+        /// Republish each envelope on this subject instead of printing it.
+        #[arg(long, value_name = "SUBJECT")]
+        to: Option<String>,
+        /// Print each envelope as one line of JSON.
+        #[arg(long, conflicts_with = "to")]
+        json: bool,
     },
     /// Print envelopes live as they cross the bus.
     ///
@@ -251,8 +281,48 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 return Ok(std::process::ExitCode::FAILURE);
             }
         }
-        Command::Logs { id, lines, follow } => {
-            let bus = connect(&cli.url, config_path.as_deref()).await?;
+        Command::Replay {
+            pattern,
+            since,
+            until,
+            to,
+            json,
+        } => {
+            let pattern = Pattern::parse(&pattern)?;
+            let now = switchboard_proto::Timestamp::now();
+            let since = crate::history::parse_when(&since, now)?;
+            let until = until
+                .map(|u| crate::history::parse_when(&u, now))
+                .transpose()?;
+            let to = match to {
+                Some(s) => crate::history::ReplayTo::Subject(s),
+                None => crate::history::ReplayTo::Print { json },
+            };
+            let (bus, stream) = connect_with_stream(&cli.url, config_path.as_deref()).await?;
+            let Some(stream) = stream else {
+                bail!("the daemon keeps no durable stream ([stream] in switchboard.toml, JetStream on): nothing to replay");
+            };
+            let n = crate::history::replay(&bus, &stream, &pattern, since, until, &to).await?;
+            if let crate::history::ReplayTo::Subject(s) = &to {
+                eprintln!("republished {n} envelope(s) on {s}");
+            }
+        }
+        Command::Logs {
+            id,
+            lines,
+            since,
+            follow,
+        } => {
+            let since = since
+                .map(|s| crate::history::parse_when(&s, switchboard_proto::Timestamp::now()))
+                .transpose()?;
+            let (bus, stream) = connect_with_stream(&cli.url, config_path.as_deref()).await?;
+            if let Some(stream) = stream {
+                if crate::history::logs(&bus, &stream, &id, lines, since, follow).await? {
+                    return Ok(std::process::ExitCode::SUCCESS);
+                }
+                eprintln!("(the durable stream is not readable: showing the daemon's last lines in memory)");
+            }
             // Subscribe before asking for history so no line falls between.
             let mut live = if follow {
                 Some(bus.subscribe_raw(&log_wildcard(&id)).await?)
@@ -279,7 +349,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     reply.omitted
                 );
             }
-            for l in &reply.lines {
+            for l in reply
+                .lines
+                .iter()
+                .filter(|l| since.is_none_or(|t| l.timestamp >= t))
+            {
                 print_log_line(l);
             }
             if let Some(live) = live.as_mut() {
@@ -396,6 +470,29 @@ pub fn shown(text: &str, terminal: bool) -> std::borrow::Cow<'_, str> {
         }
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// [`connect`], and the durable stream's name: the runtime file's, else
+/// (with `--url`) the config's `[stream]` when enabled.
+async fn connect_with_stream(
+    url: &Option<String>,
+    config_path: Option<&Path>,
+) -> anyhow::Result<(Bus, Option<String>)> {
+    let bus = connect(url, config_path).await?;
+    let direct = url.is_some() || std::env::var(switchboard_proto::launch::NATS_URL).is_ok();
+    let stream = if direct {
+        Config::load(config_path)
+            .ok()
+            .filter(|c| c.stream.enabled)
+            .map(|c| c.stream.name)
+    } else {
+        Config::load(config_path)
+            .ok()
+            .and_then(|c| std::fs::read(runtime_file(&c.runtime_dir)).ok())
+            .and_then(|bytes| serde_json::from_slice::<RuntimeInfo>(&bytes).ok())
+            .and_then(|info| info.stream)
+    };
+    Ok((bus, stream))
 }
 
 /// Connect a client: `--url` (or `$SWITCHBOARD_NATS_URL`), else the
@@ -527,6 +624,16 @@ fn note(o: &OperatorStatus) -> String {
         .or(o.last_exit.as_deref())
         .unwrap_or("")
         .to_owned();
+    if !o.health.is_ok() {
+        if !note.is_empty() {
+            note.push_str("; ");
+        }
+        note.push_str(&format!(
+            "{}: {}",
+            o.health.as_str(),
+            o.health_reason.as_deref().unwrap_or("no reason given")
+        ));
+    }
     if o.ignored_lifecycle > 0 {
         if !note.is_empty() {
             note.push_str("; ");

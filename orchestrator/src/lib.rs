@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod files;
+pub mod history;
 pub mod leftovers;
 pub mod manifest;
 pub mod nats_server;

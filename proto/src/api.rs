@@ -128,6 +128,12 @@ pub struct OperatorStatus {
     /// older process. Non-zero is worth a look.
     #[serde(default)]
     pub ignored_lifecycle: u64,
+    /// The health its last heartbeat reported (absent: ok).
+    #[serde(default, skip_serializing_if = "crate::Health::is_ok")]
+    pub health: crate::Health,
+    /// Why, when not ok.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_reason: Option<String>,
 }
 
 /// Body of `sb.api.status` (no fields yet; send `{}`).

@@ -136,6 +136,38 @@ pub struct Counters {
     pub extra: BTreeMap<String, u64>,
 }
 
+/// How an operator says its work is going, beyond being alive: a logger
+/// that cannot write, a chat operator whose login was refused. Shown in
+/// `switchboard status`; the orchestrator does not restart for it (a
+/// restart would not fix a full disk or a wrong password).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Doing its job.
+    #[default]
+    Ok,
+    /// Working, but not fully (retrying, falling behind); says why.
+    Degraded,
+    /// Cannot do its job until someone acts (bad credentials); says why.
+    Failed,
+}
+
+impl Health {
+    /// Whether it is [`Health::Ok`] (left out of heartbeats then).
+    pub fn is_ok(&self) -> bool {
+        *self == Health::Ok
+    }
+
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Ok => "ok",
+            Health::Degraded => "degraded",
+            Health::Failed => "failed",
+        }
+    }
+}
+
 /// Published on `sb.op.<id>.heartbeat` at the interval the operator was
 /// given (`SWITCHBOARD_HEARTBEAT_MS`); missing heartbeats mark it unhealthy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +189,12 @@ pub struct Heartbeat {
     /// Running totals.
     #[serde(default)]
     pub counters: Counters,
+    /// How its work is going; absent means [`Health::Ok`].
+    #[serde(default, skip_serializing_if = "Health::is_ok")]
+    pub health: Health,
+    /// Why it is not ok, in words a person can act on (never a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_reason: Option<String>,
     /// When the heartbeat was sent.
     pub timestamp: Timestamp,
 }

@@ -60,7 +60,7 @@ pub use chat::{
 };
 pub use control::{
     Control, ControlAck, ControlFailure, ControlParseError, ControlParseErrorKind, Counters,
-    FailureCode, Heartbeat, OperatorState, ParseStateError, ParseVerbError, Ready, Verb,
+    FailureCode, Health, Heartbeat, OperatorState, ParseStateError, ParseVerbError, Ready, Verb,
     PROTOCOL_VERSION,
 };
 pub use envelope::{

@@ -150,6 +150,8 @@ fn ready_and_heartbeat_round_trip() {
         state: OperatorState::Halted,
         uptime_ms: 1500,
         counters,
+        health: Default::default(),
+        health_reason: None,
         timestamp: ts,
     };
     let value = serde_json::to_value(&beat).expect("serializes");

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use switchboard_proto::api::{OperatorStatus, SupervisedState};
-use switchboard_proto::Counters;
+use switchboard_proto::{Counters, Health};
 use tokio::sync::mpsc;
 
 use super::Lifecycle;
@@ -24,6 +24,8 @@ pub(super) struct Entry {
     pub(super) control: &'static str,
     pub(super) counters: Option<Counters>,
     pub(super) ignored_lifecycle: u64,
+    pub(super) health: Health,
+    pub(super) health_reason: Option<String>,
 }
 
 impl Entry {
@@ -41,6 +43,8 @@ impl Entry {
             control: self.control.to_string(),
             counters: self.counters.clone(),
             ignored_lifecycle: self.ignored_lifecycle,
+            health: self.health,
+            health_reason: self.health_reason.clone(),
         }
     }
 }

@@ -229,6 +229,24 @@ pub(super) fn bounded_counters(mut counters: Counters) -> Counters {
     counters
 }
 
+/// Longest health reason the board keeps (bytes): an operator's words,
+/// shown in status, must not grow the reply without bound.
+pub(super) const MAX_HEALTH_REASON: usize = 512;
+
+/// A health reason cut to [`MAX_HEALTH_REASON`] bytes (on a character
+/// boundary).
+pub(super) fn bounded_reason(mut reason: String) -> String {
+    if reason.len() > MAX_HEALTH_REASON {
+        let mut end = MAX_HEALTH_REASON;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push('…');
+    }
+    reason
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,6 +198,8 @@ impl Actor {
             },
             counters: None,
             ignored_lifecycle: 0,
+            health: Default::default(),
+            health_reason: None,
         }
     }
 
@@ -390,6 +392,18 @@ impl Actor {
             if let Some(e) = board.get_mut(self.id.as_str()) {
                 e.counters = Some(transitions::bounded_counters(hb.counters));
                 e.last_seen = self.last_seen;
+                if e.health != hb.health || e.health_reason != hb.health_reason {
+                    match hb.health {
+                        switchboard_proto::Health::Ok => {
+                            tracing::info!(operator = %self.id, "health ok again")
+                        }
+                        h => {
+                            tracing::warn!(operator = %self.id, health = h.as_str(), reason = hb.health_reason.as_deref().unwrap_or(""), "operator reports trouble")
+                        }
+                    }
+                }
+                e.health = hb.health;
+                e.health_reason = hb.health_reason.map(transitions::bounded_reason);
             }
         }
         match transitions::on_heard(self.state, heard) {

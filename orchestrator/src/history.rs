@@ -1,0 +1,182 @@
+//! What the durable stream kept, for the CLI: `switchboard logs` (an
+//! operator's output and lifecycle events, across daemon restarts) and
+//! `switchboard replay` (stored envelopes in a time window, printed or
+//! republished).
+//!
+//! Both read with an ordered consumer (no state left on the server), so
+//! they never disturb the logger's durable consumer.
+
+use std::collections::VecDeque;
+use std::io::Write as _;
+
+use anyhow::{bail, Context as _};
+use switchboard_bus::stream::{StartAt, StreamError, StreamErrorKind};
+use switchboard_bus::{Bus, Envelope, Pattern};
+use switchboard_proto::api::{LogLine, OperatorEvent};
+use switchboard_proto::{event_subject, log_wildcard, OperatorId, Timestamp};
+
+/// A point in time given on the command line: a duration ago (`10m`,
+/// `2h`, `1d`) or an RFC 3339 time.
+///
+/// ```
+/// use switchboard_orchestrator::history::parse_when;
+/// let now = switchboard_proto::Timestamp::parse("2026-12-01T12:00:00Z").unwrap();
+/// assert_eq!(parse_when("10m", now).unwrap().to_string(), "2026-12-01T11:50:00.000000Z");
+/// assert_eq!(parse_when("2026-12-01T08:00:00Z", now).unwrap().to_string(), "2026-12-01T08:00:00.000000Z");
+/// assert!(parse_when("yesterday", now).is_err());
+/// ```
+pub fn parse_when(text: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
+    if let Ok(ago) = switchboard_proto::duration::parse_duration(text) {
+        let nanos = now.unix_nanos() - i128::try_from(ago.as_nanos()).unwrap_or(i128::MAX);
+        return Timestamp::from_unix_nanos(nanos)
+            .map_err(|e| anyhow::anyhow!("`{text}` reaches too far back: {e}"));
+    }
+    Timestamp::parse(text).map_err(|_| {
+        anyhow::anyhow!(
+            "`{text}` is neither a duration ago (`10m`, `2h`, `1d`) nor an RFC 3339 time \
+             (`2026-12-01T08:00:00Z`)"
+        )
+    })
+}
+
+/// Why a history command fell back or failed: no stream to read.
+fn no_stream(e: &StreamError) -> bool {
+    matches!(
+        e.kind(),
+        StreamErrorKind::NoStream | StreamErrorKind::Unavailable
+    )
+}
+
+/// One line of `logs`: an output line, or a lifecycle event.
+fn log_entry(payload: &[u8]) -> Option<String> {
+    if let Ok(l) = serde_json::from_slice::<LogLine>(payload) {
+        return Some(format!("{} {} {}: {}", l.timestamp, l.id, l.stream, l.line));
+    }
+    let e: OperatorEvent = serde_json::from_slice(payload).ok()?;
+    let reason = e.reason.map(|r| format!(" ({r})")).unwrap_or_default();
+    Some(format!(
+        "{} {} event: {} -> {}{reason}",
+        e.timestamp,
+        e.id,
+        e.previous.as_str(),
+        e.state.as_str()
+    ))
+}
+
+fn print(line: &str) {
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", crate::cli::shown(line, terminal));
+}
+
+/// `switchboard logs` from the stream: the last `lines` output lines and
+/// lifecycle events of `id` (since `since`, when given; `lines` 0 = all),
+/// then, with `follow`, new ones as they come. `Ok(false)` when there is
+/// no stream to read (the caller falls back to the daemon's memory).
+pub async fn logs(
+    bus: &Bus,
+    stream: &str,
+    id: &OperatorId,
+    lines: usize,
+    since: Option<Timestamp>,
+    follow: bool,
+) -> anyhow::Result<bool> {
+    let filters = vec![log_wildcard(id), event_subject(id)];
+    let start = since.map_or(StartAt::First, StartAt::Time);
+    let mut reader = match bus.read_stored(stream, &filters, start, follow).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(true),
+        Err(e) if no_stream(&e) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    let mut kept: VecDeque<String> = VecDeque::new();
+    let mut live = false;
+    while let Some(m) = reader.next().await {
+        let m = m?;
+        let Some(line) = log_entry(&m.payload) else {
+            continue;
+        };
+        if live {
+            print(&line);
+            continue;
+        }
+        kept.push_back(line);
+        if lines > 0 && kept.len() > lines {
+            kept.pop_front();
+        }
+        if m.pending == 0 {
+            kept.drain(..).for_each(|l| print(&l));
+            live = true;
+        }
+    }
+    kept.drain(..).for_each(|l| print(&l));
+    Ok(true)
+}
+
+/// What `replay` does with each stored envelope.
+#[derive(Debug, Clone)]
+pub enum ReplayTo {
+    /// Print `time subject [source] body` (or JSON lines).
+    Print {
+        /// One JSON envelope per line.
+        json: bool,
+    },
+    /// Publish again on this subject, with the same id.
+    Subject(String),
+}
+
+/// `switchboard replay`: the stored envelopes on subjects matching
+/// `pattern` stored in `[since, until]`, oldest first. Returns how many.
+pub async fn replay(
+    bus: &Bus,
+    stream: &str,
+    pattern: &Pattern,
+    since: Timestamp,
+    until: Option<Timestamp>,
+    to: &ReplayTo,
+) -> anyhow::Result<u64> {
+    let plan = pattern.nats_plan();
+    let mut reader = match bus
+        .read_stored(stream, &plan.subjects, StartAt::Time(since), false)
+        .await
+    {
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(0),
+        Err(e) if no_stream(&e) => bail!(
+            "{e}; replay needs the durable stream ([stream] in switchboard.toml, JetStream on)"
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let mut count = 0;
+    let mut skipped = 0u64;
+    while let Some(m) = reader.next().await {
+        let m = m?;
+        if until.is_some_and(|u| m.stored_at > u) {
+            break;
+        }
+        if plan.needs_filter && !pattern.matches(&m.subject) {
+            continue;
+        }
+        match to {
+            ReplayTo::Print { json } => {
+                print(&crate::cli::tail_line(&m.subject, &m.payload, false, *json));
+            }
+            ReplayTo::Subject(subject) => match Envelope::from_slice(&m.payload) {
+                Ok(env) => bus
+                    .publish(subject, &env)
+                    .await
+                    .with_context(|| format!("cannot republish on {subject}"))?,
+                Err(_) => {
+                    skipped += 1;
+                    continue;
+                }
+            },
+        }
+        count += 1;
+    }
+    if skipped > 0 {
+        eprintln!("({skipped} stored message(s) were not envelopes and were not republished)");
+    }
+    bus.flush().await?;
+    Ok(count)
+}
