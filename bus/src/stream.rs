@@ -271,6 +271,17 @@ impl Durable {
         Ok(out)
     }
 
+    /// The last stream sequence the server has as acknowledged (every
+    /// message up to it is done). After a crash, a batch written up to
+    /// sequence `n` was acknowledged exactly when this is at least `n`.
+    pub async fn acked_through(&mut self) -> Result<u64, StreamError> {
+        let info = self.consumer.info().await.map_err(|e| StreamError::Read {
+            name: self.stream.clone(),
+            source: Box::new(e),
+        })?;
+        Ok(info.ack_floor.stream_sequence)
+    }
+
     /// Messages stored but not yet acked by this consumer.
     pub async fn pending(&mut self) -> Result<u64, StreamError> {
         let info = self.consumer.info().await.map_err(|e| StreamError::Read {

@@ -1,0 +1,344 @@
+//! Appending batches to files, exactly once, and closing old files.
+//!
+//! Exactly once across crashes comes from an undo journal, not from
+//! reading the files back (a text line has no id, and a file may hold a
+//! corrupt line someone else wrote): before a batch touches any file, the
+//! journal records each file's length and the batch's last stream
+//! sequence, and is synced. After the batch is written (and synced, per
+//! policy) the logger acknowledges it, then deletes the journal. At start,
+//! a journal left behind means a crash between the two: if the stream's
+//! consumer has the batch as acknowledged, the lines stay; otherwise every
+//! file is cut back to its recorded length and the stream delivers the
+//! batch again. A failed write (full disk, no permission) is undone the
+//! same way at once, and retried.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Fsync, LoggerConfig};
+use crate::layout::Entry;
+
+/// Why a batch could not be written (it was undone; nothing partial
+/// stays).
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Writing the journal failed: nothing was written.
+    #[error("cannot write the journal {}: {source}", path.display())]
+    Journal {
+        /// The journal file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Writing a log file failed.
+    #[error("cannot write {}: {source}", path.display())]
+    File {
+        /// The log file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The blocking task writing the batch panicked.
+    #[error("the file writer panicked: {0}")]
+    Panicked(String),
+    /// Undoing a failed batch failed too: the journal stays, and the next
+    /// start (or the next attempt) undoes it.
+    #[error("cannot undo a partial write to {}: {source}", path.display())]
+    Undo {
+        /// The log file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+switchboard_proto::error_kinds! {
+    /// Coarse classes of [`WriteError`].
+    WriteError => WriteErrorKind { Journal, File, Panicked, Undo }
+}
+
+/// What the journal holds: where each file of the batch ended before it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Journal {
+    /// The last stream sequence of the batch.
+    last_seq: u64,
+    /// Absolute path -> length before the batch (0 for a new file).
+    files: BTreeMap<PathBuf, u64>,
+}
+
+/// What recovery did with a journal left by a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovered {
+    /// There was none.
+    Clean,
+    /// The batch had been acknowledged: its lines stay.
+    Kept,
+    /// It had not: its lines were removed, the stream sends them again.
+    Undone,
+}
+
+/// Appends batches under one directory.
+#[derive(Debug)]
+pub struct Writer {
+    dir: PathBuf,
+    journal: PathBuf,
+    fsync: Fsync,
+    rotate_size: u64,
+    compress: bool,
+    /// Files written since the last [`Writer::maintain`].
+    touched: Vec<PathBuf>,
+}
+
+impl Writer {
+    /// A writer for `config`, keeping its journal at `journal`.
+    pub fn new(config: &LoggerConfig, journal: PathBuf) -> Writer {
+        Writer {
+            dir: config.dir.clone(),
+            journal,
+            fsync: config.fsync,
+            rotate_size: config.rotate_size.as_u64(),
+            compress: config.compress,
+            touched: Vec::new(),
+        }
+    }
+
+    /// Take a new config (directory, policies) for the next batches.
+    pub fn reconfigure(&mut self, config: &LoggerConfig) {
+        self.dir = config.dir.clone();
+        self.fsync = config.fsync;
+        self.rotate_size = config.rotate_size.as_u64();
+        self.compress = config.compress;
+    }
+
+    /// The last sequence of a batch left unfinished by a crash, if any.
+    pub fn pending_batch(&self) -> Option<u64> {
+        self.read_journal().map(|j| j.last_seq)
+    }
+
+    fn read_journal(&self) -> Option<Journal> {
+        let bytes = std::fs::read(&self.journal).ok()?;
+        // A journal cut short by a crash while it was being written: the
+        // batch had not started, nothing to undo.
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Settle a journal left by a crash: keep the batch when
+    /// `acked_through` (the consumer's acknowledged sequence) covers it,
+    /// else cut every file back.
+    pub fn recover(&mut self, acked_through: u64) -> Result<Recovered, WriteError> {
+        let Some(journal) = self.read_journal() else {
+            let _ = std::fs::remove_file(&self.journal);
+            return Ok(Recovered::Clean);
+        };
+        if acked_through >= journal.last_seq {
+            self.commit();
+            return Ok(Recovered::Kept);
+        }
+        undo(&journal)?;
+        self.commit();
+        Ok(Recovered::Undone)
+    }
+
+    /// Append `entries` (of a batch ending at stream sequence `last_seq`),
+    /// in order. On error nothing of the batch stays in any file.
+    pub fn write_batch(&mut self, entries: &[Entry], last_seq: u64) -> Result<(), WriteError> {
+        // Lines per file, files in first-seen order.
+        let mut by_file: Vec<(PathBuf, String)> = Vec::new();
+        for e in entries {
+            let path = self.dir.join(&e.path);
+            match by_file.iter_mut().find(|(p, _)| *p == path) {
+                Some((_, text)) => text.push_str(&e.line),
+                None => by_file.push((path, e.line.clone())),
+            }
+        }
+        let journal = Journal {
+            last_seq,
+            files: by_file
+                .iter()
+                .map(|(p, _)| (p.clone(), std::fs::metadata(p).map_or(0, |m| m.len())))
+                .collect(),
+        };
+        self.write_journal(&journal)?;
+        for (path, text) in &by_file {
+            if let Err(source) = self.append(path, text.as_bytes()) {
+                undo(&journal)?;
+                self.commit();
+                return Err(WriteError::File {
+                    path: path.clone(),
+                    source,
+                });
+            }
+        }
+        for (path, _) in by_file {
+            if !self.touched.contains(&path) {
+                self.touched.push(path);
+            }
+        }
+        Ok(())
+    }
+
+    fn write_journal(&self, journal: &Journal) -> Result<(), WriteError> {
+        let fail = |source| WriteError::Journal {
+            path: self.journal.clone(),
+            source,
+        };
+        let bytes = serde_json::to_vec(journal).map_err(|e| fail(io::Error::other(e)))?;
+        let mut f = File::create(&self.journal).map_err(fail)?;
+        f.write_all(&bytes).map_err(fail)?;
+        if self.fsync == Fsync::Batch {
+            f.sync_all().map_err(fail)?;
+        }
+        Ok(())
+    }
+
+    fn append(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+        f.write_all(bytes)?;
+        if self.fsync == Fsync::Batch {
+            f.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// The batch is acknowledged: forget the journal.
+    pub fn commit(&mut self) {
+        let _ = std::fs::remove_file(&self.journal);
+    }
+
+    /// Between batches (no journal): rotate the files written since last
+    /// time that are over `rotate_size`, and compress closed files (rotated
+    /// ones, and files last written before today, UTC). Problems are
+    /// returned as text for the log; they never stop the logger.
+    pub fn maintain(&mut self, sweep: bool) -> Vec<String> {
+        let mut problems = Vec::new();
+        for path in std::mem::take(&mut self.touched) {
+            let big = std::fs::metadata(&path).is_ok_and(|m| m.len() > self.rotate_size);
+            if big {
+                match rotate(&path) {
+                    Ok(closed) if self.compress => {
+                        if let Err(e) = gzip(&closed) {
+                            problems.push(format!("cannot compress {}: {e}", closed.display()));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => problems.push(format!("cannot rotate {}: {e}", path.display())),
+                }
+            }
+        }
+        if sweep && self.compress {
+            let today = start_of_today();
+            let mut old = Vec::new();
+            collect_old(&self.dir, today, &mut old);
+            for path in old {
+                if let Err(e) = gzip(&path) {
+                    problems.push(format!("cannot compress {}: {e}", path.display()));
+                }
+            }
+        }
+        problems
+    }
+}
+
+fn undo(journal: &Journal) -> Result<(), WriteError> {
+    for (path, len) in &journal.files {
+        let cut = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_len(*len).and_then(|()| f.sync_all()));
+        match cut {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(WriteError::Undo {
+                    path: path.clone(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `x/2026-12-01.jsonl` -> `x/2026-12-01.1.jsonl` (the first free number).
+fn rotate(path: &Path) -> io::Result<PathBuf> {
+    let target = numbered(path, |p| p.exists() || gz_name(p).exists());
+    std::fs::rename(path, &target)?;
+    Ok(target)
+}
+
+/// `stem.N.ext` for the first N from 1 where `taken` is false.
+fn numbered(path: &Path, taken: impl Fn(&Path) -> bool) -> PathBuf {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("log");
+    let ext = path.extension().and_then(|s| s.to_str()).unwrap_or("log");
+    (1u32..)
+        .map(|n| path.with_file_name(format!("{stem}.{n}.{ext}")))
+        .find(|p| !taken(p))
+        .unwrap_or_else(|| path.with_extension("overflow"))
+}
+
+fn gz_name(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".gz");
+    PathBuf::from(name)
+}
+
+/// Compress `path` to `path.gz` (a numbered name if that exists), through
+/// a temporary file so a crash leaves either the file or the archive.
+fn gzip(path: &Path) -> io::Result<()> {
+    let mut target = gz_name(path);
+    if target.exists() {
+        target = gz_name(&numbered(path, |p| p.exists() || gz_name(p).exists()));
+    }
+    let mut tmp = target.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut input = File::open(path)?;
+        let out = File::create(&tmp)?;
+        let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+        io::copy(&mut input, &mut enc)?;
+        enc.finish()?.sync_all()?;
+    }
+    std::fs::rename(&tmp, &target)?;
+    std::fs::remove_file(path)
+}
+
+fn start_of_today() -> std::time::SystemTime {
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs - secs % 86_400)
+}
+
+/// Uncompressed log files under `dir` last written before `before`; also
+/// removes temporary archives a crash left.
+fn collect_old(dir: &Path, before: std::time::SystemTime, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let Ok(meta) = e.metadata() else { continue };
+        if meta.is_dir() {
+            collect_old(&path, before, out);
+            continue;
+        }
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.ends_with(".gz.tmp") {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        let ours = name.ends_with(".jsonl") || name.ends_with(".log");
+        if ours && meta.modified().is_ok_and(|m| m < before) {
+            out.push(path);
+        }
+    }
+}
