@@ -246,6 +246,8 @@ impl Stored {
 pub struct Durable {
     stream: String,
     consumer: consumer::PullConsumer,
+    /// The acknowledged position it was opened at.
+    floor: u64,
 }
 
 impl Durable {
@@ -265,7 +267,7 @@ impl Durable {
             .map_err(|e| read(Box::new(e)))?;
         let mut out = Vec::new();
         while let Some(m) = batch.next().await {
-            let m = m.map_err(|e| read(e))?;
+            let m = m.map_err(&read)?;
             out.push(Stored::from_message(&self.stream, m)?);
         }
         Ok(out)
@@ -279,7 +281,7 @@ impl Durable {
             name: self.stream.clone(),
             source: Box::new(e),
         })?;
-        Ok(info.ack_floor.stream_sequence)
+        Ok(info.ack_floor.stream_sequence.max(self.floor))
     }
 
     /// Messages stored but not yet acked by this consumer.
@@ -412,7 +414,8 @@ impl Bus {
         Ok(ack.sequence)
     }
 
-    /// The durable consumer `name` on `stream` (created if missing), with
+    /// The durable consumer `name` on `stream` (created if missing; an
+    /// existing one continues after its last acknowledged message), with
     /// explicit acks where an ack covers everything before it, reading the
     /// subjects matching `filters` (NATS wildcards; empty = all). Messages
     /// not acked within `ack_wait` are delivered again.
@@ -426,7 +429,7 @@ impl Bus {
     ) -> Result<Durable, StreamError> {
         let js = self.jetstream();
         let s = get_stream(&js, stream).await?;
-        let config = consumer::pull::Config {
+        let mut config = consumer::pull::Config {
             durable_name: Some(name.to_string()),
             description: Some("Switchboard durable consumer".into()),
             ack_policy: consumer::AckPolicy::All,
@@ -449,34 +452,31 @@ impl Bus {
             name: stream.to_string(),
             source,
         };
-        // An existing consumer keeps its position; only its filters and
-        // ack wait may change (the start policy cannot).
-        let consumer = match s.get_consumer::<consumer::pull::Config>(name).await {
-            Ok(c) => {
-                let have = c.cached_info().config.clone();
-                if have.filter_subject != config.filter_subject
-                    || have.filter_subjects != config.filter_subjects
-                    || have.ack_wait != config.ack_wait
-                {
-                    let updated = consumer::pull::Config {
-                        deliver_policy: have.deliver_policy,
-                        ..config
-                    };
-                    s.update_consumer(updated)
-                        .await
-                        .map_err(|e| consumer_error(Box::new(e)))?
-                } else {
-                    c
-                }
-            }
-            Err(_) => s
-                .create_consumer(config)
+        // An existing consumer is re-made at its acknowledged position:
+        // what a crashed reader had fetched but not acknowledged comes
+        // again at once and in order (not after `ack_wait`, behind newer
+        // messages, where an ack of a later one would cover it), and new
+        // filters apply without losing the position.
+        let mut floor = 0;
+        if let Ok(mut old) = s.get_consumer::<consumer::pull::Config>(name).await {
+            let info = old.info().await.map_err(|e| consumer_error(Box::new(e)))?;
+            floor = info.ack_floor.stream_sequence;
+            let started = info.delivered.stream_sequence > 0 || floor > 0;
+            s.delete_consumer(name)
                 .await
-                .map_err(|e| consumer_error(Box::new(e)))?,
-        };
+                .map_err(|e| consumer_error(Box::new(e)))?;
+            if started {
+                config.deliver_policy = StartAt::Seq(floor + 1).policy();
+            }
+        }
+        let consumer = s
+            .create_consumer(config)
+            .await
+            .map_err(|e| consumer_error(Box::new(e)))?;
         Ok(Durable {
             stream: stream.to_string(),
             consumer,
+            floor,
         })
     }
 

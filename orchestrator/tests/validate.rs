@@ -12,7 +12,7 @@ use serde_json::json;
 use switchboard_orchestrator::config::{Config, ConfigError, LogFormat};
 use switchboard_orchestrator::manifest::{
     load_dir, load_file, parse_manifest, ApiGrant, Backoff, Change, Control, CrashLoop, Manifest,
-    Problem, RestartPolicy, SecretError, SecretRef,
+    Problem, RestartPolicy, SecretError, SecretRef, StreamGrant,
 };
 use switchboard_proto::OperatorId;
 
@@ -438,6 +438,7 @@ fn full_manifest_round_trips_to_the_expected_struct() {
             "sb.event.#".into(),
         ],
         api: vec![ApiGrant::Status, ApiGrant::Logs],
+        stream: vec![StreamGrant::Consume],
         inherit_env: vec!["PATH".into(), "LANG".into()],
         nats_creds: Some(dir.join("nats/full.creds")),
         nats_nkey: None,

@@ -138,7 +138,10 @@ impl LoggerConfig {
                 .map_err(|e| format!("`subjects`: `{s}` is not a pattern: {e}"))?;
         }
         if !(1..=10_000).contains(&self.batch) {
-            return Err(format!("`batch` = {} must be between 1 and 10000", self.batch));
+            return Err(format!(
+                "`batch` = {} must be between 1 and 10000",
+                self.batch
+            ));
         }
         if self.rotate_size.as_u64() < 4096 {
             return Err("`rotate_size` is under 4 KiB; give something like \"64MiB\"".into());

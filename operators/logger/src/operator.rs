@@ -54,6 +54,8 @@ impl Operator for Logger {
             .state_dir()
             .ok_or("no state directory (SWITCHBOARD_STATE_DIR): the journal needs one")?
             .to_path_buf();
+        std::fs::create_dir_all(&state)
+            .map_err(|e| format!("cannot create the state directory {}: {e}", state.display()))?;
         let stats = ctx.bus().stats();
         let counters = Counters {
             written: stats.counter("lines_written"),
@@ -79,9 +81,13 @@ impl Operator for Logger {
             match writer.recover(acked)? {
                 Recovered::Undone => {
                     counters.undone.inc();
-                    tracing::warn!("undid a batch a crash left unacknowledged; the stream sends it again");
+                    tracing::warn!(
+                        "undid a batch a crash left unacknowledged; the stream sends it again"
+                    );
                 }
-                Recovered::Kept => tracing::info!("a batch written before a crash was acknowledged; kept"),
+                Recovered::Kept => {
+                    tracing::info!("a batch written before a crash was acknowledged; kept")
+                }
                 Recovered::Clean => {}
             }
         }
@@ -135,10 +141,8 @@ pub fn filters(subjects: &[String]) -> Vec<String> {
     for s in subjects {
         let Ok(p) = Pattern::parse(s) else { continue };
         for subject in p.nats_plan().subjects {
-            if subject.contains('.') || subject == ">" {
-                if !out.contains(&subject) {
-                    out.push(subject);
-                }
+            if (subject.contains('.') || subject == ">") && !out.contains(&subject) {
+                out.push(subject);
             }
         }
     }
@@ -195,7 +199,13 @@ impl Run {
                 if new.subjects != current.subjects {
                     match self
                         .bus
-                        .durable(&self.stream, &self.id, &filters(&new.subjects), ACK_WAIT, StartAt::First)
+                        .durable(
+                            &self.stream,
+                            &self.id,
+                            &filters(&new.subjects),
+                            ACK_WAIT,
+                            StartAt::First,
+                        )
                         .await
                     {
                         Ok(d) => durable = d,
@@ -212,7 +222,8 @@ impl Run {
             let mut batch = match batch {
                 Ok(b) => b,
                 Err(e) => {
-                    self.health.set(Health::Degraded, format!("cannot read the stream: {e}"));
+                    self.health
+                        .set(Health::Degraded, format!("cannot read the stream: {e}"));
                     backoff.wait(&mut stop).await;
                     continue;
                 }
@@ -254,7 +265,8 @@ impl Run {
                     Some(ack) => match ack.await {
                         Ok(()) => acked = true,
                         Err(e) => {
-                            self.health.set(Health::Degraded, format!("cannot acknowledge: {e}"));
+                            self.health
+                                .set(Health::Degraded, format!("cannot acknowledge: {e}"));
                             if *stop.borrow() {
                                 // Left to the journal: the next start settles it.
                                 return;

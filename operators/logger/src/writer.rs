@@ -199,7 +199,16 @@ impl Writer {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)?;
+        // A file whose last line was cut (by someone else, or a disk that
+        // filled) gets a newline first, so our lines stay whole.
+        if ends_without_newline(&mut f)? {
+            f.write_all(b"\n")?;
+        }
         f.write_all(bytes)?;
         if self.fsync == Fsync::Batch {
             f.sync_data()?;
@@ -244,6 +253,18 @@ impl Writer {
         }
         problems
     }
+}
+
+fn ends_without_newline(f: &mut File) -> io::Result<bool> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let len = f.metadata()?.len();
+    if len == 0 {
+        return Ok(false);
+    }
+    f.seek(SeekFrom::Start(len - 1))?;
+    let mut last = [0u8; 1];
+    f.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
 }
 
 fn undo(journal: &Journal) -> Result<(), WriteError> {

@@ -305,7 +305,8 @@ pub enum StreamGrant {
     /// Read the whole stream through one durable consumer named after the
     /// operator (a logger, an archiver): chat, send requests, every
     /// operator's output and lifecycle events. Only its own consumer: it
-    /// cannot create others, delete anything or read others' positions.
+    /// cannot create others, delete anything but its own consumer (re-made at
+    /// each start) or read others' positions.
     Consume,
 }
 
@@ -324,6 +325,7 @@ impl StreamGrant {
                 format!("$JS.API.CONSUMER.CREATE.{stream}.{id}.>"),
                 format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{id}"),
                 format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{id}"),
+                format!("$JS.API.CONSUMER.DELETE.{stream}.{id}"),
                 format!("$JS.ACK.{stream}.{id}.>"),
             ],
         }
