@@ -70,7 +70,7 @@ pub fn init_tracing_with(default_filter: &str, json: bool) {
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new(default_filter));
-    let json = match std::env::var("SWITCHBOARD_LOG_FORMAT").as_deref() {
+    let json = match std::env::var(switchboard_proto::launch::LOG_FORMAT).as_deref() {
         Ok("json") => true,
         Ok("text") => false,
         _ => json,

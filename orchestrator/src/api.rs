@@ -185,6 +185,7 @@ mod tests {
     #[test]
     fn long_log_replies_keep_the_newest_lines_that_fit() {
         let line = |i: usize| LogLine {
+            fields: None,
             id: "p".into(),
             stream: "stderr".into(),
             line: format!("{i:05}{}", "x".repeat(16 * 1024 - 5)),

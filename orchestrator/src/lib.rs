@@ -23,5 +23,6 @@ pub mod manifest;
 pub mod nats_server;
 pub mod outbox;
 pub mod process;
+pub mod structured;
 pub mod supervisor;
 pub mod systemd;

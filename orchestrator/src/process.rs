@@ -331,12 +331,17 @@ async fn pump(
         while matches!(buf.last(), Some(b'\n' | b'\r')) {
             buf.pop();
         }
-        let text = String::from_utf8_lossy(&buf).into_owned();
+        let raw = String::from_utf8_lossy(&buf).into_owned();
+        let (text, fields) = match crate::structured::parse(&raw) {
+            Some((text, fields)) => (text, Some(fields)),
+            None => (raw, None),
+        };
         tracing::info!(target: "switchboard::operator", operator = %id, stream, "{text}");
         let line = LogLine {
             id: id.to_string(),
             stream: stream.to_string(),
             line: text,
+            fields,
             timestamp: Timestamp::now(),
         };
         if let Some(outbox) = &outbox {

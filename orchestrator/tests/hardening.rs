@@ -386,14 +386,20 @@ async fn log_format_from_the_config_is_used() {
     }
 }
 
-/// `switchboard logs` on an operator that printed 100 lines of 16 KiB:
-/// the reply fits one NATS message (the newest lines, the rest counted),
-/// instead of never arriving and blaming a daemon that is running.
+/// `switchboard logs` on an operator that printed 100 lines of 16 KiB,
+/// from the daemon's memory (no durable stream: JetStream off): the reply
+/// fits one NATS message (the newest lines, the rest counted), instead of
+/// never arriving and blaming a daemon that is running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_of_long_lines_fit_one_reply() {
     let manifest = "id = \"wide\"\ncommand = \"/bin/sh\"\ncontrol = \"signals\"\nstop_timeout = \"1s\"\n\
          args = [\"-c\", \"i=0; while [ $i -lt 100 ]; do head -c 16383 /dev/zero | tr '\\\\0' x; echo; i=$((i+1)); done; echo done; exec sleep 30\"]\n";
-    let d = Daemon::start(&[("wide.toml", manifest.to_string())]).await;
+    let d = Daemon::start_with(
+        &[("wide.toml", manifest.to_string())],
+        &[],
+        "jetstream = false",
+    )
+    .await;
     d.wait_running("wide").await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {

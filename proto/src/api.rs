@@ -228,8 +228,14 @@ pub struct LogLine {
     pub id: String,
     /// `stdout` or `stderr`.
     pub stream: String,
-    /// The line, without its newline (lossily decoded as UTF-8).
+    /// The line, without its newline (lossily decoded as UTF-8); for a
+    /// structured line (below), a readable rendering of it.
     pub line: String,
+    /// The line as the operator's structured log wrote it, when it is a
+    /// JSON object (the Rust SDK's `tracing` JSON: `level`, `fields` with
+    /// `message`, `target`, `spans`, ...), so tools need not parse text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<serde_json::Map<String, serde_json::Value>>,
     /// When the orchestrator read it.
     pub timestamp: Timestamp,
 }

@@ -71,6 +71,12 @@ pub const HEARTBEAT_MS: &str = "SWITCHBOARD_HEARTBEAT_MS";
 /// Not secret.
 pub const CONTROL: &str = "SWITCHBOARD_CONTROL";
 
+/// `json` or `text`: the format of the operator's own log lines (the Rust
+/// SDK's `tracing` output). The orchestrator sets `json` unless the
+/// manifest's `[env]` says otherwise, and turns each JSON line back into
+/// fields and a readable line ([`crate::api::LogLine`]). Not secret.
+pub const LOG_FORMAT: &str = "SWITCHBOARD_LOG_FORMAT";
+
 /// [`CONTROL`] value: control requests over NATS.
 pub const CONTROL_NATS: &str = "nats";
 /// [`CONTROL`] value: control by Unix signals.

@@ -102,40 +102,23 @@ impl Daemon {
     /// Start a daemon on `dir/switchboard.toml` (with `dir/run` as its
     /// runtime dir, the default), which the caller wrote.
     pub async fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Daemon {
-        let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .arg("run")
-            .arg("--config")
-            .arg(dir.path().join("switchboard.toml"))
-            .env("SWITCHBOARD_LOG", "info")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn switchboard");
-        let runtime = dir.path().join("run/switchboard.json");
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let info: RuntimeInfo = loop {
-            if let Ok(bytes) = std::fs::read(&runtime) {
-                if let Ok(info) = serde_json::from_slice(&bytes) {
-                    break info;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "daemon never wrote {}",
-                runtime.display()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let bus = Bus::connect(&info.bus_options(), "test").await.unwrap();
+        let (child, bus, info) = spawn_in(dir.path(), env).await;
         Daemon {
             dir,
             child: Some(child),
             bus,
             info,
         }
+    }
+
+    /// Stop the daemon (SIGTERM) and start a new one on the same
+    /// directory: same config, manifests and state.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let (child, bus, info) = spawn_in(self.dir.path(), &[]).await;
+        self.child = Some(child);
+        self.bus = bus;
+        self.info = info;
     }
 
     pub fn pid(&self) -> u32 {
@@ -254,6 +237,45 @@ impl Daemon {
         self.bus.sync().await.unwrap();
         sub
     }
+}
+
+/// Run `switchboard run` on `dir/switchboard.toml` (its stderr appended
+/// to `dir/daemon.log`) and connect once its runtime file is there.
+async fn spawn_in(dir: &Path, env: &[(&str, &str)]) -> (tokio::process::Child, Bus, RuntimeInfo) {
+    let runtime = dir.join("run/switchboard.json");
+    let _ = std::fs::remove_file(&runtime);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("daemon.log"))
+        .unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("run")
+        .arg("--config")
+        .arg(dir.join("switchboard.toml"))
+        .env("SWITCHBOARD_LOG", "info")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn switchboard");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let info: RuntimeInfo = loop {
+        if let Ok(bytes) = std::fs::read(&runtime) {
+            if let Ok(info) = serde_json::from_slice(&bytes) {
+                break info;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "daemon never wrote {}",
+            runtime.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let bus = Bus::connect(&info.bus_options(), "test").await.unwrap();
+    (child, bus, info)
 }
 
 /// Whether a process exists (and is not a zombie).

@@ -89,6 +89,9 @@ impl Actor {
             .filter_map(|name| Some((name.clone(), std::env::var(name).ok()?)))
             .collect();
         env.extend([
+            // Structured lines, which the daemon renders and forwards with
+            // their fields; the manifest's [env] may say "text".
+            (launch::LOG_FORMAT.into(), "json".into()),
             (launch::ID.into(), self.id.to_string()),
             (launch::CONFIG.into(), config_json),
             (launch::CONFIG_FILE.into(), path(&config_file)),

@@ -1,0 +1,217 @@
+//! The durable stream end to end, through a real daemon: `logs` after a
+//! daemon restart, `replay` of a time window, and the logger operator
+//! under the daemon with only its `stream = ["consume"]` grant.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{path_str, Daemon, WAIT};
+use futures::StreamExt as _;
+use switchboard_bus::Envelope;
+
+/// `switchboard <args> --config <the daemon's>`: stdout, stderr, success.
+fn cli(d: &Daemon, args: &[&str]) -> (String, String, bool) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(args)
+        .arg("--config")
+        .arg(d.config_path())
+        .output()
+        .expect("run switchboard");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
+}
+
+async fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn chatty(id: &str, enabled: bool) -> String {
+    format!(
+        "id = \"{id}\"\ncommand = \"/bin/sh\"\nargs = [\"-c\", \"echo said-on-stderr-{id} >&2; exec sleep 300\"]\n\
+         control = \"signals\"\nenabled = {enabled}\nstop_timeout = \"1s\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_come_from_the_stream_after_a_daemon_restart() {
+    let mut d = Daemon::start(&[("chatty.toml", chatty("chatty", true))]).await;
+    eventually("the stderr line in `logs`", || {
+        cli(&d, &["logs", "chatty"])
+            .0
+            .contains("said-on-stderr-chatty")
+    })
+    .await;
+    // Disabled in the next daemon: its lines can only come from the stream.
+    d.write_manifest("chatty.toml", &chatty("chatty", false));
+    d.restart().await;
+    let (out, err, ok) = cli(&d, &["logs", "chatty"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("stderr: said-on-stderr-chatty"),
+        "{out}\n{err}"
+    );
+    // Lifecycle events are there too, and `--since` narrows the window.
+    assert!(out.contains("-> running"), "{out}");
+    assert!(out.contains("-> disabled"), "{out}");
+    let (recent, _, _) = cli(&d, &["logs", "chatty", "--since", "1ms"]);
+    assert!(!recent.contains("said-on-stderr"), "{recent}");
+    let (bad, err, ok) = cli(&d, &["logs", "chatty", "--since", "yesterday"]);
+    assert!(!ok && bad.is_empty(), "{bad}");
+    assert!(err.contains("neither a duration ago"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_returns_exactly_a_time_window_and_republishes_with_the_same_ids() {
+    let d = Daemon::start(&[]).await;
+    let subject = "chat.test.net.room.message";
+    let mut publish = |tag: &'static str| {
+        let bus = d.bus.clone();
+        async move {
+            for i in 0..3 {
+                let env = Envelope::new("test", serde_json::json!({"text": format!("{tag}-{i}")}))
+                    .with_header("id", format!("{tag}-{i}"));
+                bus.publish_stored(subject, &env).await.expect("stored");
+            }
+        }
+    };
+    publish("before").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t1 = switchboard_proto::Timestamp::now().to_string();
+    publish("inside").await;
+    let t2 = switchboard_proto::Timestamp::now().to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publish("after").await;
+
+    let (out, err, ok) = cli(
+        &d,
+        &["replay", "chat.#", "--since", &t1, "--until", &t2, "--json"],
+    );
+    assert!(ok, "{err}");
+    let ids: Vec<String> = out
+        .lines()
+        .map(|l| {
+            let env = Envelope::from_slice(l.as_bytes()).expect("an envelope per line");
+            env.id().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids, ["inside-0", "inside-1", "inside-2"], "{out}");
+
+    let mut again = d
+        .bus
+        .subscribe_raw("chat.replayed.x.y.message")
+        .await
+        .unwrap();
+    d.bus.sync().await.unwrap();
+    let (_, err, ok) = cli(
+        &d,
+        &[
+            "replay",
+            "chat.test.#",
+            "--since",
+            &t1,
+            "--until",
+            &t2,
+            "--to",
+            "chat.replayed.x.y.message",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("republished 3 envelope(s)"), "{err}");
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let m = tokio::time::timeout(WAIT, again.next())
+            .await
+            .unwrap()
+            .unwrap();
+        got.push(
+            Envelope::from_slice(&m.payload)
+                .unwrap()
+                .id()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(got, ["inside-0", "inside-1", "inside-2"]);
+}
+
+fn logger_manifest(dir: &std::path::Path, grant: bool) -> String {
+    format!(
+        "id = \"logger\"\ncommand = \"{}\"\npublish = []\nsubscribe = []\n{}\
+         heartbeat_interval = \"200ms\"\n\n[config]\ndir = \"{}\"\n",
+        switchboard_testkit::bin_path("switchboard-logger").display(),
+        if grant {
+            "stream = [\"consume\"]\n"
+        } else {
+            ""
+        },
+        path_str(dir)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_logger_under_the_daemon_needs_its_stream_grant_and_nothing_more() {
+    let logs = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&[("logger.toml", logger_manifest(logs.path(), true))]).await;
+    d.wait_running("logger").await;
+    let env = Envelope::new("test", serde_json::json!({"sender": "ann", "text": "kept"}))
+        .with_header("id", "kept-1");
+    d.bus
+        .publish("chat.test.net.room.message", &env)
+        .await
+        .unwrap();
+    let date = {
+        let t = switchboard_proto::Timestamp::now()
+            .as_offset_date_time()
+            .date();
+        format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
+    };
+    let chat_file = logs
+        .path()
+        .join("test.net/room")
+        .join(format!("{date}.jsonl"));
+    eventually("the chat line on disk", || {
+        std::fs::read_to_string(&chat_file).is_ok_and(|t| t.contains("\"kept-1\""))
+    })
+    .await;
+    // Its own output and lifecycle went through the stream as well.
+    let own = logs
+        .path()
+        .join("switchboard/logger")
+        .join(format!("{date}.jsonl"));
+    eventually("the logger's own lines on disk", || {
+        std::fs::read_to_string(&own).is_ok_and(|t| t.contains("sb.event.logger"))
+    })
+    .await;
+
+    // Without the grant the server refuses its consumer: it cannot start,
+    // and says why.
+    d.write_manifest("logger.toml", &logger_manifest(logs.path(), false));
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, err, ok) = cli(&d, &["ctl", "restart", "logger"]);
+    assert!(ok, "{err}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (out, _, _) = cli(&d, &["logs", "logger", "-n", "50"]);
+        if out.contains("ermission") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no permission error in:\n{out}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
