@@ -76,7 +76,7 @@ async fn logs_come_from_the_stream_after_a_daemon_restart() {
 async fn replay_returns_exactly_a_time_window_and_republishes_with_the_same_ids() {
     let d = Daemon::start(&[]).await;
     let subject = "chat.test.net.room.message";
-    let mut publish = |tag: &'static str| {
+    let publish = |tag: &'static str| {
         let bus = d.bus.clone();
         async move {
             for i in 0..3 {
