@@ -32,6 +32,8 @@ pub struct Binaries {
     pub switchboard: PathBuf,
     /// `switchboard-pingbot`, the operator under supervision.
     pub pingbot: PathBuf,
+    /// `switchboard-logger`, for the durable path.
+    pub logger: PathBuf,
     /// The nats-server the daemon embeds.
     pub nats_server: PathBuf,
 }
@@ -59,6 +61,7 @@ impl Binaries {
         Ok(Binaries {
             switchboard: find("switchboard")?,
             pingbot: find("switchboard-pingbot")?,
+            logger: find("switchboard-logger")?,
             nats_server: switchboard_testkit::nats_server_bin()
                 .context("looking for nats-server (make tools)")?,
         })

@@ -13,6 +13,10 @@
 //!    with the bus's decoder, CPU per delivered message (client and
 //!    server), and the single-thread cost of the bus's own steps.
 //!
+//! The durable half (`durable.rs`) measures envelopes per second through
+//! the JetStream stream and the logger to disk beside the core bus, and
+//! the delay from publish to the line on disk.
+//!
 //! Ratios are only meaningful within one run on one machine, which is why
 //! raw and bus runs are interleaved rather than measured separately.
 //! Missed targets are reported, not fatal: the exit status is 0 unless the
@@ -21,6 +25,7 @@
 mod cost;
 mod cpu;
 mod daemon;
+mod durable;
 mod icount;
 mod latency;
 mod machine;
@@ -111,6 +116,8 @@ struct Args {
 enum Half {
     /// The bus against raw async-nats.
     Bus,
+    /// The durable stream and the logger against the core bus.
+    Durable,
     /// The orchestrator: cold start, crash recovery, idle footprint.
     Supervision,
 }
@@ -270,16 +277,18 @@ fn main() -> anyhow::Result<()> {
             .block_on(icount::child(url, case, messages, args.window));
     }
     let bin = switchboard_testkit::nats_server_bin().context("looking for nats-server")?;
-    let (bus, supervision) = match args.only {
-        None => (true, true),
-        Some(Half::Bus) => (true, false),
-        Some(Half::Supervision) => (false, true),
+    let (bus, durable, supervision) = match args.only {
+        None => (true, true, true),
+        Some(Half::Bus) => (true, false, false),
+        Some(Half::Durable) => (false, true, false),
+        Some(Half::Supervision) => (false, false, true),
     };
     println!(
         "switchboard bench: {}",
-        match (bus, supervision) {
-            (true, true) => "bus vs raw async-nats, orchestrator vs s6 and supervisord, same run",
-            (true, false) => "bus vs raw async-nats, same run, same server",
+        match (bus, durable, supervision) {
+            (true, true, true) => "bus vs raw async-nats, stream + logger vs core bus, orchestrator vs s6 and supervisord, same run",
+            (true, _, false) => "bus vs raw async-nats, same run, same server",
+            (false, true, false) => "stream + logger to disk vs the core bus, same run, same server",
             _ => "orchestrator vs s6 and supervisord, same run",
         }
     );
@@ -298,6 +307,15 @@ fn main() -> anyhow::Result<()> {
         // runs so that they disturb none of them.
         icount_table(&args, &server.url(), &mut summary)?;
         summary.bus_ran = true;
+    }
+    if durable {
+        let server = NatsServer::start().context("starting nats-server")?;
+        let bins = daemon::Binaries::find()?;
+        runtime.block_on(durable::run(
+            &server.url(),
+            &bins.logger,
+            durable::Settings::new(args.quick),
+        ))?;
     }
     if supervision {
         let settings = supervision::Settings::new(args.quick, args.kills);

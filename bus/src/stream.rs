@@ -535,6 +535,43 @@ impl Bus {
     }
 }
 
+/// How full a stream is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamState {
+    /// Messages kept.
+    pub messages: u64,
+    /// Bytes kept.
+    pub bytes: u64,
+    /// Its size limit.
+    pub max_bytes: u64,
+    /// When the oldest kept message was stored (none when empty).
+    pub oldest: Option<Timestamp>,
+    /// Consumers.
+    pub consumers: u64,
+}
+
+impl Bus {
+    /// How full stream `name` is.
+    pub async fn stream_state(&self, name: &str) -> Result<StreamState, StreamError> {
+        let js = self.jetstream();
+        let mut s = get_stream(&js, name).await?;
+        let info = s.info().await.map_err(|e| StreamError::Read {
+            name: name.to_string(),
+            source: Box::new(e),
+        })?;
+        let st = &info.state;
+        Ok(StreamState {
+            messages: st.messages,
+            bytes: st.bytes,
+            max_bytes: u64::try_from(info.config.max_bytes).unwrap_or(0),
+            oldest: (st.messages > 0)
+                .then(|| Timestamp::from_offset_date_time(st.first_timestamp).ok())
+                .flatten(),
+            consumers: u64::try_from(st.consumer_count).unwrap_or(0),
+        })
+    }
+}
+
 async fn get_stream(js: &jetstream::Context, name: &str) -> Result<stream::Stream, StreamError> {
     match js.get_stream(name).await {
         Ok(s) => Ok(s),

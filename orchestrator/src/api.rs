@@ -11,7 +11,8 @@ use futures::StreamExt;
 use serde::Serialize;
 use switchboard_bus::{Bus, RawMessage};
 use switchboard_proto::api::{
-    methods, CtlReply, CtlRequest, LogLine, LogsReply, LogsRequest, StatusReply, LOGS_REPLY_BUDGET,
+    methods, CtlReply, CtlRequest, LogLine, LogsReply, LogsRequest, StatusReply, StreamStatus,
+    LOGS_REPLY_BUDGET,
 };
 use switchboard_proto::{api_subject, SbSubject};
 use tokio_util::sync::CancellationToken;
@@ -27,6 +28,8 @@ pub struct DaemonInfo {
     pub nats_url: String,
     /// Whether it runs the server.
     pub nats_embedded: bool,
+    /// The durable stream's name, when it keeps one.
+    pub stream: Option<String>,
 }
 
 /// API requests handled at once; more are answered "busy" at once instead
@@ -84,6 +87,33 @@ pub async fn serve(
     }
 }
 
+/// The stream's figures for status; JetStream trouble is said in the
+/// reply, never a reason for status to fail or hang.
+async fn stream_status(bus: &Bus, name: &str) -> StreamStatus {
+    let empty = |error: String| StreamStatus {
+        name: name.to_owned(),
+        messages: 0,
+        bytes: 0,
+        max_bytes: 0,
+        oldest: None,
+        consumers: 0,
+        error: Some(error),
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(2), bus.stream_state(name)).await {
+        Ok(Ok(s)) => StreamStatus {
+            name: name.to_owned(),
+            messages: s.messages,
+            bytes: s.bytes,
+            max_bytes: s.max_bytes,
+            oldest: s.oldest,
+            consumers: s.consumers,
+            error: None,
+        },
+        Ok(Err(e)) => empty(e.to_string()),
+        Err(_) => empty("JetStream did not answer within 2 s".to_owned()),
+    }
+}
+
 async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) -> serde_json::Value {
     let bad = |e: String| serde_json::json!({ "error": e });
     let method = match SbSubject::parse(&msg.subject) {
@@ -102,6 +132,10 @@ async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) ->
                 operators: supervisor.status(),
                 log_lines_dropped: supervisor.outbox().log_lines_dropped(),
                 events_dropped: supervisor.outbox().events_dropped(),
+                stream: match &info.stream {
+                    Some(name) => Some(stream_status(supervisor.bus(), name).await),
+                    None => None,
+                },
             };
             json(&reply)
         }

@@ -612,6 +612,25 @@ pub fn status_table(status: &StatusReply) -> String {
     if status.operators.is_empty() {
         out.push_str("(no operators: add manifests to the manifests directory and send SIGHUP)\n");
     }
+    if let Some(s) = &status.stream {
+        match &s.error {
+            Some(e) => out.push_str(&format!("stream {}: {e}\n", s.name)),
+            None => {
+                let percent = (s.bytes as f64 * 100.0 / s.max_bytes.max(1) as f64).min(100.0);
+                out.push_str(&format!(
+                    "stream {}: {} message(s), {} of {} ({percent:.0}%), {} consumer(s){}\n",
+                    s.name,
+                    s.messages,
+                    bytesize::ByteSize(s.bytes).display().iec(),
+                    bytesize::ByteSize(s.max_bytes).display().iec(),
+                    s.consumers,
+                    s.oldest
+                        .map(|t| format!(", oldest {t}"))
+                        .unwrap_or_default(),
+                ));
+            }
+        }
+    }
     out
 }
 
@@ -624,6 +643,15 @@ fn note(o: &OperatorStatus) -> String {
         .or(o.last_exit.as_deref())
         .unwrap_or("")
         .to_owned();
+    if o.ignored_lifecycle > 0 {
+        if !note.is_empty() {
+            note.push_str("; ");
+        }
+        note.push_str(&format!(
+            "{} lifecycle message(s) from another process ignored",
+            o.ignored_lifecycle
+        ));
+    }
     if !o.health.is_ok() {
         if !note.is_empty() {
             note.push_str("; ");
@@ -632,15 +660,6 @@ fn note(o: &OperatorStatus) -> String {
             "{}: {}",
             o.health.as_str(),
             o.health_reason.as_deref().unwrap_or("no reason given")
-        ));
-    }
-    if o.ignored_lifecycle > 0 {
-        if !note.is_empty() {
-            note.push_str("; ");
-        }
-        note.push_str(&format!(
-            "{} lifecycle message(s) from another process ignored",
-            o.ignored_lifecycle
         ));
     }
     note
@@ -727,7 +746,8 @@ mod output_tests {
     fn status_shows_what_is_worth_a_look() {
         let op: OperatorStatus = serde_json::from_value(serde_json::json!({
             "id": "p", "state": "running", "restarts": 0, "control": "nats",
-            "last_exit": "killed by SIGKILL", "ignored_lifecycle": 3
+            "last_exit": "killed by SIGKILL", "ignored_lifecycle": 3,
+            "health": "degraded", "health_reason": "cannot write /logs: Permission denied"
         }))
         .unwrap();
         let status = StatusReply {
@@ -739,8 +759,27 @@ mod output_tests {
             operators: vec![op],
             log_lines_dropped: 7,
             events_dropped: 0,
+            stream: Some(switchboard_proto::api::StreamStatus {
+                name: "SWITCHBOARD".into(),
+                messages: 12,
+                bytes: 1536,
+                max_bytes: 1 << 20,
+                oldest: None,
+                consumers: 1,
+                error: None,
+            }),
         };
         let table = status_table(&status);
+        assert!(
+            table.contains("degraded: cannot write /logs: Permission denied"),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "stream SWITCHBOARD: 12 message(s), 1.5 KiB of 1.0 MiB (0%), 1 consumer(s)"
+            ),
+            "{table}"
+        );
         assert!(
             table
                 .contains("killed by SIGKILL; 3 lifecycle message(s) from another process ignored"),

@@ -236,6 +236,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             started,
             nats_url: nats_url.clone(),
             nats_embedded: embedded.is_some(),
+            stream: info.stream.clone(),
         },
         shutdown.clone(),
     ));

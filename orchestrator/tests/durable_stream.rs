@@ -185,6 +185,11 @@ async fn the_logger_under_the_daemon_needs_its_stream_grant_and_nothing_more() {
         std::fs::read_to_string(&chat_file).is_ok_and(|t| t.contains("\"kept-1\""))
     })
     .await;
+    // Status says how full the stream is, and who reads it.
+    let stream = d.status().await.stream.expect("stream in status");
+    assert_eq!(stream.name, "SWITCHBOARD");
+    assert!(stream.messages >= 1 && stream.consumers == 1, "{stream:?}");
+    assert!(stream.error.is_none(), "{stream:?}");
     // Its own output and lifecycle went through the stream as well.
     let own = logs
         .path()

@@ -163,6 +163,30 @@ pub struct StatusReply {
     /// `sb.event.*` messages dropped the same way.
     #[serde(default)]
     pub events_dropped: u64,
+    /// The durable stream, when the daemon keeps one: how full it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamStatus>,
+}
+
+/// How full the durable stream is (a part of [`StatusReply`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamStatus {
+    /// Its name.
+    pub name: String,
+    /// Messages kept.
+    pub messages: u64,
+    /// Bytes kept.
+    pub bytes: u64,
+    /// Its size limit (older messages go past it).
+    pub max_bytes: u64,
+    /// When the oldest kept message was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest: Option<Timestamp>,
+    /// Consumers reading it (the logger's durable one among them).
+    pub consumers: u64,
+    /// Why the figures are missing (JetStream did not answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Body of `sb.api.ctl`: a verb for one ID, a glob of IDs, or all.

@@ -148,6 +148,11 @@ impl Supervisor {
         self.routes.clone()
     }
 
+    /// The daemon's bus connection.
+    pub fn bus(&self) -> &switchboard_bus::Bus {
+        &self.shared.bus
+    }
+
     /// The outbox (its drop counters, for `status`).
     pub fn outbox(&self) -> &Outbox {
         &self.shared.outbox
