@@ -537,6 +537,126 @@ pub async fn nats_sigkill() -> anyhow::Result<Outcome> {
     })
 }
 
+/// A logger manifest writing under `dir`, with fast health timings.
+pub fn logger(dir: &std::path::Path) -> String {
+    format!(
+        "id = \"logger\"\ncommand = {:?}\npublish = []\nsubscribe = []\nstream = [\"consume\"]\n\
+         heartbeat_interval = \"100ms\"\nmissed_heartbeats = 3\nrestart = \"always\"\n\
+         [backoff]\ninitial = \"10ms\"\nreset_after = \"100ms\"\n[config]\ndir = {:?}\n",
+        switchboard_testkit::bin_path("switchboard-logger"),
+        dir
+    )
+}
+
+/// Envelope id -> times it is in the JSON-lines files under `dir`.
+fn ids_in_files(dir: &std::path::Path) -> std::collections::HashMap<String, usize> {
+    let mut out = std::collections::HashMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "jsonl") {
+                let text =
+                    String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()).into_owned();
+                for line in text.lines() {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                        if let Some(id) = v["id"].as_str() {
+                            *out.entry(id.to_owned()).or_default() += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The envelope ids the stream holds on subjects matching `filter`.
+async fn ids_in_stream(bus: &Bus, filter: &str) -> anyhow::Result<HashSet<String>> {
+    let mut out = HashSet::new();
+    let Some(mut reader) = bus
+        .read_stored(
+            switchboard_bus::stream::DEFAULT_STREAM,
+            &[filter.to_owned()],
+            switchboard_bus::stream::StartAt::First,
+            false,
+        )
+        .await?
+    else {
+        return Ok(out);
+    };
+    while let Some(m) = reader.next().await {
+        if let Some(id) = m?.msg_id {
+            out.insert(id);
+        }
+    }
+    Ok(out)
+}
+
+/// The logger while pings flow: SIGKILLed, then the nats-server
+/// SIGKILLed, then the logger again. Every envelope the stream stored
+/// must be in the files exactly once.
+///
+/// # Errors
+///
+/// When the rig fails.
+pub async fn logger_under_faults() -> anyhow::Result<Outcome> {
+    let logs = tempfile::tempdir()?;
+    let rig = Rig::start(&[
+        ("bot.toml".into(), pingbot("bot")),
+        ("logger.toml".into(), logger(logs.path())),
+    ])
+    .await?;
+    rig.wait_for("bot", |o| o.state == SupervisedState::Running)
+        .await?;
+    let first = rig
+        .wait_for("logger", |o| o.state == SupervisedState::Running)
+        .await?;
+    let tally = with_traffic(&rig, Duration::from_millis(300), || async {
+        sig(first.pid.unwrap_or(0), Signal::SIGKILL);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if let Some(nats) = rig.nats_pid() {
+            sig(nats, Signal::SIGKILL);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let again = rig
+            .wait_for("logger", |o| {
+                o.state == SupervisedState::Running && o.pid != first.pid
+            })
+            .await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        sig(again.pid.unwrap_or(0), Signal::SIGKILL);
+        Ok(())
+    })
+    .await?;
+    let stored = ids_in_stream(&rig.bus, "*.chaos.>").await?;
+    let deadline = Instant::now() + WAIT;
+    let mut files = ids_in_files(logs.path());
+    while stored.iter().any(|id| !files.contains_key(id)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        files = ids_in_files(logs.path());
+    }
+    let missing = stored.iter().filter(|id| !files.contains_key(*id)).count();
+    let twice = files.values().filter(|n| **n > 1).count();
+    let restarts = rig.operator("logger").await.map_or(0, |o| o.restarts);
+    Ok(Outcome {
+        fault: "logger SIGKILL, nats-server SIGKILL, logger SIGKILL",
+        expected: "every envelope the stream stored is in the files exactly once",
+        observed: format!(
+            "stored {}; missing from files {missing}; written twice {twice}; logger restarts {restarts}",
+            stored.len()
+        ),
+        ok: missing == 0 && twice == 0 && !stored.is_empty() && restarts >= 2,
+        tally: Some(tally),
+        at_most_once: true,
+    })
+}
+
 /// SIGKILL of the daemon itself, and a new one on the same directory.
 ///
 /// # Errors

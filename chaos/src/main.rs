@@ -55,6 +55,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     run!("flood of output", chaos::flood_of_output(mb));
     run!("many manifests", chaos::many_manifests(manifests));
     run!("full state dir", chaos::full_state_dir());
+    run!("logger under faults", chaos::logger_under_faults());
 
     let mut table = String::from(
         "| fault | expected | observed | pings accepted | answered | lost | longest gap | verdict |\n\

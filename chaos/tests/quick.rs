@@ -53,3 +53,8 @@ async fn full_state_dir() {
     }
     check(chaos::full_state_dir().await).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logger_under_faults() {
+    check(chaos::logger_under_faults().await).await;
+}

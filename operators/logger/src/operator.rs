@@ -235,7 +235,8 @@ impl Run {
                 }
                 continue;
             };
-            let entries = self.entries(&batch, &current);
+            let committed = lock(&writer).committed();
+            let entries = self.entries(&batch, &current, committed);
             // Written (or, full disk and the like, retried until it is):
             // nothing is acknowledged that is not on disk.
             let entries = Arc::new(entries);
@@ -292,7 +293,12 @@ impl Run {
         }
     }
 
-    fn entries(&mut self, batch: &[Stored], config: &LoggerConfig) -> Vec<layout::Entry> {
+    fn entries(
+        &mut self,
+        batch: &[Stored],
+        config: &LoggerConfig,
+        committed: u64,
+    ) -> Vec<layout::Entry> {
         let patterns: Vec<Pattern> = config
             .subjects
             .iter()
@@ -300,6 +306,12 @@ impl Run {
             .collect();
         let mut out = Vec::with_capacity(batch.len());
         for m in batch {
+            // Written already: delivered again because the server forgot
+            // an acknowledgement (a hard kill), or by a rewind.
+            if m.seq <= committed {
+                self.counters.skipped.inc();
+                continue;
+            }
             if !patterns.iter().any(|p| p.matches(&m.subject)) {
                 continue;
             }

@@ -1,15 +1,17 @@
 //! Appending batches to files, exactly once, and closing old files.
 //!
-//! Exactly once across crashes comes from an undo journal, not from
-//! reading the files back (a text line has no id, and a file may hold a
-//! corrupt line someone else wrote): before a batch touches any file, the
-//! journal records each file's length and the batch's last stream
-//! sequence, and is synced. After the batch is written (and synced, per
-//! policy) the logger acknowledges it, then deletes the journal. At start,
-//! a journal left behind means a crash between the two: if the stream's
-//! consumer has the batch as acknowledged, the lines stay; otherwise every
-//! file is cut back to its recorded length and the stream delivers the
-//! batch again. A failed write (full disk, no permission) is undone the
+//! Exactly once across crashes comes from a journal, not from reading the
+//! files back (a text line has no id, and a file may hold a corrupt line
+//! someone else wrote). Before a batch touches any file, the journal
+//! records each file's length, the batch's last stream sequence and the
+//! sequence every earlier batch is written through, and is synced. After
+//! the batch is written (and synced, per policy) the logger acknowledges
+//! it. At start, the journal's batch is settled: if the stream's consumer
+//! has it as acknowledged, its lines stay; otherwise every file is cut
+//! back to its recorded length and the stream delivers the batch again.
+//! Messages at or below the written-through sequence are skipped: a
+//! nats-server killed hard can forget recent acknowledgements and deliver
+//! them again. A failed write (full disk, no permission) is undone the
 //! same way at once, and retried.
 
 use std::collections::BTreeMap;
@@ -64,6 +66,10 @@ switchboard_proto::error_kinds! {
 /// What the journal holds: where each file of the batch ended before it.
 #[derive(Debug, Serialize, Deserialize)]
 struct Journal {
+    /// Every message up to this stream sequence was written before this
+    /// batch.
+    #[serde(default)]
+    committed: u64,
     /// The last stream sequence of the batch.
     last_seq: u64,
     /// Absolute path -> length before the batch (0 for a new file).
@@ -91,6 +97,10 @@ pub struct Writer {
     compress: bool,
     /// Files written since the last [`Writer::maintain`].
     touched: Vec<PathBuf>,
+    /// Every message up to this stream sequence is written.
+    committed: u64,
+    /// The batch written and not yet acknowledged.
+    pending: Option<u64>,
 }
 
 impl Writer {
@@ -103,7 +113,15 @@ impl Writer {
             rotate_size: config.rotate_size.as_u64(),
             compress: config.compress,
             touched: Vec::new(),
+            committed: 0,
+            pending: None,
         }
+    }
+
+    /// Every message up to this stream sequence is in the files: skip it
+    /// if it comes again.
+    pub fn committed(&self) -> u64 {
+        self.committed
     }
 
     /// Take a new config (directory, policies) for the next batches.
@@ -126,26 +144,29 @@ impl Writer {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Settle a journal left by a crash: keep the batch when
-    /// `acked_through` (the consumer's acknowledged sequence) covers it,
-    /// else cut every file back.
+    /// Settle the journal's batch at start: keep it when `acked_through`
+    /// (the consumer's acknowledged sequence) covers it, else cut every
+    /// file back. Sets [`Writer::committed`].
     pub fn recover(&mut self, acked_through: u64) -> Result<Recovered, WriteError> {
         let Some(journal) = self.read_journal() else {
-            let _ = std::fs::remove_file(&self.journal);
             return Ok(Recovered::Clean);
         };
         if acked_through >= journal.last_seq {
-            self.commit();
+            self.committed = journal.last_seq.max(journal.committed);
             return Ok(Recovered::Kept);
         }
         undo(&journal)?;
-        self.commit();
+        self.committed = journal.committed;
         Ok(Recovered::Undone)
     }
 
     /// Append `entries` (of a batch ending at stream sequence `last_seq`),
     /// in order. On error nothing of the batch stays in any file.
     pub fn write_batch(&mut self, entries: &[Entry], last_seq: u64) -> Result<(), WriteError> {
+        self.pending = Some(last_seq);
+        if entries.is_empty() {
+            return Ok(());
+        }
         // Lines per file, files in first-seen order.
         let mut by_file: Vec<(PathBuf, String)> = Vec::new();
         for e in entries {
@@ -156,6 +177,7 @@ impl Writer {
             }
         }
         let journal = Journal {
+            committed: self.committed,
             last_seq,
             files: by_file
                 .iter()
@@ -165,8 +187,8 @@ impl Writer {
         self.write_journal(&journal)?;
         for (path, text) in &by_file {
             if let Err(source) = self.append(path, text.as_bytes()) {
+                self.pending = None;
                 undo(&journal)?;
-                self.commit();
                 return Err(WriteError::File {
                     path: path.clone(),
                     source,
@@ -216,9 +238,12 @@ impl Writer {
         Ok(())
     }
 
-    /// The batch is acknowledged: forget the journal.
+    /// The batch is acknowledged: it is written for good. (The journal
+    /// stays; the next batch's replaces it.)
     pub fn commit(&mut self) {
-        let _ = std::fs::remove_file(&self.journal);
+        if let Some(seq) = self.pending.take() {
+            self.committed = self.committed.max(seq);
+        }
     }
 
     /// Between batches (no journal): rotate the files written since last
@@ -361,5 +386,55 @@ fn collect_old(dir: &Path, before: std::time::SystemTime, out: &mut Vec<PathBuf>
         if ours && meta.modified().is_ok_and(|m| m < before) {
             out.push(path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> LoggerConfig {
+        serde_json::from_value(serde_json::json!({ "dir": dir })).expect("config")
+    }
+
+    fn entry(file: &str, line: &str) -> Entry {
+        Entry {
+            path: PathBuf::from(file),
+            line: format!("{line}\n"),
+        }
+    }
+
+    #[test]
+    fn a_batch_cut_by_a_crash_is_undone_unless_it_was_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("journal.json");
+        let c = config(&dir.path().join("logs"));
+        let mut w = Writer::new(&c, journal.clone());
+        w.write_batch(&[entry("a.jsonl", "1"), entry("b.jsonl", "2")], 10)
+            .unwrap();
+        w.commit();
+        w.write_batch(&[entry("a.jsonl", "3"), entry("c.jsonl", "4")], 20)
+            .unwrap();
+        // A crash here: the second batch is on disk, not acknowledged.
+        let read =
+            |f: &str| std::fs::read_to_string(dir.path().join("logs").join(f)).unwrap_or_default();
+        assert_eq!(read("a.jsonl"), "1\n3\n");
+
+        let mut after = Writer::new(&c, journal.clone());
+        assert_eq!(after.recover(10).unwrap(), Recovered::Undone);
+        assert_eq!(read("a.jsonl"), "1\n");
+        assert_eq!(read("c.jsonl"), "");
+        assert_eq!(read("b.jsonl"), "2\n");
+        assert_eq!(after.committed(), 10);
+
+        // Written again, and this time the acknowledgement got through
+        // before the crash: kept, and skipped if delivered again.
+        after
+            .write_batch(&[entry("a.jsonl", "3"), entry("c.jsonl", "4")], 20)
+            .unwrap();
+        let mut again = Writer::new(&c, journal);
+        assert_eq!(again.recover(20).unwrap(), Recovered::Kept);
+        assert_eq!(read("a.jsonl"), "1\n3\n");
+        assert_eq!(again.committed(), 20);
     }
 }
