@@ -220,3 +220,44 @@ async fn the_logger_under_the_daemon_needs_its_stream_grant_and_nothing_more() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A Rust operator's `tracing` output reaches the bus as fields (and a
+/// readable line), without the operator doing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_operators_log_structured_fields() {
+    let d = Daemon::start(&[("bot.toml", common::pingbot_manifest("bot"))]).await;
+    d.wait_running("bot").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (out, _, _) = cli(&d, &["logs", "bot"]);
+        if out.contains("INFO operator{id=bot}: ready") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no readable ready line in:\n{out}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reply: switchboard_proto::api::LogsReply = d
+        .bus
+        .request_json(
+            "sb.api.logs",
+            &switchboard_proto::api::LogsRequest {
+                id: "bot".into(),
+                lines: 100,
+            },
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let ready = reply
+        .lines
+        .iter()
+        .find(|l| l.line.ends_with(": ready"))
+        .expect("the ready line");
+    let fields = ready.fields.as_ref().expect("structured");
+    assert_eq!(fields["level"], "INFO");
+    assert_eq!(fields["fields"]["message"], "ready");
+    assert_eq!(fields["spans"][0]["id"], "bot");
+}

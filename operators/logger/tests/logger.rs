@@ -366,3 +366,53 @@ async fn text_format_reads_like_a_chat_log() {
     assert!(line.ends_with("] <ann> hello\\nworld"), "{line}");
     assert!(line.starts_with('['), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_rotate_by_size_and_closed_ones_are_gzipped() {
+    let server = NatsServer::start().expect("nats-server");
+    let bus = bus(&server).await;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("logs");
+    // A file of a past day, left uncompressed (the logger was down at
+    // midnight): gzipped at start.
+    let old = dir.join("test.net/room/2026-01-01.jsonl");
+    std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+    std::fs::write(&old, "{\"id\":\"old-1\"}\n").unwrap();
+    let yesterday = std::time::SystemTime::now() - Duration::from_secs(2 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(yesterday)
+        .unwrap();
+    let cfg = serde_json::json!({
+        "dir": dir, "subjects": ["chat.#"], "rotate_size": "4KiB", "batch": 20
+    });
+    let _logger = Logger::start(&server, root.path(), cfg, None);
+    let ids: Vec<String> = (0..300).map(|i| format!("msg-{i:06}")).collect();
+    for i in 0..300 {
+        bus.publish("chat.test.net.room.message", &envelope(i))
+            .await
+            .unwrap();
+    }
+    bus.flush().await.unwrap();
+    wait_until("every message on disk", || ids_in(&dir).len() >= 301).await;
+    let names: Vec<String> = std::fs::read_dir(old.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.contains(&"2026-01-01.jsonl.gz".to_owned()),
+        "{names:?}"
+    );
+    assert!(!names.contains(&"2026-01-01.jsonl".to_owned()), "{names:?}");
+    let rotated = names.iter().filter(|n| n.ends_with(".jsonl.gz")).count();
+    assert!(
+        rotated >= 5,
+        "300 lines of ~300 B in 4 KiB files: {names:?}"
+    );
+    let mut all = ids.clone();
+    all.push("old-1".into());
+    assert_exactly_once(&dir, &all);
+}
