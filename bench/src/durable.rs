@@ -290,7 +290,10 @@ fn watch(dir: &Path, offset: usize, total: usize) -> anyhow::Result<HashMap<Stri
             );
         }
         let now = Instant::now();
-        for file in files(dir) {
+        for file in switchboard_logger::read::log_files(dir)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        {
             let pos = positions.entry(file.clone()).or_insert(0);
             let Ok(mut f) = std::fs::File::open(&file) else {
                 continue;
@@ -315,23 +318,4 @@ fn watch(dir: &Path, offset: usize, total: usize) -> anyhow::Result<HashMap<Stri
         std::thread::sleep(Duration::from_millis(1));
     }
     Ok(seen)
-}
-
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "jsonl") {
-                out.push(p);
-            }
-        }
-    }
-    out
 }

@@ -548,34 +548,6 @@ pub fn logger(dir: &std::path::Path) -> String {
     )
 }
 
-/// Envelope id -> times it is in the JSON-lines files under `dir`.
-fn ids_in_files(dir: &std::path::Path) -> std::collections::HashMap<String, usize> {
-    let mut out = std::collections::HashMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "jsonl") {
-                let text =
-                    String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()).into_owned();
-                for line in text.lines() {
-                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-                        if let Some(id) = v["id"].as_str() {
-                            *out.entry(id.to_owned()).or_default() += 1;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
 /// The envelope ids the stream holds on subjects matching `filter`.
 async fn ids_in_stream(bus: &Bus, filter: &str) -> anyhow::Result<HashSet<String>> {
     let mut out = HashSet::new();
@@ -636,10 +608,10 @@ pub async fn logger_under_faults() -> anyhow::Result<Outcome> {
     .await?;
     let stored = ids_in_stream(&rig.bus, "*.chaos.>").await?;
     let deadline = Instant::now() + WAIT;
-    let mut files = ids_in_files(logs.path());
+    let mut files = switchboard_logger::read::ids(logs.path());
     while stored.iter().any(|id| !files.contains_key(id)) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        files = ids_in_files(logs.path());
+        files = switchboard_logger::read::ids(logs.path());
     }
     let missing = stored.iter().filter(|id| !files.contains_key(*id)).count();
     let twice = files.values().filter(|n| **n > 1).count();

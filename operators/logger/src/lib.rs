@@ -13,6 +13,7 @@
 pub mod config;
 pub mod layout;
 pub mod operator;
+pub mod read;
 pub mod writer;
 
 pub use config::LoggerConfig;

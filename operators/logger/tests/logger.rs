@@ -3,7 +3,7 @@
 //! acknowledged message and write none twice.
 
 use std::collections::HashMap;
-use std::io::{BufRead as _, Read as _};
+use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -102,42 +102,8 @@ fn fastrand_suffix() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// Envelope id -> how many times it is in the JSON-lines files under
-/// `dir` (compressed ones included).
 fn ids_in(dir: &Path) -> HashMap<String, usize> {
-    let mut out = HashMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let name = p.to_string_lossy().into_owned();
-            let mut text = String::new();
-            if name.ends_with(".jsonl.gz") {
-                let f = std::fs::File::open(&p).expect("open");
-                let _ = flate2::read::GzDecoder::new(f).read_to_string(&mut text);
-            } else if name.ends_with(".jsonl") {
-                text = String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()).into_owned();
-            } else {
-                continue;
-            }
-            for line in text.lines() {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                    continue;
-                };
-                if let Some(id) = v["id"].as_str() {
-                    *out.entry(id.to_owned()).or_default() += 1;
-                }
-            }
-        }
-    }
-    out
+    switchboard_logger::read::ids(dir)
 }
 
 async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
