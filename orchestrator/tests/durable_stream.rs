@@ -261,3 +261,41 @@ async fn rust_operators_log_structured_fields() {
     assert_eq!(fields["fields"]["message"], "ready");
     assert_eq!(fields["spans"][0]["id"], "bot");
 }
+
+/// `logs -f`: what the stream has, then new lines as they come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_shows_history_then_new_lines() {
+    use tokio::io::AsyncBufReadExt as _;
+    let d = Daemon::start(&[("chatty.toml", chatty("chatty", true))]).await;
+    eventually("the first line in `logs`", || {
+        cli(&d, &["logs", "chatty"])
+            .0
+            .contains("said-on-stderr-chatty")
+    })
+    .await;
+    let mut follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["logs", "chatty", "-f", "--config"])
+        .arg(d.config_path())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+    let mut said = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while said < 2 {
+        let line = tokio::time::timeout_at(deadline, lines.next_line())
+            .await
+            .expect("lines while following")
+            .unwrap()
+            .expect("output");
+        if line.contains("said-on-stderr-chatty") {
+            said += 1;
+            if said == 1 {
+                // History is out; a restart prints the line again, live.
+                let (_, err, ok) = cli(&d, &["ctl", "restart", "chatty"]);
+                assert!(ok, "{err}");
+            }
+        }
+    }
+}
