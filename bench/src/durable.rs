@@ -77,7 +77,7 @@ pub async fn run(url: &str, logger: &Path, settings: Settings) -> anyhow::Result
     let n = settings.messages;
     let mut t = Table::new(
         format!("durable path: {n} envelopes of ~150 B, published as fast as possible, to disk"),
-        &["path", "envelopes/s", "vs core bus"],
+        &["path", "envelopes/s", "vs core bus", "lines per batch"],
     );
     let core = core_rate(&bus, n).await?;
     t.row(vec![
@@ -85,14 +85,21 @@ pub async fn run(url: &str, logger: &Path, settings: Settings) -> anyhow::Result
         rate(core),
         "1.00".into(),
     ]);
-    let mut offset = 0;
+    let stored = stored_rate(&bus, n).await?;
+    t.row(vec![
+        "stream only (publish -> stored)".into(),
+        rate(stored),
+        format!("{:.2}", stored / core),
+    ]);
+    let mut offset = n;
     for fsync in ["batch", "never"] {
-        let r = logged_rate(&bus, url, logger, fsync, offset, n).await?;
+        let (r, per_batch) = logged_rate(&bus, url, logger, fsync, offset, n).await?;
         offset += n;
         t.row(vec![
             format!("stream + logger, fsync={fsync}"),
             rate(r),
             format!("{:.2}", r / core),
+            format!("{per_batch:.0}"),
         ]);
     }
     t.note("`stream + logger`: publish (core NATS, the stream captures it) until the logger's lines_written reaches N.");
@@ -118,6 +125,25 @@ fn rate(r: f64) -> String {
 
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Publish `n` envelopes on a captured subject and time until the stream
+/// holds them all (no reader).
+async fn stored_rate(bus: &Bus, n: usize) -> anyhow::Result<f64> {
+    let before = bus.stream_state(DEFAULT_STREAM).await?.messages;
+    let started = Instant::now();
+    for i in 0..n {
+        bus.publish(SUBJECT, &envelope(i)).await?;
+    }
+    bus.flush().await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while bus.stream_state(DEFAULT_STREAM).await?.messages < before + n as u64 {
+        if Instant::now() > deadline {
+            bail!("the stream did not store {n} envelopes within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
 async fn core_rate(bus: &Bus, n: usize) -> anyhow::Result<f64> {
@@ -180,7 +206,10 @@ fn start_logger(url: &str, logger: &Path, fsync: &str, id: &str) -> anyhow::Resu
 }
 
 /// Wait until the logger's heartbeats say `lines_written` >= `n`.
-async fn written(heartbeats: &mut switchboard_bus::RawSubscription, n: u64) -> anyhow::Result<()> {
+async fn written(
+    heartbeats: &mut switchboard_bus::RawSubscription,
+    n: u64,
+) -> anyhow::Result<serde_json::Value> {
     loop {
         let m = tokio::time::timeout(Duration::from_secs(60), heartbeats.next())
             .await
@@ -188,7 +217,7 @@ async fn written(heartbeats: &mut switchboard_bus::RawSubscription, n: u64) -> a
             .context("heartbeats ended")?;
         let hb: serde_json::Value = serde_json::from_slice(&m.payload)?;
         if hb["counters"]["lines_written"].as_u64().unwrap_or(0) >= n {
-            return Ok(());
+            return Ok(hb["counters"].clone());
         }
     }
 }
@@ -200,7 +229,7 @@ async fn logged_rate(
     fsync: &str,
     offset: usize,
     n: usize,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, f64)> {
     // A consumer of its own that starts with new messages only.
     let id = format!("bench-logger-{fsync}");
     let mut heartbeats = bus.subscribe_raw(&format!("sb.op.{id}.heartbeat")).await?;
@@ -212,14 +241,21 @@ async fn logged_rate(
     tokio::time::timeout(Duration::from_secs(30), ready.next())
         .await
         .context("the logger did not become ready")?;
-    written(&mut heartbeats, offset as u64).await?;
+    let before = written(&mut heartbeats, offset as u64).await?;
     let started = Instant::now();
     for i in offset..offset + n {
         bus.publish(SUBJECT, &envelope(i)).await?;
     }
     bus.flush().await?;
-    written(&mut heartbeats, (offset + n) as u64).await?;
-    Ok(n as f64 / started.elapsed().as_secs_f64())
+    let after = written(&mut heartbeats, (offset + n) as u64).await?;
+    let elapsed = started.elapsed();
+    let count = |c: &serde_json::Value, k: &str| c[k].as_u64().unwrap_or(0);
+    let batches = count(&after, "batches").saturating_sub(count(&before, "batches"));
+    let lines = count(&after, "lines_written").saturating_sub(count(&before, "lines_written"));
+    Ok((
+        n as f64 / elapsed.as_secs_f64(),
+        lines as f64 / batches.max(1) as f64,
+    ))
 }
 
 async fn delay(

@@ -191,6 +191,27 @@ impl std::fmt::Debug for Stored {
 }
 
 impl Stored {
+    /// A message not read from a stream (tests, tools): acknowledging it
+    /// does nothing.
+    pub fn new(
+        subject: impl Into<String>,
+        payload: impl Into<Bytes>,
+        seq: u64,
+        stored_at: Timestamp,
+        msg_id: Option<String>,
+    ) -> Stored {
+        Stored {
+            subject: subject.into(),
+            payload: payload.into(),
+            seq,
+            stored_at,
+            msg_id,
+            pending: 0,
+            delivered: 1,
+            acker: None,
+        }
+    }
+
     fn from_message(stream: &str, m: jetstream::Message) -> Result<Stored, StreamError> {
         let read = |source: BoxError| StreamError::Read {
             name: stream.to_string(),
@@ -239,36 +260,103 @@ impl Stored {
     }
 }
 
+/// [`Durable::fetch`] waits up to this long for more once it holds
+/// [`LINGER_FROM`] messages and no more have arrived.
+const LINGER: Duration = Duration::from_millis(2);
+/// See [`LINGER`].
+const LINGER_FROM: usize = 32;
+
 /// A durable pull consumer: the server remembers what was acked, so a
 /// restarted reader continues where the last one stopped, and anything
 /// delivered but not acked comes again.
-#[derive(Debug)]
 pub struct Durable {
     stream: String,
     consumer: consumer::PullConsumer,
     /// The acknowledged position it was opened at.
     floor: u64,
+    /// The running pull (requests kept in flight by the client, with
+    /// idle heartbeats); made on first use and after an error.
+    messages: Option<consumer::pull::Stream>,
+}
+
+impl std::fmt::Debug for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Durable")
+            .field("stream", &self.stream)
+            .field("floor", &self.floor)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Durable {
-    /// Up to `max` messages, waiting at most `wait` for the first.
-    pub async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Stored>, StreamError> {
-        let read = |source: BoxError| StreamError::Read {
-            name: self.stream.clone(),
+    /// The next messages: waits for one, then takes what has already
+    /// arrived, up to `max`. Empty after `wait` without any.
+    ///
+    /// Cancel-safe: cancelled while waiting, it has taken nothing (and
+    /// anything taken but not acknowledged is delivered again anyway).
+    pub async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Stored>, StreamError> {
+        use futures::FutureExt as _;
+        let read = |name: &str, source: BoxError| StreamError::Read {
+            name: name.to_string(),
             source,
         };
-        let mut batch = self
-            .consumer
-            .fetch()
-            .max_messages(max)
-            .expires(wait)
-            .messages()
-            .await
-            .map_err(|e| read(Box::new(e)))?;
+        let messages = match &mut self.messages {
+            Some(m) => m,
+            None => {
+                let m = self
+                    .consumer
+                    .stream()
+                    .max_messages_per_batch(max.max(1) * 2)
+                    .heartbeat(Duration::from_secs(5))
+                    .expires(Duration::from_secs(30))
+                    .messages()
+                    .await
+                    .map_err(|e| read(&self.stream, Box::new(e)))?;
+                self.messages.insert(m)
+            }
+        };
         let mut out = Vec::new();
-        while let Some(m) = batch.next().await {
-            let m = m.map_err(&read)?;
-            out.push(Stored::from_message(&self.stream, m)?);
+        let first = match tokio::time::timeout(wait, messages.next()).await {
+            Err(_) => return Ok(out),
+            Ok(first) => first,
+        };
+        let mut next = first;
+        loop {
+            match next {
+                Some(Ok(m)) => out.push(Stored::from_message(&self.stream, m)?),
+                Some(Err(e)) => {
+                    // Start a new pull next time (the server may be back
+                    // by then); what was taken is returned.
+                    self.messages = None;
+                    if out.is_empty() {
+                        return Err(read(&self.stream, Box::new(e)));
+                    }
+                    break;
+                }
+                None => {
+                    self.messages = None;
+                    break;
+                }
+            }
+            if out.len() >= max {
+                break;
+            }
+            match self.messages.as_mut().and_then(|m| m.next().now_or_never()) {
+                Some(n) => next = n,
+                // Under load (many were waiting), a moment more fills the
+                // batch: fewer, larger writes and acknowledgements. A lone
+                // message is not held back.
+                None if out.len() >= LINGER_FROM => {
+                    let Some(m) = self.messages.as_mut() else {
+                        break;
+                    };
+                    match tokio::time::timeout(LINGER, m.next()).await {
+                        Ok(n) => next = n,
+                        Err(_) => break,
+                    }
+                }
+                None => break,
+            }
         }
         Ok(out)
     }
@@ -477,6 +565,7 @@ impl Bus {
             stream: stream.to_string(),
             consumer,
             floor,
+            messages: None,
         })
     }
 

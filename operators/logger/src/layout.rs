@@ -33,8 +33,13 @@ struct Place {
 /// The file and line for `m`, or `None` for a subject the logger does not
 /// keep (none of the stream's branches).
 pub fn entry(m: &Stored, config: &LoggerConfig) -> Option<Entry> {
-    let envelope = Envelope::from_slice(&m.payload).ok();
-    let place = place(&m.subject, envelope.as_ref(), &m.payload)?;
+    // Decoded only when something needs its fields: JSON lines with the
+    // default layout take the network and room from the subject alone.
+    let needs_envelope = config.format == Format::Text || config.layout.contains("{source}");
+    let envelope = needs_envelope
+        .then(|| Envelope::from_slice(&m.payload).ok())
+        .flatten();
+    let place = place(&m.subject, envelope.as_ref())?;
     let date = date_of(m.stored_at);
     let mut path = config.layout.clone();
     for (key, value) in [
@@ -57,7 +62,7 @@ pub fn entry(m: &Stored, config: &LoggerConfig) -> Option<Entry> {
     })
 }
 
-fn place(subject: &str, envelope: Option<&Envelope>, payload: &[u8]) -> Option<Place> {
+fn place(subject: &str, envelope: Option<&Envelope>) -> Option<Place> {
     if let Ok(chat) = ChatSubject::parse(subject) {
         let a = &chat.address;
         return Some(Place {
@@ -70,7 +75,6 @@ fn place(subject: &str, envelope: Option<&Envelope>, payload: &[u8]) -> Option<P
         SbSubject::Log { id, .. } | SbSubject::Event { id } => id,
         _ => return None,
     };
-    let _ = payload;
     Some(Place {
         network: "switchboard".to_owned(),
         room: id.to_string(),
@@ -107,23 +111,36 @@ pub fn component(text: &str) -> String {
     }
 }
 
-/// Everything kept: the stream sequence, when it was stored, the subject,
-/// the envelope id and the message itself (as JSON when it is JSON).
+/// Everything kept: the envelope id, the message itself (as it was
+/// stored, when it is one line of JSON), the stream sequence, when it was
+/// stored and the subject. Written by hand: the message is checked, not
+/// decoded and encoded again.
 fn json_line(m: &Stored) -> String {
-    let message = serde_json::from_slice::<serde_json::Value>(&m.payload)
-        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&m.payload).into()));
-    let mut line = serde_json::json!({
-        "seq": m.seq,
-        "stored_at": m.stored_at,
-        "subject": m.subject,
-        "message": message,
+    let text = |v: &str| serde_json::Value::String(v.to_owned()).to_string();
+    let raw = std::str::from_utf8(&m.payload).ok().filter(|t| {
+        !t.contains(['\n', '\r']) && serde_json::from_str::<serde::de::IgnoredAny>(t).is_ok()
     });
+    let message = match raw {
+        Some(raw) => raw.trim().to_owned(),
+        None => match serde_json::from_slice::<serde_json::Value>(&m.payload) {
+            Ok(v) => v.to_string(),
+            Err(_) => text(&String::from_utf8_lossy(&m.payload)),
+        },
+    };
+    let mut line = String::with_capacity(message.len() + 128);
+    line.push('{');
     if let Some(id) = &m.msg_id {
-        line["id"] = serde_json::Value::String(id.clone());
+        let _ = write!(line, "\"id\":{},", text(id));
     }
-    let mut text = line.to_string();
-    text.push('\n');
-    text
+    let _ = write!(
+        line,
+        "\"message\":{message},\"seq\":{},\"stored_at\":\"{}\",\"subject\":{}}}",
+        m.seq,
+        m.stored_at,
+        text(&m.subject)
+    );
+    line.push('\n');
+    line
 }
 
 /// `[12:00:01] <nick> text` and the like; one line whatever the content.
@@ -181,6 +198,56 @@ fn text_line(m: &Stored, envelope: Option<&Envelope>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stored(subject: &str, payload: &str) -> Stored {
+        let at = Timestamp::parse("2026-12-01T12:00:01Z").unwrap();
+        Stored::new(subject, payload.to_owned(), 7, at, Some("i\"d".into()))
+    }
+
+    fn config(format: &str) -> LoggerConfig {
+        serde_json::from_value(serde_json::json!({ "dir": "/l", "format": format })).unwrap()
+    }
+
+    #[test]
+    fn json_lines_keep_the_message_as_stored_and_stay_one_line() {
+        let env = r#"{"source":"irc-x","timestamp":"2026-12-01T12:00:00Z","headers":{"id":"a"},"body":{"sender":"ann","text":"hi"}}"#;
+        let e = entry(&stored("chat.irc.x.=23rust.message", env), &config("json")).unwrap();
+        assert_eq!(e.path, PathBuf::from("irc.x/#rust/2026-12-01.jsonl"));
+        let v: serde_json::Value = serde_json::from_str(&e.line).unwrap();
+        assert_eq!(v["id"], "i\"d");
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["message"]["body"]["text"], "hi");
+        assert!(e.line.contains(env), "the stored bytes, not a re-encoding");
+        // Pretty JSON from another client: compacted to one line.
+        let pretty = "{\n  \"id\": \"x\",\n  \"stream\": \"stderr\"\n}";
+        let e = entry(&stored("sb.log.bot.stderr", pretty), &config("json")).unwrap();
+        assert_eq!(e.line.matches('\n').count(), 1);
+        assert_eq!(e.path, PathBuf::from("switchboard/bot/2026-12-01.jsonl"));
+        // Not JSON at all: kept as a string.
+        let e = entry(
+            &stored("chat.irc.x.room.message", "not json\nat all"),
+            &config("json"),
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&e.line).unwrap();
+        assert_eq!(v["message"], "not json\nat all");
+    }
+
+    #[test]
+    fn text_lines_read_like_irssi() {
+        let env = r#"{"source":"irc-x","timestamp":"2026-12-01T12:00:00Z","headers":{"id":"a"},"body":{"sender":"ann","text":"hi"}}"#;
+        let e = entry(&stored("chat.irc.x.=23rust.message", env), &config("text")).unwrap();
+        assert_eq!(e.line, "[12:00:00] <ann> hi\n");
+        assert_eq!(e.path, PathBuf::from("irc.x/#rust/2026-12-01.log"));
+        let reply =
+            r#"{"source":"pingbot","timestamp":"2026-12-01T12:00:02Z","body":{"text":"pong"}}"#;
+        let e = entry(
+            &stored("send.irc.x.=23rust.message", reply),
+            &config("text"),
+        )
+        .unwrap();
+        assert_eq!(e.line, "[12:00:02] <pingbot> pong\n");
+    }
 
     #[test]
     fn components_stay_inside_one_directory() {
