@@ -38,6 +38,10 @@ pub struct Bus {
     refused: Arc<watch::Sender<Option<String>>>,
 }
 
+/// The heartbeat counter of publishes accepted but not yet written to the
+/// connection (see [`Bus::counters`]).
+pub const PUBLISH_PENDING: &str = "publish_pending";
+
 /// How long an authorization refusal is retried before it is final (see
 /// [`Bus::connect`]).
 const AUTH_RETRY_WINDOW: Duration = Duration::from_millis(500);
@@ -130,6 +134,25 @@ impl Bus {
     /// The counters (received, published, malformed, ...) of this client.
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
+    }
+
+    /// What heartbeats report: [`Stats::snapshot`], with `published`
+    /// counting messages written to the connection (not merely queued in
+    /// the client), and `publish_pending` the ones accepted but not yet
+    /// written (waiting for a reconnect; lost if the process ends first).
+    pub fn counters(&self) -> switchboard_proto::Counters {
+        use std::sync::atomic::Ordering;
+        let mut c = self.stats.snapshot();
+        let queued = c.published;
+        let written = self
+            .client
+            .statistics()
+            .out_messages
+            .load(Ordering::Relaxed);
+        c.published = written;
+        c.extra
+            .insert(PUBLISH_PENDING.to_string(), queued.saturating_sub(written));
+        c
     }
 
     /// Whether the connection is up right now.

@@ -107,6 +107,10 @@ pub struct Context {
     state: OperatorState,
     shutdown_requested: bool,
     health: crate::HealthReport,
+    /// Deliveries that arrived while halted, handed over at `resume`;
+    /// bounded by [`HELD_BYTES`] (oldest shed and counted).
+    held: std::collections::VecDeque<Delivery>,
+    held_bytes: usize,
 }
 
 impl Context {
@@ -205,7 +209,9 @@ impl Context {
     /// are counted in the heartbeat's `discarded` counter and said once,
     /// never lost silently.
     pub fn clear_subscriptions(&mut self) {
-        let mut discarded = 0u64;
+        let mut discarded = self.held.len() as u64;
+        self.held.clear();
+        self.held_bytes = 0;
         while let Some(Some(_)) = self.inbox.next().now_or_never() {
             discarded += 1;
         }
@@ -228,6 +234,42 @@ impl Context {
 /// The heartbeat counter of deliveries dropped with the subscriptions
 /// (shutdown while halted, reload, restart in place).
 pub const DISCARDED: &str = "discarded";
+
+/// The heartbeat counter of deliveries shed while halted because the held
+/// ones were over [`HELD_BYTES`] (the oldest go first).
+pub const HELD_SHED: &str = "held_shed";
+
+/// How many bytes of envelopes a halted operator holds for `resume`.
+/// Without a bound, each subscription's queue (65,536 messages of up to
+/// 1 MiB) could hold gigabytes.
+pub const HELD_BYTES: usize = 64 << 20;
+
+impl Context {
+    /// Keep `d` for `resume`, shedding the oldest held ones past
+    /// [`HELD_BYTES`].
+    fn hold(&mut self, d: Delivery) {
+        let size = d.wire().payload().len();
+        let mut shed = 0u64;
+        while self.held_bytes + size > HELD_BYTES {
+            let Some(old) = self.held.pop_front() else {
+                break;
+            };
+            self.held_bytes -= old.wire().payload().len();
+            shed += 1;
+        }
+        if shed > 0 {
+            if self.bus.stats().counter(HELD_SHED).get() == 0 {
+                tracing::warn!(
+                    limit_bytes = HELD_BYTES,
+                    "halted too long: the oldest held deliveries are shed (counted in held_shed)"
+                );
+            }
+            self.bus.stats().counter(HELD_SHED).add(shed);
+        }
+        self.held_bytes += size;
+        self.held.push_back(d);
+    }
+}
 
 /// Why [`run`] gave up.
 #[derive(Debug, thiserror::Error)]
@@ -336,6 +378,7 @@ enum Wake {
     Terminate(&'static str),
     Hangup,
     Delivery(Delivery),
+    Held,
 }
 
 impl<O: Operator> Runtime<O> {
@@ -353,6 +396,8 @@ impl<O: Operator> Runtime<O> {
                 state: OperatorState::Starting,
                 shutdown_requested: false,
                 health: crate::HealthReport::default(),
+                held: std::collections::VecDeque::new(),
+                held_bytes: 0,
             },
             started_at: Instant::now(),
             seq: 0,
@@ -418,7 +463,11 @@ impl<O: Operator> Runtime<O> {
                 },
                 _ = heartbeat.tick() => Wake::Heartbeat,
                 _ = self.ctx.health.changed() => Wake::Heartbeat,
-                Some(d) = self.ctx.inbox.next(), if running => Wake::Delivery(d),
+                // What was held while halted goes first after `resume`.
+                () = std::future::ready(()), if running && !self.ctx.held.is_empty() => Wake::Held,
+                // Read while halted too, into the bounded hold: the
+                // client's own queues are bounded by count, not bytes.
+                Some(d) = self.ctx.inbox.next() => Wake::Delivery(d),
             };
             match wake {
                 Wake::Terminate(sig) => {
@@ -438,7 +487,16 @@ impl<O: Operator> Runtime<O> {
                     self.ctx.shutdown_requested = true;
                 }
                 Wake::Heartbeat => self.send_heartbeat().await,
-                Wake::Delivery(d) => self.deliver(d).await,
+                Wake::Delivery(d) if self.ctx.state == OperatorState::Running => {
+                    self.deliver(d).await
+                }
+                Wake::Delivery(d) => self.ctx.hold(d),
+                Wake::Held => {
+                    if let Some(d) = self.ctx.held.pop_front() {
+                        self.ctx.held_bytes -= d.wire().payload().len();
+                        self.deliver(d).await;
+                    }
+                }
             }
         }
         self.shutdown().await;
@@ -492,7 +550,7 @@ impl<O: Operator> Runtime<O> {
             seq: self.seq,
             state: self.ctx.state,
             uptime_ms: u64::try_from(self.started_at.elapsed().as_millis()).unwrap_or(u64::MAX),
-            counters: self.ctx.bus.stats().snapshot(),
+            counters: self.ctx.bus.counters(),
             health,
             health_reason,
             timestamp: Timestamp::now(),
@@ -663,8 +721,15 @@ impl<O: Operator> Runtime<O> {
         self.ctx.state = OperatorState::Stopping;
         let deadline = Instant::now() + Duration::from_millis(500);
         while was_running && self.fatal.is_none() && Instant::now() < deadline {
-            let Some(Some(d)) = self.ctx.inbox.next().now_or_never() else {
-                break;
+            let d = match self.ctx.held.pop_front() {
+                Some(d) => {
+                    self.ctx.held_bytes -= d.wire().payload().len();
+                    d
+                }
+                None => match self.ctx.inbox.next().now_or_never() {
+                    Some(Some(d)) => d,
+                    _ => break,
+                },
             };
             self.deliver(d).await;
         }
@@ -677,7 +742,18 @@ impl<O: Operator> Runtime<O> {
             .await
             .is_err()
         {
-            tracing::warn!("could not flush pending publishes within 1 s");
+            let lost = self
+                .ctx
+                .bus
+                .counters()
+                .extra
+                .get(crate::client::PUBLISH_PENDING)
+                .copied()
+                .unwrap_or(0);
+            tracing::warn!(
+                not_written = lost,
+                "could not flush pending publishes within 1 s; those not written are lost"
+            );
         }
         tracing::info!("stopped");
     }

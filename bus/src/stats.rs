@@ -95,9 +95,10 @@ impl Stats {
     /// # }
     /// ```
     pub fn counter(&self, name: &str) -> Counter {
-        const OWN: [&str; 8] = [
+        const OWN: [&str; 9] = [
             "received",
             "published",
+            "publish_pending",
             "malformed",
             "duplicates",
             "dropped",

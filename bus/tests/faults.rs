@@ -123,3 +123,46 @@ async fn wrong_credentials_are_refused_clearly() {
         "{msg}"
     );
 }
+
+/// `published` counts what was written to the connection; what waits for
+/// a reconnect is `publish_pending`, not silently "published".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_waiting_for_a_reconnect_are_pending_not_published() {
+    let mut server = NatsServer::start().expect("nats-server");
+    let bus = Bus::connect(&BusOptions::new(&server.url()), "t")
+        .await
+        .unwrap();
+    let env = Envelope::new("t", serde_json::json!({"n": 1}));
+    for _ in 0..10 {
+        bus.publish("chat.a", &env).await.unwrap();
+    }
+    bus.flush().await.unwrap();
+    let c = bus.counters();
+    assert_eq!((c.published, c.extra["publish_pending"]), (10, 0), "{c:?}");
+
+    server.kill();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while bus.is_connected() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never saw the server go"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for _ in 0..5 {
+        bus.publish("chat.a", &env).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let c = bus.counters();
+    assert_eq!((c.published, c.extra["publish_pending"]), (10, 5), "{c:?}");
+
+    server.restart().expect("restart");
+    while bus.counters().extra["publish_pending"] > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline + Duration::from_secs(10),
+            "never written"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(bus.counters().published, 15);
+}

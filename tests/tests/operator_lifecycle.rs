@@ -445,3 +445,48 @@ async fn a_shutdown_request_hands_over_what_arrived_before_it() {
     }
     assert!(op.exit_within(WAIT).await.success());
 }
+
+/// A halted operator holds what arrives for `resume` within a byte bound
+/// (64 MiB): past it the oldest are shed and counted, and the newest are
+/// answered after `resume`. Without the bound, each subscription's queue
+/// could hold 65,536 envelopes of up to 1 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halted_operator_holds_a_bounded_amount_and_counts_what_it_sheds() {
+    let mut h = Harness::new("big").await;
+    let mut op = OperatorProcess::spawn("switchboard-pingbot", "big", &h.server.url(), &[]);
+    next_json(&mut h.ready, WAIT).await;
+    let ack = control(&h.bus, "big", json!({"verb": "halt"})).await;
+    assert!(ack.ok, "{ack:?}");
+    let pad = "x".repeat(1_000_000);
+    let subject = lobby().event_subject("message");
+    let sent = 100;
+    for i in 0..sent {
+        let env = Envelope::new(
+            "test",
+            json!({"text": "!ping", "sender": "alice", "room": lobby().room, "pad": pad, "n": i}),
+        );
+        h.bus.publish(&subject, &env).await.unwrap();
+        if i % 10 == 9 {
+            h.bus.sync().await.unwrap();
+        }
+    }
+    h.bus.sync().await.unwrap();
+    let hb = h
+        .heartbeat_until(|hb| hb["counters"]["received"].as_u64() == Some(sent))
+        .await;
+    let shed = hb["counters"]["held_shed"].as_u64().unwrap_or(0);
+    assert!(
+        (30..=40).contains(&shed),
+        "100 envelopes of 1 MB, 64 MiB held: {hb}"
+    );
+    let ack = control(&h.bus, "big", json!({"verb": "resume"})).await;
+    assert!(ack.ok, "{ack:?}");
+    let mut answered = 0;
+    while answered < sent - shed {
+        assert_eq!(h.next_reply().await.2, "pong");
+        answered += 1;
+    }
+    h.no_reply_for(Duration::from_millis(300)).await;
+    op.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(op.exit_within(WAIT).await.success());
+}

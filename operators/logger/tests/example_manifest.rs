@@ -24,11 +24,19 @@ fn bad_configs_say_what_to_fix() {
         c.check().expect_err("refused")
     };
     assert!(bad(serde_json::json!({"dir": "/l", "layout": "{network}/{room}"})).contains("{date}"));
-    assert!(bad(serde_json::json!({"dir": "/l", "layout": "{date}/{nick}"})).contains("unknown placeholder"));
+    assert!(
+        bad(serde_json::json!({"dir": "/l", "layout": "{date}/{nick}"}))
+            .contains("unknown placeholder")
+    );
     assert!(bad(serde_json::json!({"dir": "/l", "layout": "../{date}"})).contains("under `dir`"));
     assert!(bad(serde_json::json!({"dir": "/l", "batch": 0})).contains("between 1 and 10000"));
-    assert!(bad(serde_json::json!({"dir": "/l", "subjects": ["chat.#", "a..b"]})).contains("not a pattern"));
-    let unknown = switchboard_bus::parse_config::<LoggerConfig>(&serde_json::json!({"dir": "/l", "fsnyc": "never"}))
-        .expect_err("unknown key");
+    assert!(
+        bad(serde_json::json!({"dir": "/l", "subjects": ["chat.#", "a..b"]}))
+            .contains("not a pattern")
+    );
+    let unknown = switchboard_bus::parse_config::<LoggerConfig>(
+        &serde_json::json!({"dir": "/l", "fsnyc": "never"}),
+    )
+    .expect_err("unknown key");
     assert!(unknown.to_string().contains("fsnyc"), "{unknown}");
 }
