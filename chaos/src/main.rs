@@ -56,6 +56,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     run!("many manifests", chaos::many_manifests(manifests));
     run!("full state dir", chaos::full_state_dir());
     run!("logger under faults", chaos::logger_under_faults());
+    run!("misbehaving operator", chaos::misbehaving_operator());
 
     let mut table = String::from(
         "| fault | expected | observed | pings accepted | answered | lost | longest gap | verdict |\n\

@@ -58,3 +58,8 @@ async fn full_state_dir() {
 async fn logger_under_faults() {
     check(chaos::logger_under_faults().await).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_operator() {
+    check(chaos::misbehaving_operator().await).await;
+}

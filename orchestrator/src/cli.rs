@@ -652,6 +652,15 @@ fn note(o: &OperatorStatus) -> String {
             o.ignored_lifecycle
         ));
     }
+    if o.malformed_lifecycle > 0 {
+        if !note.is_empty() {
+            note.push_str("; ");
+        }
+        note.push_str(&format!(
+            "{} malformed lifecycle message(s) ignored",
+            o.malformed_lifecycle
+        ));
+    }
     if !o.health.is_ok() {
         if !note.is_empty() {
             note.push_str("; ");

@@ -433,7 +433,13 @@ async fn spawn_lifecycle_router(
             };
             match serde_json::from_slice::<Ready>(&msg.payload) {
                 Ok(m) => r.deliver(&id, Lifecycle::Ready(m)),
-                Err(e) => tracing::warn!(operator = %id, error = %e, "malformed ready message"),
+                Err(e) => r.deliver(
+                    &id,
+                    Lifecycle::Malformed {
+                        what: "ready",
+                        error: e.to_string(),
+                    },
+                ),
             }
         }
     });
@@ -449,7 +455,13 @@ async fn spawn_lifecycle_router(
             };
             match serde_json::from_slice::<Heartbeat>(&msg.payload) {
                 Ok(m) => routes.deliver(&id, Lifecycle::Heartbeat(m)),
-                Err(e) => tracing::debug!(operator = %id, error = %e, "malformed heartbeat"),
+                Err(e) => routes.deliver(
+                    &id,
+                    Lifecycle::Malformed {
+                        what: "heartbeat",
+                        error: e.to_string(),
+                    },
+                ),
             }
         }
     });

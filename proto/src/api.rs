@@ -92,6 +92,10 @@ pub struct OperatorEvent {
     pub timestamp: Timestamp,
 }
 
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
 /// One operator in a [`StatusReply`]. Never carries config or secrets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OperatorStatus {
@@ -128,6 +132,10 @@ pub struct OperatorStatus {
     /// older process. Non-zero is worth a look.
     #[serde(default)]
     pub ignored_lifecycle: u64,
+    /// Messages on its `ready`/`heartbeat` subjects that were not a valid
+    /// ready or heartbeat (not JSON, wrong fields): ignored and counted.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub malformed_lifecycle: u64,
     /// The health its last heartbeat reported (absent: ok).
     #[serde(default, skip_serializing_if = "crate::Health::is_ok")]
     pub health: crate::Health,

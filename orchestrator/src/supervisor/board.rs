@@ -24,6 +24,7 @@ pub(super) struct Entry {
     pub(super) control: &'static str,
     pub(super) counters: Option<Counters>,
     pub(super) ignored_lifecycle: u64,
+    pub(super) malformed_lifecycle: u64,
     pub(super) health: Health,
     pub(super) health_reason: Option<String>,
 }
@@ -43,6 +44,7 @@ impl Entry {
             control: self.control.to_string(),
             counters: self.counters.clone(),
             ignored_lifecycle: self.ignored_lifecycle,
+            malformed_lifecycle: self.malformed_lifecycle,
             health: self.health,
             health_reason: self.health_reason.clone(),
         }

@@ -77,6 +77,14 @@ pub enum Lifecycle {
     Ready(Ready),
     /// `sb.op.<id>.heartbeat`.
     Heartbeat(Heartbeat),
+    /// Something on one of those subjects that is not a ready or a
+    /// heartbeat: counted, never acted on.
+    Malformed {
+        /// `ready` or `heartbeat`.
+        what: &'static str,
+        /// The parser's error (never the payload).
+        error: String,
+    },
 }
 
 enum Cmd {

@@ -198,6 +198,7 @@ impl Actor {
             },
             counters: None,
             ignored_lifecycle: 0,
+            malformed_lifecycle: 0,
             health: Default::default(),
             health_reason: None,
         }
@@ -358,6 +359,22 @@ impl Actor {
         let pid = match &msg {
             Lifecycle::Ready(r) => r.pid,
             Lifecycle::Heartbeat(h) => h.pid,
+            Lifecycle::Malformed { what, error } => {
+                let mut board = self.board.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(e) = board.get_mut(self.id.as_str()) {
+                    e.malformed_lifecycle += 1;
+                    if e.malformed_lifecycle.is_power_of_two() {
+                        tracing::warn!(
+                            operator = %self.id,
+                            what,
+                            error = %error,
+                            malformed = e.malformed_lifecycle,
+                            "ignored a malformed lifecycle message"
+                        );
+                    }
+                }
+                return;
+            }
         };
         if !crate::process::is_in_group(pid, proc.pid) {
             // A leftover of an earlier process, or a forgery: it must not
@@ -386,6 +403,7 @@ impl Actor {
         let heard = match &msg {
             Lifecycle::Ready(_) => Heard::Ready,
             Lifecycle::Heartbeat(hb) => Heard::Heartbeat(hb.state),
+            Lifecycle::Malformed { .. } => return,
         };
         if let Lifecycle::Heartbeat(hb) = msg {
             let mut board = self.board.lock().unwrap_or_else(|p| p.into_inner());
