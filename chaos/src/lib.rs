@@ -8,6 +8,10 @@
 //! subscribed is lost by design. Those losses are *counted* here (and
 //! listed as such); a path documented as lossless must show 0.
 
+mod irc;
+
+pub use irc::irc_server_restart;
+
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::Stdio;

@@ -63,3 +63,8 @@ async fn logger_under_faults() {
 async fn misbehaving_operator() {
     check(chaos::misbehaving_operator().await).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn irc_server_restart() {
+    check(chaos::irc_server_restart().await).await;
+}
