@@ -220,7 +220,7 @@ async fn a_relay_that_requires_auth_is_answered_and_accepts_writes() {
     .expect("nostr-relay (make tools)");
     // Without NIP-42 the relay refuses writes (so the test can fail).
     let alice = Peer::keygen();
-    let refused = Peer::publish_bad_signature(&[&strict.url()], alice["secret"].as_str().unwrap(), "x");
+    let refused = Peer::try_publish(&[&strict.url()], alice["secret"].as_str().unwrap(), "x", json!([]));
     assert_eq!(refused["ok"][strict.url()][0], false, "{refused}");
 
     let mut h = Harness::new("nostr-auth").await;

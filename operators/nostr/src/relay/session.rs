@@ -353,6 +353,9 @@ impl Session<'_> {
                 let for_auth = message.starts_with("auth-required:")
                     || (message.starts_with("restricted:") && self.challenge.is_some());
                 let auth_done = self.status.get().auth == AuthState::Done;
+                // NIP-01: `duplicate:` means the relay already has the
+                // event; some relays (nostr-relay) say it with `false`.
+                let status = status || message.starts_with("duplicate:");
                 if !status && for_auth && !o.retried && !auth_done {
                     tracing::debug!(relay = %self.config.url, id = %event_id, "refused until we authenticate; will retry");
                     self.waiting_auth.push(Outgoing { retried: true, ..o });
@@ -435,7 +438,13 @@ impl Session<'_> {
             return Ok(());
         }
         tracing::info!(relay = %self.config.url, "authenticated (NIP-42)");
-        for o in std::mem::take(&mut self.waiting_auth) {
+        // Everything still unanswered goes again: what was refused for
+        // auth, and what a relay refused with an `OK` we could not match
+        // (nostr-relay refuses with an empty event id). Relays know events
+        // by id, so a repeat of an accepted one is answered `duplicate:`.
+        let mut again = std::mem::take(&mut self.waiting_auth);
+        again.extend(self.in_flight.drain().map(|(_, o)| o));
+        for o in again {
             self.send_event(o).await?;
         }
         let names = std::mem::take(&mut self.closed_for_auth);

@@ -32,7 +32,8 @@ async def send_event(url, event_json):
         await ws.send(json.dumps(["EVENT", event_json]))
         while True:
             msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
-            if msg[0] == "OK" and msg[1] == event_json["id"]:
+            # nostr-relay answers a refused write with an empty id.
+            if msg[0] == "OK" and msg[1] in (event_json["id"], ""):
                 return [msg[2], msg[3]]
 
 
