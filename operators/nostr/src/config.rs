@@ -13,6 +13,7 @@
 //! | `collect` | duration | `"200ms"` | how long the first copy of an event waits for copies from other relays before it is published (their URLs go into its `nostr-relays` header); `"0s"` publishes at once |
 //! | `publish_timeout` | duration | `"10s"` | how long a publish waits for each write relay's `OK` |
 //! | `max_event_bytes` | integer | `131072` | larger relay frames are dropped and counted |
+//! | `own_events` | bool | `false` | also publish events signed with the bot's own key (off: a bot does not hear itself, as on other chat networks) |
 //! | `instance` | string | the operator id | the `<instance>` token of this operator's subjects |
 //!
 //! A subscription (one `REQ` with one filter on every read relay):
@@ -64,7 +65,11 @@ impl PartialEq for BotKeys {
 
 impl fmt::Debug for BotKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "BotKeys {{ public: {}, secret: \"***\" }}", self.0.public_key())
+        write!(
+            f,
+            "BotKeys {{ public: {}, secret: \"***\" }}",
+            self.0.public_key()
+        )
     }
 }
 
@@ -145,6 +150,8 @@ pub struct NostrConfig {
     pub publish_timeout: Duration,
     /// Largest relay frame accepted.
     pub max_event_bytes: usize,
+    /// Publish the bot's own events too.
+    pub own_events: bool,
     /// Subject instance token (defaults to the operator id at start).
     pub instance: Option<String>,
 }
@@ -232,6 +239,8 @@ struct RawConfig {
     publish_timeout: Option<String>,
     #[serde(default)]
     max_event_bytes: Option<usize>,
+    #[serde(default)]
+    own_events: bool,
     #[serde(default)]
     instance: Option<String>,
 }
@@ -412,6 +421,7 @@ impl TryFrom<RawConfig> for NostrConfig {
             collect,
             publish_timeout,
             max_event_bytes,
+            own_events: raw.own_events,
             instance: raw.instance,
         })
     }
@@ -479,11 +489,21 @@ mod tests {
             b[k] = v;
             parse(b)
         };
-        assert!(with("relay", json!([])).unwrap_err().contains("unknown field"));
-        assert!(with("relays", json!([])).unwrap_err().contains("at least one"));
-        assert!(with("relays", json!(["http://h"])).unwrap_err().contains("websocket"));
+        assert!(with("relay", json!([]))
+            .unwrap_err()
+            .contains("unknown field"));
+        assert!(with("relays", json!([]))
+            .unwrap_err()
+            .contains("at least one"));
+        assert!(with("relays", json!(["http://h"]))
+            .unwrap_err()
+            .contains("websocket"));
         assert!(with("relays", json!(["ws://h:1", "ws://h:1"])).is_err());
-        assert!(with("relays", json!([{"url": "ws://h:1", "read": false, "write": false}])).is_err());
+        assert!(with(
+            "relays",
+            json!([{"url": "ws://h:1", "read": false, "write": false}])
+        )
+        .is_err());
         assert!(with("relays", json!([{"url": "ws://h:1", "wirte": false}])).is_err());
         assert!(with("reconnect", json!([])).is_err());
         assert!(with("reconnect", json!(["5"])).is_err());

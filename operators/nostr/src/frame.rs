@@ -125,6 +125,9 @@ mod tests {
         assert_eq!(kind(r#"["EVENT","s",{"id":1}]"#), FrameErrorKind::Malformed);
         assert_eq!(kind(r#"{"a":1}"#), FrameErrorKind::Malformed);
         assert_eq!(kind(r#"[]"#), FrameErrorKind::Malformed);
-        assert_eq!(kind(&format!(r#"["NOTICE","{}"]"#, "x".repeat(200))), FrameErrorKind::TooLarge);
+        assert_eq!(
+            kind(&format!(r#"["NOTICE","{}"]"#, "x".repeat(200))),
+            FrameErrorKind::TooLarge
+        );
     }
 }

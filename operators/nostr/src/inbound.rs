@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nostr::prelude::{Event, EventId, ToBech32};
+use nostr::prelude::{Event, EventId, PublicKey, ToBech32};
 use serde::Serialize;
 use serde_json::Value;
 use switchboard_bus::proto::{headers, ChatAddress, Envelope};
@@ -162,7 +162,8 @@ pub fn envelope(
         subscriptions: subscriptions.to_vec(),
         event: raw,
     };
-    let subject = ChatAddress::new("nostr", instance, place.room.as_str()).event_subject(&kind_token(event));
+    let subject =
+        ChatAddress::new("nostr", instance, place.room.as_str()).event_subject(&kind_token(event));
     let body = serde_json::to_value(&body).unwrap_or(Value::Null);
     let env = Envelope::new(source, body)
         .with_header(headers::ROOM, place.room)
@@ -221,6 +222,8 @@ pub struct Inbound {
     pub paused: watch::Receiver<bool>,
     /// How long a first copy waits for others.
     pub collect: watch::Receiver<Duration>,
+    /// The bot's own public key and whether its events are published.
+    pub own: watch::Receiver<(PublicKey, bool)>,
     /// Resume state.
     pub resume: Arc<Mutex<Resume>>,
     /// Recent events for replies.
@@ -236,10 +239,7 @@ impl Inbound {
         let mut order: VecDeque<EventId> = VecDeque::new();
         loop {
             let paused = *self.paused.borrow();
-            let next_due = order
-                .front()
-                .and_then(|id| pending.get(id))
-                .map(|g| g.due);
+            let next_due = order.front().and_then(|id| pending.get(id)).map(|g| g.due);
             tokio::select! {
                 received = rx.recv(), if !paused => {
                     let Some(r) = received else { break };
@@ -274,6 +274,11 @@ impl Inbound {
         };
         if seen {
             self.stats.duplicates.inc();
+            return;
+        }
+        let (own_key, own_events) = *self.own.borrow();
+        if r.event.pubkey == own_key && !own_events {
+            self.stats.own.inc();
             return;
         }
         if let Some(g) = pending.get_mut(&id) {
@@ -406,12 +411,21 @@ mod tests {
     fn nip10_markers_and_positional_tags() {
         let root = "a".repeat(64);
         let reply = "b".repeat(64);
-        let e = note(vec![vec!["e", &reply, "", "reply"], vec!["e", &root, "", "root"]], 1);
+        let e = note(
+            vec![vec!["e", &reply, "", "reply"], vec!["e", &root, "", "root"]],
+            1,
+        );
         let p = placement(&e);
-        assert_eq!((p.room.as_str(), p.reply_to.as_deref()), (root.as_str(), Some(reply.as_str())));
+        assert_eq!(
+            (p.room.as_str(), p.reply_to.as_deref()),
+            (root.as_str(), Some(reply.as_str()))
+        );
         let e = note(vec![vec!["e", &root], vec!["e", &reply]], 1);
         let p = placement(&e);
-        assert_eq!((p.room.as_str(), p.reply_to.as_deref()), (root.as_str(), Some(reply.as_str())));
+        assert_eq!(
+            (p.room.as_str(), p.reply_to.as_deref()),
+            (root.as_str(), Some(reply.as_str()))
+        );
         let e = note(vec![vec!["e", &root, "", "root"]], 1);
         assert_eq!(placement(&e).reply_to.as_deref(), Some(root.as_str()));
         // A reaction sits with what it reacts to.

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nostr::prelude::PublicKey;
 use serde::Serialize;
 use switchboard_bus::proto::{ChatPattern, SendResult};
 use switchboard_bus::{Bus, Context, Delivery, HandlerResult, Operator};
@@ -68,6 +69,7 @@ struct Running {
     instance_tx: watch::Sender<String>,
     paused_tx: watch::Sender<bool>,
     collect_tx: watch::Sender<Duration>,
+    own_tx: watch::Sender<(PublicKey, bool)>,
     recent: Arc<Mutex<Recent>>,
     inbound: JoinHandle<()>,
 }
@@ -97,7 +99,12 @@ impl Running {
     fn spawn_relays(&mut self, stats: &switchboard_bus::Stats) {
         for rc in &self.config.relays {
             if !self.relays.contains_key(&rc.url) {
-                let h = RelayHandle::spawn(rc.clone(), self.shared.clone(), Arc::clone(&self.subs), stats);
+                let h = RelayHandle::spawn(
+                    rc.clone(),
+                    self.shared.clone(),
+                    Arc::clone(&self.subs),
+                    stats,
+                );
                 self.relays.insert(rc.url.clone(), h);
             }
         }
@@ -141,7 +148,9 @@ async fn publish(
                 OkResult {
                     url,
                     accepted: false,
-                    message: format!("no OK within {timeout:?} (publish_timeout); the relay may be down"),
+                    message: format!(
+                        "no OK within {timeout:?} (publish_timeout); the relay may be down"
+                    ),
                 }
             }
         };
@@ -149,7 +158,10 @@ async fn publish(
     }
     let ok = results.iter().any(|r| r.accepted);
     let error = (!ok).then(|| {
-        let why: Vec<String> = results.iter().map(|r| format!("{}: {}", r.url, r.message)).collect();
+        let why: Vec<String> = results
+            .iter()
+            .map(|r| format!("{}: {}", r.url, r.message))
+            .collect();
         format!("no relay accepted the event ({})", why.join("; "))
     });
     tracing::debug!(%id, ok, "publish finished");
@@ -195,6 +207,7 @@ impl Operator for NostrOperator {
         let (instance_tx, instance_rx) = watch::channel(instance.clone());
         let (paused_tx, paused_rx) = watch::channel(false);
         let (collect_tx, collect_rx) = watch::channel(config.collect);
+        let (own_tx, own_rx) = watch::channel((config.keys.public_key(), config.own_events));
         let recent = Arc::new(Mutex::new(Recent::default()));
         let inbound = tokio::spawn(
             Inbound {
@@ -202,6 +215,7 @@ impl Operator for NostrOperator {
                 instance: instance_rx,
                 paused: paused_rx,
                 collect: collect_rx,
+                own: own_rx,
                 resume: Arc::clone(&resume),
                 recent: Arc::clone(&recent),
                 stats: stats.clone(),
@@ -233,6 +247,7 @@ impl Operator for NostrOperator {
             instance_tx,
             paused_tx,
             collect_tx,
+            own_tx,
             recent,
             inbound,
         };
@@ -283,7 +298,9 @@ impl Operator for NostrOperator {
         if let Err(error) = outcome {
             tracing::debug!(subject = %delivery.subject, %error, "send request refused");
             if let Some(reply) = &delivery.reply {
-                ctx.bus().respond_json(reply, &SendResult::failed(error)).await?;
+                ctx.bus()
+                    .respond_json(reply, &SendResult::failed(error))
+                    .await?;
             }
         }
         Ok(())
@@ -312,10 +329,20 @@ impl Operator for NostrOperator {
         let keep: Vec<String> = run
             .relays
             .iter()
-            .filter(|(url, h)| config.relays.iter().any(|r| &r.url == *url && r == h.config()))
+            .filter(|(url, h)| {
+                config
+                    .relays
+                    .iter()
+                    .any(|r| &r.url == *url && r == h.config())
+            })
             .map(|(url, _)| url.clone())
             .collect();
-        let gone: Vec<String> = run.relays.keys().filter(|u| !keep.contains(u)).cloned().collect();
+        let gone: Vec<String> = run
+            .relays
+            .keys()
+            .filter(|u| !keep.contains(u))
+            .cloned()
+            .collect();
         for url in gone {
             if let Some(h) = run.relays.remove(&url) {
                 tracing::info!(relay = %url, "relay removed");
@@ -341,6 +368,9 @@ impl Operator for NostrOperator {
             .unwrap_or_else(|p| p.into_inner())
             .set_overlap(config.resume_overlap.as_secs());
         let _ = run.collect_tx.send(config.collect);
+        let _ = run
+            .own_tx
+            .send((config.keys.public_key(), config.own_events));
         run.config = config;
         run.spawn_relays(ctx.bus().stats());
         tracing::info!(relays = run.relays.len(), "reloaded");
@@ -371,7 +401,10 @@ impl Operator for NostrOperator {
             // The inbound task publishes what it holds once every sender
             // is gone, then saves the resume state.
             let mut inbound = run.inbound;
-            if tokio::time::timeout(Duration::from_secs(2), &mut inbound).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(2), &mut inbound)
+                .await
+                .is_err()
+            {
                 inbound.abort();
             }
         }

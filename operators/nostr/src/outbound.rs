@@ -67,7 +67,11 @@ struct RawBody {
     event: Value,
 }
 
-fn body<T: for<'de> Deserialize<'de>>(value: &Value, kind: &str, expected: &str) -> Result<T, String> {
+fn body<T: for<'de> Deserialize<'de>>(
+    value: &Value,
+    kind: &str,
+    expected: &str,
+) -> Result<T, String> {
     let empty = Value::Object(Default::default());
     let value = if value.is_null() { &empty } else { value };
     T::deserialize(value)
@@ -75,11 +79,13 @@ fn body<T: for<'de> Deserialize<'de>>(value: &Value, kind: &str, expected: &str)
 }
 
 fn event_id(what: &str, value: &str) -> Result<EventId, String> {
-    EventId::parse(value).map_err(|_| format!("{what} {value:?} is not an event id (64 hex digits or note1…)"))
+    EventId::parse(value)
+        .map_err(|_| format!("{what} {value:?} is not an event id (64 hex digits or note1…)"))
 }
 
 fn pubkey(what: &str, value: &str) -> Result<PublicKey, String> {
-    PublicKey::parse(value).map_err(|_| format!("{what} {value:?} is not a public key (npub1… or 64 hex digits)"))
+    PublicKey::parse(value)
+        .map_err(|_| format!("{what} {value:?} is not a public key (npub1… or 64 hex digits)"))
 }
 
 fn sign(builder: EventBuilder, keys: &BotKeys) -> Result<Box<Event>, String> {
@@ -266,7 +272,13 @@ mod tests {
                 vec!["e".to_string(), other, String::new(), "reply".into()],
             ]
         );
-        let r = request_for(&delivery(&root, "message", json!({"text": "hi"})), "main", &keys(), &Recent::default()).unwrap();
+        let r = request_for(
+            &delivery(&root, "message", json!({"text": "hi"})),
+            "main",
+            &keys(),
+            &Recent::default(),
+        )
+        .unwrap();
         assert_eq!(tags(r).len(), 1);
     }
 
@@ -274,29 +286,72 @@ mod tests {
     fn refusals_say_what_to_do() {
         let k = keys();
         let npub = nostr::prelude::ToBech32::to_bech32(&k.public_key()).unwrap();
-        let e = request_for(&delivery(&npub, "message", json!({"text": "x"})), "main", &k, &Recent::default()).unwrap_err();
+        let e = request_for(
+            &delivery(&npub, "message", json!({"text": "x"})),
+            "main",
+            &k,
+            &Recent::default(),
+        )
+        .unwrap_err();
         assert!(e.contains("reply_to"), "{e}");
-        let e = request_for(&delivery("lobby", "message", json!({"text": "x"})), "main", &k, &Recent::default()).unwrap_err();
+        let e = request_for(
+            &delivery("lobby", "message", json!({"text": "x"})),
+            "main",
+            &k,
+            &Recent::default(),
+        )
+        .unwrap_err();
         assert!(e.contains("root event"), "{e}");
-        let e = request_for(&delivery("x", "wave", json!({})), "main", &k, &Recent::default()).unwrap_err();
+        let e = request_for(
+            &delivery("x", "wave", json!({})),
+            "main",
+            &k,
+            &Recent::default(),
+        )
+        .unwrap_err();
         assert!(e.contains("unknown kind"), "{e}");
-        let e = request_for(&delivery("x", "note", json!({"txt": "x"})), "main", &k, &Recent::default()).unwrap_err();
+        let e = request_for(
+            &delivery("x", "note", json!({"txt": "x"})),
+            "main",
+            &k,
+            &Recent::default(),
+        )
+        .unwrap_err();
         assert!(e.contains("bad body"), "{e}");
-        let e = request_for(&delivery("x", "note", json!({"text": "x"})), "other", &k, &Recent::default()).unwrap_err();
+        let e = request_for(
+            &delivery("x", "note", json!({"text": "x"})),
+            "other",
+            &k,
+            &Recent::default(),
+        )
+        .unwrap_err();
         assert!(e.contains("not a send request"), "{e}");
     }
 
     #[test]
     fn raw_events_must_verify() {
         let k = keys();
-        let ev = EventBuilder::new(Kind::TextNote, "x").finalize(k.keys()).unwrap();
+        let ev = EventBuilder::new(Kind::TextNote, "x")
+            .finalize(k.keys())
+            .unwrap();
         let mut raw: Value = serde_json::from_str(&ev.as_json()).unwrap();
         assert!(matches!(
-            request_for(&delivery("_", "raw", json!({"event": raw.clone()})), "main", &k, &Recent::default()),
+            request_for(
+                &delivery("_", "raw", json!({"event": raw.clone()})),
+                "main",
+                &k,
+                &Recent::default()
+            ),
             Ok(Request::Publish(_))
         ));
         raw["content"] = json!("tampered");
-        let e = request_for(&delivery("_", "raw", json!({"event": raw})), "main", &k, &Recent::default()).unwrap_err();
+        let e = request_for(
+            &delivery("_", "raw", json!({"event": raw})),
+            "main",
+            &k,
+            &Recent::default(),
+        )
+        .unwrap_err();
         assert!(e.contains("does not verify"), "{e}");
     }
 

@@ -19,6 +19,9 @@ pub struct NostrStats {
     pub bad_frames: Counter,
     /// Frames skipped: larger than `max_event_bytes`.
     pub oversize: Counter,
+    /// Events not published because the bot signed them (`own_events`
+    /// off).
+    pub own: Counter,
     /// Events published on the bus.
     pub published: Counter,
     /// `OK true` from a relay.
@@ -44,6 +47,7 @@ impl NostrStats {
             duplicates: stats.counter("nostr_dropped_duplicate"),
             bad_frames: stats.counter("nostr_frames_skipped"),
             oversize: stats.counter("nostr_dropped_oversize"),
+            own: stats.counter("nostr_skipped_own"),
             published: stats.counter("nostr_events_published"),
             oks: stats.counter("nostr_ok_accepted"),
             refusals: stats.counter("nostr_ok_refused"),

@@ -22,7 +22,8 @@ async fn an_event_on_two_relays_reaches_the_bus_once() {
     let a = NostrRelay::start().expect("nostr-relay (make tools)");
     let b = NostrRelay::start().expect("nostr-relay (make tools)");
     let mut h = Harness::new("nostr-once").await;
-    h.start_bot(config(&[a.url(), b.url()], json!({"collect": "500ms"}))).await;
+    h.start_bot(config(&[a.url(), b.url()], json!({"collect": "500ms"})))
+        .await;
     h.relay_state(&a.url(), "connected").await;
     h.relay_state(&b.url(), "connected").await;
 
@@ -46,7 +47,10 @@ async fn an_event_on_two_relays_reaches_the_bus_once() {
     assert_eq!(body["event"], sent["event"]);
     assert_eq!(d.envelope().header("room"), Some(npub));
     let relays = d.envelope().header("nostr-relays").unwrap();
-    assert!(relays.contains(&a.url()) && relays.contains(&b.url()), "{relays}");
+    assert!(
+        relays.contains(&a.url()) && relays.contains(&b.url()),
+        "{relays}"
+    );
 
     h.drain(Duration::from_secs(1)).await;
     assert_eq!(h.counts()[id], 1, "published more than once");
@@ -63,7 +67,9 @@ async fn events_the_operator_publishes_are_accepted_and_read_back_signed() {
     h.start_bot(config(&[a.url(), b.url()], json!({}))).await;
 
     // A top-level note: OK true from both relays.
-    let ack = h.request("_", "note", json!({"text": "a note", "hashtags": ["sb"]})).await;
+    let ack = h
+        .request("_", "note", json!({"text": "a note", "hashtags": ["sb"]}))
+        .await;
     assert_eq!(ack["ok"], true, "{ack}");
     let results = ack["relays"].as_array().unwrap();
     assert_eq!(results.len(), 2, "{ack}");
@@ -79,10 +85,17 @@ async fn events_the_operator_publishes_are_accepted_and_read_back_signed() {
 
     // A reply in Alice's thread: NIP-10 root and reply markers, her p tag.
     let alice = Peer::keygen();
-    let root = Peer::publish(&[&a.url()], alice["secret"].as_str().unwrap(), "root", json!([]));
+    let root = Peer::publish(
+        &[&a.url()],
+        alice["secret"].as_str().unwrap(),
+        "root",
+        json!([]),
+    );
     let root_id = root["id"].as_str().unwrap();
     h.event_with_id(root_id).await;
-    let ack = h.request(root_id, "message", json!({"text": "a reply"})).await;
+    let ack = h
+        .request(root_id, "message", json!({"text": "a reply"}))
+        .await;
     assert_eq!(ack["ok"], true, "{ack}");
     let got = Peer::fetch(&b.url(), json!({"ids": [ack["id"]]}));
     assert_eq!(got[0]["valid"], true);
@@ -90,26 +103,66 @@ async fn events_the_operator_publishes_are_accepted_and_read_back_signed() {
         got[0]["event"]["tags"],
         json!([["e", root_id, "", "root"], ["p", alice["pubkey"]]])
     );
-    // Our own reply comes back from the relays in the thread's room.
-    let ours = h.event_with_id(ack["id"].as_str().unwrap()).await;
-    assert_eq!(ours.envelope().body["root"], root_id);
-    assert_eq!(ours.subject, format!("chat.nostr.nostr-write.{root_id}.message"));
+    // The bot does not hear itself (own_events is off).
+    let reply_id = ack["id"].as_str().unwrap().to_string();
 
     // A reaction (NIP-25) and a pre-signed event.
-    let ack = h.request(root_id, "reaction", json!({"content": "🤙"})).await;
+    let ack = h
+        .request(root_id, "reaction", json!({"content": "🤙"}))
+        .await;
     assert_eq!(ack["ok"], true, "{ack}");
     let got = Peer::fetch(&a.url(), json!({"ids": [ack["id"]]}));
     assert_eq!(got[0]["event"]["kind"], 7);
-    assert_eq!(got[0]["event"]["tags"], json!([["e", root_id], ["p", alice["pubkey"]]]));
+    assert_eq!(
+        got[0]["event"]["tags"],
+        json!([["e", root_id], ["p", alice["pubkey"]]])
+    );
     let ack = h.request("_", "raw", json!({"event": root["event"]})).await;
-    assert_eq!(ack["ok"], true, "a relay refused a valid pre-signed event: {ack}");
+    assert_eq!(
+        ack["ok"], true,
+        "a relay refused a valid pre-signed event: {ack}"
+    );
     let mut forged = root["event"].clone();
     forged["content"] = json!("changed");
     let ack = h.request("_", "raw", json!({"event": forged})).await;
     assert_eq!(ack["ok"], false);
-    assert!(ack["error"].as_str().unwrap().contains("does not verify"), "{ack}");
+    assert!(
+        ack["error"].as_str().unwrap().contains("does not verify"),
+        "{ack}"
+    );
     let c = h.counter_reaches("nostr_ok_accepted", 8).await;
     assert_eq!(c["nostr_ok_refused"], 0, "{c}");
+    h.drain(Duration::from_millis(300)).await;
+    assert!(!h.counts().contains_key(&reply_id), "the bot heard itself");
+    assert!(c["nostr_skipped_own"].as_u64().unwrap() >= 1, "{c}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_own_events_the_bots_replies_come_back_in_the_thread() {
+    let a = NostrRelay::start().expect("nostr-relay (make tools)");
+    let mut h = Harness::new("nostr-own").await;
+    h.start_bot(config(&[a.url()], json!({"own_events": true})))
+        .await;
+    let alice = Peer::keygen();
+    let root = Peer::publish(
+        &[&a.url()],
+        alice["secret"].as_str().unwrap(),
+        "root",
+        json!([]),
+    );
+    let root_id = root["id"].as_str().unwrap();
+    h.event_with_id(root_id).await;
+    let ack = h
+        .request(root_id, "message", json!({"text": "a reply"}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let ours = h.event_with_id(ack["id"].as_str().unwrap()).await;
+    assert_eq!(ours.envelope().body["root"], root_id);
+    assert_eq!(ours.envelope().body["reply_to"], root_id);
+    assert_eq!(
+        ours.subject,
+        format!("chat.nostr.nostr-own.{root_id}.message")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,8 +170,11 @@ async fn a_restarted_relay_is_reconnected_on_schedule_with_no_gap_and_no_duplica
     let mut a = NostrRelay::start().expect("nostr-relay (make tools)");
     let b = NostrRelay::start().expect("nostr-relay (make tools)");
     let mut h = Harness::new("nostr-reconnect").await;
-    h.start_bot(config(&[a.url(), b.url()], json!({"reconnect": ["300ms", "600ms"]})))
-        .await;
+    h.start_bot(config(
+        &[a.url(), b.url()],
+        json!({"reconnect": ["300ms", "600ms"]}),
+    ))
+    .await;
     h.relay_state(&a.url(), "connected").await;
     let alice = Peer::keygen();
     let sk = alice["secret"].as_str().unwrap();
@@ -127,7 +183,10 @@ async fn a_restarted_relay_is_reconnected_on_schedule_with_no_gap_and_no_duplica
 
     a.stop();
     let backoff = h.relay_state(&a.url(), "backoff").await;
-    assert!(backoff["backoff_until_ms"].as_u64().unwrap() > 0, "{backoff}");
+    assert!(
+        backoff["backoff_until_ms"].as_u64().unwrap() > 0,
+        "{backoff}"
+    );
     assert!(backoff["last_error"].is_string(), "{backoff}");
     // While A is down: to B only.
     let e2 = Peer::publish(&[&b.url()], sk, "while a is down", json!([]));
@@ -135,7 +194,10 @@ async fn a_restarted_relay_is_reconnected_on_schedule_with_no_gap_and_no_duplica
     // Attempts go on at the last step of the schedule.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let relays = h.relays().await;
-    assert!(relays[&a.url()]["attempts"].as_u64().unwrap() >= 2, "{relays:?}");
+    assert!(
+        relays[&a.url()]["attempts"].as_u64().unwrap() >= 2,
+        "{relays:?}"
+    );
 
     a.restart().expect("relay restarts on the same port");
     // To A only, as soon as it is back (the operator may still be waiting).
@@ -149,7 +211,11 @@ async fn a_restarted_relay_is_reconnected_on_schedule_with_no_gap_and_no_duplica
     h.drain(Duration::from_secs(1)).await;
     let counts = h.counts();
     for e in [&e1, &e2, &e3, &e4] {
-        assert_eq!(counts.get(e["id"].as_str().unwrap()), Some(&1), "{counts:?}");
+        assert_eq!(
+            counts.get(e["id"].as_str().unwrap()),
+            Some(&1),
+            "{counts:?}"
+        );
     }
     assert_eq!(counts.len(), 4, "{counts:?}");
 }
@@ -180,7 +246,11 @@ async fn after_sigkill_and_restart_nothing_is_missed_or_repeated() {
     h.drain(Duration::from_secs(1)).await;
     let counts = h.counts();
     for e in [&e1, &e2, &e3] {
-        assert_eq!(counts.get(e["id"].as_str().unwrap()), Some(&1), "{counts:?}");
+        assert_eq!(
+            counts.get(e["id"].as_str().unwrap()),
+            Some(&1),
+            "{counts:?}"
+        );
     }
     let c = h.counter_reaches("nostr_dropped_duplicate", 1).await;
     assert_eq!(c["nostr_events_published"], 2, "{c}");
@@ -201,11 +271,18 @@ async fn an_event_with_a_bad_signature_is_dropped_and_counted() {
     let alice = Peer::keygen();
     let sk = alice["secret"].as_str().unwrap();
     let bad = Peer::publish_bad_signature(&[&lax.url()], sk, "forged");
-    assert_eq!(bad["ok"][lax.url()][0], true, "the lax relay stored it: {bad}");
+    assert_eq!(
+        bad["ok"][lax.url()][0],
+        true,
+        "the lax relay stored it: {bad}"
+    );
     let good = Peer::publish(&[&lax.url()], sk, "genuine", json!([]));
     h.event_with_id(good["id"].as_str().unwrap()).await;
     h.drain(Duration::from_millis(500)).await;
-    assert!(!h.counts().contains_key(bad["id"].as_str().unwrap()), "a forged event reached the bus");
+    assert!(
+        !h.counts().contains_key(bad["id"].as_str().unwrap()),
+        "a forged event reached the bus"
+    );
     let c = h.counter_reaches("nostr_dropped_bad_signature", 1).await;
     assert_eq!(c["nostr_dropped_bad_signature"], 1, "{c}");
     assert_eq!(c["nostr_events_published"], 1, "{c}");
@@ -213,26 +290,52 @@ async fn an_event_with_a_bad_signature_is_dropped_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_requires_auth_is_answered_and_accepts_writes() {
-    let strict = NostrRelay::start_with(NostrRelayOptions {
+    let mut strict = NostrRelay::start_with(NostrRelayOptions {
         writers_with_auth: Some(vec![bot_pubkey()]),
         ..Default::default()
     })
     .expect("nostr-relay (make tools)");
     // Without NIP-42 the relay refuses writes (so the test can fail).
     let alice = Peer::keygen();
-    let refused = Peer::try_publish(&[&strict.url()], alice["secret"].as_str().unwrap(), "x", json!([]));
+    let refused = Peer::try_publish(
+        &[&strict.url()],
+        alice["secret"].as_str().unwrap(),
+        "x",
+        json!([]),
+    );
     assert_eq!(refused["ok"][strict.url()][0], false, "{refused}");
 
+    // The relay is down when the bot asks to write, so the event goes out
+    // the moment the connection opens, before the challenge is answered:
+    // refused for auth, then sent again once authenticated.
+    strict.stop();
     let mut h = Harness::new("nostr-auth").await;
     h.start_bot(config(&[strict.url()], json!({}))).await;
-    let ack = h.request("_", "note", json!({"text": "authenticated note"})).await;
+    let (ack, ()) = tokio::join!(
+        h.request("_", "note", json!({"text": "authenticated note"})),
+        async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::task::block_in_place(|| strict.restart()).expect("relay restarts");
+        }
+    );
     assert_eq!(ack["ok"], true, "{ack}");
     assert_eq!(ack["relays"][0]["accepted"], true, "{ack}");
     let got = Peer::fetch(&strict.url(), json!({"ids": [ack["id"]]}));
     assert_eq!(got.len(), 1);
     assert_eq!(got[0]["valid"], true);
-    let status = h.relays().await;
-    assert_eq!(status[&strict.url()]["auth"], "done", "{status:?}");
+    assert_eq!(got[0]["event"]["pubkey"], bot_pubkey());
+    // Later writes on the authenticated connection go straight through.
+    let ack = h.request("_", "note", json!({"text": "second"})).await;
+    assert_eq!(ack["relays"][0]["accepted"], true, "{ack}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while h.relays().await[&strict.url()]["auth"] != "done" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            h.relays().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let c = h.counter_reaches("nostr_auth_sent", 1).await;
     assert_eq!(c["nostr_ok_refused"], 0, "{c}");
 }
@@ -255,20 +358,37 @@ async fn reload_adds_a_third_relay_and_removes_one_without_a_restart() {
     let relays = h.relays().await;
     assert!(!relays.contains_key(&a.url()), "{relays:?}");
     assert_eq!(relays.len(), 2, "{relays:?}");
-    assert_eq!(h.bot.as_ref().unwrap().child.id(), pid, "the operator restarted");
+    assert_eq!(
+        h.bot.as_ref().unwrap().child.id(),
+        pid,
+        "the operator restarted"
+    );
 
     // Writes go to B and C only; reads come from C, not from A.
-    let ack = h.request("_", "note", json!({"text": "after reload"})).await;
-    let urls: Vec<&str> = ack["relays"].as_array().unwrap().iter().map(|r| r["url"].as_str().unwrap()).collect();
+    let ack = h
+        .request("_", "note", json!({"text": "after reload"}))
+        .await;
+    let urls: Vec<&str> = ack["relays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["url"].as_str().unwrap())
+        .collect();
     assert_eq!(urls.len(), 2, "{ack}");
-    assert!(urls.contains(&b.url().as_str()) && urls.contains(&c.url().as_str()), "{ack}");
+    assert!(
+        urls.contains(&b.url().as_str()) && urls.contains(&c.url().as_str()),
+        "{ack}"
+    );
     let alice = Peer::keygen();
     let sk = alice["secret"].as_str().unwrap();
     let on_a = Peer::publish(&[&a.url()], sk, "only on the removed relay", json!([]));
     let on_c = Peer::publish(&[&c.url()], sk, "only on the new relay", json!([]));
     h.event_with_id(on_c["id"].as_str().unwrap()).await;
     h.drain(Duration::from_millis(800)).await;
-    assert!(!h.counts().contains_key(on_a["id"].as_str().unwrap()), "read from a removed relay");
+    assert!(
+        !h.counts().contains_key(on_a["id"].as_str().unwrap()),
+        "read from a removed relay"
+    );
 
     // A filter change applies too: only #t=sb from now on.
     let cfg = config(
@@ -281,7 +401,9 @@ async fn reload_adds_a_third_relay_and_removes_one_without_a_restart() {
     let tagged = Peer::publish(&[&c.url()], sk, "tagged", json!([["t", "sb"]]));
     h.event_with_id(tagged["id"].as_str().unwrap()).await;
     h.drain(Duration::from_millis(500)).await;
-    assert!(!h.counts().contains_key(plain["id"].as_str().unwrap()), "old filter still active");
+    assert!(
+        !h.counts().contains_key(plain["id"].as_str().unwrap()),
+        "old filter still active"
+    );
     assert_eq!(h.bot.as_ref().unwrap().child.id(), pid);
-    let _ = WAIT;
 }

@@ -145,8 +145,7 @@ impl RelayHandle {
             let _ = o.done.send(OkResult {
                 url: self.config.url.clone(),
                 accepted: false,
-                message: "the operator's queue for this relay is full; try again later"
-                    .to_string(),
+                message: "the operator's queue for this relay is full; try again later".to_string(),
             });
         }
         rx

@@ -6,15 +6,15 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use nostr::nips::nip42::ClientAuthentication;
-use nostr::prelude::{ClientMessage, Event, EventId, FinalizeEvent, RelayMessage, RelayUrl, SubscriptionId};
+use nostr::prelude::{
+    ClientMessage, Event, EventId, FinalizeEvent, RelayMessage, RelayUrl, SubscriptionId,
+};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::{
-    AuthState, Command, OkResult, Outgoing, Received, RelayState, Shared, StatusCell,
-};
+use super::{AuthState, Command, OkResult, Outgoing, Received, RelayState, Shared, StatusCell};
 use crate::config::{RelayConfig, SubscriptionConfig};
 use crate::frame;
 use crate::stats::BurstLog;
@@ -128,8 +128,12 @@ async fn connect(url: &str, max_event_bytes: usize) -> Result<Ws, String> {
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit));
     let connector = tokio_tungstenite::Connector::Rustls(super::tls_config());
-    let attempt =
-        tokio_tungstenite::connect_async_tls_with_config(url, Some(ws_config), true, Some(connector));
+    let attempt = tokio_tungstenite::connect_async_tls_with_config(
+        url,
+        Some(ws_config),
+        true,
+        Some(connector),
+    );
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
         Err(_) => Err(format!("no websocket within {CONNECT_TIMEOUT:?}")),
         Ok(Err(e)) => Err(e.to_string()),
@@ -167,7 +171,11 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    async fn run(&mut self, queue: &mut Vec<Outgoing>, commands: &mut mpsc::Receiver<Command>) -> End {
+    async fn run(
+        &mut self,
+        queue: &mut Vec<Outgoing>,
+        commands: &mut mpsc::Receiver<Command>,
+    ) -> End {
         if self.config.read {
             let subs = Arc::clone(&self.subs);
             for sub in subs.iter() {
@@ -257,8 +265,11 @@ impl Session<'_> {
         };
         tracing::debug!(relay = %self.config.url, subscription = %sub.name, since, "REQ");
         let filter = sub.filter(since, first);
-        self.send(ClientMessage::req(SubscriptionId::new(sub.name.clone()), vec![filter]))
-            .await
+        self.send(ClientMessage::req(
+            SubscriptionId::new(sub.name.clone()),
+            vec![filter],
+        ))
+        .await
     }
 
     async fn resubscribe(&mut self, new: Arc<Vec<SubscriptionConfig>>) -> Result<(), String> {
@@ -392,7 +403,9 @@ impl Session<'_> {
                 self.challenge = Some(challenge.into_owned());
                 self.send_auth().await?;
             }
-            RelayMessage::Count { .. } | RelayMessage::NegMsg { .. } | RelayMessage::NegErr { .. } => {
+            RelayMessage::Count { .. }
+            | RelayMessage::NegMsg { .. }
+            | RelayMessage::NegErr { .. } => {
                 // Answers to requests we never make.
             }
         }
@@ -427,7 +440,11 @@ impl Session<'_> {
     async fn authenticated(&mut self, accepted: bool, message: &str) -> Result<(), String> {
         self.status.update(|s| {
             s.state = RelayState::Connected;
-            s.auth = if accepted { AuthState::Done } else { AuthState::Refused };
+            s.auth = if accepted {
+                AuthState::Done
+            } else {
+                AuthState::Refused
+            };
         });
         if !accepted {
             tracing::warn!(relay = %self.config.url, %message, "the relay refused our NIP-42 authentication");
@@ -462,7 +479,10 @@ mod tests {
 
     #[test]
     fn the_schedule_stays_at_its_last_step() {
-        let s: Vec<Duration> = [500, 1000, 5000].iter().map(|m| Duration::from_millis(*m)).collect();
+        let s: Vec<Duration> = [500, 1000, 5000]
+            .iter()
+            .map(|m| Duration::from_millis(*m))
+            .collect();
         assert_eq!(delay(&s, 0), Duration::from_millis(500));
         assert_eq!(delay(&s, 2), Duration::from_secs(5));
         assert_eq!(delay(&s, 50), Duration::from_secs(5));

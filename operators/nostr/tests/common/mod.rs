@@ -106,7 +106,10 @@ impl Harness {
                         return d;
                     }
                 }
-                _ => panic!("no matching event within {within:?}; bot log:\n{}", self.log()),
+                _ => panic!(
+                    "no matching event within {within:?}; bot log:\n{}",
+                    self.log()
+                ),
             }
         }
     }
@@ -203,7 +206,10 @@ impl Harness {
             if c[name].as_u64().unwrap_or(0) >= at_least {
                 return c;
             }
-            assert!(Instant::now() < deadline, "counter {name} stays below {at_least}: {c}");
+            assert!(
+                Instant::now() < deadline,
+                "counter {name} stays below {at_least}: {c}"
+            );
         }
     }
 
@@ -285,7 +291,10 @@ impl Bot {
 impl Drop for Bot {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("---- bot log ----\n{}\n---- end of bot log ----", self.log());
+            eprintln!(
+                "---- bot log ----\n{}\n---- end of bot log ----",
+                self.log()
+            );
         }
     }
 }
