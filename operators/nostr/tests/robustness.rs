@@ -58,8 +58,11 @@ async fn bad_frames_are_counted_and_skipped_and_the_connection_stays() {
     });
 
     let mut h = Harness::new("nostr-bad-frames").await;
-    h.start_bot(config(&[url.clone()], json!({"max_event_bytes": 4096})))
-        .await;
+    h.start_bot(config(
+        std::slice::from_ref(&url),
+        json!({"max_event_bytes": 4096}),
+    ))
+    .await;
     h.event_with_id(&good_id).await;
     let c = h.counter_reaches("nostr_events_published", 1).await;
     assert_eq!(c["nostr_frames_skipped"], 3, "{c}");
