@@ -209,6 +209,9 @@ struct Gathering {
     event: Box<Event>,
     relays: Vec<String>,
     subscriptions: Vec<String>,
+    /// Every (subscription, relay) that brought a copy: their resume
+    /// marks move only once the event is out.
+    sources: Vec<(String, String)>,
     due: Instant,
 }
 
@@ -267,21 +270,25 @@ impl Inbound {
         order: &mut VecDeque<EventId>,
     ) {
         let id = r.event.id;
-        let seen = {
-            let mut resume = self.resume.lock().unwrap_or_else(|p| p.into_inner());
-            resume.observe(&r.subscription, &r.relay, r.event.created_at.as_secs());
-            resume.is_seen(&id.to_hex())
-        };
-        if seen {
-            self.stats.duplicates.inc();
-            return;
-        }
+        let created_at = r.event.created_at.as_secs();
+        // A mark may move past an event only once that event is published
+        // (or deliberately skipped): a kill before then must not lose it.
         let (own_key, own_events) = *self.own.borrow();
-        if r.event.pubkey == own_key && !own_events {
-            self.stats.own.inc();
-            return;
+        let own = r.event.pubkey == own_key && !own_events;
+        {
+            let mut resume = self.resume.lock().unwrap_or_else(|p| p.into_inner());
+            if resume.is_seen(&id.to_hex()) || own {
+                resume.observe(&r.subscription, &r.relay, created_at);
+                if own {
+                    self.stats.own.inc();
+                } else {
+                    self.stats.duplicates.inc();
+                }
+                return;
+            }
         }
         if let Some(g) = pending.get_mut(&id) {
+            g.sources.push((r.subscription.clone(), r.relay.clone()));
             self.stats.duplicates.inc();
             if !g.relays.contains(&r.relay) {
                 g.relays.push(r.relay);
@@ -296,6 +303,7 @@ impl Inbound {
             id,
             Gathering {
                 event: r.event,
+                sources: vec![(r.subscription.clone(), r.relay.clone())],
                 relays: vec![r.relay],
                 subscriptions: vec![r.subscription],
                 due: Instant::now() + collect,
@@ -358,10 +366,14 @@ impl Inbound {
                 return;
             }
         }
-        self.resume
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .mark_seen(&g.event.id.to_hex(), g.event.created_at.as_secs());
+        {
+            let mut resume = self.resume.lock().unwrap_or_else(|p| p.into_inner());
+            let created_at = g.event.created_at.as_secs();
+            resume.mark_seen(&g.event.id.to_hex(), created_at);
+            for (sub, relay) in &g.sources {
+                resume.observe(sub, relay, created_at);
+            }
+        }
         self.recent
             .lock()
             .unwrap_or_else(|p| p.into_inner())

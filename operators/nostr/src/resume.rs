@@ -3,8 +3,9 @@
 //! nor a restart (even after SIGKILL) leaves a gap or publishes twice.
 //!
 //! The mark of (subscription, relay) is the newest `created_at` that relay
-//! sent for that subscription (never later than our own clock, so a
-//! future-dated event cannot hide the ones after it). A resumed `REQ`
+//! sent for that subscription, counted only once the event is published
+//! (or skipped as a repeat or the bot's own), and never later than our own
+//! clock, so a future-dated event cannot hide the ones after it. A resumed `REQ`
 //! starts at the mark minus `resume_overlap`; what the overlap brings back
 //! again is recognised by id. Marks are per relay because relays
 //! disagree: a relay that was down must be asked from where *it* stopped,
@@ -147,6 +148,11 @@ impl Resume {
             None => sub.since.unwrap_or_else(now_secs),
         };
         marks.insert(relay.to_string(), start);
+        // Saved at once: a restart before any event must resume from this
+        // start, not from the time of the restart.
+        if let Err(e) = self.save() {
+            tracing::warn!(error = %e, "could not save the resume state");
+        }
         (start, first)
     }
 
@@ -275,6 +281,16 @@ mod tests {
         assert_eq!(e.unwrap().kind(), ResumeErrorKind::Corrupt);
         assert!(!fresh.is_seen("abc"));
         assert!(dir.path().join("nostr-resume.json.corrupt").exists());
+    }
+
+    #[test]
+    fn a_first_start_is_saved_before_any_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut r, _) = Resume::load(dir.path(), 10);
+        let (start, first) = r.since(&sub("a"), "ws://one");
+        assert!(first);
+        let (mut again, _) = Resume::load(dir.path(), 10);
+        assert_eq!(again.since(&sub("a"), "ws://one"), (start - 10, false));
     }
 
     #[test]

@@ -407,3 +407,25 @@ async fn reload_adds_a_third_relay_and_removes_one_without_a_restart() {
     );
     assert_eq!(h.bot.as_ref().unwrap().child.id(), pid);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_before_any_event_resumes_from_the_first_start() {
+    let a = NostrRelay::start().expect("nostr-relay (make tools)");
+    let mut h = Harness::new("nostr-kill-early").await;
+    let cfg = config(&[a.url()], json!({}));
+    h.start_bot(cfg.clone()).await;
+    h.relay_state(&a.url(), "connected").await;
+    h.kill_bot().await;
+    let alice = Peer::keygen();
+    // Stamped a little before the restart, as an event written while the
+    // bot was down is: the restarted bot must still ask for it.
+    let e = Peer::publish(
+        &[&a.url()],
+        alice["secret"].as_str().unwrap(),
+        "while dead",
+        json!([]),
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    h.start_bot(cfg).await;
+    h.event_with_id(e["id"].as_str().unwrap()).await;
+}
