@@ -10,12 +10,14 @@ Usage (every answer is one JSON document on stdout):
   publish RELAYS SECRET CONTENT [TAGS_JSON]     -> {"id", "event", "ok": {url: [accepted, message]}}
   badsig RELAYS SECRET CONTENT                  -> the same, with the signature of another event
   fetch RELAY FILTER_JSON                       -> [{"event": ..., "valid": bool}] until EOSE
+  bulk RELAY SECRET N                           -> {"ids": [...], "seconds": s}: N notes on one connection
 RELAYS is a comma-separated list of ws:// URLs.
 """
 
 import asyncio
 import json
 import sys
+import time
 
 import websockets
 from nostr_sdk import Event, EventBuilder, Keys, Kind, Tag
@@ -57,6 +59,20 @@ async def fetch(url, flt):
                 return out
 
 
+async def bulk(url, secret, n):
+    events = [json.loads(build(secret, f"bulk {i}", []).as_json()) for i in range(n)]
+    start = time.monotonic()
+    async with websockets.connect(url, open_timeout=10) as ws:
+        for e in events:
+            await ws.send(json.dumps(["EVENT", e]))
+        acked = 0
+        while acked < n:
+            msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            if msg[0] == "OK":
+                acked += 1
+    return {"ids": [e["id"] for e in events], "seconds": time.monotonic() - start}
+
+
 def main(argv):
     cmd = argv[1]
     if cmd == "keygen":
@@ -77,6 +93,8 @@ def main(argv):
         event["sig"] = other["sig"]
         assert not Event.from_json(json.dumps(event)).verify()
         return asyncio.run(publish(argv[2], event))
+    if cmd == "bulk":
+        return asyncio.run(bulk(argv[2], argv[3], int(argv[4])))
     if cmd == "fetch":
         return asyncio.run(fetch(argv[2], json.loads(argv[3])))
     raise SystemExit(f"unknown command {cmd}")
