@@ -10,7 +10,7 @@ Usage (every answer is one JSON document on stdout):
   publish RELAYS SECRET CONTENT [TAGS_JSON]     -> {"id", "event", "ok": {url: [accepted, message]}}
   badsig RELAYS SECRET CONTENT                  -> the same, with the signature of another event
   fetch RELAY FILTER_JSON                       -> [{"event": ..., "valid": bool}] until EOSE
-  bulk RELAY SECRET N                           -> {"ids": [...], "seconds": s}: N notes on one connection
+  bulk RELAYS SECRET N                          -> {"ids": [...], "seconds": s}: the same N notes to each relay, one connection each
 RELAYS is a comma-separated list of ws:// URLs.
 """
 
@@ -59,17 +59,18 @@ async def fetch(url, flt):
                 return out
 
 
-async def bulk(url, secret, n):
+async def bulk(relays, secret, n):
     events = [json.loads(build(secret, f"bulk {i}", []).as_json()) for i in range(n)]
     start = time.monotonic()
-    async with websockets.connect(url, open_timeout=10) as ws:
-        for e in events:
-            await ws.send(json.dumps(["EVENT", e]))
-        acked = 0
-        while acked < n:
-            msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
-            if msg[0] == "OK":
-                acked += 1
+    for url in relays.split(","):
+        async with websockets.connect(url, open_timeout=10) as ws:
+            for e in events:
+                await ws.send(json.dumps(["EVENT", e]))
+            acked = 0
+            while acked < n:
+                msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                if msg[0] == "OK":
+                    acked += 1
     return {"ids": [e["id"] for e in events], "seconds": time.monotonic() - start}
 
 
