@@ -22,7 +22,7 @@ async fn an_event_on_two_relays_reaches_the_bus_once() {
     let a = NostrRelay::start().expect("nostr-relay (make tools)");
     let b = NostrRelay::start().expect("nostr-relay (make tools)");
     let mut h = Harness::new("nostr-once").await;
-    h.start_bot(config(&[a.url(), b.url()], json!({"collect": "500ms"})))
+    h.start_bot(config(&[a.url(), b.url()], json!({"collect": "1s"})))
         .await;
     h.relay_state(&a.url(), "connected").await;
     h.relay_state(&b.url(), "connected").await;
@@ -310,7 +310,9 @@ async fn a_relay_that_requires_auth_is_answered_and_accepts_writes() {
     // refused for auth, then sent again once authenticated.
     strict.stop();
     let mut h = Harness::new("nostr-auth").await;
-    h.start_bot(config(&[strict.url()], json!({}))).await;
+    // Generous: nostr-relay sleeps 2 s before it answers a refused write.
+    h.start_bot(config(&[strict.url()], json!({"publish_timeout": "18s"})))
+        .await;
     let (ack, ()) = tokio::join!(
         h.request("_", "note", json!({"text": "authenticated note"})),
         async {
@@ -396,7 +398,20 @@ async fn reload_adds_a_third_relay_and_removes_one_without_a_restart() {
         json!({"subscriptions": [{"name": "tagged", "hashtags": ["sb"]}]}),
     );
     assert!(h.control(json!({"verb": "reload", "config": cfg})).await.ok);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The new REQ (sent after the CLOSE of the old one) records its mark.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let reply = h.request("_", "relays", json!({})).await;
+        if reply["marks"]["tagged"].get(c.url()).is_some() && reply["marks"].get("notes").is_none()
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no REQ for the new filter: {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let plain = Peer::publish(&[&c.url()], sk, "untagged", json!([]));
     let tagged = Peer::publish(&[&c.url()], sk, "tagged", json!([["t", "sb"]]));
     h.event_with_id(tagged["id"].as_str().unwrap()).await;

@@ -114,8 +114,11 @@ impl Harness {
         }
     }
 
-    /// The event with Nostr id `id`.
+    /// The event with Nostr id `id` (already received, or the next one).
     pub async fn event_with_id(&mut self, id: &str) -> Delivery {
+        if let Some(d) = self.seen.iter().find(|d| d.envelope().body["id"] == id) {
+            return d.clone();
+        }
         let id = id.to_string();
         self.event(WAIT, move |d| d.envelope().body["id"] == id.as_str())
             .await
