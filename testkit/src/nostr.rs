@@ -219,3 +219,21 @@ impl Drop for NostrRelay {
         self.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_stops_and_restarts_on_the_same_port() {
+        let mut r = NostrRelay::start().expect("nostr-relay (make tools)");
+        let port = r.port();
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
+        r.stop();
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+        r.restart().expect("restart");
+        assert_eq!(r.port(), port);
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
+        assert!(r.url().ends_with(&port.to_string()));
+    }
+}
