@@ -12,6 +12,9 @@ pub struct NostrStats {
     pub events_in: Counter,
     /// Events dropped: id or signature did not verify.
     pub bad_signature: Counter,
+    /// Events dropped: for no open subscription, or not matching its
+    /// filter.
+    pub unmatched: Counter,
     /// Copies dropped: the event was already published (another relay, an
     /// overlap after a reconnect or restart).
     pub duplicates: Counter,
@@ -44,6 +47,7 @@ impl NostrStats {
         NostrStats {
             events_in: stats.counter("nostr_events_in"),
             bad_signature: stats.counter("nostr_dropped_bad_signature"),
+            unmatched: stats.counter("nostr_dropped_unmatched"),
             duplicates: stats.counter("nostr_dropped_duplicate"),
             bad_frames: stats.counter("nostr_frames_skipped"),
             oversize: stats.counter("nostr_dropped_oversize"),

@@ -26,6 +26,16 @@ async fn bad_frames_are_counted_and_skipped_and_the_connection_stays() {
         .unwrap();
     let good_id = good.id.to_hex();
     let good_json = serde_json::to_value(&good).unwrap();
+    // Genuine, but not what was asked for: a reaction (the filter wants
+    // kind 1), and a note for a subscription that does not exist.
+    let reaction = EventBuilder::new(Kind::Reaction, "+")
+        .finalize(&keys)
+        .unwrap();
+    let reaction_json = serde_json::to_value(&reaction).unwrap();
+    let stray = EventBuilder::new(Kind::TextNote, "stray")
+        .finalize(&keys)
+        .unwrap();
+    let stray_json = serde_json::to_value(&stray).unwrap();
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
@@ -46,6 +56,14 @@ async fn bad_frames_are_counted_and_skipped_and_the_connection_stays() {
         ];
         for f in frames {
             ws.send(Message::Text(f.into())).await.unwrap();
+        }
+        for unasked in [
+            json!(["EVENT", sub, reaction_json]),
+            json!(["EVENT", "nobody", stray_json]),
+        ] {
+            ws.send(Message::Text(unasked.to_string().into()))
+                .await
+                .unwrap();
         }
         ws.send(Message::Binary(vec![0, 1, 2].into()))
             .await
@@ -69,6 +87,7 @@ async fn bad_frames_are_counted_and_skipped_and_the_connection_stays() {
     let c = h.counter_reaches("nostr_events_published", 1).await;
     assert_eq!(c["nostr_frames_skipped"], 3, "{c}");
     assert_eq!(c["nostr_dropped_oversize"], 1, "{c}");
+    assert_eq!(c["nostr_dropped_unmatched"], 2, "{c}");
     assert_eq!(
         c["nostr_relay_connects"], 1,
         "the connection was dropped: {c}"

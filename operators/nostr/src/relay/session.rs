@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
+use nostr::filter::{Filter, MatchEventOptions};
 use nostr::nips::nip42::ClientAuthentication;
 use nostr::prelude::{
     ClientMessage, Event, EventId, FinalizeEvent, RelayMessage, RelayUrl, SubscriptionId,
@@ -66,6 +67,7 @@ pub(super) async fn run(
                     challenge: None,
                     auth: None,
                     bad_frames: BurstLog::default(),
+                    filters: HashMap::new(),
                 };
                 let reason = session.run(&mut queue, &mut commands).await;
                 subs = Arc::clone(&session.subs);
@@ -168,6 +170,8 @@ struct Session<'a> {
     challenge: Option<String>,
     auth: Option<PendingAuth>,
     bad_frames: BurstLog,
+    /// The filter of each open subscription, to hold events against.
+    filters: HashMap<String, Filter>,
 }
 
 impl Session<'_> {
@@ -265,6 +269,7 @@ impl Session<'_> {
         };
         tracing::debug!(relay = %self.config.url, subscription = %sub.name, since, "REQ");
         let filter = sub.filter(since, first);
+        self.filters.insert(sub.name.clone(), filter.clone());
         self.send(ClientMessage::req(
             SubscriptionId::new(sub.name.clone()),
             vec![filter],
@@ -278,6 +283,7 @@ impl Session<'_> {
             return Ok(());
         }
         for gone in old.iter().filter(|o| !new.iter().any(|n| n.name == o.name)) {
+            self.filters.remove(&gone.name);
             self.send(ClientMessage::close(SubscriptionId::new(gone.name.clone())))
                 .await?;
         }
@@ -336,6 +342,25 @@ impl Session<'_> {
                 if event.verify().is_err() {
                     self.shared.stats.bad_signature.inc();
                     tracing::debug!(relay = %self.config.url, id = %event.id, "dropped an event whose id or signature does not verify");
+                    return Ok(());
+                }
+                // A relay may only send what we asked for: events for a
+                // subscription we closed, or that the filter does not
+                // match, are dropped (time bounds are left to the relay;
+                // resume and dedupe cope with those).
+                let matches = MatchEventOptions {
+                    since: false,
+                    until: false,
+                    nip50: false,
+                    ..MatchEventOptions::new()
+                };
+                let wanted = self
+                    .filters
+                    .get(subscription_id.as_str())
+                    .is_some_and(|f| f.match_event(&event, matches));
+                if !wanted {
+                    self.shared.stats.unmatched.inc();
+                    tracing::debug!(relay = %self.config.url, id = %event.id, subscription = %subscription_id.as_str(), "dropped an event that no open subscription asked for");
                     return Ok(());
                 }
                 let received = Received {
