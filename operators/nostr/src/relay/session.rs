@@ -67,6 +67,7 @@ pub(super) async fn run(
                     challenge: None,
                     auth: None,
                     bad_frames: BurstLog::default(),
+                    notices: BurstLog::default(),
                     filters: HashMap::new(),
                 };
                 let reason = session.run(&mut queue, &mut commands).await;
@@ -85,7 +86,13 @@ pub(super) async fn run(
                 }
             }
             Err(why) => {
-                tracing::warn!(relay = %config.url, error = %why, attempt, "cannot connect");
+                // Said once per outage; the attempts go on quietly (the
+                // `relays` status has the last error and the count).
+                if attempt == 0 {
+                    tracing::warn!(relay = %config.url, error = %why, "cannot connect; retrying on the reconnect schedule");
+                } else {
+                    tracing::debug!(relay = %config.url, error = %why, attempt, "cannot connect");
+                }
                 status.update(|s| {
                     s.attempts += 1;
                     s.last_error = Some(why);
@@ -170,6 +177,7 @@ struct Session<'a> {
     challenge: Option<String>,
     auth: Option<PendingAuth>,
     bad_frames: BurstLog,
+    notices: BurstLog,
     /// The filter of each open subscription, to hold events against.
     filters: HashMap<String, Filter>,
 }
@@ -407,7 +415,9 @@ impl Session<'_> {
             }
             RelayMessage::Notice(notice) => {
                 self.shared.stats.notices.inc();
-                tracing::info!(relay = %self.config.url, %notice, "NOTICE");
+                if let Some(before) = self.notices.should_log() {
+                    tracing::info!(relay = %self.config.url, %notice, not_logged_before = before, "NOTICE");
+                }
             }
             RelayMessage::Closed {
                 subscription_id,
