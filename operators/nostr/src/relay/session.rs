@@ -202,6 +202,7 @@ impl Session<'_> {
             }
         }
         let mut last_frame = Instant::now();
+        let mut last_ping = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
@@ -243,7 +244,8 @@ impl Session<'_> {
                     if silent > SILENT_LIMIT {
                         return End::Lost(format!("nothing from the relay for {silent:?}"));
                     }
-                    if silent > PING_AFTER {
+                    if silent > PING_AFTER && last_ping.elapsed() > PING_AFTER {
+                        last_ping = Instant::now();
                         if let Err(e) = self.ws.send(Message::Ping(Vec::new().into())).await {
                             return End::Lost(e.to_string());
                         }
