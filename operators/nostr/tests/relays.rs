@@ -57,6 +57,11 @@ async fn an_event_on_two_relays_reaches_the_bus_once() {
     let c = h.counter_reaches("nostr_dropped_duplicate", 1).await;
     assert_eq!(c["nostr_events_in"], 2, "{c}");
     assert_eq!(c["nostr_events_published"], 1, "{c}");
+    // Each relay's state is in the heartbeat too (2: connected).
+    for url in [a.url(), b.url()] {
+        assert_eq!(c[format!("relay.{url}.state")], 2, "{c}");
+        assert_eq!(c[format!("relay.{url}.backoff_until_ms")], 0, "{c}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,6 +188,11 @@ async fn a_restarted_relay_is_reconnected_on_schedule_with_no_gap_and_no_duplica
 
     a.stop();
     let backoff = h.relay_state(&a.url(), "backoff").await;
+    // The heartbeat says it too: 4 (backoff) or 1 (connecting, between
+    // two waits), never 2 while the relay is down.
+    let c = h.counters().await;
+    let state = c[format!("relay.{}.state", a.url())].as_u64().unwrap();
+    assert!(state == 4 || state == 1, "{c}");
     assert!(
         backoff["backoff_until_ms"].as_u64().unwrap() > 0,
         "{backoff}"
