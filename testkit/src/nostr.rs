@@ -6,9 +6,10 @@
 //! reconnect tests cut a relay under a running client.
 //!
 //! Options: require NIP-42 authentication for writes (only the listed
-//! public keys may write, after `AUTH`), and store events without checking
+//! public keys may write, after `AUTH`), store events without checking
 //! their signatures (the one way to make a real relay serve a forged
-//! event to the operator under test).
+//! event to the operator under test), and serve `wss://` (uvicorn's TLS,
+//! with a [`crate::TestCa`] certificate).
 //!
 //! The program is `$SWITCHBOARD_NOSTR_RELAY`, else
 //! `.tools/venv/bin/nostr-relay`.
@@ -55,12 +56,17 @@ pub struct NostrRelayOptions {
     pub writers_with_auth: Option<Vec<String>>,
     /// Store events without verifying their signatures.
     pub accept_bad_signatures: bool,
+    /// Serve `wss://` with this certificate and key (PEM files, e.g.
+    /// [`crate::TestCa::server_cert_file`] and
+    /// [`crate::TestCa::server_key_file`]).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// A running `nostr-relay` on 127.0.0.1, killed on drop.
 #[derive(Debug)]
 pub struct NostrRelay {
     port: u16,
+    tls: bool,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -95,19 +101,30 @@ impl NostrRelay {
         } else {
             "    - nostr_relay.validators.is_not_too_large\n    - nostr_relay.validators.is_signed\n"
         };
+        let scheme = if opts.tls.is_some() { "wss" } else { "ws" };
         let auth = match &opts.writers_with_auth {
             None => "authentication:\n  enabled: false\n".to_string(),
             Some(_) => format!(
-                "authentication:\n  enabled: true\n  relay_urls:\n    - ws://127.0.0.1:{port}\n    - ws://127.0.0.1:{port}/\n  actions:\n    save: w\n    query: a\n"
+                "authentication:\n  enabled: true\n  relay_urls:\n    - {scheme}://127.0.0.1:{port}\n    - {scheme}://127.0.0.1:{port}/\n  actions:\n    save: w\n    query: a\n"
+            ),
+        };
+        // uvicorn takes these from the `gunicorn` section as is.
+        let tls = match &opts.tls {
+            None => String::new(),
+            Some((cert, key)) => format!(
+                "  ssl_certfile: {}\n  ssl_keyfile: {}\n",
+                cert.display(),
+                key.display()
             ),
         };
         let config = format!(
-            "DEBUG: false\nrelay_name: switchboard-test\nstorage:\n  sqlalchemy.url: sqlite+aiosqlite:///{db}\n  validators:\n{validators}gunicorn:\n  bind: 127.0.0.1:{port}\n  loglevel: warning\n{auth}message_timeout: 600\n",
+            "DEBUG: false\nrelay_name: switchboard-test\nstorage:\n  sqlalchemy.url: sqlite+aiosqlite:///{db}\n  validators:\n{validators}gunicorn:\n  bind: 127.0.0.1:{port}\n  loglevel: warning\n{tls}{auth}message_timeout: 600\n",
             db = dir.path().join("relay.sqlite3").display(),
         );
         std::fs::write(dir.path().join("config.yaml"), config).map_err(NostrRelayError::Setup)?;
         let mut relay = NostrRelay {
             port,
+            tls: opts.tls.is_some(),
             dir,
             child: None,
         };
@@ -149,9 +166,10 @@ impl NostrRelay {
         Ok(())
     }
 
-    /// `ws://127.0.0.1:<port>`.
+    /// `ws://127.0.0.1:<port>` (`wss://` with TLS).
     pub fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The port.

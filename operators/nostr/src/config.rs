@@ -7,6 +7,7 @@
 //! | --- | --- | --- | --- |
 //! | `relays` | list of `"wss://…"` or `{url, read, write}` | required, at least one | relays to use; `read` (subscribe) and `write` (publish) both default to `true` |
 //! | `secret_key` | string (secret) | required | the bot's key, `nsec1…` or 64 hex digits; give it by secret reference |
+//! | `tls_ca` | path | none | PEM file of CAs to trust for `wss://` relays instead of the system roots |
 //! | `subscriptions` | list of `{name, kinds, authors, mentions_me, mentions, hashtags, since, limit}` | `[]` | NIP-01 filters, see below |
 //! | `reconnect` | list of durations | `["500ms", "1s", "5s", "10s", "30s"]` | wait before each reconnect attempt; stays at the last |
 //! | `resume_overlap` | duration | `"60s"` | a resumed `REQ` asks from the last `created_at` seen minus this (clock skew between authors) |
@@ -34,6 +35,7 @@
 //! `"***"`, and errors about it never quote it.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -138,6 +140,8 @@ pub struct NostrConfig {
     pub relays: Vec<RelayConfig>,
     /// The bot's keys.
     pub keys: BotKeys,
+    /// CAs for `wss://` relays instead of the system roots.
+    pub tls_ca: Option<PathBuf>,
     /// Subscriptions.
     pub subscriptions: Vec<SubscriptionConfig>,
     /// Waits before reconnect attempts; the last repeats.
@@ -157,6 +161,16 @@ pub struct NostrConfig {
 }
 
 impl NostrConfig {
+    /// TLS for the `wss://` relays, or `None` when there are none (so a
+    /// machine without root certificates can still use `ws://`).
+    pub fn tls(&self) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+        if self.relays.iter().any(|r| r.url.starts_with("wss://")) {
+            crate::relay::tls::client_config(self.tls_ca.as_deref()).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// The wait before reconnect attempt `attempt` (0-based).
     pub fn reconnect_delay(&self, attempt: usize) -> Duration {
         let last = self.reconnect.len().saturating_sub(1);
@@ -167,10 +181,11 @@ impl NostrConfig {
     }
 
     /// Whether going from `self` to `new` needs new relay connections
-    /// (keys, schedule or limits changed); relay list and filter changes
+    /// (keys, CAs, schedule or limits changed); relay list and filter changes
     /// are applied to running connections.
     pub fn needs_reconnect(&self, new: &NostrConfig) -> bool {
         self.keys != new.keys
+            || self.tls_ca != new.tls_ca
             || self.reconnect != new.reconnect
             || self.max_event_bytes != new.max_event_bytes
     }
@@ -227,6 +242,8 @@ struct RawSecret(String);
 struct RawConfig {
     relays: Vec<RawRelay>,
     secret_key: RawSecret,
+    #[serde(default)]
+    tls_ca: Option<PathBuf>,
     #[serde(default)]
     subscriptions: Vec<RawSubscription>,
     #[serde(default)]
@@ -415,6 +432,7 @@ impl TryFrom<RawConfig> for NostrConfig {
         Ok(NostrConfig {
             relays,
             keys,
+            tls_ca: raw.tls_ca,
             subscriptions,
             reconnect,
             resume_overlap,
@@ -448,6 +466,16 @@ mod tests {
         assert_eq!(c.reconnect_delay(99), Duration::from_secs(30));
         assert_eq!(c.collect, Duration::from_millis(200));
         assert_eq!(c.max_event_bytes, 131072);
+    }
+
+    #[test]
+    fn tls_only_when_a_relay_needs_it() {
+        let ws = parse(json!({"relays": ["ws://h:1"], "secret_key": SK})).unwrap();
+        assert!(ws.tls().unwrap().is_none());
+        let bad_ca =
+            parse(json!({"relays": ["wss://h"], "secret_key": SK, "tls_ca": "/nonexistent.pem"}))
+                .unwrap();
+        assert!(bad_ca.tls().unwrap_err().contains("tls_ca"));
     }
 
     #[test]

@@ -187,6 +187,7 @@ impl Operator for NostrOperator {
 
     async fn start(&mut self, ctx: &mut Context, config: NostrConfig) -> HandlerResult {
         let instance = Self::instance(ctx, &config);
+        let tls = config.tls().map_err(|e| format!("TLS setup: {e}"))?;
         let overlap = config.resume_overlap.as_secs();
         let resume = match ctx.state_dir() {
             Some(dir) => {
@@ -229,6 +230,7 @@ impl Operator for NostrOperator {
             stats,
             reconnect: Arc::new(config.reconnect.clone()),
             max_event_bytes: config.max_event_bytes,
+            tls,
         };
         Self::subscribe(ctx, &instance).await?;
         tracing::info!(
@@ -317,6 +319,8 @@ impl Operator for NostrOperator {
             run.instance = instance.clone();
             let _ = run.instance_tx.send(instance);
         }
+        // Checked before anything changes: a bad tls_ca refuses the reload.
+        let tls = config.tls().map_err(|e| format!("TLS setup: {e}"))?;
         if run.config.needs_reconnect(&config) {
             for (_, h) in std::mem::take(&mut run.relays) {
                 h.stop();
@@ -325,6 +329,8 @@ impl Operator for NostrOperator {
             run.shared.reconnect = Arc::new(config.reconnect.clone());
             run.shared.max_event_bytes = config.max_event_bytes;
         }
+        // Relays started from here on (new, or all after the above) use it.
+        run.shared.tls = tls;
         // Relays gone, or whose read/write flags changed, stop; new ones start.
         let keep: Vec<String> = run
             .relays

@@ -454,3 +454,43 @@ async fn a_kill_before_any_event_resumes_from_the_first_start() {
     h.start_bot(cfg).await;
     h.event_with_id(e["id"].as_str().unwrap()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wss_relay_behind_a_private_ca_is_read_and_written() {
+    let ca = switchboard_testkit::TestCa::new().expect("openssl");
+    let relay = NostrRelay::start_with(NostrRelayOptions {
+        tls: Some((ca.server_cert_file(), ca.server_key_file())),
+        ..Default::default()
+    })
+    .expect("nostr-relay (make tools)");
+    assert!(relay.url().starts_with("wss://"));
+    let mut h = Harness::new("nostr-wss").await;
+    // Without the CA the certificate is not trusted: no connection.
+    let untrusted = config(&[relay.url()], json!({}));
+    h.start_bot(untrusted).await;
+    let down = h.relay_state(&relay.url(), "backoff").await;
+    assert!(
+        down["last_error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("certificate"),
+        "{down}"
+    );
+    h.kill_bot().await;
+
+    let trusted = config(&[relay.url()], json!({"tls_ca": ca.ca_file()}));
+    h.start_bot(trusted).await;
+    h.relay_state(&relay.url(), "connected").await;
+    // Alice's note, handed to the bot pre-signed: written over TLS, then
+    // read back over TLS through the subscription.
+    let alice = Peer::keygen();
+    let note = Peer::sign(alice["secret"].as_str().unwrap(), "over tls");
+    let ack = h.request("_", "raw", json!({"event": note})).await;
+    assert_eq!(ack["relays"][0]["accepted"], true, "{ack}");
+    let d = h.event_with_id(note["id"].as_str().unwrap()).await;
+    assert_eq!(
+        d.envelope().header("nostr-relays"),
+        Some(relay.url().as_str())
+    );
+}

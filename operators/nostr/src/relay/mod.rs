@@ -12,8 +12,9 @@
 
 mod session;
 pub mod status;
+pub mod tls;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nostr::prelude::Event;
@@ -84,6 +85,8 @@ pub struct Shared {
     pub reconnect: Arc<Vec<Duration>>,
     /// Largest frame accepted.
     pub max_event_bytes: usize,
+    /// TLS for `wss://` relays (`None` when no relay needs it).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// A running relay task.
@@ -161,34 +164,4 @@ impl RelayHandle {
         self.task.abort();
         self.status.update(|s| s.state = RelayState::Stopped);
     }
-}
-
-/// TLS for `wss://`: rustls with ring and the system's roots, built once.
-pub fn tls_config() -> Arc<rustls::ClientConfig> {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let mut roots = rustls::RootCertStore::empty();
-            let found = rustls_native_certs::load_native_certs();
-            for cert in found.certs {
-                let _ = roots.add(cert);
-            }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-                .unwrap_or_else(|_| {
-                    // ring supports the default versions; this cannot fail,
-                    // but an empty config is better than a panic.
-                    rustls::ClientConfig::builder_with_provider(Arc::new(
-                        rustls::crypto::ring::default_provider(),
-                    ))
-                    .with_protocol_versions(&[&rustls::version::TLS13])
-                    .expect("TLS 1.3 with ring")
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth()
-                });
-            Arc::new(config)
-        })
-        .clone()
 }

@@ -44,7 +44,7 @@ pub(super) async fn run(
     let mut attempt: usize = 0;
     loop {
         status.update(|s| s.state = RelayState::Connecting);
-        match connect(&config.url, shared.max_event_bytes).await {
+        match connect(&config.url, shared.max_event_bytes, shared.tls.clone()).await {
             Ok(ws) => {
                 attempt = 0;
                 shared.stats.connects.inc();
@@ -129,14 +129,21 @@ fn delay(schedule: &[Duration], attempt: usize) -> Duration {
         .unwrap_or(Duration::from_secs(1))
 }
 
-async fn connect(url: &str, max_event_bytes: usize) -> Result<Ws, String> {
+async fn connect(
+    url: &str,
+    max_event_bytes: usize,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Ws, String> {
     // Frames up to 4x the event limit reach our own check (which skips
     // and counts them); only beyond that does the websocket give up.
     let limit = max_event_bytes.saturating_mul(4).max(1 << 20);
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit));
-    let connector = tokio_tungstenite::Connector::Rustls(super::tls_config());
+    let connector = match tls {
+        Some(config) if url.starts_with("wss://") => tokio_tungstenite::Connector::Rustls(config),
+        _ => tokio_tungstenite::Connector::Plain,
+    };
     let attempt = tokio_tungstenite::connect_async_tls_with_config(
         url,
         Some(ws_config),

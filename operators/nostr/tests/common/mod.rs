@@ -327,6 +327,11 @@ impl Peer {
         Peer::run(&["keygen"])
     }
 
+    /// A signed text note, not sent anywhere.
+    pub fn sign(secret: &str, content: &str) -> Value {
+        Peer::run(&["sign", secret, content])
+    }
+
     /// Signs a text note and sends it to each of `relays`; `{id, event,
     /// ok}` where `ok` maps each relay to `[accepted, message]`.
     pub fn try_publish(relays: &[&str], secret: &str, content: &str, tags: Value) -> Value {

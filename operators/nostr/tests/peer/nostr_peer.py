@@ -7,6 +7,7 @@ here is the operator's code. Installed by `make tools` into .tools/venv.
 
 Usage (every answer is one JSON document on stdout):
   keygen
+  sign SECRET CONTENT                           -> a signed note, not sent
   publish RELAYS SECRET CONTENT [TAGS_JSON]     -> {"id", "event", "ok": {url: [accepted, message]}}
   badsig RELAYS SECRET CONTENT                  -> the same, with the signature of another event
   fetch RELAY FILTER_JSON                       -> [{"event": ..., "valid": bool}] until EOSE
@@ -83,6 +84,8 @@ def main(argv):
             "pubkey": keys.public_key().to_hex(),
             "npub": keys.public_key().to_bech32(),
         }
+    if cmd == "sign":
+        return json.loads(build(argv[2], argv[3], []).as_json())
     if cmd == "publish":
         tags = json.loads(argv[5]) if len(argv) > 5 else []
         event = json.loads(build(argv[3], argv[4], tags).as_json())
