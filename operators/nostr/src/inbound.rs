@@ -173,30 +173,45 @@ pub fn envelope(
 }
 
 /// Recently published events by id: author and thread root, so a reply
-/// request can name just the event it answers.
+/// request can name just the event it answers; and by the id of the
+/// envelope that carried them, so a bot's plain reply (`ctx.reply`, which
+/// says only `in-reply-to: <envelope id>`) is threaded under the event it
+/// answers.
 #[derive(Debug, Default)]
 pub struct Recent {
     map: HashMap<String, (String, Option<String>)>,
-    order: VecDeque<String>,
+    by_envelope: HashMap<String, String>,
+    order: VecDeque<(String, Option<String>)>,
 }
 
 const RECENT_CAP: usize = 10_000;
 
 impl Recent {
-    /// Remembers `event`.
-    pub fn insert(&mut self, event: &Event) {
+    /// Remembers `event`, published in the envelope with id `envelope`.
+    pub fn insert(&mut self, event: &Event, envelope: Option<&str>) {
         let id = event.id.to_hex();
         if self.map.contains_key(&id) {
             return;
         }
         let root = placement(event).root;
         self.map.insert(id.clone(), (event.pubkey.to_hex(), root));
-        self.order.push_back(id);
+        if let Some(env) = envelope {
+            self.by_envelope.insert(env.to_string(), id.clone());
+        }
+        self.order.push_back((id, envelope.map(str::to_string)));
         while self.order.len() > RECENT_CAP {
-            if let Some(old) = self.order.pop_front() {
+            if let Some((old, env)) = self.order.pop_front() {
                 self.map.remove(&old);
+                if let Some(env) = env {
+                    self.by_envelope.remove(&env);
+                }
             }
         }
+    }
+
+    /// The event (hex id) that the envelope with id `envelope` carried.
+    pub fn event_of_envelope(&self, envelope: &str) -> Option<&str> {
+        self.by_envelope.get(envelope).map(String::as_str)
     }
 
     /// Author (hex) and thread root of a recent event.
@@ -355,6 +370,7 @@ impl Inbound {
             &g.relays,
             &g.subscriptions,
         );
+        let env_id = env.id().map(str::to_string);
         match self.bus.publish(&subject, &env).await {
             Ok(()) => {
                 self.stats.published.inc();
@@ -377,7 +393,7 @@ impl Inbound {
         self.recent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(&g.event);
+            .insert(&g.event, env_id.as_deref());
     }
 }
 

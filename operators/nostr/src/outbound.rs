@@ -5,7 +5,7 @@
 use nostr::prelude::{Event, EventBuilder, EventId, FinalizeEvent, Kind, PublicKey, Tag};
 use serde::Deserialize;
 use serde_json::Value;
-use switchboard_bus::proto::{Branch, ChatSubject};
+use switchboard_bus::proto::{headers, Branch, ChatSubject};
 use switchboard_bus::Delivery;
 
 use crate::config::BotKeys;
@@ -117,7 +117,16 @@ pub fn request_for(
     let room = address.room;
     match kind.as_str() {
         kinds::MESSAGE => {
-            let b: MessageBody = body(value, &kind, r#"{"text": "...", "reply_to": "<event id>"}"#)?;
+            let mut b: MessageBody =
+                body(value, &kind, r#"{"text": "...", "reply_to": "<event id>"}"#)?;
+            // A bot's `ctx.reply` names the envelope it answers, not the
+            // event: map it back.
+            if b.reply_to.is_none() {
+                b.reply_to = delivery
+                    .header(headers::IN_REPLY_TO)
+                    .and_then(|env| recent.event_of_envelope(env))
+                    .map(str::to_string);
+            }
             reply(&room, b, keys, recent)
         }
         kinds::NOTE => {
