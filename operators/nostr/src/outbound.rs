@@ -292,6 +292,31 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_bot_reply_is_threaded_by_its_in_reply_to() {
+        let k = keys();
+        let note = EventBuilder::new(Kind::TextNote, "!ping")
+            .finalize(k.keys())
+            .unwrap();
+        let mut recent = Recent::default();
+        recent.insert(&note, Some("env-1"));
+        let npub = nostr::prelude::ToBech32::to_bech32(&note.pubkey).unwrap();
+        let d = Delivery::new(
+            ChatAddress::new("nostr", "main", npub.as_str()).send_subject("message"),
+            Envelope::new("pingbot", json!({"text": "pong"})).with_header("in-reply-to", "env-1"),
+        );
+        let t = tags(request_for(&d, "main", &k, &recent).unwrap());
+        assert_eq!(
+            t[0],
+            vec![
+                "e".to_string(),
+                note.id.to_hex(),
+                String::new(),
+                "root".into()
+            ]
+        );
+    }
+
+    #[test]
     fn refusals_say_what_to_do() {
         let k = keys();
         let npub = nostr::prelude::ToBech32::to_bech32(&k.public_key()).unwrap();
