@@ -12,16 +12,21 @@
 //! without a restart. The contract is in `docs/PROTOCOL.md` ("Nostr
 //! operator").
 //!
-//! What comes from the `nostr` crate: events, keys, Schnorr signing and
-//! verification, NIP-19, NIP-42 auth events, filters and the relay/client
-//! message types. What is ours, and why not `nostr-sdk`'s relay pool: the
-//! pool verifies and deduplicates internally and hands each event over
-//! once without the list of relays that carried it, does not count what
-//! it drops, reconnects on its own interval rather than a schedule, and
-//! has no per-relay resume point; those are the requirements here, so the
-//! connection ([`relay`]), dedupe ([`inbound`]) and resume ([`resume`])
-//! are written on tokio-tungstenite, about as much code as wrapping the
-//! pool would take, and a much smaller build.
+//! What comes from the `nostr` crate (0.45, stable): events, keys,
+//! Schnorr signing and verification, NIP-19, NIP-42 auth events, filters
+//! and filter matching, and the relay/client message types. What is ours,
+//! and why not `nostr-sdk`'s relay pool (read in 0.45.0-alpha.8, the
+//! current release, a pre-release): it verifies an event and stores its id
+//! on first sight, then notifies only that first copy, so the relays that
+//! also carried it are not reported; a bad signature is an error it logs,
+//! not a count we can read; it reconnects after `retry_interval` (10 s)
+//! times a multiplier that grows with failures, ±3 s of jitter, capped at
+//! 60 s, not on a given schedule; and a reconnect resends the original
+//! filters, with no resume point per relay. Its NIP-42 authenticator would
+//! fit, but alone it is not worth the pool. So the connection ([`relay`]),
+//! dedupe ([`inbound`]) and resume ([`resume`]) are written on
+//! tokio-tungstenite, and the build is smaller (no pool, database or
+//! transport abstractions).
 //!
 //! | module | job |
 //! | --- | --- |
