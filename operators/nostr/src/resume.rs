@@ -11,10 +11,14 @@
 //! disagree: a relay that was down must be asked from where *it* stopped,
 //! not from where the others are.
 //!
-//! The file is JSON, written to a temporary file and renamed, right after
-//! each batch is published (so a kill loses at most the batch in flight,
-//! which the overlap then brings back and nothing repeats what was
-//! already out).
+//! On disk: a snapshot (`nostr-resume.json`, written to a temporary file
+//! and renamed) and a journal (`nostr-resume.log`, one JSON line of
+//! changes appended right after each published batch). The journal keeps
+//! each save as small as the batch, however many ids are remembered; it is
+//! folded into a new snapshot once it passes 1 MiB or a minute. A kill
+//! loses at most the batch in flight, which the overlap brings back, and
+//! nothing repeats what was already out. A torn last journal line (a kill
+//! mid-write) is ignored.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -23,8 +27,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::SubscriptionConfig;
 
-/// File name in the state dir.
+/// Snapshot file name in the state dir.
 pub const FILE: &str = "nostr-resume.json";
+/// Journal file name in the state dir.
+pub const JOURNAL: &str = "nostr-resume.log";
+
+/// The journal is folded into the snapshot past this size...
+const COMPACT_BYTES: u64 = 1 << 20;
+/// ...or this age.
+const COMPACT_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Most event ids remembered (the oldest go first).
 const MAX_SEEN: usize = 50_000;
@@ -64,12 +75,37 @@ struct Stored {
     seen: HashMap<String, u64>,
 }
 
+/// One journal line: what changed since the line before.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Change {
+    /// (subscription, relay, mark).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    marks: Vec<(String, String, u64)>,
+    /// (event id, created_at).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    seen: Vec<(String, u64)>,
+}
+
+impl Change {
+    fn is_empty(&self) -> bool {
+        self.marks.is_empty() && self.seen.is_empty()
+    }
+}
+
 /// The resume state (in memory, and in the state dir when there is one).
 #[derive(Debug)]
 pub struct Resume {
     path: Option<PathBuf>,
     state: Stored,
     overlap: u64,
+    /// Changes not yet in the journal.
+    pending: Change,
+    /// Something was forgotten (a removed subscription): only a new
+    /// snapshot can say so.
+    needs_snapshot: bool,
+    journal_bytes: u64,
+    last_snapshot: std::time::Instant,
+    compact_bytes: u64,
 }
 
 /// Now, in unix seconds.
@@ -98,7 +134,53 @@ impl Resume {
                 ..Stored::default()
             },
             overlap: overlap_secs,
+            pending: Change::default(),
+            needs_snapshot: false,
+            journal_bytes: 0,
+            last_snapshot: std::time::Instant::now(),
+            compact_bytes: COMPACT_BYTES,
         }
+    }
+
+    fn journal_path(&self) -> Option<PathBuf> {
+        self.path.as_ref().map(|p| p.with_file_name(JOURNAL))
+    }
+
+    fn apply(&mut self, change: Change) {
+        for (sub, relay, mark) in change.marks {
+            let m = self
+                .state
+                .marks
+                .entry(sub)
+                .or_default()
+                .entry(relay)
+                .or_insert(0);
+            *m = (*m).max(mark);
+        }
+        for (id, t) in change.seen {
+            self.state.seen.insert(id, t);
+        }
+    }
+
+    /// Replays the journal over the snapshot; stops at a torn line.
+    fn replay(&mut self) -> Result<(), ResumeError> {
+        let Some(path) = self.journal_path() else {
+            return Ok(());
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(ResumeError::Io { path, source }),
+        };
+        self.journal_bytes = text.len() as u64;
+        for line in text.lines() {
+            match serde_json::from_str::<Change>(line) {
+                Ok(change) => self.apply(change),
+                // Only the last line can be torn (a kill mid-append).
+                Err(_) => break,
+            }
+        }
+        Ok(())
     }
 
     /// The state in `dir` (a missing file is a first start). A corrupt
@@ -107,23 +189,24 @@ impl Resume {
         let path = dir.join(FILE);
         let mut resume = Resume::in_memory(overlap_secs);
         resume.path = Some(path.clone());
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (resume, None),
-            Err(source) => return (resume, Some(ResumeError::Io { path, source })),
+        let problem = match std::fs::read_to_string(&path) {
+            Ok(text) => match serde_json::from_str::<Stored>(&text) {
+                Ok(state) => {
+                    resume.state = state;
+                    None
+                }
+                Err(source) => {
+                    let mut aside = path.clone().into_os_string();
+                    aside.push(".corrupt");
+                    let _ = std::fs::rename(&path, aside);
+                    Some(ResumeError::Corrupt { path, source })
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => Some(ResumeError::Io { path, source }),
         };
-        match serde_json::from_str::<Stored>(&text) {
-            Ok(state) => {
-                resume.state = state;
-                (resume, None)
-            }
-            Err(source) => {
-                let mut aside = path.clone().into_os_string();
-                aside.push(".corrupt");
-                let _ = std::fs::rename(&path, aside);
-                (resume, Some(ResumeError::Corrupt { path, source }))
-            }
-        }
+        let replayed = resume.replay().err();
+        (resume, problem.or(replayed))
     }
 
     /// Sets the overlap (after a reload).
@@ -148,6 +231,9 @@ impl Resume {
             None => sub.since.unwrap_or_else(now_secs),
         };
         marks.insert(relay.to_string(), start);
+        self.pending
+            .marks
+            .push((sub.name.clone(), relay.to_string(), start));
         // Saved at once: a restart before any event must resume from this
         // start, not from the time of the restart.
         if let Err(e) = self.save() {
@@ -166,7 +252,12 @@ impl Resume {
             .or_default()
             .entry(relay.to_string())
             .or_insert(0);
-        *mark = (*mark).max(created_at);
+        if created_at > *mark {
+            *mark = created_at;
+            self.pending
+                .marks
+                .push((sub.to_string(), relay.to_string(), created_at));
+        }
     }
 
     /// Whether event `id` was already published.
@@ -176,12 +267,18 @@ impl Resume {
 
     /// Records that event `id` was published.
     pub fn mark_seen(&mut self, id: &str, created_at: u64) {
-        self.state.seen.insert(id.to_string(), created_at);
+        if self.state.seen.insert(id.to_string(), created_at).is_none() {
+            self.pending.seen.push((id.to_string(), created_at));
+        }
     }
 
     /// Forgets subscriptions that are no longer configured.
     pub fn retain_subscriptions(&mut self, names: &[&str]) {
+        let before = self.state.marks.len();
         self.state.marks.retain(|k, _| names.contains(&k.as_str()));
+        if self.state.marks.len() != before {
+            self.needs_snapshot = true;
+        }
     }
 
     /// Drops ids that no resumed `REQ` can bring back (older than the
@@ -205,23 +302,65 @@ impl Resume {
         }
     }
 
-    /// Writes the state (temporary file, then rename). Without a state
-    /// dir only prunes.
+    /// Writes what changed: one journal line, or (when the journal is
+    /// big or old, or something was forgotten) a new snapshot and an
+    /// empty journal. Without a state dir only prunes, now and then.
     pub fn save(&mut self) -> Result<(), ResumeError> {
-        self.prune();
-        let Some(path) = &self.path else {
+        let Some(path) = self.path.clone() else {
+            self.pending = Change::default();
+            if self.state.seen.len() > MAX_SEEN {
+                self.prune();
+            }
             return Ok(());
         };
+        let compact = self.needs_snapshot
+            || self.journal_bytes > self.compact_bytes
+            || self.last_snapshot.elapsed() > COMPACT_AFTER;
+        if compact {
+            return self.snapshot(&path);
+        }
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let journal = path.with_file_name(JOURNAL);
+        let io = |source| ResumeError::Io {
+            path: journal.clone(),
+            source,
+        };
+        let mut line =
+            serde_json::to_vec(&self.pending).map_err(|e| io(std::io::Error::other(e)))?;
+        line.push(b'\n');
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&journal)
+            .map_err(io)?;
+        std::io::Write::write_all(&mut file, &line).map_err(io)?;
+        self.journal_bytes += line.len() as u64;
+        self.pending = Change::default();
+        Ok(())
+    }
+
+    /// A new snapshot (temporary file, then rename), then an empty
+    /// journal: a kill between the two replays the old journal over the
+    /// new snapshot, which changes nothing.
+    fn snapshot(&mut self, path: &Path) -> Result<(), ResumeError> {
+        self.prune();
         self.state.version = 1;
         let io = |source| ResumeError::Io {
-            path: path.clone(),
+            path: path.to_path_buf(),
             source,
         };
         let text = serde_json::to_vec(&self.state).map_err(|e| io(std::io::Error::other(e)))?;
-        let mut tmp = path.clone().into_os_string();
+        let mut tmp = path.to_path_buf().into_os_string();
         tmp.push(".tmp");
         std::fs::write(&tmp, text).map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)?;
+        std::fs::write(path.with_file_name(JOURNAL), b"").map_err(io)?;
+        self.journal_bytes = 0;
+        self.last_snapshot = std::time::Instant::now();
+        self.needs_snapshot = false;
+        self.pending = Change::default();
         Ok(())
     }
 
@@ -279,7 +418,8 @@ mod tests {
         std::fs::write(dir.path().join(FILE), "{not json").unwrap();
         let (fresh, e) = Resume::load(dir.path(), 10);
         assert_eq!(e.unwrap().kind(), ResumeErrorKind::Corrupt);
-        assert!(!fresh.is_seen("abc"));
+        // The journal still holds what was saved after the last snapshot.
+        assert!(fresh.is_seen("abc"));
         assert!(dir.path().join("nostr-resume.json.corrupt").exists());
     }
 
@@ -295,12 +435,58 @@ mod tests {
 
     #[test]
     fn prunes_ids_no_req_can_bring_back() {
-        let mut r = Resume::in_memory(10);
+        let dir = tempfile::tempdir().unwrap();
+        let (mut r, _) = Resume::load(dir.path(), 10);
         r.observe("a", "ws://one", 1000);
         r.mark_seen("old", 100);
         r.mark_seen("recent", 995);
+        r.needs_snapshot = true;
         r.save().unwrap();
         assert!(!r.is_seen("old"));
         assert!(r.is_seen("recent"));
+    }
+
+    #[test]
+    fn the_journal_keeps_saves_small_and_is_folded_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut r, _) = Resume::load(dir.path(), 10);
+        r.compact_bytes = 300;
+        let t = now_secs();
+        r.observe("a", "ws://one", t);
+        r.mark_seen("id-0", t);
+        r.save().unwrap();
+        let journal = dir.path().join(JOURNAL);
+        let one = std::fs::metadata(&journal).unwrap().len();
+        assert!(
+            one > 0 && !dir.path().join(FILE).exists(),
+            "a save appends, no snapshot"
+        );
+        for i in 1..20 {
+            r.mark_seen(&format!("id-{i}"), t);
+            r.save().unwrap();
+        }
+        // Past 300 bytes the journal was folded into a snapshot.
+        assert!(dir.path().join(FILE).exists());
+        assert!(std::fs::metadata(&journal).unwrap().len() < 300 + 100);
+        let (again, e) = Resume::load(dir.path(), 10);
+        assert!(e.is_none());
+        for i in 0..20 {
+            assert!(again.is_seen(&format!("id-{i}")), "id-{i}");
+        }
+    }
+
+    #[test]
+    fn a_torn_journal_line_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut r, _) = Resume::load(dir.path(), 10);
+        r.mark_seen("kept", now_secs());
+        r.save().unwrap();
+        let journal = dir.path().join(JOURNAL);
+        let mut text = std::fs::read_to_string(&journal).unwrap();
+        text.push_str("{\"seen\":[[\"torn");
+        std::fs::write(&journal, text).unwrap();
+        let (again, e) = Resume::load(dir.path(), 10);
+        assert!(e.is_none());
+        assert!(again.is_seen("kept"));
     }
 }
