@@ -501,3 +501,26 @@ async fn a_wss_relay_behind_a_private_ca_is_read_and_written() {
         Some(relay.url().as_str())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_halted_events_wait_and_arrive_on_resume() {
+    let a = NostrRelay::start().expect("nostr-relay (make tools)");
+    let mut h = Harness::new("nostr-halt").await;
+    h.start_bot(config(&[a.url()], json!({}))).await;
+    h.relay_state(&a.url(), "connected").await;
+    assert!(h.control(json!({"verb": "halt"})).await.ok);
+    let alice = Peer::keygen();
+    let e = Peer::publish(
+        &[&a.url()],
+        alice["secret"].as_str().unwrap(),
+        "held",
+        json!([]),
+    );
+    h.drain(Duration::from_millis(800)).await;
+    assert!(
+        !h.counts().contains_key(e["id"].as_str().unwrap()),
+        "published while halted"
+    );
+    assert!(h.control(json!({"verb": "resume"})).await.ok);
+    h.event_with_id(e["id"].as_str().unwrap()).await;
+}
