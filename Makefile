@@ -15,6 +15,9 @@ NATS_SERVER := $(VENV)/bin/nats-server
 NATS_PY_VERSION := 2.16.0
 SUPERVISOR_VERSION := 4.3.0
 NATS_JS_VERSION := 2.29.3
+NOSTR_RELAY_VERSION := 1.14
+NOSTR_SDK_PY_VERSION := 0.45.1
+WEBSOCKETS_PY_VERSION := 17.4
 export SWITCHBOARD_NATS_SERVER := $(NATS_SERVER)
 
 .PHONY: all build tools bench-tools fuzz-tools fuzz fuzz-merge test check fmt clippy unit run bench chaos clean help
@@ -30,7 +33,7 @@ build:
 ## Project-local tools (idempotent: a stamp per pinned version).
 ##   nats-server: the bus itself (tests, make run)
 ##   nats-py: the NATS client of the Python operators and their tests
-tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.nats-py-$(NATS_PY_VERSION) $(TOOLS)/.irc-servers
+tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.nats-py-$(NATS_PY_VERSION) $(TOOLS)/.irc-servers $(TOOLS)/.nostr-$(NOSTR_RELAY_VERSION)-$(NOSTR_SDK_PY_VERSION)
 
 $(VENV)/bin/python:
 	@echo "==> creating $(VENV)"
@@ -45,6 +48,16 @@ $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION): | $(VENV)/bin/python
 $(TOOLS)/.nats-py-$(NATS_PY_VERSION): | $(VENV)/bin/python
 	@echo "==> installing nats-py $(NATS_PY_VERSION) into $(VENV)"
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check "nats-py==$(NATS_PY_VERSION)"
+	touch $@
+
+## Nostr operator tests: the relay (PyPI nostr-relay, pure Python,
+## SQLite; testkit/src/nostr.rs starts it per test on a free port) and the
+## independent client (PyPI nostr-sdk bindings for keys and signatures,
+## websockets for the wire; operators/nostr/tests/peer/nostr_peer.py).
+$(TOOLS)/.nostr-$(NOSTR_RELAY_VERSION)-$(NOSTR_SDK_PY_VERSION): | $(VENV)/bin/python
+	@echo "==> installing nostr-relay $(NOSTR_RELAY_VERSION), nostr-sdk $(NOSTR_SDK_PY_VERSION) (PyPI) into $(VENV)"
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "nostr-relay==$(NOSTR_RELAY_VERSION)" \
+		"nostr-sdk==$(NOSTR_SDK_PY_VERSION)" "websockets==$(WEBSOCKETS_PY_VERSION)"
 	touch $@
 
 ## IRC servers the IRC operator's tests start on free loopback ports
@@ -93,6 +106,7 @@ $(TOOLS)/.s6:
 ## bundled source by the system C++ compiler) with SanitizerCoverage flags
 ## that stable rustc accepts; `cargo fuzz` would need nightly. Targets:
 ## proto/fuzz (envelope pattern token control), operators/irc/fuzz (lines),
+## operators/nostr/fuzz (relay_message: relay frames),
 ## orchestrator/fuzz (manifest). Committed seeds in <crate>/fuzz/corpus/,
 ## crashes in fuzz-artifacts/ (gitignored); fails if any target fails.
 ## `make fuzz-merge` adds to the committed corpus what runs found that

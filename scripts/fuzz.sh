@@ -41,6 +41,7 @@ unset RUSTC_WRAPPER
 CRATES=(
     "proto/fuzz:envelope pattern token control"
     "operators/irc/fuzz:lines"
+    "operators/nostr/fuzz:relay_message"
     "orchestrator/fuzz:manifest"
 )
 

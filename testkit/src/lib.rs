@@ -26,6 +26,7 @@ mod irc;
 mod jwt;
 mod nats;
 mod nkey;
+pub mod nostr;
 mod tls;
 
 pub use irc::{InspIrcd, IrcServerError, NgIrcd, NgIrcdOptions};

@@ -1,0 +1,407 @@
+//! From send requests to signed events: a reply in a thread (NIP-10), a
+//! top-level note, a reaction (NIP-25), a pre-signed event; or a `relays`
+//! status request (GenNostr's `list_relays`).
+
+use nostr::prelude::{Event, EventBuilder, EventId, FinalizeEvent, Kind, PublicKey, Tag};
+use serde::Deserialize;
+use serde_json::Value;
+use switchboard_bus::proto::{headers, Branch, ChatSubject};
+use switchboard_bus::Delivery;
+
+use crate::config::BotKeys;
+use crate::inbound::Recent;
+
+/// Request kinds (the `<kind>` of `send.nostr.<instance>.<room>.<kind>`).
+pub mod kinds {
+    /// A reply in the room's thread.
+    pub const MESSAGE: &str = "message";
+    /// A top-level text note.
+    pub const NOTE: &str = "note";
+    /// A NIP-25 reaction.
+    pub const REACTION: &str = "reaction";
+    /// A pre-signed event, published as is.
+    pub const RAW: &str = "raw";
+    /// The relays and their state (answered, nothing is published).
+    pub const RELAYS: &str = "relays";
+}
+
+/// What a send request asks for.
+#[derive(Debug)]
+pub enum Request {
+    /// Publish this event to the write relays.
+    Publish(Box<Event>),
+    /// Answer with the relays' status.
+    Relays,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageBody {
+    text: String,
+    #[serde(default)]
+    reply_to: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoteBody {
+    text: String,
+    #[serde(default)]
+    hashtags: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReactionBody {
+    #[serde(default)]
+    event_id: Option<String>,
+    #[serde(default)]
+    author: Option<String>,
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBody {
+    event: Value,
+}
+
+fn body<T: for<'de> Deserialize<'de>>(
+    value: &Value,
+    kind: &str,
+    expected: &str,
+) -> Result<T, String> {
+    let empty = Value::Object(Default::default());
+    let value = if value.is_null() { &empty } else { value };
+    T::deserialize(value)
+        .map_err(|e| format!("bad body for a `{kind}` request ({e}); expected {expected}"))
+}
+
+fn event_id(what: &str, value: &str) -> Result<EventId, String> {
+    EventId::parse(value)
+        .map_err(|_| format!("{what} {value:?} is not an event id (64 hex digits or note1…)"))
+}
+
+fn pubkey(what: &str, value: &str) -> Result<PublicKey, String> {
+    PublicKey::parse(value)
+        .map_err(|_| format!("{what} {value:?} is not a public key (npub1… or 64 hex digits)"))
+}
+
+fn sign(builder: EventBuilder, keys: &BotKeys) -> Result<Box<Event>, String> {
+    builder
+        .finalize(keys.keys())
+        .map(Box::new)
+        .map_err(|e| format!("cannot sign the event: {e}"))
+}
+
+/// The request for one delivery, or why it is refused.
+pub fn request_for(
+    delivery: &Delivery,
+    instance: &str,
+    keys: &BotKeys,
+    recent: &Recent,
+) -> Result<Request, String> {
+    let ChatSubject {
+        branch,
+        address,
+        kind,
+    } = ChatSubject::parse(&delivery.subject).map_err(|e| e.to_string())?;
+    if branch != Branch::Send || address.protocol != "nostr" || address.instance != instance {
+        return Err(format!(
+            "subject {} is not a send request for nostr instance {instance}",
+            delivery.subject
+        ));
+    }
+    let value = &delivery.envelope().body;
+    let room = address.room;
+    match kind.as_str() {
+        kinds::MESSAGE => {
+            let mut b: MessageBody =
+                body(value, &kind, r#"{"text": "...", "reply_to": "<event id>"}"#)?;
+            // A bot's `ctx.reply` names the envelope it answers, not the
+            // event: map it back.
+            if b.reply_to.is_none() {
+                b.reply_to = delivery
+                    .header(headers::IN_REPLY_TO)
+                    .and_then(|env| recent.event_of_envelope(env))
+                    .map(str::to_string);
+            }
+            reply(&room, b, keys, recent)
+        }
+        kinds::NOTE => {
+            let b: NoteBody = body(value, &kind, r#"{"text": "...", "hashtags": ["..."]}"#)?;
+            let tags: Vec<Tag> = b.hashtags.iter().map(Tag::hashtag).collect();
+            Ok(Request::Publish(sign(
+                EventBuilder::new(Kind::TextNote, b.text).tags(tags),
+                keys,
+            )?))
+        }
+        kinds::REACTION => {
+            let b: ReactionBody = body(
+                value,
+                &kind,
+                r#"{"event_id": "<id, default: the room>", "content": "+"}"#,
+            )?;
+            let target = match &b.event_id {
+                Some(id) => event_id("`event_id`", id)?,
+                None => event_id("the room", &room).map_err(|e| {
+                    format!("{e}; give `event_id` in the body or use a thread room")
+                })?,
+            };
+            let author = match (&b.author, recent.get(&target.to_hex())) {
+                (Some(a), _) => Some(pubkey("`author`", a)?),
+                (None, Some((a, _))) => PublicKey::from_hex(a).ok(),
+                (None, None) => None,
+            };
+            let mut tags = vec![Tag::event(target)];
+            if let Some(a) = author {
+                tags.push(Tag::public_key(a));
+            }
+            let content = b.content.unwrap_or_else(|| "+".to_string());
+            Ok(Request::Publish(sign(
+                EventBuilder::new(Kind::Reaction, content).tags(tags),
+                keys,
+            )?))
+        }
+        kinds::RAW => {
+            let b: RawBody = body(value, &kind, r#"{"event": {<a signed event>}}"#)?;
+            let event = Event::from_json(b.event.to_string())
+                .map_err(|e| format!("`event` is not a Nostr event: {e}"))?;
+            event
+                .verify()
+                .map_err(|_| "`event`: its id or signature does not verify".to_string())?;
+            Ok(Request::Publish(Box::new(event)))
+        }
+        kinds::RELAYS => Ok(Request::Relays),
+        other => Err(format!(
+            "unknown kind `{other}`: the Nostr operator sends message, note, reaction and raw, and answers relays"
+        )),
+    }
+}
+
+/// A reply in a thread (NIP-10 marked `e` tags, `p` tags of the people
+/// answered). The room is the thread root's id, or an author's npub (then
+/// `reply_to` names the note, which becomes the root).
+fn reply(room: &str, b: MessageBody, keys: &BotKeys, recent: &Recent) -> Result<Request, String> {
+    let (root, reply_to, mut people) = if room.starts_with("npub1") {
+        let author = pubkey("the room", room)?;
+        let Some(reply_to) = &b.reply_to else {
+            return Err(
+                "a `message` to an author's room needs `reply_to`: the id of the note to answer \
+                 (or send a `note` for a top-level post)"
+                    .to_string(),
+            );
+        };
+        let reply_to = event_id("`reply_to`", reply_to)?;
+        let root = recent
+            .get(&reply_to.to_hex())
+            .and_then(|(_, root)| root.as_deref())
+            .and_then(|r| EventId::from_hex(r).ok())
+            .unwrap_or(reply_to);
+        (root, reply_to, vec![author])
+    } else {
+        let root = event_id("the room", room)
+            .map_err(|e| format!("{e}; a thread room is the root event's id"))?;
+        let reply_to = match &b.reply_to {
+            Some(r) => event_id("`reply_to`", r)?,
+            None => root,
+        };
+        (root, reply_to, Vec::new())
+    };
+    for id in [root, reply_to] {
+        if let Some((author, _)) = recent.get(&id.to_hex()) {
+            if let Ok(pk) = PublicKey::from_hex(author) {
+                people.push(pk);
+            }
+        }
+    }
+    let mut tags = vec![Tag::parse(["e", &root.to_hex(), "", "root"]).map_err(|e| e.to_string())?];
+    if reply_to != root {
+        tags.push(Tag::parse(["e", &reply_to.to_hex(), "", "reply"]).map_err(|e| e.to_string())?);
+    }
+    let me = keys.public_key();
+    let mut seen = Vec::new();
+    for p in people {
+        if p != me && !seen.contains(&p) {
+            seen.push(p);
+            tags.push(Tag::public_key(p));
+        }
+    }
+    Ok(Request::Publish(sign(
+        EventBuilder::new(Kind::TextNote, b.text).tags(tags),
+        keys,
+    )?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use switchboard_bus::proto::{ChatAddress, Envelope};
+
+    fn keys() -> BotKeys {
+        let c: crate::NostrConfig = serde_json::from_value(json!({
+            "relays": ["ws://h:1"],
+            "secret_key": "6b911fd37cdf5c81d4c0adb1ab7fa822ed253ab0ad9aa18d77257c88b29b718e"
+        }))
+        .unwrap();
+        c.keys
+    }
+
+    fn delivery(room: &str, kind: &str, body: Value) -> Delivery {
+        Delivery::new(
+            ChatAddress::new("nostr", "main", room).send_subject(kind),
+            Envelope::new("test", body),
+        )
+    }
+
+    fn tags(r: Request) -> Vec<Vec<String>> {
+        match r {
+            Request::Publish(e) => e.tags.iter().map(|t| t.as_slice().to_vec()).collect(),
+            Request::Relays => panic!("not a publish"),
+        }
+    }
+
+    #[test]
+    fn a_reply_in_a_thread_has_root_and_reply_markers() {
+        let root = "a".repeat(64);
+        let other = "b".repeat(64);
+        let r = request_for(
+            &delivery(&root, "message", json!({"text": "hi", "reply_to": other})),
+            "main",
+            &keys(),
+            &Recent::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            tags(r),
+            vec![
+                vec!["e".to_string(), root.clone(), String::new(), "root".into()],
+                vec!["e".to_string(), other, String::new(), "reply".into()],
+            ]
+        );
+        let r = request_for(
+            &delivery(&root, "message", json!({"text": "hi"})),
+            "main",
+            &keys(),
+            &Recent::default(),
+        )
+        .unwrap();
+        assert_eq!(tags(r).len(), 1);
+    }
+
+    #[test]
+    fn a_plain_bot_reply_is_threaded_by_its_in_reply_to() {
+        let k = keys();
+        let note = EventBuilder::new(Kind::TextNote, "!ping")
+            .finalize(k.keys())
+            .unwrap();
+        let mut recent = Recent::default();
+        recent.insert(&note, Some("env-1"));
+        let npub = nostr::prelude::ToBech32::to_bech32(&note.pubkey).unwrap();
+        let d = Delivery::new(
+            ChatAddress::new("nostr", "main", npub.as_str()).send_subject("message"),
+            Envelope::new("pingbot", json!({"text": "pong"})).with_header("in-reply-to", "env-1"),
+        );
+        let t = tags(request_for(&d, "main", &k, &recent).unwrap());
+        assert_eq!(
+            t[0],
+            vec![
+                "e".to_string(),
+                note.id.to_hex(),
+                String::new(),
+                "root".into()
+            ]
+        );
+    }
+
+    #[test]
+    fn refusals_say_what_to_do() {
+        let k = keys();
+        let npub = nostr::prelude::ToBech32::to_bech32(&k.public_key()).unwrap();
+        let e = request_for(
+            &delivery(&npub, "message", json!({"text": "x"})),
+            "main",
+            &k,
+            &Recent::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("reply_to"), "{e}");
+        let e = request_for(
+            &delivery("lobby", "message", json!({"text": "x"})),
+            "main",
+            &k,
+            &Recent::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("root event"), "{e}");
+        let e = request_for(
+            &delivery("x", "wave", json!({})),
+            "main",
+            &k,
+            &Recent::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("unknown kind"), "{e}");
+        let e = request_for(
+            &delivery("x", "note", json!({"txt": "x"})),
+            "main",
+            &k,
+            &Recent::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("bad body"), "{e}");
+        let e = request_for(
+            &delivery("x", "note", json!({"text": "x"})),
+            "other",
+            &k,
+            &Recent::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("not a send request"), "{e}");
+    }
+
+    #[test]
+    fn raw_events_must_verify() {
+        let k = keys();
+        let ev = EventBuilder::new(Kind::TextNote, "x")
+            .finalize(k.keys())
+            .unwrap();
+        let mut raw: Value = serde_json::from_str(&ev.as_json()).unwrap();
+        assert!(matches!(
+            request_for(
+                &delivery("_", "raw", json!({"event": raw.clone()})),
+                "main",
+                &k,
+                &Recent::default()
+            ),
+            Ok(Request::Publish(_))
+        ));
+        raw["content"] = json!("tampered");
+        let e = request_for(
+            &delivery("_", "raw", json!({"event": raw})),
+            "main",
+            &k,
+            &Recent::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("does not verify"), "{e}");
+    }
+
+    #[test]
+    fn a_reaction_tags_the_event_and_its_author() {
+        let target = "c".repeat(64);
+        let author = keys().public_key().to_hex();
+        let r = request_for(
+            &delivery(&target, "reaction", json!({"author": author})),
+            "main",
+            &keys(),
+            &Recent::default(),
+        )
+        .unwrap();
+        let t = tags(r);
+        assert_eq!(t[0][..2], ["e".to_string(), target]);
+        assert_eq!(t[1][..2], ["p".to_string(), author]);
+    }
+}

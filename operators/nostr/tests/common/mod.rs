@@ -1,0 +1,364 @@
+//! Shared pieces of the Nostr operator's end-to-end tests: the operator as
+//! a separate process (launch environment as the orchestrator sets it,
+//! with a state dir that outlives it), a bus client on a real
+//! nats-server, and the independent Python client (`peer/nostr_peer.py`:
+//! PyPI `nostr-sdk` for keys and signatures, `websockets` for the wire).
+
+#![allow(dead_code)] // each test uses a different part
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use switchboard_bus::proto::{
+    control_subject, heartbeat_subject, launch, ready_subject, ChatAddress, ChatPattern,
+    ControlAck, Envelope, OperatorId,
+};
+use switchboard_bus::{Bus, BusOptions, Delivery, RawSubscription, Subscription};
+use switchboard_testkit::NatsServer;
+use tokio::time::Instant;
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The bot's secret key in every test (each test has its own relays).
+pub const BOT_SECRET: &str = "6b911fd37cdf5c81d4c0adb1ab7fa822ed253ab0ad9aa18d77257c88b29b718e";
+
+/// A nats-server, a bus client, the bot's events, lifecycle and state dir.
+pub struct Harness {
+    pub nats: NatsServer,
+    pub bus: Bus,
+    pub id: String,
+    pub events: Subscription,
+    pub ready: RawSubscription,
+    pub heartbeats: RawSubscription,
+    pub bot: Option<Bot>,
+    pub state_dir: tempfile::TempDir,
+    /// Every event received so far, in order (kept across bot restarts).
+    pub seen: Vec<Delivery>,
+}
+
+impl Harness {
+    pub async fn new(id: &str) -> Harness {
+        let nats = NatsServer::start().expect("nats-server (make tools)");
+        let bus = Bus::connect(&BusOptions::new(&nats.url()), "test")
+            .await
+            .expect("bus");
+        let events = bus
+            .subscribe(&ChatPattern::chat().protocol("nostr").instance(id))
+            .await
+            .unwrap();
+        let oid = OperatorId::new(id).expect("a valid id");
+        let ready = bus.subscribe_raw(&ready_subject(&oid)).await.unwrap();
+        let heartbeats = bus.subscribe_raw(&heartbeat_subject(&oid)).await.unwrap();
+        bus.sync().await.unwrap();
+        Harness {
+            nats,
+            bus,
+            id: id.to_string(),
+            events,
+            ready,
+            heartbeats,
+            bot: None,
+            state_dir: tempfile::tempdir().unwrap(),
+            seen: Vec::new(),
+        }
+    }
+
+    /// Starts the operator with `config` and waits for its `ready`.
+    pub async fn start_bot(&mut self, config: Value) {
+        self.bot = Some(Bot::spawn(
+            &self.id,
+            &self.nats.url(),
+            &config,
+            self.state_dir.path().to_path_buf(),
+        ));
+        tokio::time::timeout(WAIT, self.ready.next())
+            .await
+            .unwrap_or_else(|_| panic!("no ready within {WAIT:?}; log:\n{}", self.log()))
+            .expect("ready subscription open");
+    }
+
+    /// SIGKILLs the operator (no shutdown, no flush).
+    pub async fn kill_bot(&mut self) {
+        if let Some(mut bot) = self.bot.take() {
+            bot.child.start_kill().expect("SIGKILL the bot");
+            let _ = bot.child.wait().await;
+            bot.keep_log();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.bot.as_ref().map(Bot::log).unwrap_or_default()
+    }
+
+    /// The next event matching `pred` (others are kept in `seen`).
+    pub async fn event(&mut self, within: Duration, pred: impl Fn(&Delivery) -> bool) -> Delivery {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.events.next()).await {
+                Ok(Some(d)) => {
+                    self.seen.push(d.clone());
+                    if pred(&d) {
+                        return d;
+                    }
+                }
+                _ => panic!(
+                    "no matching event within {within:?}; bot log:\n{}",
+                    self.log()
+                ),
+            }
+        }
+    }
+
+    /// The event with Nostr id `id` (already received, or the next one).
+    pub async fn event_with_id(&mut self, id: &str) -> Delivery {
+        if let Some(d) = self.seen.iter().find(|d| d.envelope().body["id"] == id) {
+            return d.clone();
+        }
+        let id = id.to_string();
+        self.event(WAIT, move |d| d.envelope().body["id"] == id.as_str())
+            .await
+    }
+
+    /// Everything that arrives within `within`, into `seen`.
+    pub async fn drain(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while let Ok(Some(d)) = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            self.events.next(),
+        )
+        .await
+        {
+            self.seen.push(d);
+        }
+    }
+
+    /// How many times each Nostr id was published so far.
+    pub fn counts(&self) -> HashMap<String, usize> {
+        let mut m = HashMap::new();
+        for d in &self.seen {
+            let id = d.envelope().body["id"].as_str().unwrap_or("").to_string();
+            *m.entry(id).or_insert(0) += 1;
+        }
+        m
+    }
+
+    /// A request on `send.nostr.<id>.<room>.<kind>`; the JSON answer.
+    pub async fn request(&self, room: &str, kind: &str, body: Value) -> Value {
+        let subject = ChatAddress::new("nostr", &self.id, room).send_subject(kind);
+        let env = Envelope::new("test", body);
+        let reply = self
+            .bus
+            .request_bytes(&subject, env.to_vec().into(), WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("request on {subject}: {e}"));
+        serde_json::from_slice(&reply).expect("a JSON answer")
+    }
+
+    /// The relays' status (a `relays` request), by URL.
+    pub async fn relays(&self) -> HashMap<String, Value> {
+        let reply = self.request("_", "relays", json!({})).await;
+        reply["relays"]
+            .as_array()
+            .expect("relays")
+            .iter()
+            .map(|r| (r["url"].as_str().unwrap().to_string(), r.clone()))
+            .collect()
+    }
+
+    /// Waits until relay `url` is in `state`.
+    pub async fn relay_state(&self, url: &str, state: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let relays = self.relays().await;
+            if let Some(r) = relays.get(url) {
+                if r["state"] == state {
+                    return r.clone();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{url} never reached {state}: {relays:?}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The counters of the next heartbeat sent from now on (queued older
+    /// ones are skipped).
+    pub async fn counters(&mut self) -> Value {
+        while let Some(Some(_)) = futures::FutureExt::now_or_never(self.heartbeats.next()) {}
+        let hb = tokio::time::timeout(WAIT, self.heartbeats.next())
+            .await
+            .expect("a heartbeat")
+            .expect("heartbeat subscription open");
+        let hb: Value = serde_json::from_slice(&hb.payload).expect("heartbeat JSON");
+        hb["counters"].clone()
+    }
+
+    /// Waits until heartbeat counter `name` is at least `at_least`.
+    pub async fn counter_reaches(&mut self, name: &str, at_least: u64) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let c = self.counters().await;
+            if c[name].as_u64().unwrap_or(0) >= at_least {
+                return c;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "counter {name} stays below {at_least}: {c}"
+            );
+        }
+    }
+
+    /// A control request to the bot.
+    pub async fn control(&self, request: Value) -> ControlAck {
+        self.bus
+            .request_json(
+                &control_subject(&OperatorId::new(&self.id).expect("a valid id")),
+                &request,
+                WAIT,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("control {request}: {e}"))
+    }
+}
+
+/// A bot config for `relays`, one subscription to text notes, and a fast
+/// reconnect schedule, merged with `extra`.
+pub fn config(relays: &[String], extra: Value) -> Value {
+    let mut c = json!({
+        "relays": relays,
+        "secret_key": BOT_SECRET,
+        "subscriptions": [{"name": "notes", "kinds": [1]}],
+        "reconnect": ["200ms", "400ms"],
+    });
+    if let (Value::Object(c), Value::Object(e)) = (&mut c, extra) {
+        c.extend(e);
+    }
+    c
+}
+
+/// The operator binary as a child process, killed on drop; its stderr goes
+/// to a file printed when a test fails.
+pub struct Bot {
+    pub child: tokio::process::Child,
+    log: PathBuf,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Bot {
+    pub fn spawn(id: &str, nats_url: &str, config: &Value, state_dir: PathBuf) -> Bot {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("bot.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard-nostr"));
+        for var in launch::ALL {
+            cmd.env_remove(var);
+        }
+        cmd.env(launch::ID, id)
+            .env(launch::NATS_URL, nats_url)
+            .env(launch::HEARTBEAT_MS, "300")
+            .env(launch::CONFIG, config.to_string())
+            .env(launch::STATE_DIR, state_dir)
+            .env("SWITCHBOARD_LOG", "info,switchboard_nostr=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true);
+        let child = cmd.spawn().expect("spawn switchboard-nostr");
+        Bot {
+            child,
+            log,
+            dir: Some(dir),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Keeps the log file after the bot is gone (printed on failure).
+    fn keep_log(mut self) {
+        if let Some(d) = self.dir.take() {
+            let _ = d.keep();
+        }
+    }
+}
+
+impl Drop for Bot {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- bot log ----\n{}\n---- end of bot log ----",
+                self.log()
+            );
+        }
+    }
+}
+
+/// The independent client.
+pub struct Peer;
+
+impl Peer {
+    fn run(args: &[&str]) -> Value {
+        let python = switchboard_testkit::workspace_root().join(".tools/venv/bin/python");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peer/nostr_peer.py");
+        let out = std::process::Command::new(&python)
+            .arg(script)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e} (run `make tools`)", python.display()));
+        assert!(
+            out.status.success(),
+            "peer {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("peer output is JSON")
+    }
+
+    /// A new key pair: `{secret, pubkey, npub}`.
+    pub fn keygen() -> Value {
+        Peer::run(&["keygen"])
+    }
+
+    /// A signed text note, not sent anywhere.
+    pub fn sign(secret: &str, content: &str) -> Value {
+        Peer::run(&["sign", secret, content])
+    }
+
+    /// Signs a text note and sends it to each of `relays`; `{id, event,
+    /// ok}` where `ok` maps each relay to `[accepted, message]`.
+    pub fn try_publish(relays: &[&str], secret: &str, content: &str, tags: Value) -> Value {
+        let tags = tags.to_string();
+        Peer::run(&["publish", &relays.join(","), secret, content, &tags])
+    }
+
+    /// [`Peer::try_publish`], asserting that every relay accepted it.
+    pub fn publish(relays: &[&str], secret: &str, content: &str, tags: Value) -> Value {
+        let out = Peer::try_publish(relays, secret, content, tags);
+        for (url, ok) in out["ok"].as_object().expect("ok results") {
+            assert_eq!(ok[0], true, "{url} refused the peer's event: {ok}");
+        }
+        out
+    }
+
+    /// A text note with another event's signature, sent to `relays`.
+    pub fn publish_bad_signature(relays: &[&str], secret: &str, content: &str) -> Value {
+        Peer::run(&["badsig", &relays.join(","), secret, content])
+    }
+
+    /// The events on `relay` matching `filter`, each `{event, valid}`.
+    pub fn fetch(relay: &str, filter: Value) -> Vec<Value> {
+        let f = filter.to_string();
+        Peer::run(&["fetch", relay, &f])
+            .as_array()
+            .expect("a list")
+            .clone()
+    }
+}
