@@ -1,6 +1,9 @@
 //! What survives a restart, as small JSON files in the operator's state
 //! directory, each written whole (temporary file, then rename) with mode
-//! 0600 so a crash leaves the old version or the new one, never half:
+//! 0600 so a crash of the process leaves the old version or the new one,
+//! never half (there is no fsync: the marks are written after every
+//! notification, and a process crash, unlike a power cut, keeps what the
+//! kernel was given):
 //!
 //! | file | what |
 //! | --- | --- |
@@ -155,7 +158,6 @@ impl Store {
                 .mode(0o600)
                 .open(&tmp)?;
             f.write_all(&bytes)?;
-            f.sync_data()?;
             std::fs::rename(&tmp, &path)
         };
         write().map_err(|source| StoreError { path, source })
