@@ -64,6 +64,7 @@ pub struct State {
     pub created: Vec<Value>,
     rate_limited_until: HashMap<String, u64>,
     fail_next: HashMap<String, VecDeque<u16>>,
+    lose_answer: HashSet<String>,
     next_cid: u64,
 }
 
@@ -212,6 +213,12 @@ impl Pds {
             .extend(statuses);
     }
 
+    /// The next call of `nsid` is carried out, but answered 502, as when
+    /// the answer is lost on the way back.
+    pub fn lose_next_answer(&self, nsid: &str) {
+        self.lock().lose_answer.insert(nsid.into());
+    }
+
     /// A post by `did` stored for `getPosts`; its URI and CID.
     pub fn add_post(&self, did: &str, handle: &str, rkey: &str, record: Value) -> (String, String) {
         let mut s = self.lock();
@@ -260,7 +267,10 @@ impl Pds {
         let input: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let nsid = path.strip_prefix("/xrpc/").unwrap_or(&path).to_string();
         let params: Vec<(String, String)> = url_params(&query);
-        let (status, headers, body) = self.answer(&method, &nsid, &params, bearer, input);
+        let (mut status, mut headers, mut body) = self.answer(&method, &nsid, &params, bearer, input);
+        if status == StatusCode::OK && self.lock().lose_answer.remove(&nsid) {
+            (status, headers, body) = error(502, "InternalServerError", "Bad Gateway");
+        }
         self.lock().calls.push(Call {
             nsid,
             at: now_secs(),
