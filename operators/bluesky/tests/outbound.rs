@@ -114,11 +114,11 @@ async fn long_text_is_refused_or_split_into_a_thread() {
     let mut h = Harness::new("bsky-long").await;
     h.start_bot(&start_config(&pds)).await;
     let room = t.root.0.clone();
-    let long = format!("{} {}", "é".repeat(200), "word ".repeat(20));
+    let long = format!("{} {}", "é".repeat(200), "word ".repeat(30));
     let ack = h.request(&room, "message", Envelope::new("test", json!({"text": long}))).await;
     assert_eq!(ack["ok"], false, "{ack}");
     let error = ack["error"].as_str().unwrap();
-    assert!(error.contains("301 graphemes") && error.contains("split"), "{error}");
+    assert!(error.contains("351 graphemes") && error.contains("split"), "{error}");
     assert!(created(&pds).is_empty());
     let ack = h.request(&room, "message", Envelope::new("test", json!({"text": long, "split": true}))).await;
     assert_eq!(ack["ok"], true, "{ack}");
