@@ -330,6 +330,7 @@ impl Worker {
                     return;
                 }
                 self.api.counters.jetstream_posts.inc();
+                tracing::debug!(uri = %event.post.uri, time_us = frame.time_us, "Jetstream post published");
                 tracker.published(&event.post.uri);
             }
         }

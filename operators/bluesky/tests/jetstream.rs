@@ -104,7 +104,12 @@ async fn a_cut_connection_and_a_killed_process_resume_without_gap_or_repeat() {
     assert!(extra.is_empty(), "repeated: {:?}", extra.iter().map(|d| d.envelope().body["uri"].clone()).collect::<Vec<_>>());
     assert_eq!(got, expected, "no gap, no repeat, in order");
     let c = h.counters_until(|c| c["bluesky_jetstream_connects"].as_u64() >= Some(1)).await;
-    assert_eq!(c["bluesky_jetstream_published"], 3, "after the restart: {c}");
+    // 3 new posts after the restart, plus m015 again when the kill came
+    // between publishing it and saving it (the test kills right after
+    // receiving it): on the wire with the same envelope id, so the
+    // subscription above dropped it (`got` has it once).
+    let again = c["bluesky_jetstream_published"].as_u64().unwrap();
+    assert!(again == 3 || again == 4, "after the restart: {c}");
     assert_eq!(pds.calls("app.bsky.notification.listNotifications").len(), 0, "no polling");
     assert_no_secrets("log", &h.all_logs());
 }

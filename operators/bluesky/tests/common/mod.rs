@@ -141,6 +141,7 @@ impl Harness {
             .request_bytes(&subject, env.to_vec().into(), WAIT)
             .await
             .unwrap_or_else(|e| panic!("request on {subject}: {e}; log:\n{}", self.log()));
+        assert_no_secrets("ack", &String::from_utf8_lossy(&reply));
         serde_json::from_slice(&reply).expect("the answer is JSON")
     }
 
