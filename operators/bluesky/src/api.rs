@@ -196,7 +196,9 @@ impl Api {
     ///
     /// As [`Api::query`].
     pub async fn procedure_no_output(&mut self, nsid: &str, input: Value) -> Result<(), ApiError> {
-        self.call(nsid, &Call::Procedure(Some(input))).await.map(drop)
+        self.call(nsid, &Call::Procedure(Some(input)))
+            .await
+            .map(drop)
     }
 
     async fn call(&mut self, nsid: &str, call: &Call) -> Result<bytes::Bytes, ApiError> {

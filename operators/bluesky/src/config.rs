@@ -375,7 +375,8 @@ mod tests {
         let mut v = base();
         v["service"] = json!("http://127.0.0.1:2583/");
         v["strategy"] = json!("jetstream");
-        v["polling"] = json!({"interval": "10s", "process_from": "2026-01-31T12:00:00Z", "page_size": 20});
+        v["polling"] =
+            json!({"interval": "10s", "process_from": "2026-01-31T12:00:00Z", "page_size": 20});
         v["langs"] = json!(["en", "pt-BR"]);
         v["reasons"] = json!(["mention", "reply"]);
         v["jetstream"] = json!({"url": "ws://127.0.0.1:6008/subscribe", "wanted_dids": ["did:plc:x"], "overlap": "1s"});
@@ -413,8 +414,11 @@ mod tests {
         assert!(with(&["service"], json!("ftp://x")).contains("service"));
         assert!(with(&["reasons"], json!([])).contains("reasons"));
         assert!(with(&["langs"], json!(["en us"])).contains("langs"));
-        assert!(with(&["jetstream", "wanted_collections"], json!(["app.bsky.feed.like"]))
-            .contains(POST));
+        assert!(with(
+            &["jetstream", "wanted_collections"],
+            json!(["app.bsky.feed.like"])
+        )
+        .contains(POST));
         assert!(parse(json!({"identifier": "x"}))
             .unwrap_err()
             .contains("password"));

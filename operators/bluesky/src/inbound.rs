@@ -136,7 +136,10 @@ pub fn post_reason(me: &str, record: &Value) -> Option<&'static str> {
     let embed = record.get("embed");
     let quoted = embed
         .and_then(|e| e.get("record"))
-        .and_then(|r| r.get("uri").or_else(|| r.get("record").and_then(|r| r.get("uri"))))
+        .and_then(|r| {
+            r.get("uri")
+                .or_else(|| r.get("record").and_then(|r| r.get("uri")))
+        })
         .and_then(Value::as_str);
     if ours(quoted) {
         return Some("quote");
@@ -157,12 +160,27 @@ pub fn post_reason(me: &str, record: &Value) -> Option<&'static str> {
 
 /// The event of a post seen on Jetstream (no handle there: `sender` is the
 /// author's DID).
-pub fn from_jetstream(reason: &str, did: &str, post: StrongRef, record: &Value, time_us: i64) -> Event {
+pub fn from_jetstream(
+    reason: &str,
+    did: &str,
+    post: StrongRef,
+    record: &Value,
+    time_us: i64,
+) -> Event {
     let room = thread_root(&post.uri, record);
     let mut extra = Map::new();
     extra.insert("time_us".into(), Value::from(time_us));
     Event {
-        body: body(Via::Jetstream, reason, &room, did, None, &post, record, extra),
+        body: body(
+            Via::Jetstream,
+            reason,
+            &room,
+            did,
+            None,
+            &post,
+            record,
+            extra,
+        ),
         kind: reason.to_string(),
         room,
         post,
@@ -318,7 +336,10 @@ mod tests {
         let e = from_notification(&notification("like", like.clone(), Some(subject)), None);
         assert_eq!(e.room, subject);
         assert_eq!(e.body["subject"], subject);
-        let e = from_notification(&notification("like", like, Some(subject)), Some("at://root"));
+        let e = from_notification(
+            &notification("like", like, Some(subject)),
+            Some("at://root"),
+        );
         assert_eq!(e.room, "at://root");
         let follow = json!({"$type": "app.bsky.graph.follow", "subject": "did:plc:bot"});
         let e = from_notification(&notification("follow", follow, None), None);

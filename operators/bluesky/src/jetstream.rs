@@ -241,7 +241,10 @@ mod tests {
         let f = parse_frame(&frame("did:plc:alice", "hi @bot.test", facets)).unwrap();
         let e = event_for(me, &f).unwrap();
         assert_eq!(e.kind, "mention");
-        assert_eq!(e.post.uri, "at://did:plc:alice/app.bsky.feed.post/3l3qo2vuowo2b");
+        assert_eq!(
+            e.post.uri,
+            "at://did:plc:alice/app.bsky.feed.post/3l3qo2vuowo2b"
+        );
         assert_eq!(e.room, e.post.uri);
         assert_eq!(e.body["sender"], "did:plc:alice");
         assert_eq!(e.body["time_us"], 1_725_911_162_329_308i64);

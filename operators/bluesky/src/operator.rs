@@ -59,7 +59,9 @@ impl Operator for BskyOperator {
         let instance = Self::instance_of(ctx, &config);
         let store = Store::new(ctx.state_dir());
         if !store.persistent() {
-            tracing::warn!("no state directory: the session and the marks last only as long as this process");
+            tracing::warn!(
+                "no state directory: the session and the marks last only as long as this process"
+            );
         }
         let tls = tls_config()?;
         let xrpc = Xrpc::new(&config.service, &tls, config.request_timeout)?;

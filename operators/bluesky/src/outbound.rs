@@ -70,7 +70,11 @@ struct TargetBody {
     uri: Option<String>,
 }
 
-fn body<T: for<'de> Deserialize<'de>>(value: &Value, kind: &str, expected: &str) -> Result<T, String> {
+fn body<T: for<'de> Deserialize<'de>>(
+    value: &Value,
+    kind: &str,
+    expected: &str,
+) -> Result<T, String> {
     let empty = Value::Object(Default::default());
     let value = if value.is_null() { &empty } else { value };
     T::deserialize(value)
@@ -123,7 +127,9 @@ pub fn request_for(delivery: &Delivery, instance: &str) -> Result<Request, Strin
     };
     if let Some(t) = &target {
         if !is_post_uri(t) {
-            return Err(format!("`{t}` is not a post URI (at://<did>/app.bsky.feed.post/<rkey>)"));
+            return Err(format!(
+                "`{t}` is not a post URI (at://<did>/app.bsky.feed.post/<rkey>)"
+            ));
         }
     }
     if let Some(langs) = &langs {
@@ -148,7 +154,10 @@ pub fn is_post_uri(uri: &str) -> bool {
         return false;
     };
     let parts: Vec<&str> = rest.split('/').collect();
-    parts.len() == 3 && !parts[0].is_empty() && parts[1] == crate::lexicon::collection::POST && !parts[2].is_empty()
+    parts.len() == 3
+        && !parts[0].is_empty()
+        && parts[1] == crate::lexicon::collection::POST
+        && !parts[2].is_empty()
 }
 
 /// A record key in the TID format (base32-sortable microseconds and a
@@ -156,10 +165,8 @@ pub fn is_post_uri(uri: &str) -> bool {
 /// `createRecord` names the same record and cannot create a second one.
 pub fn tid() -> String {
     const ALPHABET: &[u8; 32] = b"234567abcdefghijklmnopqrstuvwxyz";
-    let micros = u64::try_from(
-        OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000,
-    )
-    .unwrap_or(0);
+    let micros =
+        u64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000).unwrap_or(0);
     let value = ((micros & 0x1F_FFFF_FFFF_FFFF) << 10) | u64::from(fastrand::u16(..1024));
     (0..13)
         .rev()
@@ -175,7 +182,12 @@ pub fn now() -> String {
 }
 
 /// A post record.
-pub fn post_record(text: &str, langs: &[String], reply: Option<(&StrongRef, &StrongRef)>, facets: Vec<Value>) -> Value {
+pub fn post_record(
+    text: &str,
+    langs: &[String],
+    reply: Option<(&StrongRef, &StrongRef)>,
+    facets: Vec<Value>,
+) -> Value {
     let mut record = json!({
         "$type": crate::lexicon::collection::POST,
         "text": text,
@@ -216,9 +228,16 @@ mod tests {
     #[test]
     fn maps_each_kind() {
         let r = request_for(&delivery(ROOT, "message", json!({"text": "hi"})), "bot").unwrap();
-        assert_eq!((r.kind, r.room.as_str(), r.text.as_str()), (Kind::Message, ROOT, "hi"));
+        assert_eq!(
+            (r.kind, r.room.as_str(), r.text.as_str()),
+            (Kind::Message, ROOT, "hi")
+        );
         assert_eq!(r.in_reply_to.as_deref(), Some("env1"));
-        let r = request_for(&delivery("", "post", json!({"text": "x", "split": true})), "bot").unwrap();
+        let r = request_for(
+            &delivery("", "post", json!({"text": "x", "split": true})),
+            "bot",
+        )
+        .unwrap();
         assert!(r.kind == Kind::Post && r.split);
         let r = request_for(&delivery(ROOT, "like", Value::Null), "bot").unwrap();
         assert_eq!((r.kind, r.target), (Kind::Like, None));
@@ -245,12 +264,17 @@ mod tests {
         let b = tid();
         assert_eq!(a.len(), 13);
         assert!(a < b, "{a} {b}");
-        assert!(a.bytes().all(|c| b"234567abcdefghijklmnopqrstuvwxyz".contains(&c)));
+        assert!(a
+            .bytes()
+            .all(|c| b"234567abcdefghijklmnopqrstuvwxyz".contains(&c)));
     }
 
     #[test]
     fn post_records_have_the_lexicon_shape() {
-        let root = StrongRef { uri: ROOT.into(), cid: "c1".into() };
+        let root = StrongRef {
+            uri: ROOT.into(),
+            cid: "c1".into(),
+        };
         let r = post_record("hi", &["en".into()], Some((&root, &root)), vec![]);
         assert_eq!(r["$type"], "app.bsky.feed.post");
         assert_eq!(r["reply"]["parent"]["cid"], "c1");

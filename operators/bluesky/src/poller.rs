@@ -189,7 +189,9 @@ async fn subject_roots(
                     roots.insert(p.uri.clone(), thread_root(&p.uri, &p.record));
                 }
             }
-            Err(e) => tracing::info!(error = %e, "getPosts failed; likes and reposts go to the post's own room"),
+            Err(e) => {
+                tracing::info!(error = %e, "getPosts failed; likes and reposts go to the post's own room")
+            }
         }
     }
     roots

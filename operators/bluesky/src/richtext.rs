@@ -230,7 +230,10 @@ mod tests {
         assert_eq!(parts.join(" "), text.trim());
         let long = "x".repeat(700);
         let parts = split(&long);
-        assert_eq!(parts.iter().map(|p| graphemes(p)).collect::<Vec<_>>(), [300, 300, 100]);
+        assert_eq!(
+            parts.iter().map(|p| graphemes(p)).collect::<Vec<_>>(),
+            [300, 300, 100]
+        );
         assert_eq!(split("  "), Vec::<String>::new());
     }
 }

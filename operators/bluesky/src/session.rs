@@ -219,13 +219,11 @@ impl Auth {
         } else {
             self.login(xrpc).await?;
         }
-        self.tokens
-            .as_ref()
-            .ok_or_else(|| AuthError::Call {
-                source: XrpcError::Setup {
-                    reason: "no session after login".into(),
-                },
-            })
+        self.tokens.as_ref().ok_or_else(|| AuthError::Call {
+            source: XrpcError::Setup {
+                reason: "no session after login".into(),
+            },
+        })
     }
 
     fn access(&self) -> Secret {

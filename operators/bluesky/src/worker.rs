@@ -191,10 +191,8 @@ impl Worker {
     async fn run(mut self) {
         loop {
             let polling = self.poller.is_some() && !self.paused && self.logged_in();
-            let connecting = self.tracker.is_some()
-                && self.socket.is_none()
-                && !self.paused
-                && self.logged_in();
+            let connecting =
+                self.tracker.is_some() && self.socket.is_none() && !self.paused && self.logged_in();
             let login_at = self.next_login;
             tokio::select! {
                 command = self.rx.recv() => match command {
@@ -250,7 +248,9 @@ impl Worker {
     }
 
     async fn poll(&mut self) {
-        let Some(poller) = &mut self.poller else { return };
+        let Some(poller) = &mut self.poller else {
+            return;
+        };
         match poller.poll(&mut self.api, &self.config).await {
             Ok(n) => {
                 if n > 0 {
@@ -261,7 +261,8 @@ impl Worker {
             }
             Err(e) => {
                 self.fatal_if_refused(&e).await;
-                self.poll_delay = (self.poll_delay * 2).min(self.config.retry.max.max(self.config.polling.interval));
+                self.poll_delay = (self.poll_delay * 2)
+                    .min(self.config.retry.max.max(self.config.polling.interval));
                 let wait = jitter(self.poll_delay);
                 tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "poll failed; trying again");
                 self.next_poll = Instant::now() + wait;
@@ -295,7 +296,10 @@ impl Worker {
         }
     }
 
-    async fn frame(&mut self, frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>) {
+    async fn frame(
+        &mut self,
+        frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ) {
         let text = match frame {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Close(_))) | None => {
@@ -320,7 +324,9 @@ impl Worker {
             }
         };
         self.connect_delay = self.config.retry.initial;
-        let Some(tracker) = &mut self.tracker else { return };
+        let Some(tracker) = &mut self.tracker else {
+            return;
+        };
         if let Some(event) = jetstream::event_for(&me, &frame) {
             if !tracker.seen(&event.post.uri) {
                 if let Err(e) = self.api.publisher().event(&event).await {
@@ -368,7 +374,13 @@ impl Worker {
                     }
                 };
                 if let Some(reply) = reply {
-                    if let Err(e) = self.api.publisher().bus().respond_json(&reply, &answer).await {
+                    if let Err(e) = self
+                        .api
+                        .publisher()
+                        .bus()
+                        .respond_json(&reply, &answer)
+                        .await
+                    {
                         tracing::debug!(error = %e, "could not answer a send request");
                     }
                 }
@@ -400,7 +412,8 @@ impl Worker {
             match Xrpc::new(&self.config.service, &self.tls, self.config.request_timeout) {
                 Ok(xrpc) => {
                     let counters: Counters = self.api.counters.clone();
-                    self.api = Api::new(xrpc, &self.config, self.store.clone(), publisher, counters);
+                    self.api =
+                        Api::new(xrpc, &self.config, self.store.clone(), publisher, counters);
                 }
                 Err(e) => tracing::error!(error = %e, "cannot build the HTTP client"),
             }
@@ -416,7 +429,9 @@ impl Worker {
             self.socket = None;
         }
         if old.polling.interval != self.config.polling.interval {
-            self.next_poll = self.next_poll.min(Instant::now() + self.config.polling.interval);
+            self.next_poll = self
+                .next_poll
+                .min(Instant::now() + self.config.polling.interval);
         }
         if self.logged_in() {
             self.set_strategy();
@@ -487,7 +502,9 @@ impl Worker {
             .posts
             .into_iter()
             .find(|p| p.uri == uri)
-            .ok_or_else(|| format!("post {uri} not found (deleted, or not visible to the account)"))?;
+            .ok_or_else(|| {
+                format!("post {uri} not found (deleted, or not visible to the account)")
+            })?;
         Ok((
             StrongRef {
                 uri: found.uri,
@@ -526,7 +543,10 @@ impl Worker {
                 richtext::MAX_BYTES
             ));
         };
-        let langs = request.langs.clone().unwrap_or_else(|| self.config.langs.clone());
+        let langs = request
+            .langs
+            .clone()
+            .unwrap_or_else(|| self.config.langs.clone());
         let mut created: Vec<StrongRef> = Vec::new();
         for part in parts {
             let facets = self.facets(&part).await;

@@ -356,12 +356,17 @@ mod tests {
             .as_secs();
         let max = Duration::from_secs(3600);
         let w = rate_limit_wait(Some(now + 10), Duration::from_secs(1), max);
-        assert!(w > Duration::from_secs(8) && w <= Duration::from_secs(11), "{w:?}");
+        assert!(
+            w > Duration::from_secs(8) && w <= Duration::from_secs(11),
+            "{w:?}"
+        );
         assert_eq!(
             rate_limit_wait(None, Duration::from_secs(2), max),
             Duration::from_secs(2)
         );
-        assert!(rate_limit_wait(Some(now - 100), Duration::from_secs(1), max) < Duration::from_secs(1));
+        assert!(
+            rate_limit_wait(Some(now - 100), Duration::from_secs(1), max) < Duration::from_secs(1)
+        );
         assert_eq!(
             rate_limit_wait(Some(now + 99_999), Duration::from_secs(1), max),
             max

@@ -18,8 +18,15 @@ const REFRESH: &str = "com.atproto.server.refreshSession";
 
 fn mention(pds: &Pds, n: usize) {
     let record = json!({"$type": "app.bsky.feed.post", "text": format!("@bot.test {n}")});
-    pds.notify("mention", &format!("at://did:plc:alice/app.bsky.feed.post/m{n}"), "bafym",
-        ("did:plc:alice", "alice.test"), record, &format!("2026-06-01T00:00:{n:02}.000Z"), None);
+    pds.notify(
+        "mention",
+        &format!("at://did:plc:alice/app.bsky.feed.post/m{n}"),
+        "bafym",
+        ("did:plc:alice", "alice.test"),
+        record,
+        &format!("2026-06-01T00:00:{n:02}.000Z"),
+        None,
+    );
 }
 
 fn polling() -> Value {
@@ -44,7 +51,10 @@ async fn an_expired_access_token_is_refreshed_once_without_a_new_login() {
     // The new tokens were saved (0600): a restart neither logs in nor
     // refreshes.
     let file = h.state.path().join("session.json");
-    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     h.kill_bot().await;
     h.start_bot(&config(&pds, polling())).await;
     mention(&pds, 3);
@@ -82,7 +92,8 @@ async fn the_session_is_refreshed_before_it_expires() {
     pds.lock().access_ttl = Duration::from_secs(62);
     let mut h = Harness::new("bsky-pre").await;
     h.start_bot(&config(&pds, polling())).await;
-    h.counters_until(|c| c["bluesky_refreshes"].as_u64() >= Some(1)).await;
+    h.counters_until(|c| c["bluesky_refreshes"].as_u64() >= Some(1))
+        .await;
     let expired = pds.lock().calls.iter().filter(|c| c.status == 400).count();
     assert_eq!(expired, 0, "no call was refused for an expired token");
     assert_eq!(pds.calls(CREATE).len(), 1);
@@ -149,10 +160,17 @@ async fn a_wrong_password_fails_once_with_a_clear_reason() {
         if op["state"] == "failed" {
             break op;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never failed: {text}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never failed: {text}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(pds.calls(CREATE).len(), 1, "one login attempt, however many restarts");
+    assert_eq!(
+        pds.calls(CREATE).len(),
+        1,
+        "one login attempt, however many restarts"
+    );
     let table = cli(&["status"]);
     let logs = cli(&["logs", "bsky-pw"]);
     assert!(
@@ -161,8 +179,15 @@ async fn a_wrong_password_fails_once_with_a_clear_reason() {
     );
     let reason = status["reason"].as_str().unwrap_or("");
     assert!(reason.contains("crash loop"), "{status}");
-    for (what, text) in [("status", status.to_string()), ("status table", table), ("logs", logs)] {
-        assert!(!text.contains(&wrong), "the password is in the {what}: {text}");
+    for (what, text) in [
+        ("status", status.to_string()),
+        ("status table", table),
+        ("logs", logs),
+    ] {
+        assert!(
+            !text.contains(&wrong),
+            "the password is in the {what}: {text}"
+        );
     }
     let _ = BOT_DID;
 }

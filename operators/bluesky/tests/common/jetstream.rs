@@ -92,6 +92,8 @@ impl Jetstream {
         self.more.notify_waiters();
     }
 
+    // The handshake callback's error type is tungstenite's, not ours.
+    #[allow(clippy::result_large_err)]
     async fn serve(&self, stream: tokio::net::TcpStream) {
         let mut query = String::new();
         let callback = |req: &Request, resp: Response| {
@@ -102,14 +104,29 @@ impl Jetstream {
             return;
         };
         let params = url_params(&query);
-        let collections: Vec<String> = params.iter().filter(|(k, _)| k == "wantedCollections").map(|(_, v)| v.clone()).collect();
-        let dids: Vec<String> = params.iter().filter(|(k, _)| k == "wantedDids").map(|(_, v)| v.clone()).collect();
-        let cursor: Option<i64> = params.iter().find(|(k, _)| k == "cursor").and_then(|(_, v)| v.parse().ok());
+        let collections: Vec<String> = params
+            .iter()
+            .filter(|(k, _)| k == "wantedCollections")
+            .map(|(_, v)| v.clone())
+            .collect();
+        let dids: Vec<String> = params
+            .iter()
+            .filter(|(k, _)| k == "wantedDids")
+            .map(|(_, v)| v.clone())
+            .collect();
+        let cursor: Option<i64> = params
+            .iter()
+            .find(|(k, _)| k == "cursor")
+            .and_then(|(_, v)| v.parse().ok());
         let mut next = {
             let mut s = self.state.lock().unwrap();
             s.connections.push(query.clone());
             match cursor {
-                Some(c) => s.events.iter().position(|e| e.0 >= c).unwrap_or(s.events.len()),
+                Some(c) => s
+                    .events
+                    .iter()
+                    .position(|e| e.0 >= c)
+                    .unwrap_or(s.events.len()),
                 None => s.events.len(),
             }
         };
@@ -120,7 +137,9 @@ impl Jetstream {
             loop {
                 let item = {
                     let mut s = self.state.lock().unwrap();
-                    let Some(e) = s.events.get(next).cloned() else { break };
+                    let Some(e) = s.events.get(next).cloned() else {
+                        break;
+                    };
                     next += 1;
                     let wanted = (collections.is_empty() || collections.contains(&e.2))
                         && (dids.is_empty() || dids.contains(&e.1));

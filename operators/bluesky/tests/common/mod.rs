@@ -114,7 +114,10 @@ impl Harness {
             match tokio::time::timeout(left, self.events.next()).await {
                 Ok(Some(d)) if pred(&d) => return d,
                 Ok(Some(_)) => continue,
-                _ => panic!("no matching event within {within:?}; bot log:\n{}", self.log()),
+                _ => panic!(
+                    "no matching event within {within:?}; bot log:\n{}",
+                    self.log()
+                ),
             }
         }
     }
@@ -123,8 +126,11 @@ impl Harness {
     pub async fn drain(&mut self, within: Duration) -> Vec<Delivery> {
         let deadline = Instant::now() + within;
         let mut out = Vec::new();
-        while let Ok(Some(d)) =
-            tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), self.events.next()).await
+        while let Ok(Some(d)) = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            self.events.next(),
+        )
+        .await
         {
             out.push(d);
         }
@@ -181,8 +187,14 @@ impl Harness {
 
 /// Asserts that no secret is in `text`.
 pub fn assert_no_secrets(what: &str, text: &str) {
-    assert!(!text.contains(PASSWORD), "the password is in the {what}:\n{text}");
-    assert!(!text.contains(TOKEN_MARK), "a token is in the {what}:\n{text}");
+    assert!(
+        !text.contains(PASSWORD),
+        "the password is in the {what}:\n{text}"
+    );
+    assert!(
+        !text.contains(TOKEN_MARK),
+        "a token is in the {what}:\n{text}"
+    );
 }
 
 /// A config for the local server, merged with `extra`.
@@ -266,7 +278,10 @@ impl Bot {
 impl Drop for Bot {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("---- bot log ----\n{}\n---- end of bot log ----", self.log());
+            eprintln!(
+                "---- bot log ----\n{}\n---- end of bot log ----",
+                self.log()
+            );
         }
     }
 }

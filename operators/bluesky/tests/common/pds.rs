@@ -233,8 +233,19 @@ impl Pds {
         (uri, cid)
     }
 
-    /// A notification (newest so far) about `record` at `uri`.
-    pub fn notify(&self, reason: &str, uri: &str, cid: &str, author: (&str, &str), record: Value, indexed_at: &str, subject: Option<&str>) {
+    /// A notification (newest so far) about `record` at `uri`: the
+    /// lexicon's fields as arguments, in its order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn notify(
+        &self,
+        reason: &str,
+        uri: &str,
+        cid: &str,
+        author: (&str, &str),
+        record: Value,
+        indexed_at: &str,
+        subject: Option<&str>,
+    ) {
         let n = json!({"uri": uri, "cid": cid,
             "author": {"did": author.0, "handle": author.1, "displayName": "Someone", "labels": []},
             "reason": reason, "reasonSubject": subject, "record": record, "isRead": false,
@@ -267,7 +278,8 @@ impl Pds {
         let input: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let nsid = path.strip_prefix("/xrpc/").unwrap_or(&path).to_string();
         let params: Vec<(String, String)> = url_params(&query);
-        let (mut status, mut headers, mut body) = self.answer(&method, &nsid, &params, bearer, input);
+        let (mut status, mut headers, mut body) =
+            self.answer(&method, &nsid, &params, bearer, input);
         if status == StatusCode::OK && self.lock().lose_answer.remove(&nsid) {
             (status, headers, body) = error(502, "InternalServerError", "Bad Gateway");
         }
@@ -317,7 +329,11 @@ impl Pds {
         let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let authed = |s: &mut State| -> Result<(), Answer> {
             match bearer.as_deref().map(|t| s.access.get(t).copied()) {
-                None => Err(error(401, "AuthenticationRequired", "Authentication Required")),
+                None => Err(error(
+                    401,
+                    "AuthenticationRequired",
+                    "Authentication Required",
+                )),
                 Some(None) => Err(error(400, "InvalidToken", "Token could not be verified")),
                 Some(Some(true)) => Err(error(400, "ExpiredToken", "Token has expired")),
                 Some(Some(false)) => Ok(()),
@@ -331,16 +347,20 @@ impl Pds {
                 if (id == BOT_HANDLE || id == BOT_DID) && pw == s.password {
                     ok(s.session())
                 } else {
-                    error(401, "AuthenticationRequired", "Invalid identifier or password")
+                    error(
+                        401,
+                        "AuthenticationRequired",
+                        "Invalid identifier or password",
+                    )
                 }
             }
-            "com.atproto.server.refreshSession" if procedure => {
-                match bearer {
-                    Some(t) if s.refresh.remove(&t) => ok(s.session()),
-                    Some(t) if t.contains(TOKEN_MARK) => error(400, "ExpiredToken", "Token has been revoked"),
-                    _ => error(400, "InvalidToken", "Token could not be verified"),
+            "com.atproto.server.refreshSession" if procedure => match bearer {
+                Some(t) if s.refresh.remove(&t) => ok(s.session()),
+                Some(t) if t.contains(TOKEN_MARK) => {
+                    error(400, "ExpiredToken", "Token has been revoked")
                 }
-            }
+                _ => error(400, "InvalidToken", "Token could not be verified"),
+            },
             "com.atproto.server.getSession" => match authed(&mut s) {
                 Err(e) => e,
                 Ok(()) => ok(json!({"handle": BOT_HANDLE, "did": BOT_DID, "active": true})),
@@ -358,9 +378,17 @@ impl Pds {
                 let limit: usize = match param("limit").map(|l| l.parse::<usize>()) {
                     None => 50,
                     Some(Ok(l)) if (1..=100).contains(&l) => l,
-                    Some(_) => return error(400, "InvalidRequest", "limit must be between 1 and 100"),
+                    Some(_) => {
+                        return error(400, "InvalidRequest", "limit must be between 1 and 100")
+                    }
                 };
-                let key = |n: &Value| format!("{}|{}", n["indexedAt"].as_str().unwrap_or(""), n["uri"].as_str().unwrap_or(""));
+                let key = |n: &Value| {
+                    format!(
+                        "{}|{}",
+                        n["indexedAt"].as_str().unwrap_or(""),
+                        n["uri"].as_str().unwrap_or("")
+                    )
+                };
                 let mut all = s.notifications.clone();
                 all.sort_by_key(|n| std::cmp::Reverse(key(n)));
                 let start = match param("cursor") {
@@ -369,7 +397,8 @@ impl Pds {
                 };
                 let page: Vec<Value> = all.iter().skip(start).take(limit).cloned().collect();
                 let more = start + page.len() < all.len();
-                let mut out = json!({"notifications": page, "priority": false, "seenAt": s.seen_at});
+                let mut out =
+                    json!({"notifications": page, "priority": false, "seenAt": s.seen_at});
                 if more {
                     out["cursor"] = json!(key(page.last().unwrap()));
                 }
@@ -384,18 +413,33 @@ impl Pds {
                         s.seen_at = Some(t.to_string());
                         (StatusCode::OK, vec![], Value::Null)
                     }
-                    None => error(400, "InvalidRequest", "Input must have the property \"seenAt\""),
+                    None => error(
+                        400,
+                        "InvalidRequest",
+                        "Input must have the property \"seenAt\"",
+                    ),
                 }
             }
             "app.bsky.feed.getPosts" => {
                 if let Err(e) = authed(&mut s) {
                     return e;
                 }
-                let uris: Vec<&String> = params.iter().filter(|(k, _)| k == "uris").map(|(_, v)| v).collect();
+                let uris: Vec<&String> = params
+                    .iter()
+                    .filter(|(k, _)| k == "uris")
+                    .map(|(_, v)| v)
+                    .collect();
                 if uris.len() > 25 {
-                    return error(400, "InvalidRequest", "uris must not have more than 25 elements");
+                    return error(
+                        400,
+                        "InvalidRequest",
+                        "uris must not have more than 25 elements",
+                    );
                 }
-                let posts: Vec<Value> = uris.iter().filter_map(|u| s.posts.get(*u).cloned()).collect();
+                let posts: Vec<Value> = uris
+                    .iter()
+                    .filter_map(|u| s.posts.get(*u).cloned())
+                    .collect();
                 ok(json!({"posts": posts}))
             }
             "com.atproto.repo.createRecord" if procedure => {
@@ -406,7 +450,10 @@ impl Pds {
                     return error(400, "InvalidRequest", "Could not find repo");
                 }
                 let collection = input["collection"].as_str().unwrap_or("").to_string();
-                let rkey = input["rkey"].as_str().map(str::to_string).unwrap_or_else(|| format!("auto{}", s.next_cid));
+                let rkey = input["rkey"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("auto{}", s.next_cid));
                 let uri = format!("at://{BOT_DID}/{collection}/{rkey}");
                 if s.created.iter().any(|c| c["uri"] == uri) {
                     return error(400, "InvalidRequest", "Record already exists");
@@ -414,15 +461,20 @@ impl Pds {
                 let cid = s.cid();
                 let record = input["record"].clone();
                 if collection == "app.bsky.feed.post" {
-                    s.posts.insert(uri.clone(), json!({"uri": uri, "cid": cid,
+                    s.posts.insert(
+                        uri.clone(),
+                        json!({"uri": uri, "cid": cid,
                         "author": {"did": BOT_DID, "handle": BOT_HANDLE}, "record": record,
-                        "indexedAt": "2026-01-01T00:00:00.000Z"}));
+                        "indexedAt": "2026-01-01T00:00:00.000Z"}),
+                    );
                 }
                 let mut stored = input.clone();
                 stored["uri"] = json!(uri);
                 stored["cid"] = json!(cid);
                 s.created.push(stored);
-                ok(json!({"uri": uri, "cid": cid, "commit": {"cid": "bafycommit", "rev": "3l3qo2vutsw2b"}, "validationStatus": "valid"}))
+                ok(
+                    json!({"uri": uri, "cid": cid, "commit": {"cid": "bafycommit", "rev": "3l3qo2vutsw2b"}, "validationStatus": "valid"}),
+                )
             }
             _ => error(501, "MethodNotImplemented", "Method Not Implemented"),
         }
@@ -432,6 +484,10 @@ impl Pds {
 /// Query pairs, percent-decoded (a key may repeat).
 pub fn url_params(query: &str) -> Vec<(String, String)> {
     reqwest::Url::parse(&format!("http://x/?{query}"))
-        .map(|u| u.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
+        .map(|u| {
+            u.query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
         .unwrap_or_default()
 }
