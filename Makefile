@@ -93,6 +93,7 @@ $(TOOLS)/.s6:
 ## bundled source by the system C++ compiler) with SanitizerCoverage flags
 ## that stable rustc accepts; `cargo fuzz` would need nightly. Targets:
 ## proto/fuzz (envelope pattern token control), operators/irc/fuzz (lines),
+## operators/bluesky/fuzz (bluesky: Jetstream frames, notification pages, text),
 ## orchestrator/fuzz (manifest). Committed seeds in <crate>/fuzz/corpus/,
 ## crashes in fuzz-artifacts/ (gitignored); fails if any target fails.
 ## `make fuzz-merge` adds to the committed corpus what runs found that

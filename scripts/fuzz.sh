@@ -41,6 +41,7 @@ unset RUSTC_WRAPPER
 CRATES=(
     "proto/fuzz:envelope pattern token control"
     "operators/irc/fuzz:lines"
+    "operators/bluesky/fuzz:bluesky"
     "orchestrator/fuzz:manifest"
 )
 

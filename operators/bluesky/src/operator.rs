@@ -11,14 +11,14 @@ use serde_json::json;
 use switchboard_bus::proto::ChatPattern;
 use switchboard_bus::{Context, Delivery, HandlerResult, Operator};
 
-use crate::api::{Api, Counters};
+use crate::api::{Api, Counters, MAX_RATE_LIMIT_WAIT};
 use crate::config::BskyConfig;
 use crate::inbound::{Publisher, PROTOCOL};
 use crate::outbound::request_for;
 use crate::session::AuthError;
 use crate::store::Store;
 use crate::worker::{Command, WorkerHandle};
-use crate::xrpc::{tls_config, Xrpc};
+use crate::xrpc::{rate_limit_wait, tls_config, Xrpc, XrpcError};
 
 /// The Bluesky operator. Hand it to [`switchboard_bus::run`].
 #[derive(Debug, Default)]
@@ -68,16 +68,26 @@ impl Operator for BskyOperator {
         let publisher = Publisher::new(ctx.bus().clone(), instance.clone());
         let counters = Counters::new(ctx.bus());
         let mut api = Api::new(xrpc, &config, store.clone(), publisher.clone(), counters);
+        let mut login_in = config.retry.initial;
         match api.login().await {
             Ok(tokens) => {
                 tracing::info!(handle = %tokens.handle, did = %tokens.did, strategy = ?config.strategy, %instance, "logged in")
             }
             // Retrying cannot help: fail the start with the reason.
             Err(e @ AuthError::Refused { .. }) => return Err(e.into()),
-            Err(e) => tracing::warn!(error = %e, "cannot log in yet; retrying in the background"),
+            Err(e) => {
+                if let AuthError::Call {
+                    source: XrpcError::RateLimited { reset, .. },
+                } = &e
+                {
+                    login_in = rate_limit_wait(*reset, login_in, MAX_RATE_LIMIT_WAIT);
+                    api.counters.rate_limit_waits.inc();
+                }
+                tracing::warn!(error = %e, retry_in_ms = login_in.as_millis() as u64, "cannot log in yet; retrying in the background");
+            }
         }
         Self::subscribe(ctx, &instance).await?;
-        self.worker = Some(WorkerHandle::spawn(api, config, tls, store));
+        self.worker = Some(WorkerHandle::spawn(api, config, tls, store, login_in));
         self.publisher = Some(publisher);
         self.instance = instance;
         Ok(())

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::api::{jitter, Api, ApiError, Counters};
+use crate::api::{jitter, Api, ApiError, Counters, MAX_RATE_LIMIT_WAIT};
 use crate::config::{BskyConfig, Strategy};
 use crate::inbound::Publisher;
 use crate::jetstream::{self, Socket, Tracker};
@@ -22,8 +22,9 @@ use crate::lexicon::{collection, nsid, reply_of, GetPostsOutput, ResolveHandleOu
 use crate::outbound::{self, is_post_uri, Kind, Request};
 use crate::poller::Poller;
 use crate::richtext;
+use crate::session::AuthError;
 use crate::store::{Account, Store};
-use crate::xrpc::{Xrpc, XrpcError};
+use crate::xrpc::{rate_limit_wait, Xrpc, XrpcError};
 
 /// What the bus side asks of the task.
 #[derive(Debug)]
@@ -49,15 +50,17 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
-    /// Starts the task for `api` (logged in or not yet).
+    /// Starts the task for `api`; when it is not logged in yet, the
+    /// login is tried again after `login_in`.
     pub fn spawn(
         api: Api,
         config: BskyConfig,
         tls: Arc<rustls::ClientConfig>,
         store: Store,
+        login_in: Duration,
     ) -> WorkerHandle {
         let (tx, rx) = mpsc::channel(256);
-        let worker = Worker::new(api, config, tls, store, rx);
+        let worker = Worker::new(api, config, tls, store, rx, login_in);
         WorkerHandle {
             tx,
             task: tokio::spawn(worker.run()),
@@ -133,6 +136,7 @@ impl Worker {
         tls: Arc<rustls::ClientConfig>,
         store: Store,
         rx: mpsc::Receiver<Command>,
+        login_in: Duration,
     ) -> Worker {
         let logged_in = api.tokens().is_some();
         let now = Instant::now();
@@ -149,7 +153,7 @@ impl Worker {
             poll_delay: config.polling.interval,
             next_connect: now,
             connect_delay: config.retry.initial,
-            next_login: (!logged_in).then_some(now + config.retry.initial),
+            next_login: (!logged_in).then_some(now + login_in),
             login_delay: config.retry.initial,
             handles: HashMap::new(),
             config,
@@ -221,9 +225,27 @@ impl Worker {
                 self.set_strategy();
             }
             Err(e) => {
+                // createSession's limit is tight (30 per 5 minutes): a 429
+                // waits for its reset, not for the backoff.
+                let limited = match &e {
+                    AuthError::Call {
+                        source: XrpcError::RateLimited { reset, .. },
+                    } => Some(rate_limit_wait(
+                        *reset,
+                        self.login_delay,
+                        MAX_RATE_LIMIT_WAIT,
+                    )),
+                    _ => None,
+                };
                 let e = ApiError::from(e);
                 self.fatal_if_refused(&e).await;
-                let wait = jitter(self.login_delay);
+                let wait = match limited {
+                    Some(wait) => {
+                        self.api.counters.rate_limit_waits.inc();
+                        wait
+                    }
+                    None => jitter(self.login_delay),
+                };
                 tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "cannot log in; trying again");
                 self.next_login = Some(Instant::now() + wait);
                 self.login_delay = (self.login_delay * 2).min(self.config.retry.max);

@@ -191,3 +191,26 @@ async fn a_wrong_password_fails_once_with_a_clear_reason() {
     }
     let _ = BOT_DID;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_login_waits_for_the_reset() {
+    let pds = Pds::start().await;
+    let reset = pds.rate_limit(CREATE, 2);
+    let mut h = Harness::new("bsky-rl-login").await;
+    // Ready at once (a 429 is not the password's fault), logged in later.
+    h.start_bot(&config(&pds, polling())).await;
+    mention(&pds, 1);
+    h.event(WAIT, |_| true).await;
+    let calls = pds.calls(CREATE);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0].status, 429);
+    assert!(
+        calls[1].at >= reset as f64,
+        "asked again at {} before the reset at {reset}",
+        calls[1].at
+    );
+    let c = h
+        .counters_until(|c| c["bluesky_rate_limit_waits"] == 1)
+        .await;
+    assert_eq!(c["bluesky_logins"], 2, "{c}");
+}
