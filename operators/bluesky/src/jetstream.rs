@@ -169,6 +169,11 @@ impl Tracker {
         }
     }
 
+    /// The account it tracks for.
+    pub fn account(&self) -> &Account {
+        &self.account
+    }
+
     /// Where a new connection starts: `overlap` before the cursor.
     pub fn resume_from(&self, overlap: Duration) -> Option<i64> {
         let overlap = i64::try_from(overlap.as_micros()).unwrap_or(i64::MAX);

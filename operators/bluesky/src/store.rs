@@ -40,7 +40,7 @@ pub struct StoreError {
 pub struct Account {
     /// The service URL.
     pub service: String,
-    /// The login identifier.
+    /// The login identifier (session files) or the account's DID (marks).
     pub identifier: String,
 }
 

@@ -112,13 +112,6 @@ struct Worker {
     handles: HashMap<String, String>,
 }
 
-fn account(config: &BskyConfig) -> Account {
-    Account {
-        service: config.service.clone(),
-        identifier: config.identifier.clone(),
-    }
-}
-
 /// The next frame, or never when there is no socket.
 async fn next_frame(
     socket: &mut Option<Socket>,
@@ -162,9 +155,17 @@ impl Worker {
         w
     }
 
-    /// Poller or tracker for the current strategy and account.
+    /// Poller or tracker for the current strategy and account, once
+    /// logged in. Their marks belong to the account's DID, so logging in
+    /// by handle instead of DID (or e-mail) keeps them.
     fn set_strategy(&mut self) {
-        let account = account(&self.config);
+        let Some(did) = self.api.tokens().map(|t| t.did.clone()) else {
+            return;
+        };
+        let account = Account {
+            service: self.config.service.clone(),
+            identifier: did,
+        };
         match self.config.strategy {
             Strategy::Polling => {
                 self.tracker = None;
@@ -180,7 +181,11 @@ impl Worker {
             }
             Strategy::Jetstream => {
                 self.poller = None;
-                if self.tracker.is_none() {
+                if self
+                    .tracker
+                    .as_ref()
+                    .is_none_or(|t| *t.account() != account)
+                {
                     self.tracker = Some(Tracker::new(account, self.store.clone()));
                 }
                 self.next_connect = Instant::now();

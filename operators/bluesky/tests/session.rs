@@ -214,3 +214,59 @@ async fn a_rate_limited_login_waits_for_the_reset() {
         .await;
     assert_eq!(c["bluesky_logins"], 2, "{c}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_logs_in_again_only_for_another_account_and_halt_pauses_reading() {
+    let pds = Pds::start().await;
+    let mut h = Harness::new("bsky-reload").await;
+    let cfg = config(&pds, polling());
+    h.start_bot(&cfg).await;
+    mention(&pds, 1);
+    h.event(WAIT, |_| true).await;
+    // Same account, other settings: no login.
+    let mut same = cfg.clone();
+    same["langs"] = json!(["de"]);
+    same["polling"]["interval"] = json!("150ms");
+    assert!(
+        h.control(json!({"verb": "reload", "config": same}))
+            .await
+            .ok
+    );
+    mention(&pds, 2);
+    h.event(WAIT, |_| true).await;
+    assert_eq!(pds.calls(CREATE).len(), 1);
+    // Another identifier: a new login (here the DID of the same account).
+    let mut other = cfg.clone();
+    other["identifier"] = json!(BOT_DID);
+    assert!(
+        h.control(json!({"verb": "reload", "config": other}))
+            .await
+            .ok
+    );
+    mention(&pds, 3);
+    let d = h.event(WAIT, |_| true).await;
+    assert_eq!(d.envelope().body["text"], "@bot.test 3");
+    assert_eq!(pds.calls(CREATE).len(), 2);
+    // The marks belong to the DID: nothing was published again (the
+    // subscription would hide a repeat, the counter does not).
+    let c = h
+        .counters_until(|c| c["bluesky_notifications_published"].as_u64() >= Some(3))
+        .await;
+    assert_eq!(c["bluesky_notifications_published"], 3, "{c}");
+
+    // Halted: nothing is read; resumed: what came meanwhile arrives.
+    assert!(h.control(json!({"verb": "halt"})).await.ok);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let polls = pds.calls("app.bsky.notification.listNotifications").len();
+    mention(&pds, 4);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        pds.calls("app.bsky.notification.listNotifications").len(),
+        polls
+    );
+    assert!(h.drain(Duration::from_millis(100)).await.is_empty());
+    assert!(h.control(json!({"verb": "resume"})).await.ok);
+    let d = h.event(WAIT, |_| true).await;
+    assert_eq!(d.envelope().body["text"], "@bot.test 4");
+    assert_no_secrets("log", &h.all_logs());
+}
