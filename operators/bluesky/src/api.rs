@@ -34,6 +34,8 @@ pub struct Counters {
     pub jetstream_posts: Counter,
     /// Jetstream connections made.
     pub jetstream_connects: Counter,
+    /// Jetstream frames that were not Jetstream events (skipped).
+    pub jetstream_malformed: Counter,
     /// Records created (posts, likes, reposts).
     pub posts_sent: Counter,
     /// Send requests refused or failed.
@@ -55,6 +57,7 @@ impl Counters {
             skipped: c("bluesky_notifications_skipped"),
             jetstream_posts: c("bluesky_jetstream_published"),
             jetstream_connects: c("bluesky_jetstream_connects"),
+            jetstream_malformed: c("bluesky_jetstream_malformed"),
             posts_sent: c("bluesky_records_created"),
             send_failures: c("bluesky_send_failures"),
             auth: AuthCounters {

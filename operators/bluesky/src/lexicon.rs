@@ -148,6 +148,9 @@ pub struct CreateRecordInput<'a> {
     pub repo: &'a str,
     /// NSID of the record type.
     pub collection: &'a str,
+    /// The record key (a TID made by the operator, see
+    /// [`crate::outbound::tid`]).
+    pub rkey: &'a str,
     /// The record.
     pub record: &'a Value,
 }

@@ -108,7 +108,7 @@ impl Operator for BskyOperator {
         };
         if let Err(error) = outcome {
             tracing::debug!(subject = %delivery.subject, %error, "send request refused");
-            ctx.bus().stats().counter("bluesky_send_failures").inc();
+            Counters::new(ctx.bus()).send_failures.inc();
             if let Some(reply) = &delivery.reply {
                 ctx.bus()
                     .respond_json(reply, &json!({"ok": false, "error": error}))

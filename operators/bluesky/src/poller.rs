@@ -10,14 +10,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::api::{Api, ApiError};
 use crate::config::BskyConfig;
 use crate::inbound::{from_notification, thread_root};
-use crate::lexicon::{nsid, GetPostsOutput, ListNotificationsOutput, Notification};
+use crate::lexicon::{
+    nsid, GetPostsOutput, ListNotificationsOutput, Notification, UpdateSeenInput,
+};
 use crate::store::{self, Account, PollMark, Store};
 
 /// Most pages read in one poll (at 100 a page, 5000 notifications); the
@@ -143,10 +144,9 @@ impl Poller {
             newest = Some(n.indexed_at.clone());
         }
         if let Some(seen_at) = newest {
-            if let Err(e) = api
-                .procedure_no_output(nsid::UPDATE_SEEN, json!({ "seenAt": seen_at }))
-                .await
-            {
+            let input = serde_json::to_value(UpdateSeenInput { seen_at: &seen_at })
+                .unwrap_or(serde_json::Value::Null);
+            if let Err(e) = api.procedure_no_output(nsid::UPDATE_SEEN, input).await {
                 tracing::info!(error = %e, "updateSeen failed (notifications stay unread in apps)");
             }
         }

@@ -18,7 +18,10 @@ use crate::api::{jitter, Api, ApiError, Counters, MAX_RATE_LIMIT_WAIT};
 use crate::config::{BskyConfig, Strategy};
 use crate::inbound::Publisher;
 use crate::jetstream::{self, Socket, Tracker};
-use crate::lexicon::{collection, nsid, reply_of, GetPostsOutput, ResolveHandleOutput, StrongRef};
+use crate::lexicon::{
+    collection, nsid, reply_of, CreateRecordInput, CreateRecordOutput, GetPostsOutput,
+    ResolveHandleOutput, StrongRef,
+};
 use crate::outbound::{self, is_post_uri, Kind, Request};
 use crate::poller::Poller;
 use crate::richtext;
@@ -270,7 +273,6 @@ impl Worker {
         let notice = json!({"sender": "", "room": "", "text": e.to_string()});
         let _ = self.api.publisher().notice("login_refused", notice).await;
         let _ = self.api.publisher().bus().flush().await;
-        eprintln!("Error: {e}");
         std::process::exit(1);
     }
 
@@ -346,7 +348,7 @@ impl Worker {
             Ok(f) => f,
             Err(e) => {
                 tracing::debug!(error = %e, "Jetstream frame skipped");
-                self.api.counters.skipped.inc();
+                self.api.counters.jetstream_malformed.inc();
                 return;
             }
         };
@@ -470,7 +472,7 @@ impl Worker {
         if !self.logged_in() {
             return Err("not logged in to Bluesky yet (the login is being retried)".into());
         }
-        let result = match request.kind {
+        match request.kind {
             Kind::Message => {
                 let target = self.target(request)?;
                 let parent = self.post(&target).await?;
@@ -489,8 +491,7 @@ impl Worker {
                 let record = outbound::subject_record(collection, &subject);
                 self.create(collection, &record).await.map(|r| vec![r])
             }
-        };
-        result
+        }
     }
 
     /// The post a request is about: the body's, the `in-reply-to` event's,
@@ -643,11 +644,17 @@ impl Worker {
             return Err("not logged in".into());
         };
         let rkey = outbound::tid();
-        let input = json!({"repo": did, "collection": collection, "rkey": rkey, "record": record});
+        let input = serde_json::to_value(CreateRecordInput {
+            repo: &did,
+            collection,
+            rkey: &rkey,
+            record,
+        })
+        .map_err(|e| e.to_string())?;
         let retries_before = self.api.counters.retries.get();
         match self
             .api
-            .procedure::<crate::lexicon::CreateRecordOutput>(nsid::CREATE_RECORD, input)
+            .procedure::<CreateRecordOutput>(nsid::CREATE_RECORD, input)
             .await
         {
             Ok(out) => {

@@ -112,6 +112,13 @@ async fn a_cut_connection_and_a_killed_process_resume_without_gap_or_repeat() {
     let reply = h.drain(Duration::from_millis(50)).await;
     assert!(reply.is_empty());
 
+    // The garbage frame was skipped and counted; the identity event is a
+    // Jetstream event, just not a post.
+    let c = h
+        .counters_until(|c| c["bluesky_jetstream_published"] == 7)
+        .await;
+    assert_eq!(c["bluesky_jetstream_malformed"], 1, "{c}");
+
     // The connection drops (no close frame) after 3 more posts: the 4th
     // was never sent on it.
     js.cut_after(3);
