@@ -31,6 +31,14 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// The websocket.
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// Microseconds since the epoch, Jetstream's cursor unit.
+pub fn now_us() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_micros()).unwrap_or(i64::MAX)
+}
+
 /// One Jetstream event (the fields read).
 #[derive(Debug, Deserialize)]
 pub struct Frame {
@@ -152,13 +160,20 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// The saved state of `account`, or a fresh one (live from now).
+    /// The saved state of `account`, or a fresh one whose cursor is now,
+    /// saved at once: a process that dies before reading anything still
+    /// resumes from its first start, not from whenever it comes back.
     pub fn new(account: Account, store: Store) -> Tracker {
-        let mark = store
+        let saved = store
             .load::<JetstreamMark>(store::JETSTREAM)
-            .filter(|m| m.account.as_ref() == Some(&account))
-            .unwrap_or_default();
-        Tracker {
+            .filter(|m| m.account.as_ref() == Some(&account));
+        let fresh = saved.is_none();
+        let mark = saved.unwrap_or_else(|| JetstreamMark {
+            account: Some(account.clone()),
+            cursor: Some(now_us()),
+            recent: Vec::new(),
+        });
+        let mut tracker = Tracker {
             account,
             store,
             cursor: mark.cursor,
@@ -166,7 +181,11 @@ impl Tracker {
             recent: mark.recent.into(),
             saved_at: Instant::now(),
             dirty: false,
+        };
+        if fresh {
+            tracker.save();
         }
+        tracker
     }
 
     /// The account it tracks for.
@@ -283,8 +302,17 @@ mod tests {
             service: "s".into(),
             identifier: "i".into(),
         };
+        let before = now_us();
         let mut t = Tracker::new(account.clone(), Store::new(Some(dir.path())));
-        assert_eq!(t.resume_from(Duration::from_secs(1)), None);
+        let first = t.resume_from(Duration::from_secs(1)).unwrap();
+        assert!(first >= before - 1_000_000 && first <= now_us() - 1_000_000);
+        let t2 = Tracker::new(account.clone(), Store::new(Some(dir.path())));
+        assert_eq!(
+            t2.resume_from(Duration::ZERO),
+            Some(first + 1_000_000),
+            "saved at once"
+        );
+        t.cursor = Some(3_000_000);
         t.read(5_000_000);
         t.read(4_000_000);
         t.published("at://x");

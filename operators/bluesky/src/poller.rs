@@ -21,9 +21,12 @@ use crate::lexicon::{
 };
 use crate::store::{self, Account, PollMark, Store};
 
-/// Most pages read in one poll (at 100 a page, 5000 notifications); the
-/// rest is read at the next poll, oldest first still.
-pub const MAX_PAGES: usize = 50;
+/// Most pages read back to the mark in one poll. Every page down to the
+/// mark must be read before anything is published (the oldest goes
+/// first), so this only bounds memory after a very long absence: beyond
+/// it (100 000 notifications at 100 a page) the older ones are skipped,
+/// with a warning.
+pub const MAX_PAGES: usize = 1000;
 /// `getPosts` takes at most this many URIs.
 const GET_POSTS_MAX: usize = 25;
 
@@ -92,7 +95,7 @@ impl Poller {
         let mut fresh: Vec<(Notification, OffsetDateTime)> = Vec::new();
         let mut seen = HashSet::new();
         let mut cursor: Option<String> = None;
-        for _ in 0..MAX_PAGES {
+        for page_number in 1..=MAX_PAGES {
             let mut params = vec![("limit", limit.as_str())];
             if let Some(c) = &cursor {
                 params.push(("cursor", c.as_str()));
@@ -115,7 +118,12 @@ impl Poller {
                 }
             }
             match page.cursor {
-                Some(next) if !reached_old && Some(&next) != cursor.as_ref() => cursor = Some(next),
+                Some(next) if !reached_old && Some(&next) != cursor.as_ref() => {
+                    if page_number == MAX_PAGES {
+                        tracing::warn!(pages = MAX_PAGES, "more unread notifications than one poll reads; the older ones are skipped");
+                    }
+                    cursor = Some(next);
+                }
                 _ => break,
             }
         }
