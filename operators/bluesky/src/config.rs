@@ -18,6 +18,7 @@
 //! | `jetstream.wanted_collections` | list of NSIDs | `["app.bsky.feed.post"]` | `wantedCollections` (only posts are published) |
 //! | `jetstream.wanted_dids` | list of DIDs | `[]` (everyone) | `wantedDids`: only posts by these authors |
 //! | `jetstream.overlap` | duration | `"3s"` | how far before the saved cursor a reconnect resumes (repeats are dropped by URI) |
+//! | `jetstream.keepalive` | duration | `"30s"` | a websocket ping after this long without a frame; with no answer either, the connection is replaced 1.5 times as long after the ping |
 //! | `retry.initial`, `retry.max` | durations | `"1s"`, `"60s"` | backoff after 5xx and network errors (doubling, with jitter) |
 //! | `request_timeout` | duration | `"30s"` | timeout of one HTTP request |
 //! | `instance` | string | the operator id | the `<instance>` token of this operator's subjects |
@@ -96,6 +97,8 @@ pub struct Jetstream {
     pub wanted_dids: Vec<String>,
     /// How far before the saved cursor to resume.
     pub overlap: Duration,
+    /// Ping after this long without a frame.
+    pub keepalive: Duration,
 }
 
 #[derive(Deserialize, Default)]
@@ -106,6 +109,7 @@ struct RawJetstream {
     #[serde(default)]
     wanted_dids: Vec<String>,
     overlap: Option<String>,
+    keepalive: Option<String>,
 }
 
 /// Backoff after server and network errors.
@@ -281,7 +285,15 @@ impl TryFrom<RawConfig> for BskyConfig {
                 raw.jetstream.overlap,
                 Duration::from_secs(3),
             )?,
+            keepalive: duration(
+                "jetstream.keepalive",
+                raw.jetstream.keepalive,
+                Duration::from_secs(30),
+            )?,
         };
+        if jetstream.keepalive < Duration::from_millis(100) {
+            return err("`jetstream.keepalive` must be at least 100ms");
+        }
         if !jetstream.wanted_collections.iter().any(|c| c == POST) {
             return err(format!(
                 "`jetstream.wanted_collections` must include {POST}: the operator publishes posts"

@@ -25,6 +25,10 @@ use crate::store::{self, Account, JetstreamMark, Store};
 pub const RECENT: usize = 2000;
 /// Longest wait between saves of the cursor while nothing is published.
 pub const SAVE_EVERY: Duration = Duration::from_secs(5);
+/// How long after a keepalive ping, as a multiple of `jetstream.keepalive`,
+/// a connection that gave no frame at all (not even the pong) is taken for
+/// dead and replaced: a peer that vanished sends no FIN.
+pub const SILENCE_FACTOR: f64 = 1.5;
 /// How long connecting may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -287,6 +291,7 @@ mod tests {
             wanted_collections: vec![POST.into()],
             wanted_dids: vec!["did:plc:a".into(), "did:plc:b".into()],
             overlap: Duration::from_secs(1),
+            keepalive: Duration::from_secs(30),
         };
         let url = subscribe_url(&config, Some(42)).unwrap();
         assert_eq!(

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -111,6 +111,10 @@ struct Worker {
     next_connect: Instant,
     connect_delay: Duration,
     next_login: Option<Instant>,
+    /// When the socket last gave a frame (or connected).
+    last_frame: Instant,
+    /// Whether a ping went out since that frame.
+    pinged: bool,
     login_delay: Duration,
     handles: HashMap<String, String>,
 }
@@ -150,6 +154,8 @@ impl Worker {
             next_connect: now,
             connect_delay: config.retry.initial,
             next_login: (!logged_in).then_some(now + login_in),
+            last_frame: now,
+            pinged: false,
             login_delay: config.retry.initial,
             handles: HashMap::new(),
             config,
@@ -206,6 +212,14 @@ impl Worker {
             let connecting =
                 self.tracker.is_some() && self.socket.is_none() && !self.paused && self.logged_in();
             let login_at = self.next_login;
+            let connected = self.socket.is_some();
+            let keepalive = self.config.jetstream.keepalive;
+            let quiet_until = self.last_frame
+                + if self.pinged {
+                    keepalive + keepalive.mul_f64(jetstream::SILENCE_FACTOR)
+                } else {
+                    keepalive
+                };
             tokio::select! {
                 command = self.rx.recv() => match command {
                     None => break,
@@ -216,7 +230,12 @@ impl Worker {
                 }
                 _ = tokio::time::sleep_until(self.next_poll), if polling => self.poll().await,
                 _ = tokio::time::sleep_until(self.next_connect), if connecting => self.connect().await,
-                frame = next_frame(&mut self.socket) => self.frame(frame).await,
+                frame = next_frame(&mut self.socket) => {
+                    self.last_frame = Instant::now();
+                    self.pinged = false;
+                    self.frame(frame).await;
+                }
+                _ = tokio::time::sleep_until(quiet_until), if connected => self.quiet().await,
             }
         }
         if let Some(t) = &mut self.tracker {
@@ -315,6 +334,8 @@ impl Worker {
                 tracing::info!(url = %self.config.jetstream.url, cursor = ?from, "Jetstream connected");
                 self.api.counters.jetstream_connects.inc();
                 self.socket = Some(socket);
+                self.last_frame = Instant::now();
+                self.pinged = false;
             }
             Err(e) => {
                 let wait = jitter(self.connect_delay);
@@ -370,6 +391,21 @@ impl Worker {
             }
         }
         tracker.read(frame.time_us);
+    }
+
+    /// The socket has been quiet: ping it, or give it up after the pong
+    /// never came.
+    async fn quiet(&mut self) {
+        if self.pinged {
+            self.disconnected("no frame, not even the answer to a ping".into());
+            return;
+        }
+        self.pinged = true;
+        if let Some(socket) = &mut self.socket {
+            if let Err(e) = socket.send(Message::Ping(Default::default())).await {
+                self.disconnected(e.to_string());
+            }
+        }
     }
 
     fn disconnected(&mut self, why: String) {

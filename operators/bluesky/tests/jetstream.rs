@@ -221,3 +221,27 @@ async fn a_reload_switches_strategy_without_a_new_login() {
     );
     assert_eq!(pds.calls("com.atproto.server.createSession").len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_pinged_then_replaced() {
+    let pds = Pds::start().await;
+    // This server never reads, so it never answers a ping: like a peer
+    // that vanished without closing the TCP connection.
+    let js = Jetstream::start().await;
+    let mut h = Harness::new("bsky-quiet").await;
+    let cfg = config(
+        &pds,
+        json!({"strategy": "jetstream", "jetstream": {"url": js.url, "keepalive": "200ms"}}),
+    );
+    h.start_bot(&cfg).await;
+    wait_for("a second connection", || js.connections().len() >= 2).await;
+    let c = h
+        .counters_until(|c| c["bluesky_jetstream_connects"].as_u64() >= Some(2))
+        .await;
+    assert_eq!(c["bluesky_logins"], 1, "{c}");
+    assert!(
+        h.log().contains("not even the answer to a ping"),
+        "{}",
+        h.log()
+    );
+}
