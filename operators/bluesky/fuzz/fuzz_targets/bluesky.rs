@@ -26,9 +26,8 @@ fuzz_target!(|data: &[u8]| {
     }
     for span in richtext::spans(text) {
         let (start, end) = match &span {
-            richtext::Span::Mention { start, end, .. } | richtext::Span::Link { start, end, .. } => {
-                (*start, *end)
-            }
+            richtext::Span::Mention { start, end, .. }
+            | richtext::Span::Link { start, end, .. } => (*start, *end),
         };
         assert!(start < end && end <= text.len());
         assert!(text.is_char_boundary(start) && text.is_char_boundary(end));
