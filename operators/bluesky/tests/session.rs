@@ -270,3 +270,49 @@ async fn reload_logs_in_again_only_for_another_account_and_halt_pauses_reading()
     assert_eq!(d.envelope().body["text"], "@bot.test 4");
     assert_no_secrets("log", &h.all_logs());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_changed_while_running_stops_the_operator_once() {
+    let pds = Pds::start().await;
+    let js = common::jetstream::Jetstream::start().await;
+    let mut h = Harness::new("bsky-pwchange").await;
+    // Jetstream: no poll would notice; the send request does.
+    let cfg = config(
+        &pds,
+        json!({"strategy": "jetstream", "jetstream": {"url": js.url}}),
+    );
+    h.start_bot(&cfg).await;
+    let (root, _) = pds.add_post(BOT_DID, "bot.test", "root", json!({"text": "x"}));
+    // The session is revoked and the password changed elsewhere.
+    pds.expire_access_tokens();
+    pds.revoke_refresh_tokens();
+    pds.lock().password = "changed-elsewhere".into();
+    let ack = h
+        .request(
+            &root,
+            "message",
+            switchboard_bus::proto::Envelope::new("test", json!({"text": "hi"})),
+        )
+        .await;
+    assert_eq!(ack["ok"], false);
+    let error = ack["error"].as_str().unwrap();
+    assert!(error.contains("wrong identifier or password"), "{error}");
+    let status = h.bot.as_mut().unwrap().exit_within(WAIT).await;
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(pds.calls(CREATE).len(), 2);
+    // A restart with the same password fails at once, without asking.
+    h.spawn_bot(&cfg);
+    let status = h.bot.as_mut().unwrap().exit_within(WAIT).await;
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(
+        pds.calls(CREATE).len(),
+        2,
+        "no login attempt with a refused password"
+    );
+    assert!(
+        h.log().contains("refused at an earlier start"),
+        "{}",
+        h.log()
+    );
+    assert_no_secrets("log", &h.all_logs());
+}

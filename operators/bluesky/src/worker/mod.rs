@@ -115,6 +115,8 @@ struct Worker {
     last_frame: Instant,
     /// Whether a ping went out since that frame.
     pinged: bool,
+    /// A send request found the login refused for good (the reason).
+    refused: Option<String>,
     login_delay: Duration,
     handles: HashMap<String, String>,
 }
@@ -156,6 +158,7 @@ impl Worker {
             next_login: (!logged_in).then_some(now + login_in),
             last_frame: now,
             pinged: false,
+            refused: None,
             login_delay: config.retry.initial,
             handles: HashMap::new(),
             config,
@@ -285,11 +288,14 @@ impl Worker {
     /// which then fails at once (the refusal is remembered) until the
     /// password is changed, and marks it failed.
     async fn fatal_if_refused(&self, e: &ApiError) {
-        if !e.is_refused_login() {
-            return;
+        if e.is_refused_login() {
+            self.stop_refused(&e.to_string()).await;
         }
-        tracing::error!(error = %e, "the login was refused; stopping");
-        let notice = json!({"sender": "", "room": "", "text": e.to_string()});
+    }
+
+    async fn stop_refused(&self, why: &str) -> ! {
+        tracing::error!(error = %why, "the login was refused; stopping");
+        let notice = json!({"sender": "", "room": "", "text": why});
         let _ = self.api.publisher().notice("login_refused", notice).await;
         let _ = self.api.publisher().bus().flush().await;
         std::process::exit(1);
@@ -324,6 +330,9 @@ impl Worker {
                     {
                         tracing::debug!(error = %e, "could not answer a send request");
                     }
+                }
+                if let Some(why) = self.refused.take() {
+                    self.stop_refused(&why).await;
                 }
             }
             Command::Pause(paused) => {

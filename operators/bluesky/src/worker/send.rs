@@ -90,10 +90,11 @@ impl Worker {
         ))
     }
 
-    fn failed(&self, e: ApiError) -> String {
+    /// The error for the answer; a refused login is noted, so the task
+    /// stops once the request is answered (see `fatal_if_refused`).
+    fn failed(&mut self, e: ApiError) -> String {
         if e.is_refused_login() {
-            // Said here; the next poll or call exits (see fatal_if_refused).
-            tracing::error!(error = %e, "the login was refused");
+            self.refused = Some(e.to_string());
         }
         e.to_string()
     }
