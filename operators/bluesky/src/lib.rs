@@ -25,7 +25,7 @@
 //! | [`jetstream`] | the Jetstream strategy: frames, cursor, de-duplication |
 //! | [`richtext`] | graphemes, splitting, mention and link facets |
 //! | [`outbound`] | send requests and the records they create |
-//! | [`worker`] | the account's task that runs all of the above |
+//! | [`worker`] | the account's task that runs all of the above (`stream`: inbound, `send`: outbound) |
 //! | [`operator`] | the bus side ([`BskyOperator`]) |
 //!
 //! Invariants, stated as absences: no token or password is logged,
