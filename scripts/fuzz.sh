@@ -42,6 +42,7 @@ CRATES=(
     "proto/fuzz:envelope pattern token control"
     "operators/irc/fuzz:lines"
     "operators/nostr/fuzz:relay_message"
+    "operators/bluesky/fuzz:bluesky"
     "orchestrator/fuzz:manifest"
 )
 

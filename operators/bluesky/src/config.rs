@@ -1,0 +1,458 @@
+//! The operator's configuration: the manifest's `[config]` table, typed.
+//!
+//! Every key, with its default (JSON as the operator receives it; in a
+//! manifest these are TOML keys under `[config]`):
+//!
+//! | key | type | default | meaning |
+//! | --- | --- | --- | --- |
+//! | `service` | URL | `"https://bsky.social"` | the PDS (or entryway) to log in to and call |
+//! | `identifier` | string | required | handle, DID or e-mail of the account |
+//! | `password` | string (secret) | required | an app password, by secret reference (`[secrets] password = …`) |
+//! | `strategy` | `"polling"` or `"jetstream"` | `"polling"` | how mentions and replies arrive |
+//! | `polling.interval` | duration | `"5s"` | time between `listNotifications` polls |
+//! | `polling.process_from` | RFC 3339 time | the first start's "now" | notifications indexed before this are skipped (only read when nothing was processed yet) |
+//! | `polling.page_size` | integer 1–100 | `50` | `limit` of each `listNotifications` page |
+//! | `langs` | list of BCP 47 tags | `["en"]` | `langs` of the posts the operator creates (a request may give its own) |
+//! | `reasons` | list of strings | all | notification reasons to publish (`mention`, `reply`, `quote`, `like`, `repost`, `follow`, or any other the server sends); others are skipped and counted |
+//! | `jetstream.url` | ws(s) URL | `"wss://jetstream2.us-east.bsky.network/subscribe"` | the Jetstream endpoint |
+//! | `jetstream.wanted_collections` | list of NSIDs | `["app.bsky.feed.post"]` | `wantedCollections` (only posts are published) |
+//! | `jetstream.wanted_dids` | list of DIDs | `[]` (everyone) | `wantedDids`: only posts by these authors |
+//! | `jetstream.overlap` | duration | `"3s"` | how far before the saved cursor a reconnect resumes (repeats are dropped by URI) |
+//! | `jetstream.keepalive` | duration | `"30s"` | a websocket ping after this long without a frame; with no answer either, the connection is replaced 1.5 times as long after the ping |
+//! | `retry.initial`, `retry.max` | durations | `"1s"`, `"60s"` | backoff after 5xx and network errors (doubling, with jitter) |
+//! | `request_timeout` | duration | `"30s"` | timeout of one HTTP request |
+//! | `instance` | string | the operator id | the `<instance>` token of this operator's subjects |
+//!
+//! Durations are strings with a unit: `"500ms"`, `"5s"`, `"2m"`. Unknown
+//! keys are errors (serde names the keys that exist). The password is
+//! never printed: `Debug` shows `"***"`.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+use switchboard_bus::proto::duration::parse_duration;
+use time::OffsetDateTime;
+
+/// A password or token: used, never printed.
+#[derive(Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret holding `value`.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself; the caller must not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// How mentions and replies reach the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// `app.bsky.notification.listNotifications` every `polling.interval`.
+    Polling,
+    /// A Jetstream websocket: posts that mention or answer the account.
+    Jetstream,
+}
+
+/// Polling settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Polling {
+    /// Time between polls.
+    pub interval: Duration,
+    /// Skip notifications indexed before this (first start only).
+    pub process_from: Option<OffsetDateTime>,
+    /// `limit` per page.
+    pub page_size: u32,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolling {
+    interval: Option<String>,
+    process_from: Option<String>,
+    page_size: Option<u32>,
+}
+
+/// Jetstream settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Jetstream {
+    /// The `subscribe` endpoint.
+    pub url: String,
+    /// `wantedCollections`.
+    pub wanted_collections: Vec<String>,
+    /// `wantedDids`.
+    pub wanted_dids: Vec<String>,
+    /// How far before the saved cursor to resume.
+    pub overlap: Duration,
+    /// Ping after this long without a frame.
+    pub keepalive: Duration,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawJetstream {
+    url: Option<String>,
+    wanted_collections: Option<Vec<String>>,
+    #[serde(default)]
+    wanted_dids: Vec<String>,
+    overlap: Option<String>,
+    keepalive: Option<String>,
+}
+
+/// Backoff after server and network errors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    /// First wait.
+    pub initial: Duration,
+    /// Longest wait.
+    pub max: Duration,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    initial: Option<String>,
+    max: Option<String>,
+}
+
+/// The Jetstream endpoint used when `jetstream.url` is not given.
+pub const DEFAULT_JETSTREAM: &str = "wss://jetstream2.us-east.bsky.network/subscribe";
+/// The collection of posts.
+pub const POST: &str = "app.bsky.feed.post";
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "RawConfig")]
+pub struct BskyConfig {
+    /// Base URL of the PDS, without a trailing slash.
+    pub service: String,
+    /// Handle, DID or e-mail.
+    pub identifier: String,
+    /// App password.
+    pub password: Secret,
+    /// Polling or Jetstream.
+    pub strategy: Strategy,
+    /// Polling settings (used with `strategy = "polling"`).
+    pub polling: Polling,
+    /// Langs of created posts.
+    pub langs: Vec<String>,
+    /// Reasons to publish; `None` is all.
+    pub reasons: Option<Vec<String>>,
+    /// Jetstream settings.
+    pub jetstream: Jetstream,
+    /// Backoff after 5xx and network errors.
+    pub retry: Retry,
+    /// Timeout of one HTTP request.
+    pub request_timeout: Duration,
+    /// Subject instance token (defaults to the operator id at start).
+    pub instance: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    service: Option<String>,
+    identifier: String,
+    password: Secret,
+    #[serde(default)]
+    strategy: Option<Strategy>,
+    #[serde(default)]
+    polling: RawPolling,
+    #[serde(default)]
+    langs: Option<Vec<String>>,
+    #[serde(default)]
+    reasons: Option<Vec<String>>,
+    #[serde(default)]
+    jetstream: RawJetstream,
+    #[serde(default)]
+    retry: RawRetry,
+    #[serde(default)]
+    request_timeout: Option<String>,
+    #[serde(default)]
+    instance: Option<String>,
+}
+
+/// Why a configuration was refused (the message names the key, never a
+/// secret).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+fn duration(key: &str, value: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(text) => parse_duration(&text).map_err(|e| ConfigError(format!("`{key}`: {e}"))),
+    }
+}
+
+fn url(key: &str, value: &str, schemes: &[&str]) -> Result<String, ConfigError> {
+    let parsed = reqwest::Url::parse(value)
+        .map_err(|e| ConfigError(format!("`{key}` is not a URL ({e})")))?;
+    if !schemes.contains(&parsed.scheme()) {
+        return err(format!("`{key}` must be a {} URL", schemes.join(" or ")));
+    }
+    Ok(value.trim_end_matches('/').to_string())
+}
+
+impl TryFrom<RawConfig> for BskyConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawConfig) -> Result<BskyConfig, ConfigError> {
+        let service = url(
+            "service",
+            raw.service.as_deref().unwrap_or("https://bsky.social"),
+            &["https", "http"],
+        )?;
+        if raw.identifier.trim().is_empty() {
+            return err("`identifier` must not be empty: the account's handle, DID or e-mail");
+        }
+        if raw.password.expose().is_empty() {
+            return err("`password` is empty: give an app password by secret reference");
+        }
+        let process_from = match raw.polling.process_from {
+            None => None,
+            Some(text) => Some(
+                OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| {
+                        ConfigError(
+                            "`polling.process_from` must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z"
+                                .into(),
+                        )
+                    })?,
+            ),
+        };
+        let interval = duration(
+            "polling.interval",
+            raw.polling.interval,
+            Duration::from_secs(5),
+        )?;
+        if interval < Duration::from_millis(100) {
+            return err("`polling.interval` must be at least 100ms");
+        }
+        let page_size = raw.polling.page_size.unwrap_or(50);
+        if !(1..=100).contains(&page_size) {
+            return err("`polling.page_size` must be between 1 and 100 (the lexicon's limit)");
+        }
+        let langs = raw.langs.unwrap_or_else(|| vec!["en".to_string()]);
+        if langs.len() > 3 {
+            return err("`langs`: a post carries at most 3 languages");
+        }
+        if langs
+            .iter()
+            .any(|l| l.is_empty() || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        {
+            return err("`langs` must be BCP 47 tags such as \"en\" or \"pt-BR\"");
+        }
+        if let Some(reasons) = &raw.reasons {
+            if reasons.is_empty() {
+                return err("`reasons` is empty: leave it out to publish every reason");
+            }
+            if reasons.iter().any(|r| r.is_empty()) {
+                return err("`reasons` must not contain an empty string");
+            }
+        }
+        let jetstream = Jetstream {
+            url: url(
+                "jetstream.url",
+                raw.jetstream.url.as_deref().unwrap_or(DEFAULT_JETSTREAM),
+                &["wss", "ws"],
+            )?,
+            wanted_collections: raw
+                .jetstream
+                .wanted_collections
+                .unwrap_or_else(|| vec![POST.to_string()]),
+            wanted_dids: raw.jetstream.wanted_dids,
+            overlap: duration(
+                "jetstream.overlap",
+                raw.jetstream.overlap,
+                Duration::from_secs(3),
+            )?,
+            keepalive: duration(
+                "jetstream.keepalive",
+                raw.jetstream.keepalive,
+                Duration::from_secs(30),
+            )?,
+        };
+        if jetstream.keepalive < Duration::from_millis(100) {
+            return err("`jetstream.keepalive` must be at least 100ms");
+        }
+        if !jetstream.wanted_collections.iter().any(|c| c == POST) {
+            return err(format!(
+                "`jetstream.wanted_collections` must include {POST}: the operator publishes posts"
+            ));
+        }
+        if jetstream.wanted_dids.iter().any(|d| !d.starts_with("did:")) {
+            return err("`jetstream.wanted_dids` must be DIDs (did:plc:… or did:web:…)");
+        }
+        let retry = Retry {
+            initial: duration("retry.initial", raw.retry.initial, Duration::from_secs(1))?,
+            max: duration("retry.max", raw.retry.max, Duration::from_secs(60))?,
+        };
+        if retry.max < retry.initial {
+            return err("`retry.max` must not be shorter than `retry.initial`");
+        }
+        let request_timeout = duration(
+            "request_timeout",
+            raw.request_timeout,
+            Duration::from_secs(30),
+        )?;
+        if let Some(instance) = &raw.instance {
+            if instance.is_empty() {
+                return err("`instance` must not be empty");
+            }
+        }
+        Ok(BskyConfig {
+            service,
+            identifier: raw.identifier.trim().to_string(),
+            password: raw.password,
+            strategy: raw.strategy.unwrap_or(Strategy::Polling),
+            polling: Polling {
+                interval,
+                process_from,
+                page_size,
+            },
+            langs,
+            reasons: raw.reasons,
+            jetstream,
+            retry,
+            request_timeout,
+            instance: raw.instance,
+        })
+    }
+}
+
+impl BskyConfig {
+    /// Whether going from `self` to `new` needs a new login: another
+    /// account or another server. Everything else applies in place.
+    pub fn needs_login(&self, new: &BskyConfig) -> bool {
+        self.service != new.service
+            || self.identifier != new.identifier
+            || self.password != new.password
+    }
+
+    /// Whether a notification with `reason` is published.
+    pub fn publishes(&self, reason: &str) -> bool {
+        self.reasons
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|r| r == reason))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: serde_json::Value) -> Result<BskyConfig, String> {
+        switchboard_bus::parse_config::<BskyConfig>(&v).map_err(|e| e.to_string())
+    }
+
+    fn base() -> serde_json::Value {
+        json!({"identifier": "bot.example.com", "password": "hunter2-pw"})
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(base()).unwrap();
+        assert_eq!(c.service, "https://bsky.social");
+        assert_eq!(c.strategy, Strategy::Polling);
+        assert_eq!(c.polling.interval, Duration::from_secs(5));
+        assert_eq!(c.polling.process_from, None);
+        assert_eq!(c.langs, vec!["en"]);
+        assert!(c.publishes("mention") && c.publishes("starterpack-joined"));
+        assert_eq!(c.jetstream.url, DEFAULT_JETSTREAM);
+        assert_eq!(c.jetstream.wanted_collections, vec![POST]);
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let mut v = base();
+        v["service"] = json!("http://127.0.0.1:2583/");
+        v["strategy"] = json!("jetstream");
+        v["polling"] =
+            json!({"interval": "10s", "process_from": "2026-01-31T12:00:00Z", "page_size": 20});
+        v["langs"] = json!(["en", "pt-BR"]);
+        v["reasons"] = json!(["mention", "reply"]);
+        v["jetstream"] = json!({"url": "ws://127.0.0.1:6008/subscribe", "wanted_dids": ["did:plc:x"], "overlap": "1s"});
+        v["retry"] = json!({"initial": "100ms", "max": "2s"});
+        let c = parse(v).unwrap();
+        assert_eq!(c.service, "http://127.0.0.1:2583");
+        assert_eq!(c.strategy, Strategy::Jetstream);
+        assert_eq!(c.polling.page_size, 20);
+        assert!(c.polling.process_from.is_some());
+        assert!(c.publishes("reply") && !c.publishes("like"));
+        assert_eq!(c.jetstream.overlap, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_bad_values() {
+        let with = |path: &[&str], value: serde_json::Value| {
+            let mut v = base();
+            match path {
+                [k] => v[*k] = value,
+                [a, b] => v[*a] = json!({ *b: value }),
+                _ => unreachable!(),
+            }
+            parse(v).unwrap_err()
+        };
+        let e = with(&["strategi"], json!("polling"));
+        assert!(
+            e.contains("unknown field `strategi`") && e.contains("`strategy`"),
+            "{e}"
+        );
+        let e = with(&["polling", "intervall"], json!("5s"));
+        assert!(e.contains("`interval`"), "{e}");
+        assert!(with(&["strategy"], json!("firehose")).contains("`polling` or `jetstream`"));
+        assert!(with(&["polling", "interval"], json!("5")).contains("polling.interval"));
+        assert!(with(&["polling", "process_from"], json!("yesterday")).contains("RFC 3339"));
+        assert!(with(&["service"], json!("ftp://x")).contains("service"));
+        assert!(with(&["reasons"], json!([])).contains("reasons"));
+        assert!(with(&["langs"], json!(["en us"])).contains("langs"));
+        assert!(with(
+            &["jetstream", "wanted_collections"],
+            json!(["app.bsky.feed.like"])
+        )
+        .contains(POST));
+        assert!(parse(json!({"identifier": "x"}))
+            .unwrap_err()
+            .contains("password"));
+    }
+
+    #[test]
+    fn the_password_is_not_printed() {
+        let c = parse(base()).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn login_needed_only_for_account_keys() {
+        let a = parse(base()).unwrap();
+        let mut v = base();
+        v["polling"] = json!({"interval": "1s"});
+        v["strategy"] = json!("jetstream");
+        v["langs"] = json!(["de"]);
+        let b = parse(v).unwrap();
+        assert!(!a.needs_login(&b));
+        let mut v = base();
+        v["identifier"] = json!("other.example.com");
+        assert!(a.needs_login(&parse(v).unwrap()));
+    }
+}
