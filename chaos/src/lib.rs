@@ -9,8 +9,10 @@
 //! listed as such); a path documented as lossless must show 0.
 
 mod irc;
+mod nostr;
 
 pub use irc::irc_server_restart;
+pub use nostr::nostr_relay_restart;
 
 use std::collections::HashSet;
 use std::path::PathBuf;

@@ -58,6 +58,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     run!("logger under faults", chaos::logger_under_faults());
     run!("misbehaving operator", chaos::misbehaving_operator());
     run!("IRC server restart", chaos::irc_server_restart());
+    run!("Nostr relay restart", chaos::nostr_relay_restart());
 
     let mut table = String::from(
         "| fault | expected | observed | pings accepted | answered | lost | longest gap | verdict |\n\

@@ -68,3 +68,8 @@ async fn misbehaving_operator() {
 async fn irc_server_restart() {
     check(chaos::irc_server_restart().await).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nostr_relay_restart() {
+    check(chaos::nostr_relay_restart().await).await;
+}

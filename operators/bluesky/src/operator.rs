@@ -1,5 +1,7 @@
-//! [`BskyOperator`]: the bus side. Logs in at start (a refused login
-//! fails the start with the reason), subscribes to
+//! [`BskyOperator`]: the bus side. Logs in at start (a refused login sets
+//! its health to `failed` with the reason, shown by `switchboard status`,
+//! and it waits for a reload with other credentials: no retry loop against
+//! the login endpoint), subscribes to
 //! `send.bluesky.<instance>.*.*`, turns each request into a worker
 //! [`Command`] (or refuses it with `{"ok": false, "error": …}`), and maps
 //! the lifecycle verbs onto the worker: `reload` without a new login when
@@ -26,6 +28,8 @@ pub struct BskyOperator {
     worker: Option<WorkerHandle>,
     publisher: Option<Publisher>,
     instance: String,
+    /// Why it is not logged in, after a refused login.
+    refused: Option<String>,
 }
 
 impl BskyOperator {
@@ -73,8 +77,22 @@ impl Operator for BskyOperator {
             Ok(tokens) => {
                 tracing::info!(handle = %tokens.handle, did = %tokens.did, strategy = ?config.strategy, %instance, "logged in")
             }
-            // Retrying cannot help: fail the start with the reason.
-            Err(e @ AuthError::Refused { .. }) => return Err(e.into()),
+            // Retrying cannot help, and restarting would not either: say
+            // why in the health status and wait for new credentials.
+            Err(e @ AuthError::Refused { .. }) => {
+                let reason = format!(
+                    "{e}; fix the credentials, then `switchboard ctl reload {}`",
+                    ctx.id()
+                );
+                tracing::error!("{reason}");
+                ctx.health()
+                    .set(switchboard_bus::proto::Health::Failed, reason.clone());
+                self.refused = Some(reason);
+                // Requests get the reason instead of no answer.
+                Self::subscribe(ctx, &instance).await?;
+                self.instance = instance;
+                return Ok(());
+            }
             Err(e) => {
                 if let AuthError::Call {
                     source: XrpcError::RateLimited { reset, .. },
@@ -86,6 +104,8 @@ impl Operator for BskyOperator {
                 tracing::warn!(error = %e, retry_in_ms = login_in.as_millis() as u64, "cannot log in yet; retrying in the background");
             }
         }
+        self.refused = None;
+        ctx.health().ok();
         Self::subscribe(ctx, &instance).await?;
         self.worker = Some(WorkerHandle::spawn(api, config, tls, store, login_in));
         self.publisher = Some(publisher);
@@ -103,7 +123,10 @@ impl Operator for BskyOperator {
                     })
                     .await
             }
-            (None, Ok(_)) => Err("the Bluesky operator is not running".to_string()),
+            (None, Ok(_)) => Err(self
+                .refused
+                .clone()
+                .unwrap_or_else(|| "the Bluesky operator is not running".to_string())),
             (_, Err(e)) => Err(e),
         };
         if let Err(error) = outcome {
@@ -120,6 +143,8 @@ impl Operator for BskyOperator {
 
     async fn reload(&mut self, ctx: &mut Context, config: BskyConfig) -> HandlerResult {
         let (Some(worker), Some(publisher)) = (&self.worker, &self.publisher) else {
+            // Not logged in (a refused login): start over with this config.
+            ctx.clear_subscriptions();
             return self.start(ctx, config).await;
         };
         let instance = Self::instance_of(ctx, &config);

@@ -157,12 +157,12 @@ async fn a_wrong_password_fails_once_with_a_clear_reason() {
             .and_then(|ops| ops.iter().find(|o| o["id"] == "bsky-pw"))
             .cloned()
             .unwrap_or_default();
-        if op["state"] == "failed" {
+        if op["health"] == "failed" {
             break op;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "never failed: {text}"
+            "never reported failed health: {text}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -177,8 +177,43 @@ async fn a_wrong_password_fails_once_with_a_clear_reason() {
         logs.contains("wrong identifier or password") && logs.contains("refused"),
         "the reason is in the logs: {logs}"
     );
-    let reason = status["reason"].as_str().unwrap_or("");
-    assert!(reason.contains("crash loop"), "{status}");
+    // Not a crash loop: it stays up, says why in status, and waits for
+    // other credentials (no retry against the login endpoint).
+    assert_eq!(status["state"], "running", "{status}");
+    assert_eq!(status["restarts"], 0, "{status}");
+    let reason = status["health_reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("wrong identifier or password") && reason.contains("ctl reload"),
+        "{status}"
+    );
+    assert!(table.contains("failed: "), "{table}");
+    // The right password and a reload: one more login, health ok again.
+    std::fs::write(&secret, PASSWORD).unwrap();
+    let reloaded = cli(&["ctl", "reload", "bsky-pw"]);
+    assert!(reloaded.contains("bsky-pw"), "{reloaded}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = cli(&["status", "--json"]);
+        let now: Value = serde_json::from_str(&text).unwrap_or_default();
+        let op = now["operators"]
+            .as_array()
+            .and_then(|ops| ops.iter().find(|o| o["id"] == "bsky-pw"))
+            .cloned()
+            .unwrap_or_default();
+        if op["state"] == "running" && op.get("health").is_none() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never healthy again: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        pds.calls(CREATE).len(),
+        2,
+        "one more login after the reload"
+    );
     for (what, text) in [
         ("status", status.to_string()),
         ("status table", table),
@@ -300,10 +335,12 @@ async fn a_password_changed_while_running_stops_the_operator_once() {
     let status = h.bot.as_mut().unwrap().exit_within(WAIT).await;
     assert_eq!(status.code(), Some(1));
     assert_eq!(pds.calls(CREATE).len(), 2);
-    // A restart with the same password fails at once, without asking.
+    // The restart that follows knows the password was refused: it stays
+    // up with health `failed` and the reason, without asking again.
     h.spawn_bot(&cfg);
-    let status = h.bot.as_mut().unwrap().exit_within(WAIT).await;
-    assert_eq!(status.code(), Some(1));
+    let hb = h.heartbeat_until(|hb| hb["health"] == "failed").await;
+    let reason = hb["health_reason"].as_str().unwrap_or("");
+    assert!(reason.contains("refused at an earlier start"), "{hb}");
     assert_eq!(
         pds.calls(CREATE).len(),
         2,

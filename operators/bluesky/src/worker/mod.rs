@@ -284,9 +284,10 @@ impl Worker {
     }
 
     /// A login refused for good cannot pass while this process runs: say
-    /// so and exit non-zero, so the supervisor restarts the operator,
-    /// which then fails at once (the refusal is remembered) until the
-    /// password is changed, and marks it failed.
+    /// so and exit non-zero; the supervisor restarts the operator, whose
+    /// start knows the refusal (it is remembered) and reports health
+    /// `failed` with the reason, without another login, until a reload
+    /// brings other credentials.
     async fn fatal_if_refused(&self, e: &ApiError) {
         if e.is_refused_login() {
             self.stop_refused(&e.to_string()).await;

@@ -165,6 +165,11 @@ impl Harness {
 
     /// The last heartbeat's counters, waiting until `pred` holds.
     pub async fn counters_until(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        self.heartbeat_until(|hb| pred(&hb["counters"])).await["counters"].clone()
+    }
+
+    /// The first heartbeat for which `pred` holds.
+    pub async fn heartbeat_until(&self, pred: impl Fn(&Value) -> bool) -> Value {
         let mut beats = self
             .bus
             .subscribe_raw(&format!("sb.op.{}.heartbeat", self.id))
@@ -175,11 +180,11 @@ impl Harness {
             let left = deadline.saturating_duration_since(Instant::now());
             let m = tokio::time::timeout(left, beats.next())
                 .await
-                .unwrap_or_else(|_| panic!("counters never matched; log:\n{}", self.log()))
+                .unwrap_or_else(|_| panic!("no matching heartbeat; log:\n{}", self.log()))
                 .expect("heartbeats");
             let hb: Value = serde_json::from_slice(&m.payload).unwrap();
-            if pred(&hb["counters"]) {
-                return hb["counters"].clone();
+            if pred(&hb) {
+                return hb;
             }
         }
     }

@@ -12,6 +12,8 @@ Usage (every answer is one JSON document on stdout):
   badsig RELAYS SECRET CONTENT                  -> the same, with the signature of another event
   fetch RELAY FILTER_JSON                       -> [{"event": ..., "valid": bool}] until EOSE
   bulk RELAYS SECRET N                          -> {"ids": [...], "seconds": s}: the same N notes to each relay, one connection each
+  trickle RELAYS SECRET N EVERY_MS              -> [{"id", "accepted": [url...]}]: N notes, one every EVERY_MS, each to every relay on a
+                                                   new connection; a relay that is down just does not accept it
 RELAYS is a comma-separated list of ws:// URLs.
 """
 
@@ -75,6 +77,23 @@ async def bulk(relays, secret, n):
     return {"ids": [e["id"] for e in events], "seconds": time.monotonic() - start}
 
 
+async def trickle(relays, secret, n, every_ms):
+    out = []
+    for i in range(n):
+        event = json.loads(build(secret, f"trickle {i}", []).as_json())
+        accepted = []
+        for url in relays.split(","):
+            try:
+                ok = await send_event(url, event)
+                if ok[0]:
+                    accepted.append(url)
+            except Exception:
+                pass
+        out.append({"id": event["id"], "accepted": accepted})
+        await asyncio.sleep(every_ms / 1000)
+    return out
+
+
 def main(argv):
     cmd = argv[1]
     if cmd == "keygen":
@@ -97,6 +116,8 @@ def main(argv):
         event["sig"] = other["sig"]
         assert not Event.from_json(json.dumps(event)).verify()
         return asyncio.run(publish(argv[2], event))
+    if cmd == "trickle":
+        return asyncio.run(trickle(argv[2], argv[3], int(argv[4]), int(argv[5])))
     if cmd == "bulk":
         return asyncio.run(bulk(argv[2], argv[3], int(argv[4])))
     if cmd == "fetch":
