@@ -30,6 +30,8 @@ pub struct DaemonInfo {
     pub nats_embedded: bool,
     /// The durable stream's name, when it keeps one.
     pub stream: Option<String>,
+    /// Requests answered per method, for `$SRV.STATS`.
+    pub stats: Arc<crate::discovery::ApiStats>,
 }
 
 /// API requests handled at once; more are answered "busy" at once instead
@@ -77,7 +79,14 @@ pub async fn serve(
         // Each request on its own task: a slow `ctl` (stop timeouts) must
         // not hold up `status`.
         tokio::spawn(async move {
+            let started = Instant::now();
             let answer = handle(&supervisor, &info, &msg).await;
+            let method = msg.subject.rsplit('.').next().unwrap_or("");
+            info.stats.record(
+                method,
+                started.elapsed(),
+                answer.get("error").and_then(|e| e.as_str()),
+            );
             if let Err(e) = bus.respond_json(&reply, &answer).await {
                 // Said, not hidden: the caller only sees a timeout.
                 tracing::warn!(error = %e, "could not answer an API request");

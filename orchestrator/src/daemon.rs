@@ -229,6 +229,16 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(outbox.clone().run(bus.clone(), shutdown.clone()));
     spawn_lifecycle_router(&bus, supervisor.routes(), &shutdown, &mut tasks).await?;
+    let api_stats = Arc::new(crate::discovery::ApiStats::default());
+    tasks.spawn(crate::discovery::serve(
+        bus.clone(),
+        crate::discovery::Service {
+            id: crate::discovery::new_id(),
+            started: crate::discovery::started_at(started),
+            stats: Arc::clone(&api_stats),
+        },
+        shutdown.clone(),
+    ));
     tasks.spawn(api::serve(
         bus.clone(),
         Arc::clone(&supervisor),
@@ -237,6 +247,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             nats_url: nats_url.clone(),
             nats_embedded: embedded.is_some(),
             stream: info.stream.clone(),
+            stats: api_stats,
         },
         shutdown.clone(),
     ));

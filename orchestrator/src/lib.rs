@@ -16,6 +16,7 @@ pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod discovery;
 pub mod files;
 pub mod history;
 pub mod leftovers;
