@@ -110,20 +110,9 @@ impl XrpcError {
 ///
 /// [`XrpcError::Setup`] when no root certificate could be loaded.
 pub fn tls_config() -> Result<Arc<rustls::ClientConfig>, XrpcError> {
-    let mut roots = rustls::RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    for cert in found.certs {
-        let _ = roots.add(cert);
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| XrpcError::Setup {
-            reason: e.to_string(),
-        })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    switchboard_tls::client_config(None).map_err(|e| XrpcError::Setup {
+        reason: e.to_string(),
+    })
 }
 
 /// One call, to be made (and perhaps made again).

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -79,7 +78,7 @@ pub async fn connect(config: &IrcConfig) -> Result<Box<dyn Stream>, ConnectError
         address: address.clone(),
         reason: format!("`{}` is not a valid TLS server name: {e}", config.server),
     })?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let connector = tokio_rustls::TlsConnector::from(tls);
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
         .await
         .map_err(|_| ConnectError::Handshake {
@@ -93,42 +92,8 @@ pub async fn connect(config: &IrcConfig) -> Result<Box<dyn Stream>, ConnectError
     Ok(Box::new(stream))
 }
 
-/// The rustls client config: ring, safe defaults, roots from `tls_ca` or
-/// the system.
-pub fn tls_config(config: &IrcConfig) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &config.tls_ca {
-        Some(path) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("cannot read tls_ca {}: {e}", path.display()))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("tls_ca {} is not PEM: {e}", path.display()))?;
-            if certs.is_empty() {
-                return Err(format!("tls_ca {} holds no certificate", path.display()));
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("tls_ca {}: {e}", path.display()))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for e in &found.errors {
-                tracing::debug!(error = %e, "while loading system certificates");
-            }
-            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-            if added == 0 {
-                return Err(
-                    "no system root certificates found (install ca-certificates, or set tls_ca)"
-                        .into(),
-                );
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+/// The rustls client config (shared by the operators): ring, safe
+/// defaults, roots from `tls_ca` or the system.
+pub fn tls_config(config: &IrcConfig) -> Result<Arc<rustls::ClientConfig>, String> {
+    switchboard_tls::client_config(config.tls_ca.as_deref()).map_err(|e| e.to_string())
 }
