@@ -18,6 +18,7 @@ NATS_JS_VERSION := 2.29.3
 NOSTR_RELAY_VERSION := 1.14
 NOSTR_SDK_PY_VERSION := 0.45.1
 WEBSOCKETS_PY_VERSION := 17.4
+PROMETHEUS_CLIENT_VERSION := 0.23.1
 export SWITCHBOARD_NATS_SERVER := $(NATS_SERVER)
 
 .PHONY: all build tools bench-tools fuzz-tools fuzz fuzz-merge test check fmt clippy unit run bench chaos clean help bluesky-e2e-tools e2e-bluesky
@@ -33,7 +34,7 @@ build:
 ## Project-local tools (idempotent: a stamp per pinned version).
 ##   nats-server: the bus itself (tests, make run)
 ##   nats-py: the NATS client of the Python operators and their tests
-tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.nats-py-$(NATS_PY_VERSION) $(TOOLS)/.irc-servers $(TOOLS)/.nostr-$(NOSTR_RELAY_VERSION)-$(NOSTR_SDK_PY_VERSION)
+tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.nats-py-$(NATS_PY_VERSION) $(TOOLS)/.irc-servers $(TOOLS)/.nostr-$(NOSTR_RELAY_VERSION)-$(NOSTR_SDK_PY_VERSION) $(TOOLS)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION)
 
 $(VENV)/bin/python:
 	@echo "==> creating $(VENV)"
@@ -58,6 +59,13 @@ $(TOOLS)/.nostr-$(NOSTR_RELAY_VERSION)-$(NOSTR_SDK_PY_VERSION): | $(VENV)/bin/py
 	@echo "==> installing nostr-relay $(NOSTR_RELAY_VERSION), nostr-sdk $(NOSTR_SDK_PY_VERSION) (PyPI) into $(VENV)"
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check "nostr-relay==$(NOSTR_RELAY_VERSION)" \
 		"nostr-sdk==$(NOSTR_SDK_PY_VERSION)" "websockets==$(WEBSOCKETS_PY_VERSION)"
+	touch $@
+
+## The dashboard's /metrics test reads the exposition with a real
+## Prometheus text-format parser (PyPI prometheus-client).
+$(TOOLS)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION): | $(VENV)/bin/python
+	@echo "==> installing prometheus-client $(PROMETHEUS_CLIENT_VERSION) (PyPI) into $(VENV)"
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "prometheus-client==$(PROMETHEUS_CLIENT_VERSION)"
 	touch $@
 
 ## IRC servers the IRC operator's tests start on free loopback ports

@@ -89,16 +89,17 @@ impl TryFrom<Raw> for DashboardConfig {
     fn try_from(raw: Raw) -> Result<Self, ConfigError> {
         let listen_text = raw.listen.unwrap_or_else(|| "127.0.0.1:0".to_owned());
         let listen: SocketAddr = listen_text.parse().map_err(|_| {
-            ConfigError(format!(
-                "`listen` = \"{listen_text}\" is not an address with a port, e.g. \"127.0.0.1:8080\""
-            ))
+            ConfigError(
+                "`listen` is not an IP address with a port, e.g. \"127.0.0.1:8080\"".to_owned(),
+            )
         })?;
         let token = raw.token.filter(|t| !t.0.is_empty());
         if !listen.ip().is_loopback() && token.is_none() {
-            return Err(ConfigError(format!(
-                "`listen` = \"{listen}\" is reachable from other machines: give a `token` \
-                 (by secret reference, [secrets] token = {{ file = \"...\" }}) or listen on 127.0.0.1"
-            )));
+            return Err(ConfigError(
+                "`listen` is reachable from other machines: give a `token` (by secret \
+                 reference, [secrets] token = { file = \"...\" }) or listen on 127.0.0.1"
+                    .to_owned(),
+            ));
         }
         let duration = |key: &str, v: Option<String>, default: Duration| match v {
             None => Ok(default),
@@ -112,13 +113,15 @@ impl TryFrom<Raw> for DashboardConfig {
         }
         let rate_window = duration("rate_window", raw.rate_window, Duration::from_secs(300))?;
         if !(Duration::from_secs(10)..=Duration::from_secs(3600)).contains(&rate_window) {
-            return Err(ConfigError("`rate_window` must be between 10s and 1h".into()));
+            return Err(ConfigError(
+                "`rate_window` must be between 10s and 1h".into(),
+            ));
         }
         let tail_buffer = raw.tail_buffer.unwrap_or(500);
         if !(1..=10_000).contains(&tail_buffer) {
-            return Err(ConfigError(format!(
-                "`tail_buffer` = {tail_buffer} must be between 1 and 10000"
-            )));
+            return Err(ConfigError(
+                "`tail_buffer` must be between 1 and 10000".to_owned(),
+            ));
         }
         Ok(DashboardConfig {
             listen,

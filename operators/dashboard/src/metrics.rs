@@ -32,6 +32,10 @@ const STATES: [SupervisedState; 8] = [
     SupervisedState::Disabled,
 ];
 
+/// The one heartbeat "counter" that goes down as well as up (the SDK's
+/// `switchboard_bus::client::PUBLISH_PENDING`, not exported): a gauge.
+const PUBLISH_PENDING: &str = "publish_pending";
+
 const HEALTHS: [Health; 3] = [Health::Ok, Health::Degraded, Health::Failed];
 
 /// What goes in.
@@ -65,11 +69,14 @@ struct Out {
 
 impl Out {
     fn add(&mut self, name: &str, kind: &'static str, help: &str, labels: &[(&str, &str)], v: f64) {
-        let f = self.families.entry(name.to_owned()).or_insert_with(|| Family {
-            help: help.to_owned(),
-            kind,
-            samples: Vec::new(),
-        });
+        let f = self
+            .families
+            .entry(name.to_owned())
+            .or_insert_with(|| Family {
+                help: help.to_owned(),
+                kind,
+                samples: Vec::new(),
+            });
         let mut l = String::new();
         if !labels.is_empty() {
             l.push('{');
@@ -87,7 +94,11 @@ impl Out {
     fn finish(self) -> String {
         let mut s = String::new();
         for (name, f) in self.families {
-            let _ = writeln!(s, "# HELP {name} {}", f.help.replace('\\', "\\\\").replace('\n', "\\n"));
+            let _ = writeln!(
+                s,
+                "# HELP {name} {}",
+                f.help.replace('\\', "\\\\").replace('\n', "\\n")
+            );
             let _ = writeln!(s, "# TYPE {name} {}", f.kind);
             for (labels, v) in f.samples {
                 let _ = writeln!(s, "{name}{labels} {v}");
@@ -115,7 +126,13 @@ pub fn escape_label(v: &str) -> String {
 /// A heartbeat counter's name as a metric name part: `[a-zA-Z0-9_]`.
 pub fn metric_part(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -187,6 +204,16 @@ pub fn render(input: &Input<'_>) -> String {
                 let map = serde_json::to_value(c).ok();
                 for (name, v) in map.iter().filter_map(|v| v.as_object()).flatten() {
                     let Some(v) = v.as_u64() else { continue };
+                    if name == PUBLISH_PENDING {
+                        o.add(
+                            "switchboard_operator_publish_pending",
+                            "gauge",
+                            "Publishes accepted but not yet written to the connection",
+                            &[("operator", id)],
+                            v as f64,
+                        );
+                        continue;
+                    }
                     o.add(
                         &format!("switchboard_operator_{}_total", metric_part(name)),
                         "counter",
@@ -215,10 +242,26 @@ pub fn render(input: &Input<'_>) -> String {
         );
     }
     let own = [
-        ("tail_dropped", &input.counters.tail_dropped, "Tail entries a slow page did not get"),
-        ("status_errors", &input.counters.status_errors, "Status requests to the daemon that failed"),
-        ("unauthorized", &input.counters.unauthorized, "State-changing requests refused for a missing or wrong token"),
-        ("ctl_requests", &input.counters.ctl_requests, "Control requests passed to the daemon"),
+        (
+            "tail_dropped",
+            &input.counters.tail_dropped,
+            "Tail entries a slow page did not get",
+        ),
+        (
+            "status_errors",
+            &input.counters.status_errors,
+            "Status requests to the daemon that failed",
+        ),
+        (
+            "unauthorized",
+            &input.counters.unauthorized,
+            "State-changing requests refused for a missing or wrong token",
+        ),
+        (
+            "ctl_requests",
+            &input.counters.ctl_requests,
+            "Control requests passed to the daemon",
+        ),
     ];
     for (name, c, help) in own {
         o.add(
@@ -234,10 +277,17 @@ pub fn render(input: &Input<'_>) -> String {
 
 fn daemon(o: &mut Out, st: &StatusReply, process: Option<Sample>) {
     o.add(
+        "switchboard_daemon_info",
+        "gauge",
+        "The daemon's version (value always 1)",
+        &[("version", &st.version)],
+        1.0,
+    );
+    o.add(
         "switchboard_daemon_uptime_seconds",
         "gauge",
         "Seconds since the daemon started",
-        &[("version", &st.version)],
+        &[],
         st.uptime_ms as f64 / 1000.0,
     );
     if let Some(p) = process {
@@ -273,10 +323,26 @@ fn daemon(o: &mut Out, st: &StatusReply, process: Option<Sample>) {
     if let Some(s) = &st.stream {
         let name = s.name.as_str();
         for (metric, help, v) in [
-            ("switchboard_stream_messages", "Messages the durable stream keeps", s.messages),
-            ("switchboard_stream_bytes", "Bytes the durable stream keeps", s.bytes),
-            ("switchboard_stream_max_bytes", "Size limit of the durable stream", s.max_bytes),
-            ("switchboard_stream_consumers", "Consumers of the durable stream", s.consumers),
+            (
+                "switchboard_stream_messages",
+                "Messages the durable stream keeps",
+                s.messages,
+            ),
+            (
+                "switchboard_stream_bytes",
+                "Bytes the durable stream keeps",
+                s.bytes,
+            ),
+            (
+                "switchboard_stream_max_bytes",
+                "Size limit of the durable stream",
+                s.max_bytes,
+            ),
+            (
+                "switchboard_stream_consumers",
+                "Consumers of the durable stream",
+                s.consumers,
+            ),
         ] {
             o.add(metric, "gauge", help, &[("stream", name)], v as f64);
         }

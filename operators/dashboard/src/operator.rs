@@ -128,9 +128,13 @@ async fn poll(
             _ = tick.tick() => {}
         }
         let result = if bus.is_connected() {
-            bus.request_json::<_, StatusReply>(&subject, &StatusRequest {}, every.max(Duration::from_secs(1)))
-                .await
-                .map_err(|e| format!("the daemon's API did not answer: {e}"))
+            bus.request_json::<_, StatusReply>(
+                &subject,
+                &StatusRequest {},
+                every.max(Duration::from_secs(1)),
+            )
+            .await
+            .map_err(|e| format!("the daemon's API did not answer: {e}"))
         } else {
             Err("the bus connection is down; reconnecting".to_owned())
         };

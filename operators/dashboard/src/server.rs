@@ -25,9 +25,7 @@ use axum::{Json, Router};
 use futures::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use switchboard_bus::Bus;
-use switchboard_proto::api::{
-    methods, CtlReply, CtlRequest, LogLine, LogsReply, LogsRequest,
-};
+use switchboard_proto::api::{methods, CtlReply, CtlRequest, LogLine, LogsReply, LogsRequest};
 use switchboard_proto::{api_subject, Pattern, Verb};
 use tokio::sync::{broadcast, watch};
 
@@ -119,7 +117,10 @@ struct TailQuery {
 }
 
 async fn tail(State(app): State<App>, Query(q): Query<TailQuery>) -> Response {
-    let text = q.pattern.filter(|p| !p.trim().is_empty()).unwrap_or_else(|| "#".into());
+    let text = q
+        .pattern
+        .filter(|p| !p.trim().is_empty())
+        .unwrap_or_else(|| "#".into());
     let pattern = match Pattern::parse(text.trim()) {
         Ok(p) => p,
         Err(e) => {
@@ -170,7 +171,10 @@ struct LogsQuery {
 
 async fn logs(State(app): State<App>, Query(q): Query<LogsQuery>) -> Response {
     let rx = app.hub.seen.subscribe();
-    let req = LogsRequest { id: q.id.clone(), lines: 100 };
+    let req = LogsRequest {
+        id: q.id.clone(),
+        lines: 100,
+    };
     let reply: LogsReply = match app
         .bus
         .request_json(&api_subject(methods::LOGS), &req, API_TIMEOUT)
@@ -178,14 +182,22 @@ async fn logs(State(app): State<App>, Query(q): Query<LogsQuery>) -> Response {
     {
         Ok(r) => r,
         Err(e) => {
-            return (StatusCode::BAD_GATEWAY, format!("the daemon did not give the logs: {e}"))
+            return (
+                StatusCode::BAD_GATEWAY,
+                format!("the daemon did not give the logs: {e}"),
+            )
                 .into_response()
         }
     };
     if let Some(e) = reply.error {
         return (StatusCode::NOT_FOUND, e).into_response();
     }
-    let first = stream::iter(reply.lines.into_iter().map(|l| Ok::<_, Infallible>(json_event("line", &l))));
+    let first = stream::iter(
+        reply
+            .lines
+            .into_iter()
+            .map(|l| Ok::<_, Infallible>(json_event("line", &l))),
+    );
     let prefix = "sb.log.";
     let id = q.id;
     let live = stream::unfold((rx, id), move |(mut rx, id)| async move {
