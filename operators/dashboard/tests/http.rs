@@ -1,0 +1,183 @@
+//! The dashboard's routes against a real daemon: state changes need the
+//! token, a halt through the page's endpoint halts the operator, the tail
+//! filters by pattern, the page and logs are served, and it listens on
+//! loopback.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use switchboard_bus::{ChatAddress, Envelope};
+use switchboard_chaos::WAIT;
+use switchboard_proto::api::SupervisedState;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const HALT: &str = r#"{"verb":"halt","target":"pingbot"}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_right_token_nothing_changes_and_with_it_halt_halts() -> anyhow::Result<()> {
+    let d = common::start(true).await?;
+    assert!(d.addr.ip().is_loopback(), "{}", d.addr);
+    d.rig
+        .wait_for("pingbot", |o| o.state == SupervisedState::Running)
+        .await?;
+
+    let (code, body) = common::http(d.addr, "POST", "/api/ctl", &[], HALT).await?;
+    assert_eq!(code, 401, "{body}");
+    let wrong = [("Authorization", "Bearer not-the-token")];
+    let (code, _) = common::http(d.addr, "POST", "/api/ctl", &wrong, HALT).await?;
+    assert_eq!(code, 401);
+    let prefix = [("Authorization", "Bearer s3cret")];
+    let (code, _) = common::http(d.addr, "POST", "/api/ctl", &prefix, HALT).await?;
+    assert_eq!(code, 401, "a prefix of the token is not the token");
+    // Still running, after the daemon had time to act on anything.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        d.rig.operator("pingbot").await?.state,
+        SupervisedState::Running
+    );
+    // The token never shows in what the dashboard says about itself.
+    let logs = d.rig.log();
+    assert!(!logs.contains(common::TOKEN));
+
+    let bearer = format!("Bearer {}", common::TOKEN);
+    let auth = [("Authorization", bearer.as_str())];
+    let (code, body) = common::http(
+        d.addr,
+        "POST",
+        "/api/ctl",
+        &auth,
+        r#"{"verb":"halt","target":"pingbot","config":{}}"#,
+    )
+    .await?;
+    assert_eq!(code, 400, "a config cannot be pushed from the page: {body}");
+    let (code, body) = common::http(d.addr, "POST", "/api/ctl", &auth, HALT).await?;
+    assert_eq!(code, 200, "{body}");
+    let reply: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(reply["results"][0]["ok"], true, "{reply}");
+    let status = common::cli_status(&d.rig)?;
+    let ping = status["operators"]
+        .as_array()
+        .and_then(|a| a.iter().find(|o| o["id"] == "pingbot"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(ping["state"], "halted", "{status}");
+
+    let (code, metrics) = common::http(d.addr, "GET", "/metrics", &[], "").await?;
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("switchboard_dashboard_unauthorized_total 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchboard_dashboard_ctl_requests_total 1"),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_configured_the_buttons_are_refused() -> anyhow::Result<()> {
+    let d = common::start(false).await?;
+    let auth = [("Authorization", "Bearer anything")];
+    let (code, body) = common::http(d.addr, "POST", "/api/ctl", &auth, HALT).await?;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("token"), "{body}");
+    let (code, page) = common::http(d.addr, "GET", "/", &[], "").await?;
+    assert_eq!(code, 200);
+    assert!(page.contains("<title>Switchboard</title>"));
+    let (code, snap) = common::http(d.addr, "GET", "/api/snapshot", &[], "").await?;
+    assert_eq!(code, 200);
+    let snap: serde_json::Value = serde_json::from_str(&snap)?;
+    assert_eq!(snap["controls"], false, "{snap}");
+    Ok(())
+}
+
+/// Read a server-sent-event stream until `done` holds for what came so
+/// far (or [`WAIT`] passes); the text read.
+async fn sse_until(
+    addr: std::net::SocketAddr,
+    path: &str,
+    done: impl Fn(&str) -> bool,
+) -> anyhow::Result<String> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n")
+            .as_bytes(),
+    )
+    .await?;
+    let deadline = Instant::now() + WAIT;
+    let mut text = String::new();
+    let mut buf = vec![0u8; 8192];
+    while !done(&text) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        anyhow::ensure!(
+            !left.is_zero(),
+            "stream never showed what was expected:\n{text}"
+        );
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) => anyhow::bail!("stream ended:\n{text}"),
+            Ok(Ok(n)) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => {}
+        }
+    }
+    Ok(text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tail_shows_only_what_the_pattern_matches() -> anyhow::Result<()> {
+    let d = common::start(false).await?;
+    let wanted = ChatAddress::new("alpha", "x", "room");
+    let other = ChatAddress::new("beta", "x", "room");
+    let env = |t: &str| Envelope::new("test", json!({"text": t, "sender": "t", "room": "room"}));
+    // One before the page connects (from the buffer), one after (live).
+    d.rig
+        .bus
+        .publish(&other.event_subject("message"), &env("not-this-one"))
+        .await?;
+    d.rig
+        .bus
+        .publish(&wanted.event_subject("message"), &env("buffered-one"))
+        .await?;
+    d.rig.bus.flush().await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let bus = d.rig.bus.clone();
+    let (w, o) = (wanted.clone(), other.clone());
+    let later = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = bus
+            .publish(&o.event_subject("message"), &env("nor-this-one"))
+            .await;
+        let _ = bus
+            .publish(&w.event_subject("message"), &env("live-one"))
+            .await;
+        let _ = bus.flush().await;
+    });
+    let text = sse_until(d.addr, "/api/tail?pattern=chat.alpha.%23", |t| {
+        t.contains("live-one")
+    })
+    .await?;
+    later.await?;
+    assert!(text.contains("buffered-one"), "{text}");
+    assert!(
+        !text.contains("not-this-one") && !text.contains("nor-this-one"),
+        "{text}"
+    );
+    assert!(!text.contains("sb.op."), "{text}");
+
+    let (code, body) = common::http(d.addr, "GET", "/api/tail?pattern=chat..x", &[], "").await?;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("not a pattern"), "{body}");
+
+    // An operator's log: its recent lines, then new ones.
+    let text = sse_until(d.addr, "/api/logs?id=dashboard", |t| {
+        t.contains("dashboard on http://")
+    })
+    .await?;
+    assert!(text.contains("event: line"), "{text}");
+    let (code, _) = common::http(d.addr, "GET", "/api/logs?id=nobody", &[], "").await?;
+    assert_eq!(code, 404);
+    Ok(())
+}
