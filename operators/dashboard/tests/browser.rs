@@ -2,7 +2,8 @@
 //! playwright-core, both installed by `make tools`) against a real daemon
 //! with the ping bot: it lists the operators; a SIGKILL outside the page
 //! shows as a restart within a second; clicking halt halts (checked with
-//! `switchboard status`); the tail's pattern box filters. The driver is
+//! `switchboard status`); the tail's pattern box filters; a banner shows
+//! while the bus is down and goes when it is back. The driver is
 //! tests/browser/drive.cjs; this side does what happens outside the page.
 //!
 //! `DASHBOARD_SCREENSHOT=docs/dashboard.png` keeps the screenshot (the one
@@ -129,6 +130,16 @@ async fn the_page_in_chromium_lists_restarts_halts_and_filters() -> anyhow::Resu
     if let Ok(keep) = std::env::var("DASHBOARD_SCREENSHOT") {
         std::fs::write(root.join(keep), &png)?;
     }
+    // The daemon, held by SIGSTOP, cannot restart the server it runs.
+    let nats = d.rig.nats_pid().context("the embedded nats-server")?;
+    kill(Pid::from_raw(d.rig.pid() as i32), Signal::SIGSTOP)?;
+    kill(Pid::from_raw(nats as i32), Signal::SIGKILL)?;
+    drv.tell("BUS_DOWN").await?;
+    let shown = drv.step("BANNER_SHOWN").await;
+    kill(Pid::from_raw(d.rig.pid() as i32), Signal::SIGCONT)?;
+    shown?;
+    drv.tell("BUS_BACK").await?;
+    drv.step("BANNER_GONE").await?;
     drv.step("DONE").await?;
     let exit = tokio::time::timeout(Duration::from_secs(10), child.wait()).await??;
     assert!(exit.success(), "{exit}");

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use serde_json::json;
 use switchboard_bus::{ChatAddress, Envelope};
 use switchboard_chaos::WAIT;
@@ -179,5 +180,53 @@ async fn the_tail_shows_only_what_the_pattern_matches() -> anyhow::Result<()> {
     assert!(text.contains("event: line"), "{text}");
     let (code, _) = common::http(d.addr, "GET", "/api/logs?id=nobody", &[], "").await?;
     assert_eq!(code, 404);
+    Ok(())
+}
+
+/// Poll `/api/snapshot` until `cond` holds.
+async fn snapshot_until(
+    addr: std::net::SocketAddr,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) -> anyhow::Result<serde_json::Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (code, body) = common::http(addr, "GET", "/api/snapshot", &[], "").await?;
+        anyhow::ensure!(code == 200, "{body}");
+        let snap: serde_json::Value = serde_json::from_str(&body)?;
+        if cond(&snap) {
+            return Ok(snap);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "never: {snap}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_says_when_the_bus_is_down_and_recovers() -> anyhow::Result<()> {
+    let d = common::start(false).await?;
+    snapshot_until(d.addr, |s| s["bus_up"] == true).await?;
+    let nats = d.rig.nats_pid().context("the embedded nats-server")?;
+    // The daemon restarts its server within milliseconds: held with
+    // SIGSTOP, it cannot, so the outage lasts until SIGCONT.
+    let signal = |pid: u32, s: nix::sys::signal::Signal| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), s)
+    };
+    signal(d.rig.pid(), nix::sys::signal::Signal::SIGSTOP)?;
+    signal(nats, nix::sys::signal::Signal::SIGKILL)?;
+    // The web server stays up and says why, keeping the last status.
+    let down = snapshot_until(d.addr, |s| s["bus_up"] == false).await?;
+    assert!(
+        down["bus_error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{down}"
+    );
+    assert!(down["status"]["operators"].is_array(), "{down}");
+    let (_, metrics) = common::http(d.addr, "GET", "/metrics", &[], "").await?;
+    assert!(
+        metrics.contains("\nswitchboard_up 0\n") || metrics.starts_with("switchboard_up 0"),
+        "{metrics}"
+    );
+    // The daemon restarts its server; the dashboard reconnects.
+    signal(d.rig.pid(), nix::sys::signal::Signal::SIGCONT)?;
+    snapshot_until(d.addr, |s| s["bus_up"] == true).await?;
     Ok(())
 }

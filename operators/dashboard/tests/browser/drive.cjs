@@ -74,6 +74,14 @@ const say = s => process.stdout.write(s + "\n");
   await page.waitForTimeout(1200);
   await page.screenshot({ path: shot, fullPage: true });
   say("SCREENSHOT");
+
+  // 5. The bus goes down: a banner, gone again once it is back.
+  await expect("BUS_DOWN");
+  await page.locator("#banner.show", { hasText: "Bus down" }).waitFor();
+  say("BANNER_SHOWN");
+  await expect("BUS_BACK");
+  await page.locator("#banner.show").waitFor({ state: "hidden" });
+  say("BANNER_GONE");
   await context.close();
   say("DONE");
   // stdin stays open (the test holds it): leave without waiting for it.
