@@ -227,7 +227,9 @@ unit: tools
 test: tools check unit
 
 run: tools
-	$(CARGO) build --release -p switchboard-orchestrator -p switchboard-demo
+	$(CARGO) build --release -p switchboard-orchestrator -p switchboard-demo -p switchboard-dashboard
+	@mkdir -p .run && umask 077 && { [ -s .run/dashboard-token ] || head -c 18 /dev/urandom | base64 > .run/dashboard-token; }
+	@echo "dashboard: http://127.0.0.1:8477/ (token for its buttons: .run/dashboard-token)"
 	@./scripts/run-demo.sh
 
 bench: bench-tools
