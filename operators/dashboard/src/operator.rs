@@ -60,6 +60,7 @@ impl Operator for Dashboard {
             hub: Arc::clone(&hub),
             bus: ctx.bus().clone(),
             token: config.token.clone(),
+            loopback: addr.ip().is_loopback(),
             stop: stop_rx.clone(),
         };
         let mut stop_serve = stop_rx.clone();

@@ -16,8 +16,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -47,12 +48,15 @@ pub struct App {
     pub bus: Bus,
     /// The token, if any.
     pub token: Option<Secret>,
+    /// Whether it listens on loopback (then [`host_check`] applies).
+    pub loopback: bool,
     /// Flips to true at stop: endless streams end so the server can.
     pub stop: watch::Receiver<bool>,
 }
 
 /// The routes.
 pub fn router(app: App) -> Router {
+    let loopback = app.loopback;
     Router::new()
         .route("/", get(page))
         .route("/metrics", get(metrics))
@@ -62,6 +66,43 @@ pub fn router(app: App) -> Router {
         .route("/api/logs", get(logs))
         .route("/api/ctl", post(ctl))
         .with_state(app)
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| host_check(loopback, req, next),
+        ))
+}
+
+/// On a loopback listener, only requests addressed to a loopback name: a
+/// web page elsewhere that rebinds its own host name to 127.0.0.1 (DNS
+/// rebinding) must not read the operators' logs through the browser.
+async fn host_check(loopback: bool, req: Request, next: Next) -> Response {
+    if loopback {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if !is_loopback_host(host) {
+            return (
+                StatusCode::FORBIDDEN,
+                "this dashboard listens on loopback: open it as http://127.0.0.1:<port>/ \
+                 or http://localhost:<port>/",
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Whether a `Host` header names this machine's loopback.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 async fn page() -> Html<&'static str> {
@@ -284,5 +325,32 @@ async fn ctl(State(app): State<App>, headers: HeaderMap, body: String) -> Respon
             format!("the daemon did not answer: {e}"),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_host;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "127.0.0.1:8477",
+            "localhost:1",
+            "LOCALHOST",
+            "[::1]:80",
+            "127.1.2.3:9",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "evil.example:8477",
+            "",
+            "10.0.0.1:80",
+            "[::2]:80",
+            "localhost.evil.example:1",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
     }
 }

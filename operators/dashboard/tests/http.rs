@@ -88,6 +88,13 @@ async fn without_a_token_configured_the_buttons_are_refused() -> anyhow::Result<
     let (code, page) = common::http(d.addr, "GET", "/", &[], "").await?;
     assert_eq!(code, 200);
     assert!(page.contains("<title>Switchboard</title>"));
+    // DNS rebinding: a page under another name that resolves here.
+    let evil = [("Host", "rebind.example:8477")];
+    let (code, body) = common::http(d.addr, "GET", "/api/snapshot", &evil, "").await?;
+    assert_eq!(code, 403, "{body}");
+    let local = format!("localhost:{}", d.addr.port());
+    let (code, _) = common::http(d.addr, "GET", "/metrics", &[("Host", &local)], "").await?;
+    assert_eq!(code, 200);
     let (code, snap) = common::http(d.addr, "GET", "/api/snapshot", &[], "").await?;
     assert_eq!(code, 200);
     let snap: serde_json::Value = serde_json::from_str(&snap)?;
@@ -228,5 +235,52 @@ async fn the_page_says_when_the_bus_is_down_and_recovers() -> anyhow::Result<()>
     // The daemon restarts its server; the dashboard reconnects.
     signal(d.rig.pid(), nix::sys::signal::Signal::SIGCONT)?;
     snapshot_until(d.addr, |s| s["bus_up"] == true).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_moves_the_server_even_with_a_page_open() -> anyhow::Result<()> {
+    let d = common::start(false).await?;
+    // A page following events: its stream must not hold the old server.
+    let mut open = tokio::net::TcpStream::connect(d.addr).await?;
+    open.write_all(format!("GET /api/events HTTP/1.1\r\nHost: {}\r\n\r\n", d.addr).as_bytes())
+        .await?;
+    let mut buf = [0u8; 1024];
+    let n = open.read(&mut buf).await?;
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("200 OK"));
+
+    let req = switchboard_proto::api::CtlRequest {
+        verb: switchboard_proto::Verb::Reload,
+        target: "dashboard".into(),
+        config: Some(
+            json!({"listen": "127.0.0.1:0", "poll_interval": "100ms", "rate_window": "10s"}),
+        ),
+    };
+    let reply: switchboard_proto::api::CtlReply = d
+        .rig
+        .bus
+        .request_json("sb.api.ctl", &req, Duration::from_secs(10))
+        .await?;
+    assert!(reply.results.first().is_some_and(|r| r.ok), "{reply:?}");
+    let deadline = Instant::now() + WAIT;
+    let moved = loop {
+        let a = common::address_from_log(&d.rig).await?;
+        if a != d.addr {
+            break a;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no new address logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        tokio::net::TcpStream::connect(d.addr).await.is_err(),
+        "the old address still listens"
+    );
+    // The new config applies: a 10 s rate window.
+    let snap = snapshot_until(moved, |s| s["rates"][0]["per_second"].is_array()).await?;
+    assert_eq!(
+        snap["rates"][0]["per_second"].as_array().map(Vec::len),
+        Some(10),
+        "{snap}"
+    );
     Ok(())
 }

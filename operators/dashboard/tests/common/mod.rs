@@ -52,7 +52,7 @@ pub async fn start(token: bool) -> anyhow::Result<Dash> {
     Ok(Dash { rig, addr })
 }
 
-/// The address in the dashboard's own start line, read back through the
+/// The address in the dashboard's last start line, read back through the
 /// daemon's `logs` API as a person would with `switchboard logs`.
 pub async fn address_from_log(rig: &Rig) -> anyhow::Result<SocketAddr> {
     let deadline = Instant::now() + WAIT;
@@ -66,7 +66,8 @@ pub async fn address_from_log(rig: &Rig) -> anyhow::Result<SocketAddr> {
             .request_json::<_, LogsReply>("sb.api.logs", &req, Duration::from_secs(2))
             .await
         {
-            for l in reply.lines {
+            // The last one: a reload logs a new address.
+            for l in reply.lines.iter().rev() {
                 if let Some(rest) = l.line.split("dashboard on http://").nth(1) {
                     let addr: String = rest
                         .chars()
@@ -95,9 +96,12 @@ pub async fn http(
 ) -> anyhow::Result<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
