@@ -43,6 +43,7 @@ pub async fn serve(
     bus: Bus,
     supervisor: Arc<Supervisor>,
     info: DaemonInfo,
+    stats: Arc<crate::micro::Stats>,
     shutdown: CancellationToken,
 ) {
     let mut requests = match bus.subscribe_raw(switchboard_proto::ALL_API).await {
@@ -74,10 +75,14 @@ pub async fn serve(
         let bus = bus.clone();
         let supervisor = Arc::clone(&supervisor);
         let info = info.clone();
+        let stats = Arc::clone(&stats);
         // Each request on its own task: a slow `ctl` (stop timeouts) must
         // not hold up `status`.
         tokio::spawn(async move {
+            let began = Instant::now();
             let answer = handle(&supervisor, &info, &msg).await;
+            let method = msg.subject.rsplit('.').next().unwrap_or_default();
+            stats.record(method, began.elapsed(), answer.get("error").is_some());
             if let Err(e) = bus.respond_json(&reply, &answer).await {
                 // Said, not hidden: the caller only sees a timeout.
                 tracing::warn!(error = %e, "could not answer an API request");

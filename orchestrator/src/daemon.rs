@@ -229,6 +229,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(outbox.clone().run(bus.clone(), shutdown.clone()));
     spawn_lifecycle_router(&bus, supervisor.routes(), &shutdown, &mut tasks).await?;
+    let api_stats = Arc::new(crate::micro::Stats::default());
     tasks.spawn(api::serve(
         bus.clone(),
         Arc::clone(&supervisor),
@@ -238,6 +239,13 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             nats_embedded: embedded.is_some(),
             stream: info.stream.clone(),
         },
+        Arc::clone(&api_stats),
+        shutdown.clone(),
+    ));
+    tasks.spawn(crate::micro::serve(
+        bus.clone(),
+        crate::micro::Identity::new(),
+        api_stats,
         shutdown.clone(),
     ));
     // The API and lifecycle subscriptions must be live before operators

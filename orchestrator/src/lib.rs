@@ -20,6 +20,7 @@ pub mod files;
 pub mod history;
 pub mod leftovers;
 pub mod manifest;
+pub mod micro;
 pub mod nats_server;
 pub mod outbox;
 pub mod process;
