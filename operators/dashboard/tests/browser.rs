@@ -48,6 +48,15 @@ impl Driver {
     }
 }
 
+/// A failed step with the end of the daemon's log, which says what the
+/// daemon saw meanwhile.
+fn with_log(e: anyhow::Error, d: &common::Dash) -> anyhow::Error {
+    let log = d.rig.log();
+    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    anyhow::anyhow!("{e:#}\n--- daemon log (end) ---\n{}", tail.join("\n"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_in_chromium_lists_restarts_halts_and_filters() -> anyhow::Result<()> {
     let root = switchboard_testkit::workspace_root();
@@ -89,12 +98,15 @@ async fn the_page_in_chromium_lists_restarts_halts_and_filters() -> anyhow::Resu
         .await?
         .pid
         .context("pingbot pid")?;
-    kill(Pid::from_raw(pid as i32), Signal::SIGKILL)?;
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL)
+        .with_context(|| format!("SIGKILL pingbot {pid}"))?;
     drv.tell("KILLED").await?;
     let ms = drv.step("RESTART_SHOWN").await?;
     eprintln!("the page showed the restart {ms} ms after the SIGKILL");
 
-    drv.step("HALT_CLICKED").await?;
+    drv.step("HALT_CLICKED")
+        .await
+        .map_err(|e| with_log(e, &d))?;
     let status = common::cli_status(&d.rig)?;
     let ping = status["operators"]
         .as_array()
@@ -132,14 +144,14 @@ async fn the_page_in_chromium_lists_restarts_halts_and_filters() -> anyhow::Resu
     }
     // The daemon, held by SIGSTOP, cannot restart the server it runs.
     let nats = d.rig.nats_pid().context("the embedded nats-server")?;
-    kill(Pid::from_raw(d.rig.pid() as i32), Signal::SIGSTOP)?;
-    kill(Pid::from_raw(nats as i32), Signal::SIGKILL)?;
+    kill(Pid::from_raw(d.rig.pid() as i32), Signal::SIGSTOP).context("SIGSTOP the daemon")?;
+    kill(Pid::from_raw(nats as i32), Signal::SIGKILL).context("SIGKILL nats-server")?;
     drv.tell("BUS_DOWN").await?;
-    let shown = drv.step("BANNER_SHOWN").await;
+    let shown = drv.step("BANNER_SHOWN").await.map_err(|e| with_log(e, &d));
     kill(Pid::from_raw(d.rig.pid() as i32), Signal::SIGCONT)?;
     shown?;
     drv.tell("BUS_BACK").await?;
-    drv.step("BANNER_GONE").await?;
+    drv.step("BANNER_GONE").await.map_err(|e| with_log(e, &d))?;
     drv.step("DONE").await?;
     let exit = tokio::time::timeout(Duration::from_secs(10), child.wait()).await??;
     assert!(exit.success(), "{exit}");

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use switchboard_chaos::{pingbot, Rig, WAIT};
+use switchboard_chaos::{Rig, WAIT};
 use switchboard_proto::api::{LogsReply, LogsRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -24,7 +24,7 @@ pub struct Dash {
 /// token from `token_file` when given.
 pub fn manifest(token_file: Option<&std::path::Path>) -> String {
     let mut m = format!(
-        "id = \"dashboard\"\ncommand = {:?}\nheartbeat_interval = \"100ms\"\n\
+        "id = \"dashboard\"\ncommand = {:?}\nheartbeat_interval = \"500ms\"\nmissed_heartbeats = 20\n\
          publish = []\nsubscribe = [\"chat.#\", \"send.#\", \"sb.event.#\", \"sb.log.#\", \"sb.op.#\"]\n\
          api = [\"status\", \"logs\", \"ctl\"]\n[config]\npoll_interval = \"100ms\"\n",
         switchboard_testkit::bin_path("switchboard-dashboard")
@@ -35,13 +35,24 @@ pub fn manifest(token_file: Option<&std::path::Path>) -> String {
     m
 }
 
+/// The ping bot, restarted at once when it dies, and lenient with
+/// heartbeats: a loaded test machine must not make the daemon restart it
+/// for slowness (the tests count restarts).
+pub fn pingbot_manifest() -> String {
+    format!(
+        "id = \"pingbot\"\ncommand = {:?}\nheartbeat_interval = \"500ms\"\nmissed_heartbeats = 20\n\
+         stop_timeout = \"2s\"\nrestart = \"always\"\n[backoff]\ninitial = \"10ms\"\nreset_after = \"100ms\"\n",
+        switchboard_testkit::bin_path("switchboard-pingbot")
+    )
+}
+
 /// Start it all; the dashboard with the token when `token` is true.
 pub async fn start(token: bool) -> anyhow::Result<Dash> {
     let dir = tempfile::tempdir()?;
     let token_file = dir.path().join("dashboard-token");
     std::fs::write(&token_file, format!("{TOKEN}\n"))?;
     let manifests = vec![
-        ("pingbot.toml".to_owned(), pingbot("pingbot")),
+        ("pingbot.toml".to_owned(), pingbot_manifest()),
         (
             "dashboard.toml".to_owned(),
             manifest(token.then_some(token_file.as_path())),
