@@ -53,7 +53,8 @@ pub struct Snapshot {
 /// Counters the dashboard reports in its heartbeats.
 #[derive(Debug, Clone)]
 pub struct Counters {
-    /// Tail entries a slow page did not get (it was told how many).
+    /// Messages a slow page did not get in its tail or log stream (it was
+    /// told how many, with a `lagged` event).
     pub tail_dropped: Counter,
     /// `sb.api.status` calls that failed.
     pub status_errors: Counter,

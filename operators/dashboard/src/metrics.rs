@@ -245,7 +245,7 @@ pub fn render(input: &Input<'_>) -> String {
         (
             "tail_dropped",
             &input.counters.tail_dropped,
-            "Tail entries a slow page did not get",
+            "Messages a slow page did not get in its tail or log stream",
         ),
         (
             "status_errors",

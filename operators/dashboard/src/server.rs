@@ -241,22 +241,27 @@ async fn logs(State(app): State<App>, Query(q): Query<LogsQuery>) -> Response {
     );
     let prefix = "sb.log.";
     let id = q.id;
-    let live = stream::unfold((rx, id), move |(mut rx, id)| async move {
-        loop {
-            match rx.recv().await {
-                Ok(s) if s.subject.starts_with(prefix) => {
-                    if let Ok(line) = serde_json::from_str::<LogLine>(&s.payload) {
-                        if line.id == id {
-                            return Some((Ok(json_event("line", &line)), (rx, id)));
+    let dropped = app.hub.counters.tail_dropped.clone();
+    let live = stream::unfold((rx, id), move |(mut rx, id)| {
+        let dropped = dropped.clone();
+        async move {
+            loop {
+                match rx.recv().await {
+                    Ok(s) if s.subject.starts_with(prefix) => {
+                        if let Ok(line) = serde_json::from_str::<LogLine>(&s.payload) {
+                            if line.id == id {
+                                return Some((Ok(json_event("line", &line)), (rx, id)));
+                            }
                         }
                     }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        dropped.add(n);
+                        let ev = Event::default().event("lagged").data(n.to_string());
+                        return Some((Ok(ev), (rx, id)));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
                 }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    let ev = Event::default().event("lagged").data(n.to_string());
-                    return Some((Ok(ev), (rx, id)));
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     });

@@ -284,3 +284,87 @@ async fn reload_moves_the_server_even_with_a_page_open() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_too_slow_for_the_tail_is_told_and_the_drop_counted() -> anyhow::Result<()> {
+    let d = common::start(false).await?;
+    // A page that asks for the tail and then does not read.
+    let mut slow = tokio::net::TcpStream::connect(d.addr).await?;
+    slow.write_all(
+        format!(
+            "GET /api/tail?pattern=chat.flood.%23 HTTP/1.1\r\nHost: {}\r\n\r\n",
+            d.addr
+        )
+        .as_bytes(),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Far more than the socket buffers and the 1024-entry channel hold.
+    let room = ChatAddress::new("flood", "x", "room");
+    let subject = room.event_subject("message");
+    let pad = "x".repeat(1000);
+    for i in 0..20_000 {
+        let env = Envelope::new(
+            "test",
+            json!({"text": format!("{i} {pad}"), "sender": "t", "room": "room"}),
+        );
+        d.rig.bus.publish(&subject, &env).await?;
+    }
+    d.rig.bus.flush().await?;
+    let seen = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("switchboard_bus_messages_total{branch=\"chat.flood\"} "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, m) = common::http(d.addr, "GET", "/metrics", &[], "").await?;
+        if seen(&m) == 20_000 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the dashboard never saw the flood:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Now the page reads: it is told how many it missed.
+    let mut text = String::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let deadline = Instant::now() + WAIT;
+    let lagged: u64 = loop {
+        if let Some(n) = text
+            .split("event: lagged\ndata: ")
+            .skip(1)
+            .map(|rest| {
+                rest.split('\n')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
+            .reduce(|a, b| a + b)
+        {
+            if text.contains(&format!("19999 {}", &pad[..10])) {
+                break n;
+            }
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no lagged event");
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), slow.read(&mut buf)).await {
+            anyhow::ensure!(n > 0, "stream ended");
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    assert!(lagged > 0);
+    let (_, m) = common::http(d.addr, "GET", "/metrics", &[], "").await?;
+    assert!(
+        m.contains(&format!(
+            "switchboard_dashboard_tail_dropped_total {lagged}\n"
+        )),
+        "lagged {lagged}:\n{m}"
+    );
+    Ok(())
+}
