@@ -48,7 +48,7 @@ pub struct App {
     pub bus: Bus,
     /// The token, if any.
     pub token: Option<Secret>,
-    /// Whether it listens on loopback (then [`host_check`] applies).
+    /// Whether it listens on loopback (then only loopback `Host` names are served).
     pub loopback: bool,
     /// Flips to true at stop: endless streams end so the server can.
     pub stop: watch::Receiver<bool>,
