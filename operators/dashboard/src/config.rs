@@ -78,50 +78,76 @@ pub struct DashboardConfig {
 }
 
 /// A config value serde accepted but that cannot work; says which key and
-/// what to write instead.
+/// what to write instead, never quoting the value (it may sit next to a
+/// secret, and the SDK's config errors never quote values).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(String);
+pub enum ConfigError {
+    /// `listen` is not `ip:port`.
+    #[error("`listen` is not an IP address with a port, e.g. \"127.0.0.1:8080\"")]
+    Listen,
+    /// `listen` reaches beyond loopback without a token.
+    #[error(
+        "`listen` is reachable from other machines: give a `token` (by secret reference, \
+         [secrets] token = {{ file = \"...\" }}) or listen on 127.0.0.1"
+    )]
+    Exposed,
+    /// A duration key that does not parse.
+    #[error("`{key}`: {source}")]
+    Duration {
+        /// The key.
+        key: &'static str,
+        /// Why.
+        source: switchboard_proto::duration::DurationError,
+    },
+    /// A value outside its range.
+    #[error("`{key}` must be between {range}")]
+    Range {
+        /// The key.
+        key: &'static str,
+        /// The allowed range, in words.
+        range: &'static str,
+    },
+}
+
+switchboard_proto::error_kinds! {
+    /// Coarse classes of [`ConfigError`].
+    ConfigError => ConfigErrorKind { Listen, Exposed, Duration, Range }
+}
 
 impl TryFrom<Raw> for DashboardConfig {
     type Error = ConfigError;
 
     fn try_from(raw: Raw) -> Result<Self, ConfigError> {
         let listen_text = raw.listen.unwrap_or_else(|| "127.0.0.1:0".to_owned());
-        let listen: SocketAddr = listen_text.parse().map_err(|_| {
-            ConfigError(
-                "`listen` is not an IP address with a port, e.g. \"127.0.0.1:8080\"".to_owned(),
-            )
-        })?;
+        let listen: SocketAddr = listen_text.parse().map_err(|_| ConfigError::Listen)?;
         let token = raw.token.filter(|t| !t.0.is_empty());
         if !listen.ip().is_loopback() && token.is_none() {
-            return Err(ConfigError(
-                "`listen` is reachable from other machines: give a `token` (by secret \
-                 reference, [secrets] token = { file = \"...\" }) or listen on 127.0.0.1"
-                    .to_owned(),
-            ));
+            return Err(ConfigError::Exposed);
         }
-        let duration = |key: &str, v: Option<String>, default: Duration| match v {
+        let duration = |key: &'static str, v: Option<String>, default: Duration| match v {
             None => Ok(default),
-            Some(t) => parse_duration(&t).map_err(|e| ConfigError(format!("`{key}`: {e}"))),
+            Some(t) => parse_duration(&t).map_err(|source| ConfigError::Duration { key, source }),
         };
         let poll_interval = duration("poll_interval", raw.poll_interval, Duration::from_secs(1))?;
         if !(Duration::from_millis(50)..=Duration::from_secs(60)).contains(&poll_interval) {
-            return Err(ConfigError(
-                "`poll_interval` must be between 50ms and 60s".into(),
-            ));
+            return Err(ConfigError::Range {
+                key: "poll_interval",
+                range: "50ms and 60s",
+            });
         }
         let rate_window = duration("rate_window", raw.rate_window, Duration::from_secs(300))?;
         if !(Duration::from_secs(10)..=Duration::from_secs(3600)).contains(&rate_window) {
-            return Err(ConfigError(
-                "`rate_window` must be between 10s and 1h".into(),
-            ));
+            return Err(ConfigError::Range {
+                key: "rate_window",
+                range: "10s and 1h",
+            });
         }
         let tail_buffer = raw.tail_buffer.unwrap_or(500);
         if !(1..=10_000).contains(&tail_buffer) {
-            return Err(ConfigError(
-                "`tail_buffer` must be between 1 and 10000".to_owned(),
-            ));
+            return Err(ConfigError::Range {
+                key: "tail_buffer",
+                range: "1 and 10000",
+            });
         }
         Ok(DashboardConfig {
             listen,
@@ -170,6 +196,32 @@ mod tests {
         assert!(parse(serde_json::json!({"tokn": "x"}))
             .expect_err("unknown")
             .contains("tokn"));
+    }
+
+    #[test]
+    fn errors_have_kinds() {
+        let raw = |v: serde_json::Value| -> Raw { serde_json::from_value(v).expect("raw") };
+        let kind = |v| {
+            DashboardConfig::try_from(raw(v))
+                .expect_err("refused")
+                .kind()
+        };
+        assert_eq!(
+            kind(serde_json::json!({"listen": "x"})),
+            ConfigErrorKind::Listen
+        );
+        assert_eq!(
+            kind(serde_json::json!({"listen": "[::]:1"})),
+            ConfigErrorKind::Exposed
+        );
+        assert_eq!(
+            kind(serde_json::json!({"poll_interval": "soon"})),
+            ConfigErrorKind::Duration
+        );
+        assert_eq!(
+            kind(serde_json::json!({"poll_interval": "2h"})),
+            ConfigErrorKind::Range
+        );
     }
 
     #[test]
