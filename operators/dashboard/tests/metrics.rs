@@ -133,6 +133,7 @@ async fn metrics_parse_and_match_switchboard_status() -> anyhow::Result<()> {
                     get(&s, "switchboard_dashboard_unauthorized_total", &[]),
                     Some(0.0)
                 );
+                grafana_names_exist(&s)?;
                 return Ok(());
             }
             Err(p) => last_problem = p,
@@ -207,5 +208,34 @@ fn compare(s: &Samples, before: &Value, after: &Value) -> Result<(), String> {
             )?;
         }
     }
+    Ok(())
+}
+
+/// Every metric the example Grafana panels query is one the dashboard
+/// serves (a renamed metric would leave an empty panel).
+fn grafana_names_exist(s: &Samples) -> anyhow::Result<()> {
+    let path = switchboard_testkit::workspace_root().join("deploy/grafana-switchboard.json");
+    let board: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    let mut checked = 0;
+    for panel in board["panels"].as_array().context("panels")? {
+        for target in panel["targets"].as_array().context("targets")? {
+            let expr = target["expr"].as_str().context("expr")?;
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("switchboard_") {
+                    anyhow::ensure!(
+                        s.keys().any(|(name, _)| name == word),
+                        "{}: `{word}` is not served",
+                        path.display()
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    anyhow::ensure!(
+        checked >= 8,
+        "only {checked} metric names found in {}",
+        path.display()
+    );
     Ok(())
 }
