@@ -18,6 +18,8 @@ NATS_JS_VERSION := 2.29.3
 NOSTR_RELAY_VERSION := 1.14
 NOSTR_SDK_PY_VERSION := 0.45.1
 WEBSOCKETS_PY_VERSION := 17.4
+PROMETHEUS_CLIENT_VERSION := 0.23.1
+PLAYWRIGHT_CORE_VERSION := 1.65.1
 export SWITCHBOARD_NATS_SERVER := $(NATS_SERVER)
 
 .PHONY: all build tools bench-tools fuzz-tools fuzz fuzz-merge test check fmt clippy unit run bench chaos clean help bluesky-e2e-tools e2e-bluesky
@@ -33,7 +35,7 @@ build:
 ## Project-local tools (idempotent: a stamp per pinned version).
 ##   nats-server: the bus itself (tests, make run)
 ##   nats-py: the NATS client of the Python operators and their tests
-tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.nats-py-$(NATS_PY_VERSION) $(TOOLS)/.irc-servers $(TOOLS)/.nostr-$(NOSTR_RELAY_VERSION)-$(NOSTR_SDK_PY_VERSION)
+tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.nats-py-$(NATS_PY_VERSION) $(TOOLS)/.irc-servers $(TOOLS)/.nostr-$(NOSTR_RELAY_VERSION)-$(NOSTR_SDK_PY_VERSION) $(TOOLS)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION) $(TOOLS)/.chromium $(TOOLS)/.playwright-core-$(PLAYWRIGHT_CORE_VERSION)
 
 $(VENV)/bin/python:
 	@echo "==> creating $(VENV)"
@@ -58,6 +60,30 @@ $(TOOLS)/.nostr-$(NOSTR_RELAY_VERSION)-$(NOSTR_SDK_PY_VERSION): | $(VENV)/bin/py
 	@echo "==> installing nostr-relay $(NOSTR_RELAY_VERSION), nostr-sdk $(NOSTR_SDK_PY_VERSION) (PyPI) into $(VENV)"
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check "nostr-relay==$(NOSTR_RELAY_VERSION)" \
 		"nostr-sdk==$(NOSTR_SDK_PY_VERSION)" "websockets==$(WEBSOCKETS_PY_VERSION)"
+	touch $@
+
+## The dashboard's /metrics test reads the exposition with a real
+## Prometheus text-format parser (PyPI prometheus-client).
+$(TOOLS)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION): | $(VENV)/bin/python
+	@echo "==> installing prometheus-client $(PROMETHEUS_CLIENT_VERSION) (PyPI) into $(VENV)"
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "prometheus-client==$(PROMETHEUS_CLIENT_VERSION)"
+	touch $@
+
+## The dashboard's browser test: Debian's chromium (never a downloaded
+## browser) driven by npm playwright-core, project-local under
+## .tools/playwright (never global).
+$(TOOLS)/.chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "==> installing chromium (Debian package)"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@mkdir -p $(TOOLS) && touch $@
+
+$(TOOLS)/.playwright-core-$(PLAYWRIGHT_CORE_VERSION):
+	@command -v npm >/dev/null 2>&1 || { echo "npm is needed for playwright-core (Node 18 or later)"; exit 1; }
+	@echo "==> installing playwright-core $(PLAYWRIGHT_CORE_VERSION) (npm) into $(TOOLS)/playwright"
+	rm -rf $(TOOLS)/playwright && mkdir -p $(TOOLS)/playwright
+	npm install --prefix $(TOOLS)/playwright --no-audit --no-fund --no-package-lock "playwright-core@$(PLAYWRIGHT_CORE_VERSION)"
 	touch $@
 
 ## IRC servers the IRC operator's tests start on free loopback ports
@@ -201,7 +227,9 @@ unit: tools
 test: tools check unit
 
 run: tools
-	$(CARGO) build --release -p switchboard-orchestrator -p switchboard-demo
+	$(CARGO) build --release -p switchboard-orchestrator -p switchboard-demo -p switchboard-dashboard
+	@mkdir -p .run && umask 077 && { [ -s .run/dashboard-token ] || head -c 18 /dev/urandom | base64 > .run/dashboard-token; }
+	@echo "dashboard: http://127.0.0.1:8477/ (token for its buttons: .run/dashboard-token)"
 	@./scripts/run-demo.sh
 
 bench: bench-tools

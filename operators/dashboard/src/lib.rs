@@ -1,0 +1,20 @@
+//! `switchboard-dashboard`: see the bus, don't just read it.
+//!
+//! An operator (so a crash of the web server cannot take the daemon down,
+//! and its rights are only what its manifest grants: the daemon's
+//! read-only API, `ctl` through the daemon's own checks, and read-only
+//! subscriptions) that serves one page with live updates over
+//! server-sent events and `/metrics` for Prometheus ([`server`]). It
+//! listens on loopback by default; anything that changes state needs the
+//! token ([`config`]).
+
+pub mod config;
+pub mod hub;
+pub mod metrics;
+pub mod operator;
+pub mod process;
+pub mod rates;
+pub mod server;
+
+pub use config::DashboardConfig;
+pub use operator::Dashboard;

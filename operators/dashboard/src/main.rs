@@ -1,0 +1,7 @@
+//! `switchboard-dashboard`: the dashboard operator binary. Everything is
+//! in the library; this only hands the operator to the runtime.
+
+#[tokio::main]
+async fn main() -> Result<(), switchboard_bus::RunError> {
+    switchboard_bus::run(switchboard_dashboard::Dashboard::default()).await
+}

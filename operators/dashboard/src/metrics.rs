@@ -1,0 +1,363 @@
+//! `/metrics`: the Prometheus text exposition format (version 0.0.4).
+//!
+//! Names follow the Prometheus conventions: a `switchboard_` prefix, base
+//! units in the name (`_seconds`, `_bytes`), `_total` for counters, and
+//! states as one gauge per state with value 1 for the current one. Every
+//! heartbeat counter of an operator is a counter
+//! `switchboard_operator_<name>_total{operator="<id>"}` (names with
+//! characters Prometheus does not allow get `_` instead).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use switchboard_proto::api::{StatusReply, SupervisedState};
+use switchboard_proto::Health;
+
+use crate::hub::Counters;
+use crate::process::Sample;
+use crate::rates::Rates;
+
+/// The content type of the format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Every state, so each operator has a sample for each.
+const STATES: [SupervisedState; 8] = [
+    SupervisedState::Starting,
+    SupervisedState::Running,
+    SupervisedState::Halted,
+    SupervisedState::Stopping,
+    SupervisedState::Backoff,
+    SupervisedState::Exited,
+    SupervisedState::Failed,
+    SupervisedState::Disabled,
+];
+
+/// The one heartbeat "counter" that goes down as well as up (the SDK's
+/// `switchboard_bus::client::PUBLISH_PENDING`, not exported): a gauge.
+const PUBLISH_PENDING: &str = "publish_pending";
+
+const HEALTHS: [Health; 3] = [Health::Ok, Health::Degraded, Health::Failed];
+
+/// What goes in.
+pub struct Input<'a> {
+    /// Whether the last status poll answered.
+    pub bus_up: bool,
+    /// The last status.
+    pub status: Option<&'a StatusReply>,
+    /// Messages seen.
+    pub rates: &'a Rates,
+    /// The current second.
+    pub now_secs: u64,
+    /// The daemon's process figures.
+    pub daemon: Option<Sample>,
+    /// The dashboard's own counters.
+    pub counters: &'a Counters,
+}
+
+/// One metric family: its samples are collected first so each family is
+/// written once, with its HELP and TYPE.
+struct Family {
+    help: String,
+    kind: &'static str,
+    samples: Vec<(String, String)>,
+}
+
+#[derive(Default)]
+struct Out {
+    families: BTreeMap<String, Family>,
+}
+
+impl Out {
+    fn add(&mut self, name: &str, kind: &'static str, help: &str, labels: &[(&str, &str)], v: f64) {
+        let f = self
+            .families
+            .entry(name.to_owned())
+            .or_insert_with(|| Family {
+                help: help.to_owned(),
+                kind,
+                samples: Vec::new(),
+            });
+        let mut l = String::new();
+        if !labels.is_empty() {
+            l.push('{');
+            for (i, (k, val)) in labels.iter().enumerate() {
+                if i > 0 {
+                    l.push(',');
+                }
+                let _ = write!(l, "{k}=\"{}\"", escape_label(val));
+            }
+            l.push('}');
+        }
+        f.samples.push((l, number(v)));
+    }
+
+    fn finish(self) -> String {
+        let mut s = String::new();
+        for (name, f) in self.families {
+            let _ = writeln!(
+                s,
+                "# HELP {name} {}",
+                f.help.replace('\\', "\\\\").replace('\n', "\\n")
+            );
+            let _ = writeln!(s, "# TYPE {name} {}", f.kind);
+            for (labels, v) in f.samples {
+                let _ = writeln!(s, "{name}{labels} {v}");
+            }
+        }
+        s
+    }
+}
+
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Label values escape `\`, `"` and newlines.
+pub fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A heartbeat counter's name as a metric name part: `[a-zA-Z0-9_]`.
+pub fn metric_part(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The exposition.
+pub fn render(input: &Input<'_>) -> String {
+    let mut o = Out::default();
+    o.add(
+        "switchboard_up",
+        "gauge",
+        "1 when the daemon's API answered the last status request",
+        &[],
+        f64::from(u8::from(input.bus_up)),
+    );
+    if let Some(st) = input.status {
+        daemon(&mut o, st, input.daemon);
+        for op in &st.operators {
+            let id = op.id.as_str();
+            for s in STATES {
+                o.add(
+                    "switchboard_operator_state",
+                    "gauge",
+                    "Supervision state: 1 for the current one",
+                    &[("operator", id), ("state", s.as_str())],
+                    f64::from(u8::from(op.state == s)),
+                );
+            }
+            for h in HEALTHS {
+                o.add(
+                    "switchboard_operator_health",
+                    "gauge",
+                    "Health from the last heartbeat: 1 for the current one",
+                    &[("operator", id), ("health", h.as_str())],
+                    f64::from(u8::from(op.health == h)),
+                );
+            }
+            o.add(
+                "switchboard_operator_restarts_total",
+                "counter",
+                "Process starts after the first",
+                &[("operator", id)],
+                op.restarts as f64,
+            );
+            o.add(
+                "switchboard_operator_ignored_lifecycle_total",
+                "counter",
+                "Ready and heartbeat messages from another process, ignored",
+                &[("operator", id)],
+                op.ignored_lifecycle as f64,
+            );
+            if let Some(ms) = op.uptime_ms {
+                o.add(
+                    "switchboard_operator_uptime_seconds",
+                    "gauge",
+                    "Seconds since the current process started",
+                    &[("operator", id)],
+                    ms as f64 / 1000.0,
+                );
+            }
+            if let Some(ms) = op.last_heartbeat_ms {
+                o.add(
+                    "switchboard_operator_heartbeat_age_seconds",
+                    "gauge",
+                    "Seconds since the last heartbeat (or ready)",
+                    &[("operator", id)],
+                    ms as f64 / 1000.0,
+                );
+            }
+            if let Some(c) = &op.counters {
+                let map = serde_json::to_value(c).ok();
+                for (name, v) in map.iter().filter_map(|v| v.as_object()).flatten() {
+                    let Some(v) = v.as_u64() else { continue };
+                    if name == PUBLISH_PENDING {
+                        o.add(
+                            "switchboard_operator_publish_pending",
+                            "gauge",
+                            "Publishes accepted but not yet written to the connection",
+                            &[("operator", id)],
+                            v as f64,
+                        );
+                        continue;
+                    }
+                    o.add(
+                        &format!("switchboard_operator_{}_total", metric_part(name)),
+                        "counter",
+                        &format!("Heartbeat counter `{name}` of the operator"),
+                        &[("operator", id)],
+                        v as f64,
+                    );
+                }
+            }
+        }
+    }
+    for (branch, total) in input.rates.totals() {
+        o.add(
+            "switchboard_bus_messages_total",
+            "counter",
+            "Messages the dashboard saw on the bus since it started, per subject branch",
+            &[("branch", branch)],
+            total as f64,
+        );
+        o.add(
+            "switchboard_bus_messages_per_second",
+            "gauge",
+            "Mean messages per second over the last 10 s, per subject branch",
+            &[("branch", branch)],
+            input.rates.mean(branch, input.now_secs, 10),
+        );
+    }
+    let own = [
+        (
+            "tail_dropped",
+            &input.counters.tail_dropped,
+            "Messages a slow page did not get in its tail or log stream",
+        ),
+        (
+            "status_errors",
+            &input.counters.status_errors,
+            "Status requests to the daemon that failed",
+        ),
+        (
+            "unauthorized",
+            &input.counters.unauthorized,
+            "State-changing requests refused for a missing or wrong token",
+        ),
+        (
+            "ctl_requests",
+            &input.counters.ctl_requests,
+            "Control requests passed to the daemon",
+        ),
+    ];
+    for (name, c, help) in own {
+        o.add(
+            &format!("switchboard_dashboard_{name}_total"),
+            "counter",
+            help,
+            &[],
+            c.get() as f64,
+        );
+    }
+    o.finish()
+}
+
+fn daemon(o: &mut Out, st: &StatusReply, process: Option<Sample>) {
+    o.add(
+        "switchboard_daemon_info",
+        "gauge",
+        "The daemon's version (value always 1)",
+        &[("version", &st.version)],
+        1.0,
+    );
+    o.add(
+        "switchboard_daemon_uptime_seconds",
+        "gauge",
+        "Seconds since the daemon started",
+        &[],
+        st.uptime_ms as f64 / 1000.0,
+    );
+    if let Some(p) = process {
+        o.add(
+            "switchboard_daemon_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the daemon process",
+            &[],
+            p.rss_bytes as f64,
+        );
+        o.add(
+            "switchboard_daemon_cpu_seconds_total",
+            "counter",
+            "CPU time of the daemon process, user and system",
+            &[],
+            p.cpu_seconds,
+        );
+    }
+    o.add(
+        "switchboard_daemon_log_lines_dropped_total",
+        "counter",
+        "Operators' output lines the daemon could not forward to the bus",
+        &[],
+        st.log_lines_dropped as f64,
+    );
+    o.add(
+        "switchboard_daemon_events_dropped_total",
+        "counter",
+        "Lifecycle events the daemon could not forward to the bus",
+        &[],
+        st.events_dropped as f64,
+    );
+    if let Some(s) = &st.stream {
+        let name = s.name.as_str();
+        for (metric, help, v) in [
+            (
+                "switchboard_stream_messages",
+                "Messages the durable stream keeps",
+                s.messages,
+            ),
+            (
+                "switchboard_stream_bytes",
+                "Bytes the durable stream keeps",
+                s.bytes,
+            ),
+            (
+                "switchboard_stream_max_bytes",
+                "Size limit of the durable stream",
+                s.max_bytes,
+            ),
+            (
+                "switchboard_stream_consumers",
+                "Consumers of the durable stream",
+                s.consumers,
+            ),
+        ] {
+            o.add(metric, "gauge", help, &[("stream", name)], v as f64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_names_are_escaped() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(metric_part("lines-Written.x"), "lines_written_x");
+        assert_eq!(number(3.0), "3");
+        assert_eq!(number(0.5), "0.5");
+    }
+}

@@ -1,0 +1,147 @@
+//! A real `switchboard run` (embedded nats-server) supervising the ping
+//! bot and this dashboard, and a plain HTTP/1.1 client for its routes.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use switchboard_chaos::{Rig, WAIT};
+use switchboard_proto::api::{LogsReply, LogsRequest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The token the tests configure (by secret reference, from a file).
+pub const TOKEN: &str = "s3cret-dash-token";
+
+/// A daemon with `pingbot` and `dashboard`, and the dashboard's address.
+pub struct Dash {
+    pub rig: Rig,
+    pub addr: SocketAddr,
+}
+
+/// The dashboard manifest as in the example, with fast polling; the
+/// token from `token_file` when given.
+pub fn manifest(token_file: Option<&std::path::Path>) -> String {
+    let mut m = format!(
+        "id = \"dashboard\"\ncommand = {:?}\nheartbeat_interval = \"500ms\"\nmissed_heartbeats = 20\n\
+         publish = []\nsubscribe = [\"chat.#\", \"send.#\", \"sb.event.#\", \"sb.log.#\", \"sb.op.#\"]\n\
+         api = [\"status\", \"logs\", \"ctl\"]\n[config]\npoll_interval = \"100ms\"\n",
+        switchboard_testkit::bin_path("switchboard-dashboard")
+    );
+    if let Some(f) = token_file {
+        m.push_str(&format!("[secrets]\ntoken = {{ file = {f:?} }}\n"));
+    }
+    m
+}
+
+/// The ping bot, restarted at once when it dies, and lenient with
+/// heartbeats: a loaded test machine must not make the daemon restart it
+/// for slowness (the tests count restarts).
+pub fn pingbot_manifest() -> String {
+    format!(
+        "id = \"pingbot\"\ncommand = {:?}\nheartbeat_interval = \"500ms\"\nmissed_heartbeats = 20\n\
+         stop_timeout = \"2s\"\nrestart = \"always\"\n[backoff]\ninitial = \"10ms\"\nreset_after = \"100ms\"\n",
+        switchboard_testkit::bin_path("switchboard-pingbot")
+    )
+}
+
+/// Start it all; the dashboard with the token when `token` is true.
+pub async fn start(token: bool) -> anyhow::Result<Dash> {
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("dashboard-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n"))?;
+    let manifests = vec![
+        ("pingbot.toml".to_owned(), pingbot_manifest()),
+        (
+            "dashboard.toml".to_owned(),
+            manifest(token.then_some(token_file.as_path())),
+        ),
+    ];
+    let rig = Rig::start_in(dir, &manifests, "").await?;
+    let addr = address_from_log(&rig).await?;
+    Ok(Dash { rig, addr })
+}
+
+/// The address in the dashboard's last start line, read back through the
+/// daemon's `logs` API as a person would with `switchboard logs`.
+pub async fn address_from_log(rig: &Rig) -> anyhow::Result<SocketAddr> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let req = LogsRequest {
+            id: "dashboard".into(),
+            lines: 100,
+        };
+        if let Ok(reply) = rig
+            .bus
+            .request_json::<_, LogsReply>("sb.api.logs", &req, Duration::from_secs(2))
+            .await
+        {
+            // The last one: a reload logs a new address.
+            for l in reply.lines.iter().rev() {
+                if let Some(rest) = l.line.split("dashboard on http://").nth(1) {
+                    let addr: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                        .collect();
+                    return addr
+                        .parse()
+                        .with_context(|| format!("address in {:?}", l.line));
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the dashboard never logged its address:\n{}", rig.log());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One HTTP/1.1 request; the status and the body.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await??;
+    let text = String::from_utf8(out)?;
+    let (head, body) = text.split_once("\r\n\r\n").context("no end of headers")?;
+    let code: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .context("no status")?
+        .parse()?;
+    Ok((code, body.to_owned()))
+}
+
+/// `switchboard status --json` for the rig's daemon.
+pub fn cli_status(rig: &Rig) -> anyhow::Result<serde_json::Value> {
+    let out = std::process::Command::new(switchboard_testkit::bin_path("switchboard"))
+        .args(["status", "--json", "--config"])
+        .arg(rig.dir.path().join("switchboard.toml"))
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "switchboard status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}

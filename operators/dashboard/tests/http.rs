@@ -1,0 +1,370 @@
+//! The dashboard's routes against a real daemon: state changes need the
+//! token, a halt through the page's endpoint halts the operator, the tail
+//! filters by pattern, the page and logs are served, and it listens on
+//! loopback.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::json;
+use switchboard_bus::{ChatAddress, Envelope};
+use switchboard_chaos::WAIT;
+use switchboard_proto::api::SupervisedState;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const HALT: &str = r#"{"verb":"halt","target":"pingbot"}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_right_token_nothing_changes_and_with_it_halt_halts() -> anyhow::Result<()> {
+    let d = common::start(true).await?;
+    assert!(d.addr.ip().is_loopback(), "{}", d.addr);
+    d.rig
+        .wait_for("pingbot", |o| o.state == SupervisedState::Running)
+        .await?;
+
+    let (code, body) = common::http(d.addr, "POST", "/api/ctl", &[], HALT).await?;
+    assert_eq!(code, 401, "{body}");
+    let wrong = [("Authorization", "Bearer not-the-token")];
+    let (code, _) = common::http(d.addr, "POST", "/api/ctl", &wrong, HALT).await?;
+    assert_eq!(code, 401);
+    let prefix = [("Authorization", "Bearer s3cret")];
+    let (code, _) = common::http(d.addr, "POST", "/api/ctl", &prefix, HALT).await?;
+    assert_eq!(code, 401, "a prefix of the token is not the token");
+    // Still running, after the daemon had time to act on anything.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        d.rig.operator("pingbot").await?.state,
+        SupervisedState::Running
+    );
+    // The token never shows in what the dashboard says about itself.
+    let logs = d.rig.log();
+    assert!(!logs.contains(common::TOKEN));
+
+    let bearer = format!("Bearer {}", common::TOKEN);
+    let auth = [("Authorization", bearer.as_str())];
+    let (code, body) = common::http(
+        d.addr,
+        "POST",
+        "/api/ctl",
+        &auth,
+        r#"{"verb":"halt","target":"pingbot","config":{}}"#,
+    )
+    .await?;
+    assert_eq!(code, 400, "a config cannot be pushed from the page: {body}");
+    let (code, body) = common::http(d.addr, "POST", "/api/ctl", &auth, HALT).await?;
+    assert_eq!(code, 200, "{body}");
+    let reply: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(reply["results"][0]["ok"], true, "{reply}");
+    let status = common::cli_status(&d.rig)?;
+    let ping = status["operators"]
+        .as_array()
+        .and_then(|a| a.iter().find(|o| o["id"] == "pingbot"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(ping["state"], "halted", "{status}");
+
+    let (code, metrics) = common::http(d.addr, "GET", "/metrics", &[], "").await?;
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("switchboard_dashboard_unauthorized_total 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchboard_dashboard_ctl_requests_total 1"),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_configured_the_buttons_are_refused() -> anyhow::Result<()> {
+    let d = common::start(false).await?;
+    let auth = [("Authorization", "Bearer anything")];
+    let (code, body) = common::http(d.addr, "POST", "/api/ctl", &auth, HALT).await?;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("token"), "{body}");
+    let (code, page) = common::http(d.addr, "GET", "/", &[], "").await?;
+    assert_eq!(code, 200);
+    assert!(page.contains("<title>Switchboard</title>"));
+    // DNS rebinding: a page under another name that resolves here.
+    let evil = [("Host", "rebind.example:8477")];
+    let (code, body) = common::http(d.addr, "GET", "/api/snapshot", &evil, "").await?;
+    assert_eq!(code, 403, "{body}");
+    let local = format!("localhost:{}", d.addr.port());
+    let (code, _) = common::http(d.addr, "GET", "/metrics", &[("Host", &local)], "").await?;
+    assert_eq!(code, 200);
+    let (code, snap) = common::http(d.addr, "GET", "/api/snapshot", &[], "").await?;
+    assert_eq!(code, 200);
+    let snap: serde_json::Value = serde_json::from_str(&snap)?;
+    assert_eq!(snap["controls"], false, "{snap}");
+    Ok(())
+}
+
+/// Read a server-sent-event stream until `done` holds for what came so
+/// far (or [`WAIT`] passes); the text read.
+async fn sse_until(
+    addr: std::net::SocketAddr,
+    path: &str,
+    done: impl Fn(&str) -> bool,
+) -> anyhow::Result<String> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n")
+            .as_bytes(),
+    )
+    .await?;
+    let deadline = Instant::now() + WAIT;
+    let mut text = String::new();
+    let mut buf = vec![0u8; 8192];
+    while !done(&text) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        anyhow::ensure!(
+            !left.is_zero(),
+            "stream never showed what was expected:\n{text}"
+        );
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) => anyhow::bail!("stream ended:\n{text}"),
+            Ok(Ok(n)) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => {}
+        }
+    }
+    Ok(text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tail_shows_only_what_the_pattern_matches() -> anyhow::Result<()> {
+    let d = common::start(false).await?;
+    let wanted = ChatAddress::new("alpha", "x", "room");
+    let other = ChatAddress::new("beta", "x", "room");
+    let env = |t: &str| Envelope::new("test", json!({"text": t, "sender": "t", "room": "room"}));
+    // One before the page connects (from the buffer), one after (live).
+    d.rig
+        .bus
+        .publish(&other.event_subject("message"), &env("not-this-one"))
+        .await?;
+    d.rig
+        .bus
+        .publish(&wanted.event_subject("message"), &env("buffered-one"))
+        .await?;
+    d.rig.bus.flush().await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let bus = d.rig.bus.clone();
+    let (w, o) = (wanted.clone(), other.clone());
+    let later = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = bus
+            .publish(&o.event_subject("message"), &env("nor-this-one"))
+            .await;
+        let _ = bus
+            .publish(&w.event_subject("message"), &env("live-one"))
+            .await;
+        let _ = bus.flush().await;
+    });
+    let text = sse_until(d.addr, "/api/tail?pattern=chat.alpha.%23", |t| {
+        t.contains("live-one")
+    })
+    .await?;
+    later.await?;
+    assert!(text.contains("buffered-one"), "{text}");
+    assert!(
+        !text.contains("not-this-one") && !text.contains("nor-this-one"),
+        "{text}"
+    );
+    assert!(!text.contains("sb.op."), "{text}");
+
+    let (code, body) = common::http(d.addr, "GET", "/api/tail?pattern=chat..x", &[], "").await?;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("not a pattern"), "{body}");
+
+    // An operator's log: its recent lines, then new ones.
+    let text = sse_until(d.addr, "/api/logs?id=dashboard", |t| {
+        t.contains("dashboard on http://")
+    })
+    .await?;
+    assert!(text.contains("event: line"), "{text}");
+    let (code, _) = common::http(d.addr, "GET", "/api/logs?id=nobody", &[], "").await?;
+    assert_eq!(code, 404);
+    Ok(())
+}
+
+/// Poll `/api/snapshot` until `cond` holds.
+async fn snapshot_until(
+    addr: std::net::SocketAddr,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) -> anyhow::Result<serde_json::Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (code, body) = common::http(addr, "GET", "/api/snapshot", &[], "").await?;
+        anyhow::ensure!(code == 200, "{body}");
+        let snap: serde_json::Value = serde_json::from_str(&body)?;
+        if cond(&snap) {
+            return Ok(snap);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "never: {snap}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_says_when_the_bus_is_down_and_recovers() -> anyhow::Result<()> {
+    let d = common::start(false).await?;
+    snapshot_until(d.addr, |s| s["bus_up"] == true).await?;
+    let nats = d.rig.nats_pid().context("the embedded nats-server")?;
+    // The daemon restarts its server within milliseconds: held with
+    // SIGSTOP, it cannot, so the outage lasts until SIGCONT.
+    let signal = |pid: u32, s: nix::sys::signal::Signal| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), s)
+    };
+    signal(d.rig.pid(), nix::sys::signal::Signal::SIGSTOP)?;
+    signal(nats, nix::sys::signal::Signal::SIGKILL)?;
+    // The web server stays up and says why, keeping the last status.
+    let down = snapshot_until(d.addr, |s| s["bus_up"] == false).await?;
+    assert!(
+        down["bus_error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{down}"
+    );
+    assert!(down["status"]["operators"].is_array(), "{down}");
+    let (_, metrics) = common::http(d.addr, "GET", "/metrics", &[], "").await?;
+    assert!(
+        metrics.contains("\nswitchboard_up 0\n") || metrics.starts_with("switchboard_up 0"),
+        "{metrics}"
+    );
+    // The daemon restarts its server; the dashboard reconnects.
+    signal(d.rig.pid(), nix::sys::signal::Signal::SIGCONT)?;
+    snapshot_until(d.addr, |s| s["bus_up"] == true).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_moves_the_server_even_with_a_page_open() -> anyhow::Result<()> {
+    let d = common::start(false).await?;
+    // A page following events: its stream must not hold the old server.
+    let mut open = tokio::net::TcpStream::connect(d.addr).await?;
+    open.write_all(format!("GET /api/events HTTP/1.1\r\nHost: {}\r\n\r\n", d.addr).as_bytes())
+        .await?;
+    let mut buf = [0u8; 1024];
+    let n = open.read(&mut buf).await?;
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("200 OK"));
+
+    let req = switchboard_proto::api::CtlRequest {
+        verb: switchboard_proto::Verb::Reload,
+        target: "dashboard".into(),
+        config: Some(
+            json!({"listen": "127.0.0.1:0", "poll_interval": "100ms", "rate_window": "10s"}),
+        ),
+    };
+    let reply: switchboard_proto::api::CtlReply = d
+        .rig
+        .bus
+        .request_json("sb.api.ctl", &req, Duration::from_secs(10))
+        .await?;
+    assert!(reply.results.first().is_some_and(|r| r.ok), "{reply:?}");
+    let deadline = Instant::now() + WAIT;
+    let moved = loop {
+        let a = common::address_from_log(&d.rig).await?;
+        if a != d.addr {
+            break a;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no new address logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        tokio::net::TcpStream::connect(d.addr).await.is_err(),
+        "the old address still listens"
+    );
+    // The new config applies: a 10 s rate window.
+    let snap = snapshot_until(moved, |s| s["rates"][0]["per_second"].is_array()).await?;
+    assert_eq!(
+        snap["rates"][0]["per_second"].as_array().map(Vec::len),
+        Some(10),
+        "{snap}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_too_slow_for_the_tail_is_told_and_the_drop_counted() -> anyhow::Result<()> {
+    let d = common::start(false).await?;
+    // A page that asks for the tail and then does not read.
+    let mut slow = tokio::net::TcpStream::connect(d.addr).await?;
+    slow.write_all(
+        format!(
+            "GET /api/tail?pattern=chat.flood.%23 HTTP/1.1\r\nHost: {}\r\n\r\n",
+            d.addr
+        )
+        .as_bytes(),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Far more than the socket buffers and the 1024-entry channel hold.
+    let room = ChatAddress::new("flood", "x", "room");
+    let subject = room.event_subject("message");
+    let pad = "x".repeat(1000);
+    for i in 0..20_000 {
+        let env = Envelope::new(
+            "test",
+            json!({"text": format!("{i} {pad}"), "sender": "t", "room": "room"}),
+        );
+        d.rig.bus.publish(&subject, &env).await?;
+    }
+    d.rig.bus.flush().await?;
+    let seen = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("switchboard_bus_messages_total{branch=\"chat.flood\"} "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, m) = common::http(d.addr, "GET", "/metrics", &[], "").await?;
+        if seen(&m) == 20_000 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the dashboard never saw the flood:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Now the page reads: it is told how many it missed.
+    let mut text = String::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let deadline = Instant::now() + WAIT;
+    let lagged: u64 = loop {
+        if let Some(n) = text
+            .split("event: lagged\ndata: ")
+            .skip(1)
+            .map(|rest| {
+                rest.split('\n')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
+            .reduce(|a, b| a + b)
+        {
+            if text.contains(&format!("19999 {}", &pad[..10])) {
+                break n;
+            }
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no lagged event");
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), slow.read(&mut buf)).await {
+            anyhow::ensure!(n > 0, "stream ended");
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    assert!(lagged > 0);
+    let (_, m) = common::http(d.addr, "GET", "/metrics", &[], "").await?;
+    assert!(
+        m.contains(&format!(
+            "switchboard_dashboard_tail_dropped_total {lagged}\n"
+        )),
+        "lagged {lagged}:\n{m}"
+    );
+    Ok(())
+}
