@@ -111,9 +111,17 @@ pub struct Context {
     /// bounded by [`HELD_BYTES`] (oldest shed and counted).
     held: std::collections::VecDeque<Delivery>,
     held_bytes: usize,
+    links: std::collections::BTreeMap<String, String>,
 }
 
 impl Context {
+    /// Say in `ready` (and so in `switchboard status`) what this operator
+    /// serves for people: a name and a URL (a dashboard, a web hook).
+    /// Call it in [`Operator::start`], before ready goes out.
+    pub fn advertise(&mut self, name: impl Into<String>, url: impl Into<String>) {
+        self.links.insert(name.into(), url.into());
+    }
+
     /// The health this operator reports in heartbeats: set it when its
     /// work cannot go on (`ctx.health().set(Health::Degraded, "...")`),
     /// and back to ok when it can. Clone it into tasks.
@@ -398,6 +406,7 @@ impl<O: Operator> Runtime<O> {
                 health: crate::HealthReport::default(),
                 held: std::collections::VecDeque::new(),
                 held_bytes: 0,
+                links: std::collections::BTreeMap::new(),
             },
             started_at: Instant::now(),
             seq: 0,
@@ -527,6 +536,7 @@ impl<O: Operator> Runtime<O> {
             pid: std::process::id(),
             protocol: PROTOCOL_VERSION,
             version: self.op.version(),
+            links: self.ctx.links.clone(),
             timestamp: Timestamp::now(),
         };
         if let Err(e) = self

@@ -612,6 +612,11 @@ pub fn status_table(status: &StatusReply) -> String {
     if status.operators.is_empty() {
         out.push_str("(no operators: add manifests to the manifests directory and send SIGHUP)\n");
     }
+    for o in &status.operators {
+        for (name, url) in &o.links {
+            out.push_str(&format!("{name}: {url} ({})\n", o.id));
+        }
+    }
     if let Some(s) = &status.stream {
         match &s.error {
             Some(e) => out.push_str(&format!("stream {}: {e}\n", s.name)),
@@ -756,7 +761,8 @@ mod output_tests {
         let op: OperatorStatus = serde_json::from_value(serde_json::json!({
             "id": "p", "state": "running", "restarts": 0, "control": "nats",
             "last_exit": "killed by SIGKILL", "ignored_lifecycle": 3,
-            "health": "degraded", "health_reason": "cannot write /logs: Permission denied"
+            "health": "degraded", "health_reason": "cannot write /logs: Permission denied",
+            "links": {"dashboard": "http://127.0.0.1:8477/"}
         }))
         .unwrap();
         let status = StatusReply {
@@ -781,6 +787,10 @@ mod output_tests {
         let table = status_table(&status);
         assert!(
             table.contains("degraded: cannot write /logs: Permission denied"),
+            "{table}"
+        );
+        assert!(
+            table.contains("dashboard: http://127.0.0.1:8477/ (p)"),
             "{table}"
         );
         assert!(

@@ -136,6 +136,9 @@ pub struct OperatorStatus {
     /// ready or heartbeat (not JSON, wrong fields): ignored and counted.
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub malformed_lifecycle: u64,
+    /// What it serves for people (from its ready message): name -> URL.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub links: std::collections::BTreeMap<String, String>,
     /// The health its last heartbeat reported (absent: ok).
     #[serde(default, skip_serializing_if = "crate::Health::is_ok")]
     pub health: crate::Health,

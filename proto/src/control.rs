@@ -103,6 +103,10 @@ pub struct Ready {
     /// The operator's own version, for status output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// What it serves for people, by name: `{"dashboard":
+    /// "http://127.0.0.1:8477/"}`; `switchboard status` shows them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub links: std::collections::BTreeMap<String, String>,
     /// When it became ready.
     pub timestamp: Timestamp,
 }

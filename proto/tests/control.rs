@@ -132,6 +132,7 @@ fn ready_and_heartbeat_round_trip() {
         pid: 4242,
         protocol: PROTOCOL_VERSION,
         version: Some("0.1.0".into()),
+        links: [("dashboard".to_owned(), "http://127.0.0.1:8477/".to_owned())].into(),
         timestamp: ts,
     };
     let text = serde_json::to_string(&ready).expect("serializes");

@@ -95,6 +95,7 @@ impl Operator for Dashboard {
         )));
         self.stop = Some(stop_tx);
         tracing::info!(url = %format!("http://{addr}"), "dashboard on http://{addr}");
+        ctx.advertise("dashboard", format!("http://{addr}/"));
         Ok(())
     }
 

@@ -64,6 +64,17 @@ async fn without_the_right_token_nothing_changes_and_with_it_halt_halts() -> any
         .cloned()
         .unwrap_or_default();
     assert_eq!(ping["state"], "halted", "{status}");
+    // `switchboard status` says where the page is (from its ready).
+    let dash = status["operators"]
+        .as_array()
+        .and_then(|a| a.iter().find(|o| o["id"] == "dashboard"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        dash["links"]["dashboard"],
+        format!("http://{}/", d.addr),
+        "{status}"
+    );
 
     let (code, metrics) = common::http(d.addr, "GET", "/metrics", &[], "").await?;
     assert_eq!(code, 200);

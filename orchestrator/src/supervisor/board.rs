@@ -25,6 +25,7 @@ pub(super) struct Entry {
     pub(super) counters: Option<Counters>,
     pub(super) ignored_lifecycle: u64,
     pub(super) malformed_lifecycle: u64,
+    pub(super) links: std::collections::BTreeMap<String, String>,
     pub(super) health: Health,
     pub(super) health_reason: Option<String>,
 }
@@ -45,6 +46,7 @@ impl Entry {
             counters: self.counters.clone(),
             ignored_lifecycle: self.ignored_lifecycle,
             malformed_lifecycle: self.malformed_lifecycle,
+            links: self.links.clone(),
             health: self.health,
             health_reason: self.health_reason.clone(),
         }

@@ -199,6 +199,7 @@ impl Actor {
             counters: None,
             ignored_lifecycle: 0,
             malformed_lifecycle: 0,
+            links: Default::default(),
             health: Default::default(),
             health_reason: None,
         }
@@ -213,6 +214,13 @@ impl Actor {
             .entry(self.id.to_string())
             .or_insert_with(|| fresh.clone());
         e.state = fresh.state;
+        if e.pid != fresh.pid {
+            // What the last process said of itself is not news about
+            // this one.
+            e.links.clear();
+            e.health = Default::default();
+            e.health_reason = None;
+        }
         e.pid = fresh.pid;
         e.started = fresh.started;
         e.restarts = fresh.restarts;
@@ -405,6 +413,17 @@ impl Actor {
             Lifecycle::Heartbeat(hb) => Heard::Heartbeat(hb.state),
             Lifecycle::Malformed { .. } => return,
         };
+        if let Lifecycle::Ready(ready) = &msg {
+            let mut board = self.board.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = board.get_mut(self.id.as_str()) {
+                e.links = ready
+                    .links
+                    .iter()
+                    .take(8)
+                    .map(|(k, v)| (k.chars().take(64).collect(), v.chars().take(512).collect()))
+                    .collect();
+            }
+        }
         if let Lifecycle::Heartbeat(hb) = msg {
             let mut board = self.board.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(e) = board.get_mut(self.id.as_str()) {
