@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use switchboard_bus::{Bus, RawMessage, RawSubscription};
 use switchboard_proto::api::{methods, CtlReply, CtlRequest, OperatorEvent, OperatorStatus};
-use switchboard_proto::api::{StatusReply, StatusRequest};
+use switchboard_proto::api::{LogsReply, LogsRequest, StatusReply, StatusRequest};
 use switchboard_proto::{
     control_subject, event_subject, heartbeat_subject, ready_subject, OperatorId, Verb,
 };
@@ -150,6 +150,34 @@ impl Harness {
             .operators
             .into_iter()
             .find(|o| o.id == self.id().as_str())
+    }
+
+    /// How the operator's process ended and the last lines it printed,
+    /// for a reason that tells the author what to fix.
+    pub async fn obituary(&self) -> String {
+        let how = self
+            .status()
+            .await
+            .and_then(|o| o.last_exit.or(o.reason))
+            .unwrap_or_else(|| "it ended".into());
+        let logs: Option<LogsReply> = crate::api::call(
+            &self.bus,
+            methods::LOGS,
+            &LogsRequest {
+                id: self.id().to_string(),
+                lines: 5,
+            },
+        )
+        .await
+        .ok();
+        let lines: Vec<String> = logs
+            .map(|l| l.lines.into_iter().map(|l| l.line).collect())
+            .unwrap_or_default();
+        if lines.is_empty() {
+            how
+        } else {
+            format!("{how}; its last lines: {}", lines.join(" | "))
+        }
     }
 
     /// Wait until status shows a process for the operator; its pid.

@@ -98,7 +98,12 @@ pub async fn survives_garbage(h: &Harness, pid: u32, settle: Duration) -> Verdic
 /// user during the run.
 pub fn own_subjects(h: &Harness) -> Verdict {
     const RULE: &str = "own-subjects";
-    let user = format!("\"{}{}\"", crate::nats_server::OPERATOR_USER_PREFIX, h.id());
+    // nats-server names the refused user as `"$G/user:op-<id>"`.
+    let user = format!(
+        "user:{}{}\"",
+        crate::nats_server::OPERATOR_USER_PREFIX,
+        h.id()
+    );
     let refused: Vec<String> = h
         .daemon_log()
         .lines()
@@ -137,10 +142,10 @@ mod tests {
 
     #[test]
     fn a_violation_is_shown_from_its_kind() {
-        let line = "WARN switchboard::nats: [1] [ERR] 127.0.0.1:5 - cid:7 - \"v1:python3:op\" - Publish Violation - User \"op-py\", Subject \"chat.x\"";
+        let line = "WARN [26081] 2026/12/01 17:43:31.063926 [ERR] 127.0.0.1:60142 - cid:10 - \"v2.16.0:python3\" - \"$G/user:op-faulty\" - Publish Violation - Subject \"sb.op.x.heartbeat\"";
         assert_eq!(
             violation(line),
-            "Publish Violation - User \"op-py\", Subject \"chat.x\""
+            "Publish Violation - Subject \"sb.op.x.heartbeat\""
         );
     }
 }
