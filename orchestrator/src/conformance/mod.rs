@@ -96,6 +96,12 @@ fn prepare_manifest(opts: &Options) -> Result<(Manifest, String), ConformanceErr
         path: path.clone(),
         message,
     };
+    if opts.manifest.is_none() && opts.command.is_empty() {
+        return Err(bad(
+            "no command: give one after `--`, e.g. `switchboard conformance -- python3 op.py`"
+                .into(),
+        ));
+    }
     let text = match &opts.manifest {
         Some(p) => std::fs::read_to_string(p).map_err(|e| bad(e.to_string()))?,
         None => "id = \"conformance\"\ncommand = \"\"\n".to_owned(),
@@ -118,12 +124,6 @@ fn prepare_manifest(opts: &Options) -> Result<(Manifest, String), ConformanceErr
             .join("\n"))
     };
     let manifest = crate::manifest::parse_manifest(&path, &table.to_string()).map_err(problems)?;
-    if manifest.command.trim().is_empty() {
-        return Err(bad(
-            "no command: give one after `--`, e.g. `switchboard conformance -- python3 op.py`"
-                .into(),
-        ));
-    }
     table.insert(
         "heartbeat_interval".into(),
         format!("{}ms", HEARTBEAT.as_millis()).into(),

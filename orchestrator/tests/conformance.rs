@@ -1,0 +1,198 @@
+//! `switchboard conformance` end to end: the kit runs real operators
+//! (the Rust ping bot, the Python echo operator, and a Python operator
+//! with known faults) under its own temporary daemon and real
+//! nats-server, and its verdicts are read from `--json`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+/// The venv's Python with nats-py (`make tools`): fail, never skip.
+fn python() -> String {
+    let python = switchboard_testkit::workspace_root().join(".tools/venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run `make tools`",
+        python.display()
+    );
+    python.display().to_string()
+}
+
+fn fixture(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/conformance")
+        .join(name);
+    assert!(p.is_file(), "{} is missing", p.display());
+    p.display().to_string()
+}
+
+/// Run the kit; the exit code and the verdicts by rule (passed, detail).
+fn conformance(
+    manifest: Option<&Path>,
+    command: &[&str],
+) -> (i32, BTreeMap<String, (bool, String)>) {
+    let nats = switchboard_testkit::nats_server_bin().expect("nats-server (make tools)");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    cmd.arg("conformance").arg("--json");
+    if let Some(m) = manifest {
+        cmd.arg("--manifest").arg(m);
+    }
+    let out = cmd
+        .arg("--")
+        .args(command)
+        .env("SWITCHBOARD_NATS_SERVER", nats)
+        .output()
+        .expect("run switchboard conformance");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "not a JSON report ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let rules = report["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| {
+            (
+                r["rule"].as_str().unwrap().to_owned(),
+                (
+                    r["passed"].as_bool().unwrap(),
+                    r["detail"].as_str().unwrap().to_owned(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(
+        report["passed"].as_bool(),
+        Some(out.status.code() == Some(0)),
+        "exit code and report disagree: {stdout}"
+    );
+    (out.status.code().unwrap_or(-1), rules)
+}
+
+fn failed(rules: &BTreeMap<String, (bool, String)>) -> Vec<&str> {
+    rules
+        .iter()
+        .filter(|(_, (passed, _))| !passed)
+        .map(|(r, _)| r.as_str())
+        .collect()
+}
+
+/// Every rule the kit checks for a NATS-controlled operator.
+const NATS_RULES: [&str; 11] = [
+    "ready",
+    "heartbeat",
+    "ack.bad-request",
+    "ack.halt",
+    "ack.resume",
+    "ack.reload",
+    "ack.restart",
+    "survives-garbage",
+    "ack.shutdown",
+    "sigterm",
+    "own-subjects",
+];
+
+fn assert_all_pass(rules: &BTreeMap<String, (bool, String)>, code: i32) {
+    let names: Vec<&str> = rules.keys().map(String::as_str).collect();
+    let mut want = NATS_RULES.to_vec();
+    want.sort();
+    assert_eq!(names, want);
+    assert!(failed(rules).is_empty(), "{rules:#?}");
+    assert_eq!(code, 0);
+}
+
+fn manifest_file(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("op.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn the_rust_ping_bot_passes() {
+    let (code, rules) = conformance(None, &[&common::pingbot()]);
+    assert_all_pass(&rules, code);
+}
+
+#[test]
+fn the_python_operator_passes() {
+    let echo = switchboard_testkit::workspace_root().join("operators/python-echo/echo.py");
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest_file(
+        dir.path(),
+        "id = \"py\"\ncommand = \"python3\"\n\n[config]\nprefix = \"!py \"\n",
+    );
+    let (code, rules) = conformance(Some(&m), &[&python(), "-u", &echo.display().to_string()]);
+    assert_all_pass(&rules, code);
+}
+
+#[test]
+fn a_broken_operator_fails_with_exactly_its_faults() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest_file(
+        dir.path(),
+        "id = \"faulty\"\ncommand = \"python3\"\n\n[config]\n\
+         faults = [\"bad-ready\", \"no-heartbeat\", \"no-halt-ack\"]\n",
+    );
+    let (code, rules) = conformance(Some(&m), &[&python(), "-u", &fixture("faulty.py")]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        failed(&rules),
+        ["ack.halt", "heartbeat", "ready"],
+        "{rules:#?}"
+    );
+    assert!(
+        rules["ready"].1.contains("missing field `pid`"),
+        "{:?}",
+        rules["ready"]
+    );
+    assert!(
+        rules["heartbeat"]
+            .1
+            .contains("none on sb.op.faulty.heartbeat"),
+        "{:?}",
+        rules["heartbeat"]
+    );
+    assert!(
+        rules["ack.halt"].1.contains("no answer"),
+        "{:?}",
+        rules["ack.halt"]
+    );
+}
+
+#[test]
+fn publishing_on_another_operators_subject_fails_own_subjects() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest_file(
+        dir.path(),
+        "id = \"faulty\"\ncommand = \"python3\"\n\n[config]\nfaults = [\"foreign-publish\"]\n",
+    );
+    let (code, rules) = conformance(Some(&m), &[&python(), "-u", &fixture("faulty.py")]);
+    assert_eq!(code, 1);
+    assert_eq!(failed(&rules), ["own-subjects"], "{rules:#?}");
+    assert!(
+        rules["own-subjects"]
+            .1
+            .contains("Publish Violation - Subject \"sb.op.someone-else.heartbeat\""),
+        "{:?}",
+        rules["own-subjects"]
+    );
+}
+
+#[test]
+fn a_manifest_without_a_command_is_refused_with_what_to_do() {
+    let nats = switchboard_testkit::nats_server_bin().expect("nats-server (make tools)");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("conformance")
+        .env("SWITCHBOARD_NATS_SERVER", nats)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("give one after `--`"), "{err}");
+}
