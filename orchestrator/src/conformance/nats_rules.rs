@@ -36,8 +36,9 @@ pub async fn check(h: &mut Harness) -> Vec<Verdict> {
     if !alive(pid) {
         // Nothing else can be judged; say why it is gone.
         let why = h.obituary().await;
-        out.last_mut()
-            .map(|v| v.detail = format!("{}; the process is gone: {why}", v.detail));
+        if let Some(v) = out.last_mut() {
+            v.detail = format!("{}; the process is gone: {why}", v.detail);
+        }
         return out;
     }
     let beats = heartbeats(h, pid).await;
