@@ -196,3 +196,58 @@ fn a_manifest_without_a_command_is_refused_with_what_to_do() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("give one after `--`"), "{err}");
 }
+
+/// The shell operator's manifest, with the CLI it talks through.
+fn shell_manifest(dir: &Path) -> PathBuf {
+    manifest_file(
+        dir,
+        &format!(
+            "id = \"shell-echo\"\ncommand = \"bash\"\ncontrol = \"signals\"\n\
+             subscribe = [\"chat.*.*.*.message\"]\npublish = [\"send.*.*.*.message\"]\n\n\
+             [env]\nSB_CLI = {:?}\n\n[config]\nprefix = \"!sh \"\n",
+            env!("CARGO_BIN_EXE_switchboard")
+        ),
+    )
+}
+
+#[test]
+fn the_shell_operator_passes_the_signal_rules() {
+    let script = switchboard_testkit::workspace_root().join("operators/shell-echo/echo.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let (code, rules) = conformance(
+        Some(&shell_manifest(dir.path())),
+        &["bash", &script.display().to_string()],
+    );
+    let names: Vec<&str> = rules.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "halt-resume",
+            "own-subjects",
+            "sighup-reload",
+            "sigterm",
+            "starts",
+            "survives-garbage"
+        ]
+    );
+    assert!(failed(&rules).is_empty(), "{rules:#?}");
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn an_operator_that_dies_of_sighup_fails_the_reload_rule() {
+    // `sleep` handles no signal: SIGHUP kills it, SIGTERM too (not exit 0).
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest_file(
+        dir.path(),
+        "id = \"sleeper\"\ncommand = \"sleep\"\ncontrol = \"signals\"\n",
+    );
+    let (code, rules) = conformance(Some(&m), &["sleep", "600"]);
+    assert_eq!(code, 1);
+    assert_eq!(failed(&rules), ["sighup-reload"], "{rules:#?}");
+    assert!(
+        rules["sighup-reload"].1.contains("killed by SIGHUP"),
+        "{:?}",
+        rules["sighup-reload"]
+    );
+}

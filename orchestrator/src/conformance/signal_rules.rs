@@ -39,6 +39,11 @@ pub async fn check(h: &mut Harness) -> Vec<Verdict> {
         halt_resume(h, pid).await,
     ));
     out.push(Verdict::from_result("sighup-reload", reload(h, pid).await));
+    if !alive(pid) {
+        // Nothing else can be judged on a dead process.
+        out.push(hygiene::own_subjects(h));
+        return out;
+    }
     out.push(hygiene::survives_garbage(h, pid, SETTLE).await);
     out.push(Verdict::from_result("sigterm", sigterm(h, pid).await));
     out.push(hygiene::own_subjects(h));
@@ -83,7 +88,9 @@ async fn reload(h: &Harness, pid: u32) -> Result<String, String> {
     tokio::time::sleep(SETTLE).await;
     if !alive(pid) {
         return Err(format!(
-            "process {pid} died of SIGHUP: handle it (re-read SWITCHBOARD_CONFIG_FILE)"
+            "process {pid} did not survive SIGHUP ({}): handle it (re-read \
+             SWITCHBOARD_CONFIG_FILE), in every process of its group",
+            h.obituary().await
         ));
     }
     Ok("survived SIGHUP, same process".into())
