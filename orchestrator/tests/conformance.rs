@@ -251,3 +251,45 @@ fn an_operator_that_dies_of_sighup_fails_the_reload_rule() {
         rules["sighup-reload"]
     );
 }
+
+/// nats.js and tsc from `make tools`: fail, never skip.
+fn ts_tools() -> PathBuf {
+    let dir = switchboard_testkit::workspace_root().join(".tools/ts-echo/node_modules");
+    assert!(
+        dir.join("nats").is_dir() && dir.join("typescript").is_dir(),
+        "{} lacks nats or typescript: run `make tools`",
+        dir.display()
+    );
+    dir
+}
+
+#[test]
+fn the_typescript_operator_passes() {
+    let modules = ts_tools();
+    let out = tempfile::tempdir().unwrap();
+    let tsc = std::process::Command::new("node")
+        .arg(modules.join("typescript/bin/tsc"))
+        .arg("-p")
+        .arg(switchboard_testkit::workspace_root().join("operators/ts-echo"))
+        .arg("--outDir")
+        .arg(out.path())
+        .output()
+        .expect("run node (Node 20 or later)");
+    assert!(
+        tsc.status.success(),
+        "tsc: {}",
+        String::from_utf8_lossy(&tsc.stdout)
+    );
+    let m = manifest_file(
+        out.path(),
+        &format!(
+            "id = \"ts-echo\"\ncommand = \"node\"\nsubscribe = [\"chat.*.*.*.message\"]\n\
+             publish = [\"send.*.*.*.message\"]\n\n[env]\nNODE_PATH = {:?}\n\n\
+             [config]\nprefix = \"!ts \"\n",
+            modules.display().to_string()
+        ),
+    );
+    let js = out.path().join("echo.js").display().to_string();
+    let (code, rules) = conformance(Some(&m), &["node", &js]);
+    assert_all_pass(&rules, code);
+}
