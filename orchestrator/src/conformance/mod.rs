@@ -14,7 +14,7 @@ pub mod nats_rules;
 pub mod report;
 pub mod signal_rules;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::manifest::{Control, Manifest};
@@ -124,6 +124,18 @@ fn prepare_manifest(opts: &Options) -> Result<(Manifest, String), ConformanceErr
             .join("\n"))
     };
     let manifest = crate::manifest::parse_manifest(&path, &table.to_string()).map_err(problems)?;
+    // A relative command with a `/` is relative to the manifest's
+    // directory (or, given after `--`, to the current one); the adapted
+    // manifest lives elsewhere, so it gets the absolute path.
+    if manifest.command.contains('/') && !Path::new(&manifest.command).is_absolute() {
+        let base = match (&opts.manifest, opts.command.is_empty()) {
+            (Some(m), true) => m.parent().map(Path::to_path_buf).unwrap_or_default(),
+            _ => PathBuf::new(),
+        };
+        let absolute = std::path::absolute(base.join(&manifest.command))
+            .map_err(|e| bad(format!("command {}: {e}", manifest.command)))?;
+        table.insert("command".into(), absolute.display().to_string().into());
+    }
     table.insert(
         "heartbeat_interval".into(),
         format!("{}ms", HEARTBEAT.as_millis()).into(),
