@@ -185,6 +185,26 @@ fn publishing_on_another_operators_subject_fails_own_subjects() {
 }
 
 #[test]
+fn exiting_without_the_final_heartbeat_fails_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest_file(
+        dir.path(),
+        "id = \"faulty\"\ncommand = \"python3\"\n\n[config]\nfaults = [\"no-final-heartbeat\"]\n",
+    );
+    let (code, rules) = conformance(Some(&m), &[&python(), "-u", &fixture("faulty.py")]);
+    assert_eq!(code, 1);
+    // SIGTERM too: the same fault shows on both ways to stop, and only there.
+    assert_eq!(failed(&rules), ["ack.shutdown", "sigterm"], "{rules:#?}");
+    assert!(
+        rules["ack.shutdown"]
+            .1
+            .contains("without a final heartbeat"),
+        "{:?}",
+        rules["ack.shutdown"]
+    );
+}
+
+#[test]
 fn a_manifest_without_a_command_is_refused_with_what_to_do() {
     let nats = switchboard_testkit::nats_server_bin().expect("nats-server (make tools)");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))

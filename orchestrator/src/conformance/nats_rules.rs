@@ -67,8 +67,11 @@ pub async fn check(h: &mut Harness) -> Vec<Verdict> {
         restart(h, pid, ready_ok).await,
     ));
     out.push(hygiene::survives_garbage(h, pid, HEARTBEAT * LATE).await);
-    out.push(Verdict::from_result("ack.shutdown", shutdown(h, pid).await));
-    out.push(Verdict::from_result("sigterm", sigterm(h).await));
+    out.push(Verdict::from_result(
+        "ack.shutdown",
+        shutdown(h, pid, beating).await,
+    ));
+    out.push(Verdict::from_result("sigterm", sigterm(h, beating).await));
     out.push(hygiene::own_subjects(h));
     out
 }
@@ -309,15 +312,34 @@ async fn restart(h: &mut Harness, pid: u32, ready_ok: bool) -> Result<String, St
 }
 
 /// `shutdown`: acked `stopping`, then exit 0 within `stop_timeout`.
-async fn shutdown(h: &mut Harness, pid: u32) -> Result<String, String> {
+/// When it heartbeats at all, a final heartbeat says `stopping`.
+async fn shutdown(h: &mut Harness, pid: u32, beating: bool) -> Result<String, String> {
+    h.drain_beats().await;
     let a = ack(h, b"{\"verb\":\"shutdown\"}").await?;
     expect_ok(&a, Verb::Shutdown, OperatorState::Stopping)?;
-    clean_exit(h, pid, "after the shutdown ack").await
+    let exited = clean_exit(h, pid, "after the shutdown ack").await?;
+    if beating {
+        final_beat(h).await?;
+    }
+    Ok(exited)
+}
+
+/// A heartbeat with state `stopping` among those that arrived before
+/// the process ended (docs/PROTOCOL.md, Shutdown, step 4).
+async fn final_beat(h: &mut Harness) -> Result<(), String> {
+    while let Some(m) = Harness::next(&mut h.beats, Duration::from_millis(200)).await {
+        if serde_json::from_slice::<Heartbeat>(&m.payload)
+            .is_ok_and(|b| b.state == OperatorState::Stopping)
+        {
+            return Ok(());
+        }
+    }
+    Err("exited without a final heartbeat in state `stopping`".into())
 }
 
 /// SIGTERM to a fresh process (started through the daemon): exit 0
-/// within `stop_timeout`.
-async fn sigterm(h: &mut Harness) -> Result<String, String> {
+/// within `stop_timeout`, with a final heartbeat when it heartbeats.
+async fn sigterm(h: &mut Harness, beating: bool) -> Result<String, String> {
     h.ctl(Verb::Restart, None).await?;
     let Some(m) = Harness::next(&mut h.ready, h.manifest.ready_timeout).await else {
         return Err("started again for the SIGTERM check, but it never sent ready".into());
@@ -327,8 +349,13 @@ async fn sigterm(h: &mut Harness) -> Result<String, String> {
         .ok()
         .or(h.status().await.and_then(|o| o.pid))
         .ok_or("no process to signal")?;
+    h.drain_beats().await;
     super::harness::terminate(pid)?;
-    clean_exit(h, pid, "after SIGTERM").await
+    let exited = clean_exit(h, pid, "after SIGTERM").await?;
+    if beating {
+        final_beat(h).await?;
+    }
+    Ok(exited)
 }
 
 /// Exit code 0 within the manifest's `stop_timeout`.
