@@ -205,6 +205,24 @@ fn exiting_without_the_final_heartbeat_fails_shutdown() {
 }
 
 #[test]
+fn an_operator_that_exits_at_start_fails_ready_with_how_and_its_last_words() {
+    let echo = switchboard_testkit::workspace_root().join("operators/python-echo/echo.py");
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest_file(
+        dir.path(),
+        "id = \"py\"\ncommand = \"python3\"\n\n[config]\nprefx = \"!py \"\n",
+    );
+    let (code, rules) = conformance(Some(&m), &[&python(), "-u", &echo.display().to_string()]);
+    assert_eq!(code, 1);
+    assert_eq!(rules.len(), 1, "nothing else can be judged: {rules:#?}");
+    let (passed, detail) = &rules["ready"];
+    assert!(!passed);
+    assert!(detail.contains("before the process ended"), "{detail}");
+    assert!(detail.contains("exited with code 1"), "{detail}");
+    assert!(detail.contains("unknown field `prefx`"), "{detail}");
+}
+
+#[test]
 fn a_manifest_without_a_command_is_refused_with_what_to_do() {
     let nats = switchboard_testkit::nats_server_bin().expect("nats-server (make tools)");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))

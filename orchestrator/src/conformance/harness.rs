@@ -155,11 +155,16 @@ impl Harness {
     /// How the operator's process ended and the last lines it printed,
     /// for a reason that tells the author what to fix.
     pub async fn obituary(&self) -> String {
-        let how = self
-            .status()
-            .await
-            .and_then(|o| o.last_exit.or(o.reason))
-            .unwrap_or_else(|| "it ended".into());
+        // The daemon may not have reaped it yet: give it a moment.
+        let mut how = None;
+        for _ in 0..40 {
+            how = self.status().await.and_then(|o| o.last_exit.or(o.reason));
+            if how.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let how = how.unwrap_or_else(|| "it ended".into());
         let logs: Option<LogsReply> = crate::api::call(
             &self.bus,
             methods::LOGS,

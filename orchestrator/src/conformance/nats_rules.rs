@@ -87,12 +87,25 @@ async fn start_failure(h: &Harness) -> String {
 /// `ready` within the manifest's `ready_timeout`, with its fields right.
 async fn ready(h: &mut Harness, pid: u32, started: Instant) -> Result<String, String> {
     let within = h.manifest.ready_timeout;
-    let Some(m) = Harness::next(&mut h.ready, within.saturating_sub(started.elapsed())).await
-    else {
-        return Err(format!(
-            "no message on sb.op.{}.ready within ready_timeout ({within:?})",
-            h.id()
-        ));
+    // Wait in short steps, so a process that died says so at once
+    // instead of after the whole ready_timeout.
+    let m = loop {
+        let left = within.saturating_sub(started.elapsed());
+        if let Some(m) = Harness::next(&mut h.ready, left.min(Duration::from_millis(100))).await {
+            break m;
+        }
+        if !alive(pid) {
+            return Err(format!(
+                "no message on sb.op.{}.ready before the process ended",
+                h.id()
+            ));
+        }
+        if left.is_zero() {
+            return Err(format!(
+                "no message on sb.op.{}.ready within ready_timeout ({within:?})",
+                h.id()
+            ));
+        }
     };
     let took = started.elapsed();
     let r: Ready = serde_json::from_slice(&m.payload).map_err(|e| {
