@@ -15,6 +15,8 @@ NATS_SERVER := $(VENV)/bin/nats-server
 NATS_PY_VERSION := 2.16.0
 SUPERVISOR_VERSION := 4.3.0
 NATS_JS_VERSION := 2.29.3
+TYPESCRIPT_VERSION := 5.9.3
+NODE_TYPES_VERSION := 20.19.8
 NOSTR_RELAY_VERSION := 1.14
 NOSTR_SDK_PY_VERSION := 0.45.1
 WEBSOCKETS_PY_VERSION := 17.4
@@ -35,7 +37,18 @@ build:
 ## Project-local tools (idempotent: a stamp per pinned version).
 ##   nats-server: the bus itself (tests, make run)
 ##   nats-py: the NATS client of the Python operators and their tests
-tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.nats-py-$(NATS_PY_VERSION) $(TOOLS)/.irc-servers $(TOOLS)/.nostr-$(NOSTR_RELAY_VERSION)-$(NOSTR_SDK_PY_VERSION) $(TOOLS)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION) $(TOOLS)/.chromium $(TOOLS)/.playwright-core-$(PLAYWRIGHT_CORE_VERSION)
+tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.nats-py-$(NATS_PY_VERSION) $(TOOLS)/.irc-servers $(TOOLS)/.nostr-$(NOSTR_RELAY_VERSION)-$(NOSTR_SDK_PY_VERSION) $(TOOLS)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION) $(TOOLS)/.chromium $(TOOLS)/.playwright-core-$(PLAYWRIGHT_CORE_VERSION) $(TOOLS)/.ts-echo-$(NATS_JS_VERSION)-$(TYPESCRIPT_VERSION)
+
+## The TypeScript operator (operators/ts-echo) and its test: npm `nats`
+## (nats.js), TypeScript's compiler and Node's types, project-local in
+## $(TOOLS)/ts-echo (Node 20 or later must be on the machine).
+$(TOOLS)/.ts-echo-$(NATS_JS_VERSION)-$(TYPESCRIPT_VERSION):
+	@command -v npm >/dev/null 2>&1 || { echo "npm is needed for the TypeScript operator (Node 20 or later)"; exit 1; }
+	@echo "==> installing nats.js $(NATS_JS_VERSION), typescript $(TYPESCRIPT_VERSION) (npm) into $(TOOLS)/ts-echo"
+	rm -rf $(TOOLS)/ts-echo && mkdir -p $(TOOLS)/ts-echo
+	npm install --prefix $(TOOLS)/ts-echo --no-audit --no-fund --no-package-lock \
+		"nats@$(NATS_JS_VERSION)" "typescript@$(TYPESCRIPT_VERSION)" "@types/node@$(NODE_TYPES_VERSION)"
+	touch $@
 
 $(VENV)/bin/python:
 	@echo "==> creating $(VENV)"

@@ -165,6 +165,22 @@ pub enum Command {
         /// The manifests directory (default: the config's).
         dir: Option<PathBuf>,
     },
+    /// Check an operator against docs/PROTOCOL.md: run it under a
+    /// temporary daemon and nats-server and print a pass/fail table
+    /// (exit 1 if any rule fails), e.g.
+    /// `switchboard conformance --manifest op.toml -- python3 op.py`.
+    Conformance {
+        /// The operator's manifest (id, control, config, grants); without
+        /// it: id `conformance`, `control = "nats"`, config `{}`.
+        #[arg(long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The command and its arguments (replace the manifest's).
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -207,6 +223,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             crate::daemon::run(config_path.as_deref()).await?;
         }
         Command::Validate { dir } => return validate(config_path.as_deref(), dir),
+        Command::Conformance {
+            manifest,
+            json,
+            command,
+        } => {
+            let report =
+                crate::conformance::run(&crate::conformance::Options { manifest, command }).await?;
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&report)?),
+                false => print!("{}", report.table()),
+            }
+            return Ok(std::process::ExitCode::from(u8::from(!report.passed)));
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -15,6 +15,7 @@ pub mod api;
 pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod conformance;
 pub mod daemon;
 pub mod discovery;
 pub mod files;
