@@ -231,6 +231,7 @@ impl Operator for NostrOperator {
             reconnect: Arc::new(config.reconnect.clone()),
             max_event_bytes: config.max_event_bytes,
             tls,
+            health: crate::relay::status::RelayHealth::new(ctx.health().clone()),
         };
         Self::subscribe(ctx, &instance).await?;
         tracing::info!(

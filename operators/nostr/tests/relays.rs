@@ -524,3 +524,25 @@ async fn while_halted_events_wait_and_arrive_on_resume() {
     assert!(h.control(json!({"verb": "resume"})).await.ok);
     h.event_with_id(e["id"].as_str().unwrap()).await;
 }
+
+/// With every relay it reads from down, the operator says so in its
+/// health (degraded, with each relay's error) and is ok again once one is
+/// back; one relay down among several is not trouble.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_degraded_while_no_read_relay_is_connected() {
+    let mut a = NostrRelay::start().expect("nostr-relay (make tools)");
+    let mut h = Harness::new("nostr-health").await;
+    h.start_bot(config(&[a.url()], json!({"reconnect": ["200ms", "400ms"]})))
+        .await;
+    h.relay_state(&a.url(), "connected").await;
+    a.stop();
+    let hb = h.heartbeat_until(|hb| hb["health"] == "degraded").await;
+    let reason = hb["health_reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains(&a.url()) && reason.contains("no relay to read from"),
+        "{hb}"
+    );
+    a.restart().expect("relay restarts on the same port");
+    h.relay_state(&a.url(), "connected").await;
+    h.heartbeat_until(|hb| hb.get("health").is_none()).await;
+}

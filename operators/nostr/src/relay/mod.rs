@@ -87,6 +87,8 @@ pub struct Shared {
     pub max_event_bytes: usize,
     /// TLS for `wss://` relays (`None` when no relay needs it).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The operator's health, from its read relays.
+    pub health: status::RelayHealth,
 }
 
 /// A running relay task.
@@ -107,7 +109,13 @@ impl RelayHandle {
         stats: &switchboard_bus::Stats,
     ) -> RelayHandle {
         let (tx, rx) = mpsc::channel(256);
-        let status = StatusCell::new(stats, &config.url, config.read, config.write);
+        let status = StatusCell::new(
+            stats,
+            &config.url,
+            config.read,
+            config.write,
+            Some(shared.health.clone()),
+        );
         let task = tokio::spawn(session::run(
             config.clone(),
             shared,

@@ -6,10 +6,12 @@
 //! `relay.<url>.backoff_until_ms` (unix milliseconds, 0 when not backing
 //! off). The full record is the reply to a `relays` request.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use switchboard_bus::{Counter, Stats};
+use switchboard_bus::proto::Health;
+use switchboard_bus::{Counter, HealthReport, Stats};
 
 /// Connection state of one relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -78,6 +80,56 @@ pub struct RelayStatus {
     pub last_error: Option<String>,
 }
 
+/// The operator's health from its relays: `degraded` while no relay it
+/// reads from is connected (it hears nothing), with each one's last error.
+#[derive(Debug, Clone)]
+pub struct RelayHealth {
+    report: HealthReport,
+    /// Read relays: URL -> (connected, last error).
+    readers: Arc<Mutex<BTreeMap<String, (bool, Option<String>)>>>,
+}
+
+impl RelayHealth {
+    /// Reporting through `report` (the operator's heartbeat health).
+    pub fn new(report: HealthReport) -> RelayHealth {
+        RelayHealth {
+            report,
+            readers: Arc::default(),
+        }
+    }
+
+    fn note(&self, s: &RelayStatus) {
+        if !s.read {
+            return;
+        }
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if s.state == RelayState::Stopped {
+            readers.remove(&s.url);
+        } else {
+            let up = matches!(s.state, RelayState::Connected | RelayState::Auth);
+            readers.insert(s.url.clone(), (up, s.last_error.clone()));
+        }
+        // Connecting for the first time is not trouble; every reader down
+        // after having tried is.
+        let tried = readers.values().all(|(up, error)| *up || error.is_some());
+        if readers.is_empty() || readers.values().any(|(up, _)| *up) || !tried {
+            self.report.ok();
+        } else {
+            let why: Vec<String> = readers
+                .iter()
+                .map(|(url, (_, e))| format!("{url}: {}", e.as_deref().unwrap_or("not connected")))
+                .collect();
+            self.report.set(
+                Health::Degraded,
+                format!(
+                    "no relay to read from is connected ({}); retrying on the reconnect schedule",
+                    why.join("; ")
+                ),
+            );
+        }
+    }
+}
+
 /// A relay's status, shared between its task and the operator, with its
 /// heartbeat gauges.
 #[derive(Debug, Clone)]
@@ -85,6 +137,7 @@ pub struct StatusCell {
     inner: Arc<Mutex<RelayStatus>>,
     state_gauge: Counter,
     backoff_gauge: Counter,
+    health: Option<RelayHealth>,
 }
 
 /// Sets a heartbeat counter to `value` (counters only add; adding the
@@ -95,7 +148,13 @@ fn set_gauge(c: &Counter, value: u64) {
 
 impl StatusCell {
     /// A relay starting to connect.
-    pub fn new(stats: &Stats, url: &str, read: bool, write: bool) -> StatusCell {
+    pub fn new(
+        stats: &Stats,
+        url: &str,
+        read: bool,
+        write: bool,
+        health: Option<RelayHealth>,
+    ) -> StatusCell {
         let cell = StatusCell {
             inner: Arc::new(Mutex::new(RelayStatus {
                 url: url.to_string(),
@@ -110,6 +169,7 @@ impl StatusCell {
             })),
             state_gauge: stats.counter(&format!("relay.{url}.state")),
             backoff_gauge: stats.counter(&format!("relay.{url}.backoff_until_ms")),
+            health,
         };
         set_gauge(&cell.state_gauge, RelayState::Connecting.code());
         set_gauge(&cell.backoff_gauge, 0);
@@ -130,6 +190,9 @@ impl StatusCell {
         }
         set_gauge(&self.state_gauge, s.state.code());
         set_gauge(&self.backoff_gauge, s.backoff_until_ms.unwrap_or(0));
+        if let Some(h) = &self.health {
+            h.note(&s);
+        }
     }
 }
 
@@ -140,7 +203,7 @@ mod tests {
     #[test]
     fn gauges_follow_the_state() {
         let stats = Stats::default();
-        let cell = StatusCell::new(&stats, "ws://r", true, true);
+        let cell = StatusCell::new(&stats, "ws://r", true, true, None);
         cell.update(|s| {
             s.state = RelayState::Backoff;
             s.backoff_until_ms = Some(1234);

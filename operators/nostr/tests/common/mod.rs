@@ -201,6 +201,22 @@ impl Harness {
         hb["counters"].clone()
     }
 
+    /// The first heartbeat from now on for which `pred` holds.
+    pub async fn heartbeat_until(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let hb = tokio::time::timeout(left, self.heartbeats.next())
+                .await
+                .expect("a matching heartbeat in time")
+                .expect("heartbeat subscription open");
+            let hb: Value = serde_json::from_slice(&hb.payload).expect("heartbeat JSON");
+            if pred(&hb) {
+                return hb;
+            }
+        }
+    }
+
     /// Waits until heartbeat counter `name` is at least `at_least`.
     pub async fn counter_reaches(&mut self, name: &str, at_least: u64) -> Value {
         let deadline = Instant::now() + WAIT;
