@@ -85,9 +85,11 @@ pub struct RelayStatus {
 #[derive(Debug, Clone)]
 pub struct RelayHealth {
     report: HealthReport,
-    /// Read relays: URL -> (connected, last error).
-    readers: Arc<Mutex<BTreeMap<String, (bool, Option<String>)>>>,
+    readers: Arc<Mutex<BTreeMap<String, Reader>>>,
 }
+
+/// A read relay as health sees it: connected, and its last error.
+type Reader = (bool, Option<String>);
 
 impl RelayHealth {
     /// Reporting through `report` (the operator's heartbeat health).
