@@ -206,10 +206,7 @@ impl Gateway {
                     i + 1
                 )));
             }
-            if self.members[..i]
-                .iter()
-                .any(|o| o.address() == m.address())
-            {
+            if self.members[..i].iter().any(|o| o.address() == m.address()) {
                 return Err(members(format!(
                     "{}/{}/{} is listed twice; list each room once (use direction = \"inout\")",
                     m.protocol, m.instance, m.room
@@ -219,11 +216,7 @@ impl Gateway {
         let readers = self.members.iter().filter(|m| m.direction.reads()).count();
         let writers = self.members.iter().filter(|m| m.direction.writes()).count();
         let relays = self.members.iter().any(|m| {
-            m.direction.reads()
-                && self
-                    .members
-                    .iter()
-                    .any(|o| o != m && o.direction.writes())
+            m.direction.reads() && self.members.iter().any(|o| o != m && o.direction.writes())
         });
         if readers == 0 || writers == 0 || !relays {
             return Err(members(

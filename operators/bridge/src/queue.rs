@@ -75,7 +75,8 @@ impl Bucket {
     /// How long until a token is free (zero: take it now).
     fn wait(&mut self) -> Duration {
         let now = Instant::now();
-        self.tokens = (self.tokens + (now - self.at).as_secs_f64() * self.per_second).min(self.burst);
+        self.tokens =
+            (self.tokens + (now - self.at).as_secs_f64() * self.per_second).min(self.burst);
         self.at = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;

@@ -44,7 +44,11 @@ pub enum Skip {
 /// # Errors
 ///
 /// [`Skip`] when nothing is sent, and why.
-pub fn relay(gateway: &Gateway, event: &ChatEvent<'_>, source: &str) -> Result<Vec<Outgoing>, Skip> {
+pub fn relay(
+    gateway: &Gateway,
+    event: &ChatEvent<'_>,
+    source: &str,
+) -> Result<Vec<Outgoing>, Skip> {
     let envelope = event.envelope();
     if envelope.source == source {
         return Err(Skip::Own);
@@ -121,7 +125,10 @@ fn text(gateway: &Gateway, event: &ChatEvent<'_>) -> Result<String, Skip> {
             } else {
                 "left"
             };
-            Ok(fill(&format!("*** {{nick}}@{{protocol}} {verb} {{room}}"), ""))
+            Ok(fill(
+                &format!("*** {{nick}}@{{protocol}} {verb} {{room}}"),
+                "",
+            ))
         }
         _ => Err(Skip::Kind),
     }
@@ -208,7 +215,10 @@ mod tests {
                 o.envelope.header(ORIGIN_HEADER).unwrap(),
                 format!("{} irc/a/#a", e.id().unwrap())
             );
-            assert_eq!(o.envelope.id().unwrap(), relayed_id(e.id().unwrap(), &o.subject));
+            assert_eq!(
+                o.envelope.id().unwrap(),
+                relayed_id(e.id().unwrap(), &o.subject)
+            );
         }
         assert_ne!(out[0].envelope.id(), out[1].envelope.id());
         // An out-only member is not read.
@@ -242,7 +252,12 @@ mod tests {
             relay(&g, &ChatEvent::parse(&s, &copy).unwrap(), "bridge").unwrap_err(),
             Skip::Relayed
         );
-        let (s, e) = said("a", "#a", "message", json!({"sender": "ann", "text": " \n "}));
+        let (s, e) = said(
+            "a",
+            "#a",
+            "message",
+            json!({"sender": "ann", "text": " \n "}),
+        );
         assert_eq!(
             relay(&g, &ChatEvent::parse(&s, &e).unwrap(), "bridge").unwrap_err(),
             Skip::Empty
@@ -251,10 +266,19 @@ mod tests {
 
     #[test]
     fn format_and_joins() {
-        let g = gateway(json!({"format": "[{instance}{room}] {nick}: {text}", "relay_joins": true}));
-        let (s, e) = said("a", "#a", "message", json!({"sender": "ann", "text": "one\ntwo"}));
+        let g =
+            gateway(json!({"format": "[{instance}{room}] {nick}: {text}", "relay_joins": true}));
+        let (s, e) = said(
+            "a",
+            "#a",
+            "message",
+            json!({"sender": "ann", "text": "one\ntwo"}),
+        );
         let out = relay(&g, &ChatEvent::parse(&s, &e).unwrap(), "bridge").unwrap();
-        assert_eq!(out[0].envelope.body["text"], "[a#a] ann: one\n[a#a] ann: two");
+        assert_eq!(
+            out[0].envelope.body["text"],
+            "[a#a] ann: one\n[a#a] ann: two"
+        );
         let (s, e) = said("a", "#a", "join", json!({"sender": "ann"}));
         let out = relay(&g, &ChatEvent::parse(&s, &e).unwrap(), "bridge").unwrap();
         assert_eq!(out[0].envelope.body["text"], "*** ann@irc joined #a");
