@@ -13,10 +13,12 @@
 //! from, the bridge ignores its own envelopes, and the id of a relayed
 //! envelope is derived from (original id, target room), so two bridges on
 //! the same rooms publish the same id and the receiving operator's
-//! dedupe keeps one. Each gateway sends through one ordered, rate-limited,
+//! dedupe keeps one; and a protocol that shows the bot its own posts
+//! cannot loop them back ([`echo`]). Each gateway sends through one ordered, rate-limited,
 //! bounded queue ([`queue`]).
 
 pub mod config;
+pub mod echo;
 pub mod operator;
 pub mod queue;
 pub mod relay;

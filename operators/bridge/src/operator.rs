@@ -5,17 +5,20 @@
 use switchboard_bus::{Context, Delivery, HandlerResult, Operator};
 
 use crate::config::{BridgeConfig, Gateway};
+use crate::echo::Echoes;
 use crate::queue::GatewayQueue;
 use crate::relay::{self, Skip};
 
 /// Heartbeat counter: events not relayed because they were copies made
-/// by a bridge (the `bridge-origin` header) or the bridge's own.
+/// by a bridge (the `bridge-origin` header), the bridge's own, or the
+/// echo of a line it sent ([`crate::echo`]).
 pub const LOOPS_STOPPED: &str = "bridge_loops_stopped";
 
 /// The bridge operator.
 #[derive(Debug, Default)]
 pub struct Bridge {
     gateways: Vec<(Gateway, GatewayQueue)>,
+    echoes: Echoes,
 }
 
 impl Operator for Bridge {
@@ -43,10 +46,20 @@ impl Operator for Bridge {
 
     async fn message(&mut self, ctx: &mut Context, d: Delivery) -> HandlerResult {
         let chat = d.chat()?;
+        if self.echoes.is_echo(&chat.address(), chat.text()) {
+            ctx.bus().stats().counter(LOOPS_STOPPED).add(1);
+            tracing::debug!(subject = %d.subject, "not relayed: the echo of a line the bridge sent");
+            return Ok(());
+        }
         let source = ctx.id().as_str();
         for (gateway, queue) in &self.gateways {
             match relay::relay(gateway, &chat, source) {
-                Ok(out) => out.into_iter().for_each(|o| queue.push(o)),
+                Ok(out) => {
+                    for o in out {
+                        self.echoes.sent(&o.to, o.text());
+                        queue.push(o);
+                    }
+                }
                 Err(Skip::Own | Skip::Relayed) => {
                     ctx.bus().stats().counter(LOOPS_STOPPED).add(1);
                 }

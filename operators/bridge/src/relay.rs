@@ -22,6 +22,15 @@ pub struct Outgoing {
     pub subject: String,
     /// From the bridge, with a deterministic id.
     pub envelope: Envelope,
+    /// The room it goes to.
+    pub to: ChatAddress,
+}
+
+impl Outgoing {
+    /// The text it asks the room to say.
+    pub fn text(&self) -> &str {
+        self.envelope.body["text"].as_str().unwrap_or_default()
+    }
 }
 
 /// Why an event is not relayed.
@@ -85,7 +94,11 @@ pub fn relay(
                 .with_header(headers::ID, relayed_id(original_id, &subject))
                 .with_header(headers::ROOM, to.room.as_str())
                 .with_header(ORIGIN_HEADER, origin.as_str());
-            Outgoing { subject, envelope }
+            Outgoing {
+                subject,
+                envelope,
+                to,
+            }
         })
         .collect())
 }

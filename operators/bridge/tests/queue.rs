@@ -8,7 +8,7 @@ use futures::StreamExt;
 use switchboard_bridge::config::Rate;
 use switchboard_bridge::queue::{GatewayQueue, RELAYED, SHED};
 use switchboard_bridge::relay::Outgoing;
-use switchboard_bus::proto::Envelope;
+use switchboard_bus::proto::{ChatAddress, Envelope};
 use switchboard_bus::{Bus, BusOptions};
 use switchboard_testkit::NatsServer;
 
@@ -35,6 +35,7 @@ async fn a_full_queue_sheds_and_counts_and_keeps_order() {
         queue.push(Outgoing {
             subject: "send.irc.b.=23b.message".to_owned(),
             envelope: Envelope::new("bridge", serde_json::json!({"text": i.to_string()})),
+            to: ChatAddress::new("irc", "b", "#b"),
         });
     }
     let mut got = Vec::new();
