@@ -30,7 +30,9 @@ impl Operator for Bridge {
 
     async fn start(&mut self, ctx: &mut Context, config: BridgeConfig) -> HandlerResult {
         config.check()?;
-        self.gateways.clear();
+        for (_, queue) in self.gateways.drain(..) {
+            queue.close();
+        }
         for g in config.gateways {
             for room in relay::read_rooms(&g) {
                 for kind in relay::kinds_for(&g) {
@@ -71,10 +73,24 @@ impl Operator for Bridge {
         Ok(())
     }
 
-    /// Dropping the queues' senders lets each task send what it holds and
-    /// end.
+    /// What is queued is discarded and counted (`bridge_discarded`): a
+    /// stopped bridge sends nothing more.
     async fn stop(&mut self, _ctx: &mut Context) -> HandlerResult {
-        self.gateways.clear();
+        for (_, queue) in self.gateways.drain(..) {
+            queue.close();
+        }
+        Ok(())
+    }
+
+    /// Hold the queues: nothing more is sent until `resume` (new events
+    /// are held by the runtime meanwhile).
+    async fn halt(&mut self, _ctx: &mut Context) -> HandlerResult {
+        self.gateways.iter().for_each(|(_, q)| q.pause(true));
+        Ok(())
+    }
+
+    async fn resume(&mut self, _ctx: &mut Context) -> HandlerResult {
+        self.gateways.iter().for_each(|(_, q)| q.pause(false));
         Ok(())
     }
 }

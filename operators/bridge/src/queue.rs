@@ -1,12 +1,15 @@
 //! One ordered, rate-limited, bounded queue per gateway: a token bucket
 //! in a task that publishes in the order messages were queued. Over the
 //! rate, messages wait; past `max_queue`, new ones are shed and counted
-//! (`bridge_shed`), never silently lost.
+//! (`bridge_shed`), never silently lost. A halted bridge holds its queues;
+//! what is still queued when it stops is counted (`bridge_discarded`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_bus::Bus;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::config::Rate;
@@ -18,32 +21,71 @@ pub const RELAYED: &str = "bridge_relayed";
 pub const SHED: &str = "bridge_shed";
 /// Heartbeat counter: envelopes the bus refused to publish.
 pub const PUBLISH_FAILED: &str = "bridge_publish_failed";
+/// Heartbeat counter: envelopes still queued when the bridge stopped
+/// (shutdown, reload, restart).
+pub const DISCARDED: &str = "bridge_discarded";
 
-/// The sending side of a gateway's queue; dropping it ends the task once
-/// the queue is empty.
+/// A gateway's queue and the task that sends from it.
 #[derive(Debug)]
 pub struct GatewayQueue {
     name: String,
     tx: mpsc::Sender<Outgoing>,
     bus: Bus,
+    /// Queued and not yet published (or refused).
+    pending: Arc<AtomicU64>,
+    paused: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl GatewayQueue {
     /// Start the task for gateway `name`.
     pub fn spawn(name: &str, rate: &Rate, bus: Bus) -> GatewayQueue {
         let (tx, rx) = mpsc::channel(rate.max_queue);
-        tokio::spawn(send_loop(name.to_owned(), rate.clone(), bus.clone(), rx));
+        let (paused, paused_rx) = watch::channel(false);
+        let pending = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(send_loop(SendLoop {
+            name: name.to_owned(),
+            rate: rate.clone(),
+            bus: bus.clone(),
+            rx,
+            paused: paused_rx,
+            pending: pending.clone(),
+        }));
         GatewayQueue {
             name: name.to_owned(),
             tx,
             bus,
+            pending,
+            paused,
+            task,
         }
+    }
+
+    /// Hold (`true`) or release (`false`) what is queued: a halted
+    /// bridge sends nothing.
+    pub fn pause(&self, paused: bool) {
+        self.paused.send_replace(paused);
+    }
+
+    /// End the task now; returns how many queued envelopes were not
+    /// sent, which are counted in [`DISCARDED`].
+    pub fn close(self) -> u64 {
+        self.task.abort();
+        let left = self.pending.load(Ordering::Relaxed);
+        if left > 0 {
+            self.bus.stats().counter(DISCARDED).add(left);
+            tracing::info!(gateway = %self.name, discarded = left, "queued messages discarded on stop (counted in bridge_discarded)");
+        }
+        left
     }
 
     /// Queue `out`, or shed it (counted, warned once per burst of shedding)
     /// when the queue is full.
     pub fn push(&self, out: Outgoing) {
+        // Counted before it can be taken, so `pending` never goes below 0.
+        self.pending.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.tx.try_send(out) {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
             let shed = self.bus.stats().counter(SHED);
             if shed.get() == 0 {
                 tracing::warn!(gateway = %self.name, "gateway queue full: messages are shed (counted in bridge_shed); raise rate.per_second or rate.max_queue");
@@ -87,9 +129,24 @@ impl Bucket {
     }
 }
 
-async fn send_loop(name: String, rate: Rate, bus: Bus, mut rx: mpsc::Receiver<Outgoing>) {
-    let mut bucket = Bucket::new(&rate);
-    while let Some(out) = rx.recv().await {
+/// What the sending task owns.
+struct SendLoop {
+    name: String,
+    rate: Rate,
+    bus: Bus,
+    rx: mpsc::Receiver<Outgoing>,
+    paused: watch::Receiver<bool>,
+    pending: Arc<AtomicU64>,
+}
+
+async fn send_loop(mut s: SendLoop) {
+    let SendLoop { name, bus, .. } = &s;
+    let (name, bus) = (name.clone(), bus.clone());
+    let mut bucket = Bucket::new(&s.rate);
+    while let Some(out) = s.rx.recv().await {
+        if s.paused.wait_for(|p| !p).await.is_err() {
+            return;
+        }
         loop {
             let wait = bucket.wait();
             if wait.is_zero() {
@@ -104,6 +161,7 @@ async fn send_loop(name: String, rate: Rate, bus: Bus, mut rx: mpsc::Receiver<Ou
                 tracing::warn!(gateway = %name, subject = %out.subject, error = %e, "could not publish a relayed message");
             }
         }
+        s.pending.fetch_sub(1, Ordering::Relaxed);
     }
     if let Err(e) = bus.flush().await {
         tracing::debug!(gateway = %name, error = %e, "flush at the end of the queue failed");
