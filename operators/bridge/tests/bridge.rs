@@ -100,6 +100,16 @@ impl Rig {
     /// (or [`WAIT`] passed), then whatever else comes in the next 2 s:
     /// duplicates and echoes arrive late, and must be seen.
     async fn collect(client: &mut RawClient, nick: &str, channel: &str, n: usize) -> Vec<String> {
+        Self::collect_timed(client, nick, channel, n).await.0
+    }
+
+    /// [`Rig::collect`], and when the `n`th line came.
+    async fn collect_timed(
+        client: &mut RawClient,
+        nick: &str,
+        channel: &str,
+        n: usize,
+    ) -> (Vec<String>, std::time::Instant) {
         let deadline = tokio::time::Instant::now() + WAIT;
         let mut out = Vec::new();
         while out.len() < n {
@@ -109,23 +119,30 @@ impl Rig {
                 None => break,
             }
         }
+        let complete = std::time::Instant::now();
         out.extend(relayed(
             &client.drain(Duration::from_secs(2)).await,
             nick,
             channel,
         ));
-        out
+        (out, complete)
     }
 
     /// 100 lines from alice and 100 from bob at once; each arrives
     /// complete, in order, once, on the other side only.
     async fn burst_both_ways(&mut self) {
         const N: usize = 100;
+        let started = std::time::Instant::now();
         for i in 0..N {
             self.alice.send(&format!("PRIVMSG #a :from a {i}")).await;
             self.bob.send(&format!("PRIVMSG #b :from b {i}")).await;
         }
-        let at_b = Self::collect(&mut self.bob, "sbb", "#b", N).await;
+        let (at_b, complete) = Self::collect_timed(&mut self.bob, "sbb", "#b", N).await;
+        // A figure for the report, never asserted.
+        eprintln!(
+            "burst: {N} lines each way sent; all {N} in #b after {:?}",
+            complete - started
+        );
         let at_a = Self::collect(&mut self.alice, "sba", "#a", N).await;
         let want_b: Vec<String> = (0..N).map(|i| format!("<alice@irc> from a {i}")).collect();
         let want_a: Vec<String> = (0..N).map(|i| format!("<bob@irc> from b {i}")).collect();
