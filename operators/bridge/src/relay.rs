@@ -74,10 +74,13 @@ pub fn relay(
         return Err(Skip::NotMember);
     }
     let text = text(gateway, event)?;
-    let original_id = envelope.id().unwrap_or_default();
+    let original_id = envelope.id();
     let origin = format!(
-        "{original_id} {}/{}/{}",
-        from.protocol, from.instance, from.room
+        "{} {}/{}/{}",
+        original_id.unwrap_or("-"),
+        from.protocol,
+        from.instance,
+        from.room
     );
     Ok(gateway
         .members
@@ -90,10 +93,16 @@ pub fn relay(
             let subject = to.send_subject(kinds::MESSAGE);
             let mut body = Map::with_capacity(1);
             body.insert("text".to_owned(), Value::String(text.clone()));
-            let envelope = Envelope::new(source, Value::Object(body))
-                .with_header(headers::ID, relayed_id(original_id, &subject))
-                .with_header(headers::ROOM, to.room.as_str())
-                .with_header(ORIGIN_HEADER, origin.as_str());
+            let envelope = Envelope::new(source, Value::Object(body));
+            // Without an original id there is nothing two bridges share:
+            // the copy keeps its fresh id rather than one that every
+            // id-less message to this room would get.
+            let envelope = match original_id {
+                Some(id) => envelope.with_header(headers::ID, relayed_id(id, &subject)),
+                None => envelope,
+            }
+            .with_header(headers::ROOM, to.room.as_str())
+            .with_header(ORIGIN_HEADER, origin.as_str());
             Outgoing {
                 subject,
                 envelope,
@@ -249,6 +258,19 @@ mod tests {
         let two = relay(&g, &chat, "bridge-2").unwrap();
         assert_eq!(one[0].envelope.id(), two[0].envelope.id());
         assert_eq!(one[0].envelope.body, two[0].envelope.body);
+        // Envelopes without an id: copies get fresh, different ids.
+        let mut bare = e.clone();
+        bare.headers.remove(headers::ID);
+        let chat = ChatEvent::parse(&s, &bare).unwrap();
+        let one = relay(&g, &chat, "bridge").unwrap();
+        let two = relay(&g, &chat, "bridge").unwrap();
+        assert!(one[0].envelope.id().is_some());
+        assert_ne!(one[0].envelope.id(), two[0].envelope.id());
+        assert!(one[0]
+            .envelope
+            .header(ORIGIN_HEADER)
+            .unwrap()
+            .starts_with("- "));
     }
 
     #[test]
