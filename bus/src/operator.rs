@@ -607,6 +607,7 @@ impl<O: Operator> Runtime<O> {
         let typed = self
             .parse_config(&config)
             .map_err(|e| (FailureCode::InvalidConfig, e.to_string()))?;
+        let links = self.ctx.links.clone();
         if let Err(e) = self.op.reload(&mut self.ctx, typed).await {
             let message = format!("reload failed: {e}");
             tracing::warn!(error = %message, "restoring the previous config");
@@ -614,6 +615,11 @@ impl<O: Operator> Runtime<O> {
             return Err((FailureCode::HandlerFailed, message));
         }
         self.config = config;
+        // What it serves moved (a web server on a new address): say so
+        // again, so `switchboard status` shows where it is now.
+        if self.ctx.links != links {
+            self.announce_ready().await;
+        }
         Ok(())
     }
 

@@ -286,6 +286,21 @@ async fn reload_moves_the_server_even_with_a_page_open() -> anyhow::Result<()> {
         tokio::net::TcpStream::connect(d.addr).await.is_err(),
         "the old address still listens"
     );
+    // `switchboard status` follows it to the new address.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let status = common::cli_status(&d.rig)?;
+        let link = status["operators"]
+            .as_array()
+            .and_then(|a| a.iter().find(|o| o["id"] == "dashboard"))
+            .map(|o| o["links"]["dashboard"].clone())
+            .unwrap_or_default();
+        if link == format!("http://{moved}/") {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "status still shows {link}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // The new config applies: a 10 s rate window.
     let snap = snapshot_until(moved, |s| s["rates"][0]["per_second"].is_array()).await?;
     assert_eq!(
