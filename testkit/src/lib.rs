@@ -27,12 +27,14 @@ mod jwt;
 mod nats;
 mod nkey;
 pub mod nostr;
+mod operator;
 mod tls;
 
 pub use irc::{InspIrcd, IrcServerError, NgIrcd, NgIrcdOptions};
 pub use jwt::{write_creds_file, JwtError, JwtOperator, JwtUser};
 pub use nats::{nats_server_bin, HarnessError, NatsServer, NatsServerOptions};
 pub use nkey::NkeyUser;
+pub use operator::OperatorProcess;
 pub use tls::{TestCa, TlsError};
 
 /// Path of the workspace root, so tests can find project-local tools and

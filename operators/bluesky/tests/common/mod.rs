@@ -9,7 +9,6 @@ pub mod jetstream;
 pub mod pds;
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -80,7 +79,7 @@ impl Harness {
         if let Some(old) = self.bot.take() {
             self.old_logs.push_str(&old.log());
         }
-        self.bot = Some(Bot::spawn(
+        self.bot = Some(spawn_bot(
             &self.id,
             &self.nats.url(),
             config,
@@ -190,6 +189,25 @@ impl Harness {
     }
 }
 
+/// The operator as a child process.
+pub type Bot = switchboard_testkit::OperatorProcess;
+
+/// Spawns the operator as `id` with its state in `state`.
+pub fn spawn_bot(id: &str, nats_url: &str, config: &Value, state: PathBuf) -> Bot {
+    let state = state.display().to_string();
+    Bot::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_switchboard-bluesky")),
+        id,
+        nats_url,
+        config,
+        &[
+            (launch::HEARTBEAT_MS, "300"),
+            (launch::STATE_DIR, &state),
+            ("SWITCHBOARD_LOG", "debug"),
+        ],
+    )
+}
+
 /// Asserts that no secret is in `text`.
 pub fn assert_no_secrets(what: &str, text: &str) {
     assert!(
@@ -228,65 +246,5 @@ fn merge(base: &mut Value, extra: Value) {
             }
         }
         (b, e) => *b = e,
-    }
-}
-
-/// The operator binary as a child process, killed on drop; its stderr
-/// goes to a file that is printed when a test fails.
-pub struct Bot {
-    pub child: tokio::process::Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Bot {
-    pub fn spawn(id: &str, nats_url: &str, config: &Value, state: PathBuf) -> Bot {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("bot.log");
-        let file = std::fs::File::create(&log).unwrap();
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard-bluesky"));
-        for var in launch::ALL {
-            cmd.env_remove(var);
-        }
-        cmd.env(launch::ID, id)
-            .env(launch::NATS_URL, nats_url)
-            .env(launch::HEARTBEAT_MS, "300")
-            .env(launch::CONFIG, config.to_string())
-            .env(launch::STATE_DIR, state)
-            // Everything the operator says, debug included, is checked for
-            // secrets.
-            .env("SWITCHBOARD_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .kill_on_drop(true);
-        let child = cmd.spawn().expect("spawn switchboard-bluesky");
-        Bot {
-            child,
-            log,
-            _dir: dir,
-        }
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub async fn exit_within(&mut self, within: Duration) -> std::process::ExitStatus {
-        tokio::time::timeout(within, self.child.wait())
-            .await
-            .expect("bot exits in time")
-            .expect("wait")
-    }
-}
-
-impl Drop for Bot {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "---- bot log ----\n{}\n---- end of bot log ----",
-                self.log()
-            );
-        }
     }
 }

@@ -4,8 +4,6 @@
 
 #![allow(dead_code)] // each test uses a different part
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -62,7 +60,16 @@ impl Harness {
 
     /// Starts the operator with `config` and waits for its `ready`.
     pub async fn start_bot(&mut self, config: Value) {
-        self.bot = Some(Bot::spawn(&self.id, &self.nats.url(), &config));
+        self.bot = Some(Bot::spawn(
+            std::path::Path::new(env!("CARGO_BIN_EXE_switchboard-irc")),
+            &self.id,
+            &self.nats.url(),
+            &config,
+            &[
+                (launch::HEARTBEAT_MS, "500"),
+                ("SWITCHBOARD_LOG", "info,switchboard_irc=debug"),
+            ],
+        ));
         tokio::time::timeout(WAIT, self.ready.next())
             .await
             .unwrap_or_else(|_| panic!("no ready within {WAIT:?}; log:\n{}", self.log()))
@@ -149,62 +156,8 @@ pub fn config(port: u16, nick: &str, channels: &[&str], extra: Value) -> Value {
     c
 }
 
-/// The operator binary as a child process, killed on drop; its stderr
-/// goes to a file that is printed when a test fails.
-pub struct Bot {
-    child: tokio::process::Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Bot {
-    pub fn spawn(id: &str, nats_url: &str, config: &Value) -> Bot {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("bot.log");
-        let file = std::fs::File::create(&log).unwrap();
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard-irc"));
-        for var in launch::ALL {
-            cmd.env_remove(var);
-        }
-        cmd.env(launch::ID, id)
-            .env(launch::NATS_URL, nats_url)
-            .env(launch::HEARTBEAT_MS, "500")
-            .env(launch::CONFIG, config.to_string())
-            .env("SWITCHBOARD_LOG", "info,switchboard_irc=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .kill_on_drop(true);
-        let child = cmd.spawn().expect("spawn switchboard-irc");
-        Bot {
-            child,
-            log,
-            _dir: dir,
-        }
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub async fn exit_within(&mut self, within: Duration) -> std::process::ExitStatus {
-        tokio::time::timeout(within, self.child.wait())
-            .await
-            .expect("bot exits in time")
-            .expect("wait")
-    }
-}
-
-impl Drop for Bot {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "---- bot log ----\n{}\n---- end of bot log ----",
-                self.log()
-            );
-        }
-    }
-}
+/// The IRC operator as a child process.
+pub type Bot = switchboard_testkit::OperatorProcess;
 
 /// A plain IRC client on a raw socket (no library), answering PINGs.
 pub struct RawClient {

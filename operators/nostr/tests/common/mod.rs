@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -69,7 +68,7 @@ impl Harness {
 
     /// Starts the operator with `config` and waits for its `ready`.
     pub async fn start_bot(&mut self, config: Value) {
-        self.bot = Some(Bot::spawn(
+        self.bot = Some(spawn_bot(
             &self.id,
             &self.nats.url(),
             &config,
@@ -260,62 +259,23 @@ pub fn config(relays: &[String], extra: Value) -> Value {
     c
 }
 
-/// The operator binary as a child process, killed on drop; its stderr goes
-/// to a file printed when a test fails.
-pub struct Bot {
-    pub child: tokio::process::Child,
-    log: PathBuf,
-    dir: Option<tempfile::TempDir>,
-}
+/// The operator as a child process.
+pub type Bot = switchboard_testkit::OperatorProcess;
 
-impl Bot {
-    pub fn spawn(id: &str, nats_url: &str, config: &Value, state_dir: PathBuf) -> Bot {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("bot.log");
-        let file = std::fs::File::create(&log).unwrap();
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard-nostr"));
-        for var in launch::ALL {
-            cmd.env_remove(var);
-        }
-        cmd.env(launch::ID, id)
-            .env(launch::NATS_URL, nats_url)
-            .env(launch::HEARTBEAT_MS, "300")
-            .env(launch::CONFIG, config.to_string())
-            .env(launch::STATE_DIR, state_dir)
-            .env("SWITCHBOARD_LOG", "info,switchboard_nostr=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .kill_on_drop(true);
-        let child = cmd.spawn().expect("spawn switchboard-nostr");
-        Bot {
-            child,
-            log,
-            dir: Some(dir),
-        }
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Keeps the log file after the bot is gone (printed on failure).
-    fn keep_log(mut self) {
-        if let Some(d) = self.dir.take() {
-            let _ = d.keep();
-        }
-    }
-}
-
-impl Drop for Bot {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "---- bot log ----\n{}\n---- end of bot log ----",
-                self.log()
-            );
-        }
-    }
+/// Spawns the operator as `id` with its state in `state`.
+pub fn spawn_bot(id: &str, nats_url: &str, config: &Value, state: PathBuf) -> Bot {
+    let state = state.display().to_string();
+    Bot::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_switchboard-nostr")),
+        id,
+        nats_url,
+        config,
+        &[
+            (launch::HEARTBEAT_MS, "300"),
+            (launch::STATE_DIR, &state),
+            ("SWITCHBOARD_LOG", "info,switchboard_nostr=debug"),
+        ],
+    )
 }
 
 /// The independent client.
