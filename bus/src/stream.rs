@@ -115,7 +115,16 @@ pub enum StreamError {
         /// The server's answer.
         source: BoxError,
     },
-    /// Fetching, reading or acknowledging messages failed.
+    /// The stream did not confirm an acknowledgement (it will deliver the
+    /// message again).
+    #[error("the acknowledgement of a message on `{subject}` was not confirmed: {source}")]
+    Ack {
+        /// The message's subject.
+        subject: String,
+        /// The client's error.
+        source: BoxError,
+    },
+    /// Fetching or reading messages failed.
     #[error("reading stream `{name}` failed: {source}")]
     Read {
         /// The stream.
@@ -127,7 +136,7 @@ pub enum StreamError {
 
 kinds! {
     /// Coarse classes of [`StreamError`].
-    StreamError => StreamErrorKind { Unavailable, NoStream, Setup, Consumer, Read }
+    StreamError => StreamErrorKind { Unavailable, NoStream, Setup, Consumer, Ack, Read }
 }
 
 /// Where a read starts.
@@ -248,13 +257,11 @@ impl Stored {
     /// that returns is not lost with the connection.
     pub async fn ack(&mut self) -> Result<(), StreamError> {
         if let Some(acker) = self.acker.take() {
+            let subject = self.subject.clone();
             acker
                 .double_ack()
                 .await
-                .map_err(|source| StreamError::Read {
-                    name: String::new(),
-                    source,
-                })?;
+                .map_err(|source| StreamError::Ack { subject, source })?;
         }
         Ok(())
     }
