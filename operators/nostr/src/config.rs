@@ -16,6 +16,8 @@
 //! | `max_event_bytes` | integer | `131072` | larger relay frames are dropped and counted |
 //! | `own_events` | bool | `false` | also publish events signed with the bot's own key (off: a bot does not hear itself, as on other chat networks) |
 //! | `instance` | string | the operator id | the `<instance>` token of this operator's subjects |
+//! | `direct_messages` | bool | `true` | receive direct messages to the bot (NIP-17 gift wraps, kind 1059; see [`crate::dm`]) on the room `@<npub>`, through a built-in subscription named `direct-messages` |
+//! | `nip04` | bool | `true` | with `direct_messages`, also receive NIP-04 (kind 4) messages from older clients; the bot answers each in the scheme it was written in |
 //!
 //! A subscription (one `REQ` with one filter on every read relay):
 //!
@@ -104,6 +106,11 @@ pub struct SubscriptionConfig {
     pub since: Option<u64>,
     /// `limit` of the first ever `REQ`.
     pub limit: Option<usize>,
+    /// Seconds asked for before the resume point on top of the overlap:
+    /// NIP-59 gift wraps are stamped up to two days in the past, so the
+    /// direct-message subscription looks that far back (what comes again
+    /// is recognised by id). `0` for configured subscriptions.
+    pub lookback: u64,
 }
 
 impl SubscriptionConfig {
@@ -112,7 +119,7 @@ impl SubscriptionConfig {
     pub fn filter(&self, since: u64, first: bool) -> Filter {
         let mut f = Filter::new()
             .kinds(self.kinds.iter().map(|k| Kind::from(*k)))
-            .since(Timestamp::from_secs(since));
+            .since(Timestamp::from_secs(since.saturating_sub(self.lookback)));
         if !self.authors.is_empty() {
             f = f.authors(self.authors.iter().copied());
         }
@@ -158,6 +165,11 @@ pub struct NostrConfig {
     pub own_events: bool,
     /// Subject instance token (defaults to the operator id at start).
     pub instance: Option<String>,
+    /// Receive direct messages (the built-in subscription is in
+    /// `subscriptions`).
+    pub direct_messages: bool,
+    /// Also NIP-04 direct messages.
+    pub nip04: bool,
 }
 
 impl NostrConfig {
@@ -260,6 +272,10 @@ struct RawConfig {
     own_events: bool,
     #[serde(default)]
     instance: Option<String>,
+    #[serde(default = "yes")]
+    direct_messages: bool,
+    #[serde(default = "yes")]
+    nip04: bool,
 }
 
 /// Why a configuration was refused (the message names the key, never the
@@ -381,7 +397,21 @@ impl TryFrom<RawConfig> for NostrConfig {
                 hashtags: s.hashtags,
                 since: s.since,
                 limit: s.limit,
+                lookback: 0,
             });
+        }
+        if raw.direct_messages {
+            if subscriptions
+                .iter()
+                .any(|s| s.name == crate::dm::SUBSCRIPTION)
+            {
+                return err(format!(
+                    "`subscriptions`: the name {} is the built-in direct-message subscription's; \
+                     choose another (or set direct_messages = false)",
+                    crate::dm::SUBSCRIPTION
+                ));
+            }
+            subscriptions.push(crate::dm::subscription(keys.public_key(), raw.nip04));
         }
         let reconnect = match raw.reconnect {
             None => DEFAULT_RECONNECT_MS
@@ -441,6 +471,8 @@ impl TryFrom<RawConfig> for NostrConfig {
             max_event_bytes,
             own_events: raw.own_events,
             instance: raw.instance,
+            direct_messages: raw.direct_messages,
+            nip04: raw.nip04,
         })
     }
 }

@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nostr::prelude::{Event, EventId, PublicKey, ToBech32};
+use nostr::prelude::{Event, EventId, ToBech32};
 use serde::Serialize;
 use serde_json::Value;
 use switchboard_bus::proto::{headers, ChatAddress, Envelope};
@@ -19,6 +19,8 @@ use switchboard_bus::Bus;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::config::BotKeys;
+use crate::dm::{self, Encryption, Opened};
 use crate::relay::Received;
 use crate::resume::Resume;
 use crate::stats::NostrStats;
@@ -181,6 +183,8 @@ pub fn envelope(
 pub struct Recent {
     map: HashMap<String, (String, Option<String>)>,
     by_envelope: HashMap<String, String>,
+    /// Direct messages by id, with their scheme: an answer uses it.
+    dms: HashMap<String, Encryption>,
     order: VecDeque<(String, Option<String>)>,
 }
 
@@ -194,7 +198,27 @@ impl Recent {
             return;
         }
         let root = placement(event).root;
-        self.map.insert(id.clone(), (event.pubkey.to_hex(), root));
+        self.remember(id, event.pubkey.to_hex(), root, envelope);
+    }
+
+    /// Remembers direct message `dm`, published in envelope `envelope`.
+    pub fn insert_dm(&mut self, dm: &Opened, envelope: Option<&str>) {
+        let id = dm.id.to_hex();
+        if self.map.contains_key(&id) {
+            return;
+        }
+        self.dms.insert(id.clone(), dm.encryption);
+        self.remember(id, dm.sender.to_hex(), None, envelope);
+    }
+
+    fn remember(
+        &mut self,
+        id: String,
+        author: String,
+        root: Option<String>,
+        envelope: Option<&str>,
+    ) {
+        self.map.insert(id.clone(), (author, root));
         if let Some(env) = envelope {
             self.by_envelope.insert(env.to_string(), id.clone());
         }
@@ -202,6 +226,7 @@ impl Recent {
         while self.order.len() > RECENT_CAP {
             if let Some((old, env)) = self.order.pop_front() {
                 self.map.remove(&old);
+                self.dms.remove(&old);
                 if let Some(env) = env {
                     self.by_envelope.remove(&env);
                 }
@@ -212,6 +237,11 @@ impl Recent {
     /// The event (hex id) that the envelope with id `envelope` carried.
     pub fn event_of_envelope(&self, envelope: &str) -> Option<&str> {
         self.by_envelope.get(envelope).map(String::as_str)
+    }
+
+    /// The scheme of a recent direct message.
+    pub fn encryption(&self, id: &str) -> Option<Encryption> {
+        self.dms.get(id).copied()
     }
 
     /// Author (hex) and thread root of a recent event.
@@ -240,8 +270,14 @@ pub struct Inbound {
     pub paused: watch::Receiver<bool>,
     /// How long a first copy waits for others.
     pub collect: watch::Receiver<Duration>,
-    /// The bot's own public key and whether its events are published.
-    pub own: watch::Receiver<(PublicKey, bool)>,
+    /// The bot's keys (its public key, and its secret key to open
+    /// direct messages) and whether its own events are published.
+    pub own: watch::Receiver<(BotKeys, bool)>,
+    /// Direct messages written before this (unix seconds) are not
+    /// published: set on the first start ever of the direct-message
+    /// subscription, whose look-back would otherwise bring two days of
+    /// old messages to a new bot.
+    pub dm_floor: watch::Receiver<Option<u64>>,
     /// Resume state.
     pub resume: Arc<Mutex<Resume>>,
     /// Recent events for replies.
@@ -288,8 +324,10 @@ impl Inbound {
         let created_at = r.event.created_at.as_secs();
         // A mark may move past an event only once that event is published
         // (or deliberately skipped): a kill before then must not lose it.
-        let (own_key, own_events) = *self.own.borrow();
-        let own = r.event.pubkey == own_key && !own_events;
+        let own = {
+            let own = self.own.borrow();
+            r.event.pubkey == own.0.public_key() && !own.1
+        };
         {
             let mut resume = self.resume.lock().unwrap_or_else(|p| p.into_inner());
             if resume.is_seen(&id.to_hex()) || own {
@@ -362,6 +400,10 @@ impl Inbound {
     }
 
     async fn publish(&mut self, g: Gathering) {
+        let (keys, own_events) = self.own.borrow().clone();
+        if dm::is_for(&g.event, &keys.public_key()) {
+            return self.publish_dm(g, &keys, own_events).await;
+        }
         let instance = self.instance.borrow().clone();
         let (subject, env) = envelope(
             &g.event,
@@ -382,18 +424,64 @@ impl Inbound {
                 return;
             }
         }
-        {
-            let mut resume = self.resume.lock().unwrap_or_else(|p| p.into_inner());
-            let created_at = g.event.created_at.as_secs();
-            resume.mark_seen(&g.event.id.to_hex(), created_at);
-            for (sub, relay) in &g.sources {
-                resume.observe(sub, relay, created_at);
-            }
-        }
+        self.settle(&g);
         self.recent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(&g.event, env_id.as_deref());
+    }
+
+    /// The event is out (or deliberately skipped): its id is known and
+    /// the marks of the relays that brought it may move past it.
+    fn settle(&self, g: &Gathering) {
+        let mut resume = self.resume.lock().unwrap_or_else(|p| p.into_inner());
+        let created_at = g.event.created_at.as_secs();
+        resume.mark_seen(&g.event.id.to_hex(), created_at);
+        for (sub, relay) in &g.sources {
+            resume.observe(sub, relay, created_at);
+        }
+    }
+
+    /// A direct message to the bot: opened, and published on the
+    /// sender's private room; one that does not open is dropped and
+    /// counted (never retried: it will not open later either).
+    async fn publish_dm(&mut self, g: Gathering, keys: &BotKeys, own_events: bool) {
+        let dm = match dm::open(&g.event, keys) {
+            Ok(dm) => dm,
+            Err(e) => {
+                self.stats.undecryptable.inc();
+                tracing::debug!(id = %g.event.id, error = %e, kind = ?e.kind(), "dropped a direct message that does not open");
+                self.settle(&g);
+                return;
+            }
+        };
+        if dm.sender == keys.public_key() && !own_events {
+            self.stats.own.inc();
+            self.settle(&g);
+            return;
+        }
+        let floor = *self.dm_floor.borrow();
+        if floor.is_some_and(|floor| dm.created_at < floor) {
+            self.stats.dms_before_start.inc();
+            self.settle(&g);
+            return;
+        }
+        let instance = self.instance.borrow().clone();
+        let (subject, env) = dm::envelope(&dm, &instance, self.bus.source(), &g.relays);
+        let env_id = env.id().map(str::to_string);
+        if let Err(e) = self.bus.publish(&subject, &env).await {
+            tracing::warn!(%subject, error = %e, "could not publish a direct message");
+            return;
+        }
+        self.stats.published.inc();
+        self.stats.dms.inc();
+        // The text is private: never logged, only its ids.
+        tracing::debug!(%subject, id = %dm.id, carrier = %dm.carrier, "published a direct message");
+        self.settle(&g);
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert_dm(&dm, env_id.as_deref());
     }
 }
 

@@ -6,10 +6,14 @@
 //! `chat.nostr.<instance>.<room>.<kind>` however many relays carry it
 //! (their URLs in the `nostr-relays` header), and resumes each
 //! subscription after a reconnect or restart from where it stopped, so
-//! nothing is missed and nothing repeats. It publishes replies, notes,
+//! nothing is missed and nothing repeats. Direct messages (NIP-17, and
+//! NIP-04 from older clients) arrive decrypted on the sender's private
+//! room and are answered privately. It publishes replies, notes,
 //! reactions and pre-signed events to the write relays on request and
 //! answers with every relay's `OK`. Relays and filters change on reload
-//! without a restart. The contract is in `docs/PROTOCOL.md` ("Nostr
+//! without a restart, and relays can be added, removed, listed and
+//! addressed one by one over the bus, which also hears each relay's
+//! connects, disconnects, notices and refusals. The contract is in `docs/PROTOCOL.md` ("Nostr
 //! operator").
 //!
 //! What comes from the `nostr` crate (0.45, stable): events, keys,
@@ -35,6 +39,8 @@
 //! | [`relay`] | one relay: connect, reconnect schedule, REQ/resume, NIP-42, OK results, status |
 //! | [`inbound`] | dedupe, collecting relay URLs, rooms (NIP-10), bodies |
 //! | [`outbound`] | send requests to signed events |
+//! | [`dm`] | direct messages: NIP-17 (NIP-44, NIP-59 gift wraps) and NIP-04, in and out |
+//! | [`control`] | relays added and removed over the bus, and relay events published on it |
 //! | [`resume`] | per-subscription, per-relay marks and published ids in the state dir |
 //! | [`stats`] | heartbeat counters |
 //! | [`operator`] | the bus side ([`NostrOperator`]) |
@@ -46,6 +52,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod control;
+pub mod dm;
 pub mod frame;
 pub mod inbound;
 pub mod operator;

@@ -1,6 +1,7 @@
-//! [`NostrOperator`]: the bus side. Starts a task per relay and the
-//! inbound task, turns send requests into signed events published to the
-//! write relays (answering with each relay's `OK`), and applies reloads
+//! [`NostrOperator`]: the bus side. Starts a task per relay, the inbound
+//! task and the relay-event task, turns send requests into signed events
+//! published to the write relays or the named ones (answering with each
+//! relay's `OK`), adds and removes relays on request, and applies reloads
 //! to the running connections: relays added and removed, filters
 //! changed, without a restart.
 
@@ -8,14 +9,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nostr::prelude::PublicKey;
 use serde::Serialize;
 use switchboard_bus::proto::{ChatPattern, SendResult};
 use switchboard_bus::{Bus, Context, Delivery, HandlerResult, Operator};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{NostrConfig, SubscriptionConfig};
+use crate::config::{BotKeys, NostrConfig, RelayConfig, SubscriptionConfig};
+use crate::control::{publish_events, Origin, Overlay, RelayEvents};
 use crate::inbound::{Inbound, Recent};
 use crate::outbound::{request_for, Request};
 use crate::relay::{OkResult, RelayHandle, RelayStatus, Shared};
@@ -37,13 +38,32 @@ pub struct PublishResult {
     pub relays: Vec<OkResult>,
 }
 
+/// One relay in a `relays`, `relay-add` or `relay-remove` answer.
+#[derive(Debug, Serialize)]
+pub struct RelayEntry {
+    /// Its status.
+    #[serde(flatten)]
+    pub status: RelayStatus,
+    /// From the manifest, or added over the bus.
+    pub origin: Origin,
+}
+
 /// The answer to a `relays` request.
 #[derive(Debug, Serialize)]
 pub struct RelaysReply {
     /// Each relay's status.
-    pub relays: Vec<RelayStatus>,
+    pub relays: Vec<RelayEntry>,
     /// Resume marks: subscription → relay → newest `created_at` seen.
     pub marks: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// The answer to a `relay-add` or `relay-remove` request.
+#[derive(Debug, Serialize)]
+pub struct RelayChange {
+    /// Always true (a refusal is a `SendResult`).
+    pub ok: bool,
+    /// The relays after the change.
+    pub relays: Vec<RelayEntry>,
 }
 
 /// The Nostr operator. Hand it to [`switchboard_bus::run`].
@@ -69,9 +89,13 @@ struct Running {
     instance_tx: watch::Sender<String>,
     paused_tx: watch::Sender<bool>,
     collect_tx: watch::Sender<Duration>,
-    own_tx: watch::Sender<(PublicKey, bool)>,
+    own_tx: watch::Sender<(BotKeys, bool)>,
+    dm_floor_tx: watch::Sender<Option<u64>>,
     recent: Arc<Mutex<Recent>>,
     inbound: JoinHandle<()>,
+    /// What `relay-add` and `relay-remove` changed.
+    overlay: Overlay,
+    relay_events: JoinHandle<()>,
 }
 
 impl NostrOperator {
@@ -95,9 +119,51 @@ impl NostrOperator {
     }
 }
 
+/// The first start of the direct-message subscription: messages written
+/// before now (less the overlap) are old news, not to be answered.
+fn dm_floor(config: &NostrConfig, resume: &Resume) -> Option<u64> {
+    (config.direct_messages && !resume.knows(crate::dm::SUBSCRIPTION))
+        .then(|| crate::resume::now_secs().saturating_sub(config.resume_overlap.as_secs()))
+}
+
 impl Running {
-    fn spawn_relays(&mut self, stats: &switchboard_bus::Stats) {
-        for rc in &self.config.relays {
+    /// The relays that should run: the manifest's, with the bus's changes.
+    fn wanted(&self) -> Vec<(RelayConfig, Origin)> {
+        self.overlay.apply(&self.config.relays)
+    }
+
+    /// TLS for `wss://` relays when one is wanted and none is set up (a
+    /// relay added over the bus, a manifest without `wss://` relays).
+    fn ensure_tls(&mut self, wanted: &[RelayConfig]) -> Result<(), String> {
+        if self.shared.tls.is_none() && wanted.iter().any(|r| r.url.starts_with("wss://")) {
+            let tls = crate::relay::tls::client_config(self.config.tls_ca.as_deref())
+                .map_err(|e| format!("TLS setup: {e}"))?;
+            self.shared.tls = Some(tls);
+        }
+        Ok(())
+    }
+
+    /// Stops the running relays that are no longer wanted (or whose
+    /// flags changed), saying `why`, and starts the missing ones.
+    fn reconcile(&mut self, stats: &switchboard_bus::Stats, why: &str) {
+        let wanted = self.wanted();
+        let gone: Vec<String> = self
+            .relays
+            .iter()
+            .filter(|(url, h)| {
+                !wanted
+                    .iter()
+                    .any(|(r, _)| &r.url == *url && r == h.config())
+            })
+            .map(|(url, _)| url.clone())
+            .collect();
+        for url in gone {
+            if let Some(h) = self.relays.remove(&url) {
+                tracing::info!(relay = %url, reason = why, "relay stopped");
+                h.stop(why, &self.shared.events);
+            }
+        }
+        for (rc, _) in wanted {
             if !self.relays.contains_key(&rc.url) {
                 let h = RelayHandle::spawn(
                     rc.clone(),
@@ -110,6 +176,21 @@ impl Running {
         }
     }
 
+    fn entries(&self) -> Vec<RelayEntry> {
+        let origins = self.wanted();
+        self.relays
+            .values()
+            .map(|h| RelayEntry {
+                status: h.status(),
+                origin: origins
+                    .iter()
+                    .find(|(r, _)| r.url == h.config().url)
+                    .map(|(_, o)| *o)
+                    .unwrap_or(Origin::Config),
+            })
+            .collect()
+    }
+
     fn statuses(&self) -> RelaysReply {
         let marks = self
             .shared
@@ -119,9 +200,67 @@ impl Running {
             .marks()
             .clone();
         RelaysReply {
-            relays: self.relays.values().map(RelayHandle::status).collect(),
+            relays: self.entries(),
             marks,
         }
+    }
+
+    /// `relay-add`: a new relay, or new flags for a running one.
+    fn add_relay(&mut self, rc: RelayConfig, stats: &switchboard_bus::Stats) -> Result<(), String> {
+        self.ensure_tls(std::slice::from_ref(&rc))?;
+        tracing::info!(relay = %rc.url, read = rc.read, write = rc.write, "relay added over the bus");
+        self.overlay.add(rc);
+        self.reconcile(stats, "its read/write flags changed over the bus");
+        Ok(())
+    }
+
+    /// `relay-remove`: refused for an unknown relay and for the last one.
+    fn remove_relay(&mut self, url: &str, stats: &switchboard_bus::Stats) -> Result<(), String> {
+        if !self.relays.contains_key(url) {
+            return Err(format!(
+                "{url} is not one of the operator's relays ({})",
+                self.relays.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if self.relays.len() == 1 {
+            return Err(format!(
+                "{url} is the operator's only relay; add another before removing it"
+            ));
+        }
+        self.overlay.remove(url);
+        self.reconcile(stats, "removed over the bus");
+        Ok(())
+    }
+
+    /// The relays a publish goes to: every write relay, or the named
+    /// ones (each must be running with `write = true`).
+    fn writers(&self, named: Option<&[String]>) -> Result<Vec<&RelayHandle>, String> {
+        let Some(named) = named else {
+            let all: Vec<&RelayHandle> =
+                self.relays.values().filter(|h| h.config().write).collect();
+            if all.is_empty() {
+                return Err("no write relay is configured; set write = true on a relay".to_string());
+            }
+            return Ok(all);
+        };
+        let mut out: Vec<&RelayHandle> = Vec::new();
+        for url in named {
+            let Some(h) = self.relays.get(url.trim()) else {
+                return Err(format!(
+                    "{url} is not one of the operator's relays ({}); add it with relay-add first",
+                    self.relays.keys().cloned().collect::<Vec<_>>().join(", ")
+                ));
+            };
+            if !h.config().write {
+                return Err(format!(
+                    "{url} is read-only (write = false); change that with relay-add"
+                ));
+            }
+            if !out.iter().any(|o| o.config().url == h.config().url) {
+                out.push(h);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -202,13 +341,22 @@ impl Operator for NostrOperator {
                 Resume::in_memory(overlap)
             }
         };
+        let mut resume = resume;
+        resume.set_lookback(&config.subscriptions);
+        let (dm_floor_tx, dm_floor_rx) = watch::channel(dm_floor(&config, &resume));
         let resume = Arc::new(Mutex::new(resume));
         let stats = NostrStats::new(ctx.bus().stats());
+        let (events, events_rx) = RelayEvents::new(stats.relay_events_dropped.clone());
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);
         let (instance_tx, instance_rx) = watch::channel(instance.clone());
         let (paused_tx, paused_rx) = watch::channel(false);
         let (collect_tx, collect_rx) = watch::channel(config.collect);
-        let (own_tx, own_rx) = watch::channel((config.keys.public_key(), config.own_events));
+        let (own_tx, own_rx) = watch::channel((config.keys.clone(), config.own_events));
+        let relay_events = tokio::spawn(publish_events(
+            ctx.bus().clone(),
+            instance_rx.clone(),
+            events_rx,
+        ));
         let recent = Arc::new(Mutex::new(Recent::default()));
         let inbound = tokio::spawn(
             Inbound {
@@ -217,6 +365,7 @@ impl Operator for NostrOperator {
                 paused: paused_rx,
                 collect: collect_rx,
                 own: own_rx,
+                dm_floor: dm_floor_rx,
                 resume: Arc::clone(&resume),
                 recent: Arc::clone(&recent),
                 stats: stats.clone(),
@@ -232,6 +381,7 @@ impl Operator for NostrOperator {
             max_event_bytes: config.max_event_bytes,
             tls,
             health: crate::relay::status::RelayHealth::new(ctx.health().clone()),
+            events,
         };
         Self::subscribe(ctx, &instance).await?;
         tracing::info!(
@@ -251,16 +401,19 @@ impl Operator for NostrOperator {
             paused_tx,
             collect_tx,
             own_tx,
+            dm_floor_tx,
             recent,
             inbound,
+            overlay: Overlay::default(),
+            relay_events,
         };
-        running.spawn_relays(ctx.bus().stats());
+        running.reconcile(ctx.bus().stats(), "");
         self.running = Some(running);
         Ok(())
     }
 
     async fn message(&mut self, ctx: &mut Context, delivery: Delivery) -> HandlerResult {
-        let Some(run) = &self.running else {
+        let Some(run) = &mut self.running else {
             return Ok(());
         };
         let request = {
@@ -275,29 +428,41 @@ impl Operator for NostrOperator {
                 }
                 return Ok(());
             }
-            Ok(Request::Publish(event)) => {
+            Ok(Request::AddRelay(rc)) => run.add_relay(rc, ctx.bus().stats()),
+            Ok(Request::RemoveRelay(url)) => run.remove_relay(&url, ctx.bus().stats()),
+            Ok(Request::Publish { event, relays }) => {
                 let event = Arc::new(*event);
-                let writers: Vec<_> = run
-                    .relays
-                    .values()
-                    .filter(|h| h.config().write)
-                    .map(|h| (h.config().url.clone(), h.publish(Arc::clone(&event))))
-                    .collect();
-                if writers.is_empty() {
-                    Err("no write relay is configured; set write = true on a relay".to_string())
-                } else {
-                    tokio::spawn(publish(
-                        ctx.bus().clone(),
-                        writers,
-                        event.id.to_hex(),
-                        run.config.publish_timeout,
-                        run.shared.stats.clone(),
-                        delivery.reply.clone(),
-                    ));
-                    Ok(())
+                match run.writers(relays.as_deref()) {
+                    Err(e) => Err(e),
+                    Ok(handles) => {
+                        let writers: Vec<_> = handles
+                            .into_iter()
+                            .map(|h| (h.config().url.clone(), h.publish(Arc::clone(&event))))
+                            .collect();
+                        tokio::spawn(publish(
+                            ctx.bus().clone(),
+                            writers,
+                            event.id.to_hex(),
+                            run.config.publish_timeout,
+                            run.shared.stats.clone(),
+                            delivery.reply.clone(),
+                        ));
+                        return Ok(());
+                    }
                 }
             }
         };
+        // relay-add and relay-remove: answered with the relays now.
+        if outcome.is_ok() {
+            if let Some(reply) = &delivery.reply {
+                let body = RelayChange {
+                    ok: true,
+                    relays: run.entries(),
+                };
+                ctx.bus().respond_json(reply, &body).await?;
+            }
+            return Ok(());
+        }
         if let Err(error) = outcome {
             tracing::debug!(subject = %delivery.subject, %error, "send request refused");
             if let Some(reply) = &delivery.reply {
@@ -320,11 +485,28 @@ impl Operator for NostrOperator {
             run.instance = instance.clone();
             let _ = run.instance_tx.send(instance);
         }
-        // Checked before anything changes: a bad tls_ca refuses the reload.
-        let tls = config.tls().map_err(|e| format!("TLS setup: {e}"))?;
+        // Checked before anything changes: a bad tls_ca refuses the reload
+        // (also one only a relay added over the bus needs).
+        let mut tls = config.tls().map_err(|e| format!("TLS setup: {e}"))?;
+        let mut overlay = run.overlay.clone();
+        overlay.reload(&run.config.relays, &config.relays);
+        if tls.is_none()
+            && overlay
+                .apply(&config.relays)
+                .iter()
+                .any(|(r, _)| r.url.starts_with("wss://"))
+        {
+            tls = Some(
+                crate::relay::tls::client_config(config.tls_ca.as_deref())
+                    .map_err(|e| format!("TLS setup: {e}"))?,
+            );
+        }
         if run.config.needs_reconnect(&config) {
             for (_, h) in std::mem::take(&mut run.relays) {
-                h.stop();
+                h.stop(
+                    "the key, tls_ca, reconnect schedule or max_event_bytes changed (reload); reconnecting",
+                    &run.shared.events,
+                );
             }
             run.shared.keys = config.keys.clone();
             run.shared.reconnect = Arc::new(config.reconnect.clone());
@@ -332,38 +514,19 @@ impl Operator for NostrOperator {
         }
         // Relays started from here on (new, or all after the above) use it.
         run.shared.tls = tls;
-        // Relays gone, or whose read/write flags changed, stop; new ones start.
-        let keep: Vec<String> = run
-            .relays
-            .iter()
-            .filter(|(url, h)| {
-                config
-                    .relays
-                    .iter()
-                    .any(|r| &r.url == *url && r == h.config())
-            })
-            .map(|(url, _)| url.clone())
-            .collect();
-        let gone: Vec<String> = run
-            .relays
-            .keys()
-            .filter(|u| !keep.contains(u))
-            .cloned()
-            .collect();
-        for url in gone {
-            if let Some(h) = run.relays.remove(&url) {
-                tracing::info!(relay = %url, "relay removed");
-                h.stop();
-            }
-        }
+        run.overlay = overlay;
         let subs = Arc::new(config.subscriptions.clone());
         if subs != run.subs {
             let names: Vec<&str> = subs.iter().map(|s| s.name.as_str()).collect();
-            run.shared
-                .resume
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain_subscriptions(&names);
+            {
+                let mut resume = run.shared.resume.lock().unwrap_or_else(|p| p.into_inner());
+                resume.retain_subscriptions(&names);
+                resume.set_lookback(&subs);
+                // Direct messages turned on by this reload start from now.
+                if let Some(floor) = dm_floor(&config, &resume) {
+                    let _ = run.dm_floor_tx.send(Some(floor));
+                }
+            }
             for h in run.relays.values() {
                 h.set_subscriptions(Arc::clone(&subs));
             }
@@ -375,11 +538,10 @@ impl Operator for NostrOperator {
             .unwrap_or_else(|p| p.into_inner())
             .set_overlap(config.resume_overlap.as_secs());
         let _ = run.collect_tx.send(config.collect);
-        let _ = run
-            .own_tx
-            .send((config.keys.public_key(), config.own_events));
+        let _ = run.own_tx.send((config.keys.clone(), config.own_events));
         run.config = config;
-        run.spawn_relays(ctx.bus().stats());
+        // Relays gone, or whose read/write flags changed, stop; new ones start.
+        run.reconcile(ctx.bus().stats(), "removed by a reload");
         tracing::info!(relays = run.relays.len(), "reloaded");
         Ok(())
     }
@@ -401,10 +563,19 @@ impl Operator for NostrOperator {
     async fn stop(&mut self, _ctx: &mut Context) -> HandlerResult {
         if let Some(run) = self.running.take() {
             for (_, h) in run.relays {
-                h.stop();
+                h.stop("the operator is stopping", &run.shared.events);
             }
             let _ = run.paused_tx.send(false);
             drop(run.shared);
+            // Its last events (the disconnects above) go out once every
+            // sender is gone.
+            let mut relay_events = run.relay_events;
+            if tokio::time::timeout(Duration::from_secs(1), &mut relay_events)
+                .await
+                .is_err()
+            {
+                relay_events.abort();
+            }
             // The inbound task publishes what it holds once every sender
             // is gone, then saves the resume state.
             let mut inbound = run.inbound;

@@ -1,6 +1,9 @@
 //! From send requests to signed events: a reply in a thread (NIP-10), a
-//! top-level note, a reaction (NIP-25), a pre-signed event; or a `relays`
-//! status request (GenNostr's `list_relays`).
+//! direct message (NIP-17 or NIP-04, [`crate::dm`]), a top-level note, a
+//! reaction (NIP-25), a pre-signed event; or a relay request (GenNostr's
+//! `list_relays`, `add_relay`, `remove_relay`). A publish goes to every
+//! write relay (GenNostr's `broadcast_message`) or, with `relays` in its
+//! body, to the named ones (its `send_message` to one relay).
 
 use nostr::prelude::{Event, EventBuilder, EventId, FinalizeEvent, Kind, PublicKey, Tag};
 use serde::Deserialize;
@@ -8,7 +11,8 @@ use serde_json::Value;
 use switchboard_bus::proto::{headers, Branch, ChatSubject};
 use switchboard_bus::Delivery;
 
-use crate::config::BotKeys;
+use crate::config::{BotKeys, RelayConfig};
+use crate::dm::{self, Encryption};
 use crate::inbound::Recent;
 
 /// Request kinds (the `<kind>` of `send.nostr.<instance>.<room>.<kind>`).
@@ -23,15 +27,29 @@ pub mod kinds {
     pub const RAW: &str = "raw";
     /// The relays and their state (answered, nothing is published).
     pub const RELAYS: &str = "relays";
+    /// Add a relay (or change its flags) until the next reload says
+    /// otherwise.
+    pub const RELAY_ADD: &str = "relay-add";
+    /// Remove a relay until the next reload says otherwise.
+    pub const RELAY_REMOVE: &str = "relay-remove";
 }
 
 /// What a send request asks for.
 #[derive(Debug)]
 pub enum Request {
-    /// Publish this event to the write relays.
-    Publish(Box<Event>),
+    /// Publish this event.
+    Publish {
+        /// The signed event.
+        event: Box<Event>,
+        /// Only to these relays (by URL); `None`: every write relay.
+        relays: Option<Vec<String>>,
+    },
     /// Answer with the relays' status.
     Relays,
+    /// Add a relay, or change its flags.
+    AddRelay(RelayConfig),
+    /// Remove a relay.
+    RemoveRelay(String),
 }
 
 #[derive(Deserialize)]
@@ -40,6 +58,10 @@ struct MessageBody {
     text: String,
     #[serde(default)]
     reply_to: Option<String>,
+    #[serde(default)]
+    encryption: Option<Encryption>,
+    #[serde(default)]
+    relays: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -48,6 +70,8 @@ struct NoteBody {
     text: String,
     #[serde(default)]
     hashtags: Vec<String>,
+    #[serde(default)]
+    relays: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -59,12 +83,46 @@ struct ReactionBody {
     author: Option<String>,
     #[serde(default)]
     content: Option<String>,
+    #[serde(default)]
+    relays: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBody {
     event: Value,
+    #[serde(default)]
+    relays: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RelayAddBody {
+    url: String,
+    #[serde(default = "yes")]
+    read: bool,
+    #[serde(default = "yes")]
+    write: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RelayRemoveBody {
+    url: String,
+}
+
+fn publish(event: Box<Event>, relays: Option<Vec<String>>) -> Result<Request, String> {
+    if relays.as_ref().is_some_and(Vec::is_empty) {
+        return Err(
+            "`relays` is empty; name at least one relay, or leave it out for every write relay"
+                .to_string(),
+        );
+    }
+    Ok(Request::Publish { event, relays })
 }
 
 fn body<T: for<'de> Deserialize<'de>>(
@@ -127,15 +185,26 @@ pub fn request_for(
                     .and_then(|env| recent.event_of_envelope(env))
                     .map(str::to_string);
             }
-            reply(&room, b, keys, recent)
+            let relays = b.relays.take();
+            let event = match room.strip_prefix('@') {
+                Some(peer) => direct(peer, b, keys, recent)?,
+                None if b.encryption.is_some() => {
+                    return Err(
+                        "`encryption` is for direct messages: send to the room @<npub> of the person"
+                            .to_string(),
+                    )
+                }
+                None => reply(&room, b, keys, recent)?,
+            };
+            publish(event, relays)
         }
         kinds::NOTE => {
             let b: NoteBody = body(value, &kind, r#"{"text": "...", "hashtags": ["..."]}"#)?;
             let tags: Vec<Tag> = b.hashtags.iter().map(Tag::hashtag).collect();
-            Ok(Request::Publish(sign(
-                EventBuilder::new(Kind::TextNote, b.text).tags(tags),
-                keys,
-            )?))
+            publish(
+                sign(EventBuilder::new(Kind::TextNote, b.text).tags(tags), keys)?,
+                b.relays,
+            )
         }
         kinds::REACTION => {
             let b: ReactionBody = body(
@@ -159,10 +228,10 @@ pub fn request_for(
                 tags.push(Tag::public_key(a));
             }
             let content = b.content.unwrap_or_else(|| "+".to_string());
-            Ok(Request::Publish(sign(
-                EventBuilder::new(Kind::Reaction, content).tags(tags),
-                keys,
-            )?))
+            publish(
+                sign(EventBuilder::new(Kind::Reaction, content).tags(tags), keys)?,
+                b.relays,
+            )
         }
         kinds::RAW => {
             let b: RawBody = body(value, &kind, r#"{"event": {<a signed event>}}"#)?;
@@ -171,19 +240,73 @@ pub fn request_for(
             event
                 .verify()
                 .map_err(|_| "`event`: its id or signature does not verify".to_string())?;
-            Ok(Request::Publish(Box::new(event)))
+            publish(Box::new(event), b.relays)
         }
         kinds::RELAYS => Ok(Request::Relays),
+        kinds::RELAY_ADD => {
+            let b: RelayAddBody = body(
+                value,
+                &kind,
+                r#"{"url": "wss://…", "read": true, "write": true}"#,
+            )?;
+            let url = b.url.trim().to_string();
+            crate::config::check_relay_url(&url).map_err(|e| e.to_string())?;
+            if !b.read && !b.write {
+                return Err(format!(
+                    "{url} with read = false and write = false would do nothing; send relay-remove instead"
+                ));
+            }
+            Ok(Request::AddRelay(RelayConfig {
+                url,
+                read: b.read,
+                write: b.write,
+            }))
+        }
+        kinds::RELAY_REMOVE => {
+            let b: RelayRemoveBody = body(value, &kind, r#"{"url": "wss://…"}"#)?;
+            Ok(Request::RemoveRelay(b.url.trim().to_string()))
+        }
         other => Err(format!(
-            "unknown kind `{other}`: the Nostr operator sends message, note, reaction and raw, and answers relays"
+            "unknown kind `{other}`: the Nostr operator sends message, note, reaction and raw, and answers relays, relay-add and relay-remove"
         )),
     }
+}
+
+/// A direct message to `peer` (the room `@<npub>` without its `@`): in
+/// the scheme `encryption` names, else the scheme of the message it
+/// answers (an older client that wrote NIP-04 reads only NIP-04), else
+/// NIP-17.
+fn direct(
+    peer: &str,
+    b: MessageBody,
+    keys: &BotKeys,
+    recent: &Recent,
+) -> Result<Box<Event>, String> {
+    let to = pubkey("the room", peer)
+        .map_err(|e| format!("{e}; a direct-message room is @ followed by the person's npub"))?;
+    let reply_to = b
+        .reply_to
+        .as_deref()
+        .map(|r| event_id("`reply_to`", r))
+        .transpose()?;
+    let encryption = b
+        .encryption
+        .or_else(|| reply_to.and_then(|r| recent.encryption(&r.to_hex())))
+        .unwrap_or(Encryption::Nip17);
+    dm::make(keys, to, b.text, reply_to, encryption)
+        .map(Box::new)
+        .map_err(|e| e.to_string())
 }
 
 /// A reply in a thread (NIP-10 marked `e` tags, `p` tags of the people
 /// answered). The room is the thread root's id, or an author's npub (then
 /// `reply_to` names the note, which becomes the root).
-fn reply(room: &str, b: MessageBody, keys: &BotKeys, recent: &Recent) -> Result<Request, String> {
+fn reply(
+    room: &str,
+    b: MessageBody,
+    keys: &BotKeys,
+    recent: &Recent,
+) -> Result<Box<Event>, String> {
     let (root, reply_to, mut people) = if room.starts_with("npub1") {
         let author = pubkey("the room", room)?;
         let Some(reply_to) = &b.reply_to else {
@@ -228,10 +351,7 @@ fn reply(room: &str, b: MessageBody, keys: &BotKeys, recent: &Recent) -> Result<
             tags.push(Tag::public_key(p));
         }
     }
-    Ok(Request::Publish(sign(
-        EventBuilder::new(Kind::TextNote, b.text).tags(tags),
-        keys,
-    )?))
+    sign(EventBuilder::new(Kind::TextNote, b.text).tags(tags), keys)
 }
 
 #[cfg(test)]
@@ -258,8 +378,10 @@ mod tests {
 
     fn tags(r: Request) -> Vec<Vec<String>> {
         match r {
-            Request::Publish(e) => e.tags.iter().map(|t| t.as_slice().to_vec()).collect(),
-            Request::Relays => panic!("not a publish"),
+            Request::Publish { event, .. } => {
+                event.tags.iter().map(|t| t.as_slice().to_vec()).collect()
+            }
+            other => panic!("not a publish: {other:?}"),
         }
     }
 
@@ -376,7 +498,7 @@ mod tests {
                 &k,
                 &Recent::default()
             ),
-            Ok(Request::Publish(_))
+            Ok(Request::Publish { .. })
         ));
         raw["content"] = json!("tampered");
         let e = request_for(

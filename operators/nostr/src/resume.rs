@@ -98,6 +98,8 @@ pub struct Resume {
     path: Option<PathBuf>,
     state: Stored,
     overlap: u64,
+    /// The longest subscription lookback (ids that old can come again).
+    lookback: u64,
     /// Changes not yet in the journal.
     pending: Change,
     /// Something was forgotten (a removed subscription): only a new
@@ -134,6 +136,7 @@ impl Resume {
                 ..Stored::default()
             },
             overlap: overlap_secs,
+            lookback: 0,
             pending: Change::default(),
             needs_snapshot: false,
             journal_bytes: 0,
@@ -214,6 +217,19 @@ impl Resume {
         self.overlap = overlap_secs;
     }
 
+    /// Sets the longest lookback of the subscriptions (see
+    /// [`SubscriptionConfig::lookback`]): published ids stay known that
+    /// much longer, so a lookback never publishes one twice.
+    pub fn set_lookback(&mut self, subs: &[SubscriptionConfig]) {
+        self.lookback = subs.iter().map(|s| s.lookback).max().unwrap_or(0);
+    }
+
+    /// Whether subscription `name` has ever been asked for (it has a
+    /// start point).
+    pub fn knows(&self, name: &str) -> bool {
+        self.state.marks.get(name).is_some_and(|m| !m.is_empty())
+    }
+
     /// Where the `REQ` of `sub` on `relay` starts, and whether it is the
     /// first one ever for that subscription (then `limit` applies). A
     /// relay new to a subscription starts where the subscription's other
@@ -292,7 +308,7 @@ impl Resume {
             .min()
             .copied()
             .unwrap_or(0)
-            .saturating_sub(self.overlap + 1);
+            .saturating_sub(self.overlap + self.lookback + 1);
         self.state.seen.retain(|_, t| *t >= oldest);
         if self.state.seen.len() > MAX_SEEN {
             let mut times: Vec<u64> = self.state.seen.values().copied().collect();
@@ -383,6 +399,7 @@ mod tests {
             hashtags: vec![],
             since: Some(1000),
             limit: Some(5),
+            lookback: 0,
         }
     }
 
@@ -444,6 +461,26 @@ mod tests {
         r.save().unwrap();
         assert!(!r.is_seen("old"));
         assert!(r.is_seen("recent"));
+    }
+
+    #[test]
+    fn a_lookback_keeps_ids_it_can_bring_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut r, _) = Resume::load(dir.path(), 10);
+        let mut dms = sub("dms");
+        dms.lookback = 500;
+        r.set_lookback(&[sub("a"), dms.clone()]);
+        r.observe("dms", "ws://one", 1000);
+        // A gift wrap stamped 400 s before the mark can come again.
+        r.mark_seen("wrap", 600);
+        r.mark_seen("older", 100);
+        r.needs_snapshot = true;
+        r.save().unwrap();
+        assert!(r.is_seen("wrap"));
+        assert!(!r.is_seen("older"));
+        assert!(r.knows("dms") && !r.knows("b"));
+        let f = dms.filter(1000, false);
+        assert_eq!(f.since.map(|t| t.as_secs()), Some(500));
     }
 
     #[test]

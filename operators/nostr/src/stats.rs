@@ -39,6 +39,15 @@ pub struct NostrStats {
     pub closed: Counter,
     /// Websocket connects.
     pub connects: Counter,
+    /// Direct messages published (also counted in `published`).
+    pub dms: Counter,
+    /// Direct messages dropped: they did not decrypt or verify.
+    pub undecryptable: Counter,
+    /// Direct messages not published: written before the first start of
+    /// the direct-message subscription.
+    pub dms_before_start: Counter,
+    /// Relay events not published: the queue to the bus was full.
+    pub relay_events_dropped: Counter,
 }
 
 impl NostrStats {
@@ -58,6 +67,10 @@ impl NostrStats {
             auths: stats.counter("nostr_auth_sent"),
             notices: stats.counter("nostr_notices"),
             closed: stats.counter("nostr_closed"),
+            dms: stats.counter("nostr_dms_published"),
+            undecryptable: stats.counter("nostr_dropped_undecryptable"),
+            dms_before_start: stats.counter("nostr_dms_skipped_before_start"),
+            relay_events_dropped: stats.counter("nostr_relay_events_dropped"),
             connects: stats.counter("nostr_relay_connects"),
         }
     }

@@ -168,6 +168,11 @@ async fn auth_required_closes_and_refusals_are_retried_after_nip42() {
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        ws.send(Message::Text(
+            json!(["NOTICE", "welcome, members"]).to_string().into(),
+        ))
+        .await
+        .unwrap();
         let mut authed = false;
         let mut reqs = 0;
         while let Some(Ok(Message::Text(t))) = ws.next().await {
@@ -237,5 +242,27 @@ async fn auth_required_closes_and_refusals_are_retried_after_nip42() {
     assert!(seen.iter().any(|s| s.starts_with("REQ again")), "{seen:?}");
     let status = h.relays().await;
     assert_eq!(status[&url]["auth"], "done", "{status:?}");
+    // Each step was a relay event on the bus, in the relay's room.
+    let notice = h.relay_event(&url, "relay-notice", |_| true).await;
+    assert_eq!(notice.envelope().body["text"], "welcome, members");
+    let closed = h
+        .relay_event(&url, "relay-closed", |b| b["subscription"] == "notes")
+        .await;
+    assert_eq!(
+        closed.envelope().body["text"],
+        "auth-required: members only"
+    );
+    let challenge = h
+        .relay_event(&url, "relay-auth", |b| b["stage"] == "challenge")
+        .await;
+    assert_eq!(challenge.envelope().body["challenge"], "chal-1");
+    h.relay_event(&url, "relay-auth", |b| b["stage"] == "accepted")
+        .await;
+    let refused = h.relay_event(&url, "relay-refused", |_| true).await;
+    assert_eq!(
+        refused.envelope().body["text"],
+        "auth-required: members only"
+    );
+    assert_eq!(refused.envelope().body["event_id"], ack["id"]);
     server.abort();
 }

@@ -89,6 +89,8 @@ pub struct Shared {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The operator's health, from its read relays.
     pub health: status::RelayHealth,
+    /// Relay events for the bus.
+    pub events: crate::control::RelayEvents,
 }
 
 /// A running relay task.
@@ -167,9 +169,21 @@ impl RelayHandle {
         let _ = self.commands.try_send(Command::Subscriptions(subs));
     }
 
-    /// Stops the task (the websocket is closed by dropping it).
-    pub fn stop(self) {
+    /// Stops the task (the websocket is closed by dropping it); `why`
+    /// goes into a `relay-disconnected` event when it was connected.
+    pub fn stop(self, why: &str, events: &crate::control::RelayEvents) {
         self.task.abort();
+        let was = self.status.get().state;
         self.status.update(|s| s.state = RelayState::Stopped);
+        if matches!(was, RelayState::Connected | RelayState::Auth) {
+            events.emit(
+                crate::control::RelayEvent::new(
+                    &self.config.url,
+                    crate::control::RelayEventKind::Disconnected,
+                    why,
+                )
+                .with("reason", why),
+            );
+        }
     }
 }

@@ -17,6 +17,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::{AuthState, Command, OkResult, Outgoing, Received, RelayState, Shared, StatusCell};
 use crate::config::{RelayConfig, SubscriptionConfig};
+use crate::control::{RelayEvent, RelayEventKind};
 use crate::frame;
 use crate::stats::BurstLog;
 
@@ -55,6 +56,11 @@ pub(super) async fn run(
                     s.auth = AuthState::None;
                 });
                 tracing::info!(relay = %config.url, "connected");
+                let connects = status.get().connects;
+                shared.events.emit(
+                    RelayEvent::new(&config.url, RelayEventKind::Connected, "connected")
+                        .with("connects", connects),
+                );
                 let mut session = Session {
                     config: &config,
                     shared: &shared,
@@ -80,6 +86,10 @@ pub(super) async fn run(
                 match reason {
                     End::Lost(why) => {
                         tracing::warn!(relay = %config.url, reason = %why, "connection lost");
+                        shared.events.emit(
+                            RelayEvent::new(&config.url, RelayEventKind::Disconnected, &why)
+                                .with("reason", why.as_str()),
+                        );
                         status.update(|s| s.last_error = Some(why));
                     }
                     End::Commands => return,
@@ -400,6 +410,20 @@ impl Session<'_> {
                     self.auth = None;
                     return self.authenticated(status, &message).await;
                 }
+                if !status && !message.starts_with("duplicate:") {
+                    // Every refusal, also one a relay sends without the
+                    // event's id (nostr-relay does), and one we retry
+                    // after authenticating: the bot sees what the relay
+                    // said.
+                    self.shared.events.emit(
+                        RelayEvent::new(
+                            &self.config.url,
+                            RelayEventKind::Refused,
+                            message.to_string(),
+                        )
+                        .with("event_id", event_id.to_hex()),
+                    );
+                }
                 let Some(o) = self.in_flight.remove(&event_id) else {
                     return Ok(());
                 };
@@ -424,6 +448,11 @@ impl Session<'_> {
             }
             RelayMessage::Notice(notice) => {
                 self.shared.stats.notices.inc();
+                self.shared.events.emit(RelayEvent::new(
+                    &self.config.url,
+                    RelayEventKind::Notice,
+                    notice.to_string(),
+                ));
                 if let Some(before) = self.notices.should_log() {
                     tracing::info!(relay = %self.config.url, %notice, not_logged_before = before, "NOTICE");
                 }
@@ -434,6 +463,14 @@ impl Session<'_> {
             } => {
                 self.shared.stats.closed.inc();
                 let name = subscription_id.as_str().to_string();
+                self.shared.events.emit(
+                    RelayEvent::new(
+                        &self.config.url,
+                        RelayEventKind::Closed,
+                        message.to_string(),
+                    )
+                    .with("subscription", name.as_str()),
+                );
                 if message.starts_with("auth-required:") && !self.closed_for_auth.contains(&name) {
                     self.closed_for_auth.push(name);
                     if self.auth.is_none() {
@@ -444,6 +481,11 @@ impl Session<'_> {
                 }
             }
             RelayMessage::Auth { challenge } => {
+                self.shared.events.emit(
+                    RelayEvent::new(&self.config.url, RelayEventKind::Auth, "challenge")
+                        .with("stage", "challenge")
+                        .with("challenge", challenge.to_string()),
+                );
                 self.challenge = Some(challenge.into_owned());
                 self.send_auth().await?;
             }
@@ -482,6 +524,10 @@ impl Session<'_> {
     /// After our `AUTH` was answered (or not answered in time): send what
     /// waited for it, or refuse it.
     async fn authenticated(&mut self, accepted: bool, message: &str) -> Result<(), String> {
+        let stage = if accepted { "accepted" } else { "refused" };
+        self.shared.events.emit(
+            RelayEvent::new(&self.config.url, RelayEventKind::Auth, message).with("stage", stage),
+        );
         self.status.update(|s| {
             s.state = RelayState::Connected;
             s.auth = if accepted {

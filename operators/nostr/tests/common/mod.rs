@@ -136,14 +136,50 @@ impl Harness {
         }
     }
 
-    /// How many times each Nostr id was published so far.
+    /// How many times each Nostr id was published so far (relay events,
+    /// which have none, are not counted).
     pub fn counts(&self) -> HashMap<String, usize> {
         let mut m = HashMap::new();
         for d in &self.seen {
-            let id = d.envelope().body["id"].as_str().unwrap_or("").to_string();
-            *m.entry(id).or_insert(0) += 1;
+            if let Some(id) = d.envelope().body["id"].as_str() {
+                *m.entry(id.to_string()).or_insert(0) += 1;
+            }
         }
         m
+    }
+
+    /// The relay event `kind` (`relay-connected`, …) of relay `url`
+    /// matching `pred` (already received, or the next one).
+    pub async fn relay_event(
+        &mut self,
+        url: &str,
+        kind: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Delivery {
+        let subject = ChatAddress::new("nostr", &self.id, url).event_subject(kind);
+        if let Some(d) = self
+            .seen
+            .iter()
+            .find(|d| d.subject == subject && pred(&d.envelope().body))
+        {
+            return d.clone();
+        }
+        self.event(WAIT, move |d| {
+            d.subject == subject && pred(&d.envelope().body)
+        })
+        .await
+    }
+
+    /// A request with envelope `env` on `send.nostr.<id>.<room>.<kind>`;
+    /// the JSON answer.
+    pub async fn request_env(&self, room: &str, kind: &str, env: Envelope) -> Value {
+        let subject = ChatAddress::new("nostr", &self.id, room).send_subject(kind);
+        let reply = self
+            .bus
+            .request_bytes(&subject, env.to_vec().into(), WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("request on {subject}: {e}"));
+        serde_json::from_slice(&reply).expect("a JSON answer")
     }
 
     /// A request on `send.nostr.<id>.<room>.<kind>`; the JSON answer.
@@ -327,6 +363,39 @@ impl Peer {
     /// A text note with another event's signature, sent to `relays`.
     pub fn publish_bad_signature(relays: &[&str], secret: &str, content: &str) -> Value {
         Peer::run(&["badsig", &relays.join(","), secret, content])
+    }
+
+    /// A direct message from `secret` to `to` (npub or hex) in `scheme`
+    /// (`nip17` or `nip04`), answering message `reply_to` when given; the
+    /// publish answer plus `message_id`.
+    pub fn dm(
+        relays: &[&str],
+        secret: &str,
+        to: &str,
+        text: &str,
+        scheme: &str,
+        reply_to: Option<&str>,
+    ) -> Value {
+        let mut args = vec!["dm", secret, to, text, scheme];
+        let relays = relays.join(",");
+        args.insert(1, &relays);
+        if let Some(r) = reply_to {
+            args.push(r);
+        }
+        let out = Peer::run(&args);
+        for (url, ok) in out["ok"].as_object().expect("ok results") {
+            assert_eq!(ok[0], true, "{url} refused the peer's message: {ok}");
+        }
+        out
+    }
+
+    /// Every direct message to `secret`'s key on `relay`, opened by the
+    /// peer: `[{sender, text, kind, scheme, tags, id}]`.
+    pub fn inbox(relay: &str, secret: &str) -> Vec<Value> {
+        Peer::run(&["inbox", relay, secret])
+            .as_array()
+            .expect("a list")
+            .clone()
     }
 
     /// The events on `relay` matching `filter`, each `{event, valid}`.

@@ -14,6 +14,12 @@ Usage (every answer is one JSON document on stdout):
   bulk RELAYS SECRET N                          -> {"ids": [...], "seconds": s}: the same N notes to each relay, one connection each
   trickle RELAYS SECRET N EVERY_MS              -> [{"id", "accepted": [url...]}]: N notes, one every EVERY_MS, each to every relay on a
                                                    new connection; a relay that is down just does not accept it
+  dm RELAYS SECRET RECEIVER TEXT SCHEME [REPLY_TO]
+                                                -> a direct message to RECEIVER (npub or hex): SCHEME `nip17` (a kind-14 rumor,
+                                                   sealed and gift-wrapped, NIP-59/NIP-44) or `nip04` (kind 4); the publish answer
+                                                   plus "message_id" (the rumor's id for nip17)
+  inbox RELAY SECRET                            -> [{"sender", "text", "kind", "scheme", "tags", "id"}]: every DM to SECRET's key on
+                                                   RELAY, opened (gift wraps unwrapped and their seals checked, NIP-04 decrypted)
 RELAYS is a comma-separated list of ws:// URLs.
 """
 
@@ -23,7 +29,16 @@ import sys
 import time
 
 import websockets
-from nostr_sdk import Event, EventBuilder, Keys, Kind, Tag
+from nostr_sdk import (
+    Event,
+    EventBuilder,
+    Keys,
+    Kind,
+    PublicKey,
+    Tag,
+    UnwrappedGift,
+    nip59_make_gift_wrap,
+)
 
 
 def build(secret, content, tags):
@@ -94,6 +109,60 @@ async def trickle(relays, secret, n, every_ms):
     return out
 
 
+def dm(relays, secret, receiver, text, scheme, reply_to):
+    keys = Keys.parse(secret)
+    to = PublicKey.parse(receiver)
+    tags = [Tag.parse(["p", to.to_hex()])]
+    if reply_to:
+        tags.append(Tag.parse(["e", reply_to]))
+    if scheme == "nip04":
+        content = keys.nip04_encrypt(to, text)
+        event = EventBuilder(Kind(4), content).tags(tags).finalize(keys)
+        message_id = event.id().to_hex()
+    elif scheme == "nip17":
+        rumor = EventBuilder(Kind(14), text).tags(tags).finalize_unsigned(keys.public_key())
+        rumor = rumor.ensure_id()
+        message_id = rumor.id().to_hex()
+        event = nip59_make_gift_wrap(keys, to, rumor)
+    else:
+        raise SystemExit(f"unknown scheme {scheme}")
+    out = asyncio.run(publish(relays, json.loads(event.as_json())))
+    out["message_id"] = message_id
+    return out
+
+
+def inbox(url, secret):
+    keys = Keys.parse(secret)
+    me = keys.public_key().to_hex()
+    flt = {"kinds": [4, 1059], "#p": [me]}
+    out = []
+    for item in asyncio.run(fetch(url, flt)):
+        event = Event.from_json(json.dumps(item["event"]))
+        if not item["valid"]:
+            continue
+        if event.kind().as_u16() == 1059:
+            gift = UnwrappedGift.from_gift_wrap(keys, event)
+            rumor = gift.rumor()
+            out.append({
+                "sender": gift.sender().to_bech32(),
+                "text": rumor.content(),
+                "kind": rumor.kind().as_u16(),
+                "scheme": "nip17",
+                "tags": [t.to_vec() for t in rumor.tags()],
+                "id": rumor.id().to_hex() if rumor.id() else None,
+            })
+        else:
+            out.append({
+                "sender": event.author().to_bech32(),
+                "text": keys.nip04_decrypt(event.author(), event.content()),
+                "kind": 4,
+                "scheme": "nip04",
+                "tags": [t.to_vec() for t in event.tags()],
+                "id": event.id().to_hex(),
+            })
+    return out
+
+
 def main(argv):
     cmd = argv[1]
     if cmd == "keygen":
@@ -120,6 +189,11 @@ def main(argv):
         return asyncio.run(trickle(argv[2], argv[3], int(argv[4]), int(argv[5])))
     if cmd == "bulk":
         return asyncio.run(bulk(argv[2], argv[3], int(argv[4])))
+    if cmd == "dm":
+        reply_to = argv[7] if len(argv) > 7 else None
+        return dm(argv[2], argv[3], argv[4], argv[5], argv[6], reply_to)
+    if cmd == "inbox":
+        return inbox(argv[2], argv[3])
     if cmd == "fetch":
         return asyncio.run(fetch(argv[2], json.loads(argv[3])))
     raise SystemExit(f"unknown command {cmd}")
