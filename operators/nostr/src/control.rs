@@ -169,9 +169,14 @@ pub struct Overlay {
 }
 
 impl Overlay {
-    /// Records an add (or new flags).
-    pub fn add(&mut self, relay: RelayConfig) {
-        self.changes.insert(relay.url.clone(), Some(relay));
+    /// Records an add (or new flags); one that asks for exactly the
+    /// manifest's entry undoes the bus's change to it instead.
+    pub fn add(&mut self, relay: RelayConfig, manifest: &[RelayConfig]) {
+        if manifest.contains(&relay) {
+            self.changes.remove(&relay.url);
+        } else {
+            self.changes.insert(relay.url.clone(), Some(relay));
+        }
     }
 
     /// Records a removal.
@@ -230,7 +235,7 @@ mod tests {
         let manifest = vec![a.clone(), b.clone()];
         let mut o = Overlay::default();
         o.remove("ws://a");
-        o.add(relay("ws://c", true, false));
+        o.add(relay("ws://c", true, false), &manifest);
         let urls = |l: Vec<(RelayConfig, Origin)>| -> Vec<(String, Origin)> {
             l.into_iter().map(|(r, o)| (r.url, o)).collect()
         };
@@ -247,6 +252,9 @@ mod tests {
         assert_eq!(o.apply(&same).len(), 2);
         assert!(!o.apply(&same).iter().any(|(r, _)| r.url == "ws://a"));
         // A reload that changes a's entry brings it back.
+        let mut readd = o.clone();
+        readd.add(a.clone(), &same);
+        assert!(readd.apply(&same).contains(&(a.clone(), Origin::Config)));
         let changed = vec![relay("ws://a", false, true), same[1].clone()];
         o.reload(&same, &changed);
         let now = urls(o.apply(&changed));
@@ -258,6 +266,10 @@ mod tests {
             now.contains(&("ws://c".to_string(), Origin::Bus)),
             "{now:?}"
         );
+        // Adding a's manifest entry as it is undoes nothing else.
+        let mut undo = o.clone();
+        undo.add(changed[0].clone(), &changed);
+        assert_eq!(undo, o);
         // A reload that adds c's URL to the manifest takes it over.
         let with_c = vec![
             changed[0].clone(),

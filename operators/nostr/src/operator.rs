@@ -209,7 +209,7 @@ impl Running {
     fn add_relay(&mut self, rc: RelayConfig, stats: &switchboard_bus::Stats) -> Result<(), String> {
         self.ensure_tls(std::slice::from_ref(&rc))?;
         tracing::info!(relay = %rc.url, read = rc.read, write = rc.write, "relay added over the bus");
-        self.overlay.add(rc);
+        self.overlay.add(rc, &self.config.relays);
         self.reconcile(stats, "its read/write flags changed over the bus");
         Ok(())
     }
