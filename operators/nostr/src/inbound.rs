@@ -273,11 +273,6 @@ pub struct Inbound {
     /// The bot's keys (its public key, and its secret key to open
     /// direct messages) and whether its own events are published.
     pub own: watch::Receiver<(BotKeys, bool)>,
-    /// Direct messages written before this (unix seconds) are not
-    /// published: set on the first start ever of the direct-message
-    /// subscription, whose look-back would otherwise bring two days of
-    /// old messages to a new bot.
-    pub dm_floor: watch::Receiver<Option<u64>>,
     /// Resume state.
     pub resume: Arc<Mutex<Resume>>,
     /// Recent events for replies.
@@ -460,7 +455,13 @@ impl Inbound {
             self.settle(&g);
             return;
         }
-        let floor = *self.dm_floor.borrow();
+        // The look-back would otherwise bring a new bot two days of old
+        // messages: nothing written before the subscription's first REQ.
+        let floor = self
+            .resume
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .floor(dm::SUBSCRIPTION);
         if floor.is_some_and(|floor| dm.created_at < floor) {
             self.stats.dms_before_start.inc();
             self.settle(&g);

@@ -90,7 +90,6 @@ struct Running {
     paused_tx: watch::Sender<bool>,
     collect_tx: watch::Sender<Duration>,
     own_tx: watch::Sender<(BotKeys, bool)>,
-    dm_floor_tx: watch::Sender<Option<u64>>,
     recent: Arc<Mutex<Recent>>,
     inbound: JoinHandle<()>,
     /// What `relay-add` and `relay-remove` changed.
@@ -117,13 +116,6 @@ impl NostrOperator {
             .await?;
         Ok(())
     }
-}
-
-/// The first start of the direct-message subscription: messages written
-/// before now (less the overlap) are old news, not to be answered.
-fn dm_floor(config: &NostrConfig, resume: &Resume) -> Option<u64> {
-    (config.direct_messages && !resume.knows(crate::dm::SUBSCRIPTION))
-        .then(|| crate::resume::now_secs().saturating_sub(config.resume_overlap.as_secs()))
 }
 
 impl Running {
@@ -343,7 +335,6 @@ impl Operator for NostrOperator {
         };
         let mut resume = resume;
         resume.set_lookback(&config.subscriptions);
-        let (dm_floor_tx, dm_floor_rx) = watch::channel(dm_floor(&config, &resume));
         let resume = Arc::new(Mutex::new(resume));
         let stats = NostrStats::new(ctx.bus().stats());
         let (events, events_rx) = RelayEvents::new(stats.relay_events_dropped.clone());
@@ -365,7 +356,6 @@ impl Operator for NostrOperator {
                 paused: paused_rx,
                 collect: collect_rx,
                 own: own_rx,
-                dm_floor: dm_floor_rx,
                 resume: Arc::clone(&resume),
                 recent: Arc::clone(&recent),
                 stats: stats.clone(),
@@ -401,7 +391,6 @@ impl Operator for NostrOperator {
             paused_tx,
             collect_tx,
             own_tx,
-            dm_floor_tx,
             recent,
             inbound,
             overlay: Overlay::default(),
@@ -522,10 +511,6 @@ impl Operator for NostrOperator {
                 let mut resume = run.shared.resume.lock().unwrap_or_else(|p| p.into_inner());
                 resume.retain_subscriptions(&names);
                 resume.set_lookback(&subs);
-                // Direct messages turned on by this reload start from now.
-                if let Some(floor) = dm_floor(&config, &resume) {
-                    let _ = run.dm_floor_tx.send(Some(floor));
-                }
             }
             for h in run.relays.values() {
                 h.set_subscriptions(Arc::clone(&subs));

@@ -73,6 +73,9 @@ struct Stored {
     marks: BTreeMap<String, BTreeMap<String, u64>>,
     /// event id (hex) → its `created_at`.
     seen: HashMap<String, u64>,
+    /// subscription → where its first `REQ` ever started.
+    #[serde(default)]
+    starts: BTreeMap<String, u64>,
 }
 
 /// One journal line: what changed since the line before.
@@ -84,11 +87,14 @@ struct Change {
     /// (event id, created_at).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     seen: Vec<(String, u64)>,
+    /// (subscription, start of its first `REQ`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    starts: Vec<(String, u64)>,
 }
 
 impl Change {
     fn is_empty(&self) -> bool {
-        self.marks.is_empty() && self.seen.is_empty()
+        self.marks.is_empty() && self.seen.is_empty() && self.starts.is_empty()
     }
 }
 
@@ -163,6 +169,9 @@ impl Resume {
         for (id, t) in change.seen {
             self.state.seen.insert(id, t);
         }
+        for (sub, start) in change.starts {
+            self.state.starts.entry(sub).or_insert(start);
+        }
     }
 
     /// Replays the journal over the snapshot; stops at a torn line.
@@ -224,10 +233,15 @@ impl Resume {
         self.lookback = subs.iter().map(|s| s.lookback).max().unwrap_or(0);
     }
 
-    /// Whether subscription `name` has ever been asked for (it has a
-    /// start point).
-    pub fn knows(&self, name: &str) -> bool {
-        self.state.marks.get(name).is_some_and(|m| !m.is_empty())
+    /// What subscription `name` publishes nothing older than: where its
+    /// first `REQ` ever started, less the overlap (`None` before that
+    /// `REQ`). Its look-back asks relays for more; this keeps it from
+    /// bringing a new bot what was written before it was listening.
+    pub fn floor(&self, name: &str) -> Option<u64> {
+        self.state
+            .starts
+            .get(name)
+            .map(|s| s.saturating_sub(self.overlap))
     }
 
     /// Where the `REQ` of `sub` on `relay` starts, and whether it is the
@@ -250,6 +264,10 @@ impl Resume {
         self.pending
             .marks
             .push((sub.name.clone(), relay.to_string(), start));
+        if first && !self.state.starts.contains_key(&sub.name) {
+            self.state.starts.insert(sub.name.clone(), start);
+            self.pending.starts.push((sub.name.clone(), start));
+        }
         // Saved at once: a restart before any event must resume from this
         // start, not from the time of the restart.
         if let Err(e) = self.save() {
@@ -292,6 +310,7 @@ impl Resume {
     pub fn retain_subscriptions(&mut self, names: &[&str]) {
         let before = self.state.marks.len();
         self.state.marks.retain(|k, _| names.contains(&k.as_str()));
+        self.state.starts.retain(|k, _| names.contains(&k.as_str()));
         if self.state.marks.len() != before {
             self.needs_snapshot = true;
         }
@@ -464,6 +483,26 @@ mod tests {
     }
 
     #[test]
+    fn the_first_start_is_a_floor_that_survives_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut r, _) = Resume::load(dir.path(), 10);
+        assert_eq!(r.floor("a"), None);
+        let (start, first) = r.since(&sub("a"), "ws://one");
+        assert!(first);
+        assert_eq!(r.floor("a"), Some(start - 10));
+        r.observe("a", "ws://one", start + 100);
+        r.save().unwrap();
+        // A relay new to the subscription does not move it.
+        r.since(&sub("a"), "ws://two");
+        let (r, problem) = Resume::load(dir.path(), 10);
+        assert!(problem.is_none());
+        assert_eq!(r.floor("a"), Some(start - 10));
+        let mut r = r;
+        r.retain_subscriptions(&[]);
+        assert_eq!(r.floor("a"), None);
+    }
+
+    #[test]
     fn a_lookback_keeps_ids_it_can_bring_back() {
         let dir = tempfile::tempdir().unwrap();
         let (mut r, _) = Resume::load(dir.path(), 10);
@@ -478,7 +517,6 @@ mod tests {
         r.save().unwrap();
         assert!(r.is_seen("wrap"));
         assert!(!r.is_seen("older"));
-        assert!(r.knows("dms") && !r.knows("b"));
         let f = dms.filter(1000, false);
         assert_eq!(f.since.map(|t| t.as_secs()), Some(500));
     }

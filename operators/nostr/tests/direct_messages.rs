@@ -177,17 +177,24 @@ async fn a_new_bot_does_not_answer_messages_from_before_its_first_start() {
     // Its rumor is stamped before the first start less the overlap (1s).
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let mut h = Harness::new("nostr-dm-first").await;
-    h.start_bot(config(
+    let cfg = config(
         std::slice::from_ref(&a.url()),
         json!({"resume_overlap": "1s"}),
-    ))
-    .await;
+    );
+    h.start_bot(cfg.clone()).await;
     let c = h.counter_reaches("nostr_dms_skipped_before_start", 1).await;
     assert_eq!(c["nostr_dms_published"], 0, "{c}");
     let after = Peer::dm(&[&a.url()], sk, &bot_npub(), "news", "nip17", None);
     h.event(common::WAIT, |d| d.envelope().body["text"] == "news")
         .await;
+    // A restart keeps the first start: the old message stays unpublished,
+    // the new one is not published again.
     h.drain(Duration::from_millis(300)).await;
+    h.kill_bot().await;
+    h.start_bot(cfg).await;
+    // Both come again with the look-back, and are known by id.
+    h.counter_reaches("nostr_dropped_duplicate", 2).await;
+    h.drain(Duration::from_secs(1)).await;
     let counts = h.counts();
     assert!(!counts.contains_key(before["message_id"].as_str().unwrap()));
     assert_eq!(counts.get(after["message_id"].as_str().unwrap()), Some(&1));
