@@ -17,6 +17,7 @@
 //! | `own_events` | bool | `false` | also publish events signed with the bot's own key (off: a bot does not hear itself, as on other chat networks) |
 //! | `instance` | string | the operator id | the `<instance>` token of this operator's subjects |
 //! | `direct_messages` | bool | `true` | receive direct messages to the bot (NIP-17 gift wraps, kind 1059; see [`crate::dm`]) on the room `@<npub>`, through a built-in subscription named `direct-messages` |
+//! | `relay_control` | bool | `false` | allow `relay-add` and `relay-remove` requests over the bus (off: anyone who may send to this operator could otherwise point it, and its NIP-42 signatures, at any URL) |
 //! | `nip04` | bool | `true` | with `direct_messages`, also receive NIP-04 (kind 4) messages from older clients; the bot answers each in the scheme it was written in |
 //!
 //! A subscription (one `REQ` with one filter on every read relay):
@@ -170,6 +171,8 @@ pub struct NostrConfig {
     pub direct_messages: bool,
     /// Also NIP-04 direct messages.
     pub nip04: bool,
+    /// `relay-add` and `relay-remove` are allowed.
+    pub relay_control: bool,
 }
 
 impl NostrConfig {
@@ -276,6 +279,8 @@ struct RawConfig {
     direct_messages: bool,
     #[serde(default = "yes")]
     nip04: bool,
+    #[serde(default)]
+    relay_control: bool,
 }
 
 /// Why a configuration was refused (the message names the key, never the
@@ -473,6 +478,7 @@ impl TryFrom<RawConfig> for NostrConfig {
             instance: raw.instance,
             direct_messages: raw.direct_messages,
             nip04: raw.nip04,
+            relay_control: raw.relay_control,
         })
     }
 }
@@ -573,6 +579,31 @@ mod tests {
         assert!(with("subscriptions", json!([{"name": "a", "authors": ["bob"]}])).is_err());
         assert!(with("subscriptions", json!([{"name": "a", "kinds": []}])).is_err());
         assert!(with("subscriptions", json!([{"name": "a", "kind": [1]}])).is_err());
+    }
+
+    #[test]
+    fn direct_messages_are_a_built_in_subscription() {
+        let c = parse(json!({"relays": ["ws://h:1"], "secret_key": SK})).unwrap();
+        assert!(c.direct_messages && c.nip04 && !c.relay_control);
+        let dm = c
+            .subscriptions
+            .iter()
+            .find(|s| s.name == crate::dm::SUBSCRIPTION)
+            .expect("the direct-message subscription");
+        assert_eq!(dm.kinds, vec![4, 1059]);
+        assert_eq!(dm.mentions, vec![c.keys.public_key()]);
+        assert_eq!(dm.lookback, crate::dm::LOOKBACK);
+        let no04 =
+            parse(json!({"relays": ["ws://h:1"], "secret_key": SK, "nip04": false})).unwrap();
+        assert_eq!(no04.subscriptions[0].kinds, vec![1059]);
+        let off =
+            parse(json!({"relays": ["ws://h:1"], "secret_key": SK, "direct_messages": false}))
+                .unwrap();
+        assert!(off.subscriptions.is_empty());
+        let e = parse(json!({"relays": ["ws://h:1"], "secret_key": SK,
+                             "subscriptions": [{"name": "direct-messages"}]}))
+        .unwrap_err();
+        assert!(e.contains("built-in"), "{e}");
     }
 
     #[test]

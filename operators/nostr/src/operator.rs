@@ -417,6 +417,11 @@ impl Operator for NostrOperator {
                 }
                 return Ok(());
             }
+            Ok(Request::AddRelay(_) | Request::RemoveRelay(_)) if !run.config.relay_control => Err(
+                "relay-add and relay-remove are off; set relay_control = true in the \
+                     operator's [config] to allow them"
+                    .to_string(),
+            ),
             Ok(Request::AddRelay(rc)) => run.add_relay(rc, ctx.bus().stats()),
             Ok(Request::RemoveRelay(url)) => run.remove_relay(&url, ctx.bus().stats()),
             Ok(Request::Publish { event, relays }) => {

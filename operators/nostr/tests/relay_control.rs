@@ -14,12 +14,32 @@ async fn relays_are_added_removed_and_addressed_over_the_bus_until_a_reload_says
     let a = NostrRelay::start().expect("nostr-relay (make tools)");
     let b = NostrRelay::start().expect("nostr-relay (make tools)");
     let mut h = Harness::new("nostr-ctl").await;
-    let manifest = config(std::slice::from_ref(&a.url()), json!({}));
+    // Off by default: refused with what to do.
+    let off = config(std::slice::from_ref(&a.url()), json!({}));
+    h.start_bot(off).await;
+    let ack = h.request("_", "relay-add", json!({"url": b.url()})).await;
+    assert_eq!(ack["ok"], false, "{ack}");
+    assert!(
+        ack["error"]
+            .as_str()
+            .unwrap()
+            .contains("relay_control = true"),
+        "{ack}"
+    );
+    let ack = h
+        .request("_", "relay-remove", json!({"url": a.url()}))
+        .await;
+    assert_eq!(ack["ok"], false, "{ack}");
+    h.kill_bot().await;
+
+    let manifest = config(
+        std::slice::from_ref(&a.url()),
+        json!({"relay_control": true}),
+    );
     h.start_bot(manifest.clone()).await;
     h.relay_state(&a.url(), "connected").await;
     let connected = h.relay_event(&a.url(), "relay-connected", |_| true).await;
     assert_eq!(connected.envelope().body["sender"], a.url().as_str());
-    assert_eq!(connected.envelope().body["connects"], 1);
     assert_eq!(h.relays().await[&a.url()]["origin"], "config");
 
     // Added: connected, listed as from the bus, with its flags.
@@ -117,7 +137,8 @@ async fn relays_are_added_removed_and_addressed_over_the_bus_until_a_reload_says
     assert_eq!(relays[&b.url()]["origin"], "bus", "{relays:?}");
     let changed = config(
         &[],
-        json!({"relays": [{"url": a.url(), "write": false}], "collect": "100ms"}),
+        json!({"relays": [{"url": a.url(), "write": false}], "collect": "100ms",
+               "relay_control": true}),
     );
     assert!(
         h.control(json!({"verb": "reload", "config": changed}))
