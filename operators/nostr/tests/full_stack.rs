@@ -4,7 +4,7 @@
 //! and a person on Nostr. Alice's `!ping` note crosses relay -> nostr
 //! operator -> NATS -> pingbot (`ctx.reply`, which knows nothing of Nostr)
 //! -> NATS -> nostr operator -> relay and comes back as a `pong` reply in
-//! her thread.
+//! her thread; her private `!ping` (NIP-17) comes back as a private pong.
 
 mod common;
 
@@ -94,6 +94,37 @@ async fn a_person_on_nostr_pings_the_bot_through_the_daemon() {
         event["tags"],
         json!([["e", ping["id"], "", "root"], ["p", alice["pubkey"]]]),
         "threaded under the ping, mentioning Alice"
+    );
+
+    // A private `!ping` (NIP-17) is answered privately by the same
+    // `ctx.reply`: a gift-wrapped pong only Alice can open.
+    let bot_npub = nostr::prelude::ToBech32::to_bech32(
+        &nostr::prelude::Keys::parse(BOT_SECRET)
+            .unwrap()
+            .public_key(),
+    )
+    .unwrap();
+    let dm = Peer::dm(&[&relay.url()], sk, &bot_npub, "!ping", "nip17", None);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let pong = loop {
+        let inbox = Peer::inbox(&relay.url(), sk);
+        if let Some(m) = inbox.into_iter().find(|m| m["text"] == "pong") {
+            break m;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no private pong within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(pong["sender"], bot_npub.as_str());
+    assert_eq!(pong["scheme"], "nip17");
+    assert!(
+        pong["tags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(["e", dm["message_id"]])),
+        "{pong}"
     );
 
     // The operator kept its resume state in the state dir the daemon gave
