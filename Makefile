@@ -228,19 +228,37 @@ check:
 ## doctests need cargo test.
 ## End-to-end tests spawn binaries of other packages (the ping bot, the
 ## test operator): build them all first, nextest builds only its own.
+## After the workspace build, `make run`'s packages must build with
+## nothing to compile (same features, see workspace-hack/Cargo.toml): the
+## resolution is compared first (names the dependency that differs), then
+## cargo's own verdict (every artifact fresh). At the end, no process from
+## this checkout's target/ may be left running (scripts/no-leftovers.sh),
+## whether the tests passed or not.
 unit: tools
 	$(CARGO) build --workspace --bins
-	@if command -v cargo-nextest >/dev/null 2>&1; then \
-		$(CARGO) nextest run --workspace --no-fail-fast; \
+	RUN_PACKAGES="$(RUN_PACKAGES)" CARGO="$(CARGO)" scripts/same-features.sh
+	@stale=$$($(CARGO) build $(RUN_PACKAGES) --message-format=json 2>/dev/null \
+		| grep '"reason":"compiler-artifact"' | grep -v '"fresh":true' | grep -o '"package_id":"[^"]*"'); \
+	if [ -n "$$stale" ]; then echo "make run's packages recompiled after a workspace build:"; echo "$$stale"; exit 1; fi; \
+	echo "make run's packages: nothing to compile after a workspace build"
+	@status=0; \
+	if command -v cargo-nextest >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast || status=1; \
 	else \
-		$(CARGO) test --workspace --no-fail-fast; \
-	fi
-	$(CARGO) test --workspace --doc
+		$(CARGO) test --workspace --no-fail-fast || status=1; \
+	fi; \
+	$(CARGO) test --workspace --doc || status=1; \
+	scripts/no-leftovers.sh || status=1; \
+	exit $$status
 
 test: tools check unit
 
+## What `make run` builds; the same features as `make build` (see
+## workspace-hack/Cargo.toml), so one build serves both.
+RUN_PACKAGES := -p switchboard-orchestrator -p switchboard-demo -p switchboard-dashboard
+
 run: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION)
-	$(CARGO) build --release -p switchboard-orchestrator -p switchboard-demo -p switchboard-dashboard
+	$(CARGO) build --release $(RUN_PACKAGES)
 	@mkdir -p .run && umask 077 && { [ -s .run/dashboard-token ] || head -c 18 /dev/urandom | base64 > .run/dashboard-token; }
 	@echo "dashboard: http://127.0.0.1:8477/ (token for its buttons: .run/dashboard-token)"
 	@./scripts/run-demo.sh
