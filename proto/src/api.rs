@@ -211,6 +211,13 @@ pub struct CtlRequest {
     /// operator's manifest (re-read from disk, secrets resolved) is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<Value>,
+    /// For `restart`: ask a running operator to restart in place (the
+    /// `restart` control verb: same process, `ready` again) instead of
+    /// replacing its process. Operators controlled by signals, and ones
+    /// with no process, get a new process either way. Default false (a
+    /// process restart), so older clients keep their meaning.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_place: bool,
 }
 
 /// One operator's outcome in a [`CtlReply`].

@@ -264,8 +264,10 @@ async fn reload_moves_the_server_even_with_a_page_open() -> anyhow::Result<()> {
         verb: switchboard_proto::Verb::Reload,
         target: "dashboard".into(),
         config: Some(
-            json!({"listen": "127.0.0.1:0", "poll_interval": "100ms", "rate_window": "10s"}),
+            json!({"listen": "127.0.0.1:0", "poll_interval": "100ms", "rate_window": "10s"
+            }),
         ),
+        in_place: false,
     };
     let reply: switchboard_proto::api::CtlReply = d
         .rig
