@@ -145,6 +145,29 @@ pub struct OperatorStatus {
     /// Why, when not ok.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_reason: Option<String>,
+    /// What its manifest says about how it runs and what it may do (no
+    /// config, no secrets): for `status --json` and the dashboard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<ManifestSummary>,
+}
+
+/// The parts of an operator's manifest worth showing: where it is, the
+/// command line, and its bus grants. Never its `[config]` or `[secrets]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestSummary {
+    /// The manifest file.
+    pub path: String,
+    /// `command` and its `args`, as written.
+    pub command: Vec<String>,
+    /// Subjects it may publish on (`*`/`#` patterns).
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Subjects it may subscribe to.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+    /// Daemon API methods it may call.
+    #[serde(default)]
+    pub api: Vec<String>,
 }
 
 /// Body of `sb.api.status` (no fields yet; send `{}`).

@@ -206,6 +206,15 @@ impl Actor {
             links: Default::default(),
             health: Default::default(),
             health_reason: None,
+            manifest: Some(switchboard_proto::api::ManifestSummary {
+                path: self.manifest.path.display().to_string(),
+                command: std::iter::once(self.manifest.command.clone())
+                    .chain(self.manifest.args.iter().cloned())
+                    .collect(),
+                publish: self.manifest.publish.clone(),
+                subscribe: self.manifest.subscribe.clone(),
+                api: self.manifest.api.iter().map(ToString::to_string).collect(),
+            }),
         }
     }
 
@@ -230,6 +239,7 @@ impl Actor {
         e.restarts = fresh.restarts;
         e.last_seen = fresh.last_seen;
         e.control = fresh.control;
+        e.manifest = fresh.manifest;
         if let Some((last_exit, reason)) = update {
             if last_exit.is_some() {
                 e.last_exit = last_exit;
