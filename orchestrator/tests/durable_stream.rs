@@ -63,7 +63,8 @@ async fn logs_come_from_the_stream_after_a_daemon_restart() {
         "{out}\n{err}"
     );
     // Lifecycle events are there too, and `--since` narrows the window.
-    assert!(out.contains("-> running"), "{out}");
+    // (The first start reads as such, not as `exited -> running`.)
+    assert!(out.contains("event: running (first start)"), "{out}");
     assert!(out.contains("-> disabled"), "{out}");
     let (recent, _, _) = cli(&d, &["logs", "chatty", "--since", "1ms"]);
     assert!(!recent.contains("said-on-stderr"), "{recent}");
@@ -212,7 +213,7 @@ async fn the_logger_under_the_daemon_needs_its_stream_grant_and_nothing_more() {
     d.write_manifest("logger.toml", &logger_manifest(logs.path(), false));
     d.signal(nix::sys::signal::Signal::SIGHUP);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, err, ok) = cli(&d, &["ctl", "restart", "logger"]);
+    let (_, err, ok) = cli(&d, &["ctl", "restart", "--replace", "logger"]);
     assert!(ok, "{err}");
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {

@@ -307,7 +307,7 @@ async fn events(State(app): State<App>, headers: HeaderMap) -> Response {
         }
         rx.borrow_and_update();
         let ev = json_event("snapshot", &hub.snapshot());
-        Some((Ok(ev), (rx, hub, false)))
+        Some((Ok::<_, Infallible>(ev), (rx, hub, false)))
     });
     Sse::new(until_stop(s, app.stop.clone()))
         .keep_alive(KeepAlive::default())
@@ -359,7 +359,7 @@ async fn tail(State(app): State<App>, headers: HeaderMap, uri: axum::http::Uri) 
             }
         }
     }
-    seen_stream(&app, app.hub.tail(), Patterns(patterns))
+    seen_stream(&app, |hub| hub.tail(), Patterns(patterns))
 }
 
 /// The lifecycle events kept, then live ones.
@@ -369,7 +369,7 @@ async fn history(State(app): State<App>, headers: HeaderMap) -> Response {
     }
     let events = Pattern::parse("sb.event.*").map(|p| Patterns(vec![p]));
     match events {
-        Ok(p) => seen_stream(&app, app.hub.events(), p),
+        Ok(p) => seen_stream(&app, |hub| hub.events(), p),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
@@ -401,11 +401,17 @@ fn decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// SSE of `seen` events: `buffered` (those matching), then live ones.
-fn seen_stream(app: &App, buffered: Vec<Arc<Seen>>, pattern: Patterns) -> Response {
-    // Subscribe first, then read the buffer (the caller did, just before):
-    // a message in between shows twice at worst, never not at all.
+/// SSE of `seen` events: what `buffered` reads from the hub (those
+/// matching), then live ones.
+fn seen_stream(
+    app: &App,
+    buffered: impl FnOnce(&Hub) -> Vec<Arc<Seen>>,
+    pattern: Patterns,
+) -> Response {
+    // Subscribe first, then read the buffer: a message in between shows
+    // twice at worst, never not at all.
     let rx = app.hub.seen.subscribe();
+    let buffered = buffered(&app.hub);
     let p = pattern.clone();
     let first = stream::iter(
         buffered
