@@ -75,7 +75,7 @@ async function photograph(page, name, ready) {
   // 2. The viewer token: every view, no enabled button.
   await page.fill("#token", viewerToken);
   await page.click("#loginform button[type=submit]");
-  await page.locator('tr[data-id="pingbot"] [data-state="running"]').waitFor();
+  await page.locator('#ops tr[data-id="pingbot"] [data-state="running"]').waitFor();
   await page.locator("#rolepill", { hasText: "viewer" }).waitFor();
   const enabled = await page.$$eval("#ops button[data-verb]:not([hidden])", bs => bs.filter(b => !b.disabled).map(b => b.textContent));
   if (enabled.length) throw new Error("a viewer sees enabled buttons: " + enabled.join(", "));
@@ -86,7 +86,7 @@ async function photograph(page, name, ready) {
   // new tab needs no second login.
   await page.fill("#token", token);
   await page.click("#loginform button[type=submit]");
-  const row = id => page.locator(`tr[data-id="${id}"]`);
+  const row = id => page.locator(`#ops tr[data-id="${id}"]`);
   await row("pingbot").locator('[data-state="running"]').waitFor();
   await row("dashboard").waitFor();
   const cookies = await context.cookies();
@@ -96,7 +96,7 @@ async function photograph(page, name, ready) {
   if (await page.evaluate(() => document.cookie.includes("switchboard_dashboard_"))) throw new Error("page scripts can read the cookie");
   const tab = await context.newPage();
   await tab.goto(url);
-  await tab.locator('tr[data-id="pingbot"]').waitFor();
+  await tab.locator('#ops tr[data-id="pingbot"]').waitFor();
   if (await tab.locator("#loginview").isVisible()) throw new Error("a second tab asked to log in again");
   await tab.close();
   const before = Number(await row("pingbot").locator(".restarts-cell").textContent());
@@ -106,14 +106,14 @@ async function photograph(page, name, ready) {
   await expect("KILLED");
   const t0 = Date.now();
   await page.waitForFunction(n => {
-    const c = document.querySelector('tr[data-id="pingbot"] .restarts-cell');
+    const c = document.querySelector('#ops tr[data-id="pingbot"] .restarts-cell');
     return c && Number(c.textContent) > n;
   }, before, { timeout: 1000 });
   say("RESTART_SHOWN " + (Date.now() - t0));
 
   // 5. State-aware buttons: running offers halt, not resume or start.
   await row("pingbot").locator('[data-state="running"]').waitFor();
-  const shown = async () => page.$$eval('tr[data-id="pingbot"] button[data-verb]', bs =>
+  const shown = async () => page.$$eval('#ops tr[data-id="pingbot"] button[data-verb]', bs =>
     Object.fromEntries(bs.map(b => [b.dataset.verb, b.hidden ? "hidden" : b.disabled ? "disabled" : "enabled"])));
   let b = await shown();
   if (b.halt !== "enabled" || b.resume !== "hidden" || b.start !== "hidden" || b.restart !== "enabled") throw new Error("running: " + JSON.stringify(b));
@@ -141,11 +141,13 @@ async function photograph(page, name, ready) {
   await row("pingbot").locator(".opid button").click();
   await page.locator("#details", { hasText: "switchboard-pingbot" }).waitFor();
   await page.locator("#chart .uplot").waitFor();
-  await page.locator("#chart", { hasText: "messages/s" }).waitFor();
+  await page.locator("#chart canvas").first().waitFor();
+  await page.locator("#chart .u-legend", { hasText: "time" }).waitFor();
+  await page.locator("#chartcap", { hasText: "messages/s" }).waitFor();
   await page.waitForFunction(() => document.querySelectorAll("#recent tr").length > 0);
   await page.waitForTimeout(1500);
   await photograph(page, "operators", async () => {
-    await page.locator('tr[data-id="pingbot"] [data-state="running"]').waitFor();
+    await page.locator('#ops tr[data-id="pingbot"] [data-state="running"]').waitFor();
   });
   say("OPERATORS");
 
