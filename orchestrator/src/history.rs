@@ -73,7 +73,12 @@ pub fn event_line(e: &OperatorEvent) -> String {
                 | switchboard_proto::api::SupervisedState::Running
         );
     if first {
-        return format!("{} {} event: {}{reason}", e.timestamp, e.id, e.state.as_str());
+        return format!(
+            "{} {} event: {}{reason}",
+            e.timestamp,
+            e.id,
+            e.state.as_str()
+        );
     }
     format!(
         "{} {} event: {} -> {}{reason}",

@@ -15,11 +15,11 @@ use std::time::Duration;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::{Format, Full, Writer};
-use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::EnvFilter;
 
 /// The target of relayed operator output (see `process::pump`).
@@ -185,7 +185,10 @@ mod tests {
         );
         assert!(!lines[0].contains("INFO INFO"), "{out}");
         // The daemon's own events keep the usual format.
-        assert!(lines[1].contains(" INFO ") && lines[1].contains("state operator=pingbot"), "{out}");
+        assert!(
+            lines[1].contains(" INFO ") && lines[1].contains("state operator=pingbot"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -7,7 +7,10 @@ use switchboard_orchestrator::logging;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, cli::Command::Run | cli::Command::Conformance { .. }) {
+    if !matches!(
+        cli.command,
+        cli::Command::Run | cli::Command::Conformance { .. }
+    ) {
         die_on_closed_pipe();
     }
     init_tracing(&cli);

@@ -184,17 +184,28 @@ async fn tail_shows_envelopes_and_internal_subjects_only_when_asked() {
         named.lines_for(1.5).await,
     );
     assert!(
-        plain.iter().any(|l| l.contains("chat.t.x.r.message") && l.contains("hello tail")),
+        plain
+            .iter()
+            .any(|l| l.contains("chat.t.x.r.message") && l.contains("hello tail")),
         "{plain:?}"
     );
     let leaked: Vec<&String> = plain
         .iter()
         .filter(|l| !l.contains(" chat.") && !l.contains(" send."))
         .collect();
-    assert!(leaked.is_empty(), "internal traffic in a plain tail: {leaked:?}");
+    assert!(
+        leaked.is_empty(),
+        "internal traffic in a plain tail: {leaked:?}"
+    );
     // p1 heartbeats every 100 ms on sb.op.p1.heartbeat.
-    assert!(internal.iter().any(|l| l.starts_with("sb.op.p1.")), "{internal:?}");
-    assert!(named.iter().any(|l| l.starts_with("sb.op.p1.")), "{named:?}");
+    assert!(
+        internal.iter().any(|l| l.starts_with("sb.op.p1.")),
+        "{internal:?}"
+    );
+    assert!(
+        named.iter().any(|l| l.starts_with("sb.op.p1.")),
+        "{named:?}"
+    );
     assert!(
         !named.iter().any(|l| l.contains("not an envelope")),
         "{named:?}"
@@ -227,7 +238,11 @@ async fn a_closed_pipe_ends_the_tail_without_a_panic() {
     }
     assert!(!err.contains("panicked"), "{err}");
     use std::os::unix::process::ExitStatusExt as _;
-    assert_eq!(status.signal(), Some(nix::libc::SIGPIPE), "{status:?} {err}");
+    assert_eq!(
+        status.signal(),
+        Some(nix::libc::SIGPIPE),
+        "{status:?} {err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,5 +308,8 @@ fn without_a_config_the_error_names_the_flag_and_the_variable() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--config FILE") && err.contains("SWITCHBOARD_TOML"), "{err}");
+    assert!(
+        err.contains("--config FILE") && err.contains("SWITCHBOARD_TOML"),
+        "{err}"
+    );
 }

@@ -106,7 +106,9 @@ async fn replay_returns_exactly_a_time_window_and_republishes_with_the_same_ids(
             // One object per line: the subject and the envelope.
             let v: serde_json::Value = serde_json::from_str(l).expect("JSON per line");
             assert!(
-                v["subject"].as_str().is_some_and(|s| s.starts_with("chat.")),
+                v["subject"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("chat.")),
                 "{l}"
             );
             let env = Envelope::from_slice(v["envelope"].to_string().as_bytes())

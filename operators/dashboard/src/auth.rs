@@ -156,7 +156,12 @@ mod tests {
         assert_eq!(auth.login("adm1"), None);
         let admin = auth.session_cookie(Role::Admin).expect("cookie");
         assert!(!admin.contains("adm1n"), "{admin}");
-        for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "switchboard_dashboard_8477="] {
+        for attr in [
+            "HttpOnly",
+            "SameSite=Strict",
+            "Path=/",
+            "switchboard_dashboard_8477=",
+        ] {
             assert!(admin.contains(attr), "{admin} lacks {attr}");
         }
         assert_eq!(auth.role(&with_cookie(&admin)), Some(Role::Admin));
@@ -172,7 +177,10 @@ mod tests {
         let other = Auth::new(Some(Secret::new("adm1n")), None, 9000);
         assert_eq!(other.role(&with_cookie(&admin)), None);
         let mut bearer = HeaderMap::new();
-        bearer.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer v1ew"));
+        bearer.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer v1ew"),
+        );
         assert_eq!(auth.role(&bearer), Some(Role::Viewer));
         assert!(!Auth::new(None, None, 1).configured());
     }

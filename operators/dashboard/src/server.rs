@@ -33,8 +33,8 @@ use axum::{Json, Router};
 use futures::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use switchboard_bus::Bus;
-use switchboard_proto::api::{methods, CtlReply, CtlRequest, LogLine, LogsReply, LogsRequest};
 use switchboard_bus::Envelope;
+use switchboard_proto::api::{methods, CtlReply, CtlRequest, LogLine, LogsReply, LogsRequest};
 use switchboard_proto::{api_subject, Pattern, Verb};
 use tokio::sync::{broadcast, watch};
 
@@ -101,8 +101,14 @@ pub fn router(app: App) -> Router {
 /// `SameSite=Strict` already; this also covers a browser that ignores it.
 async fn same_origin(req: Request, next: Next) -> Response {
     if req.method() == axum::http::Method::POST {
-        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
-        let origin = req.headers().get(header::ORIGIN).and_then(|h| h.to_str().ok());
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let origin = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|h| h.to_str().ok());
         if let (Some(origin), Some(host)) = (origin, host) {
             let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
             if origin_host != host {
@@ -117,22 +123,25 @@ async fn same_origin(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// The role of the request's sender, or the answer that says how to get
-/// one: 401 (log in), 403 (a viewer asking for more, or no token set).
-fn require(app: &App, headers: &HeaderMap, need: Role) -> Result<Role, Response> {
+/// `None` when the request's sender may do what needs `need`, else the
+/// answer that says how to: 401 (log in), 403 (a viewer asking for more,
+/// or no token set).
+fn refused(app: &App, headers: &HeaderMap, need: Role) -> Option<Response> {
     if !app.auth.configured() {
-        return Err((
-            StatusCode::FORBIDDEN,
-            "this dashboard has no token, so it shows nothing: set `token` (and optionally \
+        return Some(
+            (
+                StatusCode::FORBIDDEN,
+                "this dashboard has no token, so it shows nothing: set `token` (and optionally \
              `viewer_token`) in its manifest, [secrets] token = { file = \"...\" }, and reload it",
-        )
-            .into_response());
+            )
+                .into_response(),
+        );
     }
     match app.auth.role(headers) {
-        Some(role) if role >= need => Ok(role),
+        Some(role) if role >= need => None,
         Some(_) => {
             app.hub.counters.unauthorized.inc();
-            Err((
+            Some((
                 StatusCode::FORBIDDEN,
                 "logged in to look only (the viewer token): log in with the token to change things",
             )
@@ -142,13 +151,15 @@ fn require(app: &App, headers: &HeaderMap, need: Role) -> Result<Role, Response>
             if headers.contains_key(header::AUTHORIZATION) || need == Role::Admin {
                 app.hub.counters.unauthorized.inc();
             }
-            Err((
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "not logged in: log in on the page with the dashboard's token, or send \
+            Some(
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    "not logged in: log in on the page with the dashboard's token, or send \
                  `Authorization: Bearer <token>`",
+                )
+                    .into_response(),
             )
-                .into_response())
         }
     }
 }
@@ -166,7 +177,11 @@ async fn uplot_js() -> Response {
 }
 
 async fn uplot_css() -> Response {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], UPLOT_CSS).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        UPLOT_CSS,
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -180,8 +195,7 @@ async fn login(State(app): State<App>, body: String) -> Response {
         return (StatusCode::BAD_REQUEST, "expected {\"token\": \"...\"}").into_response();
     };
     if !app.auth.configured() {
-        return require(&app, &HeaderMap::new(), Role::Viewer)
-            .err()
+        return refused(&app, &HeaderMap::new(), Role::Viewer)
             .unwrap_or_else(|| StatusCode::FORBIDDEN.into_response());
     }
     let Some(role) = app.auth.login(token.trim()) else {
@@ -261,8 +275,8 @@ async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
     // Prometheus scrapes loopback without credentials; beyond loopback
     // the counters are nobody else's business.
     if !app.loopback {
-        if let Err(refused) = require(&app, &headers, Role::Viewer) {
-            return refused;
+        if let Some(no) = refused(&app, &headers, Role::Viewer) {
+            return no;
         }
     }
     (
@@ -273,8 +287,8 @@ async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
 }
 
 async fn snapshot(State(app): State<App>, headers: HeaderMap) -> Response {
-    if let Err(refused) = require(&app, &headers, Role::Viewer) {
-        return refused;
+    if let Some(no) = refused(&app, &headers, Role::Viewer) {
+        return no;
     }
     Json(app.hub.snapshot()).into_response()
 }
@@ -296,8 +310,8 @@ fn until_stop<S: Stream + Send + 'static>(
 }
 
 async fn events(State(app): State<App>, headers: HeaderMap) -> Response {
-    if let Err(refused) = require(&app, &headers, Role::Viewer) {
-        return refused;
+    if let Some(no) = refused(&app, &headers, Role::Viewer) {
+        return no;
     }
     let rx = app.hub.updates.subscribe();
     let hub = Arc::clone(&app.hub);
@@ -325,8 +339,8 @@ impl Patterns {
 }
 
 async fn tail(State(app): State<App>, headers: HeaderMap, uri: axum::http::Uri) -> Response {
-    if let Err(refused) = require(&app, &headers, Role::Viewer) {
-        return refused;
+    if let Some(no) = refused(&app, &headers, Role::Viewer) {
+        return no;
     }
     // `?pattern=a&pattern=b`: axum's Query keeps only one of a repeated key.
     let texts: Vec<String> = uri
@@ -338,7 +352,11 @@ async fn tail(State(app): State<App>, headers: HeaderMap, uri: axum::http::Uri) 
                 .collect()
         })
         .unwrap_or_default();
-    let texts = if texts.is_empty() { vec!["#".to_owned()] } else { texts };
+    let texts = if texts.is_empty() {
+        vec!["#".to_owned()]
+    } else {
+        texts
+    };
     if texts.len() > MAX_PATTERNS {
         return (
             StatusCode::BAD_REQUEST,
@@ -364,8 +382,8 @@ async fn tail(State(app): State<App>, headers: HeaderMap, uri: axum::http::Uri) 
 
 /// The lifecycle events kept, then live ones.
 async fn history(State(app): State<App>, headers: HeaderMap) -> Response {
-    if let Err(refused) = require(&app, &headers, Role::Viewer) {
-        return refused;
+    if let Some(no) = refused(&app, &headers, Role::Viewer) {
+        return no;
     }
     let events = Pattern::parse("sb.event.*").map(|p| Patterns(vec![p]));
     match events {
@@ -447,8 +465,8 @@ struct LogsQuery {
 }
 
 async fn logs(State(app): State<App>, headers: HeaderMap, Query(q): Query<LogsQuery>) -> Response {
-    if let Err(refused) = require(&app, &headers, Role::Viewer) {
-        return refused;
+    if let Some(no) = refused(&app, &headers, Role::Viewer) {
+        return no;
     }
     let rx = app.hub.seen.subscribe();
     let req = LogsRequest {
@@ -523,8 +541,8 @@ struct CtlBody {
 }
 
 async fn ctl(State(app): State<App>, headers: HeaderMap, body: String) -> Response {
-    if let Err(refused) = require(&app, &headers, Role::Admin) {
-        return refused;
+    if let Some(no) = refused(&app, &headers, Role::Admin) {
+        return no;
     }
     let body: CtlBody = match serde_json::from_str(&body) {
         Ok(b) => b,
@@ -567,8 +585,8 @@ struct PublishBody {
 }
 
 async fn publish(State(app): State<App>, headers: HeaderMap, body: String) -> Response {
-    if let Err(refused) = require(&app, &headers, Role::Admin) {
-        return refused;
+    if let Some(no) = refused(&app, &headers, Role::Admin) {
+        return no;
     }
     let body: PublishBody = match serde_json::from_str(&body) {
         Ok(b) => b,

@@ -138,12 +138,21 @@ async fn the_page_in_chromium_lists_restarts_halts_and_filters() -> anyhow::Resu
         .cloned()
         .unwrap_or_default();
     assert_eq!(ping["state"], "running", "{status}");
-    assert_ne!(ping["pid"].as_u64(), halted_pid, "stop then start: a new process");
+    assert_ne!(
+        ping["pid"].as_u64(),
+        halted_pid,
+        "stop then start: a new process"
+    );
     drv.tell("START_CHECKED").await?;
     drv.step("OPERATORS").await.map_err(|e| with_log(e, &d))?;
 
     drv.step("CHAT_READY").await?;
-    let env = |t: &str| Envelope::new("test", json!({"text": t, "sender": "alice", "room": "room"}));
+    let env = |t: &str| {
+        Envelope::new(
+            "test",
+            json!({"text": t, "sender": "alice", "room": "room"}),
+        )
+    };
     let room = ChatAddress::new("irc", "libera", "room");
     d.rig
         .bus
@@ -175,7 +184,15 @@ async fn the_page_in_chromium_lists_restarts_halts_and_filters() -> anyhow::Resu
 
     let keep = std::env::var("DASHBOARD_SCREENSHOTS").ok();
     let mut count = 0;
-    for view in ["login", "operators", "chat", "logs", "events", "bus", "publish"] {
+    for view in [
+        "login",
+        "operators",
+        "chat",
+        "logs",
+        "events",
+        "bus",
+        "publish",
+    ] {
         for size in ["wide", "phone"] {
             let name = format!("dashboard-{view}-{size}.png");
             let png = std::fs::read(shots.join(&name)).with_context(|| format!("no {name}"))?;

@@ -107,13 +107,22 @@ async fn without_a_token_configured_nothing_is_shown_or_changed() -> anyhow::Res
     let local = format!("localhost:{}", d.addr.port());
     let (code, _) = common::http(d.addr, "GET", "/metrics", &[("Host", &local)], "").await?;
     assert_eq!(code, 200, "loopback /metrics stays open for Prometheus");
-    for path in ["/api/snapshot", "/api/logs?id=pingbot", "/api/tail", "/api/history", "/api/events"] {
+    for path in [
+        "/api/snapshot",
+        "/api/logs?id=pingbot",
+        "/api/tail",
+        "/api/history",
+        "/api/events",
+    ] {
         let (code, body) = common::http(d.addr, "GET", path, &[], "").await?;
         assert_eq!(code, 403, "{path}: {body}");
         assert!(body.contains("no token"), "{path}: {body}");
     }
     let (_, me) = common::http(d.addr, "GET", "/api/me", &[], "").await?;
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&me)?["configured"], false);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&me)?["configured"],
+        false
+    );
     Ok(())
 }
 
@@ -124,7 +133,13 @@ async fn every_view_needs_a_login_and_a_cookie_keeps_it() -> anyhow::Result<()> 
         .wait_for("pingbot", |o| o.state == SupervisedState::Running)
         .await?;
     // Issue 19: every read endpoint refused without a login.
-    for path in ["/api/snapshot", "/api/logs?id=pingbot", "/api/tail?pattern=%23", "/api/history", "/api/events"] {
+    for path in [
+        "/api/snapshot",
+        "/api/logs?id=pingbot",
+        "/api/tail?pattern=%23",
+        "/api/history",
+        "/api/events",
+    ] {
         let (code, body) = common::http(d.addr, "GET", path, &[], "").await?;
         assert_eq!(code, 401, "{path}: {body}");
     }
@@ -137,13 +152,19 @@ async fn every_view_needs_a_login_and_a_cookie_keeps_it() -> anyhow::Result<()> 
     assert!(body.contains("\"admin\""), "{body}");
     let set = head
         .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
         .context("a session cookie")?
         .to_owned();
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(set.contains(attr), "{set} lacks {attr}");
     }
-    assert!(!set.contains(common::TOKEN), "the cookie holds no token: {set}");
+    assert!(
+        !set.contains(common::TOKEN),
+        "the cookie holds no token: {set}"
+    );
     let cookie = set.split(';').next().unwrap_or_default().to_owned();
     let with = [("Cookie", cookie.as_str())];
     let (code, body) = common::http(d.addr, "GET", "/api/snapshot", &with, "").await?;
@@ -151,7 +172,10 @@ async fn every_view_needs_a_login_and_a_cookie_keeps_it() -> anyhow::Result<()> 
     let (_, me) = common::http(d.addr, "GET", "/api/me", &with, "").await?;
     assert!(me.contains("\"admin\""), "{me}");
     // Another site's page cannot post with it.
-    let forged = [("Cookie", cookie.as_str()), ("Origin", "http://evil.example")];
+    let forged = [
+        ("Cookie", cookie.as_str()),
+        ("Origin", "http://evil.example"),
+    ];
     let (code, _) = common::http(d.addr, "POST", "/api/ctl", &forged, HALT).await?;
     assert_eq!(code, 403);
 
@@ -161,7 +185,10 @@ async fn every_view_needs_a_login_and_a_cookie_keeps_it() -> anyhow::Result<()> 
     assert_eq!(code, 200);
     let viewer = head
         .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
         .and_then(|v| v.split(';').next())
         .context("a viewer cookie")?
         .to_owned();
@@ -278,8 +305,7 @@ async fn the_tail_shows_only_what_the_patterns_match() -> anyhow::Result<()> {
     assert!(!text.contains("sb.op."), "{text}");
 
     let auth = [common::AUTH];
-    let (code, body) =
-        common::http(d.addr, "GET", "/api/tail?pattern=chat..x", &auth, "").await?;
+    let (code, body) = common::http(d.addr, "GET", "/api/tail?pattern=chat..x", &auth, "").await?;
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("not a pattern"), "{body}");
 
