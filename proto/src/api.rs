@@ -152,13 +152,18 @@ pub struct OperatorStatus {
 }
 
 /// The parts of an operator's manifest worth showing: where it is, the
-/// command line, and its bus grants. Never its `[config]` or `[secrets]`.
+/// program, and its bus grants. Never its `[config]` or `[secrets]`, nor
+/// its `args`: a manifest may spell a secret there, and status is
+/// readable by every holder of the `status` grant.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestSummary {
     /// The manifest file.
     pub path: String,
-    /// `command` and its `args`, as written.
-    pub command: Vec<String>,
+    /// The program (`command`), as written.
+    pub command: String,
+    /// How many `args` follow it (see the manifest for them).
+    #[serde(default)]
+    pub args: usize,
     /// Subjects it may publish on (`*`/`#` patterns).
     #[serde(default)]
     pub publish: Vec<String>,

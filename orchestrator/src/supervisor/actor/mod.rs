@@ -208,9 +208,8 @@ impl Actor {
             health_reason: None,
             manifest: Some(switchboard_proto::api::ManifestSummary {
                 path: self.manifest.path.display().to_string(),
-                command: std::iter::once(self.manifest.command.clone())
-                    .chain(self.manifest.args.iter().cloned())
-                    .collect(),
+                command: self.manifest.command.clone(),
+                args: self.manifest.args.len(),
                 publish: self.manifest.publish.clone(),
                 subscribe: self.manifest.subscribe.clone(),
                 api: self.manifest.api.iter().map(ToString::to_string).collect(),
