@@ -52,6 +52,9 @@ pub struct Snapshot {
     pub rates: Vec<Series>,
     /// Whether state-changing requests are possible (a token is set).
     pub controls: bool,
+    /// The dashboard's own operator id: "restart all" and "stop all" on
+    /// the page leave it out (it would cut its own answer off).
+    pub me: String,
     /// The daemon's resident memory and CPU time, when readable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub daemon: Option<crate::process::Sample>,
@@ -102,6 +105,8 @@ pub struct Hub {
     pub counters: Counters,
     /// Whether a token is configured.
     pub controls: bool,
+    /// The dashboard's operator id.
+    pub me: String,
 }
 
 #[derive(Debug)]
@@ -130,6 +135,7 @@ impl Hub {
         rate_window_secs: u64,
         counters: Counters,
         controls: bool,
+        me: String,
     ) -> Hub {
         Hub {
             inner: Mutex::new(Inner {
@@ -146,6 +152,7 @@ impl Hub {
             updates: watch::channel(0).0,
             counters,
             controls,
+            me,
         }
     }
 
@@ -222,6 +229,7 @@ impl Hub {
             status_at_ms: inner.status_at_ms,
             rates: inner.rates.series(now_ms() / 1000),
             controls: self.controls,
+            me: self.me.clone(),
             daemon: inner.daemon_cpu,
             dashboard: DashboardCounters {
                 tail_dropped: self.counters.tail_dropped.get(),

@@ -51,6 +51,7 @@ impl Operator for Dashboard {
             config.rate_window.as_secs(),
             counters,
             config.token.is_some(),
+            ctx.id().to_string(),
         ));
         let mut subs = Vec::new();
         for s in WATCHED {

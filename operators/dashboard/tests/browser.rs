@@ -9,7 +9,8 @@
 //! view; the chart's time axis and units; chat rendered as chat with the
 //! bot's reply and a raw toggle; several patterns filter; logs with
 //! levels and lifecycle events; the event history; the bus view; the
-//! publish box gets the bot's answer; a banner while the bus is down.
+//! publish box gets the bot's answer; restart all and stop all spare the
+//! dashboard itself; a banner while the bus is down.
 //! Every view passes axe-core (no serious or critical violation) at
 //! 1440x900 and 390x844, without sideways scrolling on the phone. The
 //! driver is tests/browser/drive.cjs; this side does what happens outside
@@ -181,6 +182,21 @@ async fn the_page_in_chromium_lists_restarts_halts_and_filters() -> anyhow::Resu
     drv.step("PUBLISHED_FROM_PAGE")
         .await
         .map_err(|e| with_log(e, &d))?;
+    drv.step("ALL_STOPPED").await.map_err(|e| with_log(e, &d))?;
+    let status = common::cli_status(&d.rig)?;
+    let state = |id: &str| {
+        status["operators"]
+            .as_array()
+            .and_then(|a| a.iter().find(|o| o["id"] == id))
+            .map(|o| o["state"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(state("pingbot"), "exited", "{status}");
+    assert_eq!(
+        state("dashboard"),
+        "running",
+        "stop all spares the page's own dashboard"
+    );
 
     let keep = std::env::var("DASHBOARD_SCREENSHOTS").ok();
     let mut count = 0;

@@ -212,8 +212,17 @@ async function photograph(page, name, ready) {
   await photograph(page, "publish");
   say("PUBLISHED_FROM_PAGE");
 
-  // 12. The bus goes down: a banner, gone again once it is back.
+  // 12. Restart all (in place), then stop all: every operator but the
+  // dashboard itself.
   await page.click('#tabs a[data-view="operators"]');
+  await page.click("#restartall");
+  await page.locator("#opsmsg.ok", { hasText: "pingbot: ok" }).waitFor();
+  await page.click("#stopall");
+  await row("pingbot").locator('[data-state="exited"]').waitFor();
+  await row("dashboard").locator('[data-state="running"]').waitFor();
+  say("ALL_STOPPED");
+
+  // 13. The bus goes down: a banner, gone again once it is back.
   await expect("BUS_DOWN");
   await page.locator("#banner.show", { hasText: "Bus down" }).waitFor();
   say("BANNER_SHOWN");
