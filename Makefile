@@ -22,6 +22,7 @@ NOSTR_SDK_PY_VERSION := 0.45.1
 WEBSOCKETS_PY_VERSION := 17.4
 PROMETHEUS_CLIENT_VERSION := 0.23.1
 PLAYWRIGHT_CORE_VERSION := 1.65.1
+AXE_CORE_VERSION := 4.14.1
 export SWITCHBOARD_NATS_SERVER := $(NATS_SERVER)
 
 .PHONY: all build tools bench-tools fuzz-tools fuzz fuzz-merge test check fmt clippy unit run bench chaos clean help bluesky-e2e-tools e2e-bluesky
@@ -37,7 +38,7 @@ build:
 ## Project-local tools (idempotent: a stamp per pinned version).
 ##   nats-server: the bus itself (tests, make run)
 ##   nats-py: the NATS client of the Python operators and their tests
-tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.nats-py-$(NATS_PY_VERSION) $(TOOLS)/.irc-servers $(TOOLS)/.nostr-$(NOSTR_RELAY_VERSION)-$(NOSTR_SDK_PY_VERSION) $(TOOLS)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION) $(TOOLS)/.chromium $(TOOLS)/.playwright-core-$(PLAYWRIGHT_CORE_VERSION) $(TOOLS)/.ts-echo-$(NATS_JS_VERSION)-$(TYPESCRIPT_VERSION)
+tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.nats-py-$(NATS_PY_VERSION) $(TOOLS)/.irc-servers $(TOOLS)/.nostr-$(NOSTR_RELAY_VERSION)-$(NOSTR_SDK_PY_VERSION) $(TOOLS)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION) $(TOOLS)/.chromium $(TOOLS)/.playwright-core-$(PLAYWRIGHT_CORE_VERSION) $(TOOLS)/.axe-core-$(AXE_CORE_VERSION) $(TOOLS)/.ts-echo-$(NATS_JS_VERSION)-$(TYPESCRIPT_VERSION)
 
 ## The TypeScript operator (operators/ts-echo) and its test: npm `nats`
 ## (nats.js), TypeScript's compiler and Node's types, project-local in
@@ -97,6 +98,16 @@ $(TOOLS)/.playwright-core-$(PLAYWRIGHT_CORE_VERSION):
 	@echo "==> installing playwright-core $(PLAYWRIGHT_CORE_VERSION) (npm) into $(TOOLS)/playwright"
 	rm -rf $(TOOLS)/playwright && mkdir -p $(TOOLS)/playwright
 	npm install --prefix $(TOOLS)/playwright --no-audit --no-fund --no-package-lock "playwright-core@$(PLAYWRIGHT_CORE_VERSION)"
+	touch $@
+
+## The dashboard's accessibility check: npm axe-core (Deque's rules, the
+## engine behind Lighthouse's accessibility audit), injected into each view
+## by the browser test; project-local under .tools/axe (never global).
+$(TOOLS)/.axe-core-$(AXE_CORE_VERSION):
+	@command -v npm >/dev/null 2>&1 || { echo "npm is needed for axe-core (Node 18 or later)"; exit 1; }
+	@echo "==> installing axe-core $(AXE_CORE_VERSION) (npm) into $(TOOLS)/axe"
+	rm -rf $(TOOLS)/axe && mkdir -p $(TOOLS)/axe
+	npm install --prefix $(TOOLS)/axe --no-audit --no-fund --no-package-lock "axe-core@$(AXE_CORE_VERSION)"
 	touch $@
 
 ## IRC servers the IRC operator's tests start on free loopback ports
@@ -228,19 +239,37 @@ check:
 ## doctests need cargo test.
 ## End-to-end tests spawn binaries of other packages (the ping bot, the
 ## test operator): build them all first, nextest builds only its own.
+## After the workspace build, `make run`'s packages must build with
+## nothing to compile (same features, see workspace-hack/Cargo.toml): the
+## resolution is compared first (names the dependency that differs), then
+## cargo's own verdict (every artifact fresh). At the end, no process from
+## this checkout's target/ may be left running (scripts/no-leftovers.sh),
+## whether the tests passed or not.
 unit: tools
 	$(CARGO) build --workspace --bins
-	@if command -v cargo-nextest >/dev/null 2>&1; then \
-		$(CARGO) nextest run --workspace --no-fail-fast; \
+	RUN_PACKAGES="$(RUN_PACKAGES)" CARGO="$(CARGO)" scripts/same-features.sh
+	@stale=$$($(CARGO) build $(RUN_PACKAGES) --message-format=json 2>/dev/null \
+		| grep '"reason":"compiler-artifact"' | grep -v '"fresh":true' | grep -o '"package_id":"[^"]*"'); \
+	if [ -n "$$stale" ]; then echo "make run's packages recompiled after a workspace build:"; echo "$$stale"; exit 1; fi; \
+	echo "make run's packages: nothing to compile after a workspace build"
+	@status=0; \
+	if command -v cargo-nextest >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast || status=1; \
 	else \
-		$(CARGO) test --workspace --no-fail-fast; \
-	fi
-	$(CARGO) test --workspace --doc
+		$(CARGO) test --workspace --no-fail-fast || status=1; \
+	fi; \
+	$(CARGO) test --workspace --doc || status=1; \
+	scripts/no-leftovers.sh || status=1; \
+	exit $$status
 
 test: tools check unit
 
+## What `make run` builds; the same features as `make build` (see
+## workspace-hack/Cargo.toml), so one build serves both.
+RUN_PACKAGES := -p switchboard-orchestrator -p switchboard-demo -p switchboard-dashboard
+
 run: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION)
-	$(CARGO) build --release -p switchboard-orchestrator -p switchboard-demo -p switchboard-dashboard
+	$(CARGO) build --release $(RUN_PACKAGES)
 	@mkdir -p .run && umask 077 && { [ -s .run/dashboard-token ] || head -c 18 /dev/urandom | base64 > .run/dashboard-token; }
 	@echo "dashboard: http://127.0.0.1:8477/ (token for its buttons: .run/dashboard-token)"
 	@./scripts/run-demo.sh

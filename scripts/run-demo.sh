@@ -32,5 +32,11 @@ done
 sleep 0.3
 "$sb" status --config "$conf"
 echo
-echo "In another terminal: $sb --config $conf status | tail '#' | logs pingbot"
+# One command per line: joined with `|` they read as a shell pipeline
+# (and `tail` would run the system's).
+echo "In another terminal (SWITCHBOARD_TOML=$conf saves the --config):"
+echo "  $sb --config $conf status"
+echo "  $sb --config $conf logs pingbot -f"
+echo "  $sb --config $conf tail 'chat.#'"
+echo "  $sb --config $conf ctl restart pingbot"
 "$sb" chat --config "$conf"

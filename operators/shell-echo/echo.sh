@@ -50,8 +50,13 @@ trap reload HUP
 FIFO=$(mktemp -u "${TMPDIR:-/tmp}/shell-echo.XXXXXX")
 mkfifo "$FIFO"
 # SIGHUP goes to the whole process group: the tail ignores it (an ignored
-# signal stays ignored across exec), only this script reloads.
-(trap '' HUP; exec "$SB" tail 'chat.*.*.*.message' >"$FIFO" 2>/dev/null) &
+# signal stays ignored across exec), only this script reloads. The tail
+# must not outlive this script, however it ends (a SIGKILL runs no trap):
+# util-linux `setpriv --pdeathsig` has the kernel send it SIGTERM when its
+# parent, this script, dies. Without setpriv, the trap above is all.
+PDEATH=()
+command -v setpriv >/dev/null 2>&1 && PDEATH=(setpriv --pdeathsig TERM --)
+(trap '' HUP; exec "${PDEATH[@]}" "$SB" tail 'chat.*.*.*.message' >"$FIFO" 2>/dev/null) &
 TAIL=$!
 exec 3<"$FIFO"
 rm -f "$FIFO"

@@ -68,6 +68,11 @@ pub enum Command {
         json: bool,
     },
     /// Send a control verb to one operator, a glob of operators, or all.
+    ///
+    /// `restart` asks a running operator to restart in place (its `restart`
+    /// verb: same process, ready again); `--replace` stops the process and
+    /// starts a new one instead. A stopped or failed operator, or one
+    /// controlled by signals, always gets a new process.
     Ctl {
         /// halt, resume, reload, restart or shutdown.
         verb: Verb,
@@ -81,6 +86,10 @@ pub enum Command {
         /// re-read from disk).
         #[arg(long = "with-config", value_name = "JSON")]
         with_config: Option<String>,
+        /// For `restart`: replace the process (SIGTERM, then a new one)
+        /// instead of restarting in place.
+        #[arg(long)]
+        replace: bool,
     },
     /// Show what an operator printed (stdout and stderr) and its
     /// lifecycle events.
@@ -125,8 +134,10 @@ pub enum Command {
     },
     /// Print envelopes live as they cross the bus.
     ///
-    /// Lifecycle, control and event messages are plain JSON, not
-    /// envelopes: watch them with `--raw`, e.g. `tail --raw 'sb.event.#'`.
+    /// Internal subjects (the control plane `sb.…`, NATS's own `$JS.…`,
+    /// `$SYS.…` and `_INBOX.…` replies) carry no envelopes and are left
+    /// out unless the pattern names them (`tail 'sb.event.#'`) or
+    /// `--internal` is given.
     Tail {
         /// A pattern: `*` one token, `#` zero or more (e.g. `chat.#`).
         #[arg(default_value = "#")]
@@ -137,6 +148,10 @@ pub enum Command {
         /// Print every message as it is (any payload, not only envelopes).
         #[arg(long)]
         raw: bool,
+        /// Also show internal subjects (`sb.…`, `$JS.…`, `$SYS.…`,
+        /// `_INBOX.…`) that the pattern matches.
+        #[arg(long)]
+        internal: bool,
     },
     /// Publish one envelope with the given JSON body.
     Pub {
@@ -162,7 +177,9 @@ pub enum Command {
     },
     /// Check manifests and print every problem as `file:line: what`.
     Validate {
-        /// The manifests directory (default: the config's).
+        /// A manifests directory or one manifest file (default: the
+        /// config's manifests directory).
+        #[arg(value_name = "DIR|FILE")]
         dir: Option<PathBuf>,
     },
     /// Check an operator against docs/PROTOCOL.md: run it under a
@@ -193,7 +210,8 @@ Environment:
   SWITCHBOARD_LOG            log filter, e.g. `debug` or `warn,switchboard=info` (RUST_LOG works too)
   SWITCHBOARD_LOG_FORMAT     `json` for one JSON object per log line
   SWITCHBOARD__<KEY>         override a switchboard.toml key, e.g. SWITCHBOARD__NATS__URL, SWITCHBOARD__STATE_DIR
-  SWITCHBOARD_TOML           the config file (same as --config)
+  SWITCHBOARD_TOML           the config file (same as --config); client commands find the
+                             running daemon through it
   SWITCHBOARD_NATS_SERVER    the nats-server binary for the embedded server
   SWITCHBOARD_NATS_URL, SWITCHBOARD_NATS_USER, SWITCHBOARD_NATS_PASSWORD
                              client commands: reach NATS directly instead of through the runtime file
@@ -205,6 +223,7 @@ Examples:
   switchboard logs irc-libera -f
   switchboard tail 'chat.irc.#'
   switchboard validate /etc/switchboard/operators.d
+  switchboard validate ./pingbot.toml
 ";
 
 /// Find the config file when none was given.
@@ -260,6 +279,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             target,
             all,
             with_config,
+            replace,
         } => {
             let config = match with_config {
                 Some(s) => Some(
@@ -270,6 +290,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             };
             if config.is_some() && verb != Verb::Reload {
                 bail!("--with-config goes with `reload` only");
+            }
+            if replace && verb != Verb::Restart {
+                bail!("--replace goes with `restart` only");
             }
             let target = if all {
                 "*".to_string()
@@ -284,6 +307,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     verb,
                     target,
                     config,
+                    in_place: verb == Verb::Restart && !replace,
                 },
             )
             .await
@@ -396,8 +420,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 }
             }
         }
-        Command::Tail { pattern, json, raw } => {
-            let pattern = Pattern::parse(&pattern)?;
+        Command::Tail {
+            pattern: text,
+            json,
+            raw,
+            internal,
+        } => {
+            let pattern = Pattern::parse(&text)?;
+            let internal = internal || names_internal(&text);
             let bus = connect(&cli.url, config_path.as_deref()).await?;
             // Raw subscriptions and our own decoding: lifecycle and control
             // payloads (`sb.…`) are plain JSON, not envelopes, and are shown
@@ -409,17 +439,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
             let mut all = futures::stream::select_all(subs);
             eprintln!(
-                "tailing {pattern}{} (Ctrl-C to stop)",
-                if raw { " (raw)" } else { "" }
+                "tailing {pattern}{}{} (Ctrl-C to stop)",
+                if raw { " (raw)" } else { "" },
+                if internal {
+                    ""
+                } else {
+                    "; internal subjects hidden, --internal shows them"
+                }
             );
             let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
             while let Some(m) = all.next().await {
                 if plan.needs_filter && !pattern.matches(&m.subject) {
                     continue;
                 }
+                if !internal && is_internal(&m.subject) {
+                    continue;
+                }
                 let line = tail_line(&m.subject, &m.payload, raw, json);
                 let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{}", shown(&line, terminal));
+                // A reader that went away (`| head`) ends the tail.
+                if writeln!(out, "{}", shown(&line, terminal)).is_err() {
+                    break;
+                }
             }
         }
         Command::Pub {
@@ -458,6 +499,21 @@ fn unreachable_hint(e: switchboard_bus::RequestError) -> anyhow::Error {
     }
 }
 
+/// Subjects that carry no envelopes: the control plane (`sb.…`), NATS's
+/// own (`$JS.…`, `$SYS.…`, any `$…`) and request replies (`_INBOX.…`).
+/// `tail` leaves them out unless asked.
+pub fn is_internal(subject: &str) -> bool {
+    let first = subject.split('.').next().unwrap_or("");
+    first == "sb" || first.starts_with('$') || first.starts_with("_INBOX")
+}
+
+/// Whether a pattern's first token names internal subjects literally
+/// (`sb.event.#`, `$JS.#`): then the person asked for them.
+pub fn names_internal(pattern: &str) -> bool {
+    let first = pattern.split('.').next().unwrap_or("");
+    first != "*" && first != "#" && is_internal(first)
+}
+
 fn print_log_line(l: &LogLine) {
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut out = std::io::stdout().lock();
@@ -465,9 +521,9 @@ fn print_log_line(l: &LogLine) {
     let _ = writeln!(out, "{}", shown(&line, terminal));
 }
 
-/// One line of `tail` for a message on `subject`: with `raw` the payload
-/// as it came; with `json` the envelope as JSON; else `time subject
-/// [source] body`. Payloads on `sb.…` (lifecycle, control, API, logs) are
+/// One line of `tail` (and `replay`) for a message on `subject`: with
+/// `raw` the payload as it came; with `json` one JSON object
+/// `{"subject", "envelope"}`; else `time subject [source] body`. Payloads on `sb.…` (lifecycle, control, API, logs) are
 /// plain JSON and shown as `subject payload`; anything else that is not an
 /// envelope says so, in the line, instead of a warning in the log.
 pub fn tail_line(subject: &str, payload: &[u8], raw: bool, json: bool) -> String {
@@ -476,7 +532,11 @@ pub fn tail_line(subject: &str, payload: &[u8], raw: bool, json: bool) -> String
         return format!("{subject} {text}");
     }
     match Envelope::from_slice(payload) {
-        Ok(env) if json => String::from_utf8_lossy(&env.to_vec()).into_owned(),
+        Ok(env) if json => {
+            let envelope: serde_json::Value =
+                serde_json::from_slice(&env.to_vec()).unwrap_or(serde_json::Value::Null);
+            serde_json::json!({"subject": subject, "envelope": envelope}).to_string()
+        }
         Ok(env) => format!("{} {subject} [{}] {}", env.timestamp, env.source, env.body),
         Err(e) => format!("{subject} (not an envelope: {e}) {text}"),
     }
@@ -544,15 +604,22 @@ async fn connect(url: &Option<String>, config_path: Option<&Path>) -> anyhow::Re
         None => {
             let config = Config::load(config_path)?;
             let path = runtime_file(&config.runtime_dir);
-            let text = std::fs::read(&path).with_context(|| {
-                format!(
+            let text = std::fs::read(&path).with_context(|| match config_path {
+                Some(p) => format!(
                     "cannot reach the orchestrator: {} is missing or unreadable; \
-                     is `switchboard run` running with this config{}?",
+                     is `switchboard run` running with this config ({})?",
                     path.display(),
-                    config_path
-                        .map(|p| format!(" ({})", p.display()))
-                        .unwrap_or_default()
-                )
+                    p.display()
+                ),
+                // The built-in defaults put the runtime file under the
+                // current directory: most likely the wrong place.
+                None => format!(
+                    "cannot reach the orchestrator: {} is missing or unreadable, and no config \
+                     file was given or found (./switchboard.toml, /etc/switchboard/switchboard.toml); \
+                     name the daemon's with --config FILE or SWITCHBOARD_TOML=FILE, or reach NATS \
+                     directly with --url",
+                    path.display()
+                ),
             })?;
             let info: RuntimeInfo = serde_json::from_slice(&text)
                 .with_context(|| format!("{} is not a switchboard runtime file", path.display()))?;
@@ -576,7 +643,22 @@ fn validate(
         Some(d) => d,
         None => Config::load(config_path)?.manifests_dir,
     };
-    let report = crate::manifest::load_dir(&dir);
+    // One file is checked alone (no duplicate-id check across a
+    // directory); anything else is read as the manifests directory.
+    let report = if dir.is_file() {
+        match crate::manifest::load_file(&dir) {
+            Ok(m) => crate::manifest::LoadReport {
+                manifests: vec![m],
+                problems: Vec::new(),
+            },
+            Err(problems) => crate::manifest::LoadReport {
+                manifests: Vec::new(),
+                problems,
+            },
+        }
+    } else {
+        crate::manifest::load_dir(&dir)
+    };
     for p in &report.problems {
         println!("{p}");
     }

@@ -53,14 +53,40 @@ fn log_entry(payload: &[u8]) -> Option<String> {
         return Some(format!("{} {} {}: {}", l.timestamp, l.id, l.stream, l.line));
     }
     let e: OperatorEvent = serde_json::from_slice(payload).ok()?;
-    let reason = e.reason.map(|r| format!(" ({r})")).unwrap_or_default();
-    Some(format!(
+    Some(event_line(&e))
+}
+
+/// `time id event: previous -> state (reason)`; a first start (no
+/// restarts yet, from `exited`) without the `exited ->`, which would read
+/// like a crash.
+pub fn event_line(e: &OperatorEvent) -> String {
+    let reason = e
+        .reason
+        .as_deref()
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    let first = e.restarts == 0
+        && e.previous == switchboard_proto::api::SupervisedState::Exited
+        && matches!(
+            e.state,
+            switchboard_proto::api::SupervisedState::Starting
+                | switchboard_proto::api::SupervisedState::Running
+        );
+    if first {
+        return format!(
+            "{} {} event: {}{reason}",
+            e.timestamp,
+            e.id,
+            e.state.as_str()
+        );
+    }
+    format!(
         "{} {} event: {} -> {}{reason}",
         e.timestamp,
         e.id,
         e.previous.as_str(),
         e.state.as_str()
-    ))
+    )
 }
 
 fn print(line: &str) {

@@ -21,6 +21,7 @@ pub mod discovery;
 pub mod files;
 pub mod history;
 pub mod leftovers;
+pub mod logging;
 pub mod manifest;
 pub mod nats_server;
 pub mod outbox;

@@ -3,9 +3,16 @@
 use clap::Parser;
 use switchboard_orchestrator::cli::{self, Cli};
 use switchboard_orchestrator::config::{Config, LogConfig, LogFormat};
+use switchboard_orchestrator::logging;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if !matches!(
+        cli.command,
+        cli::Command::Run | cli::Command::Conformance { .. }
+    ) {
+        die_on_closed_pipe();
+    }
     init_tracing(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -27,6 +34,19 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Client commands end quietly when their reader goes away
+/// (`switchboard logs x | head -1`), as `cat` does: SIGPIPE back to its
+/// default action. Rust ignores it, so every later write would fail and
+/// `println!` would panic with "Broken pipe". Not for `run` (the daemon
+/// must outlive a closed socket) nor `conformance` (it stops the daemon it
+/// started before it exits).
+fn die_on_closed_pipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: called first thing in main, before any thread exists, and
+    // SIG_DFL installs no handler code.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 /// The daemon logs its own events at `[log] level` of switchboard.toml
 /// (default info; libraries stay at warn) in `[log] format`; client
 /// commands only warn. `SWITCHBOARD_LOG` / `RUST_LOG` override the level,
@@ -38,10 +58,7 @@ fn init_tracing(cli: &Cli) {
         return;
     }
     match Config::load(cli.config.as_deref()) {
-        Ok(config) => switchboard_bus::init_tracing_with(
-            &config.log.filter(),
-            config.log.format == LogFormat::Json,
-        ),
-        Err(_) => switchboard_bus::init_tracing_with_default(&LogConfig::default().filter()),
+        Ok(config) => logging::init(&config.log.filter(), config.log.format == LogFormat::Json),
+        Err(_) => logging::init(&LogConfig::default().filter(), false),
     }
 }

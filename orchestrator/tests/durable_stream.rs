@@ -63,7 +63,8 @@ async fn logs_come_from_the_stream_after_a_daemon_restart() {
         "{out}\n{err}"
     );
     // Lifecycle events are there too, and `--since` narrows the window.
-    assert!(out.contains("-> running"), "{out}");
+    // (The first start reads as such, not as `exited -> running`.)
+    assert!(out.contains("event: running (first start)"), "{out}");
     assert!(out.contains("-> disabled"), "{out}");
     let (recent, _, _) = cli(&d, &["logs", "chatty", "--since", "1ms"]);
     assert!(!recent.contains("said-on-stderr"), "{recent}");
@@ -102,7 +103,16 @@ async fn replay_returns_exactly_a_time_window_and_republishes_with_the_same_ids(
     let ids: Vec<String> = out
         .lines()
         .map(|l| {
-            let env = Envelope::from_slice(l.as_bytes()).expect("an envelope per line");
+            // One object per line: the subject and the envelope.
+            let v: serde_json::Value = serde_json::from_str(l).expect("JSON per line");
+            assert!(
+                v["subject"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("chat.")),
+                "{l}"
+            );
+            let env = Envelope::from_slice(v["envelope"].to_string().as_bytes())
+                .expect("an envelope per line");
             env.id().unwrap().to_owned()
         })
         .collect();
@@ -205,7 +215,7 @@ async fn the_logger_under_the_daemon_needs_its_stream_grant_and_nothing_more() {
     d.write_manifest("logger.toml", &logger_manifest(logs.path(), false));
     d.signal(nix::sys::signal::Signal::SIGHUP);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, err, ok) = cli(&d, &["ctl", "restart", "logger"]);
+    let (_, err, ok) = cli(&d, &["ctl", "restart", "--replace", "logger"]);
     assert!(ok, "{err}");
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {

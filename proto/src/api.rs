@@ -145,6 +145,34 @@ pub struct OperatorStatus {
     /// Why, when not ok.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_reason: Option<String>,
+    /// What its manifest says about how it runs and what it may do (no
+    /// config, no secrets): for `status --json` and the dashboard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<ManifestSummary>,
+}
+
+/// The parts of an operator's manifest worth showing: where it is, the
+/// program, and its bus grants. Never its `[config]` or `[secrets]`, nor
+/// its `args`: a manifest may spell a secret there, and status is
+/// readable by every holder of the `status` grant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestSummary {
+    /// The manifest file.
+    pub path: String,
+    /// The program (`command`), as written.
+    pub command: String,
+    /// How many `args` follow it (see the manifest for them).
+    #[serde(default)]
+    pub args: usize,
+    /// Subjects it may publish on (`*`/`#` patterns).
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Subjects it may subscribe to.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+    /// Daemon API methods it may call.
+    #[serde(default)]
+    pub api: Vec<String>,
 }
 
 /// Body of `sb.api.status` (no fields yet; send `{}`).
@@ -211,6 +239,13 @@ pub struct CtlRequest {
     /// operator's manifest (re-read from disk, secrets resolved) is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<Value>,
+    /// For `restart`: ask a running operator to restart in place (the
+    /// `restart` control verb: same process, `ready` again) instead of
+    /// replacing its process. Operators controlled by signals, and ones
+    /// with no process, get a new process either way. Default false (a
+    /// process restart), so older clients keep their meaning.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_place: bool,
 }
 
 /// One operator's outcome in a [`CtlReply`].

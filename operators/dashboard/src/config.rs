@@ -3,12 +3,17 @@
 //! | Key | Type | Default | Meaning |
 //! | --- | --- | --- | --- |
 //! | `listen` | `host:port` | `"127.0.0.1:0"` (a free port, logged at start) | where the web server listens |
-//! | `token` | secret | none | required (as `Authorization: Bearer <token>`) for every request that changes state; without it those are refused |
+//! | `token` | secret | none | logs a browser in with every right (the buttons, the publish box); also accepted as `Authorization: Bearer <token>`. Without a token (and no `viewer_token`) the page shows nothing but how to set one |
+//! | `viewer_token` | secret | none | logs a browser in to look only: every view, no button |
 //! | `poll_interval` | duration | `"1s"` | how often `sb.api.status` is asked |
 //! | `tail_buffer` | integer | `500` | envelopes the live tail keeps (1..=10000) |
 //! | `rate_window` | duration | `"5m"` | how far back the message-rate chart goes (10 s..1 h) |
 //!
-//! A non-loopback `listen` needs a `token`: the page shows operators' logs.
+//! Every view (operators, logs, the tail, events) needs a login: on a
+//! shared machine, loopback is reachable by every local user and every
+//! other operator. Only `/metrics` (counters, no text) stays open on a
+//! loopback listener, as Prometheus expects. A non-loopback `listen`
+//! needs a `token`.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -40,6 +45,22 @@ impl Secret {
     }
 }
 
+impl Secret {
+    /// A MAC of `purpose` keyed with this secret: a session cookie that
+    /// proves the browser once had the token without holding the token
+    /// itself, and stops working when the token changes.
+    pub fn tag(&self, purpose: &[u8]) -> Vec<u8> {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.0.as_bytes());
+        ring::hmac::sign(&key, purpose).as_ref().to_vec()
+    }
+
+    /// Whether `tag` is [`Secret::tag`] of `purpose` (in constant time).
+    pub fn verify_tag(&self, purpose: &[u8], tag: &[u8]) -> bool {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.0.as_bytes());
+        ring::hmac::verify(&key, purpose, tag).is_ok()
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("\"***\"")
@@ -54,6 +75,8 @@ struct Raw {
     #[serde(default)]
     token: Option<Secret>,
     #[serde(default)]
+    viewer_token: Option<Secret>,
+    #[serde(default)]
     poll_interval: Option<String>,
     #[serde(default)]
     tail_buffer: Option<usize>,
@@ -67,8 +90,10 @@ struct Raw {
 pub struct DashboardConfig {
     /// Where to listen.
     pub listen: SocketAddr,
-    /// Needed for state-changing requests.
+    /// Logs in with every right.
     pub token: Option<Secret>,
+    /// Logs in to look only.
+    pub viewer_token: Option<Secret>,
     /// Status poll period.
     pub poll_interval: Duration,
     /// Tail ring size.
@@ -121,6 +146,7 @@ impl TryFrom<Raw> for DashboardConfig {
         let listen_text = raw.listen.unwrap_or_else(|| "127.0.0.1:0".to_owned());
         let listen: SocketAddr = listen_text.parse().map_err(|_| ConfigError::Listen)?;
         let token = raw.token.filter(|t| !t.0.is_empty());
+        let viewer_token = raw.viewer_token.filter(|t| !t.0.is_empty());
         if !listen.ip().is_loopback() && token.is_none() {
             return Err(ConfigError::Exposed);
         }
@@ -152,6 +178,7 @@ impl TryFrom<Raw> for DashboardConfig {
         Ok(DashboardConfig {
             listen,
             token,
+            viewer_token,
             poll_interval,
             tail_buffer,
             rate_window,

@@ -16,6 +16,10 @@ use crate::rates::{Rates, Series};
 /// Longest payload kept per tail entry; the rest is cut (and said so).
 pub const MAX_TAIL_PAYLOAD: usize = 4096;
 
+/// Lifecycle events (`sb.event.*`) kept for the event history, apart from
+/// the tail so that chat traffic does not push them out.
+pub const EVENT_HISTORY: usize = 300;
+
 /// One message seen on the bus.
 #[derive(Debug, Clone, Serialize)]
 pub struct Seen {
@@ -48,6 +52,29 @@ pub struct Snapshot {
     pub rates: Vec<Series>,
     /// Whether state-changing requests are possible (a token is set).
     pub controls: bool,
+    /// The dashboard's own operator id: "restart all" and "stop all" on
+    /// the page leave it out (it would cut its own answer off).
+    pub me: String,
+    /// The daemon's resident memory and CPU time, when readable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<crate::process::Sample>,
+    /// The dashboard's own counters (what its heartbeats report).
+    pub dashboard: DashboardCounters,
+}
+
+/// The dashboard's counters, for the page.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct DashboardCounters {
+    /// See [`Counters::tail_dropped`].
+    pub tail_dropped: u64,
+    /// See [`Counters::status_errors`].
+    pub status_errors: u64,
+    /// See [`Counters::unauthorized`].
+    pub unauthorized: u64,
+    /// See [`Counters::ctl_requests`].
+    pub ctl_requests: u64,
+    /// See [`Counters::published`].
+    pub published: u64,
 }
 
 /// Counters the dashboard reports in its heartbeats.
@@ -62,6 +89,8 @@ pub struct Counters {
     pub unauthorized: Counter,
     /// `ctl` requests passed to the daemon.
     pub ctl_requests: Counter,
+    /// Envelopes sent from the page's publish box.
+    pub published: Counter,
 }
 
 /// The shared state.
@@ -76,6 +105,8 @@ pub struct Hub {
     pub counters: Counters,
     /// Whether a token is configured.
     pub controls: bool,
+    /// The dashboard's operator id.
+    pub me: String,
 }
 
 #[derive(Debug)]
@@ -86,6 +117,7 @@ struct Inner {
     rates: Rates,
     tail: VecDeque<Arc<Seen>>,
     tail_capacity: usize,
+    events: VecDeque<Arc<Seen>>,
     daemon_cpu: Option<crate::process::Sample>,
 }
 
@@ -103,6 +135,7 @@ impl Hub {
         rate_window_secs: u64,
         counters: Counters,
         controls: bool,
+        me: String,
     ) -> Hub {
         Hub {
             inner: Mutex::new(Inner {
@@ -112,12 +145,14 @@ impl Hub {
                 rates: Rates::new(rate_window_secs),
                 tail: VecDeque::with_capacity(tail_capacity),
                 tail_capacity,
+                events: VecDeque::with_capacity(EVENT_HISTORY),
                 daemon_cpu: None,
             }),
             seen: broadcast::channel(1024).0,
             updates: watch::channel(0).0,
             counters,
             controls,
+            me,
         }
     }
 
@@ -143,6 +178,12 @@ impl Hub {
                 inner.tail.pop_front();
             }
             inner.tail.push_back(Arc::clone(&seen));
+            if subject.starts_with("sb.event.") {
+                if inner.events.len() == EVENT_HISTORY {
+                    inner.events.pop_front();
+                }
+                inner.events.push_back(Arc::clone(&seen));
+            }
         }
         // No page listening is not an error.
         let _ = self.seen.send(seen);
@@ -173,6 +214,11 @@ impl Hub {
         self.lock().tail.iter().cloned().collect()
     }
 
+    /// The event history as it is, oldest first.
+    pub fn events(&self) -> Vec<Arc<Seen>> {
+        self.lock().events.iter().cloned().collect()
+    }
+
     /// Everything for the page.
     pub fn snapshot(&self) -> Snapshot {
         let inner = self.lock();
@@ -183,6 +229,15 @@ impl Hub {
             status_at_ms: inner.status_at_ms,
             rates: inner.rates.series(now_ms() / 1000),
             controls: self.controls,
+            me: self.me.clone(),
+            daemon: inner.daemon_cpu,
+            dashboard: DashboardCounters {
+                tail_dropped: self.counters.tail_dropped.get(),
+                status_errors: self.counters.status_errors.get(),
+                unauthorized: self.counters.unauthorized.get(),
+                ctl_requests: self.counters.ctl_requests.get(),
+                published: self.counters.published.get(),
+            },
         }
     }
 

@@ -5,9 +5,10 @@
 //! read-only API, `ctl` through the daemon's own checks, and read-only
 //! subscriptions) that serves one page with live updates over
 //! server-sent events and `/metrics` for Prometheus ([`server`]). It
-//! listens on loopback by default; anything that changes state needs the
-//! token ([`config`]).
+//! listens on loopback by default; every view needs a login and anything
+//! that changes state the full token ([`auth`], [`config`]).
 
+pub mod auth;
 pub mod config;
 pub mod hub;
 pub mod metrics;

@@ -262,6 +262,11 @@ pub fn render(input: &Input<'_>) -> String {
             &input.counters.ctl_requests,
             "Control requests passed to the daemon",
         ),
+        (
+            "published",
+            &input.counters.published,
+            "Envelopes sent from the page's publish box",
+        ),
     ];
     for (name, c, help) in own {
         o.add(

@@ -44,12 +44,14 @@ impl Operator for Dashboard {
             status_errors: stats.counter("status_errors"),
             unauthorized: stats.counter("unauthorized"),
             ctl_requests: stats.counter("ctl_requests"),
+            published: stats.counter("published_from_page"),
         };
         let hub = Arc::new(Hub::new(
             config.tail_buffer,
             config.rate_window.as_secs(),
             counters,
             config.token.is_some(),
+            ctx.id().to_string(),
         ));
         let mut subs = Vec::new();
         for s in WATCHED {
@@ -59,7 +61,12 @@ impl Operator for Dashboard {
         let app = App {
             hub: Arc::clone(&hub),
             bus: ctx.bus().clone(),
-            token: config.token.clone(),
+            id: ctx.id().to_string(),
+            auth: crate::auth::Auth::new(
+                config.token.clone(),
+                config.viewer_token.clone(),
+                addr.port(),
+            ),
             loopback: addr.ip().is_loopback(),
             stop: stop_rx.clone(),
         };

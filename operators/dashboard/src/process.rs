@@ -3,7 +3,7 @@
 //! these are the kernel's own figures, not estimates.
 
 /// One reading.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Sample {
     /// Resident set size in bytes (`VmRSS`).
     pub rss_bytes: u64,

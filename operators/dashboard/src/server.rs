@@ -1,16 +1,23 @@
 //! The HTTP side: the page, `/metrics`, JSON and server-sent-event
-//! endpoints, and the one state-changing request (`POST /api/ctl`), which
-//! needs the token and goes to the daemon's own permission-checked API.
+//! endpoints, and the two state-changing requests (`POST /api/ctl`, which
+//! goes to the daemon's own permission-checked API, and `POST
+//! /api/publish`). Every `/api/` route but `login` needs a login
+//! ([`crate::auth`]): the session cookie or `Authorization: Bearer`.
 //!
-//! | Route | What |
-//! | --- | --- |
-//! | `GET /` | the page (static, embedded) |
-//! | `GET /metrics` | Prometheus text format |
-//! | `GET /api/snapshot` | bus state, the daemon's status, rates (JSON) |
-//! | `GET /api/events` | SSE: a `snapshot` event after every status poll |
-//! | `GET /api/tail?pattern=chat.#` | SSE: `seen` events (the buffer, then live) matching a `*`/`#` pattern; `lagged` when some were skipped |
-//! | `GET /api/logs?id=<id>` | SSE: the operator's last 100 lines, then new ones, as `line` events |
-//! | `POST /api/ctl` | `{"verb", "target"}` with `Authorization: Bearer <token>`: the daemon's `CtlReply` |
+//! | Route | Who | What |
+//! | --- | --- | --- |
+//! | `GET /`, `/favicon.svg`, `/vendor/uplot.*` | anyone | the page and its files (static, embedded) |
+//! | `GET /metrics` | anyone on a loopback listener, else a login | Prometheus text format: counters and gauges, no text from operators |
+//! | `POST /api/login` | anyone | `{"token"}`: sets the session cookie; `{"role"}` |
+//! | `POST /api/logout` | anyone | clears it |
+//! | `GET /api/me` | anyone | `{"role": null\|"viewer"\|"admin", "configured": bool}` |
+//! | `GET /api/snapshot` | viewer | bus state, the daemon's status, rates (JSON) |
+//! | `GET /api/events` | viewer | SSE: a `snapshot` event after every status poll |
+//! | `GET /api/tail?pattern=chat.#&pattern=send.#` | viewer | SSE: `seen` events (the buffer, then live) matching any of the `*`/`#` patterns; `lagged` when some were skipped |
+//! | `GET /api/history` | viewer | SSE: lifecycle events kept (the last 300), then live, as `seen` events |
+//! | `GET /api/logs?id=<id>` | viewer | SSE: the operator's last 100 lines, then new ones, as `line` events |
+//! | `POST /api/ctl` | admin | `{"verb", "target", "in_place"?}`: the daemon's `CtlReply` |
+//! | `POST /api/publish` | admin | `{"subject", "body"}`: one envelope from the dashboard (within its manifest's `publish` grants); `{"id"}` |
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,15 +33,23 @@ use axum::{Json, Router};
 use futures::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use switchboard_bus::Bus;
+use switchboard_bus::Envelope;
 use switchboard_proto::api::{methods, CtlReply, CtlRequest, LogLine, LogsReply, LogsRequest};
 use switchboard_proto::{api_subject, Pattern, Verb};
 use tokio::sync::{broadcast, watch};
 
-use crate::config::Secret;
+use crate::auth::{Auth, Role};
 use crate::hub::{Hub, Seen};
 
 /// The page, embedded: no build step, no files to install.
 const PAGE: &str = include_str!("page.html");
+/// The chart library (see src/vendor/README.md) and its style.
+const UPLOT_JS: &str = include_str!("vendor/uPlot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("vendor/uPlot.min.css");
+/// The tab icon: a switchboard's plug and jack.
+const FAVICON: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="6" fill="#1f2a44"/><circle cx="10" cy="10" r="3.5" fill="#5ec8f2"/><circle cx="22" cy="22" r="3.5" fill="#7ee2a8"/><path d="M10 10 C 10 20, 22 12, 22 22" stroke="#f4f6fb" stroke-width="2.2" fill="none"/></svg>"##;
+/// Most patterns one tail may ask for.
+const MAX_PATTERNS: usize = 8;
 
 /// How long a request to the daemon's API may take.
 const API_TIMEOUT: Duration = Duration::from_secs(5);
@@ -46,8 +61,10 @@ pub struct App {
     pub hub: Arc<Hub>,
     /// The operator's bus connection (its API grants).
     pub bus: Bus,
-    /// The token, if any.
-    pub token: Option<Secret>,
+    /// The dashboard's operator id: the `source` of what it publishes.
+    pub id: String,
+    /// Who may do what.
+    pub auth: Auth,
     /// Whether it listens on loopback (then only loopback `Host` names are served).
     pub loopback: bool,
     /// Flips to true at stop: endless streams end so the server can.
@@ -59,16 +76,161 @@ pub fn router(app: App) -> Router {
     let loopback = app.loopback;
     Router::new()
         .route("/", get(page))
+        .route("/favicon.svg", get(favicon))
+        .route("/vendor/uplot.js", get(uplot_js))
+        .route("/vendor/uplot.css", get(uplot_css))
         .route("/metrics", get(metrics))
+        .route("/api/login", post(login))
+        .route("/api/logout", post(logout))
+        .route("/api/me", get(me))
         .route("/api/snapshot", get(snapshot))
         .route("/api/events", get(events))
         .route("/api/tail", get(tail))
+        .route("/api/history", get(history))
         .route("/api/logs", get(logs))
         .route("/api/ctl", post(ctl))
+        .route("/api/publish", post(publish))
         .with_state(app)
+        .layer(axum::middleware::from_fn(same_origin))
         .layer(axum::middleware::from_fn(
             move |req: Request, next: Next| host_check(loopback, req, next),
         ))
+}
+
+/// A POST whose `Origin` names another site is refused: the cookie is
+/// `SameSite=Strict` already; this also covers a browser that ignores it.
+async fn same_origin(req: Request, next: Next) -> Response {
+    if req.method() == axum::http::Method::POST {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let origin = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|h| h.to_str().ok());
+        if let (Some(origin), Some(host)) = (origin, host) {
+            let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
+            if origin_host != host {
+                return (
+                    StatusCode::FORBIDDEN,
+                    "a request from another site's page: refused",
+                )
+                    .into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// `None` when the request's sender may do what needs `need`, else the
+/// answer that says how to: 401 (log in), 403 (a viewer asking for more,
+/// or no token set).
+fn refused(app: &App, headers: &HeaderMap, need: Role) -> Option<Response> {
+    if !app.auth.configured() {
+        return Some(
+            (
+                StatusCode::FORBIDDEN,
+                "this dashboard has no token, so it shows nothing: set `token` (and optionally \
+             `viewer_token`) in its manifest, [secrets] token = { file = \"...\" }, and reload it",
+            )
+                .into_response(),
+        );
+    }
+    match app.auth.role(headers) {
+        Some(role) if role >= need => None,
+        Some(_) => {
+            app.hub.counters.unauthorized.inc();
+            Some((
+                StatusCode::FORBIDDEN,
+                "logged in to look only (the viewer token): log in with the token to change things",
+            )
+                .into_response())
+        }
+        None => {
+            if headers.contains_key(header::AUTHORIZATION) || need == Role::Admin {
+                app.hub.counters.unauthorized.inc();
+            }
+            Some(
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    "not logged in: log in on the page with the dashboard's token, or send \
+                 `Authorization: Bearer <token>`",
+                )
+                    .into_response(),
+            )
+        }
+    }
+}
+
+async fn favicon() -> Response {
+    ([(header::CONTENT_TYPE, "image/svg+xml")], FAVICON).into_response()
+}
+
+async fn uplot_js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        UPLOT_JS,
+    )
+        .into_response()
+}
+
+async fn uplot_css() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        UPLOT_CSS,
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    token: String,
+}
+
+async fn login(State(app): State<App>, body: String) -> Response {
+    let Ok(LoginBody { token }) = serde_json::from_str(&body) else {
+        return (StatusCode::BAD_REQUEST, "expected {\"token\": \"...\"}").into_response();
+    };
+    if !app.auth.configured() {
+        return refused(&app, &HeaderMap::new(), Role::Viewer)
+            .unwrap_or_else(|| StatusCode::FORBIDDEN.into_response());
+    }
+    let Some(role) = app.auth.login(token.trim()) else {
+        app.hub.counters.unauthorized.inc();
+        return (
+            StatusCode::UNAUTHORIZED,
+            "not the dashboard's token (nor its viewer token)",
+        )
+            .into_response();
+    };
+    let Some(cookie) = app.auth.session_cookie(role) else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    tracing::info!(?role, "a browser logged in");
+    (
+        [(header::SET_COOKIE, cookie)],
+        Json(serde_json::json!({ "role": role })),
+    )
+        .into_response()
+}
+
+async fn logout(State(app): State<App>) -> Response {
+    (
+        [(header::SET_COOKIE, app.auth.logout_cookie())],
+        Json(serde_json::json!({ "role": null })),
+    )
+        .into_response()
+}
+
+async fn me(State(app): State<App>, headers: HeaderMap) -> Response {
+    Json(serde_json::json!({
+        "role": app.auth.role(&headers),
+        "configured": app.auth.configured(),
+    }))
+    .into_response()
 }
 
 /// On a loopback listener, only requests addressed to a loopback name: a
@@ -109,7 +271,14 @@ async fn page() -> Html<&'static str> {
     Html(PAGE)
 }
 
-async fn metrics(State(app): State<App>) -> Response {
+async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
+    // Prometheus scrapes loopback without credentials; beyond loopback
+    // the counters are nobody else's business.
+    if !app.loopback {
+        if let Some(no) = refused(&app, &headers, Role::Viewer) {
+            return no;
+        }
+    }
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         app.hub.metrics(),
@@ -117,7 +286,10 @@ async fn metrics(State(app): State<App>) -> Response {
         .into_response()
 }
 
-async fn snapshot(State(app): State<App>) -> Response {
+async fn snapshot(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Some(no) = refused(&app, &headers, Role::Viewer) {
+        return no;
+    }
     Json(app.hub.snapshot()).into_response()
 }
 
@@ -137,7 +309,10 @@ fn until_stop<S: Stream + Send + 'static>(
     })
 }
 
-async fn events(State(app): State<App>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+async fn events(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Some(no) = refused(&app, &headers, Role::Viewer) {
+        return no;
+    }
     let rx = app.hub.updates.subscribe();
     let hub = Arc::clone(&app.hub);
     let s = stream::unfold((rx, hub, true), |(mut rx, hub, first)| async move {
@@ -146,36 +321,115 @@ async fn events(State(app): State<App>) -> Sse<impl Stream<Item = Result<Event, 
         }
         rx.borrow_and_update();
         let ev = json_event("snapshot", &hub.snapshot());
-        Some((Ok(ev), (rx, hub, false)))
+        Some((Ok::<_, Infallible>(ev), (rx, hub, false)))
     });
-    Sse::new(until_stop(s, app.stop.clone())).keep_alive(KeepAlive::default())
+    Sse::new(until_stop(s, app.stop.clone()))
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
-#[derive(Deserialize)]
-struct TailQuery {
-    #[serde(default)]
-    pattern: Option<String>,
+/// Patterns a tail shows: any one matching is enough.
+#[derive(Clone)]
+struct Patterns(Vec<Pattern>);
+
+impl Patterns {
+    fn matches(&self, subject: &str) -> bool {
+        self.0.iter().any(|p| p.matches(subject))
+    }
 }
 
-async fn tail(State(app): State<App>, Query(q): Query<TailQuery>) -> Response {
-    let text = q
-        .pattern
-        .filter(|p| !p.trim().is_empty())
-        .unwrap_or_else(|| "#".into());
-    let pattern = match Pattern::parse(text.trim()) {
-        Ok(p) => p,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("`{text}` is not a pattern: {e} (tokens separated by `.`, `*` for one token, `#` for any number)"),
-            )
-                .into_response()
-        }
+async fn tail(State(app): State<App>, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    if let Some(no) = refused(&app, &headers, Role::Viewer) {
+        return no;
+    }
+    // `?pattern=a&pattern=b`: axum's Query keeps only one of a repeated key.
+    let texts: Vec<String> = uri
+        .query()
+        .map(|q| {
+            url_pairs(q)
+                .filter(|(k, v)| k == "pattern" && !v.trim().is_empty())
+                .map(|(_, v)| v.trim().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let texts = if texts.is_empty() {
+        vec!["#".to_owned()]
+    } else {
+        texts
     };
-    // Subscribe before reading the buffer: a message in between shows
+    if texts.len() > MAX_PATTERNS {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("at most {MAX_PATTERNS} patterns at once"),
+        )
+            .into_response();
+    }
+    let mut patterns = Vec::new();
+    for text in &texts {
+        match Pattern::parse(text) {
+            Ok(p) => patterns.push(p),
+            Err(e) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("`{text}` is not a pattern: {e} (tokens separated by `.`, `*` for one token, `#` for any number)"),
+                )
+                    .into_response()
+            }
+        }
+    }
+    seen_stream(&app, |hub| hub.tail(), Patterns(patterns))
+}
+
+/// The lifecycle events kept, then live ones.
+async fn history(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Some(no) = refused(&app, &headers, Role::Viewer) {
+        return no;
+    }
+    let events = Pattern::parse("sb.event.*").map(|p| Patterns(vec![p]));
+    match events {
+        Ok(p) => seen_stream(&app, |hub| hub.events(), p),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// `key=value` pairs of a query string, percent-decoded (`+` is a space).
+fn url_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        Some((decode(k)?, decode(v)?))
+    })
+}
+
+fn decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = text.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// SSE of `seen` events: what `buffered` reads from the hub (those
+/// matching), then live ones.
+fn seen_stream(
+    app: &App,
+    buffered: impl FnOnce(&Hub) -> Vec<Arc<Seen>>,
+    pattern: Patterns,
+) -> Response {
+    // Subscribe first, then read the buffer: a message in between shows
     // twice at worst, never not at all.
     let rx = app.hub.seen.subscribe();
-    let buffered: Vec<Arc<Seen>> = app.hub.tail();
+    let buffered = buffered(&app.hub);
     let p = pattern.clone();
     let first = stream::iter(
         buffered
@@ -210,7 +464,10 @@ struct LogsQuery {
     id: String,
 }
 
-async fn logs(State(app): State<App>, Query(q): Query<LogsQuery>) -> Response {
+async fn logs(State(app): State<App>, headers: HeaderMap, Query(q): Query<LogsQuery>) -> Response {
+    if let Some(no) = refused(&app, &headers, Role::Viewer) {
+        return no;
+    }
     let rx = app.hub.seen.subscribe();
     let req = LogsRequest {
         id: q.id.clone(),
@@ -277,37 +534,22 @@ async fn logs(State(app): State<App>, Query(q): Query<LogsQuery>) -> Response {
 struct CtlBody {
     verb: Verb,
     target: String,
+    /// For `restart`: in place (the default from the page) or, false, a
+    /// new process.
+    #[serde(default)]
+    in_place: bool,
 }
 
 async fn ctl(State(app): State<App>, headers: HeaderMap, body: String) -> Response {
-    let Some(token) = &app.token else {
-        app.hub.counters.unauthorized.inc();
-        return (
-            StatusCode::FORBIDDEN,
-            "this dashboard has no token, so it changes nothing: set `token` in its manifest \
-             ([secrets] token = { file = \"...\" }) to enable the buttons",
-        )
-            .into_response();
-    };
-    let offered = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if !offered.is_some_and(|o| token.matches(o)) {
-        app.hub.counters.unauthorized.inc();
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "a missing or wrong token: send `Authorization: Bearer <token>` (the page asks for it)",
-        )
-            .into_response();
+    if let Some(no) = refused(&app, &headers, Role::Admin) {
+        return no;
     }
     let body: CtlBody = match serde_json::from_str(&body) {
         Ok(b) => b,
         Err(e) => {
             return (
                 StatusCode::BAD_REQUEST,
-                format!("expected {{\"verb\": \"halt|resume|reload|restart|shutdown\", \"target\": \"<id or glob>\"}}: {e}"),
+                format!("expected {{\"verb\": \"halt|resume|reload|restart|shutdown\", \"target\": \"<id or glob>\", \"in_place\": true|false}}: {e}"),
             )
                 .into_response()
         }
@@ -318,6 +560,7 @@ async fn ctl(State(app): State<App>, headers: HeaderMap, body: String) -> Respon
         verb: body.verb,
         target: body.target,
         config: None,
+        in_place: body.in_place,
     };
     match app
         .bus
@@ -333,9 +576,82 @@ async fn ctl(State(app): State<App>, headers: HeaderMap, body: String) -> Respon
     }
 }
 
+/// The body of `POST /api/publish`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    subject: String,
+    body: serde_json::Value,
+}
+
+async fn publish(State(app): State<App>, headers: HeaderMap, body: String) -> Response {
+    if let Some(no) = refused(&app, &headers, Role::Admin) {
+        return no;
+    }
+    let body: PublishBody = match serde_json::from_str(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"subject\": \"chat....\", \"body\": <JSON>}}: {e}"),
+            )
+                .into_response()
+        }
+    };
+    let subject = body.subject.trim();
+    if subject.is_empty()
+        || subject
+            .split('.')
+            .any(|t| t.is_empty() || t == "*" || t == ">" || t == "#")
+        || subject.chars().any(char::is_whitespace)
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            "the subject must be a full NATS subject (tokens separated by `.`, no wildcards), \
+             e.g. chat.console.dashboard.lobby.message",
+        )
+            .into_response();
+    }
+    let room = body
+        .body
+        .get("room")
+        .and_then(|r| r.as_str())
+        .map(str::to_owned);
+    let mut env = Envelope::new(app.id.clone(), body.body);
+    if let Some(room) = room {
+        env = env.with_header(switchboard_proto::headers::ROOM, room);
+    }
+    let sent = async {
+        app.bus.publish(subject, &env).await?;
+        app.bus.flush().await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    };
+    match tokio::time::timeout(API_TIMEOUT, sent).await {
+        Ok(Ok(())) => {
+            app.hub.counters.published.inc();
+            tracing::info!(%subject, "published from the page");
+            Json(serde_json::json!({ "id": env.id(), "subject": subject })).into_response()
+        }
+        Ok(Err(e)) => (
+            StatusCode::BAD_GATEWAY,
+            format!("not published: {e} (the dashboard may publish only where its manifest's `publish` allows)"),
+        )
+            .into_response(),
+        Err(_) => (StatusCode::GATEWAY_TIMEOUT, "the bus did not take it in time").into_response(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::is_loopback_host;
+    use super::{decode, is_loopback_host};
+
+    #[test]
+    fn query_values_are_decoded() {
+        assert_eq!(decode("chat.%2A.x.%23").as_deref(), Some("chat.*.x.#"));
+        assert_eq!(decode("a+b").as_deref(), Some("a b"));
+        assert_eq!(decode("%zz"), None);
+        assert_eq!(decode("%2"), None);
+    }
 
     #[test]
     fn loopback_hosts() {

@@ -14,8 +14,12 @@ fn check(path: &str) -> toml::Table {
     let config: DashboardConfig =
         switchboard_bus::parse_config(&config).expect("a valid DashboardConfig");
     assert!(config.listen.ip().is_loopback());
-    // Least privilege: nothing to publish, read-only subscriptions.
-    assert_eq!(manifest["publish"].as_array().map(Vec::len), Some(0));
+    // Least privilege: the publish box's console rooms only, read-only
+    // subscriptions.
+    assert_eq!(
+        manifest["publish"].as_array().cloned().unwrap_or_default(),
+        vec![toml::Value::from("chat.console.dashboard.#")]
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("dashboard.toml"), &text).expect("copy");
     let out = std::process::Command::new(switchboard_testkit::bin_path("switchboard"))

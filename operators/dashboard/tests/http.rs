@@ -1,7 +1,8 @@
-//! The dashboard's routes against a real daemon: state changes need the
-//! token, a halt through the page's endpoint halts the operator, the tail
-//! filters by pattern, the page and logs are served, and it listens on
-//! loopback.
+//! The dashboard's routes against a real daemon: every view needs a login
+//! (the session cookie or a bearer token), state changes the full token,
+//! a halt through the page's endpoint halts the operator, the publish box
+//! reaches the ping bot, the tail filters by several patterns, the page
+//! and logs are served, and it listens on loopback.
 
 mod common;
 
@@ -90,7 +91,7 @@ async fn without_the_right_token_nothing_changes_and_with_it_halt_halts() -> any
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_token_configured_the_buttons_are_refused() -> anyhow::Result<()> {
+async fn without_a_token_configured_nothing_is_shown_or_changed() -> anyhow::Result<()> {
     let d = common::start(false).await?;
     let auth = [("Authorization", "Bearer anything")];
     let (code, body) = common::http(d.addr, "POST", "/api/ctl", &auth, HALT).await?;
@@ -105,11 +106,122 @@ async fn without_a_token_configured_the_buttons_are_refused() -> anyhow::Result<
     assert_eq!(code, 403, "{body}");
     let local = format!("localhost:{}", d.addr.port());
     let (code, _) = common::http(d.addr, "GET", "/metrics", &[("Host", &local)], "").await?;
+    assert_eq!(code, 200, "loopback /metrics stays open for Prometheus");
+    for path in [
+        "/api/snapshot",
+        "/api/logs?id=pingbot",
+        "/api/tail",
+        "/api/history",
+        "/api/events",
+    ] {
+        let (code, body) = common::http(d.addr, "GET", path, &[], "").await?;
+        assert_eq!(code, 403, "{path}: {body}");
+        assert!(body.contains("no token"), "{path}: {body}");
+    }
+    let (_, me) = common::http(d.addr, "GET", "/api/me", &[], "").await?;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&me)?["configured"],
+        false
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_view_needs_a_login_and_a_cookie_keeps_it() -> anyhow::Result<()> {
+    let d = common::start(true).await?;
+    d.rig
+        .wait_for("pingbot", |o| o.state == SupervisedState::Running)
+        .await?;
+    // Issue 19: every read endpoint refused without a login.
+    for path in [
+        "/api/snapshot",
+        "/api/logs?id=pingbot",
+        "/api/tail?pattern=%23",
+        "/api/history",
+        "/api/events",
+    ] {
+        let (code, body) = common::http(d.addr, "GET", path, &[], "").await?;
+        assert_eq!(code, 401, "{path}: {body}");
+    }
+    let login = |token: &str| format!("{{\"token\":\"{token}\"}}");
+    let (code, _) = common::http(d.addr, "POST", "/api/login", &[], &login("wrong")).await?;
+    assert_eq!(code, 401);
+    let (code, head, body) =
+        common::http_full(d.addr, "POST", "/api/login", &[], &login(common::TOKEN)).await?;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"admin\""), "{body}");
+    let set = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .context("a session cookie")?
+        .to_owned();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(attr), "{set} lacks {attr}");
+    }
+    assert!(
+        !set.contains(common::TOKEN),
+        "the cookie holds no token: {set}"
+    );
+    let cookie = set.split(';').next().unwrap_or_default().to_owned();
+    let with = [("Cookie", cookie.as_str())];
+    let (code, body) = common::http(d.addr, "GET", "/api/snapshot", &with, "").await?;
+    assert_eq!(code, 200, "{body}");
+    let (_, me) = common::http(d.addr, "GET", "/api/me", &with, "").await?;
+    assert!(me.contains("\"admin\""), "{me}");
+    // Another site's page cannot post with it.
+    let forged = [
+        ("Cookie", cookie.as_str()),
+        ("Origin", "http://evil.example"),
+    ];
+    let (code, _) = common::http(d.addr, "POST", "/api/ctl", &forged, HALT).await?;
+    assert_eq!(code, 403);
+
+    // The viewer token: every view, no button.
+    let (code, head, _) =
+        common::http_full(d.addr, "POST", "/api/login", &[], &login(common::VIEWER)).await?;
     assert_eq!(code, 200);
-    let (code, snap) = common::http(d.addr, "GET", "/api/snapshot", &[], "").await?;
+    let viewer = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .and_then(|v| v.split(';').next())
+        .context("a viewer cookie")?
+        .to_owned();
+    let as_viewer = [("Cookie", viewer.as_str())];
+    let (code, _) = common::http(d.addr, "GET", "/api/snapshot", &as_viewer, "").await?;
     assert_eq!(code, 200);
-    let snap: serde_json::Value = serde_json::from_str(&snap)?;
-    assert_eq!(snap["controls"], false, "{snap}");
+    let (code, body) = common::http(d.addr, "POST", "/api/ctl", &as_viewer, HALT).await?;
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(
+        d.rig.operator("pingbot").await?.state,
+        SupervisedState::Running
+    );
+
+    // The publish box (admin): the ping bot answers in the console room.
+    let mut replies = d
+        .rig
+        .bus
+        .subscribe_raw("send.console.dashboard.lobby.message")
+        .await?;
+    d.rig.bus.sync().await?;
+    let body = r#"{"subject":"chat.console.dashboard.lobby.message","body":{"text":"!ping","sender":"web","room":"lobby"}}"#;
+    let (code, _) = common::http(d.addr, "POST", "/api/publish", &as_viewer, body).await?;
+    assert_eq!(code, 403, "a viewer does not publish");
+    let (code, out) = common::http(d.addr, "POST", "/api/publish", &with, body).await?;
+    assert_eq!(code, 200, "{out}");
+    let reply = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut replies))
+        .await
+        .context("no answer to the page's !ping")?
+        .context("subscription ended")?;
+    assert!(String::from_utf8_lossy(&reply.payload).contains("pong"));
+    let bad = r#"{"subject":"chat.#","body":{}}"#;
+    let (code, _) = common::http(d.addr, "POST", "/api/publish", &with, bad).await?;
+    assert_eq!(code, 400);
     Ok(())
 }
 
@@ -122,8 +234,12 @@ async fn sse_until(
 ) -> anyhow::Result<String> {
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n")
-            .as_bytes(),
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{}: {}\r\n\r\n",
+            common::AUTH.0,
+            common::AUTH.1
+        )
+        .as_bytes(),
     )
     .await?;
     let deadline = Instant::now() + WAIT;
@@ -146,8 +262,8 @@ async fn sse_until(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_tail_shows_only_what_the_pattern_matches() -> anyhow::Result<()> {
-    let d = common::start(false).await?;
+async fn the_tail_shows_only_what_the_patterns_match() -> anyhow::Result<()> {
+    let d = common::start(true).await?;
     let wanted = ChatAddress::new("alpha", "x", "room");
     let other = ChatAddress::new("beta", "x", "room");
     let env = |t: &str| Envelope::new("test", json!({"text": t, "sender": "t", "room": "room"}));
@@ -174,9 +290,11 @@ async fn the_tail_shows_only_what_the_pattern_matches() -> anyhow::Result<()> {
             .await;
         let _ = bus.flush().await;
     });
-    let text = sse_until(d.addr, "/api/tail?pattern=chat.alpha.%23", |t| {
-        t.contains("live-one")
-    })
+    let text = sse_until(
+        d.addr,
+        "/api/tail?pattern=chat.alpha.%23&pattern=chat.gamma.%23",
+        |t| t.contains("live-one"),
+    )
     .await?;
     later.await?;
     assert!(text.contains("buffered-one"), "{text}");
@@ -186,7 +304,8 @@ async fn the_tail_shows_only_what_the_pattern_matches() -> anyhow::Result<()> {
     );
     assert!(!text.contains("sb.op."), "{text}");
 
-    let (code, body) = common::http(d.addr, "GET", "/api/tail?pattern=chat..x", &[], "").await?;
+    let auth = [common::AUTH];
+    let (code, body) = common::http(d.addr, "GET", "/api/tail?pattern=chat..x", &auth, "").await?;
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("not a pattern"), "{body}");
 
@@ -196,7 +315,7 @@ async fn the_tail_shows_only_what_the_pattern_matches() -> anyhow::Result<()> {
     })
     .await?;
     assert!(text.contains("event: line"), "{text}");
-    let (code, _) = common::http(d.addr, "GET", "/api/logs?id=nobody", &[], "").await?;
+    let (code, _) = common::http(d.addr, "GET", "/api/logs?id=nobody", &auth, "").await?;
     assert_eq!(code, 404);
     Ok(())
 }
@@ -208,7 +327,7 @@ async fn snapshot_until(
 ) -> anyhow::Result<serde_json::Value> {
     let deadline = Instant::now() + WAIT;
     loop {
-        let (code, body) = common::http(addr, "GET", "/api/snapshot", &[], "").await?;
+        let (code, body) = common::http(addr, "GET", "/api/snapshot", &[common::AUTH], "").await?;
         anyhow::ensure!(code == 200, "{body}");
         let snap: serde_json::Value = serde_json::from_str(&body)?;
         if cond(&snap) {
@@ -221,7 +340,7 @@ async fn snapshot_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_says_when_the_bus_is_down_and_recovers() -> anyhow::Result<()> {
-    let d = common::start(false).await?;
+    let d = common::start(true).await?;
     snapshot_until(d.addr, |s| s["bus_up"] == true).await?;
     let nats = d.rig.nats_pid().context("the embedded nats-server")?;
     // The daemon restarts its server within milliseconds: held with
@@ -251,11 +370,19 @@ async fn the_page_says_when_the_bus_is_down_and_recovers() -> anyhow::Result<()>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_moves_the_server_even_with_a_page_open() -> anyhow::Result<()> {
-    let d = common::start(false).await?;
+    let d = common::start(true).await?;
     // A page following events: its stream must not hold the old server.
     let mut open = tokio::net::TcpStream::connect(d.addr).await?;
-    open.write_all(format!("GET /api/events HTTP/1.1\r\nHost: {}\r\n\r\n", d.addr).as_bytes())
-        .await?;
+    open.write_all(
+        format!(
+            "GET /api/events HTTP/1.1\r\nHost: {}\r\n{}: {}\r\n\r\n",
+            d.addr,
+            common::AUTH.0,
+            common::AUTH.1
+        )
+        .as_bytes(),
+    )
+    .await?;
     let mut buf = [0u8; 1024];
     let n = open.read(&mut buf).await?;
     assert!(String::from_utf8_lossy(&buf[..n]).contains("200 OK"));
@@ -264,8 +391,10 @@ async fn reload_moves_the_server_even_with_a_page_open() -> anyhow::Result<()> {
         verb: switchboard_proto::Verb::Reload,
         target: "dashboard".into(),
         config: Some(
-            json!({"listen": "127.0.0.1:0", "poll_interval": "100ms", "rate_window": "10s"}),
+            json!({"listen": "127.0.0.1:0", "poll_interval": "100ms", "rate_window": "10s",
+                "token": common::TOKEN}),
         ),
+        in_place: false,
     };
     let reply: switchboard_proto::api::CtlReply = d
         .rig
@@ -313,13 +442,15 @@ async fn reload_moves_the_server_even_with_a_page_open() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_too_slow_for_the_tail_is_told_and_the_drop_counted() -> anyhow::Result<()> {
-    let d = common::start(false).await?;
+    let d = common::start(true).await?;
     // A page that asks for the tail and then does not read.
     let mut slow = tokio::net::TcpStream::connect(d.addr).await?;
     slow.write_all(
         format!(
-            "GET /api/tail?pattern=chat.flood.%23 HTTP/1.1\r\nHost: {}\r\n\r\n",
-            d.addr
+            "GET /api/tail?pattern=chat.flood.%23 HTTP/1.1\r\nHost: {}\r\n{}: {}\r\n\r\n",
+            d.addr,
+            common::AUTH.0,
+            common::AUTH.1
         )
         .as_bytes(),
     )

@@ -208,6 +208,7 @@ impl Harness {
                 verb,
                 target: self.id().to_string(),
                 config,
+                in_place: false,
             },
         )
         .await

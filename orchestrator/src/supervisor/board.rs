@@ -28,6 +28,7 @@ pub(super) struct Entry {
     pub(super) links: std::collections::BTreeMap<String, String>,
     pub(super) health: Health,
     pub(super) health_reason: Option<String>,
+    pub(super) manifest: Option<switchboard_proto::api::ManifestSummary>,
 }
 
 impl Entry {
@@ -49,6 +50,7 @@ impl Entry {
             links: self.links.clone(),
             health: self.health,
             health_reason: self.health_reason.clone(),
+            manifest: self.manifest.clone(),
         }
     }
 }

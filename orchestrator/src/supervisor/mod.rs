@@ -91,6 +91,7 @@ enum Cmd {
     Ctl {
         verb: Verb,
         config: Option<Value>,
+        in_place: bool,
         reply: oneshot::Sender<CtlOutcome>,
     },
     Update {
@@ -283,12 +284,14 @@ impl Supervisor {
         let results = futures::future::join_all(targets.into_iter().map(|(id, tx)| {
             let config = req.config.clone();
             let verb = req.verb;
+            let in_place = req.in_place;
             async move {
                 let (reply, rx) = oneshot::channel();
                 if tx
                     .send(Cmd::Ctl {
                         verb,
                         config,
+                        in_place,
                         reply,
                     })
                     .await

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use switchboard_proto::api::SupervisedState;
 use switchboard_proto::OperatorState;
 
+use switchboard_proto::duration::format_duration;
 use switchboard_proto::Counters;
 
 use crate::backoff::Verdict;
@@ -111,13 +112,14 @@ pub(super) fn health_verdict(
     }
     HealthVerdict::Kill(if state == SupervisedState::Starting {
         format!(
-            "not ready within {:?} (ready_timeout)",
-            timings.ready_timeout
+            "not ready within {} (ready_timeout)",
+            format_duration(timings.ready_timeout)
         )
     } else {
         format!(
-            "missed {} heartbeats ({:?} interval)",
-            timings.missed_heartbeats, timings.heartbeat_interval
+            "missed {} heartbeats ({} interval)",
+            timings.missed_heartbeats,
+            format_duration(timings.heartbeat_interval)
         )
     })
 }
@@ -195,12 +197,16 @@ pub(super) fn after_failure(id: &str, reason: String, verdict: Verdict) -> After
         Verdict::RestartAfter(delay) if delay.is_zero() => AfterExit::RestartNow { reason },
         Verdict::RestartAfter(delay) => AfterExit::RestartAfter {
             delay,
-            reason: format!("{reason}; restarting in {delay:?}"),
+            reason: format!(
+                "{reason}; restarting in {}",
+                crate::logging::human_duration(delay)
+            ),
         },
         Verdict::CrashLoop { restarts, window } => AfterExit::Fail {
             reason: format!(
-                "crash loop: {restarts} restarts within {window:?} (last: {reason}); \
-                 fix it, then `switchboard ctl restart {id}` or reload"
+                "crash loop: {restarts} restarts within {} (last: {reason}); \
+                 fix it, then `switchboard ctl restart {id}` or reload",
+                format_duration(window)
             ),
         },
     }

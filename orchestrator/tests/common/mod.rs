@@ -203,6 +203,7 @@ impl Daemon {
                     verb,
                     target: target.to_string(),
                     config,
+                    in_place: false,
                 },
                 WAIT,
             )

@@ -132,8 +132,8 @@ pub enum EnvelopeError {
     },
     /// Valid JSON, but not an object.
     #[error(
-        "envelope must be a JSON object with source, timestamp, headers and body, \
-         but it is a JSON {found}"
+        "envelope must be a JSON object with source, timestamp and body \
+         (headers optional), but it is a JSON {found}"
     )]
     NotAnObject {
         /// JSON type that was found instead.
@@ -141,7 +141,7 @@ pub enum EnvelopeError {
     },
     /// A required field is absent.
     #[error(
-        "envelope field `{field}` is missing (every envelope needs source, timestamp and body)"
+        "envelope field `{field}` is missing (an envelope needs source, timestamp and body; headers optional)"
     )]
     MissingField {
         /// The missing field.

@@ -13,6 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The token the tests configure (by secret reference, from a file).
 pub const TOKEN: &str = "s3cret-dash-token";
+/// The viewer token they configure next to it.
+pub const VIEWER: &str = "v1ewer-dash-token";
+/// The header that logs a script in with [`TOKEN`].
+pub const AUTH: (&str, &str) = ("Authorization", "Bearer s3cret-dash-token");
 
 /// A daemon with `pingbot` and `dashboard`, and the dashboard's address.
 pub struct Dash {
@@ -21,16 +25,20 @@ pub struct Dash {
 }
 
 /// The dashboard manifest as in the example, with fast polling; the
-/// token from `token_file` when given.
+/// token from `token_file` when given, and the viewer token from the
+/// file next to it.
 pub fn manifest(token_file: Option<&std::path::Path>) -> String {
     let mut m = format!(
         "id = \"dashboard\"\ncommand = {:?}\nheartbeat_interval = \"500ms\"\nmissed_heartbeats = 20\n\
-         publish = []\nsubscribe = [\"chat.#\", \"send.#\", \"sb.event.#\", \"sb.log.#\", \"sb.op.#\"]\n\
+         publish = [\"chat.console.dashboard.#\"]\nsubscribe = [\"chat.#\", \"send.#\", \"sb.event.#\", \"sb.log.#\", \"sb.op.#\"]\n\
          api = [\"status\", \"logs\", \"ctl\"]\n[config]\npoll_interval = \"100ms\"\n",
         switchboard_testkit::bin_path("switchboard-dashboard")
     );
     if let Some(f) = token_file {
-        m.push_str(&format!("[secrets]\ntoken = {{ file = {f:?} }}\n"));
+        let viewer = f.with_file_name("dashboard-viewer-token");
+        m.push_str(&format!(
+            "[secrets]\ntoken = {{ file = {f:?} }}\nviewer_token = {{ file = {viewer:?} }}\n"
+        ));
     }
     m
 }
@@ -51,6 +59,10 @@ pub async fn start(token: bool) -> anyhow::Result<Dash> {
     let dir = tempfile::tempdir()?;
     let token_file = dir.path().join("dashboard-token");
     std::fs::write(&token_file, format!("{TOKEN}\n"))?;
+    std::fs::write(
+        dir.path().join("dashboard-viewer-token"),
+        format!("{VIEWER}\n"),
+    )?;
     let manifests = vec![
         ("pingbot.toml".to_owned(), pingbot_manifest()),
         (
@@ -105,6 +117,19 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> anyhow::Result<(u16, String)> {
+    let (code, _, body) = http_full(addr, method, path, headers, body).await?;
+    Ok((code, body))
+}
+
+/// One HTTP/1.1 request; the status, the head (status line and headers)
+/// and the body.
+pub async fn http_full(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> anyhow::Result<(u16, String, String)> {
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -128,7 +153,7 @@ pub async fn http(
         .nth(1)
         .context("no status")?
         .parse()?;
-    Ok((code, body.to_owned()))
+    Ok((code, head.to_owned(), body.to_owned()))
 }
 
 /// `switchboard status --json` for the rig's daemon.

@@ -58,6 +58,7 @@ impl Actor {
                 let request = match verb {
                     Verb::Halt => Control::Halt,
                     Verb::Resume => Control::Resume,
+                    Verb::Restart => Control::Restart,
                     _ => Control::Reload {
                         config: config.unwrap_or(Value::Null),
                     },

@@ -24,6 +24,9 @@ use crate::manifest::{Change, Control as ControlMode, Manifest};
 use crate::outbox::Lane;
 use crate::process::{describe_exit, OperatorProcess};
 
+/// The reason of an operator's first `starting` event.
+const FIRST_START: &str = "first start";
+
 /// What woke an actor.
 enum Wake {
     Exited(std::process::ExitStatus),
@@ -121,9 +124,10 @@ impl Actor {
                 Wake::Cmd(Cmd::Ctl {
                     verb,
                     config,
+                    in_place,
                     reply,
                 }) => {
-                    let outcome = self.on_ctl(verb, config).await;
+                    let outcome = self.on_ctl(verb, config, in_place).await;
                     let _ = reply.send(outcome);
                 }
                 Wake::Cmd(Cmd::Update {
@@ -202,6 +206,14 @@ impl Actor {
             links: Default::default(),
             health: Default::default(),
             health_reason: None,
+            manifest: Some(switchboard_proto::api::ManifestSummary {
+                path: self.manifest.path.display().to_string(),
+                command: self.manifest.command.clone(),
+                args: self.manifest.args.len(),
+                publish: self.manifest.publish.clone(),
+                subscribe: self.manifest.subscribe.clone(),
+                api: self.manifest.api.iter().map(ToString::to_string).collect(),
+            }),
         }
     }
 
@@ -226,6 +238,7 @@ impl Actor {
         e.restarts = fresh.restarts;
         e.last_seen = fresh.last_seen;
         e.control = fresh.control;
+        e.manifest = fresh.manifest;
         if let Some((last_exit, reason)) = update {
             if last_exit.is_some() {
                 e.last_exit = last_exit;
@@ -240,8 +253,11 @@ impl Actor {
 
     /// Like `set_state`, but always published: a new process is news even
     /// when the state name is the same as before (an immediate restart).
+    /// The first start says so: `exited -> starting` alone reads like a
+    /// crash to someone reading `switchboard logs` on a fresh daemon.
     async fn announce_start(&mut self, state: SupervisedState) {
-        self.state_change(state, None, None, true).await;
+        let reason = (self.starts == 1).then(|| FIRST_START.to_owned());
+        self.state_change(state, reason, None, true).await;
     }
 
     async fn set_state_with_exit(
@@ -567,7 +583,10 @@ impl Actor {
             let (status, killed) = proc.stop(timeout).await;
             let mut described = describe_exit(&status);
             if killed {
-                described.push_str(&format!(" after {timeout:?} (stop_timeout)"));
+                described.push_str(&format!(
+                    " after {} (stop_timeout)",
+                    switchboard_proto::duration::format_duration(timeout)
+                ));
             }
             self.publish_board(Some((Some(described), None)));
         }
@@ -586,7 +605,7 @@ impl Actor {
         }
     }
 
-    async fn on_ctl(&mut self, verb: Verb, config: Option<Value>) -> CtlOutcome {
+    async fn on_ctl(&mut self, verb: Verb, config: Option<Value>, in_place: bool) -> CtlOutcome {
         match verb {
             Verb::Restart if !self.manifest.enabled => {
                 let msg = format!(
@@ -595,6 +614,19 @@ impl Actor {
                     self.manifest.path.display()
                 );
                 self.outcome(false, Some(msg), None)
+            }
+            Verb::Restart
+                if in_place
+                    && self.proc.is_some()
+                    && self.manifest.control == ControlMode::Nats
+                    && matches!(
+                        self.state,
+                        SupervisedState::Running | SupervisedState::Halted
+                    ) =>
+            {
+                // The operator's own `restart` verb: the process stays and
+                // announces ready again (docs/PROTOCOL.md, control verbs).
+                self.control(Verb::Restart, None).await
             }
             Verb::Restart => {
                 // A real process restart, and a fresh start for the

@@ -1,0 +1,2 @@
+//! Intentionally empty: this crate exists for its dependencies' features
+//! (see its Cargo.toml).
