@@ -22,6 +22,9 @@ NOSTR_SDK_PY_VERSION := 0.45.1
 WEBSOCKETS_PY_VERSION := 17.4
 PROMETHEUS_CLIENT_VERSION := 0.23.1
 PLAYWRIGHT_CORE_VERSION := 1.65.1
+PYTEST_VERSION := 9.2.0
+MYPY_VERSION := 2.4.1
+FLIT_CORE_VERSION := 4.2.0
 export SWITCHBOARD_NATS_SERVER := $(NATS_SERVER)
 
 .PHONY: all build tools bench-tools fuzz-tools fuzz fuzz-merge test check fmt clippy unit run bench chaos clean help bluesky-e2e-tools e2e-bluesky
@@ -37,7 +40,22 @@ build:
 ## Project-local tools (idempotent: a stamp per pinned version).
 ##   nats-server: the bus itself (tests, make run)
 ##   nats-py: the NATS client of the Python operators and their tests
-tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.nats-py-$(NATS_PY_VERSION) $(TOOLS)/.irc-servers $(TOOLS)/.nostr-$(NOSTR_RELAY_VERSION)-$(NOSTR_SDK_PY_VERSION) $(TOOLS)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION) $(TOOLS)/.chromium $(TOOLS)/.playwright-core-$(PLAYWRIGHT_CORE_VERSION) $(TOOLS)/.ts-echo-$(NATS_JS_VERSION)-$(TYPESCRIPT_VERSION)
+tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.nats-py-$(NATS_PY_VERSION) $(TOOLS)/.irc-servers $(TOOLS)/.nostr-$(NOSTR_RELAY_VERSION)-$(NOSTR_SDK_PY_VERSION) $(TOOLS)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION) $(TOOLS)/.chromium $(TOOLS)/.playwright-core-$(PLAYWRIGHT_CORE_VERSION) $(TOOLS)/.ts-echo-$(NATS_JS_VERSION)-$(TYPESCRIPT_VERSION) $(TOOLS)/.py-sdk-$(PYTEST_VERSION)-$(MYPY_VERSION)-$(FLIT_CORE_VERSION) sdk/typescript/node_modules
+
+## The Python SDK's checks and wheel (sdk/python): pytest for its unit
+## tests, mypy for `--strict`, flit-core to build the wheel offline
+## (`make sdk`), all in .tools/venv.
+$(TOOLS)/.py-sdk-$(PYTEST_VERSION)-$(MYPY_VERSION)-$(FLIT_CORE_VERSION): | $(VENV)/bin/python
+	@echo "==> installing pytest $(PYTEST_VERSION), mypy $(MYPY_VERSION), flit-core $(FLIT_CORE_VERSION) (PyPI) into $(VENV)"
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "pytest==$(PYTEST_VERSION)" \
+		"mypy==$(MYPY_VERSION)" "flit-core==$(FLIT_CORE_VERSION)"
+	touch $@
+
+## The TypeScript SDK (sdk/typescript) resolves nats.js, TypeScript and
+## Node's types from the project-local install above (ESM ignores
+## NODE_PATH, so the package gets a node_modules link; gitignored).
+sdk/typescript/node_modules: $(TOOLS)/.ts-echo-$(NATS_JS_VERSION)-$(TYPESCRIPT_VERSION)
+	ln -sfn $(TOOLS)/ts-echo/node_modules $@
 
 ## The TypeScript operator (operators/ts-echo) and its test: npm `nats`
 ## (nats.js), TypeScript's compiler and Node's types, project-local in
