@@ -75,7 +75,6 @@ pub const HEARTBEAT: Duration = Duration::from_millis(200);
 pub async fn run(opts: &Options) -> Result<Report, ConformanceError> {
     let (manifest, text) = prepare_manifest(opts)?;
     let control = manifest.control;
-    let own_command = manifest.command.clone();
     let mut h = harness::Harness::start(manifest, &text).await?;
     let mut rules = match control {
         Control::Nats => nats_rules::check(&mut h, opts.probe.as_deref()).await,
@@ -83,35 +82,20 @@ pub async fn run(opts: &Options) -> Result<Report, ConformanceError> {
     };
     let id = h.id().to_string();
     h.stop().await;
-    if opts.manifest.is_some() {
-        rules.push(manifest_command(opts, &rules, &own_command).await?);
+    if opts.manifest.is_some() && !opts.command.is_empty() {
+        rules.push(manifest_command(opts).await?);
     }
     Ok(Report::new(&id, control.as_str(), rules))
 }
 
-/// `manifest-command`: the command the manifest itself names starts and
-/// comes up (ready for NATS control, still running for signals). The
-/// rules above ran the command given after `--` when there was one, which
-/// hides a manifest that crash-loops under the daemon (an interpreter
-/// without the SDK, a path relative to the wrong directory); so that
-/// command gets a run of its own.
-async fn manifest_command(
-    opts: &Options,
-    rules: &[Verdict],
-    checked: &str,
-) -> Result<Verdict, ConformanceError> {
+/// `manifest-command` (with `--manifest` and a command after `--`): the
+/// command the manifest itself names starts and comes up (ready for NATS
+/// control, still running for signals). The rules above ran the command
+/// given after `--`, which hides a manifest that crash-loops under the
+/// daemon (an interpreter without the SDK, a path relative to the wrong
+/// directory); so that command gets a run of its own.
+async fn manifest_command(opts: &Options) -> Result<Verdict, ConformanceError> {
     const RULE: &str = "manifest-command";
-    if opts.command.is_empty() {
-        let up = rules
-            .iter()
-            .find(|v| v.rule == "ready" || v.rule == "starts")
-            .is_some_and(|v| v.passed);
-        return Ok(if up {
-            Verdict::pass(RULE, format!("the rules above ran it: {checked}"))
-        } else {
-            Verdict::fail(RULE, format!("it did not come up: {checked} (see above)"))
-        });
-    }
     let own = Options {
         manifest: opts.manifest.clone(),
         command: Vec::new(),
