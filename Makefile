@@ -27,7 +27,7 @@ MYPY_VERSION := 2.4.1
 FLIT_CORE_VERSION := 4.2.0
 export SWITCHBOARD_NATS_SERVER := $(NATS_SERVER)
 
-.PHONY: sdk sdk-check all build tools bench-tools fuzz-tools fuzz fuzz-merge test check fmt clippy unit run bench chaos clean help bluesky-e2e-tools e2e-bluesky
+.PHONY: sdk sdk-check e2e-guide all build tools bench-tools fuzz-tools fuzz fuzz-merge test check fmt clippy unit run bench chaos clean help bluesky-e2e-tools e2e-bluesky
 
 all: build
 
@@ -275,8 +275,14 @@ sdk: $(SDK_TOOLS)
 	rm -rf target/sdk && mkdir -p target/sdk
 	$(VENV)/bin/pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation -w target/sdk sdk/python
 	$(TSC) -p sdk/typescript
-	cd sdk/typescript && npm pack --ignore-scripts --silent --pack-destination ../../target/sdk
+	cd sdk/typescript && npm pack --ignore-scripts --silent --pack-destination $(CURDIR)/target/sdk
 	@ls -1 target/sdk
+
+## docs/writing-operators.md, every block run in order as a newcomer
+## would (PyPI and npm installs, tsc, the conformance kit): minutes.
+e2e-guide: tools
+	$(CARGO) build --workspace --bins
+	$(CARGO) test -p switchboard-orchestrator --test guide -- --ignored
 
 sdk-check: $(SDK_TOOLS) $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION)
 	cd sdk/python && MYPYPATH=src:tests $(VENV)/bin/mypy --strict src tests ../../operators/py-dice/dice.py ../../operators/python-echo/echo.py
