@@ -273,6 +273,19 @@ fn a_deaf_operator_must_report_health_failed() {
         ["own-subjects", "refused-subscriptions-reported"],
         "{rules:#?}"
     );
+    // The Rust SDK reports it too (the ping bot listens on chat.#.message).
+    let m = manifest_file(
+        dir.path(),
+        &format!("id = \"deaf\"\ncommand = {:?}\n{deaf}", common::pingbot()),
+    );
+    let (code, rules) = conformance(Some(&m), &[]);
+    assert_eq!(code, 1);
+    assert_eq!(failed(&rules), ["own-subjects"], "{rules:#?}");
+    let detail = &rules["refused-subscriptions-reported"].1;
+    assert!(
+        detail.contains("health failed: not allowed to subscribe to chat.>"),
+        "{detail}"
+    );
 }
 
 #[test]
