@@ -216,3 +216,27 @@ def test_the_dice_bot_answers_logs_json_and_stops_on_sigterm(server: Server) -> 
         assert lines[0]["span"] == {"id": "bot", "name": "operator"}
 
     asyncio.run(main())
+
+
+def test_operator_counters_and_health_ride_the_heartbeat(server: Server) -> None:
+    bot = Bot()
+
+    @bot.command(r"^!count")
+    def count(msg: Message) -> str:
+        msg.bot.count("rolls")
+        msg.bot.count("received")  # an SDK name: sent as op_received
+        msg.bot.set_health("degraded", "the dice are loaded")
+        return "counted"
+
+    async def test(d: Driver) -> None:
+        await d.say("!count")
+        await d.say("!count")
+        assert (await d.reply())["body"]["text"] == "counted"
+        assert (await d.reply())["body"]["text"] == "counted"
+        b = await d.beat()
+        while b["counters"].get("rolls") != 2:
+            b = await d.beat()
+        assert b["counters"]["op_received"] == 2 and b["counters"]["received"] == 2, b
+        assert (b["health"], b["health_reason"]) == ("degraded", "the dice are loaded")
+
+    assert run(server, bot, test) == 0

@@ -29,6 +29,10 @@ export type State = "starting" | "running" | "halted" | "stopping";
 export type Health = "ok" | "degraded" | "failed";
 const DEFAULT_LISTEN = ["chat.*.*.*.message"];
 const DEDUPE_WINDOW = 8192;
+/** The SDK's own heartbeat counters; an operator's counter of the same name is sent as `op_<name>`. */
+const SDK_COUNTERS = [
+  "received", "published", "malformed", "duplicates", "dropped", "handler_errors", "reconnects", "disconnects", "discarded",
+];
 
 /** What a handler returns: the reply text, or nothing for no reply. */
 export type Reply = string | undefined | null | void;
@@ -131,10 +135,7 @@ export interface BotOptions {
 
 /** An operator. Register handlers, then call `run()`. */
 export class Bot {
-  readonly counters: Record<string, number> = {
-    received: 0, published: 0, malformed: 0, duplicates: 0, dropped: 0,
-    handler_errors: 0, reconnects: 0, disconnects: 0, discarded: 0,
-  };
+  readonly counters: Record<string, number> = Object.fromEntries(SDK_COUNTERS.map((c) => [c, 0]));
   config: Config;
   state: State = "starting";
   launch: Launch | undefined;
@@ -207,7 +208,7 @@ export class Bot {
 
   /** Add to an operator counter, sent in every heartbeat (the SDK's own names get `op_`). */
   count(name: string, n = 1): void {
-    const key = name in this.counters && !name.startsWith("op_") ? "op_" + name : name;
+    const key = SDK_COUNTERS.includes(name) ? "op_" + name : name;
     this.counters[key] = (this.counters[key] ?? 0) + n;
   }
 

@@ -247,3 +247,28 @@ test("the dice bot answers, logs JSON and stops on SIGTERM", async () => {
     await server.stop();
   }
 });
+
+test("operator counters and health ride the heartbeat", async () => {
+  const server = await startServer();
+  try {
+    const bot = new Bot();
+    bot.command(/^!count/, (msg) => {
+      msg.bot.count("rolls");
+      msg.bot.count("received"); // an SDK name: sent as op_received
+      msg.bot.setHealth("degraded", "the dice are loaded");
+      return "counted";
+    });
+    await withBot(server, bot, async (d) => {
+      d.say("!count");
+      d.say("!count");
+      assert.equal((await d.reply()).body.text, "counted");
+      assert.equal((await d.reply()).body.text, "counted");
+      let b = await d.beat();
+      while (b.counters.rolls !== 2) b = await d.beat();
+      assert.deepEqual([b.counters.op_received, b.counters.received], [2, 2]);
+      assert.deepEqual([b.health, b.health_reason], ["degraded", "the dice are loaded"]);
+    });
+  } finally {
+    await server.stop();
+  }
+});

@@ -11,6 +11,7 @@ where the page leaves a choice, the Rust runtime's.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import inspect
 import json
@@ -41,6 +42,9 @@ PROTOCOL_VERSION = 1
 VERBS = ("halt", "resume", "reload", "restart", "shutdown")
 DEFAULT_LISTEN = ["chat.*.*.*.message"]
 DEDUPE_WINDOW = 8192
+# The SDK's own heartbeat counters; an operator's counter of the same name is sent as `op_<name>`.
+SDK_COUNTERS = ("received", "published", "malformed", "duplicates", "dropped", "handler_errors",
+                "reconnects", "disconnects", "discarded")
 PENDING_MSGS = 65536
 _SUBJECT_TOKEN = re.compile(r"[^\s*>.]+|\*|>")
 _PERMISSION = re.compile(r'Permissions Violation for (Subscription|Publish) to "?([^"\s]+)"?', re.I)
@@ -163,9 +167,8 @@ class Bot:
         self._sub_failures: dict[str, str] = {}
         self._exit_code = 0
         self._warned = float("-inf")
-        self.counters: dict[str, int] = dict.fromkeys(
-            ("received", "published", "malformed", "duplicates", "dropped", "handler_errors",
-             "reconnects", "disconnects", "discarded"), 0)
+        self.counters: dict[str, int] = dict.fromkeys(SDK_COUNTERS, 0)
+        self._generation = 0  # +1 whenever the chat subscriptions are dropped
         self._running = asyncio.Event()  # cleared while halted: deliveries wait in their queues
         self._lock = asyncio.Lock()  # one control action at a time (verbs, SIGHUP, shutdown)
         self._done = asyncio.Event()
@@ -215,7 +218,7 @@ class Bot:
 
     def count(self, name: str, n: int = 1) -> None:
         """Add to an operator counter, sent in every heartbeat (the SDK's own names get `op_`)."""
-        key = name if name not in self.counters or name.startswith("op_") else "op_" + name
+        key = "op_" + name if name in SDK_COUNTERS else name
         self.counters[key] = self.counters.get(key, 0) + n
 
     def set_health(self, health: str, reason: str | None = None) -> None:
@@ -366,7 +369,8 @@ class Bot:
         self._sub_failures.clear()
         assert self._nc is not None
         for subject in self.config["listen"]:
-            self._subs.append(await self._nc.subscribe(subject, cb=self._on_chat, pending_msgs_limit=PENDING_MSGS))
+            cb = functools.partial(self._on_chat, self._generation)
+            self._subs.append(await self._nc.subscribe(subject, cb=cb, pending_msgs_limit=PENDING_MSGS))
         for hook in self._on_start:
             await _call(hook, self)
         # PING/PONG: the server has seen the subscriptions, and refused (-ERR, before the PONG)
@@ -392,6 +396,7 @@ class Bot:
             except Exception as e:
                 self.log.warning("on_stop failed: %s", e)
         subs, self._subs = self._subs, []
+        self._generation += 1
         for sub in subs:
             try:
                 await sub.unsubscribe()
@@ -448,9 +453,9 @@ class Bot:
         """
         return True
 
-    async def _on_chat(self, msg: Msg) -> None:
+    async def _on_chat(self, generation: int, msg: Msg) -> None:
         await self._running.wait()  # halted: this delivery, and those queued behind it, are held
-        if msg.sid not in {getattr(s, "_id", None) for s in self._subs}:
+        if generation != self._generation:
             self.counters["discarded"] += 1  # its subscription went with a reload or restart
             return
         try:
