@@ -5,6 +5,7 @@
 #   make chaos  faults injected while traffic flows: docs/reliability.md
 #   make tools  install project-local tools (nats-server) into .tools/
 #   make fuzz   run every fuzz target FUZZ_SECONDS (60) s each, stable Rust
+#   make sdk    the Python wheel and npm tarball of the SDKs, in target/sdk/
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -32,7 +33,7 @@ export SWITCHBOARD_NATS_SERVER := $(NATS_SERVER)
 all: build
 
 help:
-	@sed -n '2,7p' Makefile | sed 's/^# *//'
+	@sed -n '2,8p' Makefile | sed 's/^# *//'
 
 build:
 	$(CARGO) build --release --workspace --bins
