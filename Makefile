@@ -56,8 +56,9 @@ $(TOOLS)/.py-sdk-$(PYTEST_VERSION)-$(MYPY_VERSION)-$(FLIT_CORE_VERSION): | $(VEN
 ## The TypeScript SDK (sdk/typescript) resolves nats.js, TypeScript and
 ## Node's types from the project-local install above (ESM ignores
 ## NODE_PATH, so the package gets a node_modules link; gitignored).
-sdk/typescript/node_modules: $(TOOLS)/.ts-echo-$(NATS_JS_VERSION)-$(TYPESCRIPT_VERSION)
-	ln -sfn $(TOOLS)/ts-echo/node_modules $@
+## The link is relative (to this checkout's .tools), and made once.
+sdk/typescript/node_modules: | $(TOOLS)/.ts-echo-$(NATS_JS_VERSION)-$(TYPESCRIPT_VERSION)
+	ln -sfn ../../.tools/ts-echo/node_modules $@
 
 ## The repository's TypeScript operators find the SDK as a user's project
 ## would after `npm install`: node_modules/switchboard-sdk (a link here).
