@@ -5,6 +5,7 @@
 #   make chaos  faults injected while traffic flows: docs/reliability.md
 #   make tools  install project-local tools (nats-server) into .tools/
 #   make fuzz   run every fuzz target FUZZ_SECONDS (60) s each, stable Rust
+#   make sdk    the Python wheel and npm tarball of the SDKs, in target/sdk/
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -23,14 +24,17 @@ WEBSOCKETS_PY_VERSION := 17.4
 PROMETHEUS_CLIENT_VERSION := 0.23.1
 PLAYWRIGHT_CORE_VERSION := 1.65.1
 AXE_CORE_VERSION := 4.14.1
+PYTEST_VERSION := 9.2.0
+MYPY_VERSION := 2.4.1
+FLIT_CORE_VERSION := 4.2.0
 export SWITCHBOARD_NATS_SERVER := $(NATS_SERVER)
 
-.PHONY: all build tools bench-tools fuzz-tools fuzz fuzz-merge test check fmt clippy unit run bench chaos clean help bluesky-e2e-tools e2e-bluesky
+.PHONY: sdk sdk-check e2e-guide all build tools bench-tools fuzz-tools fuzz fuzz-merge test check fmt clippy unit run bench chaos clean help bluesky-e2e-tools e2e-bluesky
 
 all: build
 
 help:
-	@sed -n '2,7p' Makefile | sed 's/^# *//'
+	@sed -n '2,8p' Makefile | sed 's/^# *//'
 
 build:
 	$(CARGO) build --release --workspace --bins
@@ -38,7 +42,29 @@ build:
 ## Project-local tools (idempotent: a stamp per pinned version).
 ##   nats-server: the bus itself (tests, make run)
 ##   nats-py: the NATS client of the Python operators and their tests
-tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.nats-py-$(NATS_PY_VERSION) $(TOOLS)/.irc-servers $(TOOLS)/.nostr-$(NOSTR_RELAY_VERSION)-$(NOSTR_SDK_PY_VERSION) $(TOOLS)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION) $(TOOLS)/.chromium $(TOOLS)/.playwright-core-$(PLAYWRIGHT_CORE_VERSION) $(TOOLS)/.axe-core-$(AXE_CORE_VERSION) $(TOOLS)/.ts-echo-$(NATS_JS_VERSION)-$(TYPESCRIPT_VERSION)
+tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.nats-py-$(NATS_PY_VERSION) $(TOOLS)/.irc-servers $(TOOLS)/.nostr-$(NOSTR_RELAY_VERSION)-$(NOSTR_SDK_PY_VERSION) $(TOOLS)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION) $(TOOLS)/.chromium $(TOOLS)/.playwright-core-$(PLAYWRIGHT_CORE_VERSION) $(TOOLS)/.axe-core-$(AXE_CORE_VERSION) $(TOOLS)/.ts-echo-$(NATS_JS_VERSION)-$(TYPESCRIPT_VERSION) $(TOOLS)/.py-sdk-$(PYTEST_VERSION)-$(MYPY_VERSION)-$(FLIT_CORE_VERSION) sdk/typescript/node_modules \
+	operators/ts-dice/node_modules/switchboard-sdk operators/ts-echo/node_modules/switchboard-sdk
+
+## The Python SDK's checks and wheel (sdk/python): pytest for its unit
+## tests, mypy for `--strict`, flit-core to build the wheel offline
+## (`make sdk`), all in .tools/venv.
+$(TOOLS)/.py-sdk-$(PYTEST_VERSION)-$(MYPY_VERSION)-$(FLIT_CORE_VERSION): | $(VENV)/bin/python
+	@echo "==> installing pytest $(PYTEST_VERSION), mypy $(MYPY_VERSION), flit-core $(FLIT_CORE_VERSION) (PyPI) into $(VENV)"
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "pytest==$(PYTEST_VERSION)" \
+		"mypy==$(MYPY_VERSION)" "flit-core==$(FLIT_CORE_VERSION)"
+	touch $@
+
+## The TypeScript SDK (sdk/typescript) resolves nats.js, TypeScript and
+## Node's types from the project-local install above (ESM ignores
+## NODE_PATH, so the package gets a node_modules link; gitignored).
+## The link is relative (to this checkout's .tools), and made once.
+sdk/typescript/node_modules: | $(TOOLS)/.ts-echo-$(NATS_JS_VERSION)-$(TYPESCRIPT_VERSION)
+	ln -sfn ../../.tools/ts-echo/node_modules $@
+
+## The repository's TypeScript operators find the SDK as a user's project
+## would after `npm install`: node_modules/switchboard-sdk (a link here).
+operators/%/node_modules/switchboard-sdk:
+	mkdir -p $(dir $@) && ln -sfn ../../../sdk/typescript $@
 
 ## The TypeScript operator (operators/ts-echo) and its test: npm `nats`
 ## (nats.js), TypeScript's compiler and Node's types, project-local in
@@ -262,7 +288,34 @@ unit: tools
 	scripts/no-leftovers.sh || status=1; \
 	exit $$status
 
-test: tools check unit
+test: tools check unit sdk-check
+
+## The Python and TypeScript SDKs (sdk/): `make sdk` builds what a user
+## installs, a wheel and an npm tarball, into target/sdk/; `make
+## sdk-check` type-checks both (mypy --strict, tsc strict) and runs their
+## own tests against a real nats-server (seconds; part of `make test`).
+TS_SDK_LINKS := operators/ts-dice/node_modules/switchboard-sdk operators/ts-echo/node_modules/switchboard-sdk
+SDK_TOOLS := $(TOOLS)/.py-sdk-$(PYTEST_VERSION)-$(MYPY_VERSION)-$(FLIT_CORE_VERSION) sdk/typescript/node_modules $(TS_SDK_LINKS)
+TSC := node sdk/typescript/node_modules/typescript/bin/tsc
+
+sdk: $(SDK_TOOLS)
+	rm -rf target/sdk && mkdir -p target/sdk
+	$(VENV)/bin/pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation -w target/sdk sdk/python
+	$(TSC) -p sdk/typescript
+	cd sdk/typescript && npm pack --ignore-scripts --silent --pack-destination $(CURDIR)/target/sdk
+	@ls -1 target/sdk
+
+## docs/writing-operators.md, every block run in order as a newcomer
+## would (PyPI and npm installs, tsc, the conformance kit): minutes.
+e2e-guide: tools
+	$(CARGO) build --workspace --bins
+	$(CARGO) test -p switchboard-orchestrator --test guide -- --ignored
+
+sdk-check: $(SDK_TOOLS) $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION)
+	cd sdk/python && MYPYPATH=src:tests $(VENV)/bin/mypy --strict src tests ../../operators/py-dice/dice.py ../../operators/python-echo/echo.py
+	cd sdk/python && $(VENV)/bin/python -m pytest -q -p no:cacheprovider
+	$(TSC) -p sdk/typescript
+	cd sdk/typescript && node --test test/*.test.mjs
 
 ## What `make run` builds; the same features as `make build` (see
 ## workspace-hack/Cargo.toml), so one build serves both.

@@ -36,6 +36,11 @@ pub struct Bus {
     /// of at its timeout. Cleared on reconnect: the client subscribes
     /// again then, and hears again if it still may not.
     refused: Arc<watch::Sender<Option<String>>>,
+    /// Every other subscription the server refused (its permissions do
+    /// not cover it): a subscriber that would hear nothing there. The
+    /// operator runtime reports these as health `failed`. Cleared on
+    /// reconnect and by [`Bus::forget_refused_subscriptions`].
+    refused_data: Arc<watch::Sender<Vec<String>>>,
 }
 
 /// The heartbeat counter of publishes accepted but not yet written to the
@@ -76,13 +81,21 @@ impl Bus {
         }
         let stats = Stats::new();
         let refused = Arc::new(watch::Sender::new(None));
+        let refused_data = Arc::new(watch::Sender::new(Vec::new()));
         let prefix = opts.inbox_prefix.as_deref().unwrap_or("_INBOX");
         let inbox_start: Arc<str> = Arc::from(format!("{prefix}."));
         let urls = opts.urls.join(",");
         let started = Instant::now();
         let mut delay = Duration::from_millis(50);
         loop {
-            let nats_opts = build_options(opts, source, &stats, &refused, &inbox_start).await?;
+            let nats_opts = build_options(
+                opts,
+                source,
+                &stats,
+                (&refused, &refused_data),
+                &inbox_start,
+            )
+            .await?;
             match nats_opts.connect(addrs.clone()).await {
                 Ok(client) => {
                     return Ok(Bus {
@@ -91,6 +104,7 @@ impl Bus {
                         stats,
                         dedupe_window: opts.dedupe_window,
                         refused,
+                        refused_data,
                     });
                 }
                 Err(e) => {
@@ -129,6 +143,25 @@ impl Bus {
     /// The `source` this client stamps on envelopes it creates.
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The subscriptions (other than to this client's inboxes) that the
+    /// server refused since connecting, or since
+    /// [`Bus::forget_refused_subscriptions`]; watch it to hear of new
+    /// ones. A refused subscription never delivers anything.
+    pub fn refused_subscriptions(&self) -> watch::Receiver<Vec<String>> {
+        self.refused_data.subscribe()
+    }
+
+    /// Forget the refusals [`Bus::refused_subscriptions`] reports, when
+    /// the subscriptions they were about are gone (a reload makes new
+    /// ones, which the server judges again).
+    pub fn forget_refused_subscriptions(&self) {
+        self.refused_data.send_if_modified(|all| {
+            let had = !all.is_empty();
+            all.clear();
+            had
+        });
     }
 
     /// The counters (received, published, malformed, ...) of this client.
@@ -790,11 +823,18 @@ fn refused_subscription(server_error: &str) -> Option<&str> {
     rest.split('"').next().filter(|s| !s.is_empty())
 }
 
+/// The two records of refused subscriptions: this client's inboxes, and
+/// everything else.
+type Refusals<'a> = (
+    &'a Arc<watch::Sender<Option<String>>>,
+    &'a Arc<watch::Sender<Vec<String>>>,
+);
+
 async fn build_options(
     opts: &BusOptions,
     source: &str,
     stats: &Arc<Stats>,
-    refused: &Arc<watch::Sender<Option<String>>>,
+    (refused, refused_data): Refusals<'_>,
     inbox_start: &Arc<str>,
 ) -> Result<async_nats::ConnectOptions, ConnectError> {
     let mut o = async_nats::ConnectOptions::new()
@@ -856,11 +896,13 @@ async fn build_options(
     }
     let stats = Arc::clone(stats);
     let refused = Arc::clone(refused);
+    let refused_data = Arc::clone(refused_data);
     let inbox_start = Arc::clone(inbox_start);
     let was_down = Arc::new(AtomicBool::new(false));
     o = o.event_callback(move |event| {
         let stats = Arc::clone(&stats);
         let refused = Arc::clone(&refused);
+        let refused_data = Arc::clone(&refused_data);
         let inbox_start = Arc::clone(&inbox_start);
         let was_down = Arc::clone(&was_down);
         async move {
@@ -879,6 +921,7 @@ async fn build_options(
                 async_nats::Event::Connected => {
                     if was_down.swap(false, Ordering::Relaxed) {
                         refused.send_replace(None);
+                        refused_data.send_replace(Vec::new());
                         Stats::add(&stats.reconnects, 1);
                         tracing::info!("reconnected to NATS");
                     }
@@ -892,10 +935,20 @@ async fn build_options(
                     if let async_nats::ServerError::Other(text) = &e {
                         // Only inboxes: other refused subscriptions are the
                         // caller's (logged below), not every request's.
-                        if let Some(subject) = refused_subscription(text)
-                            .filter(|s| s.starts_with(inbox_start.as_ref()))
-                        {
-                            refused.send_replace(Some(subject.to_string()));
+                        match refused_subscription(text) {
+                            Some(s) if s.starts_with(inbox_start.as_ref()) => {
+                                refused.send_replace(Some(s.to_string()));
+                            }
+                            Some(s) => {
+                                refused_data.send_if_modified(|all| {
+                                    let new = !all.iter().any(|a| a == s);
+                                    if new {
+                                        all.push(s.to_string());
+                                    }
+                                    new
+                                });
+                            }
+                            None => {}
                         }
                     }
                     tracing::warn!(error = %e, "NATS server error");

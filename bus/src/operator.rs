@@ -231,6 +231,7 @@ impl Context {
             );
         }
         self.inbox = SelectAll::new();
+        self.bus.forget_refused_subscriptions();
     }
 
     /// Ask the runtime to shut down after the current handler returns.
@@ -387,6 +388,7 @@ enum Wake {
     Hangup,
     Delivery(Delivery),
     Held,
+    Refused,
 }
 
 impl<O: Operator> Runtime<O> {
@@ -455,6 +457,7 @@ impl<O: Operator> Runtime<O> {
         self.announce_ready().await;
         tracing::info!("ready");
 
+        let mut refused = self.ctx.bus.refused_subscriptions();
         let mut heartbeat = tokio::time::interval(self.ctx.launch.heartbeat_interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.tick().await; // the first tick is immediate; ready just went out
@@ -472,6 +475,7 @@ impl<O: Operator> Runtime<O> {
                 },
                 _ = heartbeat.tick() => Wake::Heartbeat,
                 _ = self.ctx.health.changed() => Wake::Heartbeat,
+                Ok(()) = refused.changed() => Wake::Refused,
                 // What was held while halted goes first after `resume`.
                 () = std::future::ready(()), if running && !self.ctx.held.is_empty() => Wake::Held,
                 // Read while halted too, into the bounded hold: the
@@ -496,6 +500,10 @@ impl<O: Operator> Runtime<O> {
                     self.ctx.shutdown_requested = true;
                 }
                 Wake::Heartbeat => self.send_heartbeat().await,
+                Wake::Refused => {
+                    let subjects = refused.borrow_and_update().clone();
+                    self.report_refused(&subjects);
+                }
                 Wake::Delivery(d) if self.ctx.state == OperatorState::Running => {
                     self.deliver(d).await
                 }
@@ -513,6 +521,33 @@ impl<O: Operator> Runtime<O> {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// A subscription the server refused leaves the operator deaf there
+    /// (its manifest's `subscribe` grants do not cover it): health
+    /// `failed`, saying what to change, so `switchboard status` shows it
+    /// instead of a healthy `running`. Back to ok when none is refused
+    /// any more (a reload that listens elsewhere), unless the operator
+    /// set another reason of its own meanwhile.
+    fn report_refused(&self, subjects: &[String]) {
+        const WHY: &str = "not allowed to subscribe to ";
+        if subjects.is_empty() {
+            let (health, reason) = self.ctx.health.get();
+            if health == switchboard_proto::Health::Failed
+                && reason.is_some_and(|r| r.starts_with(WHY))
+            {
+                self.ctx.health.ok();
+            }
+            return;
+        }
+        self.ctx.health.set(
+            switchboard_proto::Health::Failed,
+            format!(
+                "{WHY}{}: the manifest's `subscribe` grants do not cover it; \
+                 widen the grant or listen elsewhere",
+                subjects.join(", ")
+            ),
+        );
     }
 
     async fn deliver(&mut self, d: Delivery) {

@@ -194,7 +194,13 @@ pub enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
-        /// The command and its arguments (replace the manifest's).
+        /// A chat text the operator answers (e.g. `!ping`): with it, the
+        /// kit also checks that halt holds chat (a probe sent while halted
+        /// is answered after resume, not dropped, not answered early).
+        #[arg(long, value_name = "TEXT")]
+        probe: Option<String>,
+        /// The command and its arguments (replace the manifest's; the kit
+        /// then also checks that the manifest's own command starts).
         #[arg(last = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
@@ -245,10 +251,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Conformance {
             manifest,
             json,
+            probe,
             command,
         } => {
-            let report =
-                crate::conformance::run(&crate::conformance::Options { manifest, command }).await?;
+            let report = crate::conformance::run(&crate::conformance::Options {
+                manifest,
+                command,
+                probe,
+            })
+            .await?;
             match json {
                 true => println!("{}", serde_json::to_string_pretty(&report)?),
                 false => print!("{}", report.table()),
@@ -665,6 +676,9 @@ fn validate(
     for m in &report.manifests {
         for note in m.widened_grants() {
             println!("note: {note}");
+        }
+        for warning in m.unheard_listen() {
+            println!("warning: {warning}");
         }
     }
     if report.problems.is_empty() {

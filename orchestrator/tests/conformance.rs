@@ -34,11 +34,23 @@ fn conformance(
     manifest: Option<&Path>,
     command: &[&str],
 ) -> (i32, BTreeMap<String, (bool, String)>) {
+    conformance_probe(manifest, None, command)
+}
+
+/// [`conformance`] with `--probe`: also the `halt-holds-chat` rule.
+fn conformance_probe(
+    manifest: Option<&Path>,
+    probe: Option<&str>,
+    command: &[&str],
+) -> (i32, BTreeMap<String, (bool, String)>) {
     let nats = switchboard_testkit::nats_server_bin().expect("nats-server (make tools)");
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
     cmd.arg("conformance").arg("--json");
     if let Some(m) = manifest {
         cmd.arg("--manifest").arg(m);
+    }
+    if let Some(p) = probe {
+        cmd.arg("--probe").arg(p);
     }
     let out = cmd
         .arg("--")
@@ -83,8 +95,9 @@ fn failed(rules: &BTreeMap<String, (bool, String)>) -> Vec<&str> {
         .collect()
 }
 
-/// Every rule the kit checks for a NATS-controlled operator.
-const NATS_RULES: [&str; 11] = [
+/// Every rule the kit checks for a NATS-controlled operator (plus
+/// `manifest-command` with `--manifest`, `halt-holds-chat` with `--probe`).
+const NATS_RULES: [&str; 12] = [
     "ready",
     "heartbeat",
     "ack.bad-request",
@@ -93,14 +106,21 @@ const NATS_RULES: [&str; 11] = [
     "ack.reload",
     "ack.restart",
     "survives-garbage",
+    "refused-subscriptions-reported",
     "ack.shutdown",
     "sigterm",
     "own-subjects",
 ];
 
 fn assert_all_pass(rules: &BTreeMap<String, (bool, String)>, code: i32) {
+    assert_all_pass_with(rules, code, &[]);
+}
+
+/// Every NATS rule and the `extra` ones checked, and all passed.
+fn assert_all_pass_with(rules: &BTreeMap<String, (bool, String)>, code: i32, extra: &[&str]) {
     let names: Vec<&str> = rules.keys().map(String::as_str).collect();
     let mut want = NATS_RULES.to_vec();
+    want.extend_from_slice(extra);
     want.sort();
     assert_eq!(names, want);
     assert!(failed(rules).is_empty(), "{rules:#?}");
@@ -119,27 +139,165 @@ fn the_rust_ping_bot_passes() {
     assert_all_pass(&rules, code);
 }
 
+/// A manifest running `script` with the venv's Python (and the Python
+/// SDK on its path): its own command starts, as under the daemon.
+fn python_manifest(dir: &Path, id: &str, script: &Path, rest: &str) -> PathBuf {
+    manifest_file(
+        dir,
+        &format!(
+            "id = \"{id}\"\ncommand = {:?}\nargs = [\"-u\", {:?}]\n{rest}\n[env]\nPYTHONPATH = {:?}\n",
+            python(),
+            script.display().to_string(),
+            common::python_sdk().display().to_string(),
+        )
+        .replace("\n[env]", "\n\n[env]"),
+    )
+}
+
 #[test]
-fn the_python_operator_passes() {
-    let echo = switchboard_testkit::workspace_root().join("operators/python-echo/echo.py");
+fn the_python_wire_example_passes_and_holds_chat_while_halted() {
+    let echo = switchboard_testkit::workspace_root().join("operators/python-echo/wire_echo.py");
+    let dir = tempfile::tempdir().unwrap();
+    let m = python_manifest(dir.path(), "py", &echo, "");
+    let (code, rules) = conformance_probe(Some(&m), Some("!py hi"), &[]);
+    assert_all_pass_with(&rules, code, &["halt-holds-chat"]);
+}
+
+#[test]
+fn the_python_sdk_operators_pass() {
+    let root = switchboard_testkit::workspace_root();
+    // The dice bot with its own manifest, as committed (relative paths).
+    let m = root.join("operators/py-dice/dice.toml");
+    let (code, rules) = conformance_probe(Some(&m), Some("!roll 2d6"), &[]);
+    assert_all_pass_with(&rules, code, &["halt-holds-chat"]);
+    let dir = tempfile::tempdir().unwrap();
+    let m = python_manifest(
+        dir.path(),
+        "py-echo",
+        &root.join("operators/python-echo/echo.py"),
+        "",
+    );
+    let (code, rules) = conformance_probe(Some(&m), Some("!py hi"), &[]);
+    assert_all_pass_with(&rules, code, &["halt-holds-chat"]);
+}
+
+#[test]
+fn a_manifest_whose_own_command_cannot_start_fails_manifest_command() {
+    // Its own command lacks the SDK on its path (the issue of a guide's
+    // `command = "python3"`); the one after `--` has it, so every other
+    // rule passes.
+    let root = switchboard_testkit::workspace_root();
+    let dice = root.join("operators/py-dice/dice.py").display().to_string();
     let dir = tempfile::tempdir().unwrap();
     let m = manifest_file(
         dir.path(),
-        "id = \"py\"\ncommand = \"python3\"\n\n[config]\nprefix = \"!py \"\n",
+        &format!(
+            "id = \"dice\"\ncommand = {:?}\nargs = [\"-u\", {dice:?}]\n",
+            python()
+        ),
     );
-    let (code, rules) = conformance(Some(&m), &[&python(), "-u", &echo.display().to_string()]);
-    assert_all_pass(&rules, code);
+    let (code, rules) = conformance(
+        Some(&m),
+        &[
+            "env",
+            &format!("PYTHONPATH={}", common::python_sdk().display()),
+            &python(),
+            "-u",
+            &dice,
+        ],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(failed(&rules), ["manifest-command"], "{rules:#?}");
+    let detail = &rules["manifest-command"].1;
+    assert!(detail.contains("No module named 'switchboard'"), "{detail}");
+}
+
+#[test]
+fn dropping_chat_while_halted_fails_halt_holds_chat() {
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = PathBuf::from(fixture("faulty.py"));
+    let m = python_manifest(
+        dir.path(),
+        "faulty",
+        &faulty,
+        "\n[config]\nfaults = [\"drop-while-halted\"]",
+    );
+    let (code, rules) = conformance_probe(Some(&m), Some("!ping"), &[]);
+    assert_eq!(code, 1);
+    assert_eq!(failed(&rules), ["halt-holds-chat"], "{rules:#?}");
+    assert!(
+        rules["halt-holds-chat"]
+            .1
+            .contains("never answered after resume"),
+        "{:?}",
+        rules["halt-holds-chat"]
+    );
+    // Without the fault it holds, and the same rule passes.
+    let m = python_manifest(dir.path(), "faulty", &faulty, "");
+    let (code, rules) = conformance_probe(Some(&m), Some("!ping"), &[]);
+    assert_all_pass_with(&rules, code, &["halt-holds-chat"]);
+}
+
+#[test]
+fn a_deaf_operator_must_report_health_failed() {
+    // Listening outside its `subscribe` grant: nats-server refuses the
+    // subscription. The SDK bot says so (health failed); the wire
+    // example, which has no health, does not.
+    let root = switchboard_testkit::workspace_root();
+    let dir = tempfile::tempdir().unwrap();
+    let deaf = "subscribe = [\"chat.irc.#\"]\npublish = [\"send.#\"]\n";
+    let m = python_manifest(
+        dir.path(),
+        "deaf",
+        &root.join("operators/py-dice/dice.py"),
+        deaf,
+    );
+    let (code, rules) = conformance(Some(&m), &[]);
+    assert_eq!(code, 1);
+    assert_eq!(failed(&rules), ["own-subjects"], "{rules:#?}");
+    let detail = &rules["refused-subscriptions-reported"].1;
+    assert!(
+        detail.contains("health failed: not allowed to subscribe to chat.*.*.*.message"),
+        "{detail}"
+    );
+    let m = python_manifest(
+        dir.path(),
+        "deaf",
+        &root.join("operators/python-echo/wire_echo.py"),
+        deaf,
+    );
+    let (code, rules) = conformance(Some(&m), &[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        failed(&rules),
+        ["own-subjects", "refused-subscriptions-reported"],
+        "{rules:#?}"
+    );
+    // The Rust SDK reports it too (the ping bot listens on chat.#.message).
+    let m = manifest_file(
+        dir.path(),
+        &format!("id = \"deaf\"\ncommand = {:?}\n{deaf}", common::pingbot()),
+    );
+    let (code, rules) = conformance(Some(&m), &[]);
+    assert_eq!(code, 1);
+    assert_eq!(failed(&rules), ["own-subjects"], "{rules:#?}");
+    let detail = &rules["refused-subscriptions-reported"].1;
+    assert!(
+        detail.contains("health failed: not allowed to subscribe to chat.>"),
+        "{detail}"
+    );
 }
 
 #[test]
 fn a_broken_operator_fails_with_exactly_its_faults() {
     let dir = tempfile::tempdir().unwrap();
-    let m = manifest_file(
+    let m = python_manifest(
         dir.path(),
-        "id = \"faulty\"\ncommand = \"python3\"\n\n[config]\n\
-         faults = [\"bad-ready\", \"no-heartbeat\", \"no-halt-ack\"]\n",
+        "faulty",
+        Path::new(&fixture("faulty.py")),
+        "\n[config]\nfaults = [\"bad-ready\", \"no-heartbeat\", \"no-halt-ack\"]",
     );
-    let (code, rules) = conformance(Some(&m), &[&python(), "-u", &fixture("faulty.py")]);
+    let (code, rules) = conformance(Some(&m), &[]);
     assert_eq!(code, 1);
     assert_eq!(
         failed(&rules),
@@ -168,11 +326,13 @@ fn a_broken_operator_fails_with_exactly_its_faults() {
 #[test]
 fn publishing_on_another_operators_subject_fails_own_subjects() {
     let dir = tempfile::tempdir().unwrap();
-    let m = manifest_file(
+    let m = python_manifest(
         dir.path(),
-        "id = \"faulty\"\ncommand = \"python3\"\n\n[config]\nfaults = [\"foreign-publish\"]\n",
+        "faulty",
+        Path::new(&fixture("faulty.py")),
+        "\n[config]\nfaults = [\"foreign-publish\"]",
     );
-    let (code, rules) = conformance(Some(&m), &[&python(), "-u", &fixture("faulty.py")]);
+    let (code, rules) = conformance(Some(&m), &[]);
     assert_eq!(code, 1);
     assert_eq!(failed(&rules), ["own-subjects"], "{rules:#?}");
     assert!(
@@ -187,11 +347,13 @@ fn publishing_on_another_operators_subject_fails_own_subjects() {
 #[test]
 fn exiting_without_the_final_heartbeat_fails_shutdown() {
     let dir = tempfile::tempdir().unwrap();
-    let m = manifest_file(
+    let m = python_manifest(
         dir.path(),
-        "id = \"faulty\"\ncommand = \"python3\"\n\n[config]\nfaults = [\"no-final-heartbeat\"]\n",
+        "faulty",
+        Path::new(&fixture("faulty.py")),
+        "\n[config]\nfaults = [\"no-final-heartbeat\"]",
     );
-    let (code, rules) = conformance(Some(&m), &[&python(), "-u", &fixture("faulty.py")]);
+    let (code, rules) = conformance(Some(&m), &[]);
     assert_eq!(code, 1);
     // SIGTERM too: the same fault shows on both ways to stop, and only there.
     assert_eq!(failed(&rules), ["ack.shutdown", "sigterm"], "{rules:#?}");
@@ -206,13 +368,10 @@ fn exiting_without_the_final_heartbeat_fails_shutdown() {
 
 #[test]
 fn an_operator_that_exits_at_start_fails_ready_with_how_and_its_last_words() {
-    let echo = switchboard_testkit::workspace_root().join("operators/python-echo/echo.py");
+    let echo = switchboard_testkit::workspace_root().join("operators/python-echo/wire_echo.py");
     let dir = tempfile::tempdir().unwrap();
-    let m = manifest_file(
-        dir.path(),
-        "id = \"py\"\ncommand = \"python3\"\n\n[config]\nprefx = \"!py \"\n",
-    );
-    let (code, rules) = conformance(Some(&m), &[&python(), "-u", &echo.display().to_string()]);
+    let m = python_manifest(dir.path(), "py", &echo, "\n[config]\nprefx = \"!py \"");
+    let (code, rules) = conformance(Some(&m), &[]);
     assert_eq!(code, 1);
     assert_eq!(rules.len(), 1, "nothing else can be judged: {rules:#?}");
     let (passed, detail) = &rules["ready"];
@@ -237,12 +396,14 @@ fn a_manifest_without_a_command_is_refused_with_what_to_do() {
 
 /// The shell operator's manifest, with the CLI it talks through.
 fn shell_manifest(dir: &Path) -> PathBuf {
+    let script = switchboard_testkit::workspace_root().join("operators/shell-echo/echo.sh");
     manifest_file(
         dir,
         &format!(
-            "id = \"shell-echo\"\ncommand = \"bash\"\ncontrol = \"signals\"\n\
+            "id = \"shell-echo\"\ncommand = \"bash\"\nargs = [{:?}]\ncontrol = \"signals\"\n\
              subscribe = [\"chat.*.*.*.message\"]\npublish = [\"send.*.*.*.message\"]\n\n\
              [env]\nSB_CLI = {:?}\n\n[config]\nprefix = \"!sh \"\n",
+            script.display().to_string(),
             env!("CARGO_BIN_EXE_switchboard")
         ),
     )
@@ -250,12 +411,8 @@ fn shell_manifest(dir: &Path) -> PathBuf {
 
 #[test]
 fn the_shell_operator_passes_the_signal_rules() {
-    let script = switchboard_testkit::workspace_root().join("operators/shell-echo/echo.sh");
     let dir = tempfile::tempdir().unwrap();
-    let (code, rules) = conformance(
-        Some(&shell_manifest(dir.path())),
-        &["bash", &script.display().to_string()],
-    );
+    let (code, rules) = conformance(Some(&shell_manifest(dir.path())), &[]);
     let names: Vec<&str> = rules.keys().map(String::as_str).collect();
     assert_eq!(
         names,
@@ -278,9 +435,9 @@ fn an_operator_that_dies_of_sighup_fails_the_reload_rule() {
     let dir = tempfile::tempdir().unwrap();
     let m = manifest_file(
         dir.path(),
-        "id = \"sleeper\"\ncommand = \"sleep\"\ncontrol = \"signals\"\n",
+        "id = \"sleeper\"\ncommand = \"sleep\"\nargs = [\"600\"]\ncontrol = \"signals\"\n",
     );
-    let (code, rules) = conformance(Some(&m), &["sleep", "600"]);
+    let (code, rules) = conformance(Some(&m), &[]);
     assert_eq!(code, 1);
     assert_eq!(failed(&rules), ["sighup-reload"], "{rules:#?}");
     assert!(
@@ -302,13 +459,13 @@ fn ts_tools() -> PathBuf {
 }
 
 #[test]
-fn the_typescript_operator_passes() {
+fn the_typescript_wire_example_passes() {
     let modules = ts_tools();
     let out = tempfile::tempdir().unwrap();
     let tsc = std::process::Command::new("node")
         .arg(modules.join("typescript/bin/tsc"))
         .arg("-p")
-        .arg(switchboard_testkit::workspace_root().join("operators/ts-echo"))
+        .arg(switchboard_testkit::workspace_root().join("operators/ts-echo/tsconfig.wire.json"))
         .arg("--outDir")
         .arg(out.path())
         .output()
@@ -318,16 +475,46 @@ fn the_typescript_operator_passes() {
         "tsc: {}",
         String::from_utf8_lossy(&tsc.stdout)
     );
+    let js = out.path().join("wire-echo.js").display().to_string();
     let m = manifest_file(
         out.path(),
         &format!(
-            "id = \"ts-echo\"\ncommand = \"node\"\nsubscribe = [\"chat.*.*.*.message\"]\n\
-             publish = [\"send.*.*.*.message\"]\n\n[env]\nNODE_PATH = {:?}\n\n\
-             [config]\nprefix = \"!ts \"\n",
+            "id = \"ts-echo\"\ncommand = \"node\"\nargs = [{js:?}]\n\
+             subscribe = [\"chat.*.*.*.message\"]\npublish = [\"send.*.*.*.message\"]\n\n\
+             [env]\nNODE_PATH = {:?}\n\n[config]\nprefix = \"!ts \"\n",
             modules.display().to_string()
         ),
     );
-    let js = out.path().join("echo.js").display().to_string();
-    let (code, rules) = conformance(Some(&m), &["node", &js]);
-    assert_all_pass(&rules, code);
+    let (code, rules) = conformance_probe(Some(&m), Some("!ts hi"), &[]);
+    assert_all_pass_with(&rules, code, &["halt-holds-chat"]);
+}
+
+/// A manifest in `dir` running `<project>/<stem>.js` with node.
+fn node_manifest(dir: &Path, project: &Path, id: &str, stem: &str, config: &str) -> PathBuf {
+    manifest_file(
+        dir,
+        &format!(
+            "id = \"{id}\"\ncommand = \"node\"\nargs = [{:?}]\n\
+             subscribe = [\"chat.*.*.*.message\"]\npublish = [\"send.*.*.*.message\"]\n\n\
+             [config]\n{config}",
+            project.join(format!("{stem}.js")).display().to_string()
+        ),
+    )
+}
+
+#[test]
+fn the_typescript_sdk_operators_pass() {
+    let root = switchboard_testkit::workspace_root();
+    let dice = common::ts_project(&root.join("operators/ts-dice/dice.ts"));
+    let dir = tempfile::tempdir().unwrap();
+    let m = node_manifest(dir.path(), &dice, "ts-dice", "dice", "");
+    // The command after `--` and the manifest's own: both start.
+    let js = dice.join("dice.js").display().to_string();
+    let (code, rules) = conformance_probe(Some(&m), Some("!roll 1d20"), &["node", &js]);
+    assert_all_pass_with(&rules, code, &["halt-holds-chat", "manifest-command"]);
+    let echo = common::ts_project(&root.join("operators/ts-echo/echo.ts"));
+    let dir = tempfile::tempdir().unwrap();
+    let m = node_manifest(dir.path(), &echo, "ts-echo", "echo", "prefix = \"!ts \"\n");
+    let (code, rules) = conformance_probe(Some(&m), Some("!ts hi"), &[]);
+    assert_all_pass_with(&rules, code, &["halt-holds-chat"]);
 }

@@ -1,9 +1,10 @@
 //! The operators in other languages under a real `switchboard run`:
 //! `operators/shell-echo/echo.sh` (bash and the switchboard CLI, no NATS
 //! client of its own, `control = "signals"`) and `operators/ts-echo`
-//! (TypeScript, nats.js). Each answers in the room, and a reload (SIGHUP
-//! with the rewritten config file, or the `reload` verb) changes what it
-//! answers to. Their conformance is in tests/conformance.rs.
+//! (TypeScript: `echo.ts` on sdk/typescript, `wire-echo.ts` on nats.js
+//! alone). Each answers in the room, and a reload (SIGHUP with the
+//! rewritten config file, or the `reload` verb) changes what it answers
+//! to. Their conformance is in tests/conformance.rs.
 
 mod common;
 
@@ -80,35 +81,14 @@ async fn the_shell_operator_answers_and_reloads() {
     assert_eq!(answer(&d, &mut sub, "sh", "!bash again").await, "again");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_typescript_operator_answers_and_reloads() {
-    let root = switchboard_testkit::workspace_root();
-    let modules = root.join(".tools/ts-echo/node_modules");
-    assert!(
-        modules.join("typescript").is_dir(),
-        "{} lacks typescript: run `make tools`",
-        modules.display()
-    );
-    let out = tempfile::tempdir().unwrap();
-    let tsc = std::process::Command::new("node")
-        .arg(modules.join("typescript/bin/tsc"))
-        .arg("-p")
-        .arg(root.join("operators/ts-echo"))
-        .arg("--outDir")
-        .arg(out.path())
-        .output()
-        .expect("run node (Node 20 or later)");
-    assert!(
-        tsc.status.success(),
-        "tsc: {}",
-        String::from_utf8_lossy(&tsc.stdout)
-    );
+/// The TypeScript echo operator answers and reloads; `js` runs it, with
+/// `env` for its manifest.
+async fn typescript_answers_and_reloads(js: &std::path::Path, env: &str) {
     let manifest = format!(
         "id = \"ts\"\ncommand = \"node\"\nargs = [{:?}]\n\
          subscribe = [\"chat.*.*.*.message\"]\npublish = [\"send.*.*.*.message\"]\n\n\
-         [env]\nNODE_PATH = {:?}\n\n[config]\nprefix = \"!ts \"\n",
-        path_str(&out.path().join("echo.js")),
-        path_str(&modules),
+         [env]\n{env}\n\n[config]\nprefix = \"!ts \"\n",
+        path_str(js),
     );
     let d = Daemon::start(&[("ts.toml", manifest)]).await;
     d.wait_running("ts").await;
@@ -127,4 +107,38 @@ async fn the_typescript_operator_answers_and_reloads() {
         .await;
     assert!(reply.results.iter().all(|r| !r.ok), "{reply:?}");
     assert_eq!(answer(&d, &mut sub, "ts", "!node still").await, "still");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_operator_answers_and_reloads() {
+    let root = switchboard_testkit::workspace_root();
+    let project = ts_project(&root.join("operators/ts-echo/echo.ts"));
+    typescript_answers_and_reloads(&project.join("echo.js"), "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_wire_example_answers_and_reloads() {
+    let root = switchboard_testkit::workspace_root();
+    let modules = root.join(".tools/ts-echo/node_modules");
+    assert!(
+        modules.join("typescript").is_dir(),
+        "{} lacks typescript: run `make tools`",
+        modules.display()
+    );
+    let out = tempfile::tempdir().unwrap();
+    let tsc = std::process::Command::new("node")
+        .arg(modules.join("typescript/bin/tsc"))
+        .arg("-p")
+        .arg(root.join("operators/ts-echo/tsconfig.wire.json"))
+        .arg("--outDir")
+        .arg(out.path())
+        .output()
+        .expect("run node (Node 20 or later)");
+    assert!(
+        tsc.status.success(),
+        "tsc: {}",
+        String::from_utf8_lossy(&tsc.stdout)
+    );
+    let env = format!("NODE_PATH = {:?}", path_str(&modules));
+    typescript_answers_and_reloads(&out.path().join("wire-echo.js"), &env).await;
 }

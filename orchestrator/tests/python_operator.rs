@@ -1,4 +1,4 @@
-//! The wire contract is language-neutral: `operators/python-echo/echo.py`
+//! The wire contract is language-neutral: `operators/python-echo/wire_echo.py`
 //! (nats-py and the standard library, no Switchboard code) runs under a
 //! real `switchboard run` and is driven by the Rust bus and the daemon's
 //! API like any Rust operator. Needs `make tools` (the venv with nats-py).
@@ -47,7 +47,7 @@ fn python() -> PathBuf {
 }
 
 fn script() -> PathBuf {
-    let script = switchboard_testkit::workspace_root().join("operators/python-echo/echo.py");
+    let script = switchboard_testkit::workspace_root().join("operators/python-echo/wire_echo.py");
     assert!(script.is_file(), "{} is missing", script.display());
     script
 }

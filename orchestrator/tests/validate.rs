@@ -949,3 +949,55 @@ fn huge_durations_are_refused_not_panicked_on() {
     let text = "id = \"x\"\ncommand = \"true\"\nheartbeat_interval = \"8760h\"\nmissed_heartbeats = 4000000000\n";
     assert!(parse_manifest(Path::new("x.toml"), text).is_ok());
 }
+
+/// `[config] listen` outside the `subscribe` grants: the server would
+/// refuse the subscription and the bot would run deaf; `validate` warns
+/// (and still passes: the config is the operator's own business, and
+/// `listen` may be meant for another version of it).
+#[test]
+fn listening_outside_the_subscribe_grants_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    write(
+        "deaf.toml",
+        "id = \"deaf\"\ncommand = \"x\"\nsubscribe = [\"chat.irc.#\"]\n\n\
+         [config]\nlisten = [\"chat.irc.*.*.message\", \"chat.*.*.*.message\"]\n",
+    );
+    write(
+        "hears.toml",
+        "id = \"hears\"\ncommand = \"x\"\nsubscribe = [\"chat.*.*.*.message\"]\n\n\
+         [config]\nlisten = [\"chat.*.*.*.message\"]\n",
+    );
+    write(
+        "rust.toml",
+        "id = \"rust\"\ncommand = \"x\"\nsubscribe = [\"chat.irc.#\"]\n\n\
+         [config]\nlisten = [\"chat.#.message\"]\n",
+    );
+    write(
+        "default.toml",
+        "id = \"default\"\ncommand = \"x\"\n\n[config]\nlisten = [\"chat.>\"]\n",
+    );
+    let by_id = |id: &str| load_file(&dir.path().join(format!("{id}.toml"))).unwrap();
+    let deaf = by_id("deaf").unheard_listen();
+    assert_eq!(deaf.len(), 1, "{deaf:?}");
+    assert!(
+        deaf[0].contains("listens on `chat.*.*.*.message`"),
+        "{deaf:?}"
+    );
+    assert!(deaf[0].contains("(chat.irc.#)"), "{deaf:?}");
+    assert!(by_id("hears").unheard_listen().is_empty());
+    // A `#` pattern (Rust's Triggers) is judged by what it subscribes to.
+    assert_eq!(by_id("rust").unheard_listen().len(), 1);
+    // The default grants (chat.#, send.#) cover chat.>.
+    assert!(by_id("default").unheard_listen().is_empty());
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("validate")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.matches("warning: ").count(), 2, "{text}");
+    assert!(text.contains("4 operator manifest(s) OK"), "{text}");
+}

@@ -413,6 +413,37 @@ pub fn operator_permissions(
     (p, errors)
 }
 
+/// Whether every subject that the NATS subscription subject `subject`
+/// (with `*` and a final `>`) can match is allowed by the permission
+/// subject `permission`: what a subscription needs for nats-server to
+/// accept it. Used to warn about an operator that listens where its
+/// grants do not reach (the server refuses the subscription and the
+/// operator runs deaf).
+///
+/// ```
+/// use switchboard_orchestrator::access::grants::covers;
+/// assert!(covers("chat.>", "chat.*.*.*.message"));
+/// assert!(covers("chat.*.*.*.message", "chat.irc.libera.*.message"));
+/// assert!(!covers("chat.irc.>", "chat.*.*.*.message"));
+/// assert!(!covers("chat.*", "chat.>"));
+/// ```
+pub fn covers(permission: &str, subject: &str) -> bool {
+    let p: Vec<&str> = permission.split('.').collect();
+    let s: Vec<&str> = subject.split('.').collect();
+    for (i, t) in p.iter().enumerate() {
+        let Some(&want) = s.get(i) else {
+            return false;
+        };
+        match *t {
+            ">" => return true,
+            "*" if want != ">" => {}
+            lit if lit == want => {}
+            _ => return false,
+        }
+    }
+    p.len() == s.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,5 +589,27 @@ mod tests {
             assert!(p.subscribe.allow.iter().any(|a| nats_matches(a, s)), "{s}");
         }
         assert!(p.allow_responses);
+    }
+
+    #[test]
+    fn coverage_of_a_subscription_by_a_permission() {
+        for (permission, subject, covered) in [
+            ("chat.>", "chat.x", true),
+            ("chat.>", "chat", false),
+            ("chat", "chat", true),
+            ("chat.*.*.*.message", "chat.*.*.*.message", true),
+            ("chat.*.*.*.message", "chat.*.*.*.notice", false),
+            ("chat.*.*.*.message", "chat.*.*.>", false),
+            ("chat.irc.>", "chat.irc.*.*.message", true),
+            ("chat.irc.>", "chat.*.*.*.message", false),
+            ("*", ">", false),
+            (">", ">", true),
+        ] {
+            assert_eq!(
+                covers(permission, subject),
+                covered,
+                "{permission} / {subject}"
+            );
+        }
     }
 }

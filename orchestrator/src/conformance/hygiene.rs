@@ -60,6 +60,15 @@ fn listened(h: &Harness) -> Vec<String> {
         .collect()
 }
 
+/// A chat subject the operator may hear (from its grants), for the
+/// probe: the first concrete `chat.…` subject of [`listened`].
+pub fn chat_subject(h: &Harness) -> String {
+    listened(h)
+        .into_iter()
+        .find(|s| s.starts_with("chat."))
+        .unwrap_or_else(|| "chat.conformance.conformance.conformance.message".into())
+}
+
 /// Publish garbage on every subject the operator listens to; it must
 /// still be the same live process `settle` later.
 pub async fn survives_garbage(h: &Harness, pid: u32, settle: Duration) -> Verdict {
@@ -122,6 +131,59 @@ pub fn own_subjects(h: &Harness) -> Verdict {
                 refused[0]
             ),
         )
+    }
+}
+
+/// `refused-subscriptions-reported`: when nats-server refused one of the
+/// operator's subscriptions (it listens where its `subscribe` grants do
+/// not reach), the operator runs deaf there; it must say so with health
+/// `failed` and a reason naming the subject, so `switchboard status`
+/// shows it instead of a cheerful `running`.
+pub async fn refused_subscriptions_reported(h: &Harness) -> Verdict {
+    const RULE: &str = "refused-subscriptions-reported";
+    let user = format!(
+        "user:{}{}\"",
+        crate::nats_server::OPERATOR_USER_PREFIX,
+        h.id()
+    );
+    let refused: Vec<String> = h
+        .daemon_log()
+        .lines()
+        .filter(|l| l.contains("Subscription Violation") && l.contains(&user))
+        .map(violation)
+        .collect();
+    let Some(first) = refused.first() else {
+        return Verdict::pass(RULE, "nats-server refused none of its subscriptions");
+    };
+    // The heartbeat that reports it may be an interval behind the refusal.
+    let mut seen = None;
+    for _ in 0..(super::nats_rules::LATE * 2) {
+        seen = h.status().await;
+        if seen
+            .as_ref()
+            .is_some_and(|o| o.health == switchboard_proto::Health::Failed)
+        {
+            break;
+        }
+        tokio::time::sleep(super::HEARTBEAT).await;
+    }
+    match seen {
+        Some(o) if o.health == switchboard_proto::Health::Failed => Verdict::pass(
+            RULE,
+            format!(
+                "nats-server refused {first}, and it reports health failed: {}",
+                o.health_reason.unwrap_or_default()
+            ),
+        ),
+        other => Verdict::fail(
+            RULE,
+            format!(
+                "nats-server refused {first}, but it reports health {}: an operator that \
+                 cannot hear must report health `failed` with the reason (and its manifest's \
+                 `subscribe` grants should cover what it listens to)",
+                other.map(|o| o.health).unwrap_or_default().as_str()
+            ),
+        ),
     }
 }
 

@@ -62,6 +62,9 @@ pub struct Options {
     pub manifest: Option<PathBuf>,
     /// The command and its arguments; replaces the manifest's.
     pub command: Vec<String>,
+    /// A chat text the operator answers: enables the `halt-holds-chat`
+    /// rule (NATS control only; a SIGSTOPped process holds by itself).
+    pub probe: Option<String>,
 }
 
 /// Heartbeat interval the kit gives the operator (`SWITCHBOARD_HEARTBEAT_MS`),
@@ -73,13 +76,68 @@ pub async fn run(opts: &Options) -> Result<Report, ConformanceError> {
     let (manifest, text) = prepare_manifest(opts)?;
     let control = manifest.control;
     let mut h = harness::Harness::start(manifest, &text).await?;
-    let rules = match control {
-        Control::Nats => nats_rules::check(&mut h).await,
+    let mut rules = match control {
+        Control::Nats => nats_rules::check(&mut h, opts.probe.as_deref()).await,
         Control::Signals => signal_rules::check(&mut h).await,
     };
-    let report = Report::new(h.id().as_str(), control.as_str(), rules);
+    let id = h.id().to_string();
     h.stop().await;
-    Ok(report)
+    if opts.manifest.is_some() && !opts.command.is_empty() {
+        rules.push(manifest_command(opts).await?);
+    }
+    Ok(Report::new(&id, control.as_str(), rules))
+}
+
+/// `manifest-command` (with `--manifest` and a command after `--`): the
+/// command the manifest itself names starts and comes up (ready for NATS
+/// control, still running for signals). The rules above ran the command
+/// given after `--`, which hides a manifest that crash-loops under the
+/// daemon (an interpreter without the SDK, a path relative to the wrong
+/// directory); so that command gets a run of its own.
+async fn manifest_command(opts: &Options) -> Result<Verdict, ConformanceError> {
+    const RULE: &str = "manifest-command";
+    let own = Options {
+        manifest: opts.manifest.clone(),
+        command: Vec::new(),
+        probe: None,
+    };
+    let (manifest, text) = prepare_manifest(&own)?;
+    let command = manifest.command.clone();
+    let control = manifest.control;
+    let within = manifest.ready_timeout;
+    let mut h = harness::Harness::start(manifest, &text).await?;
+    let verdict = match h.wait_pid(Duration::from_secs(10)).await {
+        None => Verdict::fail(
+            RULE,
+            format!(
+                "the daemon could not start `{command}`: {}",
+                h.obituary().await
+            ),
+        ),
+        Some(pid) => {
+            let up = match control {
+                Control::Nats => harness::Harness::next(&mut h.ready, within).await.is_some(),
+                Control::Signals => {
+                    tokio::time::sleep(Duration::from_millis(600)).await;
+                    harness::alive(pid)
+                }
+            };
+            if up {
+                Verdict::pass(RULE, format!("`{command}` starts and comes up"))
+            } else {
+                Verdict::fail(
+                    RULE,
+                    format!(
+                        "`{command}` (the manifest's own command, not the one after `--`) \
+                         did not come up: {}",
+                        h.obituary().await
+                    ),
+                )
+            }
+        }
+    };
+    h.stop().await;
+    Ok(verdict)
 }
 
 /// Read (or make) the manifest, put the command in, and set what the kit
@@ -135,6 +193,11 @@ fn prepare_manifest(opts: &Options) -> Result<(Manifest, String), ConformanceErr
         let absolute = std::path::absolute(base.join(&manifest.command))
             .map_err(|e| bad(format!("command {}: {e}", manifest.command)))?;
         table.insert("command".into(), absolute.display().to_string().into());
+    }
+    // Likewise `workdir`, which the parser resolved against the
+    // manifest's own directory.
+    if let Some(dir) = &manifest.workdir {
+        table.insert("workdir".into(), dir.display().to_string().into());
     }
     table.insert(
         "heartbeat_interval".into(),

@@ -7,7 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use switchboard_proto::{ControlAck, FailureCode, Heartbeat, OperatorState, Ready, Verb};
+use switchboard_bus::RawSubscription;
+use switchboard_proto::{
+    headers, ControlAck, Envelope, FailureCode, Heartbeat, OperatorState, Ready, Verb,
+};
 
 use super::harness::{alive, Harness};
 use super::{hygiene, Verdict, HEARTBEAT};
@@ -18,11 +21,11 @@ const ACK_WAIT: Duration = Duration::from_secs(5);
 /// A late heartbeat is one that took longer than this many intervals:
 /// generous, so a loaded machine does not fail an operator that keeps
 /// time, while a missing or stalled heartbeat still shows within a second.
-const LATE: u32 = 5;
+pub(super) const LATE: u32 = 5;
 
 /// Check every rule, in an order that leaves the operator running until
 /// the two shutdown rules at the end.
-pub async fn check(h: &mut Harness) -> Vec<Verdict> {
+pub async fn check(h: &mut Harness, probe: Option<&str>) -> Vec<Verdict> {
     let mut out = Vec::new();
     let started = Instant::now();
     let Some(pid) = h.wait_pid(Duration::from_secs(10)).await else {
@@ -58,6 +61,12 @@ pub async fn check(h: &mut Harness) -> Vec<Verdict> {
         "ack.resume",
         verb(h, Verb::Resume, OperatorState::Running, beating).await,
     ));
+    if let Some(probe) = probe {
+        out.push(Verdict::from_result(
+            "halt-holds-chat",
+            halt_holds_chat(h, probe).await,
+        ));
+    }
     out.push(Verdict::from_result(
         "ack.reload",
         reload(h, pid, beating).await,
@@ -67,6 +76,7 @@ pub async fn check(h: &mut Harness) -> Vec<Verdict> {
         restart(h, pid, ready_ok).await,
     ));
     out.push(hygiene::survives_garbage(h, pid, HEARTBEAT * LATE).await);
+    out.push(hygiene::refused_subscriptions_reported(h).await);
     out.push(Verdict::from_result(
         "ack.shutdown",
         shutdown(h, pid, beating).await,
@@ -285,6 +295,88 @@ async fn verb(
         ));
     }
     Ok(format!("acked and heartbeats say {}", state.as_str()))
+}
+
+/// When an answer to envelope `id` arrives on `replies` within `within`.
+async fn answer_to(replies: &mut RawSubscription, id: &str, within: Duration) -> Option<Instant> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = Harness::next(replies, left).await?;
+        if Envelope::from_slice(&m.payload)
+            .is_ok_and(|e| e.header(headers::IN_REPLY_TO) == Some(id))
+        {
+            return Some(Instant::now());
+        }
+    }
+}
+
+/// How long a held probe must stay unanswered while halted.
+const HELD: Duration = Duration::from_secs(1);
+
+/// `halt-holds-chat`: the probe is answered while running; sent while
+/// halted it is not answered then, and is answered after `resume`
+/// (docs/PROTOCOL.md, Control requests: halted deliveries are held, not
+/// dropped). A bot that drops chat while halted loses what people said
+/// during a maintenance pause.
+async fn halt_holds_chat(h: &mut Harness, probe: &str) -> Result<String, String> {
+    let subject = hygiene::chat_subject(h);
+    let mut replies = h
+        .bus
+        .subscribe_raw("send.>")
+        .await
+        .map_err(|e| format!("the kit cannot subscribe to send.>: {e}"))?;
+    h.bus.sync().await.map_err(|e| format!("bus: {e}"))?;
+    let say = |text: &str| {
+        Envelope::new(
+            "conformance",
+            serde_json::json!({"text": text, "sender": "conformance", "room": "conformance", "private": false}),
+        )
+        .with_header(headers::ROOM, "conformance")
+    };
+    let publish = |env: Envelope| {
+        let bus = h.bus.clone();
+        let subject = subject.clone();
+        async move {
+            bus.publish(&subject, &env)
+                .await
+                .map_err(|e| format!("the kit cannot publish on {subject}: {e}"))
+        }
+    };
+    let first = say(probe);
+    let first_id = first.id().unwrap_or_default().to_owned();
+    publish(first).await?;
+    if answer_to(&mut replies, &first_id, ACK_WAIT).await.is_none() {
+        return Err(format!(
+            "no answer to the probe {probe:?} on {subject} within {ACK_WAIT:?} while running \
+             (an answer is a send.… envelope with in-reply-to set to the probe's id)"
+        ));
+    }
+    let a = ack(h, b"{\"verb\":\"halt\"}").await?;
+    expect_ok(&a, Verb::Halt, OperatorState::Halted)?;
+    let held = say(probe);
+    let held_id = held.id().unwrap_or_default().to_owned();
+    publish(held).await?;
+    if answer_to(&mut replies, &held_id, HELD).await.is_some() {
+        let _ = ack(h, b"{\"verb\":\"resume\"}").await;
+        return Err(
+            "answered the probe while halted; halted deliveries must wait for resume".into(),
+        );
+    }
+    let a = ack(h, b"{\"verb\":\"resume\"}").await?;
+    expect_ok(&a, Verb::Resume, OperatorState::Running)?;
+    let resumed = Instant::now();
+    match answer_to(&mut replies, &held_id, ACK_WAIT).await {
+        Some(at) => Ok(format!(
+            "a probe sent while halted was held {}ms and answered {}ms after resume",
+            HELD.as_millis(),
+            at.duration_since(resumed).as_millis()
+        )),
+        None => Err(format!(
+            "the probe sent while halted was never answered after resume (within {ACK_WAIT:?}): \
+             it was dropped; hold chat deliveries while halted and hand them over on resume"
+        )),
+    }
 }
 
 /// `reload` with the manifest's config: acked, state unchanged, the same

@@ -554,6 +554,53 @@ impl Manifest {
             .collect()
     }
 
+    /// Warnings for what its `[config] listen` asks to hear that its
+    /// `subscribe` grants do not cover: nats-server would refuse those
+    /// subscriptions and the operator would run deaf. `listen` is the key
+    /// the SDKs read (NATS subjects in Python and TypeScript, `*`/`#`
+    /// patterns in Rust's `Triggers`); other keys are the operator's own
+    /// business and are not guessed at.
+    pub fn unheard_listen(&self) -> Vec<String> {
+        use crate::access::grants::{covers, translate, Direction};
+        let Some(listen) = self.config.get("listen").and_then(|l| l.as_array()) else {
+            return Vec::new();
+        };
+        let allowed: Vec<String> = self
+            .subscribe
+            .iter()
+            .filter_map(|g| translate(g, Direction::Subscribe).ok())
+            .flat_map(|t| t.subjects)
+            .collect();
+        let mut out = Vec::new();
+        for entry in listen.iter().filter_map(|e| e.as_str()) {
+            // A `#` pattern subscribes as its NATS translation; anything
+            // else is taken as a NATS subject already.
+            let subjects = if entry.contains('#') {
+                match translate(entry, Direction::Subscribe) {
+                    Ok(t) => t.subjects,
+                    Err(_) => continue,
+                }
+            } else {
+                vec![entry.to_owned()]
+            };
+            for subject in subjects {
+                if !allowed.iter().any(|a| covers(a, &subject)) {
+                    out.push(format!(
+                        "{}: operator `{}` listens on `{entry}` ([config] listen), which its \
+                         `subscribe` grants ({}) do not cover: nats-server will refuse the \
+                         subscription and it will hear nothing there; widen `subscribe` or \
+                         narrow `listen`",
+                        self.path.display(),
+                        self.id,
+                        self.subscribe.join(", ")
+                    ));
+                    break;
+                }
+            }
+        }
+        out
+    }
+
     /// Whether the bus permissions are the same (a change is applied to
     /// the server live, without touching the process).
     pub fn same_grants(&self, other: &Manifest) -> bool {
