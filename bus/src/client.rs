@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use switchboard_proto::{kinds, ChatAddress, Envelope, ToPattern};
+use switchboard_proto::{kinds, ChatAddress, Envelope, PatternToken, ToPattern};
 use tokio::sync::watch;
 
 use crate::error::{
     BoxError, ConnectError, PublishError, ReplyError, RequestError, SubscribeError,
 };
+use crate::fanout::{Claim, Lease, Source};
 use crate::options::{inbox_prefix_problem, BusOptions};
 use crate::stats::Stats;
 use crate::subscription::{Delivery, RawSubscription, Subscription};
@@ -36,6 +37,14 @@ pub struct Bus {
     /// of at its timeout. Cleared on reconnect: the client subscribes
     /// again then, and hears again if it still may not.
     refused: Arc<watch::Sender<Option<String>>>,
+    /// Which NATS subjects this client's subscriptions read, so that
+    /// patterns with the same plan share one NATS subscription.
+    fanout: Arc<crate::fanout::Fanout>,
+    subscription_capacity: usize,
+    /// `<inbox prefix>.`: this client's private replies and sync probes,
+    /// which a pattern starting with a wildcard would otherwise receive
+    /// (and count as malformed envelopes).
+    inbox_start: Arc<str>,
 }
 
 /// The heartbeat counter of publishes accepted but not yet written to the
@@ -91,6 +100,9 @@ impl Bus {
                         stats,
                         dedupe_window: opts.dedupe_window,
                         refused,
+                        fanout: Arc::default(),
+                        subscription_capacity: opts.subscription_capacity,
+                        inbox_start: Arc::clone(&inbox_start),
                     });
                 }
                 Err(e) => {
@@ -370,14 +382,44 @@ impl Bus {
             .to_pattern()
             .map_err(|source| SubscribeError::BadPattern { source })?;
         let plan = pattern.nats_plan();
-        let mut subs = Vec::with_capacity(plan.subjects.len());
+        let mut sources = Vec::with_capacity(plan.subjects.len());
+        let mut lease = Lease::new(&self.fanout);
+        let capacity = self.subscription_capacity;
         for subject in &plan.subjects {
-            subs.push(self.nats_subscribe(subject).await?);
+            let source = match self.fanout.claim(subject, capacity) {
+                Claim::Direct => match self.nats_subscribe(subject).await {
+                    Ok(sub) => {
+                        lease.add_direct(subject);
+                        Source::Direct(sub)
+                    }
+                    Err(e) => {
+                        self.fanout.unclaim_direct(subject);
+                        return Err(e);
+                    }
+                },
+                Claim::Shared(rx, id) => {
+                    lease.add_route(subject, id);
+                    Source::Shared(rx)
+                }
+                Claim::NeedsShared => {
+                    let sub = self.nats_subscribe(subject).await?;
+                    let (rx, id) = self.fanout.share(subject, sub, capacity, &self.stats);
+                    lease.add_route(subject, id);
+                    Source::Shared(rx)
+                }
+            };
+            sources.push(source);
         }
+        let sees_inbox = matches!(
+            pattern.tokens().first(),
+            Some(PatternToken::Star | PatternToken::Hash)
+        );
         Ok(Subscription::new(
             pattern.into_owned(),
             plan.needs_filter,
-            subs,
+            sees_inbox.then(|| Arc::clone(&self.inbox_start)),
+            sources,
+            lease,
             Arc::clone(&self.stats),
             self.dedupe_window,
         ))
@@ -885,8 +927,7 @@ async fn build_options(
                 }
                 async_nats::Event::SlowConsumer(sid) => {
                     // One event per message the client had to drop.
-                    Stats::add(&stats.dropped, 1);
-                    tracing::warn!(sid, "subscription is too slow: a message was dropped");
+                    stats.slow_consumer(&format_args!("subscription {sid}"));
                 }
                 async_nats::Event::ServerError(e) => {
                     if let async_nats::ServerError::Other(text) = &e {
