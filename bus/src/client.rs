@@ -41,6 +41,8 @@ pub struct Bus {
     /// patterns with the same plan share one NATS subscription.
     fanout: Arc<crate::fanout::Fanout>,
     subscription_capacity: usize,
+    /// See [`BusOptions::stream_ids`].
+    stream_ids: bool,
     /// `<inbox prefix>.`: this client's private replies and sync probes,
     /// which a pattern starting with a wildcard would otherwise receive
     /// (and count as malformed envelopes).
@@ -102,6 +104,7 @@ impl Bus {
                         refused,
                         fanout: Arc::default(),
                         subscription_capacity: opts.subscription_capacity,
+                        stream_ids: opts.stream_ids,
                         inbox_start: Arc::clone(&inbox_start),
                     });
                 }
@@ -176,18 +179,21 @@ impl Bus {
     ///
     /// Returns once the message is queued, not when it reached the server:
     /// call [`Bus::flush`] where that matters (before exit, after ready).
-    /// The envelope's `id` also goes in the `Nats-Msg-Id` header, so the
-    /// durable stream stores a republished envelope once (see
-    /// [`crate::stream`]); [`Bus::publish_stored`] waits for the stream.
+    /// When the daemon keeps a durable stream ([`BusOptions::stream_ids`])
+    /// and it captures `subject`, the envelope's `id` also goes in the
+    /// `Nats-Msg-Id` header, so the stream stores a republished envelope
+    /// once (see [`crate::stream`]); [`Bus::publish_stored`] waits for the
+    /// stream.
     pub async fn publish(&self, subject: &str, envelope: &Envelope) -> Result<(), PublishError> {
         let payload = Bytes::from(envelope.to_vec());
         match envelope.id() {
-            Some(id) => {
+            Some(id) if self.stream_ids && crate::stream::captures(subject) => {
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert(crate::stream::MSG_ID_HEADER, id);
-                self.publish_with_headers(subject, headers, payload).await
+                self.publish_with_headers(subject, Some(headers), payload)
+                    .await
             }
-            None => self.publish_bytes(subject, payload).await,
+            _ => self.publish_bytes(subject, payload).await,
         }
     }
 
@@ -260,25 +266,25 @@ impl Bus {
     /// Publish raw bytes (for tests and bridges; envelopes should use
     /// [`Bus::publish`]).
     pub async fn publish_bytes(&self, subject: &str, payload: Bytes) -> Result<(), PublishError> {
-        self.publish_with_headers(subject, async_nats::HeaderMap::new(), payload)
-            .await
+        self.publish_with_headers(subject, None, payload).await
     }
 
     /// Publish `payload` with NATS headers (none: a plain publish).
     async fn publish_with_headers(
         &self,
         subject: &str,
-        headers: async_nats::HeaderMap,
+        headers: Option<async_nats::HeaderMap>,
         payload: Bytes,
     ) -> Result<(), PublishError> {
         validate_publish_subject(subject)?;
         let size = payload.len();
-        let sent = if headers.is_empty() {
-            self.client.publish(subject.to_string(), payload).await
-        } else {
-            self.client
-                .publish_with_headers(subject.to_string(), headers, payload)
-                .await
+        let sent = match headers {
+            None => self.client.publish(subject.to_string(), payload).await,
+            Some(headers) => {
+                self.client
+                    .publish_with_headers(subject.to_string(), headers, payload)
+                    .await
+            }
         };
         sent.map_err(|e| match e.kind() {
             async_nats::client::PublishErrorKind::MaxPayloadExceeded => PublishError::TooLarge {
