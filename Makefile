@@ -42,7 +42,9 @@ build:
 ## Project-local tools (idempotent: a stamp per pinned version).
 ##   nats-server: the bus itself (tests, make run)
 ##   nats-py: the NATS client of the Python operators and their tests
-tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.nats-py-$(NATS_PY_VERSION) $(TOOLS)/.irc-servers $(TOOLS)/.nostr-$(NOSTR_RELAY_VERSION)-$(NOSTR_SDK_PY_VERSION) $(TOOLS)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION) $(TOOLS)/.chromium $(TOOLS)/.playwright-core-$(PLAYWRIGHT_CORE_VERSION) $(TOOLS)/.axe-core-$(AXE_CORE_VERSION) $(TOOLS)/.ts-echo-$(NATS_JS_VERSION)-$(TYPESCRIPT_VERSION) $(TOOLS)/.py-sdk-$(PYTEST_VERSION)-$(MYPY_VERSION)-$(FLIT_CORE_VERSION) sdk/typescript/node_modules \
+##   valgrind (Debian): the speed guard in `make test` counts instructions
+##     per message with callgrind (bus/tests/icount.rs)
+tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.valgrind $(TOOLS)/.nats-py-$(NATS_PY_VERSION) $(TOOLS)/.irc-servers $(TOOLS)/.nostr-$(NOSTR_RELAY_VERSION)-$(NOSTR_SDK_PY_VERSION) $(TOOLS)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION) $(TOOLS)/.chromium $(TOOLS)/.playwright-core-$(PLAYWRIGHT_CORE_VERSION) $(TOOLS)/.axe-core-$(AXE_CORE_VERSION) $(TOOLS)/.ts-echo-$(NATS_JS_VERSION)-$(TYPESCRIPT_VERSION) $(TOOLS)/.py-sdk-$(PYTEST_VERSION)-$(MYPY_VERSION)-$(FLIT_CORE_VERSION) sdk/typescript/node_modules \
 	operators/ts-dice/node_modules/switchboard-sdk operators/ts-echo/node_modules/switchboard-sdk
 
 ## The Python SDK's checks and wheel (sdk/python): pytest for its unit
@@ -149,9 +151,9 @@ $(TOOLS)/.irc-servers:
 	@mkdir -p $(TOOLS) && touch $@
 
 ## Supervisors to compare against in `make bench` (Debian s6, PyPI
-## supervisor), the nats.js peer (npm `nats`, project-local, never
-## global) and valgrind for the instruction counts; not needed by the tests.
-bench-tools: tools $(TOOLS)/.supervisor-$(SUPERVISOR_VERSION) $(TOOLS)/.s6 $(TOOLS)/.nats-js-$(NATS_JS_VERSION) $(TOOLS)/.valgrind
+## supervisor) and the nats.js peer (npm `nats`, project-local, never
+## global); not needed by the tests. (valgrind comes with `tools`.)
+bench-tools: tools $(TOOLS)/.supervisor-$(SUPERVISOR_VERSION) $(TOOLS)/.s6 $(TOOLS)/.nats-js-$(NATS_JS_VERSION)
 
 $(TOOLS)/.nats-js-$(NATS_JS_VERSION):
 	@command -v npm >/dev/null 2>&1 || { echo "npm is needed for the nats.js peer (Node 18 or later)"; exit 1; }
@@ -265,6 +267,9 @@ check:
 ## doctests need cargo test.
 ## End-to-end tests spawn binaries of other packages (the ping bot, the
 ## test operator): build them all first, nextest builds only its own.
+## The speed guard (bus/tests/icount.rs) counts a release build of
+## bus/examples/icount.rs: built here, before the tests run, so that no test
+## shares the cores with a compiler.
 ## After the workspace build, `make run`'s packages must build with
 ## nothing to compile (same features, see workspace-hack/Cargo.toml): the
 ## resolution is compared first (names the dependency that differs), then
@@ -273,6 +278,7 @@ check:
 ## whether the tests passed or not.
 unit: tools
 	$(CARGO) build --workspace --bins
+	$(CARGO) build --release -p switchboard-bus --example icount
 	RUN_PACKAGES="$(RUN_PACKAGES)" CARGO="$(CARGO)" scripts/same-features.sh
 	@stale=$$($(CARGO) build $(RUN_PACKAGES) --message-format=json 2>/dev/null \
 		| grep '"reason":"compiler-artifact"' | grep -v '"fresh":true' | grep -o '"package_id":"[^"]*"'); \

@@ -65,7 +65,8 @@ fn envelope(i: usize) -> Envelope {
 
 /// The tables, printed.
 pub async fn run(url: &str, logger: &Path, settings: Settings) -> anyhow::Result<()> {
-    let bus = Bus::connect(&BusOptions::new(url), "bench").await?;
+    // As an operator under a daemon that keeps a stream: ids in headers.
+    let bus = Bus::connect(&BusOptions::new(url).stream_ids(true), "bench").await?;
     bus.ensure_stream(&StreamSpec {
         name: DEFAULT_STREAM.into(),
         max_age: Duration::from_secs(3600),

@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use switchboard_proto::{kinds, ChatAddress, Envelope, ToPattern};
+use switchboard_proto::{kinds, ChatAddress, Envelope, PatternToken, ToPattern};
 use tokio::sync::watch;
 
 use crate::error::{
     BoxError, ConnectError, PublishError, ReplyError, RequestError, SubscribeError,
 };
+use crate::fanout::{Claim, Lease, Source};
 use crate::options::{inbox_prefix_problem, BusOptions};
 use crate::stats::Stats;
 use crate::subscription::{Delivery, RawSubscription, Subscription};
@@ -41,6 +42,16 @@ pub struct Bus {
     /// operator runtime reports these as health `failed`. Cleared on
     /// reconnect and by [`Bus::forget_refused_subscriptions`].
     refused_data: Arc<watch::Sender<Vec<String>>>,
+    /// Which NATS subjects this client's subscriptions read, so that
+    /// patterns with the same plan share one NATS subscription.
+    fanout: Arc<crate::fanout::Fanout>,
+    subscription_capacity: usize,
+    /// See [`BusOptions::stream_ids`].
+    stream_ids: bool,
+    /// `<inbox prefix>.`: this client's private replies and sync probes,
+    /// which a pattern starting with a wildcard would otherwise receive
+    /// (and count as malformed envelopes).
+    inbox_start: Arc<str>,
 }
 
 /// The heartbeat counter of publishes accepted but not yet written to the
@@ -105,6 +116,10 @@ impl Bus {
                         dedupe_window: opts.dedupe_window,
                         refused,
                         refused_data,
+                        fanout: Arc::default(),
+                        subscription_capacity: opts.subscription_capacity,
+                        stream_ids: opts.stream_ids,
+                        inbox_start: Arc::clone(&inbox_start),
                     });
                 }
                 Err(e) => {
@@ -197,18 +212,21 @@ impl Bus {
     ///
     /// Returns once the message is queued, not when it reached the server:
     /// call [`Bus::flush`] where that matters (before exit, after ready).
-    /// The envelope's `id` also goes in the `Nats-Msg-Id` header, so the
-    /// durable stream stores a republished envelope once (see
-    /// [`crate::stream`]); [`Bus::publish_stored`] waits for the stream.
+    /// When the daemon keeps a durable stream ([`BusOptions::stream_ids`])
+    /// and it captures `subject`, the envelope's `id` also goes in the
+    /// `Nats-Msg-Id` header, so the stream stores a republished envelope
+    /// once (see [`crate::stream`]); [`Bus::publish_stored`] waits for the
+    /// stream.
     pub async fn publish(&self, subject: &str, envelope: &Envelope) -> Result<(), PublishError> {
         let payload = Bytes::from(envelope.to_vec());
         match envelope.id() {
-            Some(id) => {
+            Some(id) if self.stream_ids && crate::stream::captures(subject) => {
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert(crate::stream::MSG_ID_HEADER, id);
-                self.publish_with_headers(subject, headers, payload).await
+                self.publish_with_headers(subject, Some(headers), payload)
+                    .await
             }
-            None => self.publish_bytes(subject, payload).await,
+            _ => self.publish_bytes(subject, payload).await,
         }
     }
 
@@ -281,25 +299,25 @@ impl Bus {
     /// Publish raw bytes (for tests and bridges; envelopes should use
     /// [`Bus::publish`]).
     pub async fn publish_bytes(&self, subject: &str, payload: Bytes) -> Result<(), PublishError> {
-        self.publish_with_headers(subject, async_nats::HeaderMap::new(), payload)
-            .await
+        self.publish_with_headers(subject, None, payload).await
     }
 
     /// Publish `payload` with NATS headers (none: a plain publish).
     async fn publish_with_headers(
         &self,
         subject: &str,
-        headers: async_nats::HeaderMap,
+        headers: Option<async_nats::HeaderMap>,
         payload: Bytes,
     ) -> Result<(), PublishError> {
         validate_publish_subject(subject)?;
         let size = payload.len();
-        let sent = if headers.is_empty() {
-            self.client.publish(subject.to_string(), payload).await
-        } else {
-            self.client
-                .publish_with_headers(subject.to_string(), headers, payload)
-                .await
+        let sent = match headers {
+            None => self.client.publish(subject.to_string(), payload).await,
+            Some(headers) => {
+                self.client
+                    .publish_with_headers(subject.to_string(), headers, payload)
+                    .await
+            }
         };
         sent.map_err(|e| match e.kind() {
             async_nats::client::PublishErrorKind::MaxPayloadExceeded => PublishError::TooLarge {
@@ -403,14 +421,44 @@ impl Bus {
             .to_pattern()
             .map_err(|source| SubscribeError::BadPattern { source })?;
         let plan = pattern.nats_plan();
-        let mut subs = Vec::with_capacity(plan.subjects.len());
+        let mut sources = Vec::with_capacity(plan.subjects.len());
+        let mut lease = Lease::new(&self.fanout);
+        let capacity = self.subscription_capacity;
         for subject in &plan.subjects {
-            subs.push(self.nats_subscribe(subject).await?);
+            let source = match self.fanout.claim(subject, capacity) {
+                Claim::Direct => match self.nats_subscribe(subject).await {
+                    Ok(sub) => {
+                        lease.add_direct(subject);
+                        Source::Direct(sub)
+                    }
+                    Err(e) => {
+                        self.fanout.unclaim_direct(subject);
+                        return Err(e);
+                    }
+                },
+                Claim::Shared(rx, id) => {
+                    lease.add_route(subject, id);
+                    Source::Shared(rx)
+                }
+                Claim::NeedsShared => {
+                    let sub = self.nats_subscribe(subject).await?;
+                    let (rx, id) = self.fanout.share(subject, sub, capacity, &self.stats);
+                    lease.add_route(subject, id);
+                    Source::Shared(rx)
+                }
+            };
+            sources.push(source);
         }
+        let sees_inbox = matches!(
+            pattern.tokens().first(),
+            Some(PatternToken::Star | PatternToken::Hash)
+        );
         Ok(Subscription::new(
             pattern.into_owned(),
             plan.needs_filter,
-            subs,
+            sees_inbox.then(|| Arc::clone(&self.inbox_start)),
+            sources,
+            lease,
             Arc::clone(&self.stats),
             self.dedupe_window,
         ))
@@ -928,8 +976,7 @@ async fn build_options(
                 }
                 async_nats::Event::SlowConsumer(sid) => {
                     // One event per message the client had to drop.
-                    Stats::add(&stats.dropped, 1);
-                    tracing::warn!(sid, "subscription is too slow: a message was dropped");
+                    stats.slow_consumer(&format_args!("subscription {sid}"));
                 }
                 async_nats::Event::ServerError(e) => {
                     if let async_nats::ServerError::Other(text) = &e {

@@ -154,6 +154,8 @@ impl LaunchEnv {
             }
             (None, None) => {}
         }
+        let stream = get(launch::STREAM);
+        nats = nats.stream_ids(stream.is_some());
         let config = match get(launch::CONFIG) {
             Some(json) => serde_json::from_str(&json).map_err(|e| LaunchError::Invalid {
                 name: launch::CONFIG,
@@ -198,7 +200,7 @@ impl LaunchEnv {
             config_file: get(launch::CONFIG_FILE).map(PathBuf::from),
             state_dir: get(launch::STATE_DIR).map(PathBuf::from),
             scratch_dir: get(launch::SCRATCH_DIR).map(PathBuf::from),
-            stream: get(launch::STREAM),
+            stream,
             heartbeat_interval,
             control,
         })

@@ -59,6 +59,7 @@
 mod client;
 mod config;
 mod error;
+mod fanout;
 mod health;
 mod launch;
 mod logging;

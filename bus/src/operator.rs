@@ -240,6 +240,9 @@ impl Context {
     }
 }
 
+/// How a `degraded` health caused by dropped messages begins.
+const SLOW_CONSUMER_REASON: &str = "slow consumer";
+
 /// The heartbeat counter of deliveries dropped with the subscriptions
 /// (shutdown while halted, reload, restart in place).
 pub const DISCARDED: &str = "discarded";
@@ -369,6 +372,9 @@ struct Runtime<O: Operator> {
     config: serde_json::Value,
     started_at: Instant,
     seq: u64,
+    /// `dropped` at the last heartbeat: more since then is a slow consumer
+    /// (reported as `degraded` until a heartbeat interval passes without).
+    dropped_seen: u64,
     /// Set when the operator can no longer work in this process (a failed
     /// in-place restart): [`run`] returns it so the supervisor restarts
     /// the process.
@@ -412,6 +418,7 @@ impl<O: Operator> Runtime<O> {
             },
             started_at: Instant::now(),
             seq: 0,
+            dropped_seen: 0,
             fatal: None,
             state_before_shutdown: None,
         })
@@ -588,6 +595,8 @@ impl<O: Operator> Runtime<O> {
 
     async fn send_heartbeat(&mut self) {
         self.seq += 1;
+        let counters = self.ctx.bus.counters();
+        self.slow_consumer_health(counters.dropped);
         let (health, health_reason) = self.ctx.health.get();
         let hb = Heartbeat {
             id: self.ctx.id.to_string(),
@@ -595,7 +604,7 @@ impl<O: Operator> Runtime<O> {
             seq: self.seq,
             state: self.ctx.state,
             uptime_ms: u64::try_from(self.started_at.elapsed().as_millis()).unwrap_or(u64::MAX),
-            counters: self.ctx.bus.counters(),
+            counters,
             health,
             health_reason,
             timestamp: Timestamp::now(),
@@ -607,6 +616,30 @@ impl<O: Operator> Runtime<O> {
             .await
         {
             tracing::warn!(error = %e, "could not send heartbeat");
+        }
+    }
+
+    /// A slow consumer is never silent: messages dropped since the last
+    /// heartbeat make the operator `degraded` with the reason (unless it
+    /// already reports something else), and a heartbeat interval without
+    /// drops makes it `ok` again.
+    fn slow_consumer_health(&mut self, dropped: u64) {
+        let new = dropped.saturating_sub(self.dropped_seen);
+        self.dropped_seen = dropped;
+        let (health, reason) = self.ctx.health.get();
+        let ours = reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with(SLOW_CONSUMER_REASON));
+        if new > 0 && (health.is_ok() || ours) {
+            self.ctx.health.set(
+                switchboard_proto::Health::Degraded,
+                format!(
+                    "{SLOW_CONSUMER_REASON}: {new} messages dropped since the last heartbeat \
+                     ({dropped} in all); the handler cannot keep up with what it subscribed to"
+                ),
+            );
+        } else if new == 0 && ours {
+            self.ctx.health.ok();
         }
     }
 

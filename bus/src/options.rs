@@ -27,6 +27,7 @@ pub struct BusOptions {
     pub(crate) connect_timeout: Duration,
     pub(crate) max_reconnect_delay: Duration,
     pub(crate) dedupe_window: usize,
+    pub(crate) stream_ids: bool,
 }
 
 impl std::fmt::Debug for BusOptions {
@@ -44,6 +45,7 @@ impl std::fmt::Debug for BusOptions {
             .field("tls_ca", &self.tls_ca)
             .field("require_tls", &self.require_tls)
             .field("publish_buffer", &self.publish_buffer)
+            .field("stream_ids", &self.stream_ids)
             .finish_non_exhaustive()
     }
 }
@@ -69,6 +71,7 @@ impl Default for BusOptions {
             connect_timeout: Duration::from_secs(10),
             max_reconnect_delay: Duration::from_secs(2),
             dedupe_window: 8_192,
+            stream_ids: false,
         }
     }
 }
@@ -182,6 +185,19 @@ impl BusOptions {
     /// duplicates (default 8,192; 0 turns de-duplication off).
     pub fn dedupe_window(mut self, n: usize) -> Self {
         self.dedupe_window = n;
+        self
+    }
+
+    /// Whether the daemon keeps a durable stream (the launch environment
+    /// says so with `SWITCHBOARD_STREAM`): then an envelope published on a
+    /// subject the stream captures ([`crate::stream::STREAM_SUBJECTS`])
+    /// carries its id in the `Nats-Msg-Id` header, so that a republish is
+    /// stored once. Off by default: without a stream no message is stored
+    /// twice, and the header costs both ends a NATS header map per message
+    /// (about 10,000 instructions, two thirds of the bus's own cost;
+    /// docs/benchmarks.md).
+    pub fn stream_ids(mut self, yes: bool) -> Self {
+        self.stream_ids = yes;
         self
     }
 

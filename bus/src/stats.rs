@@ -6,6 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use switchboard_proto::Counters;
 
+/// How long after a slow-consumer warning further drops are only counted.
+const SLOW_LOG_QUIET: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Live counters shared by a [`crate::Bus`] and its subscriptions.
 ///
 /// Relaxed atomics: these are statistics, read now and then by the
@@ -25,6 +28,9 @@ pub struct Stats {
     pub(crate) closing: std::sync::atomic::AtomicBool,
     /// Counters an operator registered with [`Stats::counter`].
     custom: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+    /// Drops are warned about once per burst, not once per message: a slow
+    /// consumer drops thousands at a time.
+    drop_log: Mutex<Option<crate::subscription::BurstLog>>,
 }
 
 /// A named counter of an operator's own (lines sent, reconnects to its
@@ -120,6 +126,24 @@ impl Stats {
     pub(crate) fn reclassify_as_duplicate(&self) {
         self.received.fetch_sub(1, Ordering::Relaxed);
         self.duplicates.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A message was dropped because a subscription's queue was full (the
+    /// handler cannot keep up): counted in `dropped`, warned once per
+    /// burst; the operator runtime reports `degraded` while it goes on
+    /// (see [`crate::operator`]).
+    pub(crate) fn slow_consumer(&self, subject: &dyn std::fmt::Display) {
+        Self::add(&self.dropped, 1);
+        let mut log = self.drop_log.lock().unwrap_or_else(|p| p.into_inner());
+        log.get_or_insert_with(|| crate::subscription::BurstLog::new(SLOW_LOG_QUIET))
+            .record(|suppressed| {
+                tracing::warn!(
+                    subject = %subject,
+                    suppressed,
+                    "slow consumer: a subscription's queue is full and a message was dropped \
+                     (counted in `dropped`); the handler cannot keep up"
+                );
+            });
     }
 
     /// Count a handler that returned an error.

@@ -29,8 +29,9 @@ use crate::client::Bus;
 use crate::error::{kinds, BoxError, PublishError};
 
 /// The NATS header JetStream dedupes on. [`Bus::publish`] sets it to the
-/// envelope's `id`, so a republish within the stream's duplicate window is
-/// stored once.
+/// envelope's `id` when the daemon keeps a stream that captures the
+/// subject ([`crate::BusOptions::stream_ids`]), so a republish within the
+/// stream's duplicate window is stored once.
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 
 /// The stream's name unless `switchboard.toml` says otherwise.
@@ -40,6 +41,14 @@ pub const DEFAULT_STREAM: &str = "SWITCHBOARD";
 /// lines and the orchestrator's lifecycle events. Heartbeats, control and
 /// API traffic are not kept (they are only meaningful live).
 pub const STREAM_SUBJECTS: [&str; 4] = ["chat.>", "send.>", "sb.log.>", "sb.event.>"];
+
+/// Whether the stream captures `subject` (it is under one of
+/// [`STREAM_SUBJECTS`]).
+pub fn captures(subject: &str) -> bool {
+    STREAM_SUBJECTS
+        .iter()
+        .any(|s| subject.starts_with(s.trim_end_matches('>')))
+}
 
 /// The shape of the stream: its name and retention.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -165,3 +165,72 @@ async fn an_operator_answers_a_command_in_the_room_it_came_from() {
     assert!(ack.ok && ack.verb == Some(Verb::Shutdown), "{ack:?}");
     operator.join().expect("no panic").expect("clean shutdown");
 }
+
+/// A handler slower than what it subscribed to: 8 deliveries fit its
+/// queue, the rest are dropped. Never silent: counted in `dropped`, and
+/// the operator reports `degraded` with the reason until a heartbeat
+/// interval passes without drops.
+struct Slow;
+
+impl Operator for Slow {
+    type Config = serde_json::Value;
+
+    async fn start(&mut self, ctx: &mut Context, _config: serde_json::Value) -> HandlerResult {
+        ctx.subscribe("chat.slow.#").await?;
+        Ok(())
+    }
+
+    async fn message(&mut self, _ctx: &mut Context, _d: Delivery) -> HandlerResult {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_is_counted_and_degraded_then_ok_again() {
+    let server = NatsServer::start().expect("nats-server");
+    let bus = Bus::connect(&BusOptions::new(&server.url()), "t")
+        .await
+        .unwrap();
+    let mut ready = bus.subscribe_raw("sb.op.slow.ready").await.unwrap();
+    let mut heartbeats = bus.subscribe_raw("sb.op.slow.heartbeat").await.unwrap();
+    bus.sync().await.unwrap();
+    let mut env = launch_env("slow", &server.url());
+    env.nats = env.nats.subscription_capacity(8);
+    let operator = spawn(Slow, env);
+    tokio::time::timeout(WAIT, ready.next())
+        .await
+        .expect("ready")
+        .unwrap();
+    for i in 0..200 {
+        let env = Envelope::new("t", json!({ "n": i }));
+        bus.publish("chat.slow.x", &env).await.unwrap();
+    }
+    bus.flush().await.unwrap();
+    let mut saw_degraded = false;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let beat = tokio::time::timeout(WAIT, heartbeats.next())
+            .await
+            .expect("heartbeats")
+            .unwrap();
+        let beat: serde_json::Value = serde_json::from_slice(&beat.payload).unwrap();
+        if beat["health"] == "degraded" {
+            let reason = beat["health_reason"].as_str().unwrap_or_default();
+            assert!(reason.starts_with("slow consumer: "), "{beat}");
+            assert!(beat["counters"]["dropped"].as_u64() > Some(0), "{beat}");
+            saw_degraded = true;
+        } else if saw_degraded {
+            // Ok again once the drops stopped (health left out when ok).
+            assert!(beat.get("health").is_none(), "{beat}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{beat}");
+    }
+    let ack: ControlAck = bus
+        .request_json("sb.ctl.slow", &json!({"verb": "shutdown"}), WAIT)
+        .await
+        .unwrap();
+    assert!(ack.ok, "{ack:?}");
+    operator.join().expect("no panic").expect("clean shutdown");
+}

@@ -166,3 +166,63 @@ async fn publishes_waiting_for_a_reconnect_are_pending_not_published() {
     }
     assert_eq!(bus.counters().published, 15);
 }
+
+/// Two subscriptions to one pattern share the client's NATS subscription
+/// (the second through the fan-out); a full queue on either drops messages
+/// and counts them, never cuts the connection, and both go on once read;
+/// dropping them gives the NATS subjects back (a new one still works).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscription_drops_and_counts_and_goes_on() {
+    let server = NatsServer::start().expect("nats-server");
+    let url = server.url();
+    let publisher = Bus::connect(&BusOptions::new(&url), "pub").await.unwrap();
+    let listener = Bus::connect(&BusOptions::new(&url).subscription_capacity(8), "sub")
+        .await
+        .unwrap();
+    let pattern = Pattern::parse("chat.slow.*").unwrap();
+    let mut direct = listener.subscribe(&pattern).await.unwrap();
+    let mut shared = listener.subscribe(&pattern).await.unwrap();
+    listener.sync().await.unwrap();
+    for i in 0..100 {
+        let env = Envelope::new("pub", serde_json::json!({ "n": i }));
+        publisher.publish("chat.slow.x", &env).await.unwrap();
+    }
+    publisher.sync().await.unwrap();
+    listener.sync().await.unwrap();
+    // Each queue kept its first 8; the rest were dropped.
+    for sub in [&mut direct, &mut shared] {
+        for i in 0..8 {
+            let d = next(sub).await;
+            assert_eq!(d.body_json(), format!("{{\"n\":{i}}}"));
+        }
+    }
+    // The shared copies are counted exactly; async-nats reports the direct
+    // ones through a bounded event queue (some may go uncounted).
+    let stats = listener.stats().snapshot();
+    assert!(stats.dropped >= 92, "{stats:?}");
+    assert_eq!((stats.reconnects, stats.extra["disconnects"]), (0, 0));
+
+    // Read again, both get the next message.
+    let after = Envelope::new("pub", serde_json::json!({ "n": "after" }));
+    publisher.publish("chat.slow.y", &after).await.unwrap();
+    assert_eq!(next(&mut direct).await.id(), after.id());
+    assert_eq!(next(&mut shared).await.id(), after.id());
+
+    // Given back: a new pair on the same pattern works as the first did.
+    drop((direct, shared));
+    let mut again = listener.subscribe(&pattern).await.unwrap();
+    let mut again2 = listener.subscribe(&pattern).await.unwrap();
+    listener.sync().await.unwrap();
+    let last = Envelope::new("pub", serde_json::json!({ "n": "last" }));
+    publisher.publish("chat.slow.z", &last).await.unwrap();
+    assert_eq!(next(&mut again).await.id(), last.id());
+    assert_eq!(next(&mut again2).await.id(), last.id());
+}
+
+/// The next delivery within 5 s.
+async fn next(sub: &mut switchboard_bus::Subscription) -> switchboard_bus::Delivery {
+    tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("a delivery")
+        .expect("open")
+}

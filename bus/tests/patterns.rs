@@ -141,3 +141,129 @@ async fn overlapping_subscriptions_on_one_stream_are_deduplicated() {
     assert_eq!(second.envelope(), &other, "the duplicate must be skipped");
     assert_eq!(listener.stats().snapshot().duplicates, 1);
 }
+
+/// A pattern of 1 to 5 tokens over `a b c`, `*` and `#` (literals, `*`,
+/// leading, middle and trailing `#`).
+fn random_pattern(rng: &mut Lcg) -> Pattern {
+    loop {
+        let len = 1 + (rng.next() as usize % 5);
+        let tokens: Vec<&str> = (0..len)
+            .map(|_| rng.pick(&["a", "b", "c", "*", "#"]))
+            .collect();
+        // Adjacent `#` collapse into one; keep the text as written.
+        if let Ok(p) = Pattern::parse(&tokens.join(".")) {
+            return p;
+        }
+    }
+}
+
+/// What a bridge or a logger sees after a reconnect: one subscriber with
+/// 400 varied patterns, one publisher sending a burst of 3,000 envelopes
+/// on keys of 1 to 5 tokens. Every (pattern, envelope) pair that
+/// `Pattern::matches` says should meet arrives exactly once, and the
+/// subscriber is never cut off by the server as a slow consumer (issue
+/// 21: it lost about half, `reconnects: 1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_over_400_patterns_arrives_exactly_once() {
+    const PATTERNS: usize = 400;
+    const ENVELOPES: usize = 3_000;
+    let server = NatsServer::start().expect("nats-server");
+    let opts = BusOptions::new(&server.url());
+    let publisher = Bus::connect(&opts, "pub").await.unwrap();
+    let listener = Bus::connect(&opts, "sub").await.unwrap();
+
+    let mut rng = Lcg(0xb0b5);
+    let patterns: Vec<Pattern> = (0..PATTERNS).map(|_| random_pattern(&mut rng)).collect();
+    let keys: Vec<String> = (0..ENVELOPES)
+        .map(|_| {
+            let len = 1 + (rng.next() as usize % 5);
+            (0..len)
+                .map(|_| rng.pick(&["a", "b", "c"]))
+                .collect::<Vec<_>>()
+                .join(".")
+        })
+        .collect();
+    let expected: Vec<usize> = patterns
+        .iter()
+        .map(|p| keys.iter().filter(|k| p.matches(k)).count())
+        .collect();
+    let total: usize = expected.iter().sum();
+    assert!(total > 150_000, "the burst should be large: {total}");
+
+    let mut tasks = Vec::new();
+    for (pattern, want) in patterns.iter().zip(&expected) {
+        let mut sub = listener.subscribe(pattern).await.unwrap();
+        let (pattern, want) = (pattern.clone(), *want);
+        tasks.push(tokio::spawn(async move {
+            let mut got: HashMap<String, (String, u32)> = HashMap::with_capacity(want);
+            let mut n = 0;
+            // Until every expected delivery came, then a short wait for
+            // anything extra (a repeat, a stray subject).
+            loop {
+                let wait = if n < want { 30 } else { 0 };
+                let next = tokio::time::timeout(
+                    Duration::from_millis(300) + Duration::from_secs(wait),
+                    sub.next(),
+                )
+                .await;
+                let Ok(Some(d)) = next else { break };
+                n += 1;
+                let id = d.id().unwrap_or_default().to_string();
+                got.entry(id).or_insert((d.subject.clone(), 0)).1 += 1;
+            }
+            (pattern, want, n, got)
+        }));
+    }
+    listener.sync().await.unwrap();
+
+    let mut ids: HashMap<String, String> = HashMap::with_capacity(ENVELOPES);
+    for key in &keys {
+        // A chat line of a few hundred bytes, as a bridge relays them.
+        let text = format!("{key} {}", "burst ".repeat(60));
+        let env = Envelope::new("pub", serde_json::json!({"text": text, "key": key}));
+        ids.insert(env.id().unwrap().to_string(), key.clone());
+        publisher.publish(key, &env).await.unwrap();
+    }
+    publisher.flush().await.unwrap();
+
+    let mut delivered = 0;
+    let mut problems = Vec::new();
+    for task in tasks {
+        let (pattern, want, n, got) = task.await.unwrap();
+        delivered += n;
+        let mut wrong = 0;
+        for (id, (subject, count)) in &got {
+            let sent_on = ids.get(id);
+            if *count != 1 || sent_on != Some(subject) || !pattern.matches(subject) {
+                wrong += 1;
+            }
+        }
+        if n != want || got.len() != want || wrong > 0 {
+            problems.push(format!(
+                "{pattern}: {n} deliveries of {} envelopes, expected {want}, {wrong} wrong",
+                got.len()
+            ));
+        }
+    }
+    let stats = listener.stats().snapshot();
+    if !problems.is_empty() {
+        eprintln!("server log:\n{}", server.log());
+    }
+    assert!(
+        problems.is_empty(),
+        "{delivered} of {total} deliveries; {} patterns wrong, e.g. {:?}; counters {stats:?}",
+        problems.len(),
+        &problems[..problems.len().min(5)]
+    );
+    assert_eq!(delivered, total);
+    assert_eq!(
+        (
+            stats.reconnects,
+            stats.dropped,
+            stats.malformed,
+            stats.duplicates
+        ),
+        (0, 0, 0, 0),
+        "{stats:?}"
+    );
+}

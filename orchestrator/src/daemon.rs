@@ -95,7 +95,9 @@ impl RuntimeInfo {
         if let Some(ca) = &self.tls_ca {
             o = o.tls_ca(ca.clone());
         }
-        o
+        // `switchboard replay` republishes stored envelopes: with the id
+        // header, the stream keeps them once.
+        o.stream_ids(self.stream.is_some())
     }
 }
 
