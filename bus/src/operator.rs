@@ -368,6 +368,8 @@ struct Runtime<O: Operator> {
     config: serde_json::Value,
     started_at: Instant,
     seq: u64,
+    /// Refuses envelopes whose `source` is not their subject's owner.
+    gate: crate::authentic::Gate,
     /// Set when the operator can no longer work in this process (a failed
     /// in-place restart): [`run`] returns it so the supervisor restarts
     /// the process.
@@ -392,7 +394,9 @@ enum Wake {
 impl<O: Operator> Runtime<O> {
     async fn new(op: O, launch: LaunchEnv) -> Result<Self, RunError> {
         let bus = Bus::connect(&launch.nats, launch.id.as_str()).await?;
+        let gate = crate::authentic::Gate::new(bus.stats());
         Ok(Runtime {
+            gate,
             op,
             config: launch.config.clone(),
             ctx: Context {
@@ -516,6 +520,9 @@ impl<O: Operator> Runtime<O> {
     }
 
     async fn deliver(&mut self, d: Delivery) {
+        if !self.gate.admit(&d.subject, d.source()) {
+            return;
+        }
         if self.ctx.inbox.len() > 1 {
             if let Some(id) = d.id() {
                 if !self.ctx.dedupe.first_time(id) {

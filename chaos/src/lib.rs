@@ -265,7 +265,8 @@ impl Traffic {
     ///
     /// When the subscription to answers fails.
     pub async fn start(bus: &Bus, every: Duration) -> anyhow::Result<Traffic> {
-        let room = ChatAddress::new("chaos", "x", "room");
+        // Instance `chaos`, this client's source: authentic events.
+        let room = ChatAddress::new("chaos", "chaos", "room");
         let mut answers = bus.subscribe(&Pattern::parse("send.chaos.#")?).await?;
         bus.sync().await?;
         let sent: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::io::Write as _;
 
 use anyhow::{bail, Context as _};
-use switchboard_bus::stream::{StartAt, StreamError, StreamErrorKind};
+use switchboard_bus::stream::{OperatorStreams, StartAt, StreamError, StreamErrorKind};
 use switchboard_bus::{Bus, Envelope, Pattern};
 use switchboard_proto::api::{LogLine, OperatorEvent};
 use switchboard_proto::{event_subject, log_wildcard, OperatorId, Timestamp};
@@ -83,7 +83,15 @@ pub async fn logs(
 ) -> anyhow::Result<bool> {
     let filters = vec![log_wildcard(id), event_subject(id)];
     let start = since.map_or(StartAt::First, StartAt::Time);
-    let mut reader = match bus.read_stored(stream, &filters, start, follow).await {
+    // The operator's own stream first: nobody else's flood evicts it
+    // (`switchboard_bus::stream::OperatorStreams`); the shared one when it
+    // has none (turned off, or the daemon could not reserve its space).
+    let own = OperatorStreams::name(stream, id.as_str());
+    let read = match bus.read_stored(&own, &filters, start, follow).await {
+        Err(e) if no_stream(&e) => bus.read_stored(stream, &filters, start, follow).await,
+        other => other,
+    };
+    let mut reader = match read {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(true),
         Err(e) if no_stream(&e) => return Ok(false),
@@ -113,6 +121,21 @@ pub async fn logs(
     Ok(true)
 }
 
+/// The operator stream that holds everything `pattern` matches, when it
+/// names one chat instance (`chat.<protocol or *>.<id>.…`): that
+/// operator's own stream ([`OperatorStreams`]).
+fn own_stream(main: &str, pattern: &Pattern) -> Option<String> {
+    use switchboard_proto::PatternToken as T;
+    match pattern.tokens() {
+        [T::Literal(root), T::Literal(_) | T::Star, T::Literal(instance), ..]
+            if root == "chat" && OperatorId::is_valid(instance) =>
+        {
+            Some(OperatorStreams::name(main, instance))
+        }
+        _ => None,
+    }
+}
+
 /// What `replay` does with each stored envelope.
 #[derive(Debug, Clone)]
 pub enum ReplayTo {
@@ -136,10 +159,26 @@ pub async fn replay(
     to: &ReplayTo,
 ) -> anyhow::Result<u64> {
     let plan = pattern.nats_plan();
-    let mut reader = match bus
-        .read_stored(stream, &plan.subjects, StartAt::Time(since), false)
-        .await
-    {
+    // One operator's chat (`chat.<protocol>.<id>.…`): its own stream
+    // first, which holds all of it and which no other operator's flood
+    // evicts; the shared stream otherwise.
+    let read = match own_stream(stream, pattern) {
+        Some(own) => match bus
+            .read_stored(&own, &plan.subjects, StartAt::Time(since), false)
+            .await
+        {
+            Err(e) if no_stream(&e) => {
+                bus.read_stored(stream, &plan.subjects, StartAt::Time(since), false)
+                    .await
+            }
+            other => other,
+        },
+        None => {
+            bus.read_stored(stream, &plan.subjects, StartAt::Time(since), false)
+                .await
+        }
+    };
+    let mut reader = match read {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(0),
         Err(e) if no_stream(&e) => bail!(
@@ -179,4 +218,25 @@ pub async fn replay(
     }
     bus.flush().await?;
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_operators_chat_is_read_from_its_own_stream() {
+        let own = |p: &str| own_stream("SB", &Pattern::parse(p).expect("pattern"));
+        assert_eq!(own("chat.irc.bot.#").as_deref(), Some("SB_bot"));
+        assert_eq!(own("chat.*.bot.*.message").as_deref(), Some("SB_bot"));
+        for shared in [
+            "chat.#",
+            "chat.irc.*.#",
+            "chat.#.bot.#",
+            "send.irc.bot.#",
+            "chat.irc.=23x.#",
+        ] {
+            assert_eq!(own(shared), None, "{shared}");
+        }
+    }
 }

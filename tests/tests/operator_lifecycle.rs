@@ -62,7 +62,8 @@ impl Harness {
             private: false,
             extra: Default::default(),
         };
-        let env = Envelope::new("test", serde_json::to_value(body).unwrap())
+        // As the room's protocol operator: authentic (its instance).
+        let env = Envelope::new(room.instance.as_str(), serde_json::to_value(body).unwrap())
             .with_header(headers::ROOM, room.room.clone());
         self.bus
             .publish(&room.event_subject(kinds::MESSAGE), &env)
@@ -462,7 +463,7 @@ async fn a_halted_operator_holds_a_bounded_amount_and_counts_what_it_sheds() {
     let sent = 100;
     for i in 0..sent {
         let env = Envelope::new(
-            "test",
+            lobby().instance.as_str(),
             json!({"text": "!ping", "sender": "alice", "room": lobby().room, "pad": pad, "n": i}),
         );
         h.bus.publish(&subject, &env).await.unwrap();
