@@ -34,7 +34,7 @@ fn sb(d: &Daemon, args: &[&str]) -> std::process::Output {
 /// `subscribe` key, as a careless administrator would install it.
 fn flooder(id: &str, config: Value) -> (String, String) {
     let mut toml = format!(
-        "id = \"{id}\"\ncommand = \"{}\"\nheartbeat_interval = \"100ms\"\nmissed_heartbeats = 50\n[config]\n",
+        "id = \"{id}\"\ncommand = \"{}\"\nheartbeat_interval = \"500ms\"\nmissed_heartbeats = 40\n[config]\n",
         switchboard_testkit::bin_path("switchboard-flooder").display()
     );
     for (k, v) in config.as_object().expect("an object") {
@@ -250,8 +250,13 @@ async fn stored(bus: &Bus, stream: &str, filter: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_evicts_only_the_flooders_history() {
     // A small shared stream, so that the flood below overflows it.
+    // The ping bot listens only to the test's own room, not to the flood.
+    let pingbot = format!(
+        "{}[config]\nlisten = [\"chat.t.test.#\"]\n",
+        pingbot_manifest("pingbot")
+    );
     let d = Daemon::start_with(
-        &[("pingbot.toml", pingbot_manifest("pingbot"))],
+        &[("pingbot.toml", pingbot)],
         &[],
         "[stream]\nmax_bytes = \"24MiB\"\noperator_max_bytes = \"4MiB\"\n",
     )
