@@ -376,7 +376,8 @@ mod tests {
         };
         let mut admitted = |subject_net: &str, room: &str, sender: &str, at: Instant| {
             let env = said(room, sender);
-            let subject = format!("chat.irc.{subject_net}.r.message");
+            let subject = switchboard_proto::ChatAddress::new("irc", subject_net, room)
+                .event_subject("message");
             let chat = ChatEvent::parse(&subject, &env).expect("chat");
             limiter.admit(&chat, at)
         };
