@@ -479,6 +479,7 @@ pub struct Reader {
     messages: consumer::pull::Ordered,
     follow: bool,
     done: bool,
+    backlog: u64,
 }
 
 impl std::fmt::Debug for Reader {
@@ -490,13 +491,37 @@ impl std::fmt::Debug for Reader {
 }
 
 impl Reader {
+    /// How long a read that is not following waits for the next stored
+    /// message before it takes the rest as evicted.
+    pub const STALL: Duration = Duration::from_secs(2);
+
+    /// How many stored messages there were to read when it was made (so a
+    /// following reader with none does not wait for a live one to peek).
+    pub fn backlog(&self) -> u64 {
+        self.backlog
+    }
+
     /// The next message; `None` once the stored messages are all read
-    /// (unless following).
+    /// (unless following). A read that is not following also ends when no
+    /// message comes for [`Reader::STALL`]: the messages it counted on
+    /// were evicted while it read (a full stream still filling), and
+    /// waiting for them would wait forever.
     pub async fn next(&mut self) -> Option<Result<Stored, StreamError>> {
         if self.done {
             return None;
         }
-        let m = match self.messages.next().await? {
+        let next = if self.follow {
+            self.messages.next().await
+        } else {
+            match tokio::time::timeout(Self::STALL, self.messages.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    self.done = true;
+                    return None;
+                }
+            }
+        };
+        let m = match next? {
             Ok(m) => m,
             Err(e) => {
                 return Some(Err(StreamError::Read {
@@ -730,6 +755,7 @@ impl Bus {
             messages,
             follow,
             done: false,
+            backlog: pending,
         }))
     }
 }

@@ -10,7 +10,9 @@ use std::collections::VecDeque;
 use std::io::Write as _;
 
 use anyhow::{bail, Context as _};
-use switchboard_bus::stream::{OperatorStreams, StartAt, StreamError, StreamErrorKind};
+use switchboard_bus::stream::{
+    OperatorStreams, Reader, StartAt, Stored, StreamError, StreamErrorKind,
+};
 use switchboard_bus::{Bus, Envelope, Pattern};
 use switchboard_proto::api::{LogLine, OperatorEvent};
 use switchboard_proto::{event_subject, log_wildcard, OperatorId, Timestamp};
@@ -83,15 +85,8 @@ pub async fn logs(
 ) -> anyhow::Result<bool> {
     let filters = vec![log_wildcard(id), event_subject(id)];
     let start = since.map_or(StartAt::First, StartAt::Time);
-    // The operator's own stream first: nobody else's flood evicts it
-    // (`switchboard_bus::stream::OperatorStreams`); the shared one when it
-    // has none (turned off, or the daemon could not reserve its space).
     let own = OperatorStreams::name(stream, id.as_str());
-    let read = match bus.read_stored(&own, &filters, start, follow).await {
-        Err(e) if no_stream(&e) => bus.read_stored(stream, &filters, start, follow).await,
-        other => other,
-    };
-    let mut reader = match read {
+    let mut reader = match Merged::open(bus, stream, Some(&own), &filters, start, follow).await {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(true),
         Err(e) if no_stream(&e) => return Ok(false),
@@ -136,6 +131,86 @@ fn own_stream(main: &str, pattern: &Pattern) -> Option<String> {
     }
 }
 
+/// One reading of the history: what an operator's own stream kept from
+/// before the shared stream's oldest message (which a flood by someone
+/// else evicted there), then the shared stream, which is never behind
+/// (the own stream is a copy, a few milliseconds late).
+struct Merged {
+    before: VecDeque<Stored>,
+    peeked: Option<Stored>,
+    shared: Option<Reader>,
+}
+
+impl Merged {
+    /// `Ok(None)` when neither stream has anything on `filters`. The own
+    /// stream's messages (a copy, so the same payloads) are kept up to the
+    /// copy of the shared stream's oldest one; when the own stream no
+    /// longer has that copy (its own quota evicted it), those stored
+    /// before it.
+    async fn open(
+        bus: &Bus,
+        shared: &str,
+        own: Option<&str>,
+        filters: &[String],
+        start: StartAt,
+        follow: bool,
+    ) -> Result<Option<Merged>, StreamError> {
+        let mut shared_reader = bus.read_stored(shared, filters, start, follow).await?;
+        let peeked = match shared_reader.as_mut() {
+            Some(r) if r.backlog() > 0 => r.next().await.transpose()?,
+            _ => None,
+        };
+        let mut copies = Vec::new();
+        if let Some(own) = own {
+            match bus.read_stored(own, filters, start, false).await {
+                Ok(Some(mut r)) => {
+                    while let Some(m) = r.next().await {
+                        copies.push(m?);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) if no_stream(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut before: VecDeque<Stored> = match &peeked {
+            // The shared stream has none left: all of them.
+            None => copies.into(),
+            Some(first) => match copies.iter().position(|m| m.payload == first.payload) {
+                Some(k) => copies.into_iter().take(k).collect(),
+                None => copies
+                    .into_iter()
+                    .filter(|m| m.stored_at < first.stored_at)
+                    .collect(),
+            },
+        };
+        if shared_reader.is_none() && before.is_empty() {
+            return Ok(None);
+        }
+        // `pending` says where the backlog ends: after the last copy
+        // unless the shared stream has a backlog of its own.
+        let n = before.len();
+        for (i, m) in before.iter_mut().enumerate() {
+            m.pending = u64::from(i + 1 < n || peeked.is_some());
+        }
+        Ok(Some(Merged {
+            before,
+            peeked,
+            shared: shared_reader,
+        }))
+    }
+
+    async fn next(&mut self) -> Option<Result<Stored, StreamError>> {
+        if let Some(m) = self.before.pop_front() {
+            return Some(Ok(m));
+        }
+        if let Some(m) = self.peeked.take() {
+            return Some(Ok(m));
+        }
+        self.shared.as_mut()?.next().await
+    }
+}
+
 /// What `replay` does with each stored envelope.
 #[derive(Debug, Clone)]
 pub enum ReplayTo {
@@ -159,26 +234,19 @@ pub async fn replay(
     to: &ReplayTo,
 ) -> anyhow::Result<u64> {
     let plan = pattern.nats_plan();
-    // One operator's chat (`chat.<protocol>.<id>.…`): its own stream
-    // first, which holds all of it and which no other operator's flood
-    // evicts; the shared stream otherwise.
-    let read = match own_stream(stream, pattern) {
-        Some(own) => match bus
-            .read_stored(&own, &plan.subjects, StartAt::Time(since), false)
-            .await
-        {
-            Err(e) if no_stream(&e) => {
-                bus.read_stored(stream, &plan.subjects, StartAt::Time(since), false)
-                    .await
-            }
-            other => other,
-        },
-        None => {
-            bus.read_stored(stream, &plan.subjects, StartAt::Time(since), false)
-                .await
-        }
-    };
-    let mut reader = match read {
+    // One operator's chat (`chat.<protocol>.<id>.…`) is all in its own
+    // stream too, where no other operator's flood evicts it.
+    let own = own_stream(stream, pattern);
+    let mut reader = match Merged::open(
+        bus,
+        stream,
+        own.as_deref(),
+        &plan.subjects,
+        StartAt::Time(since),
+        false,
+    )
+    .await
+    {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(0),
         Err(e) if no_stream(&e) => bail!(
