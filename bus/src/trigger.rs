@@ -85,10 +85,10 @@ kinds! {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnswerLimits {
-    /// Per sender: default 3 at once, then one every 5 s.
+    /// Per sender: default 5 at once, then one every 2 s.
     #[serde(deserialize_with = "limit_or_off")]
     pub sender: Option<RateLimit>,
-    /// Per room: default 5 at once, then one per second.
+    /// Per room: default 10 at once, then 2 a second.
     #[serde(deserialize_with = "limit_or_off")]
     pub room: Option<RateLimit>,
     /// Per network (instance): default 20 at once, then 5 per second.
@@ -100,12 +100,12 @@ impl Default for AnswerLimits {
     fn default() -> Self {
         AnswerLimits {
             sender: Some(RateLimit {
-                burst: 3,
-                per_second: 0.2,
+                burst: 5,
+                per_second: 0.5,
             }),
             room: Some(RateLimit {
-                burst: 5,
-                per_second: 1.0,
+                burst: 10,
+                per_second: 2.0,
             }),
             network: Some(RateLimit {
                 burst: 20,
@@ -283,7 +283,7 @@ impl Triggers {
 /// [config]
 /// listen = ["chat.irc.#.message"]
 /// [config.rate]
-/// sender = { burst = 3, per_second = 0.2 }
+/// sender = { burst = 5, per_second = 0.5 }
 /// room = "off"
 /// ```
 #[derive(Debug, Default, Deserialize)]
@@ -381,20 +381,20 @@ mod tests {
             let chat = ChatEvent::parse(&subject, &env).expect("chat");
             limiter.admit(&chat, at)
         };
-        // One sender: its burst of 3.
+        // One sender: its burst of 5.
         let n = (0..10).filter(|_| admitted("a", "#r", "ann", t0)).count();
-        assert_eq!(n, 3);
-        // Others in the same room: the room's burst of 5 in all.
+        assert_eq!(n, 5);
+        // Others in the same room: the room's burst of 10 in all.
         let n = (0..10)
             .filter(|i| admitted("a", "#r", &format!("u{i}"), t0))
             .count();
-        assert_eq!(n, 2);
+        assert_eq!(n, 5);
         // New senders in new rooms: the network's burst of 20 in all.
         let n = (0..100)
             .filter(|i| admitted("a", &format!("#r{i}"), &format!("v{i}"), t0))
             .count();
-        assert_eq!(n, 15);
-        assert_eq!(dropped.get(), 7 + 8 + 85);
+        assert_eq!(n, 10);
+        assert_eq!(dropped.get(), 5 + 5 + 90);
         // Another network is not starved.
         assert!(admitted("b", "#r", "ann", t0));
         // 5 per second on the network afterwards (each in a fresh room).
