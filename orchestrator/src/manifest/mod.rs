@@ -625,6 +625,25 @@ mod tests {
     }
 
     #[test]
+    fn grant_notes_name_chat_grants_beyond_the_own_instance() {
+        let mut m = demo();
+        assert!(
+            m.grant_notes().is_empty(),
+            "the defaults keep to its own instance"
+        );
+        assert_eq!(m.publish, ["chat.*.{id}.#", "send.#"]);
+        m.publish = vec!["chat.#".into(), "chat.irc.demo.#".into()];
+        m.subscribe = vec!["chat.#.message".into()];
+        let notes = m.grant_notes();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].contains("enforced as `chat.#`"), "{notes:?}");
+        assert!(
+            notes[1].contains("`chat.#`") && notes[1].contains("every"),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
     fn env_names() {
         for ok in ["A", "_", "PATH", "a_1", "_X9"] {
             assert!(is_valid_env_name(ok), "{ok}");
