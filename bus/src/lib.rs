@@ -10,7 +10,10 @@
 //!   heartbeats, control verbs with acks, signals, clean shutdown.
 //! - [`Delivery::chat`] (who said what, where) and [`Context::reply`] (answer
 //!   in the same room): a command bot in a few lines.
-//! - [`Triggers`]: regex rules on chat text that answer in the room.
+//! - [`Triggers`]: regex rules on chat text that answer in the room,
+//!   rate-limited per room, sender and network.
+//! - [`authentic`]: whether an envelope's `source` owns its subject; the
+//!   runtime drops forged ones before the handler.
 //!
 //! Every error type has a `kind()` and keeps its cause as `source()`.
 //!
@@ -56,6 +59,7 @@
 //! }
 //! ```
 
+pub mod authentic;
 mod client;
 mod config;
 mod error;
@@ -65,6 +69,7 @@ mod launch;
 mod logging;
 mod operator;
 mod options;
+mod ratelimit;
 mod stats;
 pub mod stream;
 mod subscription;
@@ -83,9 +88,13 @@ pub use operator::{
     run, run_with, Context, HandlerError, HandlerResult, Operator, RunError, RunErrorKind,
 };
 pub use options::BusOptions;
+pub use ratelimit::RateLimit;
 pub use stats::{Counter, Stats};
 pub use subscription::{Delivery, RawMessage, RawSubscription, Subscription};
-pub use trigger::{ChatTrigger, TriggerError, TriggerErrorKind, Triggers, TriggersConfig};
+pub use trigger::{
+    AnswerLimits, ChatTrigger, TriggerError, TriggerErrorKind, Triggers, TriggersConfig,
+    RATE_LIMITED_COUNTER,
+};
 
 /// The contract crate, re-exported so operators need one dependency.
 pub use switchboard_proto as proto;

@@ -375,6 +375,8 @@ struct Runtime<O: Operator> {
     /// `dropped` at the last heartbeat: more since then is a slow consumer
     /// (reported as `degraded` until a heartbeat interval passes without).
     dropped_seen: u64,
+    /// Refuses envelopes whose `source` is not their subject's owner.
+    gate: crate::authentic::Gate,
     /// Set when the operator can no longer work in this process (a failed
     /// in-place restart): [`run`] returns it so the supervisor restarts
     /// the process.
@@ -400,7 +402,9 @@ enum Wake {
 impl<O: Operator> Runtime<O> {
     async fn new(op: O, launch: LaunchEnv) -> Result<Self, RunError> {
         let bus = Bus::connect(&launch.nats, launch.id.as_str()).await?;
+        let gate = crate::authentic::Gate::new(bus.stats());
         Ok(Runtime {
+            gate,
             op,
             config: launch.config.clone(),
             ctx: Context {
@@ -558,6 +562,9 @@ impl<O: Operator> Runtime<O> {
     }
 
     async fn deliver(&mut self, d: Delivery) {
+        if !self.gate.admit(&d.subject, d.source()) {
+            return;
+        }
         if self.ctx.inbox.len() > 1 {
             if let Some(id) = d.id() {
                 if !self.ctx.dedupe.first_time(id) {

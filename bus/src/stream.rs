@@ -50,6 +50,12 @@ pub fn captures(subject: &str) -> bool {
         .any(|s| subject.starts_with(s.trim_end_matches('>')))
 }
 
+/// What an operator's own stream keeps (see [`OperatorStreams`]): the
+/// subjects only it (or the daemon, about it) publishes: chat events of
+/// its instance, its output lines, its lifecycle events. `{id}` is the
+/// operator's id.
+pub const OPERATOR_SUBJECTS: [&str; 3] = ["chat.*.{id}.>", "sb.log.{id}.>", "sb.event.{id}"];
+
 /// The shape of the stream: its name and retention.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamSpec {
@@ -62,22 +68,99 @@ pub struct StreamSpec {
     /// A message whose `Nats-Msg-Id` was seen within this window is
     /// acknowledged but not stored again.
     pub duplicate_window: Duration,
+    /// The largest message kept (0: up to the server's `max_payload`).
+    /// Larger ones are still delivered live, only not stored, so nobody
+    /// fills the stream with a few huge messages.
+    pub max_message_bytes: u32,
+}
+
+/// Each operator's own stream: a copy of its subjects
+/// ([`OPERATOR_SUBJECTS`]) sourced from the main stream, with a quota of
+/// its own.
+///
+/// Why: the main stream evicts its oldest messages when full, whoever
+/// sent them, so one operator flooding its own subjects (a few seconds of
+/// large messages) would empty everyone's history. JetStream has no
+/// per-publisher byte limit inside one stream (`max_msgs_per_subject`
+/// counts per subject, and a flooder can use as many subjects as it
+/// likes), and streams may not capture overlapping subjects, so each
+/// operator's subjects are copied out of the main stream into a stream of
+/// its own (a JetStream *source*: the server copies, filtered, within
+/// milliseconds). A flood then evicts only the flooder's copies, and what
+/// reads one operator's history (`switchboard logs`) reads its own
+/// stream. The main stream stays whole for the readers of everything (the
+/// logger, `replay`); its space is reserved per operator on the server, so
+/// a full main stream never takes it away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorStreams {
+    /// Each operator's stream keeps at most this many bytes (reserved on
+    /// the server).
+    pub max_bytes: u64,
+}
+
+impl OperatorStreams {
+    /// The name of operator `id`'s stream next to main stream `main`.
+    pub fn name(main: &str, id: &str) -> String {
+        format!("{main}_{id}")
+    }
+
+    /// The subjects of operator `id` its stream keeps.
+    pub fn subjects(id: &str) -> Vec<String> {
+        OPERATOR_SUBJECTS
+            .iter()
+            .map(|s| s.replace("{id}", id))
+            .collect()
+    }
+
+    fn config(&self, main: &StreamSpec, id: &str) -> stream::Config {
+        stream::Config {
+            name: Self::name(&main.name, id),
+            description: Some(format!(
+                "Switchboard: what operator {id} published and its output, copied from {}",
+                main.name
+            )),
+            sources: Some(
+                Self::subjects(id)
+                    .into_iter()
+                    .map(|filter| stream::Source {
+                        name: main.name.clone(),
+                        filter_subject: Some(filter),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            max_bytes: i64::try_from(self.max_bytes).unwrap_or(i64::MAX),
+            ..main.limits()
+        }
+    }
 }
 
 impl StreamSpec {
-    fn config(&self) -> stream::Config {
+    /// Retention and limits, shared by the main stream and the operators'.
+    fn limits(&self) -> stream::Config {
         stream::Config {
-            name: self.name.clone(),
-            description: Some("Switchboard: chat, send requests, operator logs and events".into()),
-            subjects: STREAM_SUBJECTS.iter().map(|s| s.to_string()).collect(),
             retention: stream::RetentionPolicy::Limits,
             discard: stream::DiscardPolicy::Old,
             storage: stream::StorageType::File,
             max_age: self.max_age,
             max_bytes: i64::try_from(self.max_bytes).unwrap_or(i64::MAX),
+            max_message_size: if self.max_message_bytes == 0 {
+                -1
+            } else {
+                i32::try_from(self.max_message_bytes).unwrap_or(i32::MAX)
+            },
             duplicate_window: self.duplicate_window,
             num_replicas: 1,
             ..Default::default()
+        }
+    }
+
+    fn config(&self) -> stream::Config {
+        stream::Config {
+            name: self.name.clone(),
+            description: Some("Switchboard: chat, send requests, operator logs and events".into()),
+            subjects: STREAM_SUBJECTS.iter().map(|s| s.to_string()).collect(),
+            ..self.limits()
         }
     }
 }
@@ -405,6 +488,7 @@ pub struct Reader {
     messages: consumer::pull::Ordered,
     follow: bool,
     done: bool,
+    backlog: u64,
 }
 
 impl std::fmt::Debug for Reader {
@@ -416,13 +500,37 @@ impl std::fmt::Debug for Reader {
 }
 
 impl Reader {
+    /// How long a read that is not following waits for the next stored
+    /// message before it takes the rest as evicted.
+    pub const STALL: Duration = Duration::from_secs(2);
+
+    /// How many stored messages there were to read when it was made (so a
+    /// following reader with none does not wait for a live one to peek).
+    pub fn backlog(&self) -> u64 {
+        self.backlog
+    }
+
     /// The next message; `None` once the stored messages are all read
-    /// (unless following).
+    /// (unless following). A read that is not following also ends when no
+    /// message comes for [`Reader::STALL`]: the messages it counted on
+    /// were evicted while it read (a full stream still filling), and
+    /// waiting for them would wait forever.
     pub async fn next(&mut self) -> Option<Result<Stored, StreamError>> {
         if self.done {
             return None;
         }
-        let m = match self.messages.next().await? {
+        let next = if self.follow {
+            self.messages.next().await
+        } else {
+            match tokio::time::timeout(Self::STALL, self.messages.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    self.done = true;
+                    return None;
+                }
+            }
+        };
+        let m = match next? {
             Ok(m) => m,
             Err(e) => {
                 return Some(Err(StreamError::Read {
@@ -450,13 +558,17 @@ impl Bus {
     /// Create the stream `spec` describes, or bring an existing one to it.
     /// Safe to call at every start and reload.
     pub async fn ensure_stream(&self, spec: &StreamSpec) -> Result<Ensured, StreamError> {
+        self.ensure_config(spec.config()).await
+    }
+
+    async fn ensure_config(&self, wanted: stream::Config) -> Result<Ensured, StreamError> {
         let js = self.jetstream();
-        let wanted = spec.config();
+        let name = wanted.name.clone();
         let setup = |source: BoxError| StreamError::Setup {
-            name: spec.name.clone(),
+            name: name.clone(),
             source,
         };
-        match js.get_stream(&spec.name).await {
+        match js.get_stream(&name).await {
             Ok(mut s) => {
                 let have = s
                     .info()
@@ -485,6 +597,22 @@ impl Bus {
                 }),
             },
         }
+    }
+
+    /// Create or update operator `id`'s own stream ([`OperatorStreams`])
+    /// next to the main stream `main` (which must exist).
+    ///
+    /// # Errors
+    ///
+    /// As [`Bus::ensure_stream`]; [`StreamErrorKind::Setup`] also when the
+    /// server has no room left to reserve its quota.
+    pub async fn ensure_operator_stream(
+        &self,
+        main: &StreamSpec,
+        streams: &OperatorStreams,
+        id: &str,
+    ) -> Result<Ensured, StreamError> {
+        self.ensure_config(streams.config(main, id)).await
     }
 
     /// Publish `envelope` on `subject` and wait until the stream stored it
@@ -636,6 +764,7 @@ impl Bus {
             messages,
             follow,
             done: false,
+            backlog: pending,
         }))
     }
 }
@@ -704,9 +833,21 @@ fn same_shape(have: &stream::Config, want: &stream::Config) -> bool {
     let mut b = want.subjects.clone();
     a.sort();
     b.sort();
+    let filters = |c: &stream::Config| {
+        let mut f: Vec<(String, Option<String>)> = c
+            .sources
+            .iter()
+            .flatten()
+            .map(|s| (s.name.clone(), s.filter_subject.clone()))
+            .collect();
+        f.sort();
+        f
+    };
     a == b
         && have.max_age == want.max_age
         && have.max_bytes == want.max_bytes
         && have.duplicate_window == want.duplicate_window
         && have.discard == want.discard
+        && have.max_message_size == want.max_message_size
+        && filters(have) == filters(want)
 }

@@ -4,13 +4,22 @@
 //! (`chat.#.message` by default), runs each rule's regex over the text,
 //! and answers with [`Context::reply`], so a reply goes back to the room
 //! (or private conversation) it came from.
+//!
+//! Answers are rate-limited by default ([`AnswerLimits`]): per sender,
+//! per room and per network, like Sopel's command rate limits, so nobody
+//! can make the bot flood a room; an answer over a limit is dropped and
+//! counted (heartbeat counter `rate_limited`).
+
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use switchboard_proto::{ChatEvent, Pattern, PatternError};
 
 use crate::error::kinds;
 use crate::operator::{Context, HandlerResult, Operator};
+use crate::ratelimit::{limit_or_off, Buckets, RateLimit};
 use crate::subscription::Delivery;
+use crate::Counter;
 
 /// A chat message that matched a rule.
 pub struct ChatTrigger<'a> {
@@ -64,6 +73,129 @@ kinds! {
     TriggerError => TriggerErrorKind { Regex, Pattern }
 }
 
+/// How often a [`Triggers`] bot may answer: one token bucket per sender
+/// (protocol, instance and sender name), per room (protocol, instance and
+/// room) and per network (protocol and instance); an answer needs a token
+/// from all three. `None` turns one off (`"off"` in a config).
+///
+/// The network limit also bounds what one protocol operator (one
+/// instance, which only its owner may publish: docs/PROTOCOL.md,
+/// "Authentic source") can make the bot say, whatever sender and room
+/// names it makes up, without starving the other networks.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnswerLimits {
+    /// Per sender: default 5 at once, then one every 2 s.
+    #[serde(deserialize_with = "limit_or_off")]
+    pub sender: Option<RateLimit>,
+    /// Per room: default 10 at once, then 2 a second.
+    #[serde(deserialize_with = "limit_or_off")]
+    pub room: Option<RateLimit>,
+    /// Per network (instance): default 20 at once, then 5 per second.
+    #[serde(deserialize_with = "limit_or_off")]
+    pub network: Option<RateLimit>,
+}
+
+impl Default for AnswerLimits {
+    fn default() -> Self {
+        AnswerLimits {
+            sender: Some(RateLimit {
+                burst: 5,
+                per_second: 0.5,
+            }),
+            room: Some(RateLimit {
+                burst: 10,
+                per_second: 2.0,
+            }),
+            network: Some(RateLimit {
+                burst: 20,
+                per_second: 5.0,
+            }),
+        }
+    }
+}
+
+impl AnswerLimits {
+    /// No limit at all (for tests and bots that only answer trusted rooms).
+    pub fn off() -> AnswerLimits {
+        AnswerLimits {
+            sender: None,
+            room: None,
+            network: None,
+        }
+    }
+}
+
+/// The buckets of [`AnswerLimits`], and the count of answers dropped.
+struct Limiter {
+    sender: Option<Buckets>,
+    room: Option<Buckets>,
+    network: Option<Buckets>,
+    dropped: Counter,
+    last_warning: Option<Instant>,
+    suppressed: u64,
+}
+
+/// Time between two warnings about dropped answers; the rest are counted.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+impl Limiter {
+    fn new(limits: &AnswerLimits, dropped: Counter) -> Limiter {
+        Limiter {
+            sender: limits.sender.map(Buckets::new),
+            room: limits.room.map(Buckets::new),
+            network: limits.network.map(Buckets::new),
+            dropped,
+            last_warning: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether one more answer to `chat` may go out now; takes its tokens
+    /// if so, counts (and now and then logs) the drop if not.
+    fn admit(&mut self, chat: &ChatEvent<'_>, now: Instant) -> bool {
+        let network = format!("{}.{}", chat.protocol(), chat.instance());
+        // Names may hold any character: two that happen to build the same
+        // key only share a bucket, which errs on the quiet side.
+        let room = format!("{network}\0{}", chat.room());
+        let sender = format!("{network}\0{}", chat.sender());
+        let mut buckets = [
+            (self.network.as_mut(), network.as_str()),
+            (self.room.as_mut(), room.as_str()),
+            (self.sender.as_mut(), sender.as_str()),
+        ];
+        let allowed = buckets
+            .iter_mut()
+            .all(|(b, key)| b.as_mut().is_none_or(|b| b.has(key, now)));
+        if allowed {
+            for (b, key) in buckets.iter_mut() {
+                if let Some(b) = b.as_mut() {
+                    b.take(key, now);
+                }
+            }
+            return true;
+        }
+        self.dropped.inc();
+        if self
+            .last_warning
+            .is_some_and(|at| now.duration_since(at) < WARN_EVERY)
+        {
+            self.suppressed += 1;
+        } else {
+            tracing::warn!(
+                network = %network,
+                room = ?chat.room(),
+                sender = ?chat.sender(),
+                suppressed_since_last = self.suppressed,
+                "answer dropped: over the rate limit (counted in `rate_limited`)"
+            );
+            self.last_warning = Some(now);
+            self.suppressed = 0;
+        }
+        false
+    }
+}
+
 /// A bot made of regex rules. See the module docs.
 ///
 /// ```
@@ -78,6 +210,8 @@ kinds! {
 pub struct Triggers {
     listen: Vec<Pattern>,
     rules: Vec<Rule>,
+    limits: AnswerLimits,
+    limiter: Option<Limiter>,
 }
 
 impl Default for Triggers {
@@ -92,7 +226,16 @@ impl Triggers {
         Triggers {
             listen: Vec::new(),
             rules: Vec::new(),
+            limits: AnswerLimits::default(),
+            limiter: None,
         }
+    }
+
+    /// Answer limits instead of [`AnswerLimits::default`] (a config's
+    /// `rate` table overrides them).
+    pub fn limits(mut self, limits: AnswerLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Listen on `pattern` instead of (or besides) `chat.#.message`.
@@ -135,13 +278,28 @@ impl Triggers {
 }
 
 /// Configuration of a [`Triggers`] operator (the manifest's `[config]`).
+///
+/// ```toml
+/// [config]
+/// listen = ["chat.irc.#.message"]
+/// [config.rate]
+/// sender = { burst = 5, per_second = 0.5 }
+/// room = "off"
+/// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TriggersConfig {
     /// Patterns to listen on, replacing the default `chat.#.message`.
     #[serde(default)]
     pub listen: Vec<String>,
+    /// Answer limits (each key left out keeps its default; `"off"` turns
+    /// one off). Default: the bot's own ([`Triggers::limits`]).
+    #[serde(default)]
+    pub rate: Option<AnswerLimits>,
 }
+
+/// The heartbeat counter of answers dropped by the limits.
+pub const RATE_LIMITED_COUNTER: &str = "rate_limited";
 
 impl Operator for Triggers {
     type Config = TriggersConfig;
@@ -154,6 +312,9 @@ impl Operator for Triggers {
         if patterns.is_empty() {
             patterns.push(Pattern::parse("chat.#.message")?);
         }
+        let limits = config.rate.as_ref().unwrap_or(&self.limits);
+        let dropped = ctx.bus().stats().counter(RATE_LIMITED_COUNTER);
+        self.limiter = Some(Limiter::new(limits, dropped));
         for p in &patterns {
             ctx.subscribe(p).await?;
         }
@@ -161,7 +322,13 @@ impl Operator for Triggers {
     }
 
     async fn message(&mut self, ctx: &mut Context, d: Delivery) -> HandlerResult {
-        for answer in self.answers(&d.chat()?) {
+        let chat = d.chat()?;
+        for answer in self.answers(&chat) {
+            if let Some(limiter) = self.limiter.as_mut() {
+                if !limiter.admit(&chat, Instant::now()) {
+                    continue;
+                }
+            }
             ctx.reply(&d, answer).await?;
         }
         Ok(())
@@ -192,6 +359,76 @@ mod tests {
         let env = Envelope::new("irc", json!({"sender": "ferris", "text": "!ping"}));
         let chat = ChatEvent::parse("chat.irc.x.=23rust.message", &env).expect("chat");
         assert_eq!(bot.answers(&chat), ["pong"]);
+    }
+
+    #[test]
+    fn answers_are_limited_per_sender_room_and_network() {
+        let stats = crate::Stats::default();
+        let dropped = stats.counter(RATE_LIMITED_COUNTER);
+        let mut limiter = Limiter::new(&AnswerLimits::default(), dropped.clone());
+        let t0 = Instant::now();
+        let said = |room: &str, sender: &str| {
+            Envelope::new(
+                "x",
+                json!({"sender": sender, "text": "!ping", "room": room}),
+            )
+            .with_header(headers::ROOM, room)
+        };
+        let mut admitted = |subject_net: &str, room: &str, sender: &str, at: Instant| {
+            let env = said(room, sender);
+            let subject = switchboard_proto::ChatAddress::new("irc", subject_net, room)
+                .event_subject("message");
+            let chat = ChatEvent::parse(&subject, &env).expect("chat");
+            limiter.admit(&chat, at)
+        };
+        // One sender: its burst of 5.
+        let n = (0..10).filter(|_| admitted("a", "#r", "ann", t0)).count();
+        assert_eq!(n, 5);
+        // Others in the same room: the room's burst of 10 in all.
+        let n = (0..10)
+            .filter(|i| admitted("a", "#r", &format!("u{i}"), t0))
+            .count();
+        assert_eq!(n, 5);
+        // New senders in new rooms: the network's burst of 20 in all.
+        let n = (0..100)
+            .filter(|i| admitted("a", &format!("#r{i}"), &format!("v{i}"), t0))
+            .count();
+        assert_eq!(n, 10);
+        assert_eq!(dropped.get(), 5 + 5 + 90);
+        // Another network is not starved.
+        assert!(admitted("b", "#r", "ann", t0));
+        // 5 per second on the network afterwards (each in a fresh room).
+        let later = t0 + Duration::from_secs(1);
+        let n = (0..100)
+            .filter(|i| admitted("a", &format!("#s{i}"), &format!("w{i}"), later))
+            .count();
+        assert_eq!(n, 5);
+    }
+
+    #[test]
+    fn limits_come_from_the_config() {
+        let c: TriggersConfig = serde_json::from_value(json!({
+            "rate": {"sender": "off", "room": {"burst": 1, "per_second": 0.5}}
+        }))
+        .expect("config");
+        let rate = c.rate.expect("rate");
+        assert_eq!(rate.sender, None);
+        assert_eq!(
+            rate.room,
+            Some(RateLimit {
+                burst: 1,
+                per_second: 0.5
+            })
+        );
+        assert_eq!(rate.network, AnswerLimits::default().network);
+        let err = serde_json::from_value::<TriggersConfig>(
+            json!({"rate": {"room": {"burst": 0, "per_second": 1}}}),
+        )
+        .expect_err("burst 0");
+        assert!(err.to_string().contains("at least 1"), "{err}");
+        assert!(
+            serde_json::from_value::<TriggersConfig>(json!({"rate": {"rooms": "off"}})).is_err()
+        );
     }
 
     #[test]

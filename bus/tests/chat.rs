@@ -65,7 +65,8 @@ fn spawn<O: Operator + Send + 'static>(
 
 fn say(room: &ChatAddress, sender: &str, text: &str) -> Envelope {
     let body = serde_json::to_value(ChatMessage::new(text, sender, room.room.clone())).unwrap();
-    Envelope::new("irc-libera", body).with_header(headers::ROOM, room.room.clone())
+    // From the owner of `chat.irc.libera.…` (docs/PROTOCOL.md, Authentic source).
+    Envelope::new("libera", body).with_header(headers::ROOM, room.room.clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,7 +129,7 @@ async fn an_operator_answers_a_command_in_the_room_it_came_from() {
 
     // Not a chat body: `d.chat()` fails, the handler error is counted,
     // nothing is sent, and the operator goes on answering.
-    let odd = Envelope::new("irc-libera", json!({"text": "hello"}));
+    let odd = Envelope::new("libera", json!({"text": "hello"}));
     bus.publish(&room.event_subject("message"), &odd)
         .await
         .unwrap();

@@ -33,12 +33,15 @@ use switchboard_proto::headers;
 /// How long any one wait may take.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// A ping bot manifest with quick health timings.
+/// A ping bot manifest with quick health timings, and no answer limits:
+/// the scenarios count on every ping being answered (the limits are
+/// tested in the orchestrator's `trust` tests).
 pub fn pingbot(id: &str) -> String {
     format!(
         "id = \"{id}\"\ncommand = {:?}\nheartbeat_interval = \"100ms\"\nmissed_heartbeats = 3\n\
          ready_timeout = \"5s\"\nstop_timeout = \"2s\"\nrestart = \"always\"\n\
-         [backoff]\ninitial = \"10ms\"\nreset_after = \"100ms\"\n",
+         [backoff]\ninitial = \"10ms\"\nreset_after = \"100ms\"\n\
+         [config.rate]\nsender = \"off\"\nroom = \"off\"\nnetwork = \"off\"\n",
         switchboard_testkit::bin_path("switchboard-pingbot")
     )
 }
@@ -265,7 +268,8 @@ impl Traffic {
     ///
     /// When the subscription to answers fails.
     pub async fn start(bus: &Bus, every: Duration) -> anyhow::Result<Traffic> {
-        let room = ChatAddress::new("chaos", "x", "room");
+        // Instance `chaos`, this client's source: authentic events.
+        let room = ChatAddress::new("chaos", "chaos", "room");
         let mut answers = bus.subscribe(&Pattern::parse("send.chaos.#")?).await?;
         bus.sync().await?;
         let sent: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();

@@ -159,16 +159,19 @@ pub enum Command {
         subject: String,
         /// The body: any JSON (`'{"text":"hi"}'`, `'"hi"'`, `42`).
         body: String,
-        /// The envelope's source.
-        #[arg(long, default_value = "cli")]
-        source: String,
+        /// The envelope's source (default: on `chat.<protocol>.<instance>.…`
+        /// the instance, the subject's owner, so that receivers accept it
+        /// as authentic; elsewhere `cli`).
+        #[arg(long)]
+        source: Option<String>,
     },
     /// Chat on the bus from this terminal (a `console` protocol room).
     Chat {
         /// The room.
         #[arg(long, default_value = "lobby")]
         room: String,
-        /// The console instance (third subject token).
+        /// The console instance (third subject token, and the messages'
+        /// source: 1 to 64 of A-Z, a-z, 0-9, `_` and `-`).
         #[arg(long, default_value = "local")]
         instance: String,
         /// Your name.
@@ -483,6 +486,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 "the body must be JSON; quote text as '\"hi\"' or send '{\"text\":\"hi\"}'",
             )?;
             let bus = connect(&cli.url, config_path.as_deref()).await?;
+            // The CLI may publish anything (the administrator's client):
+            // on a chat subject it speaks as the subject's owner.
+            let source = source.unwrap_or_else(|| {
+                switchboard_bus::authentic::subject_owner(&subject)
+                    .unwrap_or("cli")
+                    .to_owned()
+            });
             let env = Envelope::new(source, body);
             bus.publish(&subject, &env).await?;
             bus.flush().await?;
@@ -493,6 +503,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             instance,
             nick,
         } => {
+            // The instance is the source of what is said: it must be an id
+            // for receivers to take the messages as authentic.
+            switchboard_proto::OperatorId::new(instance.as_str())
+                .context("--instance is the messages' source")?;
             let bus = connect(&cli.url, config_path.as_deref()).await?;
             chat(&bus, &instance, &room, &nick).await?;
         }
@@ -674,7 +688,7 @@ fn validate(
         println!("{p}");
     }
     for m in &report.manifests {
-        for note in m.widened_grants() {
+        for note in m.grant_notes() {
             println!("note: {note}");
         }
         for warning in m.unheard_listen() {
@@ -844,7 +858,9 @@ async fn chat(bus: &Bus, instance: &str, room: &str, nick: &str) -> anyhow::Resu
                         private: false,
                         extra: Default::default(),
                     };
-                    let env = Envelope::new("console", serde_json::to_value(body)?)
+                    // The console instance is this terminal's: its
+                    // events are authentic with the instance as source.
+                    let env = Envelope::new(instance, serde_json::to_value(body)?)
                         .with_header(headers::ROOM, room);
                     bus.publish(&subject, &env).await?;
                     bus.flush().await?;

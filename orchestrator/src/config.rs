@@ -94,6 +94,17 @@ pub struct StreamConfig {
     /// stored again (a republish, a retried publish). Default 2 minutes.
     #[serde(with = "switchboard_proto::duration::serde_duration")]
     pub duplicate_window: std::time::Duration,
+    /// The largest message kept; larger ones are delivered but not stored,
+    /// so a few huge messages cannot fill the stream. Default 128 KiB (an
+    /// IRC line is 512 bytes, a Bluesky post a few KiB; a Nostr note
+    /// larger than about 40 KiB is not kept); 1 KiB to 1 MiB.
+    pub max_message: ByteSize,
+    /// Each operator's own stream (a copy of the chat events of its
+    /// instance, its output lines and its lifecycle events, which nobody
+    /// else's flood can evict; `switchboard logs` reads it) keeps at most
+    /// this much, reserved on the server for each operator. Default 8 MiB;
+    /// 0 turns the operators' streams off.
+    pub operator_max_bytes: ByteSize,
 }
 
 impl Default for StreamConfig {
@@ -104,6 +115,8 @@ impl Default for StreamConfig {
             max_age: std::time::Duration::from_secs(7 * 24 * 3600),
             max_bytes: ByteSize::mib(512),
             duplicate_window: std::time::Duration::from_secs(120),
+            max_message: ByteSize::kib(128),
+            operator_max_bytes: ByteSize::mib(8),
         }
     }
 }
@@ -116,7 +129,15 @@ impl StreamConfig {
             max_age: self.max_age,
             max_bytes: self.max_bytes.as_u64(),
             duplicate_window: self.duplicate_window,
+            max_message_bytes: u32::try_from(self.max_message.as_u64()).unwrap_or(u32::MAX),
         }
+    }
+
+    /// The operators' own streams, unless turned off.
+    pub fn operator_streams(&self) -> Option<switchboard_bus::stream::OperatorStreams> {
+        (self.operator_max_bytes.as_u64() > 0).then(|| switchboard_bus::stream::OperatorStreams {
+            max_bytes: self.operator_max_bytes.as_u64(),
+        })
     }
 }
 
@@ -391,6 +412,8 @@ const SCHEMA: &[(&str, Node)] = &[
             ("max_age", Node::Leaf),
             ("max_bytes", Node::Leaf),
             ("duplicate_window", Node::Leaf),
+            ("max_message", Node::Leaf),
+            ("operator_max_bytes", Node::Leaf),
         ]),
     ),
 ];
@@ -605,6 +628,25 @@ impl Config {
             problem(
                 "stream.duplicate_window",
                 "must be more than zero and at most `stream.max_age`, e.g. \"2m\"",
+            );
+        }
+        if stream.max_message < ByteSize::kib(1) || stream.max_message > ByteSize::mib(1) {
+            problem(
+                "stream.max_message",
+                "must be from 1KiB to 1MiB (NATS's largest message), e.g. \"128KiB\"",
+            );
+        }
+        if self.nats.url.is_none()
+            && self.nats.embedded.jetstream
+            && stream.enabled
+            && stream.operator_max_bytes.as_u64() > 0
+            && stream.max_bytes.as_u64() + stream.operator_max_bytes.as_u64()
+                > self.nats.embedded.max_file_store.as_u64()
+        {
+            problem(
+                "stream.operator_max_bytes",
+                "plus `stream.max_bytes` is over `nats.embedded.max_file_store`, which leaves no \
+                 room for even one operator's stream; lower them or raise max_file_store",
             );
         }
         if self.nats.url.is_none()

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use switchboard_bus::{Bus, BusOptions};
-use switchboard_proto::{Heartbeat, Ready, SbSubject, ALL_HEARTBEATS, ALL_READY};
+use switchboard_proto::{Heartbeat, OperatorId, Ready, SbSubject, ALL_HEARTBEATS, ALL_READY};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
@@ -261,6 +261,9 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
 
     let mut manifests_dir = config.manifests_dir.clone();
     let report = manifest::load_dir(&manifests_dir);
+    if keeps_stream {
+        spawn_operator_streams(&bus, &stream_config, &report, &shutdown, &mut tasks);
+    }
     let summary = apply_report(&supervisor, &manifests_dir, report).await;
     tracing::info!(
         operators = summary.0,
@@ -306,6 +309,9 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
                     Err(e) => tracing::error!(error = %e, "config not reloaded; keeping the old one"),
                 }
                 let report = manifest::load_dir(&manifests_dir);
+                if keeps_stream {
+                    spawn_operator_streams(&bus, &stream_config, &report, &shutdown, &mut tasks);
+                }
                 let summary = apply_report(&supervisor, &manifests_dir, report).await;
                 systemd::ready(&format!("{} operators", summary.0));
             }
@@ -369,6 +375,52 @@ async fn ensure_stream(bus: &Bus, config: &Config) -> Option<String> {
     }
 }
 
+/// Make sure every operator in `report` has its own stream
+/// (`switchboard_bus::stream::OperatorStreams`: a copy of its subjects
+/// that another operator's flood cannot evict), in the background so that
+/// no operator waits for it: the copy starts from the beginning of the
+/// main stream, so nothing is missed by creating it late. Idempotent; the
+/// streams of removed operators are kept (their history) until `max_age`
+/// empties them.
+fn spawn_operator_streams(
+    bus: &Bus,
+    config: &crate::config::StreamConfig,
+    report: &LoadReport,
+    shutdown: &CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
+) {
+    let Some(streams) = config.operator_streams() else {
+        return;
+    };
+    let spec = config.spec();
+    let ids: Vec<OperatorId> = report.manifests.iter().map(|m| m.id.clone()).collect();
+    let bus = bus.clone();
+    let shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let work = async {
+            for id in ids {
+                match bus.ensure_operator_stream(&spec, &streams, id.as_str()).await {
+                    Ok(switchboard_bus::stream::Ensured::Unchanged) => {}
+                    Ok(done) => {
+                        tracing::debug!(operator = %id, outcome = ?done, "operator's own stream ready")
+                    }
+                    Err(e) => tracing::warn!(
+                        operator = %id,
+                        error = %e,
+                        "no stream of its own: its history is kept only in the shared stream, \
+                         where another operator's flood can evict it (raise \
+                         [nats.embedded] max_file_store or lower [stream] operator_max_bytes)"
+                    ),
+                }
+            }
+        };
+        tokio::select! {
+            () = work => {}
+            () = shutdown.cancelled() => {}
+        }
+    });
+}
+
 /// Log every manifest problem (one line each) and apply the valid ones.
 /// Returns (operators configured, problems).
 async fn apply_report(supervisor: &Supervisor, dir: &Path, report: LoadReport) -> (usize, usize) {
@@ -400,7 +452,7 @@ async fn apply_report(supervisor: &Supervisor, dir: &Path, report: LoadReport) -
         );
     }
     for m in &report.manifests {
-        for note in m.widened_grants() {
+        for note in m.grant_notes() {
             tracing::warn!("{note}");
         }
     }

@@ -10,7 +10,9 @@ use std::collections::VecDeque;
 use std::io::Write as _;
 
 use anyhow::{bail, Context as _};
-use switchboard_bus::stream::{StartAt, StreamError, StreamErrorKind};
+use switchboard_bus::stream::{
+    OperatorStreams, Reader, StartAt, Stored, StreamError, StreamErrorKind,
+};
 use switchboard_bus::{Bus, Envelope, Pattern};
 use switchboard_proto::api::{LogLine, OperatorEvent};
 use switchboard_proto::{event_subject, log_wildcard, OperatorId, Timestamp};
@@ -109,7 +111,8 @@ pub async fn logs(
 ) -> anyhow::Result<bool> {
     let filters = vec![log_wildcard(id), event_subject(id)];
     let start = since.map_or(StartAt::First, StartAt::Time);
-    let mut reader = match bus.read_stored(stream, &filters, start, follow).await {
+    let own = OperatorStreams::name(stream, id.as_str());
+    let mut reader = match Merged::open(bus, stream, Some(&own), &filters, start, follow).await {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(true),
         Err(e) if no_stream(&e) => return Ok(false),
@@ -139,6 +142,101 @@ pub async fn logs(
     Ok(true)
 }
 
+/// The operator stream that holds everything `pattern` matches, when it
+/// names one chat instance (`chat.<protocol or *>.<id>.…`): that
+/// operator's own stream ([`OperatorStreams`]).
+fn own_stream(main: &str, pattern: &Pattern) -> Option<String> {
+    use switchboard_proto::PatternToken as T;
+    match pattern.tokens() {
+        [T::Literal(root), T::Literal(_) | T::Star, T::Literal(instance), ..]
+            if root == "chat" && OperatorId::is_valid(instance) =>
+        {
+            Some(OperatorStreams::name(main, instance))
+        }
+        _ => None,
+    }
+}
+
+/// One reading of the history: what an operator's own stream kept from
+/// before the shared stream's oldest message (which a flood by someone
+/// else evicted there), then the shared stream, which is never behind
+/// (the own stream is a copy, a few milliseconds late).
+struct Merged {
+    before: VecDeque<Stored>,
+    peeked: Option<Stored>,
+    shared: Option<Reader>,
+}
+
+impl Merged {
+    /// `Ok(None)` when neither stream has anything on `filters`. The own
+    /// stream's messages (a copy, so the same payloads) are kept up to the
+    /// copy of the shared stream's oldest one; when the own stream no
+    /// longer has that copy (its own quota evicted it), those stored
+    /// before it.
+    async fn open(
+        bus: &Bus,
+        shared: &str,
+        own: Option<&str>,
+        filters: &[String],
+        start: StartAt,
+        follow: bool,
+    ) -> Result<Option<Merged>, StreamError> {
+        let mut shared_reader = bus.read_stored(shared, filters, start, follow).await?;
+        let peeked = match shared_reader.as_mut() {
+            Some(r) if r.backlog() > 0 => r.next().await.transpose()?,
+            _ => None,
+        };
+        let mut copies = Vec::new();
+        if let Some(own) = own {
+            match bus.read_stored(own, filters, start, false).await {
+                Ok(Some(mut r)) => {
+                    while let Some(m) = r.next().await {
+                        copies.push(m?);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) if no_stream(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut before: VecDeque<Stored> = match &peeked {
+            // The shared stream has none left: all of them.
+            None => copies.into(),
+            Some(first) => match copies.iter().position(|m| m.payload == first.payload) {
+                Some(k) => copies.into_iter().take(k).collect(),
+                None => copies
+                    .into_iter()
+                    .filter(|m| m.stored_at < first.stored_at)
+                    .collect(),
+            },
+        };
+        if shared_reader.is_none() && before.is_empty() {
+            return Ok(None);
+        }
+        // `pending` says where the backlog ends: after the last copy
+        // unless the shared stream has a backlog of its own.
+        let n = before.len();
+        for (i, m) in before.iter_mut().enumerate() {
+            m.pending = u64::from(i + 1 < n || peeked.is_some());
+        }
+        Ok(Some(Merged {
+            before,
+            peeked,
+            shared: shared_reader,
+        }))
+    }
+
+    async fn next(&mut self) -> Option<Result<Stored, StreamError>> {
+        if let Some(m) = self.before.pop_front() {
+            return Some(Ok(m));
+        }
+        if let Some(m) = self.peeked.take() {
+            return Some(Ok(m));
+        }
+        self.shared.as_mut()?.next().await
+    }
+}
+
 /// What `replay` does with each stored envelope.
 #[derive(Debug, Clone)]
 pub enum ReplayTo {
@@ -162,9 +260,18 @@ pub async fn replay(
     to: &ReplayTo,
 ) -> anyhow::Result<u64> {
     let plan = pattern.nats_plan();
-    let mut reader = match bus
-        .read_stored(stream, &plan.subjects, StartAt::Time(since), false)
-        .await
+    // One operator's chat (`chat.<protocol>.<id>.…`) is all in its own
+    // stream too, where no other operator's flood evicts it.
+    let own = own_stream(stream, pattern);
+    let mut reader = match Merged::open(
+        bus,
+        stream,
+        own.as_deref(),
+        &plan.subjects,
+        StartAt::Time(since),
+        false,
+    )
+    .await
     {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(0),
@@ -205,4 +312,25 @@ pub async fn replay(
     }
     bus.flush().await?;
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_operators_chat_is_read_from_its_own_stream() {
+        let own = |p: &str| own_stream("SB", &Pattern::parse(p).expect("pattern"));
+        assert_eq!(own("chat.irc.bot.#").as_deref(), Some("SB_bot"));
+        assert_eq!(own("chat.*.bot.*.message").as_deref(), Some("SB_bot"));
+        for shared in [
+            "chat.#",
+            "chat.irc.*.#",
+            "chat.#.bot.#",
+            "send.irc.bot.#",
+            "chat.irc.=23x.#",
+        ] {
+            assert_eq!(own(shared), None, "{shared}");
+        }
+    }
 }

@@ -335,7 +335,7 @@ fn assert_no_daemon_secret(env: &[(String, String)], secret: &str) {
 /// Send `!ping` in a room through `bus` until operator `id` answers
 /// `pong` there.
 async fn ping_round_trip(bus: &Bus, id: &str) {
-    let room = ChatAddress::new("t", "x", "room");
+    let room = ChatAddress::new("t", bus.source(), "room");
     let mut replies = bus
         .subscribe(&Pattern::parse("send.t.#").unwrap())
         .await

@@ -45,7 +45,7 @@ async fn connect_as(pid: u32) -> Bus {
 
 /// `!ping` in a room until `id` answers.
 async fn ping_answered(d: &Daemon, id: &str) {
-    let room = ChatAddress::new("t", "x", "room");
+    let room = ChatAddress::new("t", d.bus.source(), "room");
     let mut replies = d
         .bus
         .subscribe(&Pattern::parse("send.t.#").unwrap())
@@ -280,7 +280,7 @@ async fn operators_come_and_go_without_dropping_the_others() {
     assert!(!before.values().any(|(_, u)| u == "op-come"));
 
     // Traffic flows the whole time: pings answered by `stay`.
-    let room = ChatAddress::new("t", "x", "room");
+    let room = ChatAddress::new("t", d.bus.source(), "room");
     let mut replies = d
         .bus
         .subscribe(&Pattern::parse("send.t.#").unwrap())

@@ -77,7 +77,10 @@ fn shell_manifest(id: &str) -> String {
     )
 }
 
+/// `room`'s instance must be the test client's source (`test`): the ping
+/// bot answers only authentic chat events (docs/PROTOCOL.md).
 async fn ping_answered_by(d: &Daemon, id: &str, room: &ChatAddress) {
+    assert_eq!(room.instance, d.bus.source(), "pings must be authentic");
     let deadline = tokio::time::Instant::now() + WAIT * 2;
     let mut replies = d
         .bus
@@ -125,7 +128,7 @@ async fn a_sigkilled_operator_is_restarted_and_ready_again() {
     assert_eq!(again.restarts, 1);
     assert_eq!(again.last_exit.as_deref(), Some("killed by SIGKILL"));
     gone(pid).await;
-    ping_answered_by(&d, "p1", &ChatAddress::new("t", "x", "room")).await;
+    ping_answered_by(&d, "p1", &ChatAddress::new("t", "test", "room")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,7 +251,7 @@ async fn sighup_applies_exactly_the_difference() {
     }
     gone(pids["gone"]).await;
     // Config-only change: same process, new behaviour.
-    ping_answered_by(&d, "cfg", &ChatAddress::new("b", "net", "room")).await;
+    ping_answered_by(&d, "cfg", &ChatAddress::new("b", "test", "room")).await;
     let status = d.status().await;
     let pid_of = |id: &str| {
         status
@@ -300,7 +303,7 @@ async fn control_verbs_work_for_nats_and_signals_operators() {
     one(d
         .ctl(Verb::Reload, "n1", Some(json!({"listen": ["chat.zz.#"]})))
         .await);
-    ping_answered_by(&d, "n1", &ChatAddress::new("zz", "x", "y")).await;
+    ping_answered_by(&d, "n1", &ChatAddress::new("zz", "test", "y")).await;
     let bad = d.ctl(Verb::Reload, "n1", Some(json!({"nope": 1}))).await;
     assert!(!bad.results[0].ok && bad.results[0].error.as_ref().unwrap().contains("nope"));
     let n1_pid = d.operator("n1").await.unwrap().pid.unwrap();
@@ -429,7 +432,7 @@ async fn a_killed_embedded_nats_server_is_restarted_and_the_bus_works_again() {
     sig(nats, Signal::SIGKILL);
     gone(nats).await;
     // The daemon restarts it on the same port; everyone reconnects.
-    ping_answered_by(&d, "p1", &ChatAddress::new("t", "x", "y")).await;
+    ping_answered_by(&d, "p1", &ChatAddress::new("t", "test", "y")).await;
     let p1 = d.wait_running("p1").await;
     assert_eq!(p1.pid, Some(op_pid), "the operator survived the outage");
     let fresh = descendants(d.pid())

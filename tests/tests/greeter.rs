@@ -55,7 +55,8 @@ async fn the_readme_greeter_answers_in_the_room_and_logs_its_own_info() {
 
     let room = ChatAddress::new("irc", "libera", "#rust.beginners");
     let body = ChatMessage::new("hello bot", "ferris", room.room.clone());
-    let question = Envelope::new("irc-libera", serde_json::to_value(body).unwrap())
+    // From the owner of `chat.irc.libera.…`: the operator `libera`.
+    let question = Envelope::new("libera", serde_json::to_value(body).unwrap())
         .with_header(headers::ROOM, room.room.clone());
     bus.publish(&room.event_subject("message"), &question)
         .await

@@ -62,7 +62,8 @@ impl Harness {
             private: false,
             extra: Default::default(),
         };
-        let env = Envelope::new("test", serde_json::to_value(body).unwrap())
+        // As the room's protocol operator: authentic (its instance).
+        let env = Envelope::new(room.instance.as_str(), serde_json::to_value(body).unwrap())
             .with_header(headers::ROOM, room.room.clone());
         self.bus
             .publish(&room.event_subject(kinds::MESSAGE), &env)
@@ -112,6 +113,14 @@ impl Harness {
         }
     }
 }
+
+/// The ping bot without answer limits, for tests that count on it
+/// answering every ping (the limits are tested in the orchestrator's
+/// `trust` tests).
+const UNLIMITED: &[(&str, &str)] = &[(
+    switchboard_bus::proto::launch::CONFIG,
+    r#"{"rate": {"sender": "off", "room": "off", "network": "off"}}"#,
+)];
 
 fn lobby() -> ChatAddress {
     ChatAddress::new("console", "local", "#rust.beginners")
@@ -292,7 +301,9 @@ async fn garbage_on_its_subjects_is_counted_and_it_keeps_working() {
     }
     // A well-formed envelope whose body is not a chat message: the handler
     // fails, which is counted too, and nothing crashes.
-    h.bus.send(&subject, json!([1, 2, 3])).await.unwrap();
+    // (From the room's owner: a forged one would be dropped before it.)
+    let odd = Envelope::new(lobby().instance.as_str(), json!([1, 2, 3]));
+    h.bus.publish(&subject, &odd).await.unwrap();
     h.say(&lobby(), "!ping").await;
     assert_eq!(h.next_reply().await.2, "pong");
     let n = garbage.len() as u64;
@@ -425,7 +436,7 @@ async fn deliveries_dropped_at_shutdown_are_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_request_hands_over_what_arrived_before_it() {
     let mut h = Harness::new("d2").await;
-    let mut op = OperatorProcess::spawn("switchboard-pingbot", "d2", &h.server.url(), &[]);
+    let mut op = OperatorProcess::spawn("switchboard-pingbot", "d2", &h.server.url(), UNLIMITED);
     next_json(&mut h.ready, WAIT).await;
     for _ in 0..50 {
         h.say(&lobby(), "!ping").await;
@@ -453,7 +464,7 @@ async fn a_shutdown_request_hands_over_what_arrived_before_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_halted_operator_holds_a_bounded_amount_and_counts_what_it_sheds() {
     let mut h = Harness::new("big").await;
-    let mut op = OperatorProcess::spawn("switchboard-pingbot", "big", &h.server.url(), &[]);
+    let mut op = OperatorProcess::spawn("switchboard-pingbot", "big", &h.server.url(), UNLIMITED);
     next_json(&mut h.ready, WAIT).await;
     let ack = control(&h.bus, "big", json!({"verb": "halt"})).await;
     assert!(ack.ok, "{ack:?}");
@@ -462,7 +473,7 @@ async fn a_halted_operator_holds_a_bounded_amount_and_counts_what_it_sheds() {
     let sent = 100;
     for i in 0..sent {
         let env = Envelope::new(
-            "test",
+            lobby().instance.as_str(),
             json!({"text": "!ping", "sender": "alice", "room": lobby().room, "pad": pad, "n": i}),
         );
         h.bus.publish(&subject, &env).await.unwrap();

@@ -20,6 +20,7 @@ fn spec() -> StreamSpec {
         max_age: Duration::from_secs(3600),
         max_bytes: 256 << 20,
         duplicate_window: Duration::from_secs(120),
+        max_message_bytes: 0,
     }
 }
 

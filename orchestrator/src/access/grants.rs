@@ -7,6 +7,13 @@
 //! requests) and `<inbox prefix>.>` (replies to its own requests). The
 //! rest comes from its manifest.
 //!
+//! Without a `publish` key an operator may publish chat events only on
+//! its own instance, `chat.*.<id>.#`, and send requests anywhere,
+//! `send.#` ([`DEFAULT_PUBLISH_GRANTS`]): the server half of the
+//! authentic-source rule (docs/PROTOCOL.md), whose other half is the
+//! receiving SDK refusing a chat envelope whose `source` is not the
+//! instance. A token `{id}` in a grant stands for the operator's id.
+//!
 //! A grant is a `*`/`#` pattern (the same syntax operators subscribe
 //! with). NATS permissions have `*` and a trailing `>` only, so:
 //! - `a.#` becomes `a` and `a.>`, `*` stays `*`: exact;
@@ -52,11 +59,77 @@ impl Direction {
     }
 }
 
-/// The data subjects an operator gets when its manifest has no `publish`
-/// (or no `subscribe`) key: the chat data plane, both branches, so that a
-/// chat operator works without configuration and never reaches the
-/// control plane. Name narrower grants in the manifest to restrict it.
+/// The data subjects an operator may read when its manifest has no
+/// `subscribe` key: the chat data plane, both branches, so that a chat
+/// operator works without configuration and never reaches the control
+/// plane. Name narrower grants in the manifest to restrict it.
 pub const DEFAULT_DATA_GRANTS: &[&str] = &["chat.#", "send.#"];
+
+/// What an operator may publish when its manifest has no `publish` key:
+/// chat events only on its own instance (`chat.<protocol>.<its id>.…`,
+/// so that it cannot pass for another protocol operator: see
+/// docs/PROTOCOL.md, "Authentic source") and send requests anywhere (a
+/// bot answers in any room; the protocol operator is the one acting).
+pub const DEFAULT_PUBLISH_GRANTS: &[&str] = &["chat.*.{id}.#", "send.#"];
+
+/// A grant token replaced by the operator's id (`chat.irc.{id}.#`), so one
+/// manifest text, and the default, can name the operator's own subjects.
+pub const ID_PLACEHOLDER: &str = "{id}";
+
+/// `grant` with every `{id}` token replaced by `id`.
+///
+/// ```
+/// use switchboard_orchestrator::access::grants::expand;
+///
+/// assert_eq!(expand("chat.*.{id}.#", "irc-libera"), "chat.*.irc-libera.#");
+/// assert_eq!(expand("send.#", "irc-libera"), "send.#");
+/// ```
+pub fn expand<'a>(grant: &'a str, id: &str) -> std::borrow::Cow<'a, str> {
+    if !grant.contains(ID_PLACEHOLDER) {
+        return std::borrow::Cow::Borrowed(grant);
+    }
+    let tokens: Vec<&str> = grant
+        .split('.')
+        .map(|t| if t == ID_PLACEHOLDER { id } else { t })
+        .collect();
+    std::borrow::Cow::Owned(tokens.join("."))
+}
+
+/// A note when a `publish` grant lets operator `id` publish chat events
+/// on an instance other than its own: either any instance (it could pass
+/// for any protocol operator, since a chat event is authentic when its
+/// `source` is the subject's instance), or a named other one (its own
+/// envelopes there carry its id as `source`, so receivers drop them as
+/// forged). `None` for grants that are not about `chat.…` or that keep to
+/// `chat.<protocol>.<id>.…`.
+pub fn chat_instance_note(grant: &str, id: &str) -> Option<String> {
+    let expanded = expand(grant, id);
+    let pattern = Pattern::parse(&expanded).ok()?;
+    let tokens = pattern.tokens();
+    if !matches!(tokens.first(), Some(PatternToken::Literal(root)) if root == "chat") {
+        return None;
+    }
+    // The instance is the third token, unless a `#` before it covers it.
+    let instance = match tokens.get(1) {
+        Some(PatternToken::Hash) | None => None,
+        Some(_) => tokens.get(2),
+    };
+    match instance {
+        Some(PatternToken::Literal(instance)) if instance == id => None,
+        Some(PatternToken::Literal(instance)) => Some(format!(
+            "`publish` grant `{grant}` names chat instance `{instance}`, not the operator's own \
+             id `{id}`: its envelopes there carry source `{id}`, so receivers drop them as forged \
+             (docs/PROTOCOL.md, Authentic source); name the operator `{instance}`, or grant \
+             `chat.<protocol>.{{id}}.#`"
+        )),
+        _ => Some(format!(
+            "`publish` grant `{grant}` lets operator `{id}` publish chat events on every \
+             instance, so it can pass for any protocol operator (a chat event is authentic when \
+             its source is its instance); grant `chat.<protocol>.{{id}}.#` unless you trust it \
+             like the daemon"
+        )),
+    }
+}
 
 /// Subject roots nobody may be granted: the server's own (`$SYS`,
 /// `$JS`, ...) start with `$`; inboxes start with `_INBOX`.
@@ -388,7 +461,7 @@ pub fn operator_permissions(
         (subscribe, Direction::Subscribe, &mut p.subscribe),
     ] {
         for g in grants {
-            match translate(g, direction) {
+            match translate(&expand(g, id.as_str()), direction) {
                 Ok(t) => {
                     for s in t.subjects {
                         if !rules.allow.contains(&s) {
@@ -483,6 +556,30 @@ mod tests {
     }
 
     #[test]
+    fn id_placeholder_and_chat_instance_notes() {
+        assert_eq!(expand("chat.irc.{id}.#", "bot"), "chat.irc.bot.#");
+        assert_eq!(expand("chat.irc.x{id}.#", "bot"), "chat.irc.x{id}.#");
+        for own in [
+            "chat.*.{id}.#",
+            "chat.irc.bot.#",
+            "chat.irc.bot.*.message",
+            "send.#",
+            "alerts",
+        ] {
+            assert_eq!(chat_instance_note(own, "bot"), None, "{own}");
+        }
+        for any in ["chat.#", "chat.irc.#", "chat.*.*.#", "chat.irc.*.x.message"] {
+            let note = chat_instance_note(any, "bot").expect(any);
+            assert!(note.contains("every instance"), "{note}");
+        }
+        let note = chat_instance_note("chat.irc.libera.#", "irc-libera").expect("other");
+        assert!(
+            note.contains("`libera`") && note.contains("forged"),
+            "{note}"
+        );
+    }
+
+    #[test]
     fn control_plane_and_reserved_roots_are_refused() {
         for dir in [Direction::Publish, Direction::Subscribe] {
             for bad in [
@@ -544,7 +641,10 @@ mod tests {
             .map(|s| s.to_string())
             .chain(["sb.event.#".to_string(), "sb.log.#".to_string()])
             .collect();
-        let publish: Vec<String> = DEFAULT_DATA_GRANTS.iter().map(|s| s.to_string()).collect();
+        let publish: Vec<String> = DEFAULT_PUBLISH_GRANTS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let (p, errors) = operator_permissions(&me, &publish, &grants, &[ApiGrant::Status], None);
         assert!(errors.is_empty(), "{errors:?}");
         let forbidden_publish = [
@@ -556,6 +656,9 @@ mod tests {
             "sb.op.other.heartbeat",
             "_INBOX.abc.1",
             "$SYS.REQ.SERVER.PING",
+            // Another operator's chat events: only its own instance.
+            "chat.irc.other.y.message",
+            "chat.irc.bot2.y.message",
         ];
         for s in forbidden_publish {
             assert!(
@@ -567,7 +670,8 @@ mod tests {
         for s in [
             "sb.op.bot.heartbeat",
             "sb.api.status",
-            "chat.irc.x.y.message",
+            "chat.irc.bot.y.message",
+            "send.irc.other.y.message",
         ] {
             assert!(p.publish.allow.iter().any(|a| nats_matches(a, s)), "{s}");
         }

@@ -27,7 +27,7 @@ use super::{
     is_valid_env_name, Backoff, Control, CrashLoop, Manifest, RestartPolicy, SecretRef,
     RESERVED_ENV_PREFIX,
 };
-use crate::access::grants::{translate, ApiGrant, Direction, StreamGrant};
+use crate::access::grants::{expand, translate, ApiGrant, Direction, StreamGrant};
 use switchboard_proto::duration::{format_duration, parse_duration};
 
 /// One thing wrong with a manifest file (or the directory), located as
@@ -909,7 +909,8 @@ fn grant_array(ctx: &mut Ctx<'_>, value: &Val<'_>, direction: Direction) -> Opti
     let mut ok = true;
     let mut out = Vec::with_capacity(items.len());
     for item in items {
-        match translate(item.get_ref(), direction) {
+        // `{id}` is checked as any id would be; it is expanded per operator.
+        match translate(&expand(item.get_ref(), "id"), direction) {
             Ok(_) => out.push(item.into_inner()),
             Err(e) => {
                 ctx.at(item.span(), format!("`{name}`: {e}"));

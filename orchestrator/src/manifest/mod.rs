@@ -41,7 +41,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use switchboard_proto::OperatorId;
 
-pub use crate::access::grants::{ApiGrant, StreamGrant, DEFAULT_DATA_GRANTS};
+pub use crate::access::grants::{
+    ApiGrant, StreamGrant, DEFAULT_DATA_GRANTS, DEFAULT_PUBLISH_GRANTS,
+};
 use switchboard_proto::duration::serde_duration;
 
 mod load;
@@ -139,12 +141,13 @@ pub struct Manifest {
     /// value (`"sasl.password"`).
     #[serde(default)]
     pub secrets: BTreeMap<String, SecretRef>,
-    /// Data subjects the operator may publish on, as `*`/`#` patterns,
-    /// enforced by nats-server (see [`crate::access::grants`] for what can
-    /// be granted). Its own `sb.op.<id>.…` and replies to requests it
-    /// received are always allowed. Default: the chat data plane,
-    /// [`DEFAULT_DATA_GRANTS`].
-    #[serde(default = "default_data_grants")]
+    /// Data subjects the operator may publish on, as `*`/`#` patterns
+    /// (`{id}` stands for its id), enforced by nats-server (see
+    /// [`crate::access::grants`] for what can be granted). Its own
+    /// `sb.op.<id>.…` and replies to requests it received are always
+    /// allowed. Default [`DEFAULT_PUBLISH_GRANTS`]: chat events on its own
+    /// instance only, send requests anywhere.
+    #[serde(default = "default_publish_grants")]
     pub publish: Vec<String>,
     /// Data subjects it may subscribe to, like [`Manifest::publish`]; its
     /// own `sb.ctl.<id>` and its inbox are always allowed. A `#` in the
@@ -188,6 +191,12 @@ pub struct Manifest {
     pub group: Option<String>,
 }
 
+fn default_publish_grants() -> Vec<String> {
+    DEFAULT_PUBLISH_GRANTS
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+}
 fn default_data_grants() -> Vec<String> {
     DEFAULT_DATA_GRANTS
         .iter()
@@ -427,7 +436,7 @@ impl Manifest {
             stop_timeout: Self::DEFAULT_STOP_TIMEOUT,
             config: empty_object(),
             secrets: BTreeMap::new(),
-            publish: default_data_grants(),
+            publish: default_publish_grants(),
             subscribe: default_data_grants(),
             api: Vec::new(),
             stream: Vec::new(),
@@ -601,6 +610,20 @@ impl Manifest {
         out
     }
 
+    /// Everything `validate` and the daemon's log say about this
+    /// operator's grants: widened subscribe grants, and publish grants on
+    /// chat instances other than its own (see
+    /// [`crate::access::grants::chat_instance_note`]); one line each.
+    pub fn grant_notes(&self) -> Vec<String> {
+        let mut notes = self.widened_grants();
+        for g in &self.publish {
+            if let Some(note) = crate::access::grants::chat_instance_note(g, self.id.as_str()) {
+                notes.push(format!("{}: {note}", self.path.display()));
+            }
+        }
+        notes
+    }
+
     /// Whether the bus permissions are the same (a change is applied to
     /// the server live, without touching the process).
     pub fn same_grants(&self, other: &Manifest) -> bool {
@@ -646,6 +669,25 @@ mod tests {
             .insert("a".into(), SecretRef::Env("A".into()));
         assert_eq!(old.diff(&secret), Change::Config);
         assert!(Change::Launch > Change::Config && Change::Config > Change::Supervision);
+    }
+
+    #[test]
+    fn grant_notes_name_chat_grants_beyond_the_own_instance() {
+        let mut m = demo();
+        assert!(
+            m.grant_notes().is_empty(),
+            "the defaults keep to its own instance"
+        );
+        assert_eq!(m.publish, ["chat.*.{id}.#", "send.#"]);
+        m.publish = vec!["chat.#".into(), "chat.irc.demo.#".into()];
+        m.subscribe = vec!["chat.#.message".into()];
+        let notes = m.grant_notes();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].contains("enforced as `chat.#`"), "{notes:?}");
+        assert!(
+            notes[1].contains("`chat.#`") && notes[1].contains("every"),
+            "{notes:?}"
+        );
     }
 
     #[test]

@@ -311,6 +311,17 @@ impl OperatorId {
         Ok(OperatorId(id))
     }
 
+    /// Whether `id` would be accepted by [`OperatorId::new`], without
+    /// allocating: receivers check every chat envelope's `source` with it
+    /// (the bus's `authentic` module).
+    pub fn is_valid(id: &str) -> bool {
+        !id.is_empty()
+            && id.len() <= Self::MAX_LEN
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -618,6 +629,21 @@ mod tests {
             "\"demo-1\""
         );
         assert!(serde_json::from_str::<OperatorId>("\"demo 1\"").is_err());
+        for text in [
+            "a",
+            "irc-libera",
+            "",
+            "irc.libera",
+            "é",
+            &"x".repeat(64),
+            &"x".repeat(65),
+        ] {
+            assert_eq!(
+                OperatorId::is_valid(text),
+                OperatorId::new(text).is_ok(),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]
