@@ -173,3 +173,43 @@ mod tests {
         assert_eq!(origin("alerts.x", "anyone"), Origin::Unowned);
     }
 }
+
+/// A protocol operator was configured to publish chat events under an
+/// instance token other than its own id: every receiver would refuse them
+/// as forged (their `source`, the operator's id, would not own the
+/// subject), so the operator refuses the setting instead of running mute.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`instance = \"{instance}\"` differs from the operator id `{id}`: chat events are \
+     accepted only from the operator their instance token names (docs/PROTOCOL.md, \
+     \"Authentic source\"), so they would all be dropped as forged; remove `instance` \
+     or give the operator the id `{instance}`"
+)]
+pub struct ForeignInstance {
+    /// The operator's id.
+    pub id: String,
+    /// The configured instance token.
+    pub instance: String,
+}
+
+/// The instance token a protocol operator publishes its chat events
+/// under: its own id, which is also what a `configured` instance (a
+/// protocol operator's `instance` config key, kept for readability) must
+/// say.
+///
+/// ```
+/// use switchboard_bus::authentic::own_instance;
+///
+/// assert_eq!(own_instance("irc-libera", None).unwrap(), "irc-libera");
+/// assert_eq!(own_instance("irc-libera", Some("irc-libera")).unwrap(), "irc-libera");
+/// assert!(own_instance("irc-libera", Some("libera")).is_err());
+/// ```
+pub fn own_instance(id: &str, configured: Option<&str>) -> Result<String, ForeignInstance> {
+    match configured {
+        Some(instance) if instance != id => Err(ForeignInstance {
+            id: id.to_owned(),
+            instance: instance.to_owned(),
+        }),
+        _ => Ok(id.to_owned()),
+    }
+}

@@ -21,7 +21,7 @@
 //! | `jetstream.keepalive` | duration | `"30s"` | a websocket ping after this long without a frame; with no answer either, the connection is replaced 1.5 times as long after the ping |
 //! | `retry.initial`, `retry.max` | durations | `"1s"`, `"60s"` | backoff after 5xx and network errors (doubling, with jitter) |
 //! | `request_timeout` | duration | `"30s"` | timeout of one HTTP request |
-//! | `instance` | string | the operator id | the `<instance>` token of this operator's subjects |
+//! | `instance` | string | the operator id | the `<instance>` token of this operator's subjects; must equal the operator id (refused otherwise: PROTOCOL.md, "Authentic source") |
 //!
 //! Durations are strings with a unit: `"500ms"`, `"5s"`, `"2m"`. Unknown
 //! keys are errors (serde names the keys that exist). The password is

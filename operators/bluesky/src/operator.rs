@@ -44,11 +44,13 @@ impl BskyOperator {
         Ok(())
     }
 
-    fn instance_of(ctx: &Context, config: &BskyConfig) -> String {
-        config
-            .instance
-            .clone()
-            .unwrap_or_else(|| ctx.id().to_string())
+    /// Its own id: a configured `instance` must say the same (see
+    /// [`switchboard_bus::authentic::own_instance`]).
+    fn instance_of(
+        ctx: &Context,
+        config: &BskyConfig,
+    ) -> Result<String, switchboard_bus::authentic::ForeignInstance> {
+        switchboard_bus::authentic::own_instance(ctx.id().as_str(), config.instance.as_deref())
     }
 }
 
@@ -60,7 +62,7 @@ impl Operator for BskyOperator {
     }
 
     async fn start(&mut self, ctx: &mut Context, config: BskyConfig) -> HandlerResult {
-        let instance = Self::instance_of(ctx, &config);
+        let instance = Self::instance_of(ctx, &config)?;
         let store = Store::new(ctx.state_dir());
         if !store.persistent() {
             tracing::warn!(
@@ -147,7 +149,7 @@ impl Operator for BskyOperator {
             ctx.clear_subscriptions();
             return self.start(ctx, config).await;
         };
-        let instance = Self::instance_of(ctx, &config);
+        let instance = Self::instance_of(ctx, &config)?;
         let publisher = if instance != self.instance {
             ctx.clear_subscriptions();
             Self::subscribe(ctx, &instance).await?;

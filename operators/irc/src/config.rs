@@ -24,7 +24,7 @@
 //! | `flood` | `{burst, per_second, window_bytes, max_queue}` | `5`, `4.0`, `1024`, `1000` | outbound flood control, see [`crate::flood`] |
 //! | `strip_formatting` | bool | `false` | remove mIRC colour/bold/… codes from inbound text |
 //! | `allow_raw` | bool | `false` | accept `send.….raw` requests (a whole IRC line) |
-//! | `instance` | string | the operator id | the `<instance>` token of this operator's subjects |
+//! | `instance` | string | the operator id | the `<instance>` token of this operator's subjects; must equal the operator id (refused otherwise: PROTOCOL.md, "Authentic source") |
 //! | `max_line_bytes` | integer | `512` | longest line the server accepts and relays, CR LF included (outbound text is split to fit) |
 //! | `quit_message` | string | `"Switchboard"` | QUIT reason on shutdown |
 //!

@@ -15,7 +15,7 @@
 //! | `publish_timeout` | duration | `"10s"` | how long a publish waits for each write relay's `OK` |
 //! | `max_event_bytes` | integer | `131072` | larger relay frames are dropped and counted |
 //! | `own_events` | bool | `false` | also publish events signed with the bot's own key (off: a bot does not hear itself, as on other chat networks) |
-//! | `instance` | string | the operator id | the `<instance>` token of this operator's subjects |
+//! | `instance` | string | the operator id | the `<instance>` token of this operator's subjects; must equal the operator id (refused otherwise: PROTOCOL.md, "Authentic source") |
 //! | `direct_messages` | bool | `true` | receive direct messages to the bot (NIP-17 gift wraps, kind 1059; see [`crate::dm`]) on the room `@<npub>`, through a built-in subscription named `direct-messages` |
 //! | `relay_control` | bool | `false` | allow `relay-add` and `relay-remove` requests over the bus (off: anyone who may send to this operator could otherwise point it, and its NIP-42 signatures, at any URL) |
 //! | `nip04` | bool | `true` | with `direct_messages`, also receive NIP-04 (kind 4) messages from older clients; the bot answers each in the scheme it was written in |

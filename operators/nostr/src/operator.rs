@@ -103,11 +103,13 @@ impl NostrOperator {
         NostrOperator::default()
     }
 
-    fn instance(ctx: &Context, config: &NostrConfig) -> String {
-        config
-            .instance
-            .clone()
-            .unwrap_or_else(|| ctx.id().to_string())
+    /// Its own id: a configured `instance` must say the same (see
+    /// [`switchboard_bus::authentic::own_instance`]).
+    fn instance(
+        ctx: &Context,
+        config: &NostrConfig,
+    ) -> Result<String, switchboard_bus::authentic::ForeignInstance> {
+        switchboard_bus::authentic::own_instance(ctx.id().as_str(), config.instance.as_deref())
     }
 
     async fn subscribe(ctx: &mut Context, instance: &str) -> HandlerResult {
@@ -317,7 +319,7 @@ impl Operator for NostrOperator {
     }
 
     async fn start(&mut self, ctx: &mut Context, config: NostrConfig) -> HandlerResult {
-        let instance = Self::instance(ctx, &config);
+        let instance = Self::instance(ctx, &config)?;
         let tls = config.tls().map_err(|e| format!("TLS setup: {e}"))?;
         let overlap = config.resume_overlap.as_secs();
         let resume = match ctx.state_dir() {
@@ -472,7 +474,7 @@ impl Operator for NostrOperator {
         let Some(run) = &mut self.running else {
             return self.start(ctx, config).await;
         };
-        let instance = Self::instance(ctx, &config);
+        let instance = Self::instance(ctx, &config)?;
         if instance != run.instance {
             ctx.clear_subscriptions();
             Self::subscribe(ctx, &instance).await?;

@@ -52,7 +52,7 @@ class Driver:
     async def say(self, text: str, ident: str | None = None) -> None:
         headers = {"room": "#rust", **({"id": ident} if ident else {})}
         body = {"text": text, "sender": "ferris", "room": "#rust", "private": False}
-        env = json.loads(make_envelope("irc", body, headers))
+        env = json.loads(make_envelope("libera", body, headers))
         if ident is None:
             del env["headers"]["id"]
         await self.nc.publish(ROOM, json.dumps(env).encode())
@@ -165,6 +165,21 @@ def test_malformed_and_repeated_envelopes_are_counted_not_fatal(server: Server) 
     assert run(server, echo_bot(), test) == 0
 
 
+def test_a_forged_chat_event_is_dropped_and_counted(server: Server) -> None:
+    """docs/PROTOCOL.md, "Authentic source": on chat.irc.libera.… only `libera` may be the source."""
+    async def test(d: Driver) -> None:
+        body = {"text": "!echo forged", "sender": "ferris", "room": "#rust", "private": False}
+        await d.nc.publish(ROOM, make_envelope("pingbot", body, {"room": "#rust"}))
+        await d.nc.publish("chat.irc.lib=2Era.=23rust.message", make_envelope("lib=2Era", body, {"room": "#rust"}))
+        await d.say("!echo genuine")
+        assert (await d.reply())["body"]["text"] == "genuine"
+        await asyncio.sleep(0.3)
+        counters = (await d.beat())["counters"]
+        assert counters["forged"] == 2 and counters["received"] == 1, counters
+
+    assert run(server, echo_bot(), test) == 0
+
+
 def test_a_subscription_outside_the_grants_reports_health_failed(narrow_server: Server) -> None:
     async def test(d: Driver) -> None:
         b = await d.beat()
@@ -191,7 +206,7 @@ def test_the_dice_bot_answers_logs_json_and_stops_on_sigterm(server: Server) -> 
         try:
             await ready.next_msg(timeout=WAIT)
             body = {"text": "!roll 3d6", "sender": "ferris", "room": "#rust"}
-            await nc.publish(ROOM, make_envelope("irc", body))
+            await nc.publish(ROOM, make_envelope("libera", body))
             text = json.loads((await replies.next_msg(timeout=WAIT)).data)["body"]["text"]
             m = re.fullmatch(r"ferris rolled ([1-6]) \+ ([1-6]) \+ ([1-6]) = (\d+)", text)
             assert m and sum(map(int, m.groups()[:3])) == int(m[4]), text

@@ -32,7 +32,10 @@ const DEDUPE_WINDOW = 8192;
 /** The SDK's own heartbeat counters; an operator's counter of the same name is sent as `op_<name>`. */
 const SDK_COUNTERS = [
   "received", "published", "malformed", "duplicates", "dropped", "handler_errors", "reconnects", "disconnects", "discarded",
+  "forged",
 ];
+/** An operator id: what the instance token of a chat subject must be to have an owner. */
+const OPERATOR_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
 /** What a handler returns: the reply text, or nothing for no reply. */
 export type Reply = string | undefined | null | void;
@@ -488,13 +491,16 @@ export class Bot {
   /**
    * Whether `envelope` may have come from its `source` on `subject`.
    *
-   * The place for the protocol's authentic-source rule (an envelope whose
-   * `source` does not own its subject is refused): today every valid
-   * envelope passes. Keep the check here, before dedupe and handlers, so a
-   * forged envelope is counted and dropped like a malformed one.
+   * docs/PROTOCOL.md, "Authentic source": a chat event
+   * `chat.<protocol>.<instance>.…` belongs to the operator whose id is
+   * `<instance>`; one whose `source` is anyone else (or whose instance token
+   * is no operator id) is forged. Other subjects name no owner: their
+   * `source` is a claim, passed on unchecked.
    */
-  protected authentic(_subject: string, _envelope: Envelope): boolean {
-    return true;
+  protected authentic(subject: string, envelope: Envelope): boolean {
+    if (!subject.startsWith("chat.")) return true;
+    const instance = subject.split(".", 4)[2];
+    return instance !== undefined && OPERATOR_ID.test(instance) && envelope.source === instance;
   }
 
   /** One subscription's deliveries, in order, each after the halt gate. */
@@ -517,14 +523,19 @@ export class Bot {
     let env: Envelope;
     try {
       env = parseEnvelope(msg.data);
-      if (!this.authentic(msg.subject, env)) {
-        throw new EnvelopeError(`source \`${env.source}\` may not publish on ${msg.subject}`);
-      }
     } catch (e) {
       this.counters.malformed! += 1;
       if (Date.now() - this.warned >= 10_000) {
         this.warned = Date.now(); // at most one warning per 10 s
         this.log.warn(`dropped a malformed envelope on ${msg.subject} (${this.counters.malformed} so far): ${(e as Error).message}`);
+      }
+      return;
+    }
+    if (!this.authentic(msg.subject, env)) {
+      this.counters.forged! += 1;
+      if (Date.now() - this.warned >= 10_000) {
+        this.warned = Date.now(); // at most one warning per 10 s
+        this.log.warn(`dropped a forged chat event on ${msg.subject}: source \`${env.source}\` does not own it (${this.counters.forged} so far)`);
       }
       return;
     }

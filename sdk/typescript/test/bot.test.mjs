@@ -63,7 +63,7 @@ async function withBot(server, bot, body) {
     },
     say(text, id) {
       const headers = { room: "#rust", ...(id ? { id } : {}) };
-      const env = JSON.parse(new TextDecoder().decode(makeEnvelope("irc", { text, sender: "ferris", room: "#rust" }, headers)));
+      const env = JSON.parse(new TextDecoder().decode(makeEnvelope("libera", { text, sender: "ferris", room: "#rust" }, headers)));
       if (!id) delete env.headers.id;
       nc.publish(ROOM, enc(env));
     },
@@ -180,6 +180,24 @@ test("malformed and repeated envelopes are counted, not fatal", async () => {
   }
 });
 
+test("a forged chat event is dropped and counted (PROTOCOL.md, Authentic source)", async () => {
+  const server = await startServer();
+  try {
+    await withBot(server, echoBot(), async (d) => {
+      const body = { text: "!echo forged", sender: "ferris", room: "#rust" };
+      d.nc.publish(ROOM, makeEnvelope("pingbot", body, { room: "#rust" }));
+      d.nc.publish("chat.irc.lib=2Era.=23rust.message", makeEnvelope("lib=2Era", body, { room: "#rust" }));
+      d.say("!echo genuine");
+      assert.equal((await d.reply()).body.text, "genuine");
+      await new Promise((r) => setTimeout(r, 300));
+      const { counters } = await d.beat();
+      assert.deepEqual([counters.forged, counters.received], [2, 1]);
+    });
+  } finally {
+    await server.stop();
+  }
+});
+
 test("a subscription outside the grants reports health failed", async () => {
   const server = await startServer(["chat.irc.>"]);
   try {
@@ -218,7 +236,7 @@ test("the dice bot answers, logs JSON and stops on SIGTERM", async () => {
     const exited = new Promise((r) => proc.on("exit", (code) => r(code)));
     try {
       await ready.next();
-      nc.publish(ROOM, makeEnvelope("irc", { text: "!roll 3d6", sender: "ferris", room: "#rust" }));
+      nc.publish(ROOM, makeEnvelope("libera", { text: "!roll 3d6", sender: "ferris", room: "#rust" }));
       const text = dec(await replies.next()).body.text;
       const m = /^ferris rolled ([1-6]) \+ ([1-6]) \+ ([1-6]) = (\d+)$/.exec(text);
       assert.ok(m, text);
