@@ -37,7 +37,7 @@ build:
 ## Project-local tools (idempotent: a stamp per pinned version).
 ##   nats-server: the bus itself (tests, make run)
 ##   nats-py: the NATS client of the Python operators and their tests
-tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.nats-py-$(NATS_PY_VERSION) $(TOOLS)/.irc-servers $(TOOLS)/.nostr-$(NOSTR_RELAY_VERSION)-$(NOSTR_SDK_PY_VERSION) $(TOOLS)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION) $(TOOLS)/.chromium $(TOOLS)/.playwright-core-$(PLAYWRIGHT_CORE_VERSION) $(TOOLS)/.ts-echo-$(NATS_JS_VERSION)-$(TYPESCRIPT_VERSION)
+tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.nats-py-$(NATS_PY_VERSION) $(TOOLS)/.irc-servers $(TOOLS)/.bubblewrap $(TOOLS)/.nostr-$(NOSTR_RELAY_VERSION)-$(NOSTR_SDK_PY_VERSION) $(TOOLS)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION) $(TOOLS)/.chromium $(TOOLS)/.playwright-core-$(PLAYWRIGHT_CORE_VERSION) $(TOOLS)/.ts-echo-$(NATS_JS_VERSION)-$(TYPESCRIPT_VERSION)
 
 ## The TypeScript operator (operators/ts-echo) and its test: npm `nats`
 ## (nats.js), TypeScript's compiler and Node's types, project-local in
@@ -98,6 +98,17 @@ $(TOOLS)/.playwright-core-$(PLAYWRIGHT_CORE_VERSION):
 	rm -rf $(TOOLS)/playwright && mkdir -p $(TOOLS)/playwright
 	npm install --prefix $(TOOLS)/playwright --no-audit --no-fund --no-package-lock "playwright-core@$(PLAYWRIGHT_CORE_VERSION)"
 	touch $@
+
+## The operator sandbox (docs/ARCHITECTURE.md "Sandbox"): Debian's
+## bubblewrap, the `bwrap` that Flatpak uses, run unprivileged (user
+## namespaces). The daemon runs without it (one warning) unless
+## `sandbox_required`; the tests and `make run` use it.
+$(TOOLS)/.bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || { \
+		echo "==> installing bubblewrap (Debian package)"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq bubblewrap >/dev/null; }
+	@mkdir -p $(TOOLS) && touch $@
 
 ## IRC servers the IRC operator's tests start on free loopback ports
 ## (Debian ngircd, inspircd, atheme-services for SASL); the tests never use

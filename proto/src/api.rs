@@ -122,6 +122,11 @@ pub struct OperatorStatus {
     pub reason: Option<String>,
     /// `nats` or `signals`.
     pub control: String,
+    /// The sandbox it runs in: `bwrap`, `none` (its manifest says so), or
+    /// `none (bwrap unavailable)` (the host cannot sandbox it). Empty from
+    /// an older daemon.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sandbox: String,
     /// Counters from the last heartbeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counters: Option<Counters>,

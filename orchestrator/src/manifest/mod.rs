@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use switchboard_proto::OperatorId;
 
 pub use crate::access::grants::{ApiGrant, StreamGrant, DEFAULT_DATA_GRANTS};
+pub use crate::sandbox::SandboxKind;
 use switchboard_proto::duration::serde_duration;
 
 mod load;
@@ -186,6 +187,16 @@ pub struct Manifest {
     /// the user's primary group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The sandbox it runs in (`crate::sandbox`): `bwrap` (the default)
+    /// or `none`, which the daemon warns about at each start.
+    #[serde(default)]
+    pub sandbox: SandboxKind,
+    /// More paths its sandbox shows it, read-only (a data directory, a
+    /// library outside its program's prefix); a relative path is resolved
+    /// against the manifest's directory. Never one holding the daemon's
+    /// own files (refused at start).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sandbox_binds: Vec<PathBuf>,
 }
 
 fn default_data_grants() -> Vec<String> {
@@ -360,8 +371,8 @@ pub enum Change {
     Config,
     /// Something the process was launched with changed (`id`, `command`,
     /// `args`, `env`, `workdir`, `control`, `heartbeat_interval`,
-    /// `inherit_env`, `nats_creds`, `nats_nkey`, `user`, `group`): restart
-    /// it.
+    /// `inherit_env`, `nats_creds`, `nats_nkey`, `user`, `group`,
+    /// `sandbox`, `sandbox_binds`): restart it.
     Launch,
 }
 
@@ -436,6 +447,8 @@ impl Manifest {
             nats_nkey: None,
             user: None,
             group: None,
+            sandbox: SandboxKind::default(),
+            sandbox_binds: Vec::new(),
         }
     }
 
@@ -490,6 +503,8 @@ impl Manifest {
             nats_nkey,
             user,
             group,
+            sandbox,
+            sandbox_binds,
         } = self;
         // What the process was launched with: only a restart applies it.
         // `heartbeat_interval` is here because the operator learns it from
@@ -505,7 +520,9 @@ impl Manifest {
             || *nats_creds != new.nats_creds
             || *nats_nkey != new.nats_nkey
             || *user != new.user
-            || *group != new.group;
+            || *group != new.group
+            || *sandbox != new.sandbox
+            || *sandbox_binds != new.sandbox_binds;
         // What the operator is told with `reload`.
         let config_changed = *config != new.config || *secrets != new.secrets;
         // What the daemon or the server applies without the process:
