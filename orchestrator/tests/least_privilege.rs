@@ -32,11 +32,17 @@ fn environ(pid: u32) -> HashMap<String, String> {
         .collect()
 }
 
-/// A bus connection with the credentials an operator process was given.
+/// A bus connection with the credentials an operator process was given
+/// (its password is in the file its environment names).
 async fn connect_as(pid: u32) -> Bus {
     let env = environ(pid);
+    assert!(
+        !env.contains_key(launch::NATS_PASSWORD),
+        "a password in the environment"
+    );
+    let password = std::fs::read_to_string(&env[launch::NATS_PASSWORD_FILE]).expect("password file");
     let opts = BusOptions::new(&env[launch::NATS_URL])
-        .user_password(&env[launch::NATS_USER], &env[launch::NATS_PASSWORD])
+        .user_password(&env[launch::NATS_USER], password)
         .inbox_prefix(&env[launch::NATS_INBOX_PREFIX]);
     Bus::connect(&opts, "forger")
         .await
@@ -457,7 +463,7 @@ async fn a_secret_reaches_only_the_operator_that_names_it() {
         }
     }
     // At shutdown the runtime dir keeps no config and no credentials.
-    let left: Vec<_> = std::fs::read_dir(run.join("config"))
+    let left: Vec<_> = std::fs::read_dir(run.join("operators"))
         .map(|r| r.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
@@ -529,8 +535,8 @@ async fn an_operator_run_as_another_user_cannot_read_what_is_not_its_own() {
     .unwrap();
     // The snoop, as uid 60002: tries to read everything it should not,
     // and its own files, and says what it could read.
-    let snoop = "for f in run/switchboard.json run/nats-server.conf run/config/bot.json \
-                 run/config/snoop.json state/operators/bot \"$SWITCHBOARD_STATE_DIR\"; do \
+    let snoop = "for f in run/switchboard.json run/nats-server.conf run/operators/bot/config.json \
+                 run/operators/snoop/config.json state/operators/bot \"$SWITCHBOARD_STATE_DIR\"; do \
                  if cat \"$f\" >/dev/null 2>&1 || ls \"$f/\" >/dev/null 2>&1; \
                  then echo \"read $f\"; else echo \"denied $f\"; fi; done; \
                  for p in /proc/[0-9]*; do [ -O \"$p\" ] && continue; \
@@ -575,7 +581,7 @@ async fn an_operator_run_as_another_user_cannot_read_what_is_not_its_own() {
     for denied in [
         "run/switchboard.json",
         "run/nats-server.conf",
-        "run/config/bot.json",
+        "run/operators/bot/config.json",
         "state/operators/bot",
     ] {
         assert!(
@@ -585,7 +591,7 @@ async fn an_operator_run_as_another_user_cannot_read_what_is_not_its_own() {
     }
     // Its own config and state are readable by it.
     assert!(
-        lines.contains(&"read run/config/snoop.json".to_owned()),
+        lines.contains(&"read run/operators/snoop/config.json".to_owned()),
         "{lines:?}"
     );
     assert!(

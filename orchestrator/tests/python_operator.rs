@@ -298,7 +298,7 @@ async fn python_operator_obeys_every_control_verb_and_stops_cleanly() {
     assert_answers(&next_reply(&mut sub).await, &after, "restarted");
 
     // SIGHUP: reload from SWITCHBOARD_CONFIG_FILE.
-    let file = d.dir.path().join(format!("run/config/{ID}.json"));
+    let file = d.dir.path().join(format!("run/operators/{ID}/config.json"));
     assert!(file.is_file(), "the daemon writes {}", file.display());
     std::fs::write(&file, r#"{"prefix": "%% "}"#).unwrap();
     kill(Pid::from_raw(pid as i32), Signal::SIGHUP).unwrap();
