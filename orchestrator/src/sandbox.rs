@@ -463,8 +463,8 @@ pub fn needed_paths<'a>(
             let p = Path::new(part);
             let p = match (p.is_absolute(), cwd) {
                 (true, _) => p.to_path_buf(),
-                (false, Some(cwd)) if part.contains('/') || p.exists() => cwd.join(p),
-                _ => continue,
+                (false, Some(cwd)) => cwd.join(p),
+                (false, None) => continue,
             };
             let Ok(meta) = std::fs::metadata(&p) else {
                 continue;

@@ -368,6 +368,9 @@ async fn same_uid_as_the_daemon_and_not_root() {
     let op = s.d.operator("burglar").await.unwrap();
     assert_eq!(op.sandbox, "bwrap", "{op:?}");
     let report = s.report().await;
+    if std::env::var_os("SB_ATTACK_SHOW").is_some() {
+        eprintln!("{report:#}");
+    }
     let found = loot(&report, &s.secrets(), s.root());
     assert!(found.is_empty(), "the burglar got: {found:#?}");
     let uid = daemon.map_or_else(|| nix::unistd::geteuid().as_raw(), |(u, _)| u);

@@ -99,7 +99,6 @@ impl Actor {
         write(&config_file, config.to_string().as_bytes())?;
         // Secrets travel as files, never in the environment (readable in
         // /proc, inherited by every child): the variable names the file.
-        let mut handed: Vec<PathBuf> = vec![own_dir.clone()];
         let mut nats_env: Vec<(String, String)> = Vec::with_capacity(nats.len());
         let mut given_paths: Vec<PathBuf> = Vec::new();
         for (name, value) in nats {
@@ -112,7 +111,6 @@ impl Actor {
                 Some((var, file_name)) => {
                     let file = own_dir.join(file_name);
                     write(&file, value.as_bytes())?;
-                    handed.push(file.clone());
                     nats_env.push((var.to_owned(), file.display().to_string()));
                 }
                 None => {
@@ -123,13 +121,12 @@ impl Actor {
                 }
             }
         }
-        handed.push(config_file.clone());
         if let Some((uid, gid)) = run_as {
-            let mut own: Vec<&Path> = vec![&state_dir, &scratch_dir];
-            own.extend(handed.iter().map(PathBuf::as_path));
+            // The dir whole (new at each start, so its files go with it):
+            // naming a file in it would open the dir to 0711.
             crate::files::hand_over(
                 &[&self.shared.state_dir, &self.shared.runtime_dir],
-                &own,
+                &[&state_dir, &scratch_dir, &own_dir],
                 uid,
                 gid,
             )
