@@ -608,7 +608,7 @@ fn validate(
         }
         for m in &report.manifests {
             println!("{}: sandbox {}", m.id, s.describe(m.sandbox));
-            for bind in &m.sandbox_binds {
+            for bind in m.sandbox_binds.iter().chain(&m.sandbox_binds_rw) {
                 if let Err(e) = s.check_bind(bind) {
                     println!("{}: {e}", m.path.display());
                     bad_binds += 1;

@@ -104,7 +104,7 @@ pub enum SandboxError {
     },
     /// A manifest asks to bind a path that holds the daemon's secrets.
     #[error(
-        "`sandbox_binds` names {}, which would show the daemon's private files ({}) to the \
+        "`sandbox_binds` (or `sandbox_binds_rw`) names {}, which would show the daemon's private files ({}) to the \
          operator; bind a directory beside them instead",
         path.display(), private.display()
     )]
@@ -147,6 +147,8 @@ pub struct SandboxPaths {
     pub needed: Vec<PathBuf>,
     /// Read-only, from the manifest's `sandbox_binds` (checked).
     pub extra: Vec<PathBuf>,
+    /// Read-write, from the manifest's `sandbox_binds_rw` (checked).
+    pub extra_rw: Vec<PathBuf>,
 }
 
 /// Directories too broad to bind whole for a path found in an argument:
@@ -293,16 +295,23 @@ impl Sandboxing {
         a.flags(&["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
         // What it needs to run.
         let mut bound: Vec<PathBuf> = vec!["/usr".into(), "/etc".into(), "/opt".into()];
-        for p in &paths.needed {
-            let p = canonical(p);
+        for given in &paths.needed {
+            let p = canonical(given);
             if self.private.iter().any(|private| p.starts_with(private)) {
                 continue; // never a way into the daemon's files
             }
-            if bound.iter().any(|b| p.starts_with(b)) {
-                continue;
+            if !bound.iter().any(|b| p.starts_with(b)) {
+                a.bind("--ro-bind", &p);
+                bound.push(p.clone());
             }
-            a.bind("--ro-bind", &p);
-            bound.push(p);
+            // Reached through a symlink (a venv in a linked tools dir):
+            // the same files at the path the command line uses too.
+            if given.is_absolute() && *given != p && !bound.iter().any(|b| given.starts_with(b)) {
+                a.flags(&["--ro-bind"]);
+                a.path(&p);
+                a.path(given);
+                bound.push(given.clone());
+            }
         }
         // Masks: the daemon's private paths and root's files, wherever a
         // bind above would show them.
@@ -336,6 +345,9 @@ impl Sandboxing {
         }
         for p in &paths.extra {
             a.bind("--ro-bind", &canonical(p));
+        }
+        for p in &paths.extra_rw {
+            a.bind("--bind", &canonical(p));
         }
         a.flags(&["--"]);
         Some((program, a.0))

@@ -468,9 +468,11 @@ async fn a_second_daemon_on_the_same_state_dir_is_refused() {
 /// the same state dir ends it before starting a new set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helpers_left_by_a_killed_daemon_are_ended_at_the_next_start() {
+    // Unsandboxed: in its sandbox the helper would die with the daemon
+    // (tests/attack.rs); the sweep is what catches it without one.
     let manifest =
         "id = \"forker\"\ncommand = \"/bin/sh\"\ncontrol = \"signals\"\nstop_timeout = \"1s\"\n\
-         args = [\"-c\", \"sleep 300 & echo helper=$!; wait\"]\n";
+         sandbox = \"none\"\nargs = [\"-c\", \"sleep 300 & echo helper=$!; wait\"]\n";
     let mut d1 = Daemon::start(&[("forker.toml", manifest.to_string())]).await;
     let sh = d1.wait_running("forker").await.pid.unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -96,6 +96,8 @@ async fn an_operator_cannot_control_spy_on_or_impersonate_others() {
     .await;
     let victim = d.wait_running("victim").await;
     let victim_pid = victim.pid.unwrap();
+    // The pid it reports: its own pid namespace's.
+    let victim_inner = switchboard_orchestrator::sandbox::inner_pid(victim_pid);
     d.wait_running("intruder").await;
 
     let mut forbidden = d.bus.subscribe_raw("chat.forbidden.>").await.unwrap();
@@ -133,8 +135,12 @@ async fn an_operator_cannot_control_spy_on_or_impersonate_others() {
             Some(m) = forbidden.next() => panic!("a publish outside the grants arrived on {}", m.subject),
             Some(_) = allowed.next() => allowed_seen += 1,
             Some(m) = beats.next() => {
+                // The intruder forges its heartbeats with a fixed timestamp
+                // (in their sandboxes both may be pid 2).
                 let hb: Heartbeat = serde_json::from_slice(&m.payload).unwrap();
-                assert_eq!(hb.pid, victim_pid, "a forged heartbeat reached the bus: {hb:?}");
+                let raw: Value = serde_json::from_slice(&m.payload).unwrap();
+                assert_ne!(raw["timestamp"], "2026-01-01T00:00:00Z", "a forged heartbeat reached the bus: {hb:?}");
+                assert_eq!(Some(hb.pid), victim_inner, "a heartbeat not from the victim: {hb:?}");
             }
             Some(m) = probe.next() => last_report = Some(serde_json::from_slice(&m.payload).unwrap()),
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
@@ -371,7 +377,7 @@ async fn a_secret_reaches_only_the_operator_that_names_it() {
     let checker = |id: &str, with_secret: bool| {
         let mut m = format!(
             "id = \"{id}\"\ncommand = \"/bin/sh\"\ncontrol = \"signals\"\nstop_timeout = \"1s\"\n\
-             args = [\"-c\", \"if env | grep -q {SECRET}; then echo has-secret; else echo no-secret; fi; exec sleep 30\"]\n"
+             args = [\"-c\", \"if env | grep -q {SECRET}; then echo env-secret; elif grep -q {SECRET} \\\"$SWITCHBOARD_CONFIG_FILE\\\"; then echo has-secret; else echo no-secret; fi; exec sleep 30\"]\n"
         );
         if with_secret {
             m.push_str("[secrets]\n\"irc.password\" = { env = \"SB_TEST_IRC_PASS\" }\n");
@@ -413,7 +419,10 @@ async fn a_secret_reaches_only_the_operator_that_names_it() {
     // neither; no operator inherits the daemon's environment.
     let env_a = environ(a);
     let env_b = environ(b);
-    assert!(env_a[launch::CONFIG].contains(SECRET));
+    assert!(!env_a.contains_key(launch::CONFIG));
+    let config_a = std::fs::read_to_string(&env_a[launch::CONFIG_FILE]).unwrap();
+    assert!(config_a.contains(SECRET));
+    assert!(!env_a.values().any(|v| v.contains(SECRET)));
     for env in [&env_a, &env_b] {
         assert!(!env.contains_key("SB_TEST_IRC_PASS"), "{:?}", env.keys());
         assert!(!env.contains_key("SWITCHBOARD_NATS_SERVER"));

@@ -105,6 +105,7 @@ const TOP_KEYS: &[&str] = &[
     "group",
     "sandbox",
     "sandbox_binds",
+    "sandbox_binds_rw",
 ];
 const BACKOFF_KEYS: &[&str] = &["initial", "max", "multiplier", "jitter", "reset_after"];
 const CRASH_LOOP_KEYS: &[&str] = &["max_restarts", "window"];
@@ -618,6 +619,7 @@ struct Draft {
     group: Option<Spanned<String>>,
     sandbox: Option<SandboxKind>,
     sandbox_binds: Option<Vec<PathBuf>>,
+    sandbox_binds_rw: Option<Vec<PathBuf>>,
 }
 
 fn parse(path: &Path, text: &str) -> Parsed {
@@ -747,6 +749,10 @@ fn parse(path: &Path, text: &str) -> Parsed {
                 d.sandbox_binds = string_array(&mut ctx, name, value)
                     .map(|v| v.iter().map(|p| resolve(&base, p)).collect());
             }
+            "sandbox_binds_rw" => {
+                d.sandbox_binds_rw = string_array(&mut ctx, name, value)
+                    .map(|v| v.iter().map(|p| resolve(&base, p)).collect());
+            }
             _ => ctx.unknown_top_key(key),
         }
     }
@@ -817,6 +823,7 @@ fn parse(path: &Path, text: &str) -> Parsed {
         group,
         sandbox,
         sandbox_binds,
+        sandbox_binds_rw,
     } = d;
     let manifest = match (draft_id, command) {
         (Some(id), Some(command)) if ctx.problems.is_empty() => {
@@ -853,6 +860,7 @@ fn parse(path: &Path, text: &str) -> Parsed {
                 group: group.map(Spanned::into_inner),
                 sandbox: sandbox.unwrap_or(defaults.sandbox),
                 sandbox_binds: sandbox_binds.unwrap_or_default(),
+                sandbox_binds_rw: sandbox_binds_rw.unwrap_or_default(),
             })
         }
         _ => None,
@@ -1421,6 +1429,7 @@ mod tests {
         m.user = Some("u".into());
         m.group = Some("g".into());
         m.sandbox_binds = vec!["b".into()];
+        m.sandbox_binds_rw = vec!["w".into()];
         let serde_json::Value::Object(fields) = serde_json::to_value(&m).expect("json") else {
             panic!("a manifest serializes to an object");
         };

@@ -197,6 +197,10 @@ pub struct Manifest {
     /// own files (refused at start).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sandbox_binds: Vec<PathBuf>,
+    /// Like [`Manifest::sandbox_binds`], read-write: where it writes
+    /// outside its state dir (a logger's output directory).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sandbox_binds_rw: Vec<PathBuf>,
 }
 
 fn default_data_grants() -> Vec<String> {
@@ -372,7 +376,7 @@ pub enum Change {
     /// Something the process was launched with changed (`id`, `command`,
     /// `args`, `env`, `workdir`, `control`, `heartbeat_interval`,
     /// `inherit_env`, `nats_creds`, `nats_nkey`, `user`, `group`,
-    /// `sandbox`, `sandbox_binds`): restart it.
+    /// `sandbox`, `sandbox_binds`, `sandbox_binds_rw`): restart it.
     Launch,
 }
 
@@ -449,6 +453,7 @@ impl Manifest {
             group: None,
             sandbox: SandboxKind::default(),
             sandbox_binds: Vec::new(),
+            sandbox_binds_rw: Vec::new(),
         }
     }
 
@@ -505,6 +510,7 @@ impl Manifest {
             group,
             sandbox,
             sandbox_binds,
+            sandbox_binds_rw,
         } = self;
         // What the process was launched with: only a restart applies it.
         // `heartbeat_interval` is here because the operator learns it from
@@ -522,7 +528,8 @@ impl Manifest {
             || *user != new.user
             || *group != new.group
             || *sandbox != new.sandbox
-            || *sandbox_binds != new.sandbox_binds;
+            || *sandbox_binds != new.sandbox_binds
+            || *sandbox_binds_rw != new.sandbox_binds_rw;
         // What the operator is told with `reload`.
         let config_changed = *config != new.config || *secrets != new.secrets;
         // What the daemon or the server applies without the process:

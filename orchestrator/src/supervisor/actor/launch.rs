@@ -183,7 +183,12 @@ impl Actor {
             }
         }
         let sandbox = if self.shared.sandbox.applies(self.manifest.sandbox) {
-            for bind in &self.manifest.sandbox_binds {
+            for bind in self
+                .manifest
+                .sandbox_binds
+                .iter()
+                .chain(&self.manifest.sandbox_binds_rw)
+            {
                 self.shared.sandbox.check_bind(bind).map_err(|e| {
                     format!("{e} (set in {})", self.manifest.path.display())
                 })?;
@@ -206,6 +211,7 @@ impl Actor {
                 own_readonly: std::iter::once(own_dir.clone()).chain(given_paths).collect(),
                 needed,
                 extra: self.manifest.sandbox_binds.clone(),
+                extra_rw: self.manifest.sandbox_binds_rw.clone(),
             };
             self.shared.sandbox.command(&paths)
         } else {
