@@ -481,15 +481,18 @@ pub fn needed_paths<'a>(
             let Ok(meta) = std::fs::metadata(&p) else {
                 continue;
             };
-            let p = canonical(&p);
-            if meta.is_dir() {
-                if !is_broad(&p) {
-                    out.push(p);
-                }
-            } else {
-                match p.parent() {
-                    Some(dir) if !is_broad(dir) => out.push(dir.to_path_buf()),
-                    _ => out.push(p),
+            // As written (the sandbox shows it there, through any
+            // symlink) and where it really is (for links inside it).
+            for p in [p.clone(), canonical(&p)] {
+                if meta.is_dir() {
+                    if !is_broad(&p) {
+                        out.push(p);
+                    }
+                } else {
+                    match p.parent() {
+                        Some(dir) if !is_broad(dir) => out.push(dir.to_path_buf()),
+                        _ => out.push(p),
+                    }
                 }
             }
         }
