@@ -102,7 +102,7 @@ impl LaunchEnv {
                 source: None,
             });
         }
-        let password = secret(&get, launch::NATS_PASSWORD, launch::NATS_PASSWORD_FILE)?;
+        let password = secret(get, launch::NATS_PASSWORD, launch::NATS_PASSWORD_FILE)?;
         match (get(launch::NATS_USER), password) {
             (Some(u), Some(p)) => nats = nats.user_password(u, p),
             (Some(_), None) => {
@@ -117,7 +117,7 @@ impl LaunchEnv {
             }
             (None, None) => {}
         }
-        if let Some(t) = secret(&get, launch::NATS_TOKEN, launch::NATS_TOKEN_FILE)? {
+        if let Some(t) = secret(get, launch::NATS_TOKEN, launch::NATS_TOKEN_FILE)? {
             nats = nats.token(t);
         }
         if let Some(p) = get(launch::NATS_CREDS) {
@@ -344,9 +344,15 @@ mod tests {
             (launch::NATS_PASSWORD_FILE, missing.to_str().unwrap()),
         ])
         .unwrap_err();
-        assert!(err.to_string().contains(launch::NATS_PASSWORD_FILE), "{err}");
-        let err = env(&[(launch::ID, "x"), (launch::CONFIG_FILE, missing.to_str().unwrap())])
-            .unwrap_err();
+        assert!(
+            err.to_string().contains(launch::NATS_PASSWORD_FILE),
+            "{err}"
+        );
+        let err = env(&[
+            (launch::ID, "x"),
+            (launch::CONFIG_FILE, missing.to_str().unwrap()),
+        ])
+        .unwrap_err();
         assert!(err.to_string().contains(launch::CONFIG_FILE), "{err}");
     }
 

@@ -537,7 +537,8 @@ async fn connect(url: &Option<String>, config_path: Option<&Path>) -> anyhow::Re
             // An operator's own login (a shell operator's `tail`, `pub`):
             // the password file its launch environment names.
             let get = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-            let password = switchboard_bus::secret(get, launch::NATS_PASSWORD, launch::NATS_PASSWORD_FILE)?;
+            let password =
+                switchboard_bus::secret(get, launch::NATS_PASSWORD, launch::NATS_PASSWORD_FILE)?;
             if let (Some(u), Some(p)) = (get(launch::NATS_USER), password) {
                 o = o.user_password(u, p);
             }

@@ -182,7 +182,10 @@ impl Sandboxing {
     /// # Errors
     ///
     /// [`SandboxError::Unavailable`] when required and unavailable.
-    pub fn probe(config: &SandboxConfig, private: Vec<PathBuf>) -> Result<Sandboxing, SandboxError> {
+    pub fn probe(
+        config: &SandboxConfig,
+        private: Vec<PathBuf>,
+    ) -> Result<Sandboxing, SandboxError> {
         let result = probe_program(&config.program);
         match result {
             Ok(program) => Ok(Sandboxing {
@@ -534,7 +537,11 @@ pub fn members(init: u32) -> Vec<(u32, u32)> {
             let Ok(children) = std::fs::read_to_string(task.path().join("children")) else {
                 continue;
             };
-            stack.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+            stack.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
         }
     }
     out

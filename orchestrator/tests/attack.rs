@@ -102,7 +102,8 @@ struct Scene {
 }
 
 fn user_line(user: Option<&str>) -> String {
-    user.map(|u| format!("user = \"{u}\"\n")).unwrap_or_default()
+    user.map(|u| format!("user = \"{u}\"\n"))
+        .unwrap_or_default()
 }
 
 async fn scene(setup: Setup) -> Scene {
@@ -141,7 +142,11 @@ async fn scene(setup: Setup) -> Scene {
     ]
     .iter()
     .map(|p| root.join(p))
-    .chain([root.clone(), PathBuf::from("/etc/shadow"), PathBuf::from("/root")])
+    .chain([
+        root.clone(),
+        PathBuf::from("/etc/shadow"),
+        PathBuf::from("/root"),
+    ])
     .collect();
     let burglar_manifest = format!(
         "id = \"burglar\"\ncommand = \"{}\"\n{}sandbox = \"{}\"\nheartbeat_interval = \"200ms\"\n\
@@ -221,7 +226,10 @@ impl Scene {
                 out.push(value);
             }
         }
-        assert!(out.len() >= 4, "daemon, CLI, victim passwords and the secret: {out:?}");
+        assert!(
+            out.len() >= 4,
+            "daemon, CLI, victim passwords and the secret: {out:?}"
+        );
         out
     }
 
@@ -280,10 +288,16 @@ async fn no_secret_in_environments(s: &Scene, uids: (u32, u32)) {
             if name == "daemon" && *secret == s.secret {
                 continue; // the daemon was given it in its environment
             }
-            assert!(!env.contains(secret.as_str()), "a secret in {name}'s environment");
+            assert!(
+                !env.contains(secret.as_str()),
+                "a secret in {name}'s environment"
+            );
         }
         if name != "daemon" {
-            assert!(env.contains("SWITCHBOARD_NATS_PASSWORD_FILE="), "{name}: {env}");
+            assert!(
+                env.contains("SWITCHBOARD_NATS_PASSWORD_FILE="),
+                "{name}: {env}"
+            );
             assert!(env.contains("SWITCHBOARD_CONFIG_FILE="), "{name}: {env}");
             assert!(!env.contains("SWITCHBOARD_NATS_PASSWORD="), "{name}: {env}");
             assert!(!env.contains("SWITCHBOARD_CONFIG="), "{name}: {env}");
@@ -292,7 +306,12 @@ async fn no_secret_in_environments(s: &Scene, uids: (u32, u32)) {
     for (id, uid) in [("victim", uids.0), ("burglar", uids.1)] {
         let own = s.root().join("run/operators").join(id);
         let meta = std::fs::metadata(&own).unwrap();
-        assert_eq!(meta.permissions().mode() & 0o777, 0o700, "{}", own.display());
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o700,
+            "{}",
+            own.display()
+        );
         assert_eq!(meta.uid(), uid, "{}", own.display());
         for file in ["nats-password", "config.json"] {
             let meta = std::fs::metadata(own.join(file)).unwrap();
@@ -323,7 +342,10 @@ fn children_named(parent: u32, name: &str) -> Vec<u32> {
             continue;
         };
         let comm = head.split_once('(').map(|(_, c)| c).unwrap_or_default();
-        let ppid = rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+        let ppid = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
         if ppid == Some(parent) && comm == name {
             out.push(pid);
         }
@@ -337,7 +359,12 @@ async fn nothing_outlives(mut s: Scene, kill_daemon: bool) {
     wait_orphans(&s.marker, |n| n == 2, "both leftovers started").await;
     let reply = s.d.ctl(Verb::Shutdown, "burglar", None).await;
     assert!(reply.results.iter().all(|r| r.ok), "{reply:?}");
-    wait_orphans(&s.marker, |n| n == 0, "leftovers after the burglar's shutdown").await;
+    wait_orphans(
+        &s.marker,
+        |n| n == 0,
+        "leftovers after the burglar's shutdown",
+    )
+    .await;
     let reply = s.d.ctl(Verb::Restart, "burglar", None).await;
     assert!(reply.results.iter().all(|r| r.ok), "{reply:?}");
     wait_orphans(&s.marker, |n| n == 2, "both leftovers started again").await;
@@ -408,7 +435,11 @@ async fn without_a_sandbox_the_attack_succeeds() {
     .await;
     let op = s.d.operator("burglar").await.unwrap();
     assert_eq!(op.sandbox, "none", "{op:?}");
-    assert!(s.d.log().contains("runs without a sandbox"), "{}", s.d.log());
+    assert!(
+        s.d.log().contains("runs without a sandbox"),
+        "{}",
+        s.d.log()
+    );
     let report = s.report().await;
     let found = loot(&report, &s.secrets(), s.root());
     for what in ["secret", "process", "read"] {

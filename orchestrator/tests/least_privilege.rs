@@ -40,7 +40,8 @@ async fn connect_as(pid: u32) -> Bus {
         !env.contains_key(launch::NATS_PASSWORD),
         "a password in the environment"
     );
-    let password = std::fs::read_to_string(&env[launch::NATS_PASSWORD_FILE]).expect("password file");
+    let password =
+        std::fs::read_to_string(&env[launch::NATS_PASSWORD_FILE]).expect("password file");
     let opts = BusOptions::new(&env[launch::NATS_URL])
         .user_password(&env[launch::NATS_USER], password)
         .inbox_prefix(&env[launch::NATS_INBOX_PREFIX]);

@@ -137,10 +137,7 @@ fn same_process(h: &Harness, what: &str, id: &str, got: u32, pid: u32) -> Result
     // In its sandbox the operator sees its own pid namespace: its pid
     // there is the last of `NSpid` of the process the daemon reports.
     let inner = crate::sandbox::inner_pid(pid);
-    if got != pid
-        && inner != Some(got)
-        && (group(got).is_none() || group(got) != group(pid))
-    {
+    if got != pid && inner != Some(got) && (group(got).is_none() || group(got) != group(pid)) {
         return Err(format!(
             "{what}.pid is {got}, but the process the daemon started is {pid}"
         ));

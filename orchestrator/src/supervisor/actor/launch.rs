@@ -103,7 +103,9 @@ impl Actor {
         let mut given_paths: Vec<PathBuf> = Vec::new();
         for (name, value) in nats {
             let file_var = match name {
-                n if n == launch::NATS_PASSWORD => Some((launch::NATS_PASSWORD_FILE, "nats-password")),
+                n if n == launch::NATS_PASSWORD => {
+                    Some((launch::NATS_PASSWORD_FILE, "nats-password"))
+                }
                 n if n == launch::NATS_TOKEN => Some((launch::NATS_TOKEN_FILE, "nats-token")),
                 _ => None,
             };
@@ -114,7 +116,8 @@ impl Actor {
                     nats_env.push((var.to_owned(), file.display().to_string()));
                 }
                 None => {
-                    if [launch::NATS_CREDS, launch::NATS_NKEY, launch::NATS_TLS_CA].contains(&name) {
+                    if [launch::NATS_CREDS, launch::NATS_NKEY, launch::NATS_TLS_CA].contains(&name)
+                    {
                         given_paths.push(PathBuf::from(&value));
                     }
                     nats_env.push((name.to_owned(), value));
@@ -189,9 +192,10 @@ impl Actor {
                 .iter()
                 .chain(&self.manifest.sandbox_binds_rw)
             {
-                self.shared.sandbox.check_bind(bind).map_err(|e| {
-                    format!("{e} (set in {})", self.manifest.path.display())
-                })?;
+                self.shared
+                    .sandbox
+                    .check_bind(bind)
+                    .map_err(|e| format!("{e} (set in {})", self.manifest.path.display()))?;
             }
             let cwd = workdir.clone().or_else(|| std::env::current_dir().ok());
             let words = self
@@ -208,7 +212,9 @@ impl Actor {
             }
             let paths = SandboxPaths {
                 writable: vec![state_dir.clone(), scratch_dir.clone()],
-                own_readonly: std::iter::once(own_dir.clone()).chain(given_paths).collect(),
+                own_readonly: std::iter::once(own_dir.clone())
+                    .chain(given_paths)
+                    .collect(),
                 needed,
                 extra: self.manifest.sandbox_binds.clone(),
                 extra_rw: self.manifest.sandbox_binds_rw.clone(),
