@@ -841,6 +841,8 @@ mod output_tests {
             operators: vec![op],
             log_lines_dropped: 7,
             events_dropped: 0,
+            rss_bytes: None,
+            cpu_seconds: None,
             stream: Some(switchboard_proto::api::StreamStatus {
                 name: "SWITCHBOARD".into(),
                 messages: 12,
