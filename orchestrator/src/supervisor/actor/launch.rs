@@ -186,6 +186,31 @@ impl Actor {
             }
         }
         let sandbox = if self.shared.sandbox.applies(self.manifest.sandbox) {
+            // Where it writes: made if missing (bwrap binds only what
+            // exists), owned by the operator's user when it has one.
+            for dir in &self.manifest.sandbox_binds_rw {
+                if !dir.exists() {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        format!(
+                            "cannot create {} (`sandbox_binds_rw` in {}): {e}",
+                            dir.display(),
+                            self.manifest.path.display()
+                        )
+                    })?;
+                    if let Some((uid, gid)) = run_as {
+                        let _ = std::os::unix::fs::chown(dir, Some(uid), Some(gid));
+                    }
+                }
+            }
+            for bind in &self.manifest.sandbox_binds {
+                if !bind.exists() {
+                    return Err(format!(
+                        "{} does not exist (`sandbox_binds` in {})",
+                        bind.display(),
+                        self.manifest.path.display()
+                    ));
+                }
+            }
             for bind in self
                 .manifest
                 .sandbox_binds
