@@ -250,7 +250,7 @@ unit: tools
 
 test: tools check unit
 
-run: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION)
+run: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.bubblewrap
 	$(CARGO) build --release -p switchboard-orchestrator -p switchboard-demo -p switchboard-dashboard
 	@mkdir -p .run && umask 077 && { [ -s .run/dashboard-token ] || head -c 18 /dev/urandom | base64 > .run/dashboard-token; }
 	@echo "dashboard: http://127.0.0.1:8477/ (token for its buttons: .run/dashboard-token)"

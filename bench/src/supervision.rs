@@ -873,10 +873,13 @@ async fn idle(bins: &Binaries, settings: Settings, summary: &mut Summary) -> any
 
     let daemon_pid = [d.pid];
     let nats: Vec<u32> = d.nats_server_pid().into_iter().collect();
-    let bots: Vec<u32> = procfs::children(d.pid)
+    // Each in its sandbox: below bwrap and its init, not the daemon's
+    // children.
+    let bots: Vec<u32> = procfs::descendants(d.pid)
         .into_iter()
-        .filter(|(_, s)| procfs::comm_is(&s.comm, "switchboard-pingbot"))
-        .map(|(p, _)| p)
+        .filter(|&p| {
+            procfs::stat(p).is_some_and(|s| procfs::comm_is(&s.comm, "switchboard-pingbot"))
+        })
         .collect();
     if bots.len() != n {
         bail!(

@@ -186,6 +186,17 @@ impl Actor {
             }
         }
         let sandbox = if self.shared.sandbox.applies(self.manifest.sandbox) {
+            for bind in self
+                .manifest
+                .sandbox_binds
+                .iter()
+                .chain(&self.manifest.sandbox_binds_rw)
+            {
+                self.shared
+                    .sandbox
+                    .check_bind(bind)
+                    .map_err(|e| format!("{e} (set in {})", self.manifest.path.display()))?;
+            }
             // Where it writes: made if missing (bwrap binds only what
             // exists), owned by the operator's user when it has one.
             for dir in &self.manifest.sandbox_binds_rw {
@@ -210,17 +221,6 @@ impl Actor {
                         self.manifest.path.display()
                     ));
                 }
-            }
-            for bind in self
-                .manifest
-                .sandbox_binds
-                .iter()
-                .chain(&self.manifest.sandbox_binds_rw)
-            {
-                self.shared
-                    .sandbox
-                    .check_bind(bind)
-                    .map_err(|e| format!("{e} (set in {})", self.manifest.path.display()))?;
             }
             let cwd = workdir.clone().or_else(|| std::env::current_dir().ok());
             let words = self
