@@ -481,6 +481,27 @@ async fn a_missing_bwrap_is_one_clear_line_or_fatal_when_required() {
         "{log}"
     );
     assert!(log.contains("/nonexistent/bwrap"), "{log}");
+    // `status` and `validate` say so too.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(args)
+            .arg("--config")
+            .arg(d.config_path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let status = cli(&["status"]);
+    assert!(
+        status.contains("SANDBOX") && status.contains("none(!)"),
+        "{status}"
+    );
+    let validate = cli(&["validate"]);
+    assert!(
+        validate.contains("bot: sandbox none (bwrap unavailable)")
+            && validate.contains("WITHOUT a sandbox"),
+        "{validate}"
+    );
 
     // Required: the daemon refuses to start, and says what to do.
     let dir = tempfile::tempdir().unwrap();
