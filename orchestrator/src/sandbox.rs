@@ -149,6 +149,10 @@ pub struct SandboxPaths {
     pub extra: Vec<PathBuf>,
     /// Read-write, from the manifest's `sandbox_binds_rw` (checked).
     pub extra_rw: Vec<PathBuf>,
+    /// Whether it runs as uid 0 (a root daemon, no `user`): then root's
+    /// own files in `/etc` are hidden too (each mask is a mount, so the
+    /// others are spared them).
+    pub as_root: bool,
 }
 
 /// Directories too broad to bind whole for a path found in an argument:
@@ -158,8 +162,11 @@ const BROAD: &[&str] = &[
     "/media", "/usr", "/opt", "/dev", "/proc", "/sys", "/boot",
 ];
 
+/// Always hidden: the conventional home of the daemon's config.
+const DAEMON_ETC: &str = "/etc/switchboard";
+
 /// Only root should read these; a root daemon's sandboxed operators are
-/// uid 0 (without capabilities), so they are hidden.
+/// uid 0 (without capabilities), so for them they are hidden.
 const ROOT_ONLY: &[&str] = &[
     "/etc/shadow",
     "/etc/shadow-",
@@ -170,7 +177,6 @@ const ROOT_ONLY: &[&str] = &[
     "/etc/ssh",
     "/etc/ssl/private",
     "/etc/security/opasswd",
-    "/etc/switchboard",
 ];
 
 impl Sandboxing {
@@ -318,11 +324,13 @@ impl Sandboxing {
         }
         // Masks: the daemon's private paths and root's files, wherever a
         // bind above would show them.
+        let root_only: &[&str] = if paths.as_root { ROOT_ONLY } else { &[] };
         let masks = self
             .private
             .iter()
             .cloned()
-            .chain(ROOT_ONLY.iter().map(PathBuf::from));
+            .chain(std::iter::once(PathBuf::from(DAEMON_ETC)))
+            .chain(root_only.iter().map(PathBuf::from));
         for m in masks {
             if !bound.iter().any(|b| m.starts_with(b)) {
                 continue;

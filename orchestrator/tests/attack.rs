@@ -11,7 +11,8 @@
 //! - `same_uid_as_the_daemon_and_not_root`: the daemon as an unprivileged
 //!   user (`nobody` when the test is root), both operators under its uid;
 //! - `root_daemon_with_user_keys`: the daemon as root, each operator with
-//!   its own `user`;
+//!   its own `user`; `root_daemon_without_user_keys`: operators as uid 0
+//!   (without capabilities) in their sandboxes;
 //! - `without_a_sandbox_the_attack_succeeds`: the same burglar with
 //!   `sandbox = "none"` (what every operator got before the sandbox)
 //!   steals the secrets, sees the daemon and leaves its `setsid()` child
@@ -422,6 +423,27 @@ async fn root_daemon_with_user_keys() {
     assert!(found.is_empty(), "the burglar got: {found:#?}");
     no_secret_in_environments(&s, (1, 65534)).await;
     nothing_outlives(s, true).await;
+}
+
+/// A root daemon without `user` keys: its operators are uid 0 without
+/// capabilities in their sandboxes; root's own files are masked too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_daemon_without_user_keys() {
+    if !is_root() {
+        eprintln!("skipped: the daemon must run as root");
+        return;
+    }
+    let s = scene(Setup {
+        daemon: None,
+        users: (None, None),
+        sandbox: "bwrap",
+    })
+    .await;
+    let report = s.report().await;
+    let found = loot(&report, &s.secrets(), s.root());
+    assert!(found.is_empty(), "the burglar got: {found:#?}");
+    no_secret_in_environments(&s, (0, 0)).await;
+    nothing_outlives(s, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -243,6 +243,8 @@ impl Actor {
                 needed,
                 extra: self.manifest.sandbox_binds.clone(),
                 extra_rw: self.manifest.sandbox_binds_rw.clone(),
+                as_root: run_as
+                    .map_or_else(|| nix::unistd::geteuid().is_root(), |(uid, _)| uid == 0),
             };
             self.shared.sandbox.command(&paths)
         } else {
