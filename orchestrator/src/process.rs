@@ -99,6 +99,10 @@ pub struct OperatorProcess {
     /// The sandbox's init (pid 1 of the operator's pid namespace, host
     /// numbering): killing it ends everything in the sandbox.
     pub sandbox_init: Option<u32>,
+    /// The process the daemon started (bwrap's monitor in a sandbox, which
+    /// leads a group of its own): what `leftovers` records, since killing
+    /// it ends the sandbox too.
+    pub leader: u32,
     /// When it was spawned.
     pub started: Instant,
     /// The uid and gid it runs as, when not the daemon's.
@@ -251,6 +255,7 @@ impl OperatorProcess {
             pid,
             group,
             sandbox_init,
+            leader,
             started: Instant::now(),
             run_as: spec.run_as,
         })
@@ -287,19 +292,24 @@ impl OperatorProcess {
 
     /// Send `sig` to the whole process group (in a sandbox: the operator
     /// and the sandbox's init, which ignores all but SIGKILL and SIGSTOP
-    /// and takes the whole sandbox down with it on SIGKILL).
+    /// and takes the whole sandbox down with it on SIGKILL; a process that
+    /// left the group is still in the namespace that dies with the init).
     pub fn signal_group(&self, sig: Signal) {
         if self.group == 0 {
             return;
         }
         // ESRCH (group gone) is the normal case after an exit.
         let _ = killpg(Pid::from_raw(self.group as i32), sig);
-        if sig == Signal::SIGKILL {
-            if let Some(init) = self.sandbox_init {
-                // Should the operator have left the group, the init is
-                // still the way to every process of the sandbox.
-                let _ = nix::sys::signal::kill(Pid::from_raw(init as i32), sig);
-            }
+    }
+
+    /// SIGKILL everything: the group and, in a sandbox, bwrap's monitor
+    /// too (tokio's kill, which never reaches a reaped pid). A monitor
+    /// whose sandbox died while bwrap was still setting it up waits on
+    /// it forever otherwise.
+    fn kill_all(&mut self) {
+        self.signal_group(Signal::SIGKILL);
+        if self.sandbox_init.is_some() {
+            let _ = self.child.start_kill();
         }
     }
 
@@ -312,7 +322,7 @@ impl OperatorProcess {
             Ok(_) => (self.wait().await, false),
             Err(_) => {
                 tracing::warn!(pid = self.pid, ?timeout, "did not stop in time; SIGKILL");
-                self.signal_group(Signal::SIGKILL);
+                self.kill_all();
                 (self.wait().await, true)
             }
         }
@@ -320,7 +330,7 @@ impl OperatorProcess {
 
     /// Kill the group at once (health failure) and reap.
     pub async fn kill(&mut self) -> ExitStatus {
-        self.signal_group(Signal::SIGKILL);
+        self.kill_all();
         self.wait().await
     }
 

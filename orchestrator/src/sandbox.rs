@@ -564,7 +564,8 @@ pub fn inner_pid(pid: u32) -> Option<u32> {
 
 /// The first child of the sandbox's init (the operator's own process),
 /// waiting up to `within` for the init to fork it; `None` when the init is
-/// gone or has not forked by then.
+/// gone (or a zombie: the operator exited at once) or has not forked by
+/// then.
 pub async fn first_child(init: u32, within: Duration) -> Option<u32> {
     let deadline = tokio::time::Instant::now() + within;
     let path = format!("/proc/{init}/task/{init}/children");
@@ -576,6 +577,14 @@ pub async fn first_child(init: u32, within: Duration) -> Option<u32> {
                 }
             }
             Err(_) => return None,
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.trim_start().chars().next());
+        if !matches!(state, Some('R' | 'S' | 'D')) {
+            return None; // exited (zombie), stopped or gone: no child is coming
         }
         if tokio::time::Instant::now() >= deadline {
             return None;

@@ -443,7 +443,7 @@ async fn root_daemon_without_user_keys() {
     let found = loot(&report, &s.secrets(), s.root());
     assert!(found.is_empty(), "the burglar got: {found:#?}");
     no_secret_in_environments(&s, (0, 0)).await;
-    nothing_outlives(s, false).await;
+    nothing_outlives(s, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

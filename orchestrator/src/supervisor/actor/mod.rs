@@ -348,7 +348,7 @@ impl Actor {
         {
             Ok(proc) => {
                 tracing::debug!(operator = %self.id, pid = proc.pid, sandboxed = proc.sandbox_init.is_some(), "spawned");
-                crate::leftovers::record(&self.shared.state_dir, self.id.as_str(), proc.group);
+                crate::leftovers::record(&self.shared.state_dir, self.id.as_str(), proc.leader);
                 self.proc = Some(proc);
                 self.last_seen = None;
                 self.grace_until = None;
