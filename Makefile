@@ -44,7 +44,7 @@ build:
 ##   nats-py: the NATS client of the Python operators and their tests
 ##   valgrind (Debian): the speed guard in `make test` counts instructions
 ##     per message with callgrind (bus/tests/icount.rs)
-tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.valgrind $(TOOLS)/.nats-py-$(NATS_PY_VERSION) $(TOOLS)/.irc-servers $(TOOLS)/.nostr-$(NOSTR_RELAY_VERSION)-$(NOSTR_SDK_PY_VERSION) $(TOOLS)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION) $(TOOLS)/.chromium $(TOOLS)/.playwright-core-$(PLAYWRIGHT_CORE_VERSION) $(TOOLS)/.axe-core-$(AXE_CORE_VERSION) $(TOOLS)/.ts-echo-$(NATS_JS_VERSION)-$(TYPESCRIPT_VERSION) $(TOOLS)/.py-sdk-$(PYTEST_VERSION)-$(MYPY_VERSION)-$(FLIT_CORE_VERSION) sdk/typescript/node_modules \
+tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.valgrind $(TOOLS)/.nats-py-$(NATS_PY_VERSION) $(TOOLS)/.irc-servers $(TOOLS)/.bubblewrap $(TOOLS)/.nostr-$(NOSTR_RELAY_VERSION)-$(NOSTR_SDK_PY_VERSION) $(TOOLS)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION) $(TOOLS)/.chromium $(TOOLS)/.playwright-core-$(PLAYWRIGHT_CORE_VERSION) $(TOOLS)/.axe-core-$(AXE_CORE_VERSION) $(TOOLS)/.ts-echo-$(NATS_JS_VERSION)-$(TYPESCRIPT_VERSION) $(TOOLS)/.py-sdk-$(PYTEST_VERSION)-$(MYPY_VERSION)-$(FLIT_CORE_VERSION) sdk/typescript/node_modules \
 	operators/ts-dice/node_modules/switchboard-sdk operators/ts-echo/node_modules/switchboard-sdk
 
 ## The Python SDK's checks and wheel (sdk/python): pytest for its unit
@@ -137,6 +137,17 @@ $(TOOLS)/.axe-core-$(AXE_CORE_VERSION):
 	rm -rf $(TOOLS)/axe && mkdir -p $(TOOLS)/axe
 	npm install --prefix $(TOOLS)/axe --no-audit --no-fund --no-package-lock "axe-core@$(AXE_CORE_VERSION)"
 	touch $@
+
+## The operator sandbox (docs/ARCHITECTURE.md "Sandbox"): Debian's
+## bubblewrap, the `bwrap` that Flatpak uses, run unprivileged (user
+## namespaces). The daemon runs without it (one warning) unless
+## `sandbox_required`; the tests and `make run` use it.
+$(TOOLS)/.bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || { \
+		echo "==> installing bubblewrap (Debian package)"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq bubblewrap >/dev/null; }
+	@mkdir -p $(TOOLS) && touch $@
 
 ## IRC servers the IRC operator's tests start on free loopback ports
 ## (Debian ngircd, inspircd, atheme-services for SASL); the tests never use
@@ -327,7 +338,7 @@ sdk-check: $(SDK_TOOLS) $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION)
 ## workspace-hack/Cargo.toml), so one build serves both.
 RUN_PACKAGES := -p switchboard-orchestrator -p switchboard-demo -p switchboard-dashboard
 
-run: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION)
+run: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION) $(TOOLS)/.bubblewrap
 	$(CARGO) build --release $(RUN_PACKAGES)
 	@mkdir -p .run && umask 077 && { [ -s .run/dashboard-token ] || head -c 18 /dev/urandom | base64 > .run/dashboard-token; }
 	@echo "dashboard: http://127.0.0.1:8477/ (token for its buttons: .run/dashboard-token)"

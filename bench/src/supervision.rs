@@ -3,9 +3,12 @@
 //! supervisord restarting the same crashing program.
 //!
 //! 1. cold start: spawn `switchboard run` with 50 pingbot manifests, time
-//!    until every one is `running` (from the `sb.event.*` events);
+//!    until every one is `running` (from the `sb.event.*` events), each in
+//!    its sandbox (the default) and without (`sandbox = "none"`);
 //! 2. crash: SIGKILL the supervised process N times and time the new
-//!    process (`/proc`) and, for the pingbot, its `running` event;
+//!    process (`/proc`) and, for the pingbot, its `running` event (with
+//!    and without the sandbox; the comparison with s6 and supervisord,
+//!    which sandbox nothing, runs unsandboxed);
 //! 3. idle footprint: 200 pingbots at 1 s heartbeats, the daemon's RSS and
 //!    CPU over a window.
 //!
@@ -77,6 +80,12 @@ const GAP: Duration = Duration::from_millis(50);
 const S6_READY_GAP: Duration = Duration::from_millis(1_100);
 /// Settling time between "all running" and the idle measurement.
 const IDLE_SETTLE: Duration = Duration::from_secs(2);
+/// The manifest line of the unsandboxed variants (the sandboxed ones are
+/// the default manifests).
+const UNSANDBOXED: &str = "sandbox = \"none\"\n";
+/// The variants measured: label and manifest lines.
+const VARIANTS: [(&str, &str); 2] = [("bwrap (default)", ""), ("none", UNSANDBOXED)];
+
 /// Backoff and crash-loop settings of the crash manifests (see `GAP`).
 const CRASH_SUPERVISION: &str =
     "[backoff]\nreset_after = \"10ms\"\n\n[crash_loop]\nmax_restarts = 1000\n";
@@ -205,9 +214,9 @@ struct ColdRun {
     took: Vec<f64>,
 }
 
-async fn cold_once(bins: &Binaries) -> anyhow::Result<(ColdRun, Vec<u32>)> {
+async fn cold_once(bins: &Binaries, extra: &str) -> anyhow::Result<(ColdRun, Vec<u32>)> {
     let manifests: Vec<ManifestFile> = (0..COLD_OPERATORS)
-        .map(|i| pingbot_manifest(bins, &format!("ping-{i:03}"), ""))
+        .map(|i| pingbot_manifest(bins, &format!("ping-{i:03}"), extra))
         .collect();
     let mut d = Daemon::spawn(bins, &manifests)?;
     let (info, api) = d.runtime_info().await?;
@@ -236,33 +245,14 @@ async fn cold_start(
     settings: Settings,
     summary: &mut Summary,
 ) -> anyhow::Result<()> {
-    let mut runs = Vec::new();
-    for i in 1..=settings.cold_runs {
-        let (run, left) = cold_once(bins)
-            .await
-            .with_context(|| format!("cold start {i}"))?;
-        record_leftovers(summary, &format!("cold start {i}"), left);
-        eprintln!(
-            "  cold start {i}/{}: API after {}, all {COLD_OPERATORS} running {} later (total {})",
-            settings.cold_runs,
-            millis(run.to_api),
-            millis(run.all),
-            millis(run.total)
-        );
-        runs.push(run);
-    }
-    let med = |f: fn(&ColdRun) -> Duration| {
-        Duration::from_secs_f64(median(runs.iter().map(|r| f(r).as_secs_f64())))
-    };
-    let total = med(|r| r.total);
     let target = Target::Below(1000.0, Unit::Ms);
-    let total_ms = total.as_secs_f64() * 1e3;
     let mut t = Table::new(
         format!(
             "cold start: switchboard run with {COLD_OPERATORS} pingbot operators -> all running (median of {})",
             settings.cold_runs
         ),
         &[
+            "sandbox",
             "operators",
             "spawn->API",
             "API->first running",
@@ -271,14 +261,61 @@ async fn cold_start(
             "target",
         ],
     );
-    t.row(vec![
-        COLD_OPERATORS.to_string(),
-        millis(med(|r| r.to_api)),
-        millis(med(|r| r.first)),
-        millis(med(|r| r.all)),
-        millis(total),
-        target.verdict(total_ms),
-    ]);
+    let mut notes = Vec::new();
+    for (label, extra) in VARIANTS {
+        let mut runs = Vec::new();
+        for i in 1..=settings.cold_runs {
+            let (run, left) = cold_once(bins, extra)
+                .await
+                .with_context(|| format!("cold start {i} (sandbox {label})"))?;
+            record_leftovers(summary, &format!("cold start {i} (sandbox {label})"), left);
+            eprintln!(
+                "  cold start {i}/{} (sandbox {label}): API after {}, all {COLD_OPERATORS} running {} later (total {})",
+                settings.cold_runs,
+                millis(run.to_api),
+                millis(run.all),
+                millis(run.total)
+            );
+            runs.push(run);
+        }
+        let med = |f: fn(&ColdRun) -> Duration| {
+            Duration::from_secs_f64(median(runs.iter().map(|r| f(r).as_secs_f64())))
+        };
+        let total = med(|r| r.total);
+        let total_ms = total.as_secs_f64() * 1e3;
+        t.row(vec![
+            label.to_owned(),
+            COLD_OPERATORS.to_string(),
+            millis(med(|r| r.to_api)),
+            millis(med(|r| r.first)),
+            millis(med(|r| r.all)),
+            millis(total),
+            target.verdict(total_ms),
+        ]);
+        let took: Vec<f64> = runs.iter().flat_map(|r| r.took.iter().copied()).collect();
+        if !took.is_empty() {
+            notes.push(format!(
+                "sandbox {label}: each operator's spawn->ready as the daemon logged it (`took`, \
+                 all runs): median {}, p99 {}, max {}",
+                millis_f(median(took.iter().copied())),
+                millis_f(percentile(&took, 0.99)),
+                millis_f(took.iter().copied().fold(0.0, f64::max)),
+            ));
+        }
+        notes.push(format!(
+            "sandbox {label}, runs (spawn->all running): {}",
+            runs.iter()
+                .map(|r| millis(r.total))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let name = if extra.is_empty() {
+            format!("{COLD_OPERATORS} operators cold start")
+        } else {
+            format!("{COLD_OPERATORS} operators cold start, no sandbox")
+        };
+        summary.check(name, total_ms, target);
+    }
     t.note(
         "spawn = spawning `switchboard run`; API = its runtime file appears (API and bus \
          live, nats-server started; operators are spawned right after)",
@@ -287,29 +324,14 @@ async fn cold_start(
         "running = first `running` event per operator on sb.event.* (its `ready` reached the \
          daemon), checked with sb.api.status",
     );
-    let took: Vec<f64> = runs.iter().flat_map(|r| r.took.iter().copied()).collect();
-    if !took.is_empty() {
-        t.note(format!(
-            "each operator's spawn->ready as the daemon logged it (`took`, all runs): \
-             median {}, p99 {}, max {}",
-            millis_f(median(took.iter().copied())),
-            millis_f(percentile(&took, 0.99)),
-            millis_f(took.iter().copied().fold(0.0, f64::max)),
-        ));
-    }
-    t.note(format!(
-        "runs (spawn->all running): {}",
-        runs.iter()
-            .map(|r| millis(r.total))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    println!("{t}");
-    summary.check(
-        format!("{COLD_OPERATORS} operators cold start"),
-        total_ms,
-        target,
+    t.note(
+        "sandbox bwrap = each operator in its own bubblewrap (user, pid, ipc, uts, cgroup \
+         namespaces, binds, masks: the default); none = `sandbox = \"none\"` in each manifest",
     );
+    for n in notes {
+        t.note(n);
+    }
+    println!("{t}");
     Ok(())
 }
 
@@ -352,6 +374,9 @@ async fn switchboard_crash(
     program: &str,
     kills: usize,
 ) -> anyhow::Result<(SbCrash, Vec<u32>)> {
+    // In a sandbox the program is not the daemon's child (bwrap and its
+    // init are between): the new pid comes from the `running` event.
+    let watch_proc = manifest.1.contains(UNSANDBOXED);
     let mut d = Daemon::spawn(bins, &[manifest])?;
     let (info, _) = d.runtime_info().await?;
     let bus = daemon::connect(&info).await?;
@@ -381,12 +406,16 @@ async fn switchboard_crash(
         tokio::time::sleep(GAP).await;
         daemon::drain(&mut sub);
         let watch = NewChild::new(d.pid, program);
-        let seen = tokio::task::spawn_blocking(move || watch.wait(Duration::from_secs(10)));
+        let seen = tokio::task::spawn_blocking(move || {
+            watch_proc
+                .then(|| watch.wait(Duration::from_secs(10)))
+                .flatten()
+        });
         let t0 = Instant::now();
         procfs::signal(pid, Signal::SIGKILL);
         let deadline = t0 + Duration::from_secs(10);
         let mut starting = None;
-        let running = loop {
+        let (running, event_pid) = loop {
             let Some((ev, at)) = daemon::next_event(&mut sub, deadline).await? else {
                 bail!(
                     "kill {}: no `running` event for a new {id} within 10 s; daemon log: {}",
@@ -407,17 +436,21 @@ async fn switchboard_crash(
             }
             match ev.state {
                 SupervisedState::Starting => starting = Some(at),
-                SupervisedState::Running => break at,
+                SupervisedState::Running => break (at, ev.pid),
                 _ => {}
             }
         };
-        let Some((new_pid, at)) = seen.await? else {
-            bail!(
+        let new_pid = match (seen.await?, event_pid) {
+            (Some((new_pid, at)), _) => {
+                out.process.times.push((at - t0).as_secs_f64());
+                new_pid
+            }
+            (None, Some(new_pid)) if !watch_proc => new_pid,
+            _ => bail!(
                 "kill {}: no new {program} process under the daemon in /proc",
                 i + 1
-            );
+            ),
         };
-        out.process.times.push((at - t0).as_secs_f64());
         out.running.times.push((running - t0).as_secs_f64());
         if let Some(s) = starting {
             out.starting.times.push((s - t0).as_secs_f64());
@@ -515,7 +548,7 @@ async fn crash(bins: &Binaries, settings: Settings, summary: &mut Summary) -> an
         "crasher.toml".to_owned(),
         format!(
             "id = \"crasher\"\ncommand = {}\nargs = [{}]\ncontrol = \"signals\"\n\
-             restart = \"always\"\n\n{CRASH_SUPERVISION}",
+             restart = \"always\"\n{UNSANDBOXED}\n{CRASH_SUPERVISION}",
             toml_str(CRASHER),
             CRASHER_ARGS
                 .iter()
@@ -533,11 +566,12 @@ async fn crash(bins: &Binaries, settings: Settings, summary: &mut Summary) -> an
         "  switchboard: {kills} kills of /bin/sleep, respawn p50 {}",
         millis_f(sb_sleep.process.p50())
     );
-    // Switchboard with the pingbot: crash -> ready again.
+    // Switchboard with the pingbot: crash -> ready again, without and
+    // with its sandbox.
     let bot = pingbot_manifest(
         bins,
         "crashbot",
-        &format!("restart = \"always\"\n\n{CRASH_SUPERVISION}"),
+        &format!("restart = \"always\"\n{UNSANDBOXED}\n{CRASH_SUPERVISION}"),
     );
     let (sb_bot, left) = switchboard_crash(bins, bot, "crashbot", "switchboard-pingbot", kills)
         .await
@@ -546,6 +580,19 @@ async fn crash(bins: &Binaries, settings: Settings, summary: &mut Summary) -> an
     eprintln!(
         "  switchboard: {kills} kills of pingbot, ready again p50 {}",
         millis_f(sb_bot.running.p50())
+    );
+    let bot = pingbot_manifest(
+        bins,
+        "crashbot",
+        &format!("restart = \"always\"\n\n{CRASH_SUPERVISION}"),
+    );
+    let (sb_boxed, left) = switchboard_crash(bins, bot, "crashbot", "switchboard-pingbot", kills)
+        .await
+        .context("switchboard crash series (sandboxed pingbot)")?;
+    record_leftovers(summary, "switchboard (sandboxed pingbot)", left);
+    eprintln!(
+        "  switchboard: {kills} kills of a sandboxed pingbot, ready again p50 {}",
+        millis_f(sb_boxed.running.p50())
     );
 
     // The rivals, blocking code on a blocking thread.
@@ -701,7 +748,8 @@ async fn crash(bins: &Binaries, settings: Settings, summary: &mut Summary) -> an
     println!("{t}");
 
     let ready_target = Target::Below(50.0, Unit::Ms);
-    let ready_ms = sb_bot.running.p50() * 1e3;
+    let ready_ms = sb_boxed.running.p50() * 1e3;
+    let unboxed_ready_ms = sb_bot.running.p50() * 1e3;
     let mut t = Table::new(
         format!(
             "crash -> ready again: SIGKILL a switchboard-pingbot operator {kills} times \
@@ -721,26 +769,45 @@ async fn crash(bins: &Binaries, settings: Settings, summary: &mut Summary) -> an
         ]
     };
     t.row(row(
-        "new process runs (/proc)",
+        "no sandbox: new process runs (/proc)",
         &sb_bot.process,
         String::new(),
     ));
     t.row(row(
-        "`starting` event, new pid",
+        "no sandbox: `starting` event, new pid",
         &sb_bot.starting,
         String::new(),
     ));
     t.row(row(
-        "`running` event (ready again)",
+        "no sandbox: `running` event (ready again)",
         &sb_bot.running,
+        ready_target.verdict(unboxed_ready_ms),
+    ));
+    t.row(row(
+        "sandbox: `starting` event, new pid",
+        &sb_boxed.starting,
+        String::new(),
+    ));
+    t.row(row(
+        "sandbox: `running` event (ready again)",
+        &sb_boxed.running,
         ready_target.verdict(ready_ms),
     ));
     t.note(
         "ready = the new process connected to NATS, subscribed, sent `ready`, and the daemon \
          published `running`; same backoff settings as above",
     );
+    t.note(
+        "sandbox = the default bubblewrap per operator (its start: namespaces, binds, masks, \
+         the info fd, the init's fork); no sandbox = `sandbox = \"none\"`",
+    );
     println!("{t}");
     summary.check("crash->ready median", ready_ms, ready_target);
+    summary.check(
+        "crash->ready median, no sandbox",
+        unboxed_ready_ms,
+        ready_target,
+    );
     Ok(())
 }
 
@@ -806,10 +873,13 @@ async fn idle(bins: &Binaries, settings: Settings, summary: &mut Summary) -> any
 
     let daemon_pid = [d.pid];
     let nats: Vec<u32> = d.nats_server_pid().into_iter().collect();
-    let bots: Vec<u32> = procfs::children(d.pid)
+    // Each in its sandbox: below bwrap and its init, not the daemon's
+    // children.
+    let bots: Vec<u32> = procfs::descendants(d.pid)
         .into_iter()
-        .filter(|(_, s)| procfs::comm_is(&s.comm, "switchboard-pingbot"))
-        .map(|(p, _)| p)
+        .filter(|&p| {
+            procfs::stat(p).is_some_and(|s| procfs::comm_is(&s.comm, "switchboard-pingbot"))
+        })
         .collect();
     if bots.len() != n {
         bail!(

@@ -102,11 +102,12 @@ impl LaunchEnv {
                 source: None,
             });
         }
-        match (get(launch::NATS_USER), get(launch::NATS_PASSWORD)) {
+        let password = secret(get, launch::NATS_PASSWORD, launch::NATS_PASSWORD_FILE)?;
+        match (get(launch::NATS_USER), password) {
             (Some(u), Some(p)) => nats = nats.user_password(u, p),
             (Some(_), None) => {
                 return Err(LaunchError::Missing {
-                    name: launch::NATS_PASSWORD,
+                    name: launch::NATS_PASSWORD_FILE,
                 })
             }
             (None, Some(_)) => {
@@ -116,7 +117,7 @@ impl LaunchEnv {
             }
             (None, None) => {}
         }
-        if let Some(t) = get(launch::NATS_TOKEN) {
+        if let Some(t) = secret(get, launch::NATS_TOKEN, launch::NATS_TOKEN_FILE)? {
             nats = nats.token(t);
         }
         if let Some(p) = get(launch::NATS_CREDS) {
@@ -156,9 +157,23 @@ impl LaunchEnv {
         }
         let stream = get(launch::STREAM);
         nats = nats.stream_ids(stream.is_some());
-        let config = match get(launch::CONFIG) {
+        // The file the orchestrator writes, else the variable an operator
+        // run by hand may be given, else nothing.
+        let config_file = get(launch::CONFIG_FILE).map(PathBuf::from);
+        let (config_name, config_text) = match &config_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| LaunchError::Invalid {
+                    name: launch::CONFIG_FILE,
+                    reason: format!("cannot read {}: {e}", path.display()),
+                    source: Some(Box::new(e)),
+                })?;
+                (launch::CONFIG_FILE, Some(text))
+            }
+            None => (launch::CONFIG, get(launch::CONFIG)),
+        };
+        let config = match config_text {
             Some(json) => serde_json::from_str(&json).map_err(|e| LaunchError::Invalid {
-                name: launch::CONFIG,
+                name: config_name,
                 reason: format!("not JSON: {e}"),
                 source: Some(Box::new(e)),
             })?,
@@ -197,13 +212,47 @@ impl LaunchEnv {
             id,
             nats,
             config,
-            config_file: get(launch::CONFIG_FILE).map(PathBuf::from),
+            config_file,
             state_dir: get(launch::STATE_DIR).map(PathBuf::from),
             scratch_dir: get(launch::SCRATCH_DIR).map(PathBuf::from),
             stream,
             heartbeat_interval,
             control,
         })
+    }
+}
+
+/// A secret given as `file_var` (a path: the file's content, one trailing
+/// newline removed) or, for an operator started by hand, as `var` itself.
+/// The orchestrator sets only the `_FILE` variant (docs/PROTOCOL.md,
+/// "Launch environment"): an environment is readable in `/proc` and
+/// inherited by every child. `get` returns a variable's non-blank value.
+///
+/// # Errors
+///
+/// [`LaunchError::Invalid`] naming `file_var` when the file cannot be
+/// read (the message never holds its content).
+pub fn secret(
+    get: impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    file_var: &'static str,
+) -> Result<Option<String>, LaunchError> {
+    match get(file_var) {
+        Some(path) => {
+            let mut text = std::fs::read_to_string(&path).map_err(|e| LaunchError::Invalid {
+                name: file_var,
+                reason: format!("cannot read {path}: {e}"),
+                source: Some(Box::new(e)),
+            })?;
+            if text.ends_with('\n') {
+                text.pop();
+                if text.ends_with('\r') {
+                    text.pop();
+                }
+            }
+            Ok(Some(text))
+        }
+        None => Ok(get(var)),
     }
 }
 
@@ -264,6 +313,52 @@ mod tests {
     }
 
     #[test]
+    fn secrets_and_config_come_from_files_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "from-file\n").unwrap();
+        let cfg = dir.path().join("config.json");
+        std::fs::write(&cfg, r#"{"nick":"file"}"#).unwrap();
+        let e = env(&[
+            (launch::ID, "x"),
+            (launch::NATS_USER, "u"),
+            (launch::NATS_PASSWORD, "from-env"),
+            (launch::NATS_PASSWORD_FILE, pw.to_str().unwrap()),
+            (launch::CONFIG, r#"{"nick":"env"}"#),
+            (launch::CONFIG_FILE, cfg.to_str().unwrap()),
+        ])
+        .unwrap();
+        assert_eq!(e.config["nick"], "file");
+        assert_eq!(e.config_file.as_deref(), Some(cfg.as_path()));
+        let got = secret(
+            |k| (k == launch::NATS_PASSWORD_FILE).then(|| pw.display().to_string()),
+            launch::NATS_PASSWORD,
+            launch::NATS_PASSWORD_FILE,
+        )
+        .unwrap();
+        assert_eq!(got.as_deref(), Some("from-file"));
+        // A missing file is an error naming the variable, never a silent
+        // fallback to no credentials.
+        let missing = dir.path().join("gone");
+        let err = env(&[
+            (launch::ID, "x"),
+            (launch::NATS_USER, "u"),
+            (launch::NATS_PASSWORD_FILE, missing.to_str().unwrap()),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().contains(launch::NATS_PASSWORD_FILE),
+            "{err}"
+        );
+        let err = env(&[
+            (launch::ID, "x"),
+            (launch::CONFIG_FILE, missing.to_str().unwrap()),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains(launch::CONFIG_FILE), "{err}");
+    }
+
+    #[test]
     fn errors_name_the_variable() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[], launch::ID),
@@ -286,7 +381,7 @@ mod tests {
             ),
             (
                 &[(launch::ID, "x"), (launch::NATS_USER, "u")],
-                launch::NATS_PASSWORD,
+                launch::NATS_PASSWORD_FILE,
             ),
             (
                 &[(launch::ID, "x"), (launch::NATS_URL, ",,")],

@@ -82,7 +82,7 @@ pub use error::{
     ReplyErrorKind, RequestError, RequestErrorKind, SubscribeError, SubscribeErrorKind,
 };
 pub use health::HealthReport;
-pub use launch::{ControlMode, LaunchEnv, LaunchError, LaunchErrorKind, DEFAULT_HEARTBEAT};
+pub use launch::{secret, ControlMode, LaunchEnv, LaunchError, LaunchErrorKind, DEFAULT_HEARTBEAT};
 pub use logging::{default_filter, init_tracing, init_tracing_with, init_tracing_with_default};
 pub use operator::{
     run, run_with, Context, HandlerError, HandlerResult, Operator, RunError, RunErrorKind,

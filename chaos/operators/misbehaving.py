@@ -18,12 +18,21 @@ def now():
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def secret(var):
+    """A secret from the file `<var>_FILE` names (what the daemon sets), else `<var>`."""
+    path = os.environ.get(var + "_FILE")
+    if path:
+        with open(path) as f:
+            return f.read().removesuffix("\n")
+    return os.environ.get(var)
+
+
 async def main():
     op = os.environ["SWITCHBOARD_ID"]
     nc = await nats.connect(
         os.environ.get("SWITCHBOARD_NATS_URL") or "nats://127.0.0.1:4222",
         user=os.environ.get("SWITCHBOARD_NATS_USER"),
-        password=os.environ.get("SWITCHBOARD_NATS_PASSWORD"),
+        password=secret("SWITCHBOARD_NATS_PASSWORD"),
         inbox_prefix=(os.environ.get("SWITCHBOARD_NATS_INBOX_PREFIX") or "_INBOX").encode(),
     )
 

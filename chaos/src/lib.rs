@@ -547,13 +547,16 @@ pub async fn nats_sigkill() -> anyhow::Result<Outcome> {
     })
 }
 
-/// A logger manifest writing under `dir`, with fast health timings.
+/// A logger manifest writing under `dir` (writable in its sandbox), with
+/// fast health timings.
 pub fn logger(dir: &std::path::Path) -> String {
     format!(
         "id = \"logger\"\ncommand = {:?}\npublish = []\nsubscribe = []\nstream = [\"consume\"]\n\
          heartbeat_interval = \"100ms\"\nmissed_heartbeats = 3\nrestart = \"always\"\n\
+         sandbox_binds_rw = [{:?}]\n\
          [backoff]\ninitial = \"10ms\"\nreset_after = \"100ms\"\n[config]\ndir = {:?}\n",
         switchboard_testkit::bin_path("switchboard-logger"),
+        dir,
         dir
     )
 }

@@ -3,7 +3,8 @@
 # answers "!sh <text>" with "<text>" in the same room. It speaks NATS only
 # through the switchboard CLI: `switchboard tail` to listen, `switchboard pub`
 # to answer, both with the operator's own credentials from the launch
-# environment (SWITCHBOARD_NATS_URL/_USER/_PASSWORD).
+# environment (SWITCHBOARD_NATS_URL/_USER and the file that
+# SWITCHBOARD_NATS_PASSWORD_FILE names; never a password in the environment).
 #
 # Signals (docs/PROTOCOL.md, Signals): SIGTERM/SIGINT stop it (exit 0),
 # SIGHUP re-reads SWITCHBOARD_CONFIG_FILE, SIGSTOP/SIGCONT (halt/resume)
@@ -24,7 +25,17 @@ prefix_of() {
   printf '%s' "${p:-!sh }"
 }
 
-PREFIX=$(prefix_of "${SWITCHBOARD_CONFIG:-{\}}")
+# The config: the file the daemon writes (SWITCHBOARD_CONFIG_FILE), else
+# SWITCHBOARD_CONFIG (an operator run by hand), else {}.
+config_text() {
+  if [ -n "${SWITCHBOARD_CONFIG_FILE:-}" ]; then
+    cat "$SWITCHBOARD_CONFIG_FILE"
+  else
+    printf '%s' "${SWITCHBOARD_CONFIG:-{\}}"
+  fi
+}
+
+PREFIX=$(prefix_of "$(config_text)")
 
 reload() {
   if [ -n "${SWITCHBOARD_CONFIG_FILE:-}" ] && [ -r "$SWITCHBOARD_CONFIG_FILE" ]; then

@@ -222,7 +222,7 @@ Environment:
   SWITCHBOARD_TOML           the config file (same as --config); client commands find the
                              running daemon through it
   SWITCHBOARD_NATS_SERVER    the nats-server binary for the embedded server
-  SWITCHBOARD_NATS_URL, SWITCHBOARD_NATS_USER, SWITCHBOARD_NATS_PASSWORD
+  SWITCHBOARD_NATS_URL, SWITCHBOARD_NATS_USER, SWITCHBOARD_NATS_PASSWORD_FILE (or _PASSWORD)
                              client commands: reach NATS directly instead of through the runtime file
 
 Examples:
@@ -617,12 +617,18 @@ async fn connect(url: &Option<String>, config_path: Option<&Path>) -> anyhow::Re
         .or_else(|| std::env::var(switchboard_proto::launch::NATS_URL).ok())
     {
         Some(url) => {
+            use switchboard_proto::launch;
             let mut o = BusOptions::new(&url);
-            if let (Ok(u), Ok(p)) = (
-                std::env::var(switchboard_proto::launch::NATS_USER),
-                std::env::var(switchboard_proto::launch::NATS_PASSWORD),
-            ) {
+            // An operator's own login (a shell operator's `tail`, `pub`):
+            // the password file its launch environment names.
+            let get = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+            let password =
+                switchboard_bus::secret(get, launch::NATS_PASSWORD, launch::NATS_PASSWORD_FILE)?;
+            if let (Some(u), Some(p)) = (get(launch::NATS_USER), password) {
                 o = o.user_password(u, p);
+            }
+            if let Some(prefix) = get(launch::NATS_INBOX_PREFIX) {
+                o = o.inbox_prefix(prefix);
             }
             o
         }
@@ -695,7 +701,33 @@ fn validate(
             println!("warning: {warning}");
         }
     }
-    if report.problems.is_empty() {
+    // Which sandbox each operator gets on this host.
+    let config = Config::load(config_path).ok();
+    let sandboxing = config.as_ref().map(|c| {
+        crate::sandbox::Sandboxing::probe(
+            &crate::sandbox::SandboxConfig {
+                required: false,
+                ..c.sandbox.clone()
+            },
+            crate::sandbox::private_paths(c, config_path),
+        )
+    });
+    let mut bad_binds = 0;
+    if let Some(Ok(s)) = &sandboxing {
+        if let Some(why) = s.unavailable() {
+            println!("note: operators would run WITHOUT a sandbox on this host: {why}");
+        }
+        for m in &report.manifests {
+            println!("{}: sandbox {}", m.id, s.describe(m.sandbox));
+            for bind in m.sandbox_binds.iter().chain(&m.sandbox_binds_rw) {
+                if let Err(e) = s.check_bind(bind) {
+                    println!("{}: {e}", m.path.display());
+                    bad_binds += 1;
+                }
+            }
+        }
+    }
+    if report.problems.is_empty() && bad_binds == 0 {
         println!(
             "{}: {} operator manifest(s) OK",
             dir.display(),
@@ -703,7 +735,7 @@ fn validate(
         );
         Ok(std::process::ExitCode::SUCCESS)
     } else {
-        eprintln!("{} problem(s) found", report.problems.len());
+        eprintln!("{} problem(s) found", report.problems.len() + bad_binds);
         Ok(std::process::ExitCode::FAILURE)
     }
 }
@@ -723,13 +755,18 @@ pub fn status_table(status: &StatusReply) -> String {
         }
     );
     out.push_str(&format!(
-        "{:<24} {:<9} {:>8} {:>9} {:>8} {:>9}  {}\n",
-        "ID", "STATE", "PID", "UPTIME", "RESTARTS", "HEARTBEAT", "NOTE"
+        "{:<24} {:<9} {:>8} {:>9} {:>8} {:>9} {:<7}  {}\n",
+        "ID", "STATE", "PID", "UPTIME", "RESTARTS", "HEARTBEAT", "SANDBOX", "NOTE"
     ));
     for o in &status.operators {
         let dash = || "-".to_string();
+        let sandbox = match o.sandbox.as_str() {
+            "" => "-",
+            "bwrap" | "none" => o.sandbox.as_str(),
+            _ => "none(!)", // the host cannot sandbox it: the daemon's log says why
+        };
         out.push_str(&format!(
-            "{:<24} {:<9} {:>8} {:>9} {:>8} {:>9}  {}\n",
+            "{:<24} {:<9} {:>8} {:>9} {:>8} {:>9} {:<7}  {}\n",
             o.id,
             o.state.as_str(),
             o.pid.map(|p| p.to_string()).unwrap_or_else(dash),
@@ -738,6 +775,7 @@ pub fn status_table(status: &StatusReply) -> String {
             o.last_heartbeat_ms
                 .map(|ms| format!("{} ago", human_ms(ms)))
                 .unwrap_or_else(dash),
+            sandbox,
             note(o),
         ));
     }
@@ -915,6 +953,8 @@ mod output_tests {
             operators: vec![op],
             log_lines_dropped: 7,
             events_dropped: 0,
+            rss_bytes: None,
+            cpu_seconds: None,
             stream: Some(switchboard_proto::api::StreamStatus {
                 name: "SWITCHBOARD".into(),
                 messages: 12,

@@ -71,6 +71,10 @@ pub struct Config {
     /// operators' output and lifecycle events.
     #[serde(default)]
     pub stream: StreamConfig,
+    /// The operators' sandbox (`crate::sandbox`): which bwrap, and
+    /// whether running without one is fatal.
+    #[serde(default)]
+    pub sandbox: crate::sandbox::SandboxConfig,
 }
 
 /// `[stream]`: the durable stream the daemon keeps (see
@@ -405,6 +409,10 @@ const SCHEMA: &[(&str, Node)] = &[
         Node::Table(&[("level", Node::Leaf), ("format", Node::Leaf)]),
     ),
     (
+        "sandbox",
+        Node::Table(&[("program", Node::Leaf), ("required", Node::Leaf)]),
+    ),
+    (
         "stream",
         Node::Table(&[
             ("enabled", Node::Leaf),
@@ -432,6 +440,7 @@ impl Config {
             nats: NatsConfig::default(),
             log: LogConfig::default(),
             stream: StreamConfig::default(),
+            sandbox: crate::sandbox::SandboxConfig::default(),
         };
         config.resolve_paths(dir);
         config
@@ -585,6 +594,9 @@ impl Config {
             if binary.components().count() > 1 {
                 resolve(binary);
             }
+        }
+        if self.sandbox.program.components().count() > 1 {
+            resolve(&mut self.sandbox.program);
         }
     }
 

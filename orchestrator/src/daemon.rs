@@ -101,6 +101,26 @@ impl RuntimeInfo {
     }
 }
 
+/// Whether operators can be sandboxed here (see `crate::sandbox`): the
+/// daemon's private paths are what every sandbox hides. Unavailable: one
+/// warning, or the error when `[sandbox] required`.
+fn probe_sandbox(
+    config: &Config,
+    config_path: Option<&Path>,
+) -> anyhow::Result<crate::sandbox::Sandboxing> {
+    let private = crate::sandbox::private_paths(config, config_path);
+    let sandbox = crate::sandbox::Sandboxing::probe(&config.sandbox, private)?;
+    if let Some(why) = sandbox.unavailable() {
+        tracing::warn!(
+            reason = why,
+            "operators run WITHOUT a sandbox: each can read what this daemon's user can, \
+             other operators' processes included; install bubblewrap and allow unprivileged \
+             user namespaces, or set [sandbox] required = true to refuse to start like this"
+        );
+    }
+    Ok(sandbox)
+}
+
 /// Run the daemon until SIGTERM/SIGINT. `config_path` is the
 /// `switchboard.toml` (none: defaults in the current directory).
 pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
@@ -132,6 +152,9 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     // A daemon killed with SIGKILL leaves operators' forked helpers
     // running: end them before starting a new set.
     crate::leftovers::sweep(&config.state_dir);
+
+    // Each operator's sandbox: decided once, said once.
+    let sandbox = probe_sandbox(&config, config_path)?;
 
     // NATS: external, or our own child with one user per operator.
     let (daemon_nats, cli_nats, mut access, mut embedded) = match &config.nats.url {
@@ -223,6 +246,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         exe_dir: std::env::current_exe()
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf)),
+        sandbox,
     }));
     // Every long-lived task of the daemon watches this token and is
     // awaited at shutdown (as in mini-redis): nothing is left running

@@ -24,6 +24,27 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(tmp, path)
 }
 
+/// Like [`write_private`], but read-only even for the owner (0400): what
+/// an operator is handed (its config, its NATS password) is for it to
+/// read, never to rewrite.
+pub fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o400)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    std::fs::rename(tmp, path)
+}
+
 /// Create `dir` (and its parents) and make it private to the owner
 /// (0700), whoever created it: the daemon's runtime and state dirs hold
 /// credentials and secrets.
@@ -115,5 +136,16 @@ mod tests {
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert!(!p.with_extension("tmp").exists());
+    }
+
+    #[test]
+    fn secret_files_are_0400_and_can_be_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pw");
+        write_secret(&p, b"one").unwrap();
+        write_secret(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o400);
     }
 }

@@ -8,7 +8,8 @@
 //! and applies control verbs; [`reload`] turns old + new manifests into a
 //! plan, for start-up and SIGHUP alike; [`api`] is the NATS request/reply
 //! API the CLI talks to; [`access`] gives each operator its own NATS user
-//! and server-enforced permissions.
+//! and server-enforced permissions; [`sandbox`] gives each operator's
+//! process its own bubblewrap sandbox.
 
 pub mod access;
 pub mod api;
@@ -26,6 +27,7 @@ pub mod manifest;
 pub mod nats_server;
 pub mod outbox;
 pub mod process;
+pub mod sandbox;
 pub mod structured;
 pub mod supervisor;
 pub mod systemd;

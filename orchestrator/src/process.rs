@@ -1,8 +1,11 @@
 //! Operator processes: spawn, capture output, stop.
 //!
 //! Invariants this module keeps:
-//! - every operator runs in its own process group (its pid is the group
-//!   id), so a stop reaches the helpers it forked too;
+//! - every operator runs in its own process group, so a stop reaches the
+//!   helpers it forked too; in a sandbox (`crate::sandbox`) that group is
+//!   the sandbox's init's, and the operator's pid namespace dies with its
+//!   process, so nothing it started outlives it, whatever it did (setsid,
+//!   double fork);
 //! - every child gets `PR_SET_PDEATHSIG = SIGKILL`, so if the orchestrator
 //!   is SIGKILLed its operators die with it. The signal follows the
 //!   *thread* that spawned the child: children are spawned from tokio
@@ -15,6 +18,9 @@
 //!   SIGCHLD handling (nothing here calls `waitpid(-1)`).
 
 use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io::Read as _;
+use std::os::fd::AsRawFd as _;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -45,6 +51,9 @@ pub struct LaunchSpec {
     /// Run as this uid and gid instead of the daemon's (supplementary
     /// groups are dropped).
     pub run_as: Option<(u32, u32)>,
+    /// Run inside this sandbox: bwrap and its arguments up to `--`
+    /// (`crate::sandbox::Sandboxing::command`). `None`: unsandboxed.
+    pub sandbox: Option<(PathBuf, Vec<OsString>)>,
 }
 
 impl std::fmt::Debug for LaunchSpec {
@@ -59,6 +68,7 @@ impl std::fmt::Debug for LaunchSpec {
             .field("env", &names)
             .field("workdir", &self.workdir)
             .field("run_as", &self.run_as)
+            .field("sandboxed", &self.sandbox.is_some())
             .finish()
     }
 }
@@ -77,9 +87,22 @@ pub struct SpawnError {
 /// A running operator process.
 #[derive(Debug)]
 pub struct OperatorProcess {
+    /// The process the daemon started: the operator, or bwrap's monitor.
     child: tokio::process::Child,
-    /// Its pid (= its process group id).
+    /// The operator's own process (host numbering): what `status` shows
+    /// and `kill` reaches.
     pub pid: u32,
+    /// The process group every stop and control signal goes to: the
+    /// operator's own, or in a sandbox the init's (which the operator
+    /// shares, and which bwrap's monitor is not in).
+    pub group: u32,
+    /// The sandbox's init (pid 1 of the operator's pid namespace, host
+    /// numbering): killing it ends everything in the sandbox.
+    pub sandbox_init: Option<u32>,
+    /// The process the daemon started (bwrap's monitor in a sandbox, which
+    /// leads a group of its own): what `leftovers` records, since killing
+    /// it ends the sandbox too.
+    pub leader: u32,
     /// When it was spawned.
     pub started: Instant,
     /// The uid and gid it runs as, when not the daemon's.
@@ -133,17 +156,52 @@ impl LogBook {
 
 impl OperatorProcess {
     /// Start `spec`. Output goes to the orchestrator's log (tagged with the
-    /// ID), to `sb.log.<id>.<stream>` and to `logs`.
-    pub fn spawn(
+    /// ID), to `sb.log.<id>.<stream>` and to `logs`. In a sandbox, returns
+    /// once bwrap has said which process is the sandbox's init and that
+    /// init has forked the operator.
+    pub async fn spawn(
         spec: &LaunchSpec,
         outbox: Option<Outbox>,
         logs: LogBook,
     ) -> Result<Self, SpawnError> {
-        let mut cmd = tokio::process::Command::new(&spec.program);
-        cmd.args(&spec.args)
-            // Nothing of the orchestrator's environment (its secrets,
-            // systemd's notify socket) unless the spec says so.
-            .env_clear()
+        let spawn_error = |source| SpawnError {
+            program: spec.program.display().to_string(),
+            source,
+        };
+        let (mut cmd, info) = match &spec.sandbox {
+            Some((bwrap, args)) => {
+                let mut cmd = tokio::process::Command::new(bwrap);
+                cmd.args(args).arg(&spec.program).args(&spec.args);
+                // bwrap writes {"child-pid": N, ...} on fd 3.
+                let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map_err(|e| spawn_error(std::io::Error::from(e)))?;
+                let w = write.as_raw_fd();
+                // SAFETY: runs between fork and exec, async-signal-safe
+                // calls only (dup2, fcntl), no allocation.
+                unsafe {
+                    cmd.pre_exec(move || {
+                        let ok = if w == 3 {
+                            nix::libc::fcntl(3, nix::libc::F_SETFD, 0)
+                        } else {
+                            nix::libc::dup2(w, 3)
+                        };
+                        if ok < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+                (cmd, Some((read, write)))
+            }
+            None => {
+                let mut cmd = tokio::process::Command::new(&spec.program);
+                cmd.args(&spec.args);
+                (cmd, None)
+            }
+        };
+        // Nothing of the orchestrator's environment (its secrets,
+        // systemd's notify socket) unless the spec says so.
+        cmd.env_clear()
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -161,11 +219,8 @@ impl OperatorProcess {
             cmd.uid(uid).gid(gid);
         }
         crate::files::die_with_parent(&mut cmd);
-        let mut child = cmd.spawn().map_err(|source| SpawnError {
-            program: spec.program.display().to_string(),
-            source,
-        })?;
-        let pid = child.id().unwrap_or(0);
+        let mut child = cmd.spawn().map_err(spawn_error)?;
+        let leader = child.id().unwrap_or(0);
         if let Some(out) = child.stdout.take() {
             tokio::spawn(pump(
                 spec.id.clone(),
@@ -178,12 +233,44 @@ impl OperatorProcess {
         if let Some(err) = child.stderr.take() {
             tokio::spawn(pump(spec.id.clone(), "stderr", err, outbox, logs));
         }
+        let (pid, group, sandbox_init) = match info {
+            None => (leader, leader, None),
+            Some((read, write)) => {
+                drop(write);
+                match read_child_pid(read).await {
+                    Some(init) => {
+                        let pid = crate::sandbox::first_child(init, Duration::from_secs(2))
+                            .await
+                            .unwrap_or(init);
+                        (pid, init, Some(init))
+                    }
+                    // bwrap failed before it cloned (it says why on
+                    // stderr, which is in the logs): its own group.
+                    None => (leader, leader, None),
+                }
+            }
+        };
         Ok(OperatorProcess {
             child,
             pid,
+            group,
+            sandbox_init,
+            leader,
             started: Instant::now(),
             run_as: spec.run_as,
         })
+    }
+
+    /// Whether `reported` (a pid from a ready or heartbeat message) is this
+    /// operator's: its own process or one in its group, or in a sandbox
+    /// any process of its pid namespace (which numbers them from 1).
+    pub fn owns(&self, reported: u32) -> bool {
+        match self.sandbox_init {
+            None => is_in_group(reported, self.group),
+            Some(init) => crate::sandbox::members(init)
+                .iter()
+                .any(|&(host, inner)| inner == reported || host == reported),
+        }
     }
 
     /// Wait for the process to exit, then kill whatever it left in its
@@ -197,16 +284,33 @@ impl OperatorProcess {
             }
         };
         self.signal_group(Signal::SIGKILL);
-        status
+        match self.sandbox_init {
+            Some(_) => sandboxed_status(status),
+            None => status,
+        }
     }
 
-    /// Send `sig` to the whole process group.
+    /// Send `sig` to the whole process group (in a sandbox: the operator
+    /// and the sandbox's init, which ignores all but SIGKILL and SIGSTOP
+    /// and takes the whole sandbox down with it on SIGKILL; a process that
+    /// left the group is still in the namespace that dies with the init).
     pub fn signal_group(&self, sig: Signal) {
-        if self.pid == 0 {
+        if self.group == 0 {
             return;
         }
         // ESRCH (group gone) is the normal case after an exit.
-        let _ = killpg(Pid::from_raw(self.pid as i32), sig);
+        let _ = killpg(Pid::from_raw(self.group as i32), sig);
+    }
+
+    /// SIGKILL everything: the group and, in a sandbox, bwrap's monitor
+    /// too (tokio's kill, which never reaches a reaped pid). A monitor
+    /// whose sandbox died while bwrap was still setting it up waits on
+    /// it forever otherwise.
+    fn kill_all(&mut self) {
+        self.signal_group(Signal::SIGKILL);
+        if self.sandbox_init.is_some() {
+            let _ = self.child.start_kill();
+        }
     }
 
     /// SIGTERM the group, wait up to `timeout`, then SIGKILL it; returns
@@ -218,7 +322,7 @@ impl OperatorProcess {
             Ok(_) => (self.wait().await, false),
             Err(_) => {
                 tracing::warn!(pid = self.pid, ?timeout, "did not stop in time; SIGKILL");
-                self.signal_group(Signal::SIGKILL);
+                self.kill_all();
                 (self.wait().await, true)
             }
         }
@@ -226,7 +330,7 @@ impl OperatorProcess {
 
     /// Kill the group at once (health failure) and reap.
     pub async fn kill(&mut self) -> ExitStatus {
-        self.signal_group(Signal::SIGKILL);
+        self.kill_all();
         self.wait().await
     }
 
@@ -273,6 +377,39 @@ pub fn resolve_run_as(user: &str, group: Option<&str>) -> Result<(u32, u32), Str
         })?,
     };
     Ok((uid, gid))
+}
+
+/// bwrap exits with 128 + n when the operator was killed by signal n:
+/// say so as the signal, as for an unsandboxed operator.
+fn sandboxed_status(status: ExitStatus) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt as _;
+    match status.code() {
+        Some(code @ 129..=159) => ExitStatus::from_raw(code - 128),
+        _ => status,
+    }
+}
+
+/// Read bwrap's info fd up to the end of its JSON object: the host pid of
+/// the sandbox's init. `None` when bwrap ended without writing it.
+async fn read_child_pid(read: std::os::fd::OwnedFd) -> Option<u32> {
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::from(read);
+        let mut text = Vec::with_capacity(256);
+        let mut buf = [0u8; 256];
+        while !text.contains(&b'}') && text.len() < 4096 {
+            match file.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => text.extend_from_slice(&buf[..n]),
+            }
+        }
+        text
+    });
+    let text = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .ok()?
+        .ok()?;
+    let info: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    info.get("child-pid")?.as_u64()?.try_into().ok()
 }
 
 /// Whether `pid` is `leader` or a process in `leader`'s process group
@@ -393,6 +530,7 @@ mod tests {
             env: vec![("SECRET_THING".into(), "hunter2".into())],
             workdir: None,
             run_as: None,
+            sandbox: None,
         }
     }
 
@@ -407,6 +545,7 @@ mod tests {
             None,
             logs.clone(),
         )
+        .await
         .unwrap();
         let status = p.exited().await;
         assert_eq!(describe_exit(&status), "exited with code 3");
@@ -429,9 +568,10 @@ mod tests {
             None,
             LogBook::default(),
         )
+        .await
         .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let pgid = p.pid;
+        let pgid = p.group;
         let (status, killed) = p.stop(Duration::from_millis(200)).await;
         assert!(killed);
         assert_eq!(describe_exit(&status), "killed by SIGKILL");
@@ -489,6 +629,7 @@ mod tests {
             None,
             logs.clone(),
         )
+        .await
         .unwrap();
         p.exited().await;
         tokio::time::sleep(Duration::from_millis(100)).await;

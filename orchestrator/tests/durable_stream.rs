@@ -159,13 +159,16 @@ async fn replay_returns_exactly_a_time_window_and_republishes_with_the_same_ids(
 fn logger_manifest(dir: &std::path::Path, grant: bool) -> String {
     format!(
         "id = \"logger\"\ncommand = \"{}\"\npublish = []\nsubscribe = []\n{}\
-         heartbeat_interval = \"200ms\"\n\n[config]\ndir = \"{}\"\n",
+         heartbeat_interval = \"200ms\"\n\
+         # Its output dir, writable in its sandbox.\nsandbox_binds_rw = [\"{}\"]\n\n\
+         [config]\ndir = \"{}\"\n",
         switchboard_testkit::bin_path("switchboard-logger").display(),
         if grant {
             "stream = [\"consume\"]\n"
         } else {
             ""
         },
+        path_str(dir),
         path_str(dir)
     )
 }

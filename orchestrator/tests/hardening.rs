@@ -18,7 +18,7 @@ async fn secrets_reach_the_operator_but_never_status_or_logs() {
     // The operator checks its config without printing it.
     let manifest = format!(
         "id = \"sec\"\ncommand = \"/bin/sh\"\ncontrol = \"signals\"\n\
-         args = [\"-c\", \"case \\\"$SWITCHBOARD_CONFIG\\\" in *'\\\"password\\\":\\\"s3cr3t-value\\\"'*) echo secret-ok;; *) echo secret-missing;; esac; exec sleep 30\"]\n\
+         args = [\"-c\", \"case \\\"$(cat $SWITCHBOARD_CONFIG_FILE)\\\" in *'\\\"password\\\":\\\"s3cr3t-value\\\"'*) echo secret-ok;; *) echo secret-missing;; esac; exec sleep 30\"]\n\
          [config]\nserver = \"irc.example\"\n\
          [secrets]\n\"sasl.password\" = {{ file = \"{}\" }}\n",
         secret_file.display()
@@ -52,12 +52,12 @@ async fn secrets_reach_the_operator_but_never_status_or_logs() {
         !log.contains(d.info.password.as_deref().unwrap()),
         "NATS password in the log"
     );
-    // The config file handed to the operator is private.
+    // The config file handed to the operator is private, and read-only.
     use std::os::unix::fs::PermissionsExt;
-    let cfg = d.dir.path().join("run/config/sec.json");
+    let cfg = d.dir.path().join("run/operators/sec/config.json");
     assert_eq!(
         std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777,
-        0o600
+        0o400
     );
 }
 
@@ -468,9 +468,11 @@ async fn a_second_daemon_on_the_same_state_dir_is_refused() {
 /// the same state dir ends it before starting a new set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helpers_left_by_a_killed_daemon_are_ended_at_the_next_start() {
+    // Unsandboxed: in its sandbox the helper would die with the daemon
+    // (tests/attack.rs); the sweep is what catches it without one.
     let manifest =
         "id = \"forker\"\ncommand = \"/bin/sh\"\ncontrol = \"signals\"\nstop_timeout = \"1s\"\n\
-         args = [\"-c\", \"sleep 300 & echo helper=$!; wait\"]\n";
+         sandbox = \"none\"\nargs = [\"-c\", \"sleep 300 & echo helper=$!; wait\"]\n";
     let mut d1 = Daemon::start(&[("forker.toml", manifest.to_string())]).await;
     let sh = d1.wait_running("forker").await.pid.unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -32,11 +32,18 @@ fn environ(pid: u32) -> HashMap<String, String> {
         .collect()
 }
 
-/// A bus connection with the credentials an operator process was given.
+/// A bus connection with the credentials an operator process was given
+/// (its password is in the file its environment names).
 async fn connect_as(pid: u32) -> Bus {
     let env = environ(pid);
+    assert!(
+        !env.contains_key(launch::NATS_PASSWORD),
+        "a password in the environment"
+    );
+    let password =
+        std::fs::read_to_string(&env[launch::NATS_PASSWORD_FILE]).expect("password file");
     let opts = BusOptions::new(&env[launch::NATS_URL])
-        .user_password(&env[launch::NATS_USER], &env[launch::NATS_PASSWORD])
+        .user_password(&env[launch::NATS_USER], password)
         .inbox_prefix(&env[launch::NATS_INBOX_PREFIX]);
     Bus::connect(&opts, "forger")
         .await
@@ -90,6 +97,8 @@ async fn an_operator_cannot_control_spy_on_or_impersonate_others() {
     .await;
     let victim = d.wait_running("victim").await;
     let victim_pid = victim.pid.unwrap();
+    // The pid it reports: its own pid namespace's.
+    let victim_inner = switchboard_orchestrator::sandbox::inner_pid(victim_pid);
     d.wait_running("intruder").await;
 
     let mut forbidden = d.bus.subscribe_raw("chat.forbidden.>").await.unwrap();
@@ -127,8 +136,12 @@ async fn an_operator_cannot_control_spy_on_or_impersonate_others() {
             Some(m) = forbidden.next() => panic!("a publish outside the grants arrived on {}", m.subject),
             Some(_) = allowed.next() => allowed_seen += 1,
             Some(m) = beats.next() => {
+                // The intruder forges its heartbeats with a fixed timestamp
+                // (in their sandboxes both may be pid 2).
                 let hb: Heartbeat = serde_json::from_slice(&m.payload).unwrap();
-                assert_eq!(hb.pid, victim_pid, "a forged heartbeat reached the bus: {hb:?}");
+                let raw: Value = serde_json::from_slice(&m.payload).unwrap();
+                assert_ne!(raw["timestamp"], "2026-01-01T00:00:00Z", "a forged heartbeat reached the bus: {hb:?}");
+                assert_eq!(Some(hb.pid), victim_inner, "a heartbeat not from the victim: {hb:?}");
             }
             Some(m) = probe.next() => last_report = Some(serde_json::from_slice(&m.payload).unwrap()),
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
@@ -365,7 +378,7 @@ async fn a_secret_reaches_only_the_operator_that_names_it() {
     let checker = |id: &str, with_secret: bool| {
         let mut m = format!(
             "id = \"{id}\"\ncommand = \"/bin/sh\"\ncontrol = \"signals\"\nstop_timeout = \"1s\"\n\
-             args = [\"-c\", \"if env | grep -q {SECRET}; then echo has-secret; else echo no-secret; fi; exec sleep 30\"]\n"
+             args = [\"-c\", \"if env | grep -q {SECRET}; then echo env-secret; elif grep -q {SECRET} \\\"$SWITCHBOARD_CONFIG_FILE\\\"; then echo has-secret; else echo no-secret; fi; exec sleep 30\"]\n"
         );
         if with_secret {
             m.push_str("[secrets]\n\"irc.password\" = { env = \"SB_TEST_IRC_PASS\" }\n");
@@ -407,7 +420,10 @@ async fn a_secret_reaches_only_the_operator_that_names_it() {
     // neither; no operator inherits the daemon's environment.
     let env_a = environ(a);
     let env_b = environ(b);
-    assert!(env_a[launch::CONFIG].contains(SECRET));
+    assert!(!env_a.contains_key(launch::CONFIG));
+    let config_a = std::fs::read_to_string(&env_a[launch::CONFIG_FILE]).unwrap();
+    assert!(config_a.contains(SECRET));
+    assert!(!env_a.values().any(|v| v.contains(SECRET)));
     for env in [&env_a, &env_b] {
         assert!(!env.contains_key("SB_TEST_IRC_PASS"), "{:?}", env.keys());
         assert!(!env.contains_key("SWITCHBOARD_NATS_SERVER"));
@@ -457,7 +473,7 @@ async fn a_secret_reaches_only_the_operator_that_names_it() {
         }
     }
     // At shutdown the runtime dir keeps no config and no credentials.
-    let left: Vec<_> = std::fs::read_dir(run.join("config"))
+    let left: Vec<_> = std::fs::read_dir(run.join("operators"))
         .map(|r| r.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
@@ -529,8 +545,8 @@ async fn an_operator_run_as_another_user_cannot_read_what_is_not_its_own() {
     .unwrap();
     // The snoop, as uid 60002: tries to read everything it should not,
     // and its own files, and says what it could read.
-    let snoop = "for f in run/switchboard.json run/nats-server.conf run/config/bot.json \
-                 run/config/snoop.json state/operators/bot \"$SWITCHBOARD_STATE_DIR\"; do \
+    let snoop = "for f in run/switchboard.json run/nats-server.conf run/operators/bot/config.json \
+                 run/operators/snoop/config.json state/operators/bot \"$SWITCHBOARD_STATE_DIR\"; do \
                  if cat \"$f\" >/dev/null 2>&1 || ls \"$f/\" >/dev/null 2>&1; \
                  then echo \"read $f\"; else echo \"denied $f\"; fi; done; \
                  for p in /proc/[0-9]*; do [ -O \"$p\" ] && continue; \
@@ -575,7 +591,7 @@ async fn an_operator_run_as_another_user_cannot_read_what_is_not_its_own() {
     for denied in [
         "run/switchboard.json",
         "run/nats-server.conf",
-        "run/config/bot.json",
+        "run/operators/bot/config.json",
         "state/operators/bot",
     ] {
         assert!(
@@ -585,7 +601,7 @@ async fn an_operator_run_as_another_user_cannot_read_what_is_not_its_own() {
     }
     // Its own config and state are readable by it.
     assert!(
-        lines.contains(&"read run/config/snoop.json".to_owned()),
+        lines.contains(&"read run/operators/snoop/config.json".to_owned()),
         "{lines:?}"
     );
     assert!(

@@ -293,12 +293,14 @@ async fn python_operator_obeys_every_control_verb_and_stops_cleanly() {
         (Some(Verb::Restart), OperatorState::Running)
     );
     let r: Ready = serde_json::from_value(next_json(&mut ready).await).unwrap();
-    assert_eq!((r.id.as_str(), r.pid, r.protocol), (ID, pid, 1));
+    // Same process: the pid it has in its sandbox's namespace.
+    let inner = switchboard_orchestrator::sandbox::inner_pid(pid).unwrap_or(pid);
+    assert_eq!((r.id.as_str(), r.pid, r.protocol), (ID, inner, 1));
     let after = say(&d, "?e restarted").await;
     assert_answers(&next_reply(&mut sub).await, &after, "restarted");
 
     // SIGHUP: reload from SWITCHBOARD_CONFIG_FILE.
-    let file = d.dir.path().join(format!("run/config/{ID}.json"));
+    let file = d.dir.path().join(format!("run/operators/{ID}/config.json"));
     assert!(file.is_file(), "the daemon writes {}", file.display());
     std::fs::write(&file, r#"{"prefix": "%% "}"#).unwrap();
     kill(Pid::from_raw(pid as i32), Signal::SIGHUP).unwrap();

@@ -12,7 +12,7 @@ use serde_json::json;
 use switchboard_orchestrator::config::{Config, ConfigError, LogFormat};
 use switchboard_orchestrator::manifest::{
     load_dir, load_file, parse_manifest, ApiGrant, Backoff, Change, Control, CrashLoop, Manifest,
-    Problem, RestartPolicy, SecretError, SecretRef, StreamGrant,
+    Problem, RestartPolicy, SandboxKind, SecretError, SecretRef, StreamGrant,
 };
 use switchboard_proto::OperatorId;
 
@@ -444,6 +444,9 @@ fn full_manifest_round_trips_to_the_expected_struct() {
         nats_nkey: None,
         user: Some("sb-full".into()),
         group: Some("switchboard".into()),
+        sandbox: SandboxKind::None,
+        sandbox_binds: vec![dir.join("data"), "/srv/shared".into()],
+        sandbox_binds_rw: vec![dir.join("out")],
     };
     assert_eq!(m, expected);
     // The one grant NATS cannot express is widened, and said so.

@@ -122,6 +122,11 @@ pub struct OperatorStatus {
     pub reason: Option<String>,
     /// `nats` or `signals`.
     pub control: String,
+    /// The sandbox it runs in: `bwrap`, `none` (its manifest says so), or
+    /// `none (bwrap unavailable)` (the host cannot sandbox it). Empty from
+    /// an older daemon.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sandbox: String,
     /// Counters from the last heartbeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counters: Option<Counters>,
@@ -205,6 +210,15 @@ pub struct StatusReply {
     /// The durable stream, when the daemon keeps one: how full it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamStatus>,
+    /// The daemon's resident memory in bytes (`VmRSS`), when it can read
+    /// its own `/proc`: an operator in its sandbox cannot see the daemon's
+    /// process, so the daemon says it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
+    /// The CPU time the daemon has used, in seconds (`schedstat`), like
+    /// `rss_bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds: Option<f64>,
 }
 
 /// How full the durable stream is (a part of [`StatusReply`]).

@@ -3,10 +3,14 @@
 //! (which reads them).
 //!
 //! Only [`NATS_PASSWORD`] and [`NATS_TOKEN`] hold secrets themselves
-//! ([`is_secret`]); the credentials, nkey and TLS key variables hold paths
-//! to secret files, which are safe to show. [`CONFIG`] may contain values
-//! the manifest resolved from secret references, so it should not be
-//! printed either.
+//! ([`is_secret`]), and the orchestrator never sets them: a process's
+//! environment is readable in `/proc` by its uid and is inherited by
+//! everything it starts. It sets [`NATS_PASSWORD_FILE`] (or
+//! [`NATS_TOKEN_FILE`]) and [`CONFIG_FILE`] instead: paths of files that
+//! only the operator can read (0400, in its own sandbox). The plain
+//! variables stay for operators started by hand; a reader takes the
+//! `_FILE` variant first. [`CONFIG`] may contain values the manifest
+//! resolved from secret references, so it should not be printed either.
 //!
 //! ```
 //! use switchboard_proto::launch;
@@ -28,6 +32,15 @@ pub const NATS_USER: &str = "SWITCHBOARD_NATS_USER";
 pub const NATS_PASSWORD: &str = "SWITCHBOARD_NATS_PASSWORD";
 /// NATS auth token. **Secret.**
 pub const NATS_TOKEN: &str = "SWITCHBOARD_NATS_TOKEN";
+/// Path of a file holding the NATS password (a trailing newline is not
+/// part of it); wins over [`NATS_PASSWORD`]. The orchestrator writes it
+/// 0400, owned by the operator's uid, visible only in its sandbox. Not
+/// secret (the file is).
+pub const NATS_PASSWORD_FILE: &str = "SWITCHBOARD_NATS_PASSWORD_FILE";
+/// Path of a file holding the NATS auth token, like
+/// [`NATS_PASSWORD_FILE`]; wins over [`NATS_TOKEN`]. Not secret (the file
+/// is).
+pub const NATS_TOKEN_FILE: &str = "SWITCHBOARD_NATS_TOKEN_FILE";
 /// Path to a NATS `.creds` file (JWT + nkey seed). Not secret (the file is).
 pub const NATS_CREDS: &str = "SWITCHBOARD_NATS_CREDS";
 /// Path to a file holding an nkey seed. Not secret (the file is).
@@ -46,13 +59,17 @@ pub const NATS_TLS_CA: &str = "SWITCHBOARD_NATS_TLS_CA";
 pub const NATS_TLS_CERT: &str = "SWITCHBOARD_NATS_TLS_CERT";
 /// Path to the client key for NATS mutual TLS. Not secret (the file is).
 pub const NATS_TLS_KEY: &str = "SWITCHBOARD_NATS_TLS_KEY";
-/// The operator's config from its manifest, as JSON. Not flagged secret,
-/// but may contain resolved secrets: do not print it.
+/// The operator's config as JSON, for operators started by hand; the
+/// orchestrator sets [`CONFIG_FILE`] instead. Read only when
+/// [`CONFIG_FILE`] is unset. Not flagged secret, but may contain resolved
+/// secrets: do not print it.
 pub const CONFIG: &str = "SWITCHBOARD_CONFIG";
-/// Path of a file holding the operator's current config as JSON. An
-/// operator controlled by signals re-reads it on SIGHUP (the orchestrator
-/// rewrites it before signalling). Optional. Not secret, but like
-/// [`CONFIG`] the file may hold resolved secrets.
+/// Path of a file holding the operator's current config as JSON (its
+/// manifest's `[config]` with `[secrets]` resolved): read at start, and
+/// re-read on SIGHUP by an operator controlled by signals (the
+/// orchestrator rewrites it before signalling). Always set by the
+/// orchestrator (0400, the operator's own); wins over [`CONFIG`]. Not
+/// secret, but the file may hold resolved secrets.
 pub const CONFIG_FILE: &str = "SWITCHBOARD_CONFIG_FILE";
 /// Directory kept across restarts, for the operator's persistent state.
 /// Not secret.
@@ -90,6 +107,8 @@ pub const ALL: &[&str] = &[
     NATS_USER,
     NATS_PASSWORD,
     NATS_TOKEN,
+    NATS_PASSWORD_FILE,
+    NATS_TOKEN_FILE,
     NATS_CREDS,
     NATS_NKEY,
     NATS_INBOX_PREFIX,

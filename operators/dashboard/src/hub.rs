@@ -191,7 +191,16 @@ impl Hub {
 
     /// The daemon answered `sb.api.status`.
     pub fn status(&self, status: StatusReply) {
-        let sample = crate::process::sample(status.pid);
+        // What the daemon says of itself (its sandbox hides the daemon's
+        // process from the dashboard), else /proc (an older daemon, or
+        // the dashboard unsandboxed).
+        let sample = match (status.rss_bytes, status.cpu_seconds) {
+            (Some(rss_bytes), Some(cpu_seconds)) => Some(crate::process::Sample {
+                rss_bytes,
+                cpu_seconds,
+            }),
+            _ => crate::process::sample(status.pid),
+        };
         {
             let mut inner = self.lock();
             inner.bus_error = None;

@@ -24,8 +24,8 @@ use toml::Spanned;
 
 use super::suggest::did_you_mean;
 use super::{
-    is_valid_env_name, Backoff, Control, CrashLoop, Manifest, RestartPolicy, SecretRef,
-    RESERVED_ENV_PREFIX,
+    is_valid_env_name, Backoff, Control, CrashLoop, Manifest, RestartPolicy, SandboxKind,
+    SecretRef, RESERVED_ENV_PREFIX,
 };
 use crate::access::grants::{expand, translate, ApiGrant, Direction, StreamGrant};
 use switchboard_proto::duration::{format_duration, parse_duration};
@@ -103,6 +103,9 @@ const TOP_KEYS: &[&str] = &[
     "nats_nkey",
     "user",
     "group",
+    "sandbox",
+    "sandbox_binds",
+    "sandbox_binds_rw",
 ];
 const BACKOFF_KEYS: &[&str] = &["initial", "max", "multiplier", "jitter", "reset_after"];
 const CRASH_LOOP_KEYS: &[&str] = &["max_restarts", "window"];
@@ -614,6 +617,9 @@ struct Draft {
     nats_nkey: Option<Spanned<PathBuf>>,
     user: Option<String>,
     group: Option<Spanned<String>>,
+    sandbox: Option<SandboxKind>,
+    sandbox_binds: Option<Vec<PathBuf>>,
+    sandbox_binds_rw: Option<Vec<PathBuf>>,
 }
 
 fn parse(path: &Path, text: &str) -> Parsed {
@@ -732,6 +738,21 @@ fn parse(path: &Path, text: &str) -> Parsed {
                     .non_empty_string(name, value, "group = \"switchboard\"")
                     .map(|g| Spanned::new(value.span(), g));
             }
+            "sandbox" => {
+                d.sandbox = ctx.choice(
+                    name,
+                    value,
+                    &[("bwrap", SandboxKind::Bwrap), ("none", SandboxKind::None)],
+                );
+            }
+            "sandbox_binds" => {
+                d.sandbox_binds = string_array(&mut ctx, name, value)
+                    .map(|v| v.iter().map(|p| resolve(&base, p)).collect());
+            }
+            "sandbox_binds_rw" => {
+                d.sandbox_binds_rw = string_array(&mut ctx, name, value)
+                    .map(|v| v.iter().map(|p| resolve(&base, p)).collect());
+            }
             _ => ctx.unknown_top_key(key),
         }
     }
@@ -800,6 +821,9 @@ fn parse(path: &Path, text: &str) -> Parsed {
         nats_nkey,
         user,
         group,
+        sandbox,
+        sandbox_binds,
+        sandbox_binds_rw,
     } = d;
     let manifest = match (draft_id, command) {
         (Some(id), Some(command)) if ctx.problems.is_empty() => {
@@ -834,6 +858,9 @@ fn parse(path: &Path, text: &str) -> Parsed {
                 nats_nkey: nats_nkey.map(Spanned::into_inner),
                 user,
                 group: group.map(Spanned::into_inner),
+                sandbox: sandbox.unwrap_or(defaults.sandbox),
+                sandbox_binds: sandbox_binds.unwrap_or_default(),
+                sandbox_binds_rw: sandbox_binds_rw.unwrap_or_default(),
             })
         }
         _ => None,
@@ -1402,6 +1429,8 @@ mod tests {
         m.nats_nkey = Some("n".into());
         m.user = Some("u".into());
         m.group = Some("g".into());
+        m.sandbox_binds = vec!["b".into()];
+        m.sandbox_binds_rw = vec!["w".into()];
         let serde_json::Value::Object(fields) = serde_json::to_value(&m).expect("json") else {
             panic!("a manifest serializes to an object");
         };

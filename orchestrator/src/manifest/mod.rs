@@ -44,6 +44,7 @@ use switchboard_proto::OperatorId;
 pub use crate::access::grants::{
     ApiGrant, StreamGrant, DEFAULT_DATA_GRANTS, DEFAULT_PUBLISH_GRANTS,
 };
+pub use crate::sandbox::SandboxKind;
 use switchboard_proto::duration::serde_duration;
 
 mod load;
@@ -189,6 +190,20 @@ pub struct Manifest {
     /// the user's primary group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The sandbox it runs in (`crate::sandbox`): `bwrap` (the default)
+    /// or `none`, which the daemon warns about at each start.
+    #[serde(default)]
+    pub sandbox: SandboxKind,
+    /// More paths its sandbox shows it, read-only (a data directory, a
+    /// library outside its program's prefix); a relative path is resolved
+    /// against the manifest's directory. Never one holding the daemon's
+    /// own files (refused at start).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sandbox_binds: Vec<PathBuf>,
+    /// Like [`Manifest::sandbox_binds`], read-write: where it writes
+    /// outside its state dir (a logger's output directory).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sandbox_binds_rw: Vec<PathBuf>,
 }
 
 fn default_publish_grants() -> Vec<String> {
@@ -369,8 +384,8 @@ pub enum Change {
     Config,
     /// Something the process was launched with changed (`id`, `command`,
     /// `args`, `env`, `workdir`, `control`, `heartbeat_interval`,
-    /// `inherit_env`, `nats_creds`, `nats_nkey`, `user`, `group`): restart
-    /// it.
+    /// `inherit_env`, `nats_creds`, `nats_nkey`, `user`, `group`,
+    /// `sandbox`, `sandbox_binds`, `sandbox_binds_rw`): restart it.
     Launch,
 }
 
@@ -445,6 +460,9 @@ impl Manifest {
             nats_nkey: None,
             user: None,
             group: None,
+            sandbox: SandboxKind::default(),
+            sandbox_binds: Vec::new(),
+            sandbox_binds_rw: Vec::new(),
         }
     }
 
@@ -499,6 +517,9 @@ impl Manifest {
             nats_nkey,
             user,
             group,
+            sandbox,
+            sandbox_binds,
+            sandbox_binds_rw,
         } = self;
         // What the process was launched with: only a restart applies it.
         // `heartbeat_interval` is here because the operator learns it from
@@ -514,7 +535,10 @@ impl Manifest {
             || *nats_creds != new.nats_creds
             || *nats_nkey != new.nats_nkey
             || *user != new.user
-            || *group != new.group;
+            || *group != new.group
+            || *sandbox != new.sandbox
+            || *sandbox_binds != new.sandbox_binds
+            || *sandbox_binds_rw != new.sandbox_binds_rw;
         // What the operator is told with `reload`.
         let config_changed = *config != new.config || *secrets != new.secrets;
         // What the daemon or the server applies without the process:

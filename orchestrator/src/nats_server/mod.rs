@@ -369,6 +369,9 @@ async fn spawn(
     let mut cmd = Command::new(binary);
     cmd.arg("-c")
         .arg(&conf)
+        // Nothing of the daemon's environment (a secret it was given for
+        // an operator's `[secrets]`): readable in /proc by its uid.
+        .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

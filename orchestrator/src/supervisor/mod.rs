@@ -68,6 +68,8 @@ pub struct Shared {
     /// Where to look for operator commands besides `$PATH`: the
     /// orchestrator's own directory, so sibling binaries are found.
     pub exe_dir: Option<PathBuf>,
+    /// Whether and how operators are sandboxed here.
+    pub sandbox: crate::sandbox::Sandboxing,
 }
 
 /// Lifecycle messages routed to an actor.

@@ -102,7 +102,17 @@ impl Daemon {
     /// Start a daemon on `dir/switchboard.toml` (with `dir/run` as its
     /// runtime dir, the default), which the caller wrote.
     pub async fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Daemon {
-        let (child, bus, info) = spawn_in(dir.path(), env).await;
+        Self::start_as(dir, env, None).await
+    }
+
+    /// Like [`Daemon::start_in`], the daemon running as `run_as` (uid,
+    /// gid) instead of the test's user (the test must be root for that).
+    pub async fn start_as(
+        dir: tempfile::TempDir,
+        env: &[(&str, &str)],
+        run_as: Option<(u32, u32)>,
+    ) -> Daemon {
+        let (child, bus, info) = spawn_in(dir.path(), env, run_as).await;
         Daemon {
             dir,
             child: Some(child),
@@ -115,7 +125,7 @@ impl Daemon {
     /// directory: same config, manifests and state.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let (child, bus, info) = spawn_in(self.dir.path(), &[]).await;
+        let (child, bus, info) = spawn_in(self.dir.path(), &[], None).await;
         self.child = Some(child);
         self.bus = bus;
         self.info = info;
@@ -242,7 +252,11 @@ impl Daemon {
 
 /// Run `switchboard run` on `dir/switchboard.toml` (its stderr appended
 /// to `dir/daemon.log`) and connect once its runtime file is there.
-async fn spawn_in(dir: &Path, env: &[(&str, &str)]) -> (tokio::process::Child, Bus, RuntimeInfo) {
+async fn spawn_in(
+    dir: &Path,
+    env: &[(&str, &str)],
+    run_as: Option<(u32, u32)>,
+) -> (tokio::process::Child, Bus, RuntimeInfo) {
     let runtime = dir.join("run/switchboard.json");
     let _ = std::fs::remove_file(&runtime);
     let log = std::fs::OpenOptions::new()
@@ -250,17 +264,19 @@ async fn spawn_in(dir: &Path, env: &[(&str, &str)]) -> (tokio::process::Child, B
         .append(true)
         .open(dir.join("daemon.log"))
         .unwrap();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .arg("run")
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    cmd.arg("run")
         .arg("--config")
         .arg(dir.join("switchboard.toml"))
         .env("SWITCHBOARD_LOG", "info")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn switchboard");
+        .kill_on_drop(true);
+    if let Some((uid, gid)) = run_as {
+        cmd.uid(uid).gid(gid).current_dir(dir);
+    }
+    let child = cmd.spawn().expect("spawn switchboard");
     let deadline = tokio::time::Instant::now() + WAIT;
     let info: RuntimeInfo = loop {
         if let Ok(bytes) = std::fs::read(&runtime) {

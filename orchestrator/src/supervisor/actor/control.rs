@@ -7,7 +7,7 @@ use switchboard_proto::api::{CtlOutcome, SupervisedState};
 use switchboard_proto::{control_reply_subject, control_subject, Control, ControlAck, Verb};
 
 use super::Actor;
-use crate::files::write_private;
+use crate::files::write_secret;
 use crate::manifest::Control as ControlMode;
 use crate::supervisor::CONTROL_TIMEOUT;
 
@@ -30,9 +30,9 @@ impl Actor {
                     }
                     _ => {
                         if let Some(c) = &config {
-                            let (_, _, file) = self.operator_dirs();
+                            let file = self.operator_dirs().config;
                             let written =
-                                write_private(&file, c.to_string().as_bytes()).and_then(|()| {
+                                write_secret(&file, c.to_string().as_bytes()).and_then(|()| {
                                     match proc.run_as {
                                         // A new file: give it to the operator's user again.
                                         Some((uid, gid)) => {

@@ -1,5 +1,6 @@
 //! What an operator's process is started with: its config, directories,
-//! program and environment (built from nothing).
+//! credential files, program, environment (built from nothing, and
+//! holding no secret) and sandbox.
 
 use std::path::{Path, PathBuf};
 
@@ -7,9 +8,24 @@ use serde_json::Value;
 use switchboard_proto::launch;
 
 use super::Actor;
-use crate::files::write_private;
+use crate::files::write_secret;
 use crate::manifest::{Control as ControlMode, Manifest};
 use crate::process::LaunchSpec;
+use crate::sandbox::SandboxPaths;
+
+/// The files and directories one operator is given.
+pub(super) struct OperatorDirs {
+    /// `<state_dir>/operators/<id>`: kept across restarts, read-write.
+    pub state: PathBuf,
+    /// `<runtime_dir>/scratch/<id>`: wiped at each start, read-write.
+    pub scratch: PathBuf,
+    /// `<runtime_dir>/operators/<id>`: what the daemon hands it, read-only
+    /// (a directory, bound whole, so a rewritten file shows inside the
+    /// sandbox: a bind of the file itself would keep the old one).
+    pub own: PathBuf,
+    /// `<own>/config.json`.
+    pub config: PathBuf,
+}
 
 impl Actor {
     /// The config this operator should run with: an override from
@@ -23,16 +39,15 @@ impl Actor {
             .map_err(|e| e.to_string())
     }
 
-    pub(super) fn operator_dirs(&self) -> (PathBuf, PathBuf, PathBuf) {
+    pub(super) fn operator_dirs(&self) -> OperatorDirs {
         let id = self.id.as_str();
-        (
-            self.shared.state_dir.join("operators").join(id),
-            self.shared.runtime_dir.join("scratch").join(id),
-            self.shared
-                .runtime_dir
-                .join("config")
-                .join(format!("{id}.json")),
-        )
+        let own = self.shared.runtime_dir.join("operators").join(id);
+        OperatorDirs {
+            state: self.shared.state_dir.join("operators").join(id),
+            scratch: self.shared.runtime_dir.join("scratch").join(id),
+            config: own.join("config.json"),
+            own,
+        }
     }
 
     /// Everything the process is started with. Its environment is built
@@ -45,7 +60,12 @@ impl Actor {
         config: &Value,
         nats: Vec<(&'static str, String)>,
     ) -> Result<LaunchSpec, String> {
-        let (state_dir, scratch_dir, config_file) = self.operator_dirs();
+        let OperatorDirs {
+            state: state_dir,
+            scratch: scratch_dir,
+            own: own_dir,
+            config: config_file,
+        } = self.operator_dirs();
         let run_as = match &self.manifest.user {
             Some(user) => {
                 let ids = crate::process::resolve_run_as(user, self.manifest.group.as_deref())
@@ -68,13 +88,48 @@ impl Actor {
         let _ = std::fs::remove_dir_all(&scratch_dir);
         crate::files::create_private_dir(&scratch_dir)
             .map_err(|e| format!("cannot create scratch dir {}: {e}", scratch_dir.display()))?;
-        let config_json = config.to_string();
-        write_private(&config_file, config_json.as_bytes())
-            .map_err(|e| format!("cannot write {}: {e}", config_file.display()))?;
+        // What it is handed, fresh at each start: only the files this
+        // start writes are in it.
+        let _ = std::fs::remove_dir_all(&own_dir);
+        crate::files::create_private_dir(&own_dir)
+            .map_err(|e| format!("cannot create {}: {e}", own_dir.display()))?;
+        let write = |file: &Path, bytes: &[u8]| {
+            write_secret(file, bytes).map_err(|e| format!("cannot write {}: {e}", file.display()))
+        };
+        write(&config_file, config.to_string().as_bytes())?;
+        // Secrets travel as files, never in the environment (readable in
+        // /proc, inherited by every child): the variable names the file.
+        let mut nats_env: Vec<(String, String)> = Vec::with_capacity(nats.len());
+        let mut given_paths: Vec<PathBuf> = Vec::new();
+        for (name, value) in nats {
+            let file_var = match name {
+                n if n == launch::NATS_PASSWORD => {
+                    Some((launch::NATS_PASSWORD_FILE, "nats-password"))
+                }
+                n if n == launch::NATS_TOKEN => Some((launch::NATS_TOKEN_FILE, "nats-token")),
+                _ => None,
+            };
+            match file_var {
+                Some((var, file_name)) => {
+                    let file = own_dir.join(file_name);
+                    write(&file, value.as_bytes())?;
+                    nats_env.push((var.to_owned(), file.display().to_string()));
+                }
+                None => {
+                    if [launch::NATS_CREDS, launch::NATS_NKEY, launch::NATS_TLS_CA].contains(&name)
+                    {
+                        given_paths.push(PathBuf::from(&value));
+                    }
+                    nats_env.push((name.to_owned(), value));
+                }
+            }
+        }
         if let Some((uid, gid)) = run_as {
+            // The dir whole (new at each start, so its files go with it):
+            // naming a file in it would open the dir to 0711.
             crate::files::hand_over(
                 &[&self.shared.state_dir, &self.shared.runtime_dir],
-                &[&state_dir, &scratch_dir, &config_file],
+                &[&state_dir, &scratch_dir, &own_dir],
                 uid,
                 gid,
             )
@@ -93,7 +148,6 @@ impl Actor {
             // their fields; the manifest's [env] may say "text".
             (launch::LOG_FORMAT.into(), "json".into()),
             (launch::ID.into(), self.id.to_string()),
-            (launch::CONFIG.into(), config_json),
             (launch::CONFIG_FILE.into(), path(&config_file)),
             (launch::STATE_DIR.into(), path(&state_dir)),
             (launch::SCRATCH_DIR.into(), path(&scratch_dir)),
@@ -114,7 +168,7 @@ impl Actor {
                 .into(),
             ),
         ]);
-        env.extend(nats.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        env.extend(nats_env);
         env.extend(
             self.manifest
                 .env
@@ -131,6 +185,71 @@ impl Actor {
                 ));
             }
         }
+        let sandbox = if self.shared.sandbox.applies(self.manifest.sandbox) {
+            for bind in self
+                .manifest
+                .sandbox_binds
+                .iter()
+                .chain(&self.manifest.sandbox_binds_rw)
+            {
+                self.shared
+                    .sandbox
+                    .check_bind(bind)
+                    .map_err(|e| format!("{e} (set in {})", self.manifest.path.display()))?;
+            }
+            // Where it writes: made if missing (bwrap binds only what
+            // exists), owned by the operator's user when it has one.
+            for dir in &self.manifest.sandbox_binds_rw {
+                if !dir.exists() {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        format!(
+                            "cannot create {} (`sandbox_binds_rw` in {}): {e}",
+                            dir.display(),
+                            self.manifest.path.display()
+                        )
+                    })?;
+                    if let Some((uid, gid)) = run_as {
+                        let _ = std::os::unix::fs::chown(dir, Some(uid), Some(gid));
+                    }
+                }
+            }
+            for bind in &self.manifest.sandbox_binds {
+                if !bind.exists() {
+                    return Err(format!(
+                        "{} does not exist (`sandbox_binds` in {})",
+                        bind.display(),
+                        self.manifest.path.display()
+                    ));
+                }
+            }
+            let cwd = workdir.clone().or_else(|| std::env::current_dir().ok());
+            let words = self
+                .manifest
+                .args
+                .iter()
+                .chain(self.manifest.env.values())
+                .map(String::as_str);
+            let mut needed = crate::sandbox::needed_paths(&program, words, cwd.as_deref());
+            if workdir.is_none() {
+                // The daemon's own directory is not the operator's: only
+                // what the arguments name in it is shown.
+                needed.retain(|p| Some(p) != cwd.as_ref());
+            }
+            let paths = SandboxPaths {
+                writable: vec![state_dir.clone(), scratch_dir.clone()],
+                own_readonly: std::iter::once(own_dir.clone())
+                    .chain(given_paths)
+                    .collect(),
+                needed,
+                extra: self.manifest.sandbox_binds.clone(),
+                extra_rw: self.manifest.sandbox_binds_rw.clone(),
+                as_root: run_as
+                    .map_or_else(|| nix::unistd::geteuid().is_root(), |(uid, _)| uid == 0),
+            };
+            self.shared.sandbox.command(&paths)
+        } else {
+            None
+        };
         Ok(LaunchSpec {
             id: self.id.clone(),
             program,
@@ -138,6 +257,7 @@ impl Actor {
             env,
             workdir,
             run_as,
+            sandbox,
         })
     }
 }

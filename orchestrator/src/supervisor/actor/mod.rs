@@ -113,10 +113,10 @@ impl Actor {
                     self.stop_process("stopped").await;
                     self.set_state(SupervisedState::Exited, Some("stopped".into()))
                         .await;
-                    // Removed (or the daemon is stopping): its config file
-                    // may hold secrets, and its NATS user must go.
-                    let (_, _, config_file) = self.operator_dirs();
-                    let _ = std::fs::remove_file(config_file);
+                    // Removed (or the daemon is stopping): its config and
+                    // credential files hold secrets, and its NATS user
+                    // must go.
+                    let _ = std::fs::remove_dir_all(self.operator_dirs().own);
                     self.shared.access.revoke(&self.id, true).await;
                     let _ = reply.send(());
                     return;
@@ -200,6 +200,7 @@ impl Actor {
                 ControlMode::Nats => "nats",
                 ControlMode::Signals => "signals",
             },
+            sandbox: self.shared.sandbox.describe(self.manifest.sandbox),
             counters: None,
             ignored_lifecycle: 0,
             malformed_lifecycle: 0,
@@ -239,6 +240,7 @@ impl Actor {
         e.last_seen = fresh.last_seen;
         e.control = fresh.control;
         e.manifest = fresh.manifest;
+        e.sandbox = fresh.sandbox;
         if let Some((last_exit, reason)) = update {
             if last_exit.is_some() {
                 e.last_exit = last_exit;
@@ -350,14 +352,19 @@ impl Actor {
             }
         };
         self.starts += 1;
+        if spec.sandbox.is_none() && self.manifest.sandbox == crate::sandbox::SandboxKind::None {
+            tracing::warn!(operator = %self.id, "runs without a sandbox (`sandbox = \"none\"` in its manifest): it can read what the daemon's user can, other operators' processes included");
+        }
         match OperatorProcess::spawn(
             &spec,
             Some(self.shared.outbox.clone()),
             self.shared.logs.clone(),
-        ) {
+        )
+        .await
+        {
             Ok(proc) => {
-                tracing::debug!(operator = %self.id, pid = proc.pid, "spawned");
-                crate::leftovers::record(&self.shared.state_dir, self.id.as_str(), proc.pid);
+                tracing::debug!(operator = %self.id, pid = proc.pid, sandboxed = proc.sandbox_init.is_some(), "spawned");
+                crate::leftovers::record(&self.shared.state_dir, self.id.as_str(), proc.leader);
                 self.proc = Some(proc);
                 self.last_seen = None;
                 self.grace_until = None;
@@ -400,7 +407,7 @@ impl Actor {
                 return;
             }
         };
-        if !crate::process::is_in_group(pid, proc.pid) {
+        if !proc.owns(pid) {
             // A leftover of an earlier process, or a forgery: it must not
             // keep this process "healthy".
             let mut board = self.board.lock().unwrap_or_else(|p| p.into_inner());
@@ -565,8 +572,7 @@ impl Actor {
     /// process, see `state_change`, or is replaced by the next start.)
     async fn after_process(&self) {
         crate::leftovers::forget(&self.shared.state_dir, self.id.as_str());
-        let (_, scratch, _) = self.operator_dirs();
-        let _ = std::fs::remove_dir_all(scratch);
+        let _ = std::fs::remove_dir_all(self.operator_dirs().scratch);
     }
 
     /// Stop the process if there is one (SIGTERM, deadline, SIGKILL).
