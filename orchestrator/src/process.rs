@@ -169,6 +169,7 @@ impl OperatorProcess {
         if let Some(out) = child.stdout.take() {
             tokio::spawn(pump(
                 spec.id.clone(),
+                pid,
                 "stdout",
                 out,
                 outbox.clone(),
@@ -176,7 +177,7 @@ impl OperatorProcess {
             ));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(pump(spec.id.clone(), "stderr", err, outbox, logs));
+            tokio::spawn(pump(spec.id.clone(), pid, "stderr", err, outbox, logs));
         }
         Ok(OperatorProcess {
             child,
@@ -306,10 +307,12 @@ pub fn describe_exit(status: &ExitStatus) -> String {
     }
 }
 
-/// Read a stream line by line until EOF; each line goes to tracing, the
+/// Read a stream line by line until EOF; each line goes to tracing (with
+/// the operator's id and pid as fields: `journalctl OPERATOR=… PID=…`), the
 /// log book and the bus.
 async fn pump(
     id: OperatorId,
+    pid: u32,
     stream: &'static str,
     reader: impl AsyncRead + Unpin,
     outbox: Option<Outbox>,
@@ -336,7 +339,7 @@ async fn pump(
             Some((text, fields)) => (text, Some(fields)),
             None => (raw, None),
         };
-        tracing::info!(target: "switchboard::operator", operator = %id, stream, "{text}");
+        tracing::info!(target: "switchboard::operator", operator = %id, pid, stream, "{text}");
         let line = LogLine {
             id: id.to_string(),
             stream: stream.to_string(),
