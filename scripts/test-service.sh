@@ -48,7 +48,7 @@ nspawn_pid=$!
 # The container's init is nspawn's child.
 leader=
 for _ in $(seq 1 100); do
-	leader=$(ps --ppid "$nspawn_pid" -o pid= 2>/dev/null | tr -d ' ' | head -n 1)
+	leader=$(ps --ppid "$nspawn_pid" -o pid= 2>/dev/null | tr -d ' ' | head -n 1 || true)
 	[ -n "$leader" ] && break
 	sleep 0.1
 done
