@@ -26,7 +26,7 @@ PROMETHEUS_CLIENT_VERSION := 0.23.1
 PLAYWRIGHT_CORE_VERSION := 1.65.1
 export SWITCHBOARD_NATS_SERVER := $(NATS_SERVER)
 
-.PHONY: all build dist install deb lintian test-service service-tools tools bench-tools fuzz-tools fuzz fuzz-merge test check fmt clippy unit run bench chaos clean help bluesky-e2e-tools e2e-bluesky
+.PHONY: all build dist install deb deb-file lintian test-service service-tools tools bench-tools fuzz-tools fuzz fuzz-merge test check fmt clippy unit run bench chaos clean help bluesky-e2e-tools e2e-bluesky
 
 all: build
 
@@ -353,12 +353,15 @@ DEB_VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 
 DEB_ROOT := target/deb/root
 DEB_FILE = target/deb/switchboard_$(DEB_VERSION)_$(shell dpkg --print-architecture).deb
 
-deb: dist service-tools
+deb: deb-file
+	$(MAKE) --no-print-directory lintian
+
+deb-file: dist service-tools
 	rm -rf $(DEB_ROOT)
 	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(DEB_ROOT) PREFIX=/usr \
 		UNITDIR=/lib/systemd/system ZSHCOMPDIR=/usr/share/zsh/vendor-completions
 	NATS_SERVER_VERSION=$(NATS_SERVER_VERSION) scripts/deb.sh $(DEB_ROOT) $(DEB_VERSION) $(DEB_FILE)
-	$(MAKE) --no-print-directory lintian
+	rm -rf $(DEB_ROOT)
 
 ## Lintian on the package: any warning or error fails; the tags that stay
 ## are explained in deploy/debian/lintian-overrides (shipped with it).
@@ -394,9 +397,12 @@ $(SERVICE_ROOTFS)/.complete: | $(TOOLS)/.service-tools
 
 ## The package under a real systemd: builds it twice (the second as the
 ## upgrade), boots the cached Debian 12 in systemd-nspawn, installs it and
-## checks what issue 20 lists (scripts/test-service.sh). Needs root.
+## checks what issue 20 lists (scripts/test-service.sh). Needs root; not
+## in `make test` (it boots a container and builds two packages): CI runs
+## it after `make test` with DIST_PROFILE=dev, which packages the debug
+## build `make test` already made.
 test-service: $(SERVICE_ROOTFS)/.complete
 	$(MAKE) --no-print-directory deb
-	$(MAKE) --no-print-directory deb DEB_VERSION=$(DEB_VERSION)+upgrade1
+	$(MAKE) --no-print-directory deb-file DEB_VERSION=$(DEB_VERSION)+upgrade1
 	scripts/test-service.sh $(SERVICE_ROOTFS) $(DEB_FILE) \
 		target/deb/switchboard_$(DEB_VERSION)+upgrade1_$(shell dpkg --print-architecture).deb

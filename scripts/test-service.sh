@@ -129,7 +129,10 @@ cat "$work/chat.out" | tr '\r' '\n' | grep pong
 step "journal entries carry OPERATOR="
 until_ok 10 'journalctl -u switchboard OPERATOR=pingbot --no-pager -o cat | grep -q .' \
 	|| fail "no journal entry with OPERATOR=pingbot"
-C journalctl -u switchboard OPERATOR=pingbot --no-pager -o verbose -n 1 | grep -E 'OPERATOR=|PRIORITY=|MESSAGE='
+# The operator's own output lines: its id, its pid, the stream, a level.
+C journalctl -u switchboard OPERATOR=pingbot STREAM=stderr --no-pager -o verbose -n 1 > "$work/journal.txt"
+grep -E '^ +(OPERATOR|PID|STREAM|PRIORITY|MESSAGE)=' "$work/journal.txt"
+grep -Eq '^ +PID=[0-9]+$' "$work/journal.txt" || fail "no PID= field on an operator's line"
 
 step "systemctl reload adds a manifest"
 C cp /usr/share/doc/switchboard/examples/dashboard.toml /etc/switchboard/operators.d/
