@@ -36,6 +36,8 @@ cleanup() {
 	exit $rc
 }
 trap cleanup EXIT
+# A signal ends the script through exit, so the container is stopped too.
+trap 'exit 130' INT TERM HUP PIPE
 
 step() { printf '==> %s\n' "$*"; }
 fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
