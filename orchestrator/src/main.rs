@@ -4,6 +4,7 @@ use clap::Parser;
 use switchboard_orchestrator::cli::{self, Cli};
 use switchboard_orchestrator::config::{Config, LogConfig, LogFormat};
 use switchboard_orchestrator::logging;
+use switchboard_orchestrator::journal;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -57,8 +58,28 @@ fn init_tracing(cli: &Cli) {
         switchboard_bus::init_tracing_with_default("warn");
         return;
     }
-    match Config::load(cli.config.as_deref()) {
-        Ok(config) => logging::init(&config.log.filter(), config.log.format == LogFormat::Json),
-        Err(_) => logging::init(&LogConfig::default().filter(), false),
+    let (filter, json) = match Config::load(cli.config.as_deref()) {
+        Ok(config) => (config.log.filter(), config.log.format == LogFormat::Json),
+        Err(_) => (LogConfig::default().filter(), false),
+    };
+    if init_journal(&filter, json) {
+        return;
+    }
+    logging::init(&filter, json);
+}
+
+/// Under systemd, text logs go to the journal as structured entries
+/// (`journalctl -u switchboard OPERATOR=<id>`); JSON lines were asked for
+/// explicitly and stay lines. False: plain lines to stderr instead.
+fn init_journal(filter: &str, json: bool) -> bool {
+    if switchboard_bus::json_format(json) || !journal::stderr_is_journal() {
+        return false;
+    }
+    match journal::init(filter) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("switchboard: logging to stderr: {e}");
+            false
+        }
     }
 }

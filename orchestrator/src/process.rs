@@ -224,6 +224,7 @@ impl OperatorProcess {
         if let Some(out) = child.stdout.take() {
             tokio::spawn(pump(
                 spec.id.clone(),
+                pid,
                 "stdout",
                 out,
                 outbox.clone(),
@@ -231,7 +232,7 @@ impl OperatorProcess {
             ));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(pump(spec.id.clone(), "stderr", err, outbox, logs));
+            tokio::spawn(pump(spec.id.clone(), pid, "stderr", err, outbox, logs));
         }
         let (pid, group, sandbox_init) = match info {
             None => (leader, leader, None),
@@ -443,10 +444,12 @@ pub fn describe_exit(status: &ExitStatus) -> String {
     }
 }
 
-/// Read a stream line by line until EOF; each line goes to tracing, the
+/// Read a stream line by line until EOF; each line goes to tracing (with
+/// the operator's id and pid as fields: `journalctl OPERATOR=… PID=…`), the
 /// log book and the bus.
 async fn pump(
     id: OperatorId,
+    pid: u32,
     stream: &'static str,
     reader: impl AsyncRead + Unpin,
     outbox: Option<Outbox>,
@@ -473,7 +476,7 @@ async fn pump(
             Some((text, fields)) => (text, Some(fields)),
             None => (raw, None),
         };
-        tracing::info!(target: "switchboard::operator", operator = %id, stream, "{text}");
+        tracing::info!(target: "switchboard::operator", operator = %id, pid, stream, "{text}");
         let line = LogLine {
             id: id.to_string(),
             stream: stream.to_string(),

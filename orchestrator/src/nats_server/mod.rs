@@ -127,7 +127,10 @@ pub enum NatsServerErrorKind {
 }
 
 /// Where to find `nats-server`: the configured path, next to the
-/// `switchboard` binary, the project-local `.tools/venv/bin`, `$PATH`.
+/// `switchboard` binary, in `<prefix>/libexec/switchboard` (where the
+/// Debian package and `make install` put the pinned one, off `$PATH` so it
+/// never shadows a system nats-server), the project-local
+/// `.tools/venv/bin`, `$PATH`.
 pub fn find_binary(configured: Option<&Path>) -> Result<PathBuf, NatsServerError> {
     let mut looked = Vec::new();
     let mut candidates: Vec<PathBuf> = Vec::new();
@@ -140,6 +143,7 @@ pub fn find_binary(configured: Option<&Path>) -> Result<PathBuf, NatsServerError
         if let Ok(exe) = std::env::current_exe() {
             if let Some(dir) = exe.parent() {
                 candidates.push(dir.join("nats-server"));
+                candidates.push(dir.join("../libexec/switchboard/nats-server"));
                 // target/<profile>/switchboard in a checkout
                 for up in dir.ancestors().take(4) {
                     candidates.push(up.join(".tools/venv/bin/nats-server"));
