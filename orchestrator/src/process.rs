@@ -221,19 +221,6 @@ impl OperatorProcess {
         crate::files::die_with_parent(&mut cmd);
         let mut child = cmd.spawn().map_err(spawn_error)?;
         let leader = child.id().unwrap_or(0);
-        if let Some(out) = child.stdout.take() {
-            tokio::spawn(pump(
-                spec.id.clone(),
-                pid,
-                "stdout",
-                out,
-                outbox.clone(),
-                logs.clone(),
-            ));
-        }
-        if let Some(err) = child.stderr.take() {
-            tokio::spawn(pump(spec.id.clone(), pid, "stderr", err, outbox, logs));
-        }
         let (pid, group, sandbox_init) = match info {
             None => (leader, leader, None),
             Some((read, write)) => {
@@ -251,6 +238,22 @@ impl OperatorProcess {
                 }
             }
         };
+        // Output is read from here on (the pipes hold what it wrote while
+        // bwrap reported its pid), each line tagged with the operator's
+        // host pid for the journal.
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(pump(
+                spec.id.clone(),
+                pid,
+                "stdout",
+                out,
+                outbox.clone(),
+                logs.clone(),
+            ));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(pump(spec.id.clone(), pid, "stderr", err, outbox, logs));
+        }
         Ok(OperatorProcess {
             child,
             pid,
