@@ -3,8 +3,8 @@
 use clap::Parser;
 use switchboard_orchestrator::cli::{self, Cli};
 use switchboard_orchestrator::config::{Config, LogConfig, LogFormat};
-use switchboard_orchestrator::logging;
 use switchboard_orchestrator::journal;
+use switchboard_orchestrator::logging;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();

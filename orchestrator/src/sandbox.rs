@@ -460,7 +460,8 @@ pub fn private_paths(config: &crate::config::Config, config_path: Option<&Path>)
 /// install's libraries come along), and each argument and value that
 /// names an existing path, absolute or relative to `cwd` (its directory
 /// for a file, unless that is too broad: then the file alone). Values may
-/// be `:`-separated lists (`NODE_PATH`, `PYTHONPATH`).
+/// be `:`-separated lists (`NODE_PATH`, `PYTHONPATH`), and an argument
+/// `NAME=value` counts as its value (`env PYTHONPATH=… python3 bot.py`).
 pub fn needed_paths<'a>(
     program: &Path,
     words: impl IntoIterator<Item = &'a str>,
@@ -479,6 +480,18 @@ pub fn needed_paths<'a>(
         }
     }
     for word in words {
+        // `NAME=value` (an `env NAME=value program` wrapper, a common way
+        // to run a script with its PYTHONPATH): the value names the path.
+        let word = match word.split_once('=') {
+            Some((name, value))
+                if !name.is_empty()
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    && !name.as_bytes()[0].is_ascii_digit() =>
+            {
+                value
+            }
+            _ => word,
+        };
         for part in word.split(':') {
             if part.is_empty() || part.starts_with('-') || part.contains('\0') {
                 continue;
@@ -500,7 +513,13 @@ pub fn needed_paths<'a>(
                         out.push(p);
                     }
                 } else {
-                    match p.parent() {
+                    // A program given as an argument (`env … venv/bin/python`)
+                    // needs its prefix as the program itself does.
+                    let dir = p.parent().map(|dir| match (dir.file_name(), dir.parent()) {
+                        (Some(name), Some(prefix)) if name == "bin" && !is_broad(prefix) => prefix,
+                        _ => dir,
+                    });
+                    match dir {
                         Some(dir) if !is_broad(dir) => out.push(dir.to_path_buf()),
                         _ => out.push(p),
                     }
@@ -596,6 +615,27 @@ pub async fn first_child(init: u32, within: Duration) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_env_assignment_argument_names_its_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("lib");
+        std::fs::create_dir_all(&lib).unwrap();
+        let arg = format!("PYTHONPATH={}", lib.display());
+        let paths = needed_paths(Path::new("/usr/bin/env"), [arg.as_str()], None);
+        assert!(paths.contains(&lib), "{paths:?}");
+        // A program as an argument brings its prefix, as the program does.
+        std::fs::create_dir_all(dir.path().join("venv/bin")).unwrap();
+        let python = dir.path().join("venv/bin/python");
+        std::fs::write(&python, "").unwrap();
+        let python = python.display().to_string();
+        let paths = needed_paths(Path::new("/usr/bin/env"), [python.as_str()], None);
+        assert!(paths.contains(&dir.path().join("venv")), "{paths:?}");
+        // Not a variable name before `=`: the word as written (no path).
+        let odd = format!("-X={}", lib.display());
+        let paths = needed_paths(Path::new("/usr/bin/env"), [odd.as_str()], None);
+        assert!(!paths.contains(&lib), "{paths:?}");
+    }
 
     #[test]
     fn needed_paths_take_the_prefix_of_a_bin_dir_and_never_a_broad_dir() {

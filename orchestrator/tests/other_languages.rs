@@ -27,7 +27,7 @@ fn manifest() -> String {
 async fn say(d: &Daemon, text: &str) {
     let room = ChatAddress::new("t", "x", "#room");
     let env = Envelope::new(
-        "test",
+        "x", // the instance's own operator (PROTOCOL.md, "Authentic source")
         json!({"text": text, "sender": "ferris", "room": "#room", "private": false}),
     );
     d.bus

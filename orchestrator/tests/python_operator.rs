@@ -71,7 +71,7 @@ fn room() -> ChatAddress {
 /// A chat message from "ferris" in `room()`, built by the Rust side.
 fn chat(text: &str) -> Envelope {
     Envelope::new(
-        "test",
+        "x", // the instance's own operator (PROTOCOL.md, "Authentic source")
         json!({"text": text, "sender": "ferris", "room": "#room", "private": false}),
     )
     .with_header(headers::ROOM, "#room")

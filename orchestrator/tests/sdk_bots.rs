@@ -22,7 +22,7 @@ fn room() -> ChatAddress {
 
 async fn roll(d: &Daemon, text: &str) -> String {
     let env = Envelope::new(
-        "test",
+        "x", // the instance's own operator (PROTOCOL.md, "Authentic source")
         json!({"text": text, "sender": "ferris", "room": "#dice", "private": false}),
     )
     .with_header(headers::ROOM, "#dice");

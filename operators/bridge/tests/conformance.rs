@@ -35,7 +35,7 @@ fn the_bridge_passes_the_conformance_kit_with_its_example_manifest() {
         )
     });
     let rules = report["rules"].as_array().expect("rules");
-    assert_eq!(rules.len(), 11, "{report:#}");
+    assert_eq!(rules.len(), 13, "{report:#}");
     assert!(rules.iter().all(|r| r["passed"] == true), "{report:#}");
     assert_eq!(report["passed"], true);
     assert!(out.status.success());

@@ -149,8 +149,10 @@ async fn the_page_in_chromium_lists_restarts_halts_and_filters() -> anyhow::Resu
 
     drv.step("CHAT_READY").await?;
     let env = |t: &str| {
+        // The source owns the subject (PROTOCOL.md, "Authentic source"):
+        // the ping bot answers only what its instance's operator says.
         Envelope::new(
-            "test",
+            "libera",
             json!({"text": t, "sender": "alice", "room": "room"}),
         )
     };

@@ -145,8 +145,10 @@ impl Operator for IrcOperator {
     }
 
     async fn start(&mut self, ctx: &mut Context, config: IrcConfig) -> HandlerResult {
-        let instance =
-            switchboard_bus::authentic::own_instance(ctx.id().as_str(), config.instance.as_deref())?;
+        let instance = switchboard_bus::authentic::own_instance(
+            ctx.id().as_str(),
+            config.instance.as_deref(),
+        )?;
         if config.tls {
             // A CA file that cannot be read is a setup error, not a network one.
             crate::transport::tls_config(&config).map_err(|e| format!("TLS setup: {e}"))?;
@@ -183,8 +185,10 @@ impl Operator for IrcOperator {
         let Some(session) = &self.session else {
             return self.start(ctx, config).await;
         };
-        let instance =
-            switchboard_bus::authentic::own_instance(ctx.id().as_str(), config.instance.as_deref())?;
+        let instance = switchboard_bus::authentic::own_instance(
+            ctx.id().as_str(),
+            config.instance.as_deref(),
+        )?;
         if instance != self.instance {
             ctx.clear_subscriptions();
             Self::subscribe(ctx, &instance).await?;

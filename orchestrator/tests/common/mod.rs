@@ -426,7 +426,22 @@ pub fn ts_project(bot: &Path) -> PathBuf {
     )
     .unwrap();
     std::fs::rename(out.join("sdk/typescript/src"), package.join("dist")).unwrap();
-    std::os::unix::fs::symlink(modules.join("nats"), tmp.path().join("node_modules/nats")).unwrap();
+    // nats.js and its dependencies copied, as `npm install` leaves them: a
+    // link out of the project would point where the operator's sandbox
+    // shows nothing (it binds the program's own directory).
+    for package in ["nats", "nkeys.js", "tweetnacl"] {
+        let copied = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(modules.join(package))
+            .arg(tmp.path().join("node_modules"))
+            .status()
+            .expect("run cp");
+        assert!(
+            copied.success(),
+            "copy {package} from {}",
+            modules.display()
+        );
+    }
     std::fs::write(tmp.path().join("ok"), "").unwrap();
     let tmp = tmp.keep();
     if std::fs::rename(&tmp, &dir).is_err() {
