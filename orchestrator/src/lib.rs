@@ -5,8 +5,9 @@
 //! reads one TOML file per operator; [`nats_server`] runs the embedded
 //! nats-server when no external URL is configured; [`supervisor`] spawns
 //! operators, watches their ready/heartbeats, restarts them with backoff,
-//! and applies control verbs; [`reload`] turns old + new manifests into a
-//! plan, for start-up and SIGHUP alike; [`api`] is the NATS request/reply
+//! and applies control verbs; [`manifest::Manifest::diff`] turns old + new
+//! manifests into what must change ([`supervisor::Supervisor::apply`], for
+//! start-up and SIGHUP alike); [`api`] is the NATS request/reply
 //! API the CLI talks to; [`access`] gives each operator its own NATS user
 //! and server-enforced permissions; [`sandbox`] gives each operator's
 //! process its own bubblewrap sandbox.

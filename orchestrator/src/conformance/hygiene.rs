@@ -61,7 +61,7 @@ fn listened(h: &Harness) -> Vec<String> {
 }
 
 /// A chat subject the operator may hear (from its grants), for the
-/// probe: the first concrete `chat.…` subject of [`listened`].
+/// probe: the first concrete `chat.…` subject of `listened`.
 pub fn chat_subject(h: &Harness) -> String {
     listened(h)
         .into_iter()
