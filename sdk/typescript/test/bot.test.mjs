@@ -206,7 +206,12 @@ test("a subscription outside the grants reports health failed", async () => {
       assert.equal(b.health, "failed");
       assert.match(b.health_reason, /chat\.\*\.\*\.\*\.message.*`subscribe`/);
       assert.equal((await d.ctl({ verb: "reload", config: { listen: ["chat.irc.>"] } })).ok, true);
-      b = await d.beat();
+      // A heartbeat already on its way when the reload was acked may still
+      // say failed; one of the next few must not.
+      for (let i = 0; i < 5; i++) {
+        b = await d.beat();
+        if (!("health" in b)) break;
+      }
       assert.equal("health" in b, false, JSON.stringify(b));
     });
   } finally {
