@@ -155,6 +155,22 @@ pub struct SandboxPaths {
     pub as_root: bool,
 }
 
+/// What every operator's sandbox is made with, and so what the probe at
+/// start must find working: new user, pid, ipc, uts and (where the kernel
+/// has it) cgroup namespaces, no capabilities, gone with its parent, no
+/// controlling terminal.
+const ISOLATION: &[&str] = &[
+    "--unshare-user",
+    "--unshare-pid",
+    "--unshare-ipc",
+    "--unshare-uts",
+    "--unshare-cgroup-try",
+    "--cap-drop",
+    "ALL",
+    "--die-with-parent",
+    "--new-session",
+];
+
 /// Directories too broad to bind whole for a path found in an argument:
 /// the file alone is bound instead.
 const BROAD: &[&str] = &[
@@ -262,19 +278,8 @@ impl Sandboxing {
     pub fn command(&self, paths: &SandboxPaths) -> Option<(PathBuf, Vec<OsString>)> {
         let program = self.program.clone()?;
         let mut a = Args::default();
-        a.flags(&[
-            "--unshare-user",
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--unshare-uts",
-            "--unshare-cgroup-try",
-            "--cap-drop",
-            "ALL",
-            "--die-with-parent",
-            "--new-session",
-            "--info-fd",
-            "3",
-        ]);
+        a.flags(ISOLATION);
+        a.flags(&["--info-fd", "3"]);
         // The system, read-only.
         for dir in ["/usr", "/etc", "/opt"] {
             if Path::new(dir).is_dir() {
@@ -403,16 +408,8 @@ fn probe_program(program: &Path) -> Result<PathBuf, String> {
             .ok_or_else(|| format!("`{}` is not on PATH", program.display()))?
     };
     let mut cmd = std::process::Command::new(&resolved);
+    cmd.args(ISOLATION);
     cmd.args([
-        "--unshare-user",
-        "--unshare-pid",
-        "--unshare-ipc",
-        "--unshare-uts",
-        "--unshare-cgroup-try",
-        "--cap-drop",
-        "ALL",
-        "--die-with-parent",
-        "--new-session",
         "--ro-bind",
         "/",
         "/",
