@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod operator;
 pub mod process;
 pub mod rates;
+pub mod replay;
 pub mod server;
 
 pub use config::DashboardConfig;

@@ -68,6 +68,7 @@ impl Operator for Dashboard {
                 addr.port(),
             ),
             loopback: addr.ip().is_loopback(),
+            stream: ctx.launch().stream.clone(),
             stop: stop_rx.clone(),
         };
         let mut stop_serve = stop_rx.clone();

@@ -16,6 +16,7 @@
 //! | `GET /api/tail?pattern=chat.#&pattern=send.#` | viewer | SSE: `seen` events (the buffer, then live) matching any of the `*`/`#` patterns; `lagged` when some were skipped |
 //! | `GET /api/history` | viewer | SSE: lifecycle events kept (the last 300), then live, as `seen` events |
 //! | `GET /api/logs?id=<id>` | viewer | SSE: the operator's last 100 lines, then new ones, as `line` events |
+//! | `GET /api/replay?pattern=chat.#&from=1h&to=&limit=200` | viewer | JSON: one page of the durable stream ([`crate::replay`]); `from`/`to` a sequence, a duration ago or an RFC 3339 time |
 //! | `POST /api/ctl` | admin | `{"verb", "target", "in_place"?}`: the daemon's `CtlReply` |
 //! | `POST /api/publish` | admin | `{"subject", "body"}`: one envelope from the dashboard (within its manifest's `publish` grants); `{"id"}` |
 
@@ -67,6 +68,8 @@ pub struct App {
     pub auth: Auth,
     /// Whether it listens on loopback (then only loopback `Host` names are served).
     pub loopback: bool,
+    /// The daemon's durable stream, when it keeps one (the replay view).
+    pub stream: Option<String>,
     /// Flips to true at stop: endless streams end so the server can.
     pub stop: watch::Receiver<bool>,
 }
@@ -88,6 +91,7 @@ pub fn router(app: App) -> Router {
         .route("/api/tail", get(tail))
         .route("/api/history", get(history))
         .route("/api/logs", get(logs))
+        .route("/api/replay", get(replay))
         .route("/api/ctl", post(ctl))
         .route("/api/publish", post(publish))
         .with_state(app)
@@ -378,6 +382,53 @@ async fn tail(State(app): State<App>, headers: HeaderMap, uri: axum::http::Uri) 
         }
     }
     seen_stream(&app, |hub| hub.tail(), Patterns(patterns))
+}
+
+/// One page of the durable stream.
+async fn replay(State(app): State<App>, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    use crate::replay::{Query as ReplayQuery, ReplayErrorKind};
+    if let Some(no) = refused(&app, &headers, Role::Viewer) {
+        return no;
+    }
+    let pairs: Vec<(String, String)> = uri
+        .query()
+        .map(|q| url_pairs(q).collect())
+        .unwrap_or_default();
+    let one = |key: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let patterns: Vec<String> = pairs
+        .iter()
+        .filter(|(k, v)| k == "pattern" && !v.trim().is_empty())
+        .map(|(_, v)| v.trim().to_owned())
+        .collect();
+    let result = match ReplayQuery::parse(
+        &patterns,
+        one("from"),
+        one("to"),
+        one("limit"),
+        switchboard_proto::Timestamp::now(),
+    ) {
+        Err(e) => Err(e),
+        Ok(q) => match &app.stream {
+            None => Err(crate::replay::ReplayError::NoStream),
+            Some(name) => crate::replay::read(&app.bus, name, &q).await,
+        },
+    };
+    match result {
+        Ok(page) => Json(page).into_response(),
+        Err(e) => {
+            let code = match e.kind() {
+                ReplayErrorKind::Query => StatusCode::BAD_REQUEST,
+                ReplayErrorKind::NoStream => StatusCode::NOT_FOUND,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            (code, e.to_string()).into_response()
+        }
+    }
 }
 
 /// The lifecycle events kept, then live ones.

@@ -7,7 +7,9 @@
 //! second; the buttons follow the state (halt, resume, stop, start a
 //! stopped operator, checked with `switchboard status`); the manifest
 //! view; the chart's time axis and units; chat rendered as chat with the
-//! bot's reply and a raw toggle; several patterns filter; logs with
+//! bot's reply and a raw toggle; several patterns filter; the replay of
+//! the durable stream (the same rendering, a pattern and a sequence range
+//! narrow it, a bad bound says so); logs with
 //! levels and lifecycle events; the event history; the bus view; the
 //! publish box gets the bot's answer; restart all and stop all spare the
 //! dashboard itself; a banner while the bus is down.
@@ -179,6 +181,7 @@ async fn the_page_in_chromium_lists_restarts_halts_and_filters() -> anyhow::Resu
     d.rig.bus.flush().await?;
     drv.tell("PUBLISHED").await?;
     drv.step("FILTERED").await?;
+    drv.step("REPLAYED").await.map_err(|e| with_log(e, &d))?;
     drv.step("LOGS").await.map_err(|e| with_log(e, &d))?;
     drv.step("VIEWS").await.map_err(|e| with_log(e, &d))?;
     drv.step("PUBLISHED_FROM_PAGE")
@@ -206,6 +209,7 @@ async fn the_page_in_chromium_lists_restarts_halts_and_filters() -> anyhow::Resu
         "login",
         "operators",
         "chat",
+        "replay",
         "logs",
         "events",
         "bus",

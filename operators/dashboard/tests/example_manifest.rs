@@ -20,6 +20,11 @@ fn check(path: &str) -> toml::Table {
         manifest["publish"].as_array().cloned().unwrap_or_default(),
         vec![toml::Value::from("chat.console.dashboard.#")]
     );
+    // The replay view reads the stream; nothing else of it.
+    assert_eq!(
+        manifest["stream"].as_array().cloned().unwrap_or_default(),
+        vec![toml::Value::from("read")]
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("dashboard.toml"), &text).expect("copy");
     let out = std::process::Command::new(switchboard_testkit::bin_path("switchboard"))

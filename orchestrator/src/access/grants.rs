@@ -371,7 +371,7 @@ impl fmt::Display for ApiGrant {
 }
 
 /// What an operator may do with the daemon's durable stream
-/// (`stream = ["consume"]` in its manifest).
+/// (`stream = ["consume"]` or `stream = ["read"]` in its manifest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StreamGrant {
@@ -381,11 +381,22 @@ pub enum StreamGrant {
     /// cannot create others, delete anything but its own consumer (re-made at
     /// each start) or read others' positions.
     Consume,
+    /// Look stored messages up one at a time (the dashboard's replay view):
+    /// the stream's info and `$JS.API.STREAM.MSG.GET`, nothing else. No
+    /// consumer, so nothing is left on the server and no other reader's
+    /// position can be touched (a grant to create consumers cannot be
+    /// narrowed to one name per read: ordered consumers have random names);
+    /// only the main stream, never the per-operator copies; no write, purge
+    /// or delete.
+    Read,
 }
 
 impl StreamGrant {
     /// Every grant with its manifest spelling.
-    pub const ALL: &'static [(&'static str, StreamGrant)] = &[("consume", StreamGrant::Consume)];
+    pub const ALL: &'static [(&'static str, StreamGrant)] = &[
+        ("consume", StreamGrant::Consume),
+        ("read", StreamGrant::Read),
+    ];
 
     /// The JetStream API subjects it allows operator `id` to publish on
     /// for stream `stream` (a consumer named `id`; acks of its messages).
@@ -400,6 +411,10 @@ impl StreamGrant {
                 format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{id}"),
                 format!("$JS.API.CONSUMER.DELETE.{stream}.{id}"),
                 format!("$JS.ACK.{stream}.{id}.>"),
+            ],
+            StreamGrant::Read => vec![
+                format!("$JS.API.STREAM.INFO.{stream}"),
+                format!("$JS.API.STREAM.MSG.GET.{stream}"),
             ],
         }
     }
@@ -693,6 +708,60 @@ mod tests {
             assert!(p.subscribe.allow.iter().any(|a| nats_matches(a, s)), "{s}");
         }
         assert!(p.allow_responses);
+    }
+
+    #[test]
+    fn the_read_grant_only_reads_the_main_stream() {
+        let me = id("dashboard");
+        let (p, errors) = operator_permissions(
+            &me,
+            &[],
+            &[],
+            &[],
+            Some(("SWITCHBOARD", &[StreamGrant::Read])),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        for s in [
+            "$JS.API.STREAM.INFO.SWITCHBOARD",
+            "$JS.API.STREAM.MSG.GET.SWITCHBOARD",
+        ] {
+            assert!(p.publish.allow.iter().any(|a| nats_matches(a, s)), "{s}");
+        }
+        for s in [
+            // No consumer of any name, so no other reader's position.
+            "$JS.API.CONSUMER.CREATE.SWITCHBOARD.x",
+            "$JS.API.CONSUMER.CREATE.SWITCHBOARD.logger.chat.>",
+            "$JS.API.CONSUMER.DURABLE.CREATE.SWITCHBOARD.dashboard",
+            "$JS.API.CONSUMER.MSG.NEXT.SWITCHBOARD.logger",
+            "$JS.API.CONSUMER.DELETE.SWITCHBOARD.logger",
+            "$JS.API.CONSUMER.LIST.SWITCHBOARD",
+            // No write, purge or delete.
+            "$JS.API.STREAM.MSG.DELETE.SWITCHBOARD",
+            "$JS.API.STREAM.PURGE.SWITCHBOARD",
+            "$JS.API.STREAM.DELETE.SWITCHBOARD",
+            "$JS.API.STREAM.UPDATE.SWITCHBOARD",
+            "$JS.API.STREAM.CREATE.SWITCHBOARD",
+            // Only the main stream: not the per-operator copies, no list.
+            "$JS.API.STREAM.MSG.GET.SWITCHBOARD_pingbot",
+            "$JS.API.STREAM.INFO.SWITCHBOARD_pingbot",
+            "$JS.API.STREAM.LIST",
+            "$JS.API.STREAM.NAMES",
+            "$JS.API.DIRECT.GET.SWITCHBOARD",
+            "$JS.ACK.SWITCHBOARD.logger.1.1.1.1.1",
+        ] {
+            assert!(
+                !p.publish.allow.iter().any(|a| nats_matches(a, s)),
+                "may publish {s}: {:?}",
+                p.publish.allow
+            );
+        }
+        assert_eq!(
+            StreamGrant::ALL
+                .iter()
+                .find(|(_, g)| *g == StreamGrant::Read)
+                .map(|(n, _)| *n),
+            Some("read")
+        );
     }
 
     #[test]

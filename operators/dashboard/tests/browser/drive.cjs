@@ -43,6 +43,9 @@ async function photograph(page, name, ready) {
     if (ready) await ready();
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     if (overflow > 1) throw new Error(name + " at " + size.width + " px scrolls sideways by " + overflow + " px");
+    // Every tab in sight: one cut off at the edge is easily missed.
+    const tabs = await page.evaluate(() => { const n = document.getElementById("tabs"); return n.hidden ? 0 : n.scrollWidth - n.clientWidth; });
+    if (tabs > 1) throw new Error(name + " at " + size.width + " px: the tabs need " + tabs + " px more");
     await axe(page, name + " (" + tag + ")");
     await page.screenshot({ path: path.join(shots, "dashboard-" + name + "-" + tag + ".png"), fullPage: tag === "phone" ? false : true });
   }
@@ -184,6 +187,36 @@ async function photograph(page, name, ready) {
   // Back to the defaults for the next views.
   await page.click('.chip[data-pattern="chat.alpha.#"] button');
   for (const p of ["chat.#", "send.#"]) { await page.fill("#pattern", p); await page.click("#patternform button[type=submit]"); }
+
+  // 8b. Replay: what the stream kept, rendered like the chat (the ping
+  // and the bot's reply); a pattern and a sequence range narrow it; raw
+  // shows the JSON.
+  await page.click('#tabs a[data-view="replay"]');
+  await page.locator("#replay .chatline", { hasText: "!ping" }).locator(".who", { hasText: "alice" }).waitFor();
+  await page.locator("#replay .chatline.out", { hasText: "pong" }).waitFor();
+  await page.locator("#replaymsg.ok", { hasText: "the stream SWITCHBOARD holds" }).waitFor();
+  await photograph(page, "replay");
+  await page.fill("#replaypatterns", "chat.alpha.#");
+  await page.click("#replayform button[type=submit]");
+  await page.waitForFunction(() => {
+    const l = [...document.querySelectorAll("#replay .chatline")];
+    return l.length > 0 && l.every(e => e.dataset.subject.startsWith("chat.alpha."));
+  });
+  const seq = await page.$eval("#replay .chatline", e => e.dataset.seq);
+  await page.fill("#replayfrom", seq);
+  await page.fill("#replayto", seq);
+  await page.click("#replayform button[type=submit]");
+  await page.waitForFunction(s => {
+    const l = [...document.querySelectorAll("#replay .chatline")];
+    return l.length === 1 && l[0].dataset.seq === s;
+  }, seq);
+  await page.check("#replayraw");
+  await page.locator("#replay .chatline .raw", { hasText: '"text":"shown"' }).waitFor();
+  await page.uncheck("#replayraw");
+  await page.fill("#replayfrom", "soon");
+  await page.click("#replayform button[type=submit]");
+  await page.locator("#replaymsg.err", { hasText: "RFC 3339" }).waitFor();
+  say("REPLAYED");
 
   // 9. Logs: coloured by level, lifecycle events between the lines.
   await page.click('#tabs a[data-view="operators"]');

@@ -31,7 +31,7 @@ pub fn manifest(token_file: Option<&std::path::Path>) -> String {
     let mut m = format!(
         "id = \"dashboard\"\ncommand = {:?}\nheartbeat_interval = \"500ms\"\nmissed_heartbeats = 20\n\
          publish = [\"chat.console.dashboard.#\"]\nsubscribe = [\"chat.#\", \"send.#\", \"sb.event.#\", \"sb.log.#\", \"sb.op.#\"]\n\
-         api = [\"status\", \"logs\", \"ctl\"]\n[config]\npoll_interval = \"100ms\"\n",
+         api = [\"status\", \"logs\", \"ctl\"]\nstream = [\"read\"]\n[config]\npoll_interval = \"100ms\"\n",
         switchboard_testkit::bin_path("switchboard-dashboard")
     );
     if let Some(f) = token_file {
@@ -56,6 +56,12 @@ pub fn pingbot_manifest() -> String {
 
 /// Start it all; the dashboard with the token when `token` is true.
 pub async fn start(token: bool) -> anyhow::Result<Dash> {
+    start_with(token, |m| m).await
+}
+
+/// [`start`], with the dashboard's manifest text changed by `edit` first
+/// (another `listen`, a grant left out).
+pub async fn start_with(token: bool, edit: impl FnOnce(String) -> String) -> anyhow::Result<Dash> {
     let dir = tempfile::tempdir()?;
     let token_file = dir.path().join("dashboard-token");
     std::fs::write(&token_file, format!("{TOKEN}\n"))?;
@@ -67,7 +73,7 @@ pub async fn start(token: bool) -> anyhow::Result<Dash> {
         ("pingbot.toml".to_owned(), pingbot_manifest()),
         (
             "dashboard.toml".to_owned(),
-            manifest(token.then_some(token_file.as_path())),
+            edit(manifest(token.then_some(token_file.as_path()))),
         ),
     ];
     let rig = Rig::start_in(dir, &manifests, "").await?;
