@@ -525,3 +525,85 @@ async fn a_page_too_slow_for_the_tail_is_told_and_the_drop_counted() -> anyhow::
     );
     Ok(())
 }
+
+/// Whether `text` is Prometheus samples and comments only: every other
+/// line `name{labels} value`, the value a number. Text from operators
+/// (chat, log lines) would not fit.
+fn counters_only(text: &str) -> Result<(), String> {
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (series, value) = line.rsplit_once(' ').ok_or(line)?;
+        if value.parse::<f64>().is_err() {
+            return Err(format!("not a number: {line}"));
+        }
+        let name = series.split('{').next().unwrap_or("");
+        if !name.starts_with("switchboard_")
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(format!("not a metric name: {line}"));
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_a_login_beyond_loopback_and_only_counters_show_on_it() -> anyhow::Result<()> {
+    // Loopback: open, as Prometheus scrapes it, and nothing but numbers.
+    let d = common::start(true).await?;
+    let said = "a line nobody may read without a login";
+    let room = ChatAddress::new("irc", "libera", "room");
+    d.rig
+        .bus
+        .publish(
+            &room.event_subject("message"),
+            &Envelope::new("libera", json!({"text": said, "sender": "ann"})),
+        )
+        .await?;
+    d.rig.bus.flush().await?;
+    let deadline = Instant::now() + WAIT;
+    let metrics = loop {
+        let (code, m) = common::http(d.addr, "GET", "/metrics", &[], "").await?;
+        assert_eq!(code, 200, "loopback /metrics is open: {m}");
+        if m.contains("branch=\"chat.irc\"") {
+            break m;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the chat never counted: {m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    counters_only(&metrics).map_err(anyhow::Error::msg)?;
+    assert!(!metrics.contains(said), "{metrics}");
+    assert!(!metrics.contains(common::TOKEN), "{metrics}");
+    drop(d);
+
+    // Beyond loopback (every interface): a login first, either token.
+    let d = common::start_with(true, |m| {
+        m.replace("[config]\n", "[config]\nlisten = \"0.0.0.0:0\"\n")
+    })
+    .await?;
+    assert!(d.addr.ip().is_unspecified(), "{}", d.addr);
+    let (code, body) = common::http(d.addr, "GET", "/metrics", &[], "").await?;
+    assert_eq!(code, 401, "{body}");
+    assert!(!body.contains("switchboard_up"), "{body}");
+    let wrong = [("Authorization", "Bearer not-the-token")];
+    let (code, _) = common::http(d.addr, "GET", "/metrics", &wrong, "").await?;
+    assert_eq!(code, 401);
+    let (code, m) = common::http(d.addr, "GET", "/metrics", &[common::AUTH], "").await?;
+    assert_eq!(code, 200, "{m}");
+    assert!(m.contains("switchboard_up"), "{m}");
+    let viewer = format!("Bearer {}", common::VIEWER);
+    let (code, m) = common::http(
+        d.addr,
+        "GET",
+        "/metrics",
+        &[("Authorization", viewer.as_str())],
+        "",
+    )
+    .await?;
+    assert_eq!(code, 200, "the viewer token may read counters: {m}");
+    counters_only(&m).map_err(anyhow::Error::msg)?;
+    Ok(())
+}
