@@ -215,7 +215,8 @@ pub struct StatusReply {
     /// process, so the daemon says it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rss_bytes: Option<u64>,
-    /// The CPU time the daemon has used, in seconds (`schedstat`), like
+    /// The CPU time the daemon has used, every thread's, user and system,
+    /// in seconds (`/proc/self/stat`), like
     /// `rss_bytes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_seconds: Option<f64>,

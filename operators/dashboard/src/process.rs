@@ -7,7 +7,7 @@
 pub struct Sample {
     /// Resident set size in bytes (`VmRSS`).
     pub rss_bytes: u64,
-    /// CPU time spent, user and system, in seconds (`schedstat`).
+    /// CPU time spent by every thread, user and system, in seconds.
     pub cpu_seconds: f64,
 }
 
@@ -23,12 +23,16 @@ pub fn sample(pid: u32) -> Option<Sample> {
         .trim()
         .parse()
         .ok()?;
-    // First field: time on the CPU in nanoseconds.
-    let sched = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
-    let cpu_ns: u64 = sched.split_whitespace().next()?.parse().ok()?;
+    // User and system time of every thread, fields 14 and 15 of `stat`
+    // in USER_HZ ticks (100 a second on Linux); `schedstat` would be the
+    // main thread's alone, a small part of a tokio program's.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut rest = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let user: u64 = rest.next()?.parse().ok()?;
+    let system: u64 = rest.next()?.parse().ok()?;
     Some(Sample {
         rss_bytes: rss_kb * 1024,
-        cpu_seconds: cpu_ns as f64 / 1e9,
+        cpu_seconds: (user + system) as f64 / 100.0,
     })
 }
 
@@ -39,5 +43,25 @@ mod tests {
         let s = super::sample(std::process::id()).expect("/proc/self");
         assert!(s.rss_bytes > 0);
         assert!(super::sample(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn cpu_time_counts_every_thread() {
+        let me = std::process::id();
+        let before = super::sample(me).expect("/proc/self").cpu_seconds;
+        std::thread::spawn(|| {
+            let start = std::time::Instant::now();
+            let mut x = 0u64;
+            while start.elapsed() < std::time::Duration::from_millis(200) {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        })
+        .join()
+        .expect("the burning thread");
+        let after = super::sample(me).expect("/proc/self").cpu_seconds;
+        assert!(
+            after - before >= 0.03,
+            "200 ms of work on another thread: {before} -> {after}"
+        );
     }
 }
