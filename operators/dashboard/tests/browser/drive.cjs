@@ -136,6 +136,8 @@ async function photograph(page, name, ready) {
   if (b.start !== "enabled" || b.halt !== "hidden" || b.reload !== "disabled") throw new Error("exited: " + JSON.stringify(b));
   await row("pingbot").locator('button[data-verb="start"]').click();
   await row("pingbot").locator('[data-state="running"]').waitFor();
+  // The answer names the operator once.
+  await page.locator("#opsmsg.ok", { hasText: /^start pingbot: ok, / }).waitFor();
   say("STARTED");
   await expect("START_CHECKED");
 
@@ -143,6 +145,8 @@ async function photograph(page, name, ready) {
   // axis and units.
   await row("pingbot").locator(".opid button").click();
   await page.locator("#details", { hasText: "switchboard-pingbot" }).waitFor();
+  // Grants as the daemon applies them: `{id}` is the operator's id.
+  await page.locator("#details code", { hasText: "chat.*.pingbot.# send.#" }).waitFor();
   await page.locator("#chart .uplot").waitFor();
   await page.locator("#chart canvas").first().waitFor();
   await page.locator("#chart .u-legend", { hasText: "time" }).waitFor();
