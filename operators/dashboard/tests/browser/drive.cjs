@@ -243,9 +243,11 @@ async function photograph(page, name, ready) {
 
   // 11. The publish box: !ping in the console room, the bot answers.
   await page.click('#tabs a[data-view="publish"]');
+  await page.locator("#pubfeed .empty", { hasText: "Nothing said" }).waitFor();
   await page.click('#pubform button[type=submit]');
   await page.locator("#pubmsg.ok", { hasText: "published" }).waitFor();
   await page.locator("#pubfeed .chatline.out", { hasText: "pong" }).waitFor();
+  if (await page.locator("#pubfeed .empty").count()) throw new Error("the publish feed still says it is empty");
   await photograph(page, "publish");
   say("PUBLISHED_FROM_PAGE");
 
