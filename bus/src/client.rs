@@ -62,6 +62,12 @@ pub const PUBLISH_PENDING: &str = "publish_pending";
 /// [`Bus::connect`]).
 const AUTH_RETRY_WINDOW: Duration = Duration::from_millis(500);
 
+/// How long [`Bus::close`] waits for the server to take what is queued. A
+/// server that is gone never does: Ctrl-C on `switchboard run` signals the
+/// daemon and its embedded nats-server together (one process group), and
+/// the daemon's close waited for it forever.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Bus {
     /// Connect with `opts`, retrying until `opts.connect_timeout` passes so
     /// that an operator started together with its server does not fail.
@@ -623,11 +629,21 @@ impl Bus {
         json_reply(subject, &answer)
     }
 
-    /// Flush what is queued and close the connection.
+    /// Flush what is queued and close the connection; without a server
+    /// to take it, give up after [`CLOSE_TIMEOUT`] (what was queued is
+    /// lost, and said so).
     pub async fn close(&self) {
         self.stats.closing.store(true, Ordering::Relaxed);
-        let _ = self.client.flush().await;
-        let _ = self.client.drain().await;
+        let done = async {
+            let _ = self.client.flush().await;
+            let _ = self.client.drain().await;
+        };
+        if tokio::time::timeout(CLOSE_TIMEOUT, done).await.is_err() {
+            tracing::warn!(
+                "the NATS server did not take what was queued within {CLOSE_TIMEOUT:?}; \
+                 closed without it"
+            );
+        }
     }
 }
 

@@ -226,3 +226,24 @@ async fn next(sub: &mut switchboard_bus::Subscription) -> switchboard_bus::Deliv
         .expect("a delivery")
         .expect("open")
 }
+
+/// A daemon stopped by Ctrl-C gets the signal together with its embedded
+/// nats-server (one process group): closing its connection then must not
+/// wait for a server that is not coming back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_returns_when_the_server_is_gone() {
+    let mut server = NatsServer::start().expect("nats-server");
+    let opts = BusOptions::new(&server.url());
+    let bus = Bus::connect(&opts, "t").await.unwrap();
+    bus.sync().await.unwrap();
+    server.kill();
+    // Queued while disconnected: what a flush would wait for.
+    let _ = bus
+        .publish("chat.gone", &Envelope::new("t", serde_json::json!({})))
+        .await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), bus.close())
+        .await
+        .expect("close returns without a server");
+    eprintln!("closed in {:?}", started.elapsed());
+}
