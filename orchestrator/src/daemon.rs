@@ -359,6 +359,18 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     }
     tracing::info!("stopping operators");
     systemd::stopping();
+    // A Ctrl-C reached the embedded server too (same process group): stop
+    // the operators without waiting for it to confirm their revocation.
+    if let Some(server) = embedded.as_mut() {
+        if server
+            .gone_within(std::time::Duration::from_millis(300))
+            .await
+        {
+            tracing::info!(
+                "the embedded nats-server stopped with the daemon; operators stop without it"
+            );
+        }
+    }
     // The API keeps answering (status shows `stopping`) until every
     // operator is down; then the daemon's own tasks end.
     supervisor.shutdown().await;

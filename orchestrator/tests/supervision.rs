@@ -400,6 +400,35 @@ async fn sigterm_stops_every_operator_and_exits_zero() {
     }
 }
 
+/// Ctrl-C in a terminal signals the whole foreground process group: the
+/// daemon and its embedded nats-server at once. The daemon used to wait
+/// forever to flush to the dead server, and 5 s per operator stop for a
+/// config-reload confirmation it could not get.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_reaching_the_daemon_and_its_server_together_still_exits_soon() {
+    let mut d = Daemon::start(&[
+        ("a.toml", pingbot_manifest("a")),
+        ("b.toml", pingbot_manifest("b")),
+    ])
+    .await;
+    d.wait_running("a").await;
+    d.wait_running("b").await;
+    let nats = descendants(d.pid())
+        .into_iter()
+        .find(|p| comm(*p) == "nats-server")
+        .expect("embedded nats-server");
+    let started = std::time::Instant::now();
+    d.signal(Signal::SIGINT);
+    sig(nats, Signal::SIGINT);
+    let mut child = d.child.take().unwrap();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+        .await
+        .expect("the daemon exits without its nats-server")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    eprintln!("exited {:?} after Ctrl-C", started.elapsed());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_daemon_takes_its_operators_along() {
     let mut d = Daemon::start(&[

@@ -251,6 +251,19 @@ impl EmbeddedNats {
         }
     }
 
+    /// Whether it exits within `grace` (reaped if so). Once it has, reloads
+    /// answer `NotRunning` at once instead of waiting for a confirmation a
+    /// dead server cannot send: Ctrl-C on `switchboard run` signals the
+    /// daemon and its server together (one process group), and every
+    /// operator's stop then waited 5 s for it.
+    pub async fn gone_within(&mut self, grace: Duration) -> bool {
+        if tokio::time::timeout(grace, self.child.wait()).await.is_ok() {
+            self.pid.store(0, Ordering::SeqCst);
+            return true;
+        }
+        false
+    }
+
     /// Start it again on the same port, retrying while the port is still
     /// being released.
     pub async fn restart(&mut self) -> Result<(), NatsServerError> {
