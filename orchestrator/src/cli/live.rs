@@ -63,23 +63,19 @@ pub(super) async fn tail(client: &Client, args: TailArgs) -> anyhow::Result<Exit
 
 /// `switchboard pub`: one envelope.
 pub(super) async fn publish(client: &Client, args: PubArgs) -> anyhow::Result<ExitCode> {
-    let PubArgs {
-        subject,
-        body,
-        source,
-    } = args;
-    let body: serde_json::Value = serde_json::from_str(&body)
+    let subject = args.subject.as_str();
+    let body: serde_json::Value = serde_json::from_str(&args.body)
         .context("the body must be JSON; quote text as '\"hi\"' or send '{\"text\":\"hi\"}'")?;
     let bus = client.connect().await?;
     // The CLI may publish anything (the administrator's client):
     // on a chat subject it speaks as the subject's owner.
-    let source = source.unwrap_or_else(|| {
-        switchboard_bus::authentic::subject_owner(&subject)
+    let source = args.source.clone().unwrap_or_else(|| {
+        switchboard_bus::authentic::subject_owner(subject)
             .unwrap_or("cli")
             .to_owned()
     });
     let env = Envelope::new(source, body);
-    bus.publish(&subject, &env).await?;
+    bus.publish(subject, &env).await?;
     bus.flush().await?;
     println!("published {} on {subject}", env.id().unwrap_or(""));
     Ok(ExitCode::SUCCESS)
@@ -87,17 +83,12 @@ pub(super) async fn publish(client: &Client, args: PubArgs) -> anyhow::Result<Ex
 
 /// `switchboard chat`: checks the instance, then [`chat`].
 pub(super) async fn chat_command(client: &Client, args: ChatArgs) -> anyhow::Result<ExitCode> {
-    let ChatArgs {
-        room,
-        instance,
-        nick,
-    } = args;
     // The instance is the source of what is said: it must be an id
     // for receivers to take the messages as authentic.
-    switchboard_proto::OperatorId::new(instance.as_str())
+    switchboard_proto::OperatorId::new(args.instance.as_str())
         .context("--instance is the messages' source")?;
     let bus = client.connect().await?;
-    chat(&bus, &instance, &room, &nick).await?;
+    chat(&bus, &args.instance, &args.room, &args.nick).await?;
     Ok(ExitCode::SUCCESS)
 }
 
