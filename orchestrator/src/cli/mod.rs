@@ -1,7 +1,7 @@
 //! The `switchboard` command line: one binary for the daemon and the
 //! tools that talk to it.
 //!
-//! [`args`] is what clap parses; each command group acts in its own
+//! `args` is what clap parses; each command group acts in its own
 //! module: [`run`] dispatches to `checks` (validate, conformance: no
 //! daemon needed), `control` (status, ctl: the daemon's API), `logs`
 //! (logs, replay: what was kept) and `live` (tail, pub, chat: the bus
