@@ -683,4 +683,28 @@ mod tests {
         assert!(lines.len() >= 3, "{}", lines.len());
         assert!(lines.iter().all(|l| l.line.len() <= MAX_LINE));
     }
+
+    #[test]
+    fn run_as_names_what_is_unknown() {
+        // root exists everywhere, with gid 0.
+        assert_eq!(resolve_run_as("root", None), Ok(RunAs { uid: 0, gid: 0 }));
+        assert_eq!(resolve_run_as("0", Some("7")), Ok(RunAs { uid: 0, gid: 7 }));
+        let cases = [
+            ("no-such-user-sb", None, RunAsErrorKind::NoUser),
+            ("root", Some("no-such-group-sb"), RunAsErrorKind::NoGroup),
+            // A uid with no passwd entry has no primary group to default to.
+            ("3999999", None, RunAsErrorKind::NoPrimaryGroup),
+        ];
+        for (user, group, kind) in cases {
+            let e = resolve_run_as(user, group).expect_err(user);
+            assert_eq!(e.kind(), kind, "{user}: {e}");
+        }
+        assert_eq!(
+            resolve_run_as("3999999", Some("5")),
+            Ok(RunAs {
+                uid: 3_999_999,
+                gid: 5
+            })
+        );
+    }
 }
