@@ -182,41 +182,7 @@ impl Config {
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let (base, file) = match path {
-            Some(path) => {
-                match std::fs::metadata(path) {
-                    Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                        return Err(ConfigError::NotFound {
-                            path: path.to_owned(),
-                        })
-                    }
-                    Err(source) => {
-                        return Err(ConfigError::Unreadable {
-                            path: path.to_owned(),
-                            source,
-                        })
-                    }
-                    Ok(meta) if meta.is_dir() => {
-                        return Err(ConfigError::Unreadable {
-                            path: path.to_owned(),
-                            source: io::Error::other(
-                                "it is a directory; name the switchboard.toml file inside it",
-                            ),
-                        })
-                    }
-                    Ok(_) => {}
-                }
-                let file = std::path::absolute(path).map_err(ConfigError::CurrentDir)?;
-                let base = file
-                    .parent()
-                    .map_or_else(|| PathBuf::from("/"), Path::to_owned);
-                (base, Some(file))
-            }
-            None => (
-                std::env::current_dir().map_err(ConfigError::CurrentDir)?,
-                None,
-            ),
-        };
+        let (base, file) = locate(path)?;
 
         let env: config::Map<String, String> = env
             .into_iter()
@@ -305,6 +271,48 @@ impl Config {
             resolve(&mut self.sandbox.program);
         }
     }
+}
+
+/// The config file made absolute, and the directory relative paths are
+/// resolved against: the file's, or the current directory without a
+/// file.
+fn locate(path: Option<&Path>) -> Result<(PathBuf, Option<PathBuf>), ConfigError> {
+    let located = match path {
+        Some(path) => {
+            match std::fs::metadata(path) {
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                    return Err(ConfigError::NotFound {
+                        path: path.to_owned(),
+                    })
+                }
+                Err(source) => {
+                    return Err(ConfigError::Unreadable {
+                        path: path.to_owned(),
+                        source,
+                    })
+                }
+                Ok(meta) if meta.is_dir() => {
+                    return Err(ConfigError::Unreadable {
+                        path: path.to_owned(),
+                        source: io::Error::other(
+                            "it is a directory; name the switchboard.toml file inside it",
+                        ),
+                    })
+                }
+                Ok(_) => {}
+            }
+            let file = std::path::absolute(path).map_err(ConfigError::CurrentDir)?;
+            let base = file
+                .parent()
+                .map_or_else(|| PathBuf::from("/"), Path::to_owned);
+            (base, Some(file))
+        }
+        None => (
+            std::env::current_dir().map_err(ConfigError::CurrentDir)?,
+            None,
+        ),
+    };
+    Ok(located)
 }
 
 #[cfg(test)]
