@@ -170,41 +170,31 @@ pub fn status_table(status: &StatusReply) -> String {
 /// The NOTE column: why it is in its state (or how it last ended), and
 /// lifecycle messages from other processes, which are worth a look.
 fn note(o: &OperatorStatus) -> String {
-    let mut note = o
-        .reason
-        .as_deref()
-        .or(o.last_exit.as_deref())
-        .unwrap_or("")
-        .to_owned();
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(why) = o.reason.as_deref().or(o.last_exit.as_deref()) {
+        parts.push(why.to_owned());
+    }
     if o.ignored_lifecycle > 0 {
-        if !note.is_empty() {
-            note.push_str("; ");
-        }
-        note.push_str(&format!(
+        parts.push(format!(
             "{} lifecycle message(s) from another process ignored",
             o.ignored_lifecycle
         ));
     }
     if o.malformed_lifecycle > 0 {
-        if !note.is_empty() {
-            note.push_str("; ");
-        }
-        note.push_str(&format!(
+        parts.push(format!(
             "{} malformed lifecycle message(s) ignored",
             o.malformed_lifecycle
         ));
     }
     if !o.health.is_ok() {
-        if !note.is_empty() {
-            note.push_str("; ");
-        }
-        note.push_str(&format!(
+        parts.push(format!(
             "{}: {}",
             o.health.as_str(),
             o.health_reason.as_deref().unwrap_or("no reason given")
         ));
     }
-    note
+    parts.retain(|p| !p.is_empty());
+    parts.join("; ")
 }
 
 fn human_ms(ms: u64) -> String {
