@@ -9,12 +9,13 @@
 //!
 //! Heartbeats and ownership share one bucket on purpose: a bucket is one
 //! stream, and a watcher receives one stream in order, so a host's view
-//! is always a consistent prefix of history. In particular nobody can see
-//! `owner.X = (B, epoch)` without having seen B's registration first, so
-//! "B has no heartbeat" in a view really means B left or was declared
-//! dead, never "B's heartbeat has not arrived yet" (with two buckets the
-//! two streams could arrive in any order, and a claim on such a view
-//! would be unsafe).
+//! (a complete snapshot, then every change in order: see
+//! `engine::watch`) is always the bucket's state at some revision. In
+//! particular nobody can see `owner.X = (B, epoch)` without B's
+//! registration, so "B has no heartbeat" in a view really means B left
+//! or was declared gone, never "B's heartbeat has not arrived yet" (with
+//! two buckets the two streams could arrive in any order, and a claim on
+//! such a view would be unsafe).
 
 use std::collections::BTreeSet;
 use std::time::Duration;

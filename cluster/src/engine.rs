@@ -468,28 +468,45 @@ enum Bucket {
 #[derive(Debug)]
 enum WatchMsg {
     Entry(Bucket, kv::Entry),
-    /// The watch has delivered every key's latest value.
-    Current(Bucket),
+    /// Whether the view of the bucket is complete: false while a
+    /// snapshot is being delivered, true once it is.
+    Current(Bucket, bool),
 }
 
-/// Forward a bucket's changes, re-watching after any failure (the
-/// watch delivers every key's latest value again; [`Seen::observe`]
-/// keeps a re-delivered revision's first-seen time).
+/// Forward a bucket's changes: first every key's latest value (the
+/// snapshot), then each change as it happens; again from a fresh snapshot
+/// after any failure ([`Seen::observe`] keeps a re-delivered revision's
+/// first-seen time).
+///
+/// The snapshot is in order of each key's *latest* revision, not of
+/// history (a host's registration was compacted into its latest
+/// heartbeat, which comes after its ownership records), so the view is
+/// consistent only once the snapshot is complete: the watcher says
+/// `Current(false)` before and `Current(true)` after, and the reconciler
+/// acts only in between snapshots.
 async fn watch(kv: kv::Store, bucket: Bucket, tx: mpsc::UnboundedSender<WatchMsg>) {
     loop {
-        let values = match timeout(REQUEST_TIMEOUT, kv.status()).await {
-            Ok(Ok(status)) => status.values(),
+        if tx.send(WatchMsg::Current(bucket, false)).is_err() {
+            return;
+        }
+        let Ok(Ok(mut stream)) = timeout(REQUEST_TIMEOUT, kv.watch_with_history(">")).await
+        else {
+            sleep(TICK).await;
+            continue;
+        };
+        // Keys are never purged, only deleted (a marker stays), so a
+        // bucket empty now was empty when the watch began: no snapshot.
+        match timeout(REQUEST_TIMEOUT, kv.status()).await {
+            Ok(Ok(status)) if status.values() == 0 => {
+                if tx.send(WatchMsg::Current(bucket, true)).is_err() {
+                    return;
+                }
+            }
+            Ok(Ok(_)) => {}
             _ => {
                 sleep(TICK).await;
                 continue;
             }
-        };
-        let Ok(Ok(mut stream)) = timeout(REQUEST_TIMEOUT, kv.watch_all()).await else {
-            sleep(TICK).await;
-            continue;
-        };
-        if values == 0 && tx.send(WatchMsg::Current(bucket)).is_err() {
-            return;
         }
         while let Some(item) = stream.next().await {
             let Ok(entry) = item else { break };
@@ -497,7 +514,7 @@ async fn watch(kv: kv::Store, bucket: Bucket, tx: mpsc::UnboundedSender<WatchMsg
             if tx.send(WatchMsg::Entry(bucket, entry)).is_err() {
                 return;
             }
-            if current && tx.send(WatchMsg::Current(bucket)).is_err() {
+            if current && tx.send(WatchMsg::Current(bucket, true)).is_err() {
                 return;
             }
         }
@@ -519,8 +536,8 @@ struct View {
 impl View {
     fn apply(&mut self, msg: WatchMsg, now: Instant) {
         match msg {
-            WatchMsg::Current(Bucket::Desired) => self.desired_current = true,
-            WatchMsg::Current(Bucket::Cluster) => self.cluster_current = true,
+            WatchMsg::Current(Bucket::Desired, current) => self.desired_current = current,
+            WatchMsg::Current(Bucket::Cluster, current) => self.cluster_current = current,
             WatchMsg::Entry(Bucket::Desired, e) => {
                 if e.key != desired::DESIRED_KEY {
                     return;

@@ -37,8 +37,12 @@ pub fn cluster() -> NatsCluster {
     .expect("3-node cluster")
 }
 
+/// A host's connection: to its own server only (the servers advertise
+/// their peers, and a client that followed them would keep renewing the
+/// heartbeat of a host whose own server, which its operators use, is gone).
 pub async fn connect(url: &str) -> async_nats::Client {
     async_nats::ConnectOptions::new()
+        .ignore_discovered_servers()
         .reconnect_delay_callback(|_| Duration::from_millis(100))
         .connect(url)
         .await
