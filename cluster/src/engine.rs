@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use async_nats::jetstream::kv;
 use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, sleep_until, timeout};
 
@@ -45,6 +45,10 @@ use crate::placement::{self, HostView, PlacementSpec};
 /// How often the fence task looks at the clock: part of the timer
 /// lateness [`crate::lease::SKEW_MARGIN`] absorbs.
 const FENCE_CHECK: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// How long the view may miss our own acknowledged heartbeat before the
+/// watch is started over (two renewals and a bit).
+const WATCH_SILENCE: std::time::Duration = std::time::Duration::from_millis(1200);
 
 /// Who this engine is.
 #[derive(Debug, Clone)]
@@ -132,6 +136,10 @@ struct Shared {
     /// Last revision of our heartbeat.
     host_rev: u64,
     validity: Validity,
+    /// Send time of the first renewal of the current run of acknowledged
+    /// ones (`None` after a failed one): how long this host has itself
+    /// been able to write.
+    streak_since: Option<Instant>,
     /// True until the first renewal, and after a fence until the next
     /// acknowledged renewal.
     fenced: bool,
@@ -222,6 +230,7 @@ impl Engine {
             registered: false,
             host_rev: 0,
             validity: Validity::default(),
+            streak_since: None,
             fenced: true,
             no_start_before: None,
             running: BTreeSet::new(),
@@ -229,6 +238,7 @@ impl Engine {
         }));
         let (watch_tx, watch_rx) = mpsc::unbounded_channel();
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let restart_watch = Arc::new(Notify::new());
         let tasks = vec![
             tokio::spawn(heartbeat(
                 buckets.cluster.clone(),
@@ -236,8 +246,18 @@ impl Engine {
                 Arc::clone(&shared),
             )),
             tokio::spawn(fence(Arc::clone(&shared))),
-            tokio::spawn(watch(buckets.desired.clone(), Bucket::Desired, watch_tx.clone())),
-            tokio::spawn(watch(buckets.cluster.clone(), Bucket::Cluster, watch_tx)),
+            tokio::spawn(watch(
+                buckets.desired.clone(),
+                Bucket::Desired,
+                watch_tx.clone(),
+                Arc::default(),
+            )),
+            tokio::spawn(watch(
+                buckets.cluster.clone(),
+                Bucket::Cluster,
+                watch_tx,
+                Arc::clone(&restart_watch),
+            )),
             tokio::spawn(
                 Reconciler {
                     me: options.host.clone(),
@@ -245,6 +265,8 @@ impl Engine {
                     shared: Arc::clone(&shared),
                     view: View::default(),
                     releasing: BTreeMap::new(),
+                    restart_watch,
+                    silent_since: None,
                 }
                 .run(watch_rx, shutdown_rx),
             ),
@@ -353,12 +375,14 @@ async fn heartbeat(kv: kv::Store, options: EngineOptions, shared: Arc<Mutex<Shar
                     let mut s = lock(&shared);
                     s.host_rev = r;
                     s.validity.acknowledged(sent);
+                    s.streak_since.get_or_insert(sent);
                     if s.fenced && s.validity.valid(Instant::now()) {
                         tracing::info!("cluster: heartbeat renewed again, resuming");
                         s.fenced = false;
                     }
                 }
                 Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    lock(&shared).streak_since = None;
                     // Either an earlier renewal landed after its answer
                     // was lost (the record is still ours: adopt its
                     // revision, without extending validity), or a peer
@@ -379,7 +403,7 @@ async fn heartbeat(kv: kv::Store, options: EngineOptions, shared: Arc<Mutex<Shar
                     }
                 }
                 // Timed out or failed: the fence task watches the clock.
-                _ => {}
+                _ => lock(&shared).streak_since = None,
             }
         }
     }
@@ -439,6 +463,7 @@ async fn register(
             s.host_rev = rev;
             s.validity = Validity::default();
             s.validity.acknowledged(sent);
+            s.streak_since = Some(sent);
             s.fenced = false;
             tracing::info!(host = %options.host, %epoch, "cluster: host registered");
             return rev;
@@ -484,13 +509,22 @@ enum WatchMsg {
 /// consistent only once the snapshot is complete: the watcher says
 /// `Current(false)` before and `Current(true)` after, and the reconciler
 /// acts only in between snapshots.
-async fn watch(kv: kv::Store, bucket: Bucket, tx: mpsc::UnboundedSender<WatchMsg>) {
+///
+/// `restart` makes it start over from a snapshot: the reconciler asks
+/// when the watch has fallen silent (see `Reconciler::check_stall`).
+async fn watch(
+    kv: kv::Store,
+    bucket: Bucket,
+    tx: mpsc::UnboundedSender<WatchMsg>,
+    restart: Arc<Notify>,
+) {
     loop {
         if tx.send(WatchMsg::Current(bucket, false)).is_err() {
             return;
         }
         let Ok(Ok(mut stream)) = timeout(REQUEST_TIMEOUT, kv.watch_with_history(">")).await
         else {
+            tracing::debug!(?bucket, "cluster: watch could not start, retrying");
             sleep(TICK).await;
             continue;
         };
@@ -504,12 +538,19 @@ async fn watch(kv: kv::Store, bucket: Bucket, tx: mpsc::UnboundedSender<WatchMsg
             }
             Ok(Ok(_)) => {}
             _ => {
+                tracing::debug!(?bucket, "cluster: bucket status unavailable, retrying");
                 sleep(TICK).await;
                 continue;
             }
         }
-        while let Some(item) = stream.next().await {
-            let Ok(entry) = item else { break };
+        loop {
+            let entry = tokio::select! {
+                item = stream.next() => match item {
+                    Some(Ok(entry)) => entry,
+                    _ => break,
+                },
+                () = restart.notified() => break,
+            };
             let current = entry.delta == 0;
             if tx.send(WatchMsg::Entry(bucket, entry)).is_err() {
                 return;
@@ -608,6 +649,10 @@ struct Reconciler {
     view: View,
     /// Operators being handed back: delete the record at this instant.
     releasing: BTreeMap<String, Instant>,
+    /// Tells the cluster bucket's watch to start over.
+    restart_watch: Arc<Notify>,
+    /// Since when our own acknowledged heartbeat is newer than the view.
+    silent_since: Option<Instant>,
 }
 
 impl Reconciler {
@@ -625,6 +670,7 @@ impl Reconciler {
                     None => return,
                 },
                 _ = tick.tick() => {
+                    self.check_stall(Instant::now());
                     if self.view.desired_current && self.view.cluster_current {
                         self.reconcile().await;
                     }
@@ -757,16 +803,52 @@ impl Reconciler {
         }
     }
 
+    /// Restart the cluster watch when it has missed our own heartbeat
+    /// for a while: an ordered consumer whose server froze or died can
+    /// stay silent for many seconds before the client notices, and a
+    /// silent view neither sees peers die nor lets us claim.
+    fn check_stall(&mut self, now: Instant) {
+        let acked = lock(&self.shared).host_rev;
+        let seen = self
+            .view
+            .hosts
+            .get(&self.me)
+            .map_or(0, |(_, seen)| seen.revision);
+        if seen >= acked || !self.view.cluster_current {
+            self.silent_since = None;
+            return;
+        }
+        let since = *self.silent_since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= WATCH_SILENCE {
+            tracing::info!("cluster: the bucket watch fell silent, starting it over");
+            self.restart_watch.notify_one();
+            self.silent_since = None;
+        }
+    }
+
     /// Mark gone every peer whose heartbeat stood still for the TTL, by
     /// compare-and-set on the revision seen: it fails if the peer renewed
     /// meanwhile.
+    ///
+    /// The TTL is counted from the later of "first saw this revision" and
+    /// "this host has been able to write without a break since": while
+    /// the bucket cannot be written (its Raft group electing a leader) no
+    /// heartbeat moves, and without this every host would declare every
+    /// other gone the moment writes come back. Waiting longer than the
+    /// arithmetic requires is always safe.
     async fn declare_gone(&mut self, now: Instant) {
+        let Some(streak) = lock(&self.shared).streak_since else {
+            return;
+        };
         let stale: Vec<(String, HostRecord, u64)> = self
             .view
             .hosts
             .iter()
             .filter(|(name, (h, seen))| {
-                **name != self.me && h.state == HostState::Alive && seen.expired(now)
+                **name != self.me
+                    && h.state == HostState::Alive
+                    && seen.expired(now)
+                    && now.saturating_duration_since(streak) >= LEASE_TTL
             })
             .map(|(name, (h, seen))| (name.clone(), h.clone(), seen.revision))
             .collect();
@@ -774,19 +856,29 @@ impl Reconciler {
             record.state = HostState::Gone;
             record.gone_by = Some(self.me.clone());
             let key = host_key(&name);
-            if let Ok(Ok(new_rev)) = timeout(
-                REQUEST_TIMEOUT,
-                self.buckets.cluster.update(&key, encode(&record), rev),
-            )
-            .await
-            {
-                tracing::warn!(
-                    host = %name,
-                    silent_for = ?LEASE_TTL,
-                    "cluster: host declared gone, its operators go elsewhere"
-                );
-                let seen = Seen::observe(None, new_rev, now);
-                self.view.hosts.insert(name, (record, seen));
+            let kv = &self.buckets.cluster;
+            match timeout(REQUEST_TIMEOUT, kv.update(&key, encode(&record), rev)).await {
+                Ok(Ok(new_rev)) => {
+                    tracing::warn!(
+                        host = %name,
+                        silent_for = ?LEASE_TTL,
+                        "cluster: host declared gone, its operators go elsewhere"
+                    );
+                    let seen = Seen::observe(None, new_rev, now);
+                    self.view.hosts.insert(name, (record, seen));
+                }
+                Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    // Our view is behind. Reading the heartbeat directly
+                    // is safe to merge: a fresher host record can only
+                    // say an incarnation is *less* alive than the view
+                    // thought (gone, replaced, left) or renewed; never
+                    // merged: ownership records (a fresh owner next to a
+                    // stale heartbeat could look free while it is not).
+                    if let Ok(Ok(Some(entry))) = timeout(REQUEST_TIMEOUT, kv.entry(&key)).await {
+                        self.view.apply_cluster(entry, Instant::now());
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -897,6 +989,7 @@ mod tests {
                 registered: true,
                 host_rev: 1,
                 validity: Validity::default(),
+                streak_since: None,
                 fenced: false,
                 no_start_before: None,
                 running: BTreeSet::new(),

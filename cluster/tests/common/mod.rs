@@ -17,6 +17,11 @@ use tokio::task::JoinHandle;
 
 /// Start the cluster with the crate's own config fragment.
 pub fn cluster() -> NatsCluster {
+    // The engine's log, when a failing run needs it: RUST_LOG=info.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     NatsCluster::start(|node, all| {
         let config = ClusterConfig {
             host: node.name.clone(),
