@@ -183,12 +183,13 @@ impl Buckets {
             };
             match js.get_key_value(bucket).await {
                 Ok(store) => Ok(store),
-                Err(_) => js.create_key_value(config).await.map_err(|e| {
-                    BucketError::Open {
+                Err(_) => js
+                    .create_key_value(config)
+                    .await
+                    .map_err(|e| BucketError::Open {
                         bucket,
                         source: e.into(),
-                    }
-                }),
+                    }),
             }
         };
         Ok(Buckets {

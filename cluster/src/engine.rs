@@ -37,9 +37,7 @@ use crate::buckets::{
     self, host_key, owner_key, Buckets, HostRecord, HostState, OwnerRecord, REQUEST_TIMEOUT,
 };
 use crate::desired::{self, DesiredSet};
-use crate::lease::{
-    Seen, Validity, LEASE_TTL, RENEW_INTERVAL, STOP_BUDGET, TICK,
-};
+use crate::lease::{Seen, Validity, LEASE_TTL, RENEW_INTERVAL, STOP_BUDGET, TICK};
 use crate::placement::{self, HostView, PlacementSpec};
 
 /// How often the fence task looks at the clock: part of the timer
@@ -522,8 +520,7 @@ async fn watch(
         if tx.send(WatchMsg::Current(bucket, false)).is_err() {
             return;
         }
-        let Ok(Ok(mut stream)) = timeout(REQUEST_TIMEOUT, kv.watch_with_history(">")).await
-        else {
+        let Ok(Ok(mut stream)) = timeout(REQUEST_TIMEOUT, kv.watch_with_history(">")).await else {
             tracing::debug!(?bucket, "cluster: watch could not start, retrying");
             sleep(TICK).await;
             continue;
@@ -690,7 +687,11 @@ impl Reconciler {
         let now = Instant::now();
         let (epoch, registered, valid) = {
             let s = lock(&self.shared);
-            (s.epoch.clone(), s.registered, s.validity.valid(now) && !s.fenced)
+            (
+                s.epoch.clone(),
+                s.registered,
+                s.validity.valid(now) && !s.fenced,
+            )
         };
         if !registered {
             return;
@@ -758,7 +759,9 @@ impl Reconciler {
         }
         // Records we own but should not: hand back once nothing can be
         // running (the last stop or fence plus the budget).
-        let settle = lock(&self.shared).no_start_before.map_or(now, |t| t.max(now));
+        let settle = lock(&self.shared)
+            .no_start_before
+            .map_or(now, |t| t.max(now));
         for (id, (rec, _)) in &self.view.owners {
             if mine(rec)
                 && placement.assigned.get(id) != Some(&self.me)
@@ -1039,14 +1042,20 @@ mod tests {
             epoch: "e1".into(),
         };
         assert!(!v.holder_live(&owner), "left or gone");
-        v.hosts
-            .insert("b".into(), (rec(HostState::Alive, "e1"), Seen::observe(None, 1, now)));
+        v.hosts.insert(
+            "b".into(),
+            (rec(HostState::Alive, "e1"), Seen::observe(None, 1, now)),
+        );
         assert!(v.holder_live(&owner));
-        v.hosts
-            .insert("b".into(), (rec(HostState::Alive, "e2"), Seen::observe(None, 2, now)));
+        v.hosts.insert(
+            "b".into(),
+            (rec(HostState::Alive, "e2"), Seen::observe(None, 2, now)),
+        );
         assert!(!v.holder_live(&owner), "a new incarnation does not inherit");
-        v.hosts
-            .insert("b".into(), (rec(HostState::Gone, "e1"), Seen::observe(None, 3, now)));
+        v.hosts.insert(
+            "b".into(),
+            (rec(HostState::Gone, "e1"), Seen::observe(None, 3, now)),
+        );
         assert!(!v.holder_live(&owner));
     }
 }

@@ -143,8 +143,7 @@ mod tests {
     }
 
     #[test]
-    fn a_redelivered_revision_does_not_extend_the_lease_and_a_late_answer_does_not_shorten_it()
-    {
+    fn a_redelivered_revision_does_not_extend_the_lease_and_a_late_answer_does_not_shorten_it() {
         let t0 = Instant::now();
         let first = Seen::observe(None, 3, t0);
         let again = Seen::observe(Some(first), 3, t0 + Duration::from_secs(2));

@@ -34,7 +34,7 @@ pub mod lease;
 pub mod placement;
 pub mod server_config;
 
-pub use buckets::{Buckets, BucketError, BucketErrorKind};
+pub use buckets::{BucketError, BucketErrorKind, Buckets};
 pub use config::{ClusterConfig, ConfigError, ConfigErrorKind, REPLICAS};
 pub use desired::{ApplyError, ApplyErrorKind, DesiredOperator, DesiredSet, DesiredStore};
 pub use engine::{Engine, EngineOptions, Event, StopReason};

@@ -139,10 +139,9 @@ pub fn place(
     // Rule 3: the rest where they fit best.
     for (id, spec, hosts_ok) in rest {
         let best = hosts_ok.iter().min_by_key(|h| {
-            let g = spec
-                .spread
-                .as_deref()
-                .map_or(0, |g| group_load.get(&(g, h.as_str())).copied().unwrap_or(0));
+            let g = spec.spread.as_deref().map_or(0, |g| {
+                group_load.get(&(g, h.as_str())).copied().unwrap_or(0)
+            });
             let l = load.get(h.as_str()).copied().unwrap_or(0);
             (g, l, std::cmp::Reverse(rendezvous(id, h)))
         });
@@ -214,7 +213,10 @@ mod tests {
         let p = place(&os, &hs, &BTreeMap::new());
         assert_eq!(p.assigned.get("op000").map(String::as_str), Some("c"));
         assert_eq!(p.assigned.get("op002").map(String::as_str), Some("b"));
-        assert!(p.unplaced.contains("op001"), "only a drained host may run it");
+        assert!(
+            p.unplaced.contains("op001"),
+            "only a drained host may run it"
+        );
         assert!(!p.assigned.values().any(|h| h == "a"));
     }
 
@@ -265,7 +267,10 @@ mod tests {
             let host = prop::sample::select(n.clone());
             let label = prop::sample::select(vec!["x".to_string(), "y".to_string()]);
             let views = prop::collection::vec(
-                (any::<bool>(), prop::collection::btree_set(label.clone(), 0..2)),
+                (
+                    any::<bool>(),
+                    prop::collection::btree_set(label.clone(), 0..2),
+                ),
                 names.len(),
             )
             .prop_map(move |v| {

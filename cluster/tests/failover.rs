@@ -38,7 +38,9 @@ async fn three_hosts(cluster: &NatsCluster) -> (Vec<Host>, Timeline, Relay, Desi
                 break;
             }
             Ok(Some(_)) => break,
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
             Err(e) => panic!("desired state: {e}"),
         }
     }
@@ -101,7 +103,10 @@ async fn operators_are_placed_once_and_balanced_and_a_stale_apply_is_refused() {
         matches!(err, ApplyError::Stale { based_on: Some(b), current } if b == rev && current == newer),
         "{err}"
     );
-    assert!(err.to_string().contains(&format!("revision {newer} won")), "{err}");
+    assert!(
+        err.to_string().contains(&format!("revision {newer} won")),
+        "{err}"
+    );
     // And a "first apply" when there is one already.
     let err = stale.apply(&ops(0), None).await.expect_err("not the first");
     assert_eq!(err.kind(), ApplyErrorKind::Stale);
@@ -120,7 +125,10 @@ async fn operators_are_placed_once_and_balanced_and_a_stale_apply_is_refused() {
     .await;
     timeline.assert_exclusive();
     assert!(
-        timeline.marks().iter().any(|m| m.id == "op0" && m.why == "Removed"),
+        timeline
+            .marks()
+            .iter()
+            .any(|m| m.id == "op0" && m.why == "Removed"),
         "{}",
         common::show(&timeline.marks())
     );
@@ -264,7 +272,10 @@ async fn losing_the_buckets_leader_host_stays_exclusive() {
     let mut cluster = cluster();
     let (mut hosts, timeline, _relay, _store) = three_hosts(&cluster).await;
     let l = leader(&hosts).await;
-    let v = hosts.iter().position(|h| h.name == l).expect("leader is a host");
+    let v = hosts
+        .iter()
+        .position(|h| h.name == l)
+        .expect("leader is a host");
     let t0 = Instant::now();
     hosts[v].kill();
     cluster.node(v).kill();

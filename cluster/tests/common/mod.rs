@@ -101,7 +101,12 @@ impl Timeline {
         for m in &marks {
             if m.start {
                 if let Some(other) = running.get(&m.id) {
-                    panic!("{} started on {} while running on {other}\n{}", m.id, m.host, show(&marks));
+                    panic!(
+                        "{} started on {} while running on {other}\n{}",
+                        m.id,
+                        m.host,
+                        show(&marks)
+                    );
                 }
                 if let Some((host, at)) = last_stop.get(&m.id) {
                     if host != &m.host {
