@@ -315,19 +315,31 @@ impl Engine {
         for t in &self.tasks {
             t.abort();
         }
-        let rev = {
+        let epoch = {
             let mut s = lock(&self.shared);
             s.registered = false;
-            s.host_rev
+            s.epoch.clone()
         };
-        if rev > 0 {
-            let _ = timeout(
+        // Remove the heartbeat so peers stop placing operators here at
+        // once. A renewal may have been in flight when the task ended:
+        // read the revision rather than trust the last one we know.
+        let kv = &self.buckets.cluster;
+        let key = host_key(&self.host);
+        for _ in 0..3 {
+            let Ok(Ok(Some(entry))) = timeout(REQUEST_TIMEOUT, kv.entry(&key)).await else {
+                break;
+            };
+            if !is_alive_epoch(&entry, &epoch) {
+                break;
+            }
+            let deleted = timeout(
                 REQUEST_TIMEOUT,
-                self.buckets
-                    .cluster
-                    .delete_expect_revision(host_key(&self.host), Some(rev)),
+                kv.delete_expect_revision(&key, Some(entry.revision)),
             )
             .await;
+            if matches!(deleted, Ok(Ok(()))) {
+                break;
+            }
         }
     }
 }

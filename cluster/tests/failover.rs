@@ -9,6 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{cluster, connect, ops, per_host, wait_for, Host, Relay, Timeline};
+use switchboard_cluster::lease::LEASE_TTL;
 use switchboard_cluster::{ApplyError, ApplyErrorKind, DesiredStore};
 use switchboard_testkit::cluster::NatsCluster;
 
@@ -186,6 +187,26 @@ async fn a_cut_connection_fences_its_host_before_the_others_take_over() {
     })
     .await;
     timeline.assert_exclusive();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_leaves_cleanly_hands_over_without_waiting_for_the_ttl() {
+    let cluster = cluster();
+    let (mut hosts, timeline, _relay, _store) = three_hosts(&cluster).await;
+    let t0 = Instant::now();
+    let engine = hosts[2].engine.take().expect("engine");
+    engine.shutdown().await;
+    let took = assert_taken_over(&timeline, "n2", t0, LEASE_TTL).await;
+    assert!(
+        timeline
+            .marks()
+            .iter()
+            .filter(|m| m.host == "n2" && !m.start)
+            .all(|m| m.why == "Shutdown"),
+        "{}",
+        common::show(&timeline.marks())
+    );
+    eprintln!("clean leave of n2: taken over after {took:?}");
 }
 
 /// The server leading the cluster bucket's Raft group (`n0`...).
