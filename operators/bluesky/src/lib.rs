@@ -2,8 +2,9 @@
 //!
 //! The operator logs in with an app password (keeping the session in its
 //! state directory), reads the account's notifications by polling
-//! `listNotifications` or posts that concern it from a Jetstream
-//! websocket, and publishes each once, oldest first, on
+//! `listNotifications`, posts that concern it from a Jetstream
+//! websocket, or commits that concern it from the firehose
+//! (`subscribeRepos`, signatures checked), and publishes each once, oldest first, on
 //! `chat.bluesky.<instance>.<thread root>.<reason>`. It posts replies,
 //! top-level posts, likes and reposts asked on
 //! `send.bluesky.<instance>.<room>.<kind>` and answers each request with
@@ -23,6 +24,7 @@
 //! | [`inbound`] | event subjects and bodies, the publisher |
 //! | [`poller`] | the polling strategy and its high-water mark |
 //! | [`jetstream`] | the Jetstream strategy: frames, cursor, de-duplication |
+//! | [`firehose`] | the firehose strategy: frames, CAR blocks, signatures, DID keys, cursor |
 //! | [`richtext`] | graphemes, splitting, mention and link facets |
 //! | [`outbound`] | send requests and the records they create |
 //! | [`worker`] | the account's task that runs all of the above (`stream`: inbound, `send`: outbound) |
@@ -38,6 +40,7 @@
 
 pub mod api;
 pub mod config;
+pub mod firehose;
 pub mod inbound;
 pub mod jetstream;
 pub mod lexicon;

@@ -1,0 +1,227 @@
+//! Repository signing keys from DID documents: `did:plc` from the PLC
+//! directory (`firehose.plc_url`), `did:web` from
+//! `https://<host>/.well-known/did.json`. The key is the verification
+//! method `#atproto` (a `Multikey`). Keys are cached: a commit concerning
+//! the bot is rare next to the firehose's volume, but a busy thread brings
+//! many from the same repositories. An `#identity` event drops the entry
+//! (the key may have rotated), and a signature that fails with a key
+//! fetched more than [`REFETCH_AFTER`] ago is tried once with a fresh one
+//! (a rotation whose `#identity` went by before the cursor).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::verify::{KeyError, PublicKey};
+
+/// How many repositories' keys are kept.
+pub const CACHE: usize = 10_000;
+/// How long a key is trusted without an `#identity` event.
+pub const TTL: Duration = Duration::from_secs(24 * 3600);
+/// A failed signature re-fetches a key only when it is older than this, so
+/// a stream of bad commits cannot turn into a stream of lookups.
+pub const REFETCH_AFTER: Duration = Duration::from_secs(60);
+
+/// Why a DID gave no key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DidError {
+    /// Neither `did:plc:` nor `did:web:`.
+    #[error("unsupported DID method in {did} (ATProto uses did:plc and did:web)")]
+    Method {
+        /// The DID.
+        did: String,
+    },
+    /// The document could not be fetched.
+    #[error("cannot fetch the DID document of {did}: {reason}")]
+    Fetch {
+        /// The DID.
+        did: String,
+        /// What failed (status or network).
+        reason: String,
+    },
+    /// The document has no usable `#atproto` key, or is another DID's.
+    #[error("the DID document of {did} has no usable #atproto key: {reason}")]
+    Document {
+        /// The DID.
+        did: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+switchboard_bus::proto::error_kinds! {
+    /// Coarse classes of [`DidError`].
+    DidError => DidErrorKind { Method, Fetch, Document }
+}
+
+#[derive(Deserialize)]
+struct Document {
+    id: String,
+    #[serde(default, rename = "verificationMethod")]
+    verification_method: Vec<Method>,
+}
+
+#[derive(Deserialize)]
+struct Method {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default, rename = "publicKeyMultibase")]
+    public_key_multibase: Option<String>,
+}
+
+/// The `#atproto` key of a DID document (JSON).
+///
+/// # Errors
+///
+/// [`DidError::Document`] when the document is not `did`'s or has no
+/// `#atproto` Multikey of a supported curve.
+pub fn key_of(did: &str, document: &[u8]) -> Result<PublicKey, DidError> {
+    let bad = |reason: String| DidError::Document {
+        did: did.to_string(),
+        reason,
+    };
+    let doc: Document = serde_json::from_slice(document).map_err(|e| bad(e.to_string()))?;
+    if doc.id != did {
+        return Err(bad(format!("the document is {}'s", doc.id)));
+    }
+    let method = doc
+        .verification_method
+        .iter()
+        .find(|m| m.id == "#atproto" || m.id == format!("{did}#atproto"))
+        .ok_or_else(|| bad("no verification method #atproto".into()))?;
+    if method.kind != "Multikey" {
+        return Err(bad(format!(
+            "#atproto is a {}, not a Multikey",
+            method.kind
+        )));
+    }
+    let multibase = method
+        .public_key_multibase
+        .as_deref()
+        .ok_or_else(|| bad("#atproto has no publicKeyMultibase".into()))?;
+    PublicKey::from_multikey(multibase).map_err(|e: KeyError| bad(e.to_string()))
+}
+
+/// The URL of `did`'s document.
+///
+/// # Errors
+///
+/// [`DidError::Method`] for a method other than plc and web (or a
+/// did:web with a path, which ATProto does not allow).
+pub fn document_url(plc_url: &str, did: &str) -> Result<String, DidError> {
+    let unsupported = || DidError::Method {
+        did: did.to_string(),
+    };
+    if let Some(id) = did.strip_prefix("did:plc:") {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(unsupported());
+        }
+        Ok(format!("{plc_url}/{did}"))
+    } else if let Some(host) = did.strip_prefix("did:web:") {
+        if host.is_empty() || host.contains(':') || host.contains('/') {
+            return Err(unsupported());
+        }
+        let host = host.replace("%3A", ":").replace("%3a", ":");
+        Ok(format!("https://{host}/.well-known/did.json"))
+    } else {
+        Err(unsupported())
+    }
+}
+
+/// Fetches and caches signing keys.
+#[derive(Debug)]
+pub struct Resolver {
+    http: reqwest::Client,
+    plc_url: String,
+    cache: HashMap<String, (PublicKey, Instant)>,
+}
+
+impl Resolver {
+    /// A resolver using `plc_url` for did:plc.
+    ///
+    /// # Errors
+    ///
+    /// A message when the HTTP client cannot be built.
+    pub fn new(
+        plc_url: &str,
+        tls: &Arc<rustls::ClientConfig>,
+        timeout: Duration,
+    ) -> Result<Resolver, String> {
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls((**tls).clone())
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(15)))
+            .user_agent(concat!("switchboard-bluesky/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Resolver {
+            http,
+            plc_url: plc_url.to_string(),
+            cache: HashMap::new(),
+        })
+    }
+
+    /// The PLC directory it asks.
+    pub fn plc_url(&self) -> &str {
+        &self.plc_url
+    }
+
+    /// The cached key of `did` and how old it is.
+    pub fn cached(&self, did: &str) -> Option<(PublicKey, Duration)> {
+        self.cache
+            .get(did)
+            .filter(|(_, at)| at.elapsed() < TTL)
+            .map(|(k, at)| (k.clone(), at.elapsed()))
+    }
+
+    /// Drops what is known of `did` (its identity changed).
+    pub fn forget(&mut self, did: &str) {
+        self.cache.remove(did);
+    }
+
+    /// Fetches `did`'s key now and caches it.
+    ///
+    /// # Errors
+    ///
+    /// [`DidError`] when the document cannot be fetched or has no key.
+    pub async fn fetch(&mut self, did: &str) -> Result<PublicKey, DidError> {
+        let url = document_url(&self.plc_url, did)?;
+        let fetch = |reason: String| DidError::Fetch {
+            did: did.to_string(),
+            reason,
+        };
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| fetch(e.without_url().to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(fetch(format!("HTTP {status}")));
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| fetch(e.without_url().to_string()))?;
+        let key = key_of(did, &body)?;
+        if self.cache.len() >= CACHE {
+            // Drop the oldest tenth at once rather than one per insert.
+            let mut ages: Vec<(Instant, String)> = self
+                .cache
+                .iter()
+                .map(|(d, (_, at))| (*at, d.clone()))
+                .collect();
+            ages.sort();
+            for (_, d) in ages.into_iter().take(CACHE / 10) {
+                self.cache.remove(&d);
+            }
+        }
+        self.cache
+            .insert(did.to_string(), (key.clone(), Instant::now()));
+        Ok(key)
+    }
+}
