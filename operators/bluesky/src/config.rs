@@ -123,8 +123,12 @@ struct RawJetstream {
     keepalive: Option<String>,
 }
 
-/// Firehose settings.
-#[derive(Debug, Clone, PartialEq)]
+/// Firehose settings. Checked on their own (not with the whole config) so
+/// that an error naming a `firehose.*` key is shown even though the
+/// config holds the value `"firehose"` (the bus hides messages that quote
+/// a config value, in case it is a secret).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "RawFirehose")]
 pub struct Firehose {
     /// The `subscribeRepos` endpoint (path included).
     pub relay_uri: String,
@@ -224,7 +228,7 @@ struct RawConfig {
     #[serde(default)]
     jetstream: RawJetstream,
     #[serde(default)]
-    firehose: Option<RawFirehose>,
+    firehose: Option<Firehose>,
     #[serde(default)]
     retry: RawRetry,
     #[serde(default)]
@@ -350,7 +354,15 @@ impl TryFrom<RawConfig> for BskyConfig {
             return err("`jetstream.wanted_dids` must be DIDs (did:plc:… or did:web:…)");
         }
         let strategy = raw.strategy.unwrap_or(Strategy::Polling);
-        let firehose = firehose(strategy, raw.firehose)?;
+        if raw.firehose.is_some() && strategy != Strategy::Firehose {
+            return err(
+                "`firehose` settings are read only with strategy = \"firehose\": set the strategy or remove the table",
+            );
+        }
+        let firehose = match raw.firehose {
+            Some(f) => f,
+            None => Firehose::try_from(RawFirehose::default())?,
+        };
         let retry = Retry {
             initial: duration("retry.initial", raw.retry.initial, Duration::from_secs(1))?,
             max: duration("retry.max", raw.retry.max, Duration::from_secs(60))?,
@@ -389,47 +401,44 @@ impl TryFrom<RawConfig> for BskyConfig {
     }
 }
 
-/// The firehose settings: given only with `strategy = "firehose"`.
-fn firehose(strategy: Strategy, raw: Option<RawFirehose>) -> Result<Firehose, ConfigError> {
-    if raw.is_some() && strategy != Strategy::Firehose {
-        return err(
-            "`firehose` settings are read only with strategy = \"firehose\": set the strategy or remove the table",
-        );
+impl TryFrom<RawFirehose> for Firehose {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawFirehose) -> Result<Firehose, ConfigError> {
+        let relay = url(
+            "firehose.relay_uri",
+            raw.relay_uri.as_deref().unwrap_or(DEFAULT_RELAY),
+            &["wss", "ws"],
+        )?;
+        if relay.contains('?') {
+            return err(
+                "`firehose.relay_uri` must not have a query: the operator adds `cursor` itself",
+            );
+        }
+        let relay_uri = if relay.ends_with(SUBSCRIBE_REPOS) {
+            relay
+        } else {
+            format!("{relay}{SUBSCRIBE_REPOS}")
+        };
+        if raw.cursor.is_some_and(|c| c < 0) {
+            return err("`firehose.cursor` must be a sequence number (0 or more)");
+        }
+        let keepalive = duration("firehose.keepalive", raw.keepalive, Duration::from_secs(30))?;
+        if keepalive < Duration::from_millis(100) {
+            return err("`firehose.keepalive` must be at least 100ms");
+        }
+        Ok(Firehose {
+            relay_uri,
+            cursor: raw.cursor,
+            auto_reconnect: raw.auto_reconnect.unwrap_or(true),
+            plc_url: url(
+                "firehose.plc_url",
+                raw.plc_url.as_deref().unwrap_or(DEFAULT_PLC),
+                &["https", "http"],
+            )?,
+            keepalive,
+        })
     }
-    let raw = raw.unwrap_or_default();
-    let relay = url(
-        "firehose.relay_uri",
-        raw.relay_uri.as_deref().unwrap_or(DEFAULT_RELAY),
-        &["wss", "ws"],
-    )?;
-    if relay.contains('?') {
-        return err(
-            "`firehose.relay_uri` must not have a query: the operator adds `cursor` itself",
-        );
-    }
-    let relay_uri = if relay.ends_with(SUBSCRIBE_REPOS) {
-        relay
-    } else {
-        format!("{relay}{SUBSCRIBE_REPOS}")
-    };
-    if raw.cursor.is_some_and(|c| c < 0) {
-        return err("`firehose.cursor` must be a sequence number (0 or more)");
-    }
-    let keepalive = duration("firehose.keepalive", raw.keepalive, Duration::from_secs(30))?;
-    if keepalive < Duration::from_millis(100) {
-        return err("`firehose.keepalive` must be at least 100ms");
-    }
-    Ok(Firehose {
-        relay_uri,
-        cursor: raw.cursor,
-        auto_reconnect: raw.auto_reconnect.unwrap_or(true),
-        plc_url: url(
-            "firehose.plc_url",
-            raw.plc_url.as_deref().unwrap_or(DEFAULT_PLC),
-            &["https", "http"],
-        )?,
-        keepalive,
-    })
 }
 
 impl BskyConfig {
