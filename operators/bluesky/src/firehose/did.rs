@@ -225,3 +225,87 @@ impl Resolver {
         Ok(key)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    // A k256 multikey from the did:key test vectors of the ATProto specs.
+    const K256: &str = "zQ3shqwJEJyMBsBXCWyCBpUBMqxcon9oHB7mCvx4sSpMdLJwc";
+
+    #[test]
+    fn documents_are_found_for_plc_and_web_only() {
+        let plc = "https://plc.directory";
+        assert_eq!(
+            document_url(plc, "did:plc:ewvi7nxzyoun6zhxrhs64oiz").unwrap(),
+            "https://plc.directory/did:plc:ewvi7nxzyoun6zhxrhs64oiz"
+        );
+        assert_eq!(
+            document_url(plc, "did:web:example.com").unwrap(),
+            "https://example.com/.well-known/did.json"
+        );
+        assert_eq!(
+            document_url(plc, "did:web:localhost%3A8080").unwrap(),
+            "https://localhost:8080/.well-known/did.json"
+        );
+        for bad in [
+            "did:key:zQ3sh",
+            "did:plc:../x",
+            "did:web:a.com:path",
+            "did:plc:",
+            "x",
+        ] {
+            assert_eq!(
+                document_url(plc, bad).unwrap_err().kind(),
+                DidErrorKind::Method,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_atproto_multikey_is_the_key() {
+        let did = "did:plc:abc";
+        let doc = |id: &str, vm: serde_json::Value| {
+            serde_json::to_vec(&json!({"id": id, "verificationMethod": [vm]})).unwrap()
+        };
+        let good = json!({"id": "#atproto", "type": "Multikey", "controller": did, "publicKeyMultibase": K256});
+        assert!(matches!(
+            key_of(did, &doc(did, good.clone())).unwrap(),
+            PublicKey::K256(_)
+        ));
+        let full_id =
+            json!({"id": format!("{did}#atproto"), "type": "Multikey", "publicKeyMultibase": K256});
+        assert!(key_of(did, &doc(did, full_id)).is_ok());
+        for (document, says) in [
+            (doc("did:plc:other", good.clone()), "did:plc:other"),
+            (
+                doc(
+                    did,
+                    json!({"id": "#other", "type": "Multikey", "publicKeyMultibase": K256}),
+                ),
+                "no verification method",
+            ),
+            (
+                doc(
+                    did,
+                    json!({"id": "#atproto", "type": "EcdsaSecp256k1VerificationKey2019", "publicKeyMultibase": K256}),
+                ),
+                "not a Multikey",
+            ),
+            (
+                doc(
+                    did,
+                    json!({"id": "#atproto", "type": "Multikey", "publicKeyMultibase": "zzz"}),
+                ),
+                "#atproto",
+            ),
+            (b"not json".to_vec(), "no usable"),
+        ] {
+            let e = key_of(did, &document).unwrap_err();
+            assert_eq!(e.kind(), DidErrorKind::Document);
+            assert!(e.to_string().contains(says), "{e}");
+        }
+    }
+}
