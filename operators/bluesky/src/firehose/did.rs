@@ -1,7 +1,9 @@
 //! Repository signing keys from DID documents: `did:plc` from the PLC
 //! directory (`firehose.plc_url`), `did:web` from
 //! `https://<host>/.well-known/did.json`. The key is the verification
-//! method `#atproto` (a `Multikey`). Keys are cached: a commit concerning
+//! method `#atproto`: a `Multikey`, or one of the legacy types
+//! `EcdsaSecp256k1VerificationKey2019` / `EcdsaSecp256r1VerificationKey2019`
+//! that older PLC directories (dev-env's among them) serve. Keys are cached: a commit concerning
 //! the bot is rare next to the firehose's volume, but a busy thread brings
 //! many from the same repositories. An `#identity` event drops the entry
 //! (the key may have rotated), and a signature that fails with a key
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::verify::{KeyError, PublicKey};
+use super::verify::{Curve, KeyError, PublicKey};
 
 /// How many repositories' keys are kept.
 pub const CACHE: usize = 10_000;
@@ -92,17 +94,21 @@ pub fn key_of(did: &str, document: &[u8]) -> Result<PublicKey, DidError> {
         .iter()
         .find(|m| m.id == "#atproto" || m.id == format!("{did}#atproto"))
         .ok_or_else(|| bad("no verification method #atproto".into()))?;
-    if method.kind != "Multikey" {
-        return Err(bad(format!(
-            "#atproto is a {}, not a Multikey",
-            method.kind
-        )));
-    }
     let multibase = method
         .public_key_multibase
         .as_deref()
         .ok_or_else(|| bad("#atproto has no publicKeyMultibase".into()))?;
-    PublicKey::from_multikey(multibase).map_err(|e: KeyError| bad(e.to_string()))
+    let key = match method.kind.as_str() {
+        "Multikey" => PublicKey::from_multikey(multibase),
+        "EcdsaSecp256k1VerificationKey2019" => PublicKey::from_legacy(Curve::K256, multibase),
+        "EcdsaSecp256r1VerificationKey2019" => PublicKey::from_legacy(Curve::P256, multibase),
+        other => {
+            return Err(bad(format!(
+                "#atproto is a {other}, not a Multikey (or a legacy Ecdsa…VerificationKey2019)"
+            )))
+        }
+    };
+    key.map_err(|e: KeyError| bad(e.to_string()))
 }
 
 /// The URL of `did`'s document.
@@ -290,9 +296,17 @@ mod tests {
             (
                 doc(
                     did,
-                    json!({"id": "#atproto", "type": "EcdsaSecp256k1VerificationKey2019", "publicKeyMultibase": K256}),
+                    json!({"id": "#atproto", "type": "JsonWebKey2020", "publicKeyMultibase": K256}),
                 ),
                 "not a Multikey",
+            ),
+            (
+                // A Multikey (with its prefix) where the legacy type wants the point alone.
+                doc(
+                    did,
+                    json!({"id": "#atproto", "type": "EcdsaSecp256k1VerificationKey2019", "publicKeyMultibase": K256}),
+                ),
+                "not a valid compressed point",
             ),
             (
                 doc(

@@ -70,7 +70,57 @@ fn secp() -> &'static secp256k1::Secp256k1<secp256k1::VerifyOnly> {
     CTX.get_or_init(secp256k1::Secp256k1::verification_only)
 }
 
+/// The two curves ATProto signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Curve {
+    /// secp256k1.
+    K256,
+    /// NIST P-256.
+    P256,
+}
+
+fn base58btc(text: &str) -> Result<Vec<u8>, KeyError> {
+    let (base, bytes) = multibase::decode(text).map_err(|e| KeyError::Encoding {
+        reason: e.to_string(),
+    })?;
+    if base != Base::Base58Btc {
+        return Err(KeyError::Encoding {
+            reason: format!("{base:?} instead of base58btc"),
+        });
+    }
+    Ok(bytes)
+}
+
 impl PublicKey {
+    /// A point (SEC1, compressed or not) on `curve`.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::Point`] when it is not one.
+    pub fn from_sec1(curve: Curve, point: &[u8]) -> Result<PublicKey, KeyError> {
+        match curve {
+            Curve::K256 => secp256k1::PublicKey::from_slice(point)
+                .map(PublicKey::K256)
+                .map_err(|_| KeyError::Point),
+            Curve::P256 => p256::ecdsa::VerifyingKey::from_sec1_bytes(point)
+                .map(PublicKey::P256)
+                .map_err(|_| KeyError::Point),
+        }
+    }
+
+    /// A `publicKeyMultibase` of the legacy verification method types
+    /// (`EcdsaSecp256k1VerificationKey2019`,
+    /// `EcdsaSecp256r1VerificationKey2019`): base58btc of the point alone,
+    /// the curve given by the type. Older PLC directories (dev-env's
+    /// among them) still serve these.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError`] for another encoding or a bad point.
+    pub fn from_legacy(curve: Curve, text: &str) -> Result<PublicKey, KeyError> {
+        PublicKey::from_sec1(curve, &base58btc(text)?)
+    }
+
     /// A `publicKeyMultibase` of type `Multikey` (or the part of a
     /// `did:key` after the prefix): `z` + base58btc(multicodec ‖ point).
     ///
@@ -78,23 +128,12 @@ impl PublicKey {
     ///
     /// [`KeyError`] for another encoding, curve or a bad point.
     pub fn from_multikey(text: &str) -> Result<PublicKey, KeyError> {
-        let (base, bytes) = multibase::decode(text).map_err(|e| KeyError::Encoding {
-            reason: e.to_string(),
-        })?;
-        if base != Base::Base58Btc {
-            return Err(KeyError::Encoding {
-                reason: format!("{base:?} instead of base58btc"),
-            });
-        }
+        let bytes = base58btc(text)?;
         let (prefix, point) = bytes.split_at(bytes.len().min(2));
         if prefix == K256_PREFIX {
-            secp256k1::PublicKey::from_slice(point)
-                .map(PublicKey::K256)
-                .map_err(|_| KeyError::Point)
+            PublicKey::from_sec1(Curve::K256, point)
         } else if prefix == P256_PREFIX {
-            p256::ecdsa::VerifyingKey::from_sec1_bytes(point)
-                .map(PublicKey::P256)
-                .map_err(|_| KeyError::Point)
+            PublicKey::from_sec1(Curve::P256, point)
         } else {
             Err(KeyError::Type {
                 prefix: prefix.to_vec(),

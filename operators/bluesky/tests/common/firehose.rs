@@ -70,6 +70,29 @@ impl Key {
         multibase::encode(Base::Base58Btc, bytes)
     }
 
+    /// The legacy `publicKeyMultibase`: base58btc of the uncompressed
+    /// point, no multicodec prefix (the curve is in the method's type).
+    pub fn legacy_multibase(&self) -> (&'static str, String) {
+        match self {
+            Key::K256(sk) => {
+                let secp = secp256k1::Secp256k1::signing_only();
+                let point =
+                    secp256k1::PublicKey::from_secret_key(&secp, sk).serialize_uncompressed();
+                (
+                    "EcdsaSecp256k1VerificationKey2019",
+                    multibase::encode(Base::Base58Btc, point),
+                )
+            }
+            Key::P256(sk) => {
+                let point = sk.verifying_key().to_encoded_point(false);
+                (
+                    "EcdsaSecp256r1VerificationKey2019",
+                    multibase::encode(Base::Base58Btc, point.as_bytes()),
+                )
+            }
+        }
+    }
+
     /// 64-byte low-S signature of the SHA-256 of `data`.
     pub fn sign(&self, data: &[u8]) -> Vec<u8> {
         let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, data)
@@ -99,6 +122,17 @@ pub fn did_doc(did: &str, key: &Key) -> Value {
         "verificationMethod": [{"id": format!("{did}#atproto"), "type": "Multikey",
             "controller": did, "publicKeyMultibase": key.multikey()}],
         "service": [{"id": "#atproto_pds", "type": "AtprotoPersonalDataServer", "serviceEndpoint": "http://127.0.0.1:1"}]
+    })
+}
+
+/// A DID document in the legacy form older PLC directories serve.
+pub fn legacy_did_doc(did: &str, key: &Key) -> Value {
+    let (kind, multibase) = key.legacy_multibase();
+    json!({
+        "@context": ["https://www.w3.org/ns/did/v1"],
+        "id": did,
+        "verificationMethod": [{"id": "#atproto", "type": kind,
+            "controller": did, "publicKeyMultibase": multibase}],
     })
 }
 
