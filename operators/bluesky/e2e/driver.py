@@ -28,6 +28,7 @@ import asyncio
 import datetime
 import json
 import os
+import re
 import secrets
 import sys
 import time
@@ -167,6 +168,7 @@ def record_fixtures(info, out):
     os.makedirs(out, exist_ok=True)
     url = info["pds"].replace("http://", "ws://") + "/xrpc/com.atproto.sync.subscribeRepos?cursor=0"
     n = 0
+    dids = set()
     with websockets.sync.client.connect(url, max_size=None) as ws:
         while True:
             try:
@@ -176,13 +178,16 @@ def record_fixtures(info, out):
             n += 1
             with open(os.path.join(out, f"frame-{n:03}.bin"), "wb") as f:
                 f.write(frame)
-    for who in ("bot", "alice"):
-        did = info[who]["did"]
+            dids.update(d.decode() for d in re.findall(rb"did:plc:[a-z2-7]{24}", frame))
+    # Every repository's document (dev-env's service accounts commit too).
+    for did in sorted(dids):
         with urllib.request.urlopen(f"{info['plc']}/{did}") as r:
             doc = json.load(r)
-        with open(os.path.join(out, f"{who}.did.json"), "w") as f:
+        with open(os.path.join(out, f"{did.replace(':', '_')}.did.json"), "w") as f:
             json.dump(doc, f, indent=1)
-    print(f"e2e-bluesky: recorded {n} frames into {out}", file=sys.stderr)
+    with open(os.path.join(out, "accounts.json"), "w") as f:
+        json.dump({who: info[who]["did"] for who in ("bot", "alice")}, f, indent=1)
+    print(f"e2e-bluesky: recorded {n} frames and {len(dids)} DID documents into {out}", file=sys.stderr)
 
 
 asyncio.run(main())
