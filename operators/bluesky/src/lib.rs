@@ -34,7 +34,8 @@
 //! published or put in an error (`Secret` prints `***`; errors quote the
 //! endpoint and the server's error name); no server input panics the
 //! operator (bodies that do not fit a lexicon are errors, frames that are
-//! not Jetstream events are skipped and counted).
+//! not Jetstream events or firehose frames are skipped and counted; a
+//! firehose commit that does not verify is dropped and counted).
 
 #![forbid(unsafe_code)]
 
