@@ -290,12 +290,12 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     }
     let summary = apply_report(&supervisor, &manifests_dir, report).await;
     tracing::info!(
-        operators = summary.0,
-        problems = summary.1,
+        operators = summary.operators,
+        problems = summary.problems,
         dir = %manifests_dir.display(),
         "switchboard running"
     );
-    systemd::ready(&format!("{} operators", summary.0));
+    systemd::ready(&format!("{} operators", summary.operators));
     if let Some(watchdog) = systemd::watchdog(shutdown.clone()) {
         tasks.spawn(watchdog);
     }
@@ -337,7 +337,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
                     spawn_operator_streams(&bus, &stream_config, &report, &shutdown, &mut tasks);
                 }
                 let summary = apply_report(&supervisor, &manifests_dir, report).await;
-                systemd::ready(&format!("{} operators", summary.0));
+                systemd::ready(&format!("{} operators", summary.operators));
             }
             why = async {
                 match embedded.as_mut() {
@@ -457,9 +457,17 @@ fn spawn_operator_streams(
     });
 }
 
+/// What applying a manifest directory came to, for the log and systemd's
+/// status line.
+struct Applied {
+    /// Operators configured.
+    operators: usize,
+    /// Manifest problems found.
+    problems: usize,
+}
+
 /// Log every manifest problem (one line each) and apply the valid ones.
-/// Returns (operators configured, problems).
-async fn apply_report(supervisor: &Supervisor, dir: &Path, report: LoadReport) -> (usize, usize) {
+async fn apply_report(supervisor: &Supervisor, dir: &Path, report: LoadReport) -> Applied {
     for p in &report.problems {
         tracing::error!("{p}");
     }
@@ -479,7 +487,10 @@ async fn apply_report(supervisor: &Supervisor, dir: &Path, report: LoadReport) -
                 "manifest directory unreadable; keeping every running operator as it is"
             );
         }
-        return (running, report.problems.len());
+        return Applied {
+            operators: running,
+            problems: report.problems.len(),
+        };
     }
     if report.manifests.is_empty() && report.problems.is_empty() {
         tracing::warn!(
@@ -504,7 +515,10 @@ async fn apply_report(supervisor: &Supervisor, dir: &Path, report: LoadReport) -
         kept_broken = ?summary.kept_broken,
         "manifests applied"
     );
-    (n, report.problems.len())
+    Applied {
+        operators: n,
+        problems: report.problems.len(),
+    }
 }
 
 async fn spawn_lifecycle_router(

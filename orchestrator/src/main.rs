@@ -10,7 +10,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if !matches!(
         cli.command,
-        cli::Command::Run | cli::Command::Conformance { .. }
+        cli::Command::Run | cli::Command::Conformance(_)
     ) {
         die_on_closed_pipe();
     }

@@ -50,7 +50,7 @@ pub struct LaunchSpec {
     pub workdir: Option<PathBuf>,
     /// Run as this uid and gid instead of the daemon's (supplementary
     /// groups are dropped).
-    pub run_as: Option<(u32, u32)>,
+    pub run_as: Option<RunAs>,
     /// Run inside this sandbox: bwrap and its arguments up to `--`
     /// (`crate::sandbox::Sandboxing::command`). `None`: unsandboxed.
     pub sandbox: Option<(PathBuf, Vec<OsString>)>,
@@ -106,7 +106,7 @@ pub struct OperatorProcess {
     /// When it was spawned.
     pub started: Instant,
     /// The uid and gid it runs as, when not the daemon's.
-    pub run_as: Option<(u32, u32)>,
+    pub run_as: Option<RunAs>,
 }
 
 /// The last lines each operator printed, for `switchboard logs`.
@@ -211,7 +211,7 @@ impl OperatorProcess {
         if let Some(dir) = &spec.workdir {
             cmd.current_dir(dir);
         }
-        if let Some((uid, gid)) = spec.run_as {
+        if let Some(RunAs { uid, gid }) = spec.run_as {
             // std sets the gid, drops supplementary groups (when root) and
             // sets the uid before our pre_exec, so the parent-death signal
             // below is set under the new credentials (a credential change
@@ -344,12 +344,52 @@ impl OperatorProcess {
     }
 }
 
+/// The Unix identity an operator runs as when its manifest names a
+/// `user`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunAs {
+    /// The user id.
+    pub uid: u32,
+    /// The group id (the manifest's `group`, else the user's primary
+    /// group).
+    pub gid: u32,
+}
+
+/// A manifest's `user` or `group` names nobody on this machine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunAsError {
+    /// No such user name.
+    #[error("user `{user}` does not exist on this machine (create it, or use a numeric uid)")]
+    NoUser {
+        /// The name given.
+        user: String,
+    },
+    /// No such group name.
+    #[error("group `{group}` does not exist on this machine")]
+    NoGroup {
+        /// The name given.
+        group: String,
+    },
+    /// A numeric uid without an entry, so without a primary group.
+    #[error("uid {uid} has no entry in the user database: set `group` too")]
+    NoPrimaryGroup {
+        /// The uid given.
+        uid: u32,
+    },
+}
+
+switchboard_proto::error_kinds!(
+    /// Coarse classes of [`RunAsError`].
+    RunAsError => RunAsErrorKind { NoUser, NoGroup, NoPrimaryGroup }
+);
+
 /// The uid and gid for a manifest's `user` and `group` (names or numbers).
 ///
 /// # Errors
 ///
-/// A message naming the unknown user or group.
-pub fn resolve_run_as(user: &str, group: Option<&str>) -> Result<(u32, u32), String> {
+/// [`RunAsError`] naming the unknown user or group.
+pub fn resolve_run_as(user: &str, group: Option<&str>) -> Result<RunAs, RunAsError> {
     use nix::unistd::{Group, User};
     let found = match user.parse::<u32>() {
         Ok(uid) => User::from_uid(nix::unistd::Uid::from_raw(uid))
@@ -363,9 +403,9 @@ pub fn resolve_run_as(user: &str, group: Option<&str>) -> Result<(u32, u32), Str
             .map(|u| (u.uid.as_raw(), Some(u.gid.as_raw()))),
     };
     let Some((uid, primary)) = found else {
-        return Err(format!(
-            "user `{user}` does not exist on this machine (create it, or use a numeric uid)"
-        ));
+        return Err(RunAsError::NoUser {
+            user: user.to_owned(),
+        });
     };
     let gid = match group {
         Some(g) => match g.parse::<u32>() {
@@ -374,13 +414,13 @@ pub fn resolve_run_as(user: &str, group: Option<&str>) -> Result<(u32, u32), Str
                 .ok()
                 .flatten()
                 .map(|g| g.gid.as_raw())
-                .ok_or_else(|| format!("group `{g}` does not exist on this machine"))?,
+                .ok_or_else(|| RunAsError::NoGroup {
+                    group: g.to_owned(),
+                })?,
         },
-        None => primary.ok_or_else(|| {
-            format!("uid {uid} has no entry in the user database: set `group` too")
-        })?,
+        None => primary.ok_or(RunAsError::NoPrimaryGroup { uid })?,
     };
-    Ok((uid, gid))
+    Ok(RunAs { uid, gid })
 }
 
 /// bwrap exits with 128 + n when the operator was killed by signal n:
@@ -642,5 +682,29 @@ mod tests {
         let lines = logs.tail("t1", 10).unwrap();
         assert!(lines.len() >= 3, "{}", lines.len());
         assert!(lines.iter().all(|l| l.line.len() <= MAX_LINE));
+    }
+
+    #[test]
+    fn run_as_names_what_is_unknown() {
+        // root exists everywhere, with gid 0.
+        assert_eq!(resolve_run_as("root", None), Ok(RunAs { uid: 0, gid: 0 }));
+        assert_eq!(resolve_run_as("0", Some("7")), Ok(RunAs { uid: 0, gid: 7 }));
+        let cases = [
+            ("no-such-user-sb", None, RunAsErrorKind::NoUser),
+            ("root", Some("no-such-group-sb"), RunAsErrorKind::NoGroup),
+            // A uid with no passwd entry has no primary group to default to.
+            ("3999999", None, RunAsErrorKind::NoPrimaryGroup),
+        ];
+        for (user, group, kind) in cases {
+            let e = resolve_run_as(user, group).expect_err(user);
+            assert_eq!(e.kind(), kind, "{user}: {e}");
+        }
+        assert_eq!(
+            resolve_run_as("3999999", Some("5")),
+            Ok(RunAs {
+                uid: 3_999_999,
+                gid: 5
+            })
+        );
     }
 }

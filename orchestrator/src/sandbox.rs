@@ -396,6 +396,10 @@ fn canonical(p: &Path) -> PathBuf {
 
 /// Run a sandbox like an operator's around `true` (once, at start: a few
 /// milliseconds).
+///
+/// The error is the reason as shown to the user (in
+/// [`SandboxError::Unavailable`], or by [`Sandboxing::unavailable`] in
+/// the log and `validate`): callers branch on `required`, never on why.
 fn probe_program(program: &Path) -> Result<PathBuf, String> {
     let resolved = if program.components().count() > 1 {
         program.to_path_buf()

@@ -22,6 +22,7 @@
 //! println!("connect to {}", server.url());
 //! ```
 
+pub mod cluster;
 mod irc;
 mod jwt;
 mod nats;

@@ -10,20 +10,33 @@ AppView on loopback) with `switchboard run` supervising the operator:
    answering that event (in-reply-to), with emoji, a mention and a link;
 4. alice reads the thread back through the AppView and checks the reply's
    refs (root and parent = her post, with CIDs) and facets (UTF-8 byte
-   offsets, the mentioned DID, the link).
+   offsets, the mentioned DID, the link);
+5. the second operator instance (E2E_HOSE_INSTANCE, `strategy =
+   "firehose"` on the PDS's own subscribeRepos, signatures checked against
+   the dev-env PLC) published the same mention, then alice's like of the
+   bot's reply (in her thread) and her follow of the bot.
 
-Environment: E2E_INFO (JSON from network.mjs), NATS_URL, E2E_INSTANCE.
+With E2E_RECORD set to a directory, the PDS's frames from the start
+(`subscribeRepos?cursor=0`) and both accounts' DID documents are written
+there: the recorded fixtures of tests/firehose_frames.rs.
+
+Environment: E2E_INFO (JSON from network.mjs), NATS_URL, E2E_INSTANCE,
+E2E_HOSE_INSTANCE.
 """
 
 import asyncio
 import datetime
 import json
 import os
+import re
 import secrets
 import sys
 import time
 
+import urllib.request
+
 import nats
+import websockets.sync.client
 from atproto import Client, client_utils
 
 
@@ -45,8 +58,10 @@ def facet_bytes(text, facet):
 async def main():
     info = json.loads(os.environ["E2E_INFO"])
     instance = os.environ["E2E_INSTANCE"]
+    hose_instance = os.environ["E2E_HOSE_INSTANCE"]
     nc = await nats.connect(os.environ["NATS_URL"])
     sub = await nc.subscribe(f"chat.bluesky.{instance}.>")
+    hose = await nc.subscribe(f"chat.bluesky.{hose_instance}.>")
 
     alice = Client(base_url=info["pds"])
     alice.login(info["alice"]["handle"], info["alice"]["password"])
@@ -113,8 +128,66 @@ async def main():
         fail(f"mention facet {facets[0]}")
     if facet_bytes(answer, facets[1]) != "https://example.com/a?b=1" or facets[1].features[0].uri != "https://example.com/a?b=1":
         fail(f"link facet {facets[1]}")
-    print("e2e-bluesky: PASSED (mention on the bus, reply in the thread with correct refs and facets)", file=sys.stderr)
+
+    # The firehose instance: the mention, then a like of the bot's reply
+    # and a follow, each from the PDS's own subscribeRepos, verified.
+    like = alice.like(ack["uri"], ack["cid"])
+    follow = alice.follow(info["bot"]["did"])
+    wanted = {post.uri: "mention", like.uri: "like", follow.uri: "follow"}
+    seen = {}
+    deadline = time.time() + 60
+    while len(seen) < len(wanted):
+        left = deadline - time.time()
+        if left <= 0:
+            fail(f"the firehose instance published only {seen} of {wanted}")
+        try:
+            msg = await hose.next_msg(timeout=left)
+        except nats.errors.TimeoutError:
+            continue
+        body = json.loads(msg.data)["body"]
+        if body.get("uri") in wanted:
+            seen[body["uri"]] = (msg.subject.split(".")[-1], body)
+    for uri, kind in wanted.items():
+        got, body = seen[uri]
+        if got != kind or body["via"] != "firehose" or body["author"]["did"] != alice.me.did:
+            fail(f"firehose event for {uri}: {got} {body}")
+    if seen[like.uri][1]["room"] != post.uri or seen[like.uri][1]["subject"] != ack["uri"]:
+        fail(f"the like is not in alice's thread: {seen[like.uri][1]}")
+    if seen[follow.uri][1]["room"] != alice.me.did:
+        fail(f"the follow's room: {seen[follow.uri][1]}")
+    print(f"e2e-bluesky: firehose: mention, like and follow on the bus (seq {[b['seq'] for _, b in seen.values()]})", file=sys.stderr)
+
+    if os.environ.get("E2E_RECORD"):
+        record_fixtures(info, os.environ["E2E_RECORD"])
+    print("e2e-bluesky: PASSED (mention on the bus, reply in the thread with correct refs and facets, firehose events verified)", file=sys.stderr)
     await nc.close()
+
+
+def record_fixtures(info, out):
+    """The PDS's frames since its start and the DID documents, as files."""
+    os.makedirs(out, exist_ok=True)
+    url = info["pds"].replace("http://", "ws://") + "/xrpc/com.atproto.sync.subscribeRepos?cursor=0"
+    n = 0
+    dids = set()
+    with websockets.sync.client.connect(url, max_size=None) as ws:
+        while True:
+            try:
+                frame = ws.recv(timeout=2)
+            except TimeoutError:
+                break
+            n += 1
+            with open(os.path.join(out, f"frame-{n:03}.bin"), "wb") as f:
+                f.write(frame)
+            dids.update(d.decode() for d in re.findall(rb"did:plc:[a-z2-7]{24}", frame))
+    # Every repository's document (dev-env's service accounts commit too).
+    for did in sorted(dids):
+        with urllib.request.urlopen(f"{info['plc']}/{did}") as r:
+            doc = json.load(r)
+        with open(os.path.join(out, f"{did.replace(':', '_')}.did.json"), "w") as f:
+            json.dump(doc, f, indent=1)
+    with open(os.path.join(out, "accounts.json"), "w") as f:
+        json.dump({who: info[who]["did"] for who in ("bot", "alice")}, f, indent=1)
+    print(f"e2e-bluesky: recorded {n} frames and {len(dids)} DID documents into {out}", file=sys.stderr)
 
 
 asyncio.run(main())

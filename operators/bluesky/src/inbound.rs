@@ -27,6 +27,8 @@ pub enum Via {
     Notification,
     /// The Jetstream websocket.
     Jetstream,
+    /// The firehose (`subscribeRepos`).
+    Firehose,
 }
 
 /// A post or other record ready to publish.
@@ -74,7 +76,7 @@ fn body(
         "reply": record.get("reply").cloned().unwrap_or(Value::Null),
         "facets": record.get("facets").cloned().unwrap_or(Value::Array(vec![])),
         "record": record,
-        "via": match via { Via::Notification => "notification", Via::Jetstream => "jetstream" },
+        "via": match via { Via::Notification => "notification", Via::Jetstream => "jetstream", Via::Firehose => "firehose" },
     });
     if let Value::Object(m) = &mut b {
         m.extend(extra);
@@ -173,6 +175,34 @@ pub fn from_jetstream(
     Event {
         body: body(
             Via::Jetstream,
+            reason,
+            &room,
+            did,
+            None,
+            &post,
+            record,
+            extra,
+        ),
+        kind: reason.to_string(),
+        room,
+        post,
+    }
+}
+
+/// The event of a record seen on the firehose (no handle there either:
+/// `sender` is the author's DID). `room` is chosen by the caller, as for
+/// notifications (thread root, liked post's root, or the follower).
+pub fn from_firehose(
+    reason: &str,
+    did: &str,
+    post: StrongRef,
+    record: &Value,
+    room: String,
+    extra: Map<String, Value>,
+) -> Event {
+    Event {
+        body: body(
+            Via::Firehose,
             reason,
             &room,
             did,

@@ -2,8 +2,9 @@
 //!
 //! The operator logs in with an app password (keeping the session in its
 //! state directory), reads the account's notifications by polling
-//! `listNotifications` or posts that concern it from a Jetstream
-//! websocket, and publishes each once, oldest first, on
+//! `listNotifications`, posts that concern it from a Jetstream
+//! websocket, or commits that concern it from the firehose
+//! (`subscribeRepos`, signatures checked), and publishes each once, oldest first, on
 //! `chat.bluesky.<instance>.<thread root>.<reason>`. It posts replies,
 //! top-level posts, likes and reposts asked on
 //! `send.bluesky.<instance>.<room>.<kind>` and answers each request with
@@ -23,6 +24,7 @@
 //! | [`inbound`] | event subjects and bodies, the publisher |
 //! | [`poller`] | the polling strategy and its high-water mark |
 //! | [`jetstream`] | the Jetstream strategy: frames, cursor, de-duplication |
+//! | [`firehose`] | the firehose strategy: frames, CAR blocks, signatures, DID keys, cursor |
 //! | [`richtext`] | graphemes, splitting, mention and link facets |
 //! | [`outbound`] | send requests and the records they create |
 //! | [`worker`] | the account's task that runs all of the above (`stream`: inbound, `send`: outbound) |
@@ -32,12 +34,14 @@
 //! published or put in an error (`Secret` prints `***`; errors quote the
 //! endpoint and the server's error name); no server input panics the
 //! operator (bodies that do not fit a lexicon are errors, frames that are
-//! not Jetstream events are skipped and counted).
+//! not Jetstream events or firehose frames are skipped and counted; a
+//! firehose commit that does not verify is dropped and counted).
 
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod config;
+pub mod firehose;
 pub mod inbound;
 pub mod jetstream;
 pub mod lexicon;

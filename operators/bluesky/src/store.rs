@@ -11,6 +11,7 @@
 //! | `refused.json` | a login the server refused for good, with a fingerprint of the credentials, so a restart with the same password does not try again |
 //! | `poll.json` | the polling high-water mark: the newest `indexedAt` published and the URIs seen at that instant |
 //! | `jetstream.json` | the Jetstream cursor (µs) and the URIs of the posts published lately |
+//! | `firehose.json` | the firehose cursor (`seq`) and the relay it counts for |
 //!
 //! Every file names the account (service and identifier) it belongs to; a
 //! file of another account is ignored. Without a state directory (an
@@ -110,6 +111,8 @@ pub const REFUSED: &str = "refused.json";
 pub const POLL: &str = "poll.json";
 /// See the module table.
 pub const JETSTREAM: &str = "jetstream.json";
+/// See the module table.
+pub const FIREHOSE: &str = "firehose.json";
 
 impl Store {
     /// Files in `dir`; `None` keeps nothing.

@@ -4,6 +4,10 @@
 //! Each rule is judged on what the operator itself puts on the bus (the
 //! kit talks to `sb.ctl.<id>` directly, as the daemon does), so a reason
 //! names the field or the timing that is wrong.
+//!
+//! Rules and their steps return `Result<String, String>`: the pass detail
+//! or the failure reason, which end as the report's text
+//! ([`super::report::Verdict::from_result`]); no caller branches on them.
 
 use std::time::{Duration, Instant};
 

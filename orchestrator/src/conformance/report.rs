@@ -34,6 +34,10 @@ impl Verdict {
     }
 
     /// Pass with `ok` or fail with the error's words.
+    ///
+    /// Both sides are plain text on purpose: a rule's outcome is the final
+    /// message of the report's table row (what passed, or what the
+    /// operator did wrong), and nothing branches on it.
     pub fn from_result(rule: &'static str, result: Result<String, String>) -> Verdict {
         match result {
             Ok(ok) => Verdict::pass(rule, ok),

@@ -52,7 +52,7 @@ mod secrets;
 pub(crate) mod suggest;
 
 pub use load::{load_dir, load_file, parse_manifest, LoadReport, Problem};
-pub use secrets::SecretError;
+pub use secrets::{SecretError, SecretErrorKind};
 
 /// Prefix of the environment variables the orchestrator sets itself when
 /// it launches an operator (see `switchboard_proto::launch`); manifests may

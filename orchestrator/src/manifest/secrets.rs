@@ -71,6 +71,11 @@ pub enum SecretError {
     },
 }
 
+switchboard_proto::error_kinds!(
+    /// Coarse classes of [`SecretError`].
+    SecretError => SecretErrorKind { File, NotText, EnvUnset, Path }
+);
+
 impl Manifest {
     /// The operator's config with every secret's value inserted at its
     /// dotted path, creating intermediate objects as needed (a value
@@ -132,27 +137,33 @@ impl Manifest {
                     var: var.clone(),
                 })?,
             };
-            insert_at(&mut config, key, Value::String(value)).map_err(|at| SecretError::Path {
-                id: self.id.clone(),
-                key: key.clone(),
-                at,
+            insert_at(&mut config, key, Value::String(value)).map_err(|InTheWay(at)| {
+                SecretError::Path {
+                    id: self.id.clone(),
+                    key: key.clone(),
+                    at,
+                }
             })?;
         }
         Ok(config)
     }
 }
 
-/// Puts `value` at the dotted `path` inside the object `root`; on failure,
-/// returns the prefix of the path that is in the way.
-fn insert_at(root: &mut Value, path: &str, value: Value) -> Result<(), String> {
+/// The prefix of a dotted path that is in the way of an insertion: a
+/// value that is not an object, or (for an empty part) the whole path.
+#[derive(Debug, PartialEq, Eq)]
+struct InTheWay(String);
+
+/// Puts `value` at the dotted `path` inside the object `root`.
+fn insert_at(root: &mut Value, path: &str, value: Value) -> Result<(), InTheWay> {
     let parts: Vec<&str> = path.split('.').collect();
     if parts.iter().any(|p| p.is_empty()) {
-        return Err(path.to_owned());
+        return Err(InTheWay(path.to_owned()));
     }
     let mut node = root;
     for (i, part) in parts.iter().enumerate() {
         let Value::Object(map) = node else {
-            return Err(parts[..i].join("."));
+            return Err(InTheWay(parts[..i].join(".")));
         };
         if i + 1 == parts.len() {
             map.insert((*part).to_owned(), value);
@@ -180,7 +191,13 @@ mod tests {
             v,
             json!({"a": {"b": "r", "c": "p"}, "s": "x", "n": {"m": {"o": "q"}}})
         );
-        assert_eq!(insert_at(&mut v, "s.t", json!(1)), Err("s".to_owned()));
-        assert_eq!(insert_at(&mut v, "a..b", json!(1)), Err("a..b".to_owned()));
+        assert_eq!(
+            insert_at(&mut v, "s.t", json!(1)),
+            Err(InTheWay("s".to_owned()))
+        );
+        assert_eq!(
+            insert_at(&mut v, "a..b", json!(1)),
+            Err(InTheWay("a..b".to_owned()))
+        );
     }
 }

@@ -1,14 +1,20 @@
-//! Arbitrary bytes as a Jetstream frame, as a `listNotifications` body and
-//! as post text: nothing may panic, every event lands in a room, and
-//! every facet is a byte range on character boundaries of its text.
+//! Arbitrary bytes as a firehose frame (DAG-CBOR header and body), as a
+//! Jetstream frame, as a `listNotifications` body and as post text:
+//! nothing may panic, every event lands in a room, and every facet is a
+//! byte range on character boundaries of its text.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use switchboard_bluesky::lexicon::ListNotificationsOutput;
+use switchboard_bluesky::firehose::frame;
 use switchboard_bluesky::{inbound, jetstream, richtext};
 
 fuzz_target!(|data: &[u8]| {
+    // Any bytes: a frame or an error, never a panic.
+    if let Ok(f) = frame::decode(data) {
+        assert!(f.seq().is_none_or(|_| !matches!(f, frame::Frame::Info { .. })));
+    }
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

@@ -1,10 +1,12 @@
-//! The account's task: one loop that polls (or reads Jetstream), carries
+//! The account's task: one loop that polls (or reads Jetstream or the
+//! firehose), carries
 //! out send requests and applies reloads, one thing at a time, so the
 //! session and the marks need no locks. The bus side
 //! ([`crate::operator`]) talks to it through a channel. The loop, login
 //! and reload are here; the inbound work is in `stream`, the outbound in
 //! `send`.
 
+mod firehose;
 mod send;
 mod stream;
 
@@ -105,6 +107,11 @@ struct Worker {
     paused: bool,
     poller: Option<Poller>,
     tracker: Option<Tracker>,
+    /// The firehose state (strategy `firehose`).
+    hose: Option<crate::firehose::Firehose>,
+    /// The firehose connection ended with `auto_reconnect = false`: no new
+    /// one until a reload or a resume.
+    hose_stopped: bool,
     socket: Option<Socket>,
     next_poll: Instant,
     poll_delay: Duration,
@@ -150,6 +157,8 @@ impl Worker {
             paused: false,
             poller: None,
             tracker: None,
+            hose: None,
+            hose_stopped: false,
             socket: None,
             next_poll: now,
             poll_delay: config.polling.interval,
@@ -181,6 +190,7 @@ impl Worker {
         match self.config.strategy {
             Strategy::Polling => {
                 self.tracker = None;
+                self.drop_hose();
                 self.socket = None;
                 if self.poller.as_ref().is_none_or(|p| *p.account() != account) {
                     self.poller = Some(Poller::new(
@@ -193,6 +203,7 @@ impl Worker {
             }
             Strategy::Jetstream => {
                 self.poller = None;
+                self.drop_hose();
                 if self
                     .tracker
                     .as_ref()
@@ -200,6 +211,13 @@ impl Worker {
                 {
                     self.tracker = Some(Tracker::new(account, self.store.clone()));
                 }
+                self.next_connect = Instant::now();
+            }
+            Strategy::Firehose => {
+                self.poller = None;
+                self.tracker = None;
+                self.set_hose(account);
+                self.hose_stopped = false;
                 self.next_connect = Instant::now();
             }
         }
@@ -212,11 +230,14 @@ impl Worker {
     async fn run(mut self) {
         loop {
             let polling = self.poller.is_some() && !self.paused && self.logged_in();
-            let connecting =
-                self.tracker.is_some() && self.socket.is_none() && !self.paused && self.logged_in();
+            let streaming = self.tracker.is_some() || (self.hose.is_some() && !self.hose_stopped);
+            let connecting = streaming && self.socket.is_none() && !self.paused && self.logged_in();
             let login_at = self.next_login;
             let connected = self.socket.is_some();
-            let keepalive = self.config.jetstream.keepalive;
+            let keepalive = match self.config.strategy {
+                Strategy::Firehose => self.config.firehose.keepalive,
+                _ => self.config.jetstream.keepalive,
+            };
             let quiet_until = self.last_frame
                 + if self.pinged {
                     keepalive + keepalive.mul_f64(jetstream::SILENCE_FACTOR)
@@ -232,17 +253,30 @@ impl Worker {
                     self.try_login().await;
                 }
                 _ = tokio::time::sleep_until(self.next_poll), if polling => self.poll().await,
-                _ = tokio::time::sleep_until(self.next_connect), if connecting => self.connect().await,
+                _ = tokio::time::sleep_until(self.next_connect), if connecting => {
+                    if self.hose.is_some() {
+                        self.connect_firehose().await;
+                    } else {
+                        self.connect().await;
+                    }
+                }
                 frame = next_frame(&mut self.socket) => {
                     self.last_frame = Instant::now();
                     self.pinged = false;
-                    self.frame(frame).await;
+                    if self.hose.is_some() {
+                        self.firehose_frame(frame).await;
+                    } else {
+                        self.frame(frame).await;
+                    }
                 }
                 _ = tokio::time::sleep_until(quiet_until), if connected => self.quiet().await,
             }
         }
         if let Some(t) = &mut self.tracker {
             t.save();
+        }
+        if let Some(h) = &mut self.hose {
+            h.save();
         }
     }
 
@@ -344,8 +378,12 @@ impl Worker {
                         if let Some(t) = &mut self.tracker {
                             t.save();
                         }
+                        if let Some(h) = &mut self.hose {
+                            h.save();
+                        }
                     }
                 } else {
+                    self.hose_stopped = false;
                     self.next_poll = Instant::now();
                     self.next_connect = Instant::now();
                 }
@@ -356,7 +394,8 @@ impl Worker {
 
     fn reload(&mut self, config: BskyConfig, publisher: Publisher) {
         let relogin = self.config.needs_login(&config);
-        let jetstream_changed = self.config.jetstream != config.jetstream;
+        let jetstream_changed =
+            self.config.jetstream != config.jetstream || self.config.firehose != config.firehose;
         let old = std::mem::replace(&mut self.config, config);
         if relogin {
             tracing::info!(service = %self.config.service, identifier = %self.config.identifier, "account changed; logging in again");
@@ -370,6 +409,7 @@ impl Worker {
             }
             self.poller = None;
             self.tracker = None;
+            self.drop_hose();
             self.socket = None;
             self.handles.clear();
             self.next_login = Some(Instant::now());

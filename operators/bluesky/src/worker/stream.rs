@@ -124,10 +124,20 @@ impl Worker {
     }
 
     pub(super) fn disconnected(&mut self, why: String) {
-        tracing::warn!(reason = %why, "Jetstream connection lost; resuming from the cursor");
         self.socket = None;
         if let Some(t) = &mut self.tracker {
             t.save();
+        }
+        if let Some(h) = &mut self.hose {
+            h.save();
+            if !h.settings().auto_reconnect {
+                tracing::error!(reason = %why, "firehose connection lost; not reconnecting (firehose.auto_reconnect = false) until a reload or a resume");
+                self.hose_stopped = true;
+                return;
+            }
+            tracing::warn!(reason = %why, "firehose connection lost; resuming from the cursor");
+        } else {
+            tracing::warn!(reason = %why, "Jetstream connection lost; resuming from the cursor");
         }
         let wait = jitter(self.connect_delay);
         self.next_connect = Instant::now() + wait;

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)] // each test uses a different part
 
+pub mod firehose;
 pub mod jetstream;
 pub mod pds;
 

@@ -66,6 +66,8 @@ pub struct State {
     fail_next: HashMap<String, VecDeque<u16>>,
     lose_answer: HashSet<String>,
     next_cid: u64,
+    /// DID documents served at `/<did>`, as a PLC directory does.
+    pub did_docs: HashMap<String, Value>,
 }
 
 pub fn now_secs() -> f64 {
@@ -254,6 +256,11 @@ impl Pds {
         s.notifications.insert(0, n);
     }
 
+    /// `did`'s DID document, served at `/<did>` (PLC directory style).
+    pub fn set_did_doc(&self, did: &str, doc: Value) {
+        self.lock().did_docs.insert(did.into(), doc);
+    }
+
     /// A stored post view.
     pub fn post(&self, uri: &str) -> Option<Value> {
         self.lock().posts.get(uri).cloned()
@@ -309,6 +316,13 @@ impl Pds {
         input: Value,
     ) -> Answer {
         let mut s = self.lock();
+        if let Some(did) = nsid.strip_prefix('/').filter(|d| d.starts_with("did:")) {
+            // This server is also the PLC directory: GET /<did>.
+            return match s.did_docs.get(did) {
+                Some(doc) => ok(doc.clone()),
+                None => error(404, "NotFound", "DID not registered"),
+            };
+        }
         if let Some(&until) = s.rate_limited_until.get(nsid) {
             if now_secs() < until as f64 {
                 let left = until.saturating_sub(now_secs() as u64);

@@ -35,7 +35,7 @@ impl Actor {
                                 write_secret(&file, c.to_string().as_bytes()).and_then(|()| {
                                     match proc.run_as {
                                         // A new file: give it to the operator's user again.
-                                        Some((uid, gid)) => {
+                                        Some(crate::process::RunAs { uid, gid }) => {
                                             std::os::unix::fs::chown(&file, Some(uid), Some(gid))
                                         }
                                         None => Ok(()),

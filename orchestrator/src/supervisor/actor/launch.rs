@@ -2,6 +2,7 @@
 //! credential files, program, environment (built from nothing, and
 //! holding no secret) and sandbox.
 
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -9,9 +10,126 @@ use switchboard_proto::launch;
 
 use super::Actor;
 use crate::files::write_secret;
-use crate::manifest::{Control as ControlMode, Manifest};
-use crate::process::LaunchSpec;
-use crate::sandbox::SandboxPaths;
+use crate::manifest::{Control as ControlMode, Manifest, SecretError};
+use crate::process::{LaunchSpec, RunAs, RunAsError};
+use crate::sandbox::{SandboxError, SandboxPaths};
+
+/// Why an operator's process could not be started. Each ends as the
+/// reason of its `failed` state, so each says what to change and names
+/// the manifest where that is.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LaunchError {
+    /// A secret its manifest references cannot be read.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// Its `user` or `group` names nobody here.
+    #[error("{source} (`user` in {})", manifest.display())]
+    RunAs {
+        /// Which name is unknown.
+        source: RunAsError,
+        /// The manifest naming it.
+        manifest: PathBuf,
+    },
+    /// It is to run as another user, and the daemon is not root.
+    #[error(
+        "cannot run as `{user}`: switchboard runs as uid {uid}, and only root \
+         can start processes as another user (set in {})",
+        manifest.display()
+    )]
+    NotRoot {
+        /// The manifest's `user`.
+        user: String,
+        /// The daemon's own uid.
+        uid: u32,
+        /// The manifest naming it.
+        manifest: PathBuf,
+    },
+    /// A directory or file the daemon hands it cannot be made.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Files {
+        /// What was being done ("create state dir", "write").
+        action: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// Its files cannot be given to its user.
+    #[error("cannot give the operator's files to uid {uid}: {source}")]
+    HandOver {
+        /// The operator's user.
+        uid: u32,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// Its `command` is nowhere to be found.
+    #[error(
+        "command `{command}` not found next to switchboard or on $PATH (set an absolute path in {})",
+        manifest.display()
+    )]
+    Program {
+        /// The manifest's `command`.
+        command: String,
+        /// The manifest.
+        manifest: PathBuf,
+    },
+    /// Its `workdir` does not exist.
+    #[error("workdir {} does not exist (set in {})", workdir.display(), manifest.display())]
+    Workdir {
+        /// The manifest's `workdir`.
+        workdir: PathBuf,
+        /// The manifest.
+        manifest: PathBuf,
+    },
+    /// A `sandbox_binds` path would show it the daemon's private files.
+    #[error("{source} (set in {})", manifest.display())]
+    Bind {
+        /// Which path, and whose files.
+        source: SandboxError,
+        /// The manifest.
+        manifest: PathBuf,
+    },
+    /// A `sandbox_binds_rw` directory cannot be made.
+    #[error(
+        "cannot create {} (`sandbox_binds_rw` in {}): {source}",
+        dir.display(),
+        manifest.display()
+    )]
+    BindDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The manifest.
+        manifest: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// A `sandbox_binds` path does not exist (bwrap binds only what does).
+    #[error("{} does not exist (`sandbox_binds` in {})", bind.display(), manifest.display())]
+    MissingBind {
+        /// The path.
+        bind: PathBuf,
+        /// The manifest.
+        manifest: PathBuf,
+    },
+}
+
+switchboard_proto::error_kinds!(
+    /// Coarse classes of [`LaunchError`].
+    LaunchError => LaunchErrorKind {
+        Secret, RunAs, NotRoot, Files, HandOver, Program, Workdir, Bind, BindDir, MissingBind
+    }
+);
+
+/// [`LaunchError::Files`] for `action` on `path`.
+fn files(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LaunchError {
+    let path = path.to_owned();
+    move |source| LaunchError::Files {
+        action,
+        path,
+        source,
+    }
+}
 
 /// The files and directories one operator is given.
 pub(super) struct OperatorDirs {
@@ -30,13 +148,12 @@ pub(super) struct OperatorDirs {
 impl Actor {
     /// The config this operator should run with: an override from
     /// `ctl reload`, else the manifest's with secrets resolved.
-    pub(super) fn effective_config(&self) -> Result<Value, String> {
+    pub(super) fn effective_config(&self) -> Result<Value, SecretError> {
         if let Some(v) = &self.config_override {
             return Ok(v.clone());
         }
         self.manifest
             .resolve_secrets(|name| std::env::var(name).ok())
-            .map_err(|e| e.to_string())
     }
 
     pub(super) fn operator_dirs(&self) -> OperatorDirs {
@@ -59,7 +176,7 @@ impl Actor {
         &self,
         config: &Value,
         nats: Vec<(&'static str, String)>,
-    ) -> Result<LaunchSpec, String> {
+    ) -> Result<LaunchSpec, LaunchError> {
         let OperatorDirs {
             state: state_dir,
             scratch: scratch_dir,
@@ -69,14 +186,17 @@ impl Actor {
         let run_as = match &self.manifest.user {
             Some(user) => {
                 let ids = crate::process::resolve_run_as(user, self.manifest.group.as_deref())
-                    .map_err(|e| format!("{e} (`user` in {})", self.manifest.path.display()))?;
+                    .map_err(|source| LaunchError::RunAs {
+                        source,
+                        manifest: self.manifest.path.clone(),
+                    })?;
                 let me = nix::unistd::geteuid().as_raw();
-                if me != 0 && me != ids.0 {
-                    return Err(format!(
-                        "cannot run as `{user}`: switchboard runs as uid {me}, and only root \
-                         can start processes as another user (set in {})",
-                        self.manifest.path.display()
-                    ));
+                if me != 0 && me != ids.uid {
+                    return Err(LaunchError::NotRoot {
+                        user: user.clone(),
+                        uid: me,
+                        manifest: self.manifest.path.clone(),
+                    });
                 }
                 Some(ids)
             }
@@ -84,18 +204,16 @@ impl Actor {
         };
         // Private to the operator: its state may hold sessions and keys.
         crate::files::create_private_dir(&state_dir)
-            .map_err(|e| format!("cannot create state dir {}: {e}", state_dir.display()))?;
+            .map_err(files("create state dir", &state_dir))?;
         let _ = std::fs::remove_dir_all(&scratch_dir);
         crate::files::create_private_dir(&scratch_dir)
-            .map_err(|e| format!("cannot create scratch dir {}: {e}", scratch_dir.display()))?;
+            .map_err(files("create scratch dir", &scratch_dir))?;
         // What it is handed, fresh at each start: only the files this
         // start writes are in it.
         let _ = std::fs::remove_dir_all(&own_dir);
-        crate::files::create_private_dir(&own_dir)
-            .map_err(|e| format!("cannot create {}: {e}", own_dir.display()))?;
-        let write = |file: &Path, bytes: &[u8]| {
-            write_secret(file, bytes).map_err(|e| format!("cannot write {}: {e}", file.display()))
-        };
+        crate::files::create_private_dir(&own_dir).map_err(files("create", &own_dir))?;
+        let write =
+            |file: &Path, bytes: &[u8]| write_secret(file, bytes).map_err(files("write", file));
         write(&config_file, config.to_string().as_bytes())?;
         // Secrets travel as files, never in the environment (readable in
         // /proc, inherited by every child): the variable names the file.
@@ -124,7 +242,7 @@ impl Actor {
                 }
             }
         }
-        if let Some((uid, gid)) = run_as {
+        if let Some(RunAs { uid, gid }) = run_as {
             // The dir whole (new at each start, so its files go with it):
             // naming a file in it would open the dir to 0711.
             crate::files::hand_over(
@@ -133,7 +251,7 @@ impl Actor {
                 uid,
                 gid,
             )
-            .map_err(|e| format!("cannot give the operator's files to uid {uid}: {e}"))?;
+            .map_err(|source| LaunchError::HandOver { uid, source })?;
         }
         let program = resolve_program(&self.manifest, self.shared.exe_dir.as_deref())?;
         let path = |p: &Path| p.display().to_string();
@@ -178,11 +296,10 @@ impl Actor {
         let workdir = self.manifest.workdir.clone();
         if let Some(dir) = &workdir {
             if !dir.is_dir() {
-                return Err(format!(
-                    "workdir {} does not exist (set in {})",
-                    dir.display(),
-                    self.manifest.path.display()
-                ));
+                return Err(LaunchError::Workdir {
+                    workdir: dir.clone(),
+                    manifest: self.manifest.path.clone(),
+                });
             }
         }
         let sandbox = if self.shared.sandbox.applies(self.manifest.sandbox) {
@@ -195,31 +312,31 @@ impl Actor {
                 self.shared
                     .sandbox
                     .check_bind(bind)
-                    .map_err(|e| format!("{e} (set in {})", self.manifest.path.display()))?;
+                    .map_err(|source| LaunchError::Bind {
+                        source,
+                        manifest: self.manifest.path.clone(),
+                    })?;
             }
             // Where it writes: made if missing (bwrap binds only what
             // exists), owned by the operator's user when it has one.
             for dir in &self.manifest.sandbox_binds_rw {
                 if !dir.exists() {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        format!(
-                            "cannot create {} (`sandbox_binds_rw` in {}): {e}",
-                            dir.display(),
-                            self.manifest.path.display()
-                        )
+                    std::fs::create_dir_all(dir).map_err(|source| LaunchError::BindDir {
+                        dir: dir.clone(),
+                        manifest: self.manifest.path.clone(),
+                        source,
                     })?;
-                    if let Some((uid, gid)) = run_as {
+                    if let Some(RunAs { uid, gid }) = run_as {
                         let _ = std::os::unix::fs::chown(dir, Some(uid), Some(gid));
                     }
                 }
             }
             for bind in &self.manifest.sandbox_binds {
                 if !bind.exists() {
-                    return Err(format!(
-                        "{} does not exist (`sandbox_binds` in {})",
-                        bind.display(),
-                        self.manifest.path.display()
-                    ));
+                    return Err(LaunchError::MissingBind {
+                        bind: bind.clone(),
+                        manifest: self.manifest.path.clone(),
+                    });
                 }
             }
             let cwd = workdir.clone().or_else(|| std::env::current_dir().ok());
@@ -243,8 +360,7 @@ impl Actor {
                 needed,
                 extra: self.manifest.sandbox_binds.clone(),
                 extra_rw: self.manifest.sandbox_binds_rw.clone(),
-                as_root: run_as
-                    .map_or_else(|| nix::unistd::geteuid().is_root(), |(uid, _)| uid == 0),
+                as_root: run_as.map_or_else(|| nix::unistd::geteuid().is_root(), |r| r.uid == 0),
             };
             self.shared.sandbox.command(&paths)
         } else {
@@ -265,7 +381,7 @@ impl Actor {
 /// Find the program: a path with a slash is taken relative to the
 /// manifest's directory; a bare name is looked up in the orchestrator's
 /// own directory, then `$PATH`.
-fn resolve_program(manifest: &Manifest, exe_dir: Option<&Path>) -> Result<PathBuf, String> {
+fn resolve_program(manifest: &Manifest, exe_dir: Option<&Path>) -> Result<PathBuf, LaunchError> {
     let cmd = Path::new(&manifest.command);
     if manifest.command.contains('/') {
         let base = manifest.path.parent().unwrap_or(Path::new("."));
@@ -283,11 +399,8 @@ fn resolve_program(manifest: &Manifest, exe_dir: Option<&Path>) -> Result<PathBu
     dirs.into_iter()
         .map(|d| d.join(cmd))
         .find(|p| p.is_file())
-        .ok_or_else(|| {
-            format!(
-                "command `{}` not found next to switchboard or on $PATH (set an absolute path in {})",
-                manifest.command,
-                manifest.path.display()
-            )
+        .ok_or_else(|| LaunchError::Program {
+            command: manifest.command.clone(),
+            manifest: manifest.path.clone(),
         })
 }

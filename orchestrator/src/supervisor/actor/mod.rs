@@ -220,7 +220,7 @@ impl Actor {
 
     /// Write our fields to the status board, keeping what only the board
     /// remembers (last exit, counters) unless given.
-    fn publish_board(&self, update: Option<(Option<String>, Option<String>)>) {
+    fn publish_board(&self, update: Option<BoardNote>) {
         let mut board = self.board.lock().unwrap_or_else(|p| p.into_inner());
         let fresh = self.entry();
         let e = board
@@ -241,7 +241,7 @@ impl Actor {
         e.control = fresh.control;
         e.manifest = fresh.manifest;
         e.sandbox = fresh.sandbox;
-        if let Some((last_exit, reason)) = update {
+        if let Some(BoardNote { last_exit, reason }) = update {
             if last_exit.is_some() {
                 e.last_exit = last_exit;
             }
@@ -296,7 +296,10 @@ impl Actor {
         {
             self.shared.access.revoke(&self.id, false).await;
         }
-        self.publish_board(Some((last_exit, reason.clone())));
+        self.publish_board(Some(BoardNote {
+            last_exit,
+            reason: reason.clone(),
+        }));
         if previous == state && reason.is_none() && !force {
             return;
         }
@@ -322,7 +325,8 @@ impl Actor {
             Err(e) => {
                 // A missing secret does not fix itself by retrying.
                 tracing::error!(operator = %self.id, error = %e, "cannot start");
-                self.set_state(SupervisedState::Failed, Some(e)).await;
+                self.set_state(SupervisedState::Failed, Some(e.to_string()))
+                    .await;
                 return;
             }
         };
@@ -347,7 +351,8 @@ impl Actor {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(operator = %self.id, error = %e, "cannot start");
-                self.set_state(SupervisedState::Failed, Some(e)).await;
+                self.set_state(SupervisedState::Failed, Some(e.to_string()))
+                    .await;
                 return;
             }
         };
@@ -550,7 +555,10 @@ impl Actor {
             AfterExit::RestartNow { reason } => {
                 // Due at once: the actor loop starts it on its next turn
                 // (a direct call would recurse through spawn failures).
-                self.publish_board(Some((Some(last_exit), Some(reason))));
+                self.publish_board(Some(BoardNote {
+                    last_exit: Some(last_exit),
+                    reason: Some(reason),
+                }));
                 self.next_start = Some(TokioInstant::now());
             }
             AfterExit::RestartAfter { delay, reason } => {
@@ -594,7 +602,10 @@ impl Actor {
                     switchboard_proto::duration::format_duration(timeout)
                 ));
             }
-            self.publish_board(Some((Some(described), None)));
+            self.publish_board(Some(BoardNote {
+                last_exit: Some(described),
+                reason: None,
+            }));
         }
         self.last_seen = None;
         self.next_start = None;
@@ -748,4 +759,12 @@ impl Actor {
             }
         }
     }
+}
+
+/// What a state change tells the status board besides the state itself.
+struct BoardNote {
+    /// How the last process ended; `None` keeps the one the board has.
+    last_exit: Option<String>,
+    /// Why it is in its new state; `None` clears the old reason.
+    reason: Option<String>,
 }

@@ -1,0 +1,269 @@
+//! `status` and `ctl`: asking the daemon's API what runs, and telling
+//! operators what to do.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use switchboard_proto::api::{
+    methods, CtlReply, CtlRequest, OperatorStatus, StatusReply, StatusRequest,
+};
+use switchboard_proto::Verb;
+
+use super::args::{CtlArgs, StatusArgs};
+use super::connect::{unreachable_hint, Client};
+
+/// `switchboard status`: the table (or JSON) of every operator.
+pub(super) async fn status(client: &Client, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let StatusArgs { json } = args;
+    let bus = client.connect().await?;
+    let status: StatusReply = crate::api::call(&bus, methods::STATUS, &StatusRequest {})
+        .await
+        .map_err(unreachable_hint)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", status_table(&status));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `switchboard ctl`: a verb for one operator, a glob, or all; fails
+/// when any of them did.
+pub(super) async fn ctl(client: &Client, args: CtlArgs) -> anyhow::Result<ExitCode> {
+    let CtlArgs {
+        verb,
+        target,
+        all,
+        with_config,
+        replace,
+    } = args;
+    let config = match with_config {
+        Some(s) => Some(
+            serde_json::from_str(&s).context("--with-config must be JSON, e.g. '{\"key\":1}'")?,
+        ),
+        None => None,
+    };
+    if config.is_some() && verb != Verb::Reload {
+        bail!("--with-config goes with `reload` only");
+    }
+    if replace && verb != Verb::Restart {
+        bail!("--replace goes with `restart` only");
+    }
+    let target = if all {
+        "*".to_string()
+    } else {
+        target.unwrap_or_default()
+    };
+    let bus = client.connect().await?;
+    let reply: CtlReply = crate::api::call(
+        &bus,
+        methods::CTL,
+        &CtlRequest {
+            verb,
+            target,
+            config,
+            in_place: verb == Verb::Restart && !replace,
+        },
+    )
+    .await
+    .map_err(unreachable_hint)?;
+    if let Some(e) = reply.error {
+        bail!(e);
+    }
+    let mut failed = false;
+    for r in &reply.results {
+        if r.ok {
+            println!("{:<24} {} ok ({})", r.id, verb, r.state);
+        } else {
+            failed = true;
+            println!(
+                "{:<24} {} FAILED ({}): {}",
+                r.id,
+                verb,
+                r.state,
+                r.error.as_deref().unwrap_or("no reason given")
+            );
+        }
+    }
+    if failed {
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `status` table.
+pub fn status_table(status: &StatusReply) -> String {
+    let mut out = format!(
+        "switchboard {} (pid {}, up {}), nats {}{}\n",
+        status.version,
+        status.pid,
+        human_ms(status.uptime_ms),
+        status.nats_url,
+        if status.nats_embedded {
+            " (embedded)"
+        } else {
+            ""
+        }
+    );
+    out.push_str(&format!(
+        "{:<24} {:<9} {:>8} {:>9} {:>8} {:>9} {:<7}  {}\n",
+        "ID", "STATE", "PID", "UPTIME", "RESTARTS", "HEARTBEAT", "SANDBOX", "NOTE"
+    ));
+    for o in &status.operators {
+        let dash = || "-".to_string();
+        let sandbox = match o.sandbox.as_str() {
+            "" => "-",
+            "bwrap" | "none" => o.sandbox.as_str(),
+            _ => "none(!)", // the host cannot sandbox it: the daemon's log says why
+        };
+        out.push_str(&format!(
+            "{:<24} {:<9} {:>8} {:>9} {:>8} {:>9} {:<7}  {}\n",
+            o.id,
+            o.state.as_str(),
+            o.pid.map(|p| p.to_string()).unwrap_or_else(dash),
+            o.uptime_ms.map(human_ms).unwrap_or_else(dash),
+            o.restarts,
+            o.last_heartbeat_ms
+                .map(|ms| format!("{} ago", human_ms(ms)))
+                .unwrap_or_else(dash),
+            sandbox,
+            note(o),
+        ));
+    }
+    if status.log_lines_dropped > 0 || status.events_dropped > 0 {
+        out.push_str(&format!(
+            "the bus could not keep up: {} output line(s) and {} event(s) not forwarded \
+             (still in `switchboard logs` and the daemon's log)\n",
+            status.log_lines_dropped, status.events_dropped
+        ));
+    }
+    if status.operators.is_empty() {
+        out.push_str("(no operators: add manifests to the manifests directory and send SIGHUP)\n");
+    }
+    for o in &status.operators {
+        for (name, url) in &o.links {
+            out.push_str(&format!("{name}: {url} ({})\n", o.id));
+        }
+    }
+    if let Some(s) = &status.stream {
+        match &s.error {
+            Some(e) => out.push_str(&format!("stream {}: {e}\n", s.name)),
+            None => {
+                let percent = (s.bytes as f64 * 100.0 / s.max_bytes.max(1) as f64).min(100.0);
+                out.push_str(&format!(
+                    "stream {}: {} message(s), {} of {} ({percent:.0}%), {} consumer(s){}\n",
+                    s.name,
+                    s.messages,
+                    bytesize::ByteSize(s.bytes).display().iec(),
+                    bytesize::ByteSize(s.max_bytes).display().iec(),
+                    s.consumers,
+                    s.oldest
+                        .map(|t| format!(", oldest {t}"))
+                        .unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The NOTE column: why it is in its state (or how it last ended), and
+/// lifecycle messages from other processes, which are worth a look.
+fn note(o: &OperatorStatus) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(why) = o.reason.as_deref().or(o.last_exit.as_deref()) {
+        parts.push(why.to_owned());
+    }
+    if o.ignored_lifecycle > 0 {
+        parts.push(format!(
+            "{} lifecycle message(s) from another process ignored",
+            o.ignored_lifecycle
+        ));
+    }
+    if o.malformed_lifecycle > 0 {
+        parts.push(format!(
+            "{} malformed lifecycle message(s) ignored",
+            o.malformed_lifecycle
+        ));
+    }
+    if !o.health.is_ok() {
+        parts.push(format!(
+            "{}: {}",
+            o.health.as_str(),
+            o.health_reason.as_deref().unwrap_or("no reason given")
+        ));
+    }
+    parts.retain(|p| !p.is_empty());
+    parts.join("; ")
+}
+
+fn human_ms(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0 => format!("{ms}ms"),
+        1..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_shows_what_is_worth_a_look() {
+        let op: OperatorStatus = serde_json::from_value(serde_json::json!({
+            "id": "p", "state": "running", "restarts": 0, "control": "nats",
+            "last_exit": "killed by SIGKILL", "ignored_lifecycle": 3,
+            "health": "degraded", "health_reason": "cannot write /logs: Permission denied",
+            "links": {"dashboard": "http://127.0.0.1:8477/"}
+        }))
+        .unwrap();
+        let status = StatusReply {
+            version: "0".into(),
+            pid: 1,
+            uptime_ms: 1,
+            nats_url: "nats://x".into(),
+            nats_embedded: true,
+            operators: vec![op],
+            log_lines_dropped: 7,
+            events_dropped: 0,
+            rss_bytes: None,
+            cpu_seconds: None,
+            stream: Some(switchboard_proto::api::StreamStatus {
+                name: "SWITCHBOARD".into(),
+                messages: 12,
+                bytes: 1536,
+                max_bytes: 1 << 20,
+                oldest: None,
+                consumers: 1,
+                error: None,
+            }),
+        };
+        let table = status_table(&status);
+        assert!(
+            table.contains("degraded: cannot write /logs: Permission denied"),
+            "{table}"
+        );
+        assert!(
+            table.contains("dashboard: http://127.0.0.1:8477/ (p)"),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "stream SWITCHBOARD: 12 message(s), 1.5 KiB of 1.0 MiB (0%), 1 consumer(s)"
+            ),
+            "{table}"
+        );
+        assert!(
+            table
+                .contains("killed by SIGKILL; 3 lifecycle message(s) from another process ignored"),
+            "{table}"
+        );
+        assert!(
+            table.contains("7 output line(s) and 0 event(s) not forwarded"),
+            "{table}"
+        );
+    }
+}
