@@ -150,7 +150,7 @@ async fn a_sigstopped_operator_misses_heartbeats_and_is_replaced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_loop_ends_in_failed_with_capped_backoff() {
-    let d = Daemon::start(&[]).await;
+    let d = DaemonConfig::new().start().await;
     let mut events = d.events("crashy").await;
     d.write_manifest(
         "crashy.toml",
@@ -414,8 +414,7 @@ async fn sigkill_of_the_daemon_takes_its_operators_along() {
         family.iter().any(|p| comm(*p) == "nats-server"),
         "{family:?}"
     );
-    d.signal(Signal::SIGKILL);
-    let _ = d.child.take().unwrap().wait().await;
+    d.kill().await;
     for pid in family {
         gone(pid).await;
     }
