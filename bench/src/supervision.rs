@@ -26,8 +26,8 @@ use switchboard_proto::api::SupervisedState;
 use crate::daemon::{self, toml_str, Binaries, Daemon, ManifestFile, WAIT};
 use crate::procfs::{self, NewChild};
 use crate::rivals::{program_name, Rival};
+use crate::summary::{median, Summary, Target, Unit};
 use crate::table::Table;
-use crate::{median, Summary, Target, Unit};
 
 /// How the supervision half runs.
 #[derive(Debug, Clone, Copy)]
