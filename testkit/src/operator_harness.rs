@@ -232,3 +232,25 @@ impl Drop for OperatorHarness {
         }
     }
 }
+
+/// `Deref` and `DerefMut` from a test crate's `struct Harness(OperatorHarness)`
+/// to the harness it wraps: each protocol's tests add their requests to
+/// their own type (a foreign type takes no inherent methods) and still
+/// reach the shared ones, without repeating these impls per crate.
+#[macro_export]
+macro_rules! deref_to_operator_harness {
+    ($wrapper:ty) => {
+        impl ::std::ops::Deref for $wrapper {
+            type Target = $crate::OperatorHarness;
+            fn deref(&self) -> &$crate::OperatorHarness {
+                &self.0
+            }
+        }
+
+        impl ::std::ops::DerefMut for $wrapper {
+            fn deref_mut(&mut self) -> &mut $crate::OperatorHarness {
+                &mut self.0
+            }
+        }
+    };
+}

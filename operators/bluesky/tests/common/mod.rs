@@ -7,7 +7,6 @@
 pub mod jetstream;
 pub mod pds;
 
-use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -21,18 +20,7 @@ pub const WAIT: Duration = Duration::from_secs(15);
 /// The testkit's operator harness with Bluesky's requests.
 pub struct Harness(OperatorHarness);
 
-impl Deref for Harness {
-    type Target = OperatorHarness;
-    fn deref(&self) -> &OperatorHarness {
-        &self.0
-    }
-}
-
-impl DerefMut for Harness {
-    fn deref_mut(&mut self) -> &mut OperatorHarness {
-        &mut self.0
-    }
-}
+switchboard_testkit::deref_to_operator_harness!(Harness);
 
 impl Harness {
     pub async fn new(id: &str) -> Harness {

@@ -3,7 +3,6 @@
 
 #![allow(dead_code)] // each test uses a different part
 
-use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -19,18 +18,7 @@ pub const WAIT: Duration = Duration::from_secs(15);
 /// lifecycle.
 pub struct Harness(OperatorHarness);
 
-impl Deref for Harness {
-    type Target = OperatorHarness;
-    fn deref(&self) -> &OperatorHarness {
-        &self.0
-    }
-}
-
-impl DerefMut for Harness {
-    fn deref_mut(&mut self) -> &mut OperatorHarness {
-        &mut self.0
-    }
-}
+switchboard_testkit::deref_to_operator_harness!(Harness);
 
 impl Harness {
     /// A bus for operator `id` (its instance is its id), subscribed to

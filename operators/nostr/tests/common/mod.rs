@@ -8,8 +8,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use std::ops::{Deref, DerefMut};
-
 use futures::StreamExt;
 use serde_json::{json, Value};
 use switchboard_bus::proto::{launch, ChatAddress, Envelope};
@@ -25,18 +23,7 @@ pub const BOT_SECRET: &str = "6b911fd37cdf5c81d4c0adb1ab7fa822ed253ab0ad9aa18d77
 /// The testkit's operator harness with Nostr's requests.
 pub struct Harness(OperatorHarness);
 
-impl Deref for Harness {
-    type Target = OperatorHarness;
-    fn deref(&self) -> &OperatorHarness {
-        &self.0
-    }
-}
-
-impl DerefMut for Harness {
-    fn deref_mut(&mut self) -> &mut OperatorHarness {
-        &mut self.0
-    }
-}
+switchboard_testkit::deref_to_operator_harness!(Harness);
 
 impl Harness {
     pub async fn new(id: &str) -> Harness {
