@@ -1,15 +1,16 @@
-//! A real `switchboard run` for the supervision benchmarks, the way the
-//! orchestrator's end-to-end tests start one: a temporary directory with
-//! `switchboard.toml` and `operators.d/`, an embedded nats-server on a
-//! free port, and a client connected through the runtime file the daemon
-//! writes (`run/switchboard.json`).
+//! A real `switchboard run` for the supervision benchmarks, started by
+//! the testkit's daemon harness as every test starts one: a temporary
+//! directory with `switchboard.toml` and `operators.d/`, an embedded
+//! nats-server on a free port, and a client connected through the runtime
+//! file the daemon writes (`run/switchboard.json`). What is the bench's
+//! own: the release binaries, the 1 ms poll that times the startup, and a
+//! graceful stop that reports what the daemon left behind.
 //!
 //! [`Daemon`] is a guard: dropping it (also on error or panic) stops the
 //! daemon with SIGTERM, SIGKILLs it if it does not exit, and kills
 //! whatever it left behind, so a failed benchmark leaves no process.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -18,6 +19,7 @@ use nix::sys::signal::Signal;
 use switchboard_bus::{Bus, RawSubscription};
 use switchboard_orchestrator::daemon::RuntimeInfo;
 use switchboard_proto::api::{OperatorEvent, StatusReply, StatusRequest};
+use switchboard_testkit::daemon::{DaemonConfig, DaemonProcess};
 
 use crate::procfs;
 
@@ -71,10 +73,12 @@ impl Binaries {
 /// A manifest file: name and TOML text.
 pub type ManifestFile = (String, String);
 
-/// A running `switchboard run`, stopped when dropped.
+/// A running `switchboard run` (the testkit's [`DaemonProcess`], in its
+/// own process group), stopped gracefully when dropped.
 pub struct Daemon {
+    /// Declared before the directory: killed before it goes.
+    process: DaemonProcess,
     dir: tempfile::TempDir,
-    child: Option<Child>,
     /// Its pid.
     pub pid: u32,
     /// When it was spawned (just before `spawn`).
@@ -89,44 +93,18 @@ impl Daemon {
             .prefix("sb-bench-")
             .tempdir()
             .context("creating a temporary directory")?;
-        let ops = dir.path().join("operators.d");
-        std::fs::create_dir_all(&ops)?;
-        for (name, text) in manifests {
-            std::fs::write(ops.join(name), text)?;
-        }
-        let config = dir.path().join("switchboard.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "manifests = \"operators.d\"\nstate_dir = \"state\"\nruntime_dir = \"run\"\n\n\
-                 [nats.embedded]\nport = 0\nbinary = \"{}\"\n",
-                bins.nats_server.display()
-            ),
-        )?;
+        let config = DaemonConfig::new()
+            .manifests(manifests)
+            .embedded(|e| e.binary = Some(bins.nats_server.clone()))
+            .write(dir.path())?;
         // The daemon's log (and its operators' output, which it tags and
-        // logs) goes to a file: evidence when something looks wrong.
-        let log = std::fs::File::create(dir.path().join("daemon.log"))?;
-        let mut cmd = Command::new(&bins.switchboard);
-        cmd.arg("run")
-            .arg("--config")
-            .arg(&config)
-            // The defaults users get, whatever this shell has set.
-            .env_remove("SWITCHBOARD_LOG")
-            .env_remove("RUST_LOG")
-            .env_remove("SWITCHBOARD_LOG_FORMAT")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        let spawned = Instant::now();
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("spawning {}", bins.switchboard.display()))?;
+        // logs) goes to daemon.log: evidence when something looks wrong.
+        let process = DaemonProcess::spawn(&config, &dir.path().join("run"), &[], None)?;
         Ok(Daemon {
-            pid: child.id(),
+            pid: process.pid(),
+            spawned: process.spawned,
+            process,
             dir,
-            child: Some(child),
-            spawned,
         })
     }
 
@@ -138,33 +116,16 @@ impl Daemon {
     /// Poll (every 1 ms) for the runtime file the daemon writes once its
     /// API answers; its contents and when it was first seen.
     pub async fn runtime_info(&mut self) -> anyhow::Result<(RuntimeInfo, Instant)> {
-        let path = self.dir.path().join("run").join("switchboard.json");
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(bytes) = std::fs::read(&path) {
-                if let Ok(info) = serde_json::from_slice::<RuntimeInfo>(&bytes) {
-                    return Ok((info, Instant::now()));
-                }
-            }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    bail!(
-                        "switchboard run exited ({status}) before writing {}; its log: {}",
-                        path.display(),
-                        self.tail_log()
-                    );
-                }
-            }
-            if Instant::now() >= deadline {
-                bail!("switchboard run never wrote {}", path.display());
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let run = self.dir.path().join("run");
+        Ok(self
+            .process
+            .runtime_info(&run, Duration::from_millis(1))
+            .await?)
     }
 
     /// The last lines of the daemon's log, for error messages.
     pub fn tail_log(&self) -> String {
-        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let text = self.process.log();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(10)..].join("\n")
     }
@@ -181,24 +142,14 @@ impl Daemon {
     /// it had started is gone. Returns the leftovers (killed here), which
     /// callers report as a problem.
     pub async fn stop(mut self) -> anyhow::Result<Vec<u32>> {
-        let Some(mut child) = self.child.take() else {
+        if !self.process.running() {
             return Ok(Vec::new());
-        };
+        }
         let before = procfs::descendants(self.pid);
         procfs::signal(self.pid, Signal::SIGTERM);
-        let deadline = Instant::now() + WAIT;
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break Some(status);
-            }
-            if Instant::now() >= deadline {
-                break None;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        if status.is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
+        let status = self.process.wait(WAIT).await;
+        if status.is_err() {
+            self.process.kill().await;
         }
         let pids = before.clone();
         let left =
@@ -206,33 +157,30 @@ impl Daemon {
                 .await?;
         let killed = procfs::kill_leftovers(&left);
         match status {
-            None => bail!(
+            Err(_) => bail!(
                 "switchboard run did not exit within {WAIT:?} of SIGTERM (killed); log: {}",
                 self.tail_log()
             ),
-            Some(s) if !s.success() => bail!(
+            Ok(s) if !s.success() => bail!(
                 "switchboard run exited with {s} after SIGTERM; log: {}",
                 self.tail_log()
             ),
-            Some(_) => Ok(killed),
+            Ok(_) => Ok(killed),
         }
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
+        if !self.process.running() {
             return;
-        };
+        }
+        // Gracefully first, so its operators are stopped as in use; the
+        // process guard SIGKILLs the group after, whatever happened.
         let before = procfs::descendants(self.pid);
         procfs::signal(self.pid, Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while child.try_wait().ok().flatten().is_none() {
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
+        while procfs::alive(self.pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         let left = procfs::wait_gone(&before, Duration::from_secs(3));

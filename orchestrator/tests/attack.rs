@@ -112,17 +112,6 @@ async fn scene(setup: Setup) -> Scene {
     let root = dir.path().to_path_buf();
     let marker = marker();
     let secret = format!("sb-attack-secret-{:016x}", fastrand::u64(..));
-    std::fs::create_dir_all(root.join("operators.d")).unwrap();
-    let nats = switchboard_testkit::nats_server_bin().expect("nats-server (make tools)");
-    std::fs::write(
-        root.join("switchboard.toml"),
-        format!(
-            "manifests = \"operators.d\"\nstate_dir = \"state\"\nruntime_dir = \"run\"\n\n\
-             [nats.embedded]\nport = 0\nbinary = \"{}\"\n",
-            nats.display()
-        ),
-    )
-    .unwrap();
     let burglar = switchboard_testkit::bin_path("switchboard-burglar");
     let victim = format!(
         "id = \"victim\"\ncommand = \"{}\"\n{}heartbeat_interval = \"200ms\"\n\n\
@@ -157,8 +146,13 @@ async fn scene(setup: Setup) -> Scene {
         setup.sandbox,
         targets,
     );
-    std::fs::write(root.join("operators.d/victim.toml"), victim).unwrap();
-    std::fs::write(root.join("operators.d/burglar.toml"), burglar_manifest).unwrap();
+    // Written before the tree is handed to the daemon's user.
+    let config = DaemonConfig::new()
+        .manifest("victim.toml", victim)
+        .manifest("burglar.toml", burglar_manifest)
+        .env("SB_ATTACK_SECRET", &secret)
+        .run_as(setup.daemon);
+    config.write(&root).unwrap();
     // Something private in the victim's state.
     let victim_state = root.join("state/operators/victim");
     std::fs::create_dir_all(&victim_state).unwrap();
@@ -171,7 +165,7 @@ async fn scene(setup: Setup) -> Scene {
         // are 0700); the daemon's own dirs inside stay 0700.
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711)).unwrap();
     }
-    let d = Daemon::start_as(dir, &[("SB_ATTACK_SECRET", &secret)], setup.daemon).await;
+    let d = config.start_in(dir).await;
     d.wait_running("victim").await;
     d.wait_running("burglar").await;
     Scene {
@@ -370,9 +364,7 @@ async fn nothing_outlives(mut s: Scene, kill_daemon: bool) {
     assert!(reply.results.iter().all(|r| r.ok), "{reply:?}");
     wait_orphans(&s.marker, |n| n == 2, "both leftovers started again").await;
     if kill_daemon {
-        s.d.signal(nix::sys::signal::Signal::SIGKILL);
-        let mut child = s.d.child.take().unwrap();
-        let _ = child.wait().await;
+        s.d.kill().await;
     } else {
         s.d.stop().await;
     }
@@ -488,12 +480,11 @@ async fn a_missing_bwrap_is_one_clear_line_or_fatal_when_required() {
         "id = \"bot\"\ncommand = \"{}\"\nheartbeat_interval = \"200ms\"\n",
         switchboard_testkit::bin_path("switchboard-burglar").display()
     );
-    let d = Daemon::start_with(
-        &[("bot.toml", manifest)],
-        &[],
-        "[sandbox]\nprogram = \"/nonexistent/bwrap\"\n",
-    )
-    .await;
+    let d = DaemonConfig::new()
+        .manifest("bot.toml", manifest)
+        .sandbox("/nonexistent/bwrap", None)
+        .start()
+        .await;
     let op = d.wait_running("bot").await;
     assert_eq!(op.sandbox, "none (bwrap unavailable)", "{op:?}");
     let log = d.log();
@@ -527,18 +518,10 @@ async fn a_missing_bwrap_is_one_clear_line_or_fatal_when_required() {
 
     // Required: the daemon refuses to start, and says what to do.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("switchboard.toml"),
-        "[sandbox]\nprogram = \"/nonexistent/bwrap\"\nrequired = true\n",
-    )
-    .unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .arg("run")
-        .arg("--config")
-        .arg(dir.path().join("switchboard.toml"))
-        .output()
-        .await
-        .unwrap();
+    let out = DaemonConfig::new()
+        .sandbox("/nonexistent/bwrap", Some(true))
+        .run_to_exit(dir.path())
+        .await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -76,14 +76,10 @@ async fn status_ctl_logs_pub_and_validate() {
 #[test]
 fn client_commands_say_what_to_do_without_a_daemon() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("switchboard.toml"),
-        "runtime_dir = \"run\"\n",
-    )
-    .unwrap();
+    let config = DaemonConfig::new().write(dir.path()).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .arg("--config")
-        .arg(dir.path().join("switchboard.toml"))
+        .arg(config)
         .arg("status")
         .output()
         .unwrap();

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Daemon, WAIT};
+use common::{Daemon, DaemonConfig, WAIT};
 use serde_json::Value;
 
 async fn ask(d: &Daemon, subject: &str) -> Value {
@@ -16,7 +16,7 @@ async fn ask(d: &Daemon, subject: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_answers_service_discovery() {
-    let d = Daemon::start(&[]).await;
+    let d = DaemonConfig::new().start().await;
     let ping = ask(&d, "$SRV.PING").await;
     assert_eq!(ping["type"], "io.nats.micro.v1.ping_response", "{ping}");
     assert_eq!(ping["name"], "switchboard");

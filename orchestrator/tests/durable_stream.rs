@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{path_str, Daemon, WAIT};
+use common::{path_str, Daemon, DaemonConfig, WAIT};
 use futures::StreamExt as _;
 use switchboard_bus::Envelope;
 
@@ -75,7 +75,7 @@ async fn logs_come_from_the_stream_after_a_daemon_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_returns_exactly_a_time_window_and_republishes_with_the_same_ids() {
-    let d = Daemon::start(&[]).await;
+    let d = DaemonConfig::new().start().await;
     let subject = "chat.test.net.room.message";
     let publish = |tag: &'static str| {
         let bus = d.bus.clone();

@@ -8,22 +8,18 @@
 //! and only its manifest's own credentials (`nats_nkey`, `nats_creds`),
 //! never the daemon's.
 //!
-//! The harness is this file's own (the one in `common` runs the embedded
-//! server): a daemon in a temporary directory, stderr in `daemon.log`,
-//! stopped with SIGTERM when dropped so its operators go with it.
+//! The daemon is the testkit's, with `[nats]` naming the test's server.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::json;
 use switchboard_bus::{Bus, BusOptions, ConnectError, Pattern};
-use switchboard_orchestrator::daemon::RuntimeInfo;
-use switchboard_proto::api::{
-    LogsReply, LogsRequest, OperatorStatus, StatusReply, StatusRequest, SupervisedState,
-};
+use switchboard_proto::api::{OperatorStatus, StatusReply, StatusRequest, SupervisedState};
 use switchboard_proto::{launch, ChatAddress};
+use switchboard_testkit::daemon::{Daemon, DaemonConfig, External};
 use switchboard_testkit::{JwtOperator, NatsServer, NatsServerOptions, NkeyUser, TestCa};
 
 /// Upper bound for any wait; the tests themselves take a second or two.
@@ -57,242 +53,44 @@ fn pingbot_manifest(id: &str, extra: &str) -> String {
     )
 }
 
-/// A daemon's directory before it starts: write credentials and
-/// manifests into it, then [`Setup::start`] or [`Setup::run_to_exit`].
-struct Setup {
-    dir: tempfile::TempDir,
+/// A file the daemon reads a secret from (mode 0600, as it would be).
+fn secret_file(dir: &tempfile::TempDir, name: &str, content: &str) -> PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, format!("{content}\n")).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    path
 }
 
-impl Setup {
-    fn new() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("operators.d")).unwrap();
-        Setup { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// A file the daemon reads a secret from (mode 0600, as it would be).
-    fn secret_file(&self, name: &str, content: &str) -> PathBuf {
-        let path = self.path(name);
-        std::fs::write(&path, format!("{content}\n")).unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
-        path
-    }
-
-    fn manifest(&self, name: &str, content: &str) {
-        std::fs::write(self.path("operators.d").join(name), content).unwrap();
-    }
-
-    /// Write switchboard.toml with `nats` as its `[nats]` table and spawn
-    /// `switchboard run`.
-    fn spawn(&self, nats: &str, env: &[(&str, &str)]) -> Child {
-        std::fs::write(
-            self.path("switchboard.toml"),
-            format!(
-                "manifests = \"operators.d\"\nstate_dir = \"state\"\nruntime_dir = \"run\"\n\n\
-                 [nats]\n{nats}\n"
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(self.path("daemon.log")).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .arg("run")
-            .arg("--config")
-            .arg(self.path("switchboard.toml"))
-            .env("SWITCHBOARD_LOG", "info")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn switchboard")
-    }
-
-    /// Start the daemon and connect to the bus the way the CLI does, with
-    /// the options from its runtime file.
-    async fn start(self, nats: &str) -> Daemon {
-        let child = self.spawn(nats, &[]);
-        let mut daemon = Daemon {
-            setup: self,
-            child: Some(child),
-            bus: None,
-            info: RuntimeInfo::default(),
-        };
-        let runtime = daemon.setup.path("run/switchboard.json");
-        let deadline = Instant::now() + WAIT;
-        daemon.info = loop {
-            if let Ok(bytes) = std::fs::read(&runtime) {
-                if let Ok(info) = serde_json::from_slice(&bytes) {
-                    break info;
-                }
-            }
-            if let Some(status) = daemon.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!("the daemon exited ({status}) before writing its runtime file");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon never wrote {}",
-                runtime.display()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        daemon.bus = Some(
-            Bus::connect(&daemon.info.bus_options(), "test")
-                .await
-                .expect("the runtime file's options connect"),
-        );
-        daemon
-    }
-
-    /// Run a daemon that must fail: its exit status, its stderr and how
-    /// long it took.
-    async fn run_to_exit(self, nats: &str, env: &[(&str, &str)]) -> (ExitStatus, String, Duration) {
-        let started = Instant::now();
-        let mut child = self.spawn(nats, env);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if started.elapsed() > WAIT {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "the daemon still runs after {WAIT:?}; its log:\n{}",
-                    std::fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let took = started.elapsed();
-        let stderr = std::fs::read_to_string(self.path("daemon.log")).unwrap();
-        assert!(
-            !self.path("run/switchboard.json").exists(),
-            "a daemon that could not connect left a runtime file: {stderr}"
-        );
-        (status, stderr, took)
-    }
+/// A config on the external server at `url`.
+fn external(url: String, change: impl FnOnce(&mut External)) -> DaemonConfig {
+    let mut nats = External {
+        url,
+        ..External::default()
+    };
+    change(&mut nats);
+    DaemonConfig::new().external(nats)
 }
 
-struct Daemon {
-    setup: Setup,
-    child: Option<Child>,
-    bus: Option<Bus>,
-    info: RuntimeInfo,
+/// Run a daemon that must fail: its exit status, its stderr and how
+/// long it took; it must leave no runtime file.
+async fn run_to_exit(config: DaemonConfig) -> (ExitStatus, String, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = config.run_to_exit(dir.path()).await;
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !dir.path().join("run/switchboard.json").exists(),
+        "a daemon that could not connect left a runtime file: {stderr}"
+    );
+    (out.status, stderr, took)
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "---- daemon log ----\n{}\n---- end of daemon log ----",
-                self.log()
-            );
-        }
-        // SIGTERM, so the daemon stops its operators (they run in their
-        // own process groups and would outlive a SIGKILLed daemon).
-        if let Some(mut child) = self.child.take() {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + WAIT;
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Daemon {
-    fn bus(&self) -> &Bus {
-        self.bus.as_ref().expect("connected")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.setup.path("daemon.log")).unwrap_or_default()
-    }
-
-    async fn status(&self) -> StatusReply {
-        self.bus()
-            .request_json("sb.api.status", &StatusRequest {}, WAIT)
-            .await
-            .expect("status")
-    }
-
-    async fn operator(&self, id: &str) -> Option<OperatorStatus> {
-        self.status()
-            .await
-            .operators
-            .into_iter()
-            .find(|o| o.id == id)
-    }
-
-    /// Poll status until `cond` holds for operator `id`; every status seen
-    /// on the way goes to `seen`.
-    async fn wait_for(
-        &self,
-        id: &str,
-        what: &str,
-        mut seen: impl FnMut(&OperatorStatus),
-        cond: impl Fn(&OperatorStatus) -> bool,
-    ) -> OperatorStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let op = self.operator(id).await;
-            if let Some(op) = &op {
-                seen(op);
-                if cond(op) {
-                    return op.clone();
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{id}: waited {WAIT:?} for {what}; last status: {op:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn wait_running(&self, id: &str) -> OperatorStatus {
-        self.wait_for(
-            id,
-            "running",
-            |_| {},
-            |o| o.state == SupervisedState::Running,
-        )
-        .await
-    }
-
-    async fn logs(&self, id: &str) -> Vec<String> {
-        let reply: LogsReply = self
-            .bus()
-            .request_json(
-                "sb.api.logs",
-                &LogsRequest {
-                    id: id.to_string(),
-                    lines: 100,
-                },
-                WAIT,
-            )
-            .await
-            .expect("logs");
-        reply.lines.into_iter().map(|l| l.line).collect()
-    }
-
-    /// `switchboard <args>` with this daemon's config: the CLI finds the
-    /// bus through the runtime file.
-    fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .arg("--config")
-            .arg(self.setup.path("switchboard.toml"))
-            .args(args)
-            .output()
-            .expect("run switchboard")
-    }
+/// The operator's last lines, from the daemon's `logs` API.
+async fn logs(d: &Daemon, id: &str) -> String {
+    let reply = d.logs(id, 100).await.expect("logs");
+    let lines: Vec<String> = reply.lines.into_iter().map(|l| l.line).collect();
+    lines.join("\n")
 }
 
 /// The launch environment of process `pid` (what it was exec'd with).
@@ -387,14 +185,10 @@ async fn tls_server_with_its_ca_daemon_cli_and_pingbot_connect() {
     let server = tls_server();
     let _log = ServerLogOnPanic(&server);
     let ca = server.ca_file().expect("a CA");
-    let setup = Setup::new();
-    setup.manifest("p1.toml", &pingbot_manifest("p1", ""));
-    let d = setup
-        .start(&format!(
-            "url = {}\ntls_ca = {}",
-            toml_str(server.url()),
-            path_toml(&ca)
-        ))
+    let d = external(server.url(), |_| {})
+        .tls_ca(&ca)
+        .manifest("p1.toml", pingbot_manifest("p1", ""))
+        .start()
         .await;
 
     // The server takes nothing but TLS, so every connection below is one.
@@ -426,7 +220,7 @@ async fn tls_server_with_its_ca_daemon_cli_and_pingbot_connect() {
         env_value(&env, launch::NATS_INBOX_PREFIX),
         Some("_INBOX_p1")
     );
-    ping_round_trip(d.bus(), "p1").await;
+    ping_round_trip(&d.bus, "p1").await;
 
     let status = d.status().await;
     assert!(!status.nats_embedded);
@@ -443,16 +237,8 @@ async fn tls_server_with_another_ca_daemon_exits_naming_the_ca_file() {
     let server = tls_server();
     let _log = ServerLogOnPanic(&server);
     let stranger = TestCa::new().expect("openssl");
-    let (status, stderr, took) = Setup::new()
-        .run_to_exit(
-            &format!(
-                "url = {}\ntls_ca = {}",
-                toml_str(server.url()),
-                path_toml(&stranger.ca_file())
-            ),
-            &[],
-        )
-        .await;
+    let (status, stderr, took) =
+        run_to_exit(external(server.url(), |_| {}).tls_ca(stranger.ca_file())).await;
     assert!(!status.success(), "{status}: {stderr}");
     assert!(took < GIVES_UP_WITHIN, "took {took:?}: {stderr}");
     let ca = stranger.ca_file().display().to_string();
@@ -479,13 +265,13 @@ async fn token_server_daemon_gets_in_operators_never_get_its_token() {
     })
     .expect("nats-server");
     let _log = ServerLogOnPanic(&server);
-    let setup = Setup::new();
-    let token_file = setup.secret_file("token", &token);
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = secret_file(&dir, "token", &token);
     // A shell that waits before becoming the ping bot, so the launch
     // environment can be read before the bot fails to connect and exits.
-    setup.manifest(
+    let p1 = (
         "p1.toml",
-        &format!(
+        format!(
             "id = \"p1\"\ncommand = \"/bin/sh\"\nargs = [\"-c\", \"sleep 0.5; exec \\\"$0\\\"\", {}]\n\
              ready_timeout = \"5s\"\nstop_timeout = \"2s\"\n",
             path_toml(&pingbot())
@@ -493,25 +279,24 @@ async fn token_server_daemon_gets_in_operators_never_get_its_token() {
     );
     assert!(token_file.is_file());
     // Relative to the config file's directory.
-    let d = setup
-        .start(&format!(
-            "url = {}\ntoken_file = \"token\"",
-            toml_str(server.url())
-        ))
+    let d = external(server.url(), |n| n.token_file = Some("token".into()))
+        .manifests(&[p1])
+        .start_in(dir)
         .await;
     assert_eq!(d.info.token.as_deref(), Some(token.as_str()));
     assert!(d.status().await.operators.iter().any(|o| o.id == "p1"));
     let out = d.cli(&["status"]);
     assert!(out.status.success(), "the CLI with the token: {out:?}");
 
-    let mut was_running = false;
+    let was_running = std::cell::Cell::new(false);
+    let seen = |o: &OperatorStatus| {
+        was_running.set(was_running.get() || o.state == SupervisedState::Running)
+    };
     let first = d
-        .wait_for(
-            "p1",
-            "a process",
-            |o| was_running |= o.state == SupervisedState::Running,
-            |o| o.pid.is_some(),
-        )
+        .wait_for("p1", "a process", |o| {
+            seen(o);
+            o.pid.is_some()
+        })
         .await;
     let env = environ(first.pid.unwrap());
     assert_eq!(
@@ -523,18 +308,16 @@ async fn token_server_daemon_gets_in_operators_never_get_its_token() {
     // Without credentials of its own the bot is refused, exits, and is
     // started again; it never gets to run.
     let after = d
-        .wait_for(
-            "p1",
-            "a failed start and a restart",
-            |o| was_running |= o.state == SupervisedState::Running,
-            |o| o.restarts >= 1 && o.last_exit.is_some(),
-        )
+        .wait_for("p1", "a failed start and a restart", |o| {
+            seen(o);
+            o.restarts >= 1 && o.last_exit.is_some()
+        })
         .await;
-    assert!(!was_running, "p1 ran without credentials: {after:?}");
+    assert!(!was_running.get(), "p1 ran without credentials: {after:?}");
     assert_ne!(after.state, SupervisedState::Running, "{after:?}");
     let exit = after.last_exit.clone().unwrap_or_default();
     assert!(exit.contains("exited with"), "{after:?}");
-    let logs = d.logs("p1").await.join("\n");
+    let logs = logs(&d, "p1").await;
     assert!(
         logs.contains("refused the credentials (no credentials given)"),
         "{logs}"
@@ -552,15 +335,13 @@ async fn token_server_wrong_token_daemon_exits_with_authorization() {
     .expect("nats-server");
     let _log = ServerLogOnPanic(&server);
     let wrong = "not-the-token-0451";
-    let (status, stderr, took) = Setup::new()
-        .run_to_exit(
-            &format!(
-                "url = {}\ntoken_env = \"SB_TEST_NATS_TOKEN\"",
-                toml_str(server.url())
-            ),
-            &[("SB_TEST_NATS_TOKEN", wrong)],
-        )
-        .await;
+    let (status, stderr, took) = run_to_exit(
+        external(server.url(), |n| {
+            n.token_env = Some("SB_TEST_NATS_TOKEN".into());
+        })
+        .env("SB_TEST_NATS_TOKEN", wrong),
+    )
+    .await;
     assert!(!status.success(), "{status}: {stderr}");
     assert!(took < GIVES_UP_WITHIN, "took {took:?}: {stderr}");
     let line = last_word(&stderr);
@@ -588,24 +369,23 @@ async fn nkey_users_and_a_daemon_password_on_one_server() {
     })
     .expect("nats-server");
     let _log = ServerLogOnPanic(&server);
-    let setup = Setup::new();
-    let password_file = setup.secret_file("password", &password);
-    let bot_seed = setup.path("p1.nk");
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = secret_file(&dir, "password", &password);
+    let bot_seed = dir.path().join("p1.nk");
     bot.write_seed_file(&bot_seed).unwrap();
-    let client_seed = setup.path("client.nk");
+    let client_seed = dir.path().join("client.nk");
     client.write_seed_file(&client_seed).unwrap();
     // Relative to the manifest's directory.
-    setup.manifest(
+    let d = external(server.url(), |n| {
+        n.user = Some("switchboard".into());
+        n.password_file = Some(password_file);
+    })
+    .manifest(
         "p1.toml",
-        &pingbot_manifest("p1", "nats_nkey = \"../p1.nk\"\n"),
-    );
-    let d = setup
-        .start(&format!(
-            "url = {}\nuser = \"switchboard\"\npassword_file = {}",
-            toml_str(server.url()),
-            path_toml(&password_file)
-        ))
-        .await;
+        pingbot_manifest("p1", "nats_nkey = \"../p1.nk\"\n"),
+    )
+    .start_in(dir)
+    .await;
 
     let op = d.wait_running("p1").await;
     let env = environ(op.pid.unwrap());
@@ -636,25 +416,24 @@ async fn jwt_operator_mode_daemon_and_pingbot_use_their_own_creds() {
     })
     .expect("nats-server in operator mode");
     let _log = ServerLogOnPanic(&server);
-    let setup = Setup::new();
-    let daemon_creds = setup.path("switchboard.creds");
+    let dir = tempfile::tempdir().unwrap();
+    let daemon_creds = dir.path().join("switchboard.creds");
     op.user("switchboard")
         .unwrap()
         .write_creds_file(&daemon_creds)
         .unwrap();
-    let bot_creds = setup.path("p1.creds");
+    let bot_creds = dir.path().join("p1.creds");
     op.user("p1").unwrap().write_creds_file(&bot_creds).unwrap();
     // Both relative: to the manifest's directory and to the config's.
-    setup.manifest(
+    let d = external(server.url(), |n| {
+        n.creds_file = Some("switchboard.creds".into());
+    })
+    .manifest(
         "p1.toml",
-        &pingbot_manifest("p1", "nats_creds = \"../p1.creds\"\n"),
-    );
-    let d = setup
-        .start(&format!(
-            "url = {}\ncreds_file = \"switchboard.creds\"",
-            toml_str(server.url())
-        ))
-        .await;
+        pingbot_manifest("p1", "nats_creds = \"../p1.creds\"\n"),
+    )
+    .start_in(dir)
+    .await;
     assert_eq!(d.info.creds_file.as_deref(), Some(daemon_creds.as_path()));
     let out = d.cli(&["status"]);
     assert!(out.status.success(), "the CLI with the creds file: {out:?}");
@@ -670,27 +449,21 @@ async fn jwt_operator_mode_daemon_and_pingbot_use_their_own_creds() {
     for (k, v) in &env {
         assert!(!v.contains(&daemon_creds), "the daemon's creds in {k}");
     }
-    ping_round_trip(d.bus(), "p1").await;
+    ping_round_trip(&d.bus, "p1").await;
 
     // A user of another operator is refused, and the daemon says so.
     let stranger = JwtOperator::new("stranger").expect("JWTs");
-    let setup = Setup::new();
-    let creds = setup.path("stranger.creds");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let creds = elsewhere.path().join("stranger.creds");
     stranger
         .user("switchboard")
         .unwrap()
         .write_creds_file(&creds)
         .unwrap();
-    let (status, stderr, took) = setup
-        .run_to_exit(
-            &format!(
-                "url = {}\ncreds_file = {}",
-                toml_str(server.url()),
-                path_toml(&creds)
-            ),
-            &[],
-        )
-        .await;
+    let (status, stderr, took) = run_to_exit(external(server.url(), |n| {
+        n.creds_file = Some(creds.clone())
+    }))
+    .await;
     assert!(!status.success(), "{status}: {stderr}");
     assert!(took < GIVES_UP_WITHIN, "took {took:?}: {stderr}");
     let line = last_word(&stderr);
@@ -730,21 +503,20 @@ fn nuid_like() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chatty_operator_during_an_outage_stalls_nothing() {
     let mut server = NatsServer::start_with(NatsServerOptions::default()).expect("nats-server");
-    let setup = Setup::new();
-    setup.manifest(
+    let mut d = external(server.url(), |_| {})
+        .manifest(
         "chatty.toml",
         "id = \"chatty\"\ncommand = \"/bin/sh\"\ncontrol = \"signals\"\nstop_timeout = \"1s\"\n\
          args = [\"-c\", \"while :; do echo line-of-output-from-a-chatty-operator; done\"]\n",
-    );
-    setup.manifest(
+    )
+    .manifest(
         "crashy.toml",
         "id = \"crashy\"\ncommand = \"/bin/sh\"\ncontrol = \"signals\"\nrestart = \"always\"\n\
          args = [\"-c\", \"sleep 0.3\"]\n[backoff]\ninitial = \"10ms\"\nreset_after = \"10ms\"\n\
          [crash_loop]\nmax_restarts = 1000\n",
-    );
-    let mut d = setup
-        .start(&format!("url = {}", toml_str(server.url())))
-        .await;
+    )
+    .start()
+    .await;
     d.wait_running("chatty").await;
     let restarts_before = d.operator("crashy").await.unwrap().restarts;
 
@@ -756,7 +528,7 @@ async fn a_chatty_operator_during_an_outage_stalls_nothing() {
     let deadline = Instant::now() + WAIT;
     let status = loop {
         if let Ok(s) = d
-            .bus()
+            .bus
             .request_json::<_, StatusReply>(
                 "sb.api.status",
                 &StatusRequest {},
@@ -781,19 +553,11 @@ async fn a_chatty_operator_during_an_outage_stalls_nothing() {
     );
 
     // And SIGTERM still stops everything at once.
-    let started = Instant::now();
-    let mut child = d.child.take().unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let exit = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(started.elapsed() < Duration::from_secs(8), "SIGTERM hangs");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    let exit = d
+        .process
+        .wait(Duration::from_secs(8))
+        .await
+        .expect("SIGTERM does not hang");
     assert!(exit.success(), "{exit}");
 }

@@ -79,11 +79,11 @@ async fn systemd_hears_ready_reloading_and_stopping() {
     let sock = UnixDatagram::bind(&path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let mut d = Daemon::start_with_env(
-        &[("p.toml", pingbot_manifest("p"))],
-        &[("NOTIFY_SOCKET", path.to_str().unwrap())],
-    )
-    .await;
+    let mut d = DaemonConfig::new()
+        .manifest("p.toml", pingbot_manifest("p"))
+        .env("NOTIFY_SOCKET", path.to_str().unwrap())
+        .start()
+        .await;
     let recv = |want: &str| {
         let mut buf = [0u8; 4096];
         loop {
@@ -137,17 +137,10 @@ async fn scratch_is_wiped_between_runs_and_state_is_kept() {
 #[tokio::test]
 async fn a_missing_nats_server_binary_is_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("switchboard.toml"),
-        "state_dir = \"state\"\nruntime_dir = \"run\"\n[nats.embedded]\nport = 0\nbinary = \"/nonexistent/nats-server\"\n",
-    )
-    .unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["run", "--config"])
-        .arg(dir.path().join("switchboard.toml"))
-        .output()
-        .await
-        .unwrap();
+    let out = DaemonConfig::new()
+        .embedded(|e| e.binary = Some("/nonexistent/nats-server".into()))
+        .run_to_exit(dir.path())
+        .await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -161,25 +154,15 @@ async fn an_external_nats_outage_is_not_blamed_on_the_operators() {
     // The daemon uses an external server (not its own child); the server
     // goes away for longer than the heartbeat window and comes back.
     let mut server = switchboard_testkit::NatsServer::start().expect("nats-server");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("operators.d")).unwrap();
-    std::fs::write(dir.path().join("operators.d/p.toml"), pingbot_manifest("p")).unwrap();
-    std::fs::write(
-        dir.path().join("switchboard.toml"),
-        format!(
-            "state_dir = \"state\"\nruntime_dir = \"run\"\n[nats]\nurl = \"{}\"\n",
-            server.url()
-        ),
-    )
-    .unwrap();
-    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["run", "--config"])
-        .arg(dir.path().join("switchboard.toml"))
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let opts = switchboard_bus::BusOptions::new(&server.url());
-    let bus = switchboard_bus::Bus::connect(&opts, "t").await.unwrap();
+    let mut d = DaemonConfig::new()
+        .manifest("p.toml", pingbot_manifest("p"))
+        .external(External {
+            url: server.url(),
+            ..External::default()
+        })
+        .start()
+        .await;
+    let bus = d.bus.clone();
     let status = |bus: switchboard_bus::Bus| async move {
         bus.request_json::<_, switchboard_proto::api::StatusReply>(
             "sb.api.status",
@@ -226,12 +209,7 @@ async fn an_external_nats_outage_is_not_blamed_on_the_operators() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon.id().unwrap() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    assert!(daemon.wait().await.unwrap().success());
+    assert!(d.stop().await.success());
     gone(pid).await;
 }
 
@@ -369,12 +347,11 @@ async fn manifest_trouble_never_stops_running_operators() {
 /// ignored).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_format_from_the_config_is_used() {
-    let d = Daemon::start_with(
-        &[("p.toml", pingbot_manifest("p"))],
-        &[],
-        "[log]\nformat = \"json\"\n",
-    )
-    .await;
+    let d = DaemonConfig::new()
+        .manifest("p.toml", pingbot_manifest("p"))
+        .log_format("json")
+        .start()
+        .await;
     d.wait_running("p").await;
     let log = d.log();
     let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -394,12 +371,11 @@ async fn log_format_from_the_config_is_used() {
 async fn logs_of_long_lines_fit_one_reply() {
     let manifest = "id = \"wide\"\ncommand = \"/bin/sh\"\ncontrol = \"signals\"\nstop_timeout = \"1s\"\n\
          args = [\"-c\", \"i=0; while [ $i -lt 100 ]; do head -c 16383 /dev/zero | tr '\\\\0' x; echo; i=$((i+1)); done; echo done; exec sleep 30\"]\n";
-    let d = Daemon::start_with(
-        &[("wide.toml", manifest.to_string())],
-        &[],
-        "jetstream = false",
-    )
-    .await;
+    let d = DaemonConfig::new()
+        .manifest("wide.toml", manifest)
+        .embedded(|e| e.jetstream = Some(false))
+        .start()
+        .await;
     d.wait_running("wide").await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -431,16 +407,9 @@ async fn logs_of_long_lines_fit_one_reply() {
 async fn a_second_daemon_on_the_same_state_dir_is_refused() {
     let d = Daemon::start(&[("p.toml", pingbot_manifest("p"))]).await;
     d.wait_running("p").await;
-    let nats = switchboard_testkit::nats_server_bin().unwrap();
+    // A second config in the same directory: its own runtime dir.
     let other = d.dir.path().join("other.toml");
-    std::fs::write(
-        &other,
-        format!(
-            "manifests = \"operators.d\"\nstate_dir = \"state\"\nruntime_dir = \"run2\"\n\
-             [nats.embedded]\nport = 0\nbinary = {nats:?}\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(&other, DaemonConfig::new().toml("run2").unwrap()).unwrap();
     let out = tokio::time::timeout(
         WAIT,
         tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
@@ -492,16 +461,13 @@ async fn helpers_left_by_a_killed_daemon_are_ended_at_the_next_start() {
         assert!(tokio::time::Instant::now() < deadline, "no helper pid");
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
-    let mut child = d1.child.take().unwrap();
-    child.kill().await.unwrap();
-    let _ = child.wait().await;
+    d1.kill().await;
     gone(sh).await;
     assert!(alive(helper), "the helper should have outlived the daemon");
 
     let dir = std::mem::replace(&mut d1.dir, tempfile::tempdir().unwrap());
     drop(d1);
-    let _ = std::fs::remove_file(dir.path().join("run/switchboard.json"));
-    let d2 = Daemon::start_in(dir, &[]).await;
+    let d2 = DaemonConfig::new().start_in(dir).await;
     gone(helper).await;
     assert!(
         d2.log()

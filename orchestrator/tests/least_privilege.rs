@@ -280,12 +280,11 @@ fn connections(port: u16) -> HashMap<String, (u64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_come_and_go_without_dropping_the_others() {
     let port = free_port();
-    let d = Daemon::start_with(
-        &[("stay.toml", pingbot_manifest("stay"))],
-        &[],
-        &format!("monitor_port = {port}"),
-    )
-    .await;
+    let d = DaemonConfig::new()
+        .manifest("stay.toml", pingbot_manifest("stay"))
+        .embedded(|e| e.monitor_port = Some(port))
+        .start()
+        .await;
     let stay = d.wait_running("stay").await;
     let before = connections(port);
     let (stay_cid, stay_user) = before["stay"].clone();
@@ -385,15 +384,12 @@ async fn a_secret_reaches_only_the_operator_that_names_it() {
         }
         m
     };
-    let mut d = Daemon::start_with(
-        &[
-            ("a.toml", checker("a", true)),
-            ("b.toml", checker("b", false)),
-        ],
-        &[("SB_TEST_IRC_PASS", SECRET)],
-        "",
-    )
-    .await;
+    let mut d = DaemonConfig::new()
+        .manifest("a.toml", checker("a", true))
+        .manifest("b.toml", checker("b", false))
+        .env("SB_TEST_IRC_PASS", SECRET)
+        .start()
+        .await;
     let a = d.wait_running("a").await.pid.unwrap();
     let b = d.wait_running("b").await.pid.unwrap();
     let said = |id: &'static str| {
@@ -484,23 +480,12 @@ async fn a_secret_reaches_only_the_operator_that_names_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_server_with_tls_takes_the_daemon_the_cli_and_operators() {
     let ca = switchboard_testkit::TestCa::new().expect("openssl test CA");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("operators.d")).unwrap();
-    std::fs::write(dir.path().join("operators.d/p.toml"), pingbot_manifest("p")).unwrap();
-    let nats = switchboard_testkit::nats_server_bin().unwrap();
-    std::fs::write(
-        dir.path().join("switchboard.toml"),
-        format!(
-            "[nats]\ntls_ca = {:?}\n[nats.embedded]\nport = 0\nbinary = {:?}\n\
-             tls_cert = {:?}\ntls_key = {:?}\n",
-            ca.ca_file(),
-            nats,
-            ca.server_cert_file(),
-            ca.server_key_file()
-        ),
-    )
-    .unwrap();
-    let d = Daemon::start_in(dir, &[]).await;
+    let d = DaemonConfig::new()
+        .manifest("p.toml", pingbot_manifest("p"))
+        .tls_ca(ca.ca_file())
+        .embedded(|e| e.tls = Some((ca.server_cert_file(), ca.server_key_file())))
+        .start()
+        .await;
     let p = d.wait_running("p").await;
     // The operator was told to use TLS with the CA, and it did: a plain
     // client is refused by the server.
@@ -561,13 +546,7 @@ async fn an_operator_run_as_another_user_cannot_read_what_is_not_its_own() {
         ),
     )
     .unwrap();
-    let nats = switchboard_testkit::nats_server_bin().unwrap();
-    std::fs::write(
-        dir.path().join("switchboard.toml"),
-        format!("[nats.embedded]\nport = 0\nbinary = {nats:?}\n"),
-    )
-    .unwrap();
-    let d = Daemon::start_in(dir, &[]).await;
+    let d = DaemonConfig::new().start_in(dir).await;
     let bot = d.wait_running("bot").await;
     ping_answered(&d, "bot").await;
     let stat = std::fs::metadata(format!("/proc/{}", bot.pid.unwrap())).unwrap();

@@ -150,7 +150,7 @@ async fn a_sigstopped_operator_misses_heartbeats_and_is_replaced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_loop_ends_in_failed_with_capped_backoff() {
-    let d = Daemon::start(&[]).await;
+    let d = DaemonConfig::new().start().await;
     let mut events = d.events("crashy").await;
     d.write_manifest(
         "crashy.toml",
@@ -420,11 +420,11 @@ async fn ctrl_c_reaching_the_daemon_and_its_server_together_still_exits_soon() {
     let started = std::time::Instant::now();
     d.signal(Signal::SIGINT);
     sig(nats, Signal::SIGINT);
-    let mut child = d.child.take().unwrap();
-    let status = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+    let status = d
+        .process
+        .wait(std::time::Duration::from_secs(10))
         .await
-        .expect("the daemon exits without its nats-server")
-        .unwrap();
+        .expect("the daemon exits without its nats-server");
     assert!(status.success(), "{status:?}");
     eprintln!("exited {:?} after Ctrl-C", started.elapsed());
 }
@@ -443,8 +443,7 @@ async fn sigkill_of_the_daemon_takes_its_operators_along() {
         family.iter().any(|p| comm(*p) == "nats-server"),
         "{family:?}"
     );
-    d.signal(Signal::SIGKILL);
-    let _ = d.child.take().unwrap().wait().await;
+    d.kill().await;
     for pid in family {
         gone(pid).await;
     }

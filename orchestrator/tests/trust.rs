@@ -265,12 +265,12 @@ async fn a_flood_evicts_only_the_flooders_history() {
         "{}[config]\nlisten = [\"chat.t.test.#\"]\n",
         steady_pingbot()
     );
-    let d = Daemon::start_with(
-        &[("pingbot.toml", pingbot)],
-        &[],
-        "[stream]\nmax_bytes = \"24MiB\"\noperator_max_bytes = \"4MiB\"\n",
-    )
-    .await;
+    let d = DaemonConfig::new()
+        .manifest("pingbot.toml", pingbot)
+        .stream("max_bytes", "24MiB")
+        .stream("operator_max_bytes", "4MiB")
+        .start()
+        .await;
     d.wait_running("pingbot").await;
     // The victim: a protocol operator with ten lines of chat history.
     let said = add_and_wait_done(

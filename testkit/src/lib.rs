@@ -17,25 +17,38 @@
 //! mode, `.creds` files), [`JwtOperator`] makes the operator, account and
 //! user JWTs and the server config that trusts them.
 //!
+//! With the `daemon` feature, [`daemon`] runs a real `switchboard run` in
+//! a temporary directory ([`daemon::DaemonConfig`], [`daemon::Daemon`]);
+//! with `bus`, [`OperatorHarness`] runs one operator process against a
+//! test server. [`RawIrcClient`] plays a person on IRC.
+//!
 //! ```no_run
 //! let server = switchboard_testkit::NatsServer::start().expect("nats-server");
 //! println!("connect to {}", server.url());
 //! ```
 
 pub mod cluster;
+#[cfg(feature = "daemon")]
+pub mod daemon;
 mod irc;
+mod irc_client;
 mod jwt;
 mod nats;
 mod nkey;
 pub mod nostr;
 mod operator;
+#[cfg(feature = "bus")]
+mod operator_harness;
 mod tls;
 
 pub use irc::{InspIrcd, IrcServerError, NgIrcd, NgIrcdOptions};
+pub use irc_client::{privmsg_text, RawIrcClient};
 pub use jwt::{write_creds_file, JwtError, JwtOperator, JwtUser};
 pub use nats::{nats_server_bin, HarnessError, NatsServer, NatsServerOptions};
 pub use nkey::NkeyUser;
-pub use operator::OperatorProcess;
+pub use operator::TestOperator;
+#[cfg(feature = "bus")]
+pub use operator_harness::{OperatorHarness, OPERATOR_WAIT};
 pub use tls::{TestCa, TlsError};
 
 /// Path of the workspace root, so tests can find project-local tools and

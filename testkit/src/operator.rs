@@ -1,7 +1,8 @@
 //! An operator binary as a child process, started with a launch
 //! environment the way the orchestrator would (every inherited
 //! `SWITCHBOARD_*` launch variable removed first), killed on drop, its
-//! stderr kept in a file that is printed when a test fails.
+//! stderr kept in a file that is printed when a test fails. (Named apart
+//! from the orchestrator's own `OperatorProcess`, the supervised one.)
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -10,16 +11,17 @@ use std::time::Duration;
 use switchboard_proto::launch;
 
 /// A running operator process.
-pub struct OperatorProcess {
+pub struct TestOperator {
     /// The process (for its pid, SIGKILL, wait).
     pub child: tokio::process::Child,
     log: PathBuf,
     dir: Option<tempfile::TempDir>,
 }
 
-impl OperatorProcess {
-    /// Start `program` as operator `id` on `nats_url` with `config`, plus
-    /// `env` (heartbeat interval, state dir, log filter, ...).
+impl TestOperator {
+    /// Start `program` as operator `id` on `nats_url` with `config` (none:
+    /// no `SWITCHBOARD_CONFIG` at all), plus `env` (heartbeat interval,
+    /// state dir, log filter, ...; later entries win).
     ///
     /// # Panics
     ///
@@ -28,9 +30,9 @@ impl OperatorProcess {
         program: &Path,
         id: &str,
         nats_url: &str,
-        config: &serde_json::Value,
+        config: Option<&serde_json::Value>,
         env: &[(&str, &str)],
-    ) -> OperatorProcess {
+    ) -> TestOperator {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let log = dir.path().join("operator.log");
         let file = std::fs::File::create(&log).expect("the operator's log file");
@@ -38,10 +40,11 @@ impl OperatorProcess {
         for var in launch::ALL {
             cmd.env_remove(var);
         }
-        cmd.env(launch::ID, id)
-            .env(launch::NATS_URL, nats_url)
-            .env(launch::CONFIG, config.to_string())
-            .envs(env.iter().copied())
+        cmd.env(launch::ID, id).env(launch::NATS_URL, nats_url);
+        if let Some(config) = config {
+            cmd.env(launch::CONFIG, config.to_string());
+        }
+        cmd.envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
@@ -49,11 +52,30 @@ impl OperatorProcess {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-        OperatorProcess {
+        TestOperator {
             child,
             log,
             dir: Some(dir),
         }
+    }
+
+    /// Its pid.
+    ///
+    /// # Panics
+    ///
+    /// When it has been waited for.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the operator still runs")
+    }
+
+    /// Send it a Unix signal.
+    ///
+    /// # Panics
+    ///
+    /// When it is gone.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        nix::sys::signal::kill(pid, sig).unwrap_or_else(|e| panic!("{sig} to {pid}: {e}"));
     }
 
     /// What it wrote on stderr so far.
@@ -82,7 +104,7 @@ impl OperatorProcess {
     }
 }
 
-impl Drop for OperatorProcess {
+impl Drop for TestOperator {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!(

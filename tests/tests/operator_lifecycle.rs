@@ -13,7 +13,7 @@ use switchboard_bus::proto::{
 };
 use switchboard_bus::{Bus, BusOptions, Envelope, Pattern, Subscription};
 use switchboard_testkit::NatsServer;
-use switchboard_tests::{control, next_json, OperatorProcess};
+use switchboard_tests::{control, next_json, spawn_operator};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -129,7 +129,7 @@ fn lobby() -> ChatAddress {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envelope_round_trips_between_two_processes() {
     let mut h = Harness::new("pingbot").await;
-    let _op = OperatorProcess::spawn("switchboard-pingbot", "pingbot", &h.server.url(), &[]);
+    let _op = spawn_operator("switchboard-pingbot", "pingbot", &h.server.url(), &[]);
     next_json(&mut h.ready, WAIT).await;
 
     let text = "héllo wörld ✓ \"quoted\" {json} \\ tab\t";
@@ -146,7 +146,7 @@ async fn envelope_round_trips_between_two_processes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_announces_heartbeats_acks_every_verb_and_shuts_down() {
     let mut h = Harness::new("bot1").await;
-    let mut op = OperatorProcess::spawn("switchboard-pingbot", "bot1", &h.server.url(), &[]);
+    let mut op = spawn_operator("switchboard-pingbot", "bot1", &h.server.url(), &[]);
 
     // Ready: who, which process, which protocol.
     let ready = next_json(&mut h.ready, WAIT).await;
@@ -244,7 +244,7 @@ async fn signals_terminate_and_reload() {
     let dir = tempfile::tempdir().unwrap();
     let config_file = dir.path().join("config.json");
     std::fs::write(&config_file, "{}").unwrap();
-    let mut op = OperatorProcess::spawn(
+    let mut op = spawn_operator(
         "switchboard-pingbot",
         "sig1",
         &h.server.url(),
@@ -283,7 +283,7 @@ async fn signals_terminate_and_reload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_its_subjects_is_counted_and_it_keeps_working() {
     let mut h = Harness::new("g1").await;
-    let _op = OperatorProcess::spawn("switchboard-pingbot", "g1", &h.server.url(), &[]);
+    let _op = spawn_operator("switchboard-pingbot", "g1", &h.server.url(), &[]);
     next_json(&mut h.ready, WAIT).await;
     let subject = lobby().event_subject(kinds::MESSAGE);
     let garbage: Vec<&[u8]> = vec![
@@ -318,7 +318,7 @@ async fn garbage_on_its_subjects_is_counted_and_it_keeps_working() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_reconnects_after_the_server_restarts() {
     let mut h = Harness::new("r1").await;
-    let _op = OperatorProcess::spawn("switchboard-pingbot", "r1", &h.server.url(), &[]);
+    let _op = spawn_operator("switchboard-pingbot", "r1", &h.server.url(), &[]);
     next_json(&mut h.ready, WAIT).await;
     h.say(&lobby(), "!ping").await;
     assert_eq!(h.next_reply().await.2, "pong");
@@ -350,7 +350,7 @@ async fn operator_reconnects_after_the_server_restarts() {
 async fn overlapping_patterns_of_one_operator_deliver_once() {
     let mut h = Harness::new("o1").await;
     let config = json!({"listen": ["chat.#", "chat.*.*.*.message", "#.=23rust=2Ebeginners.*"]});
-    let _op = OperatorProcess::spawn(
+    let _op = spawn_operator(
         "switchboard-testop",
         "o1",
         &h.server.url(),
@@ -375,7 +375,7 @@ async fn a_failed_reload_restores_the_old_config_and_a_failed_restart_exits() {
     let dir = tempfile::tempdir().unwrap();
     let trap = dir.path().join("fail");
     let config = json!({"listen": ["chat.#"], "fail_start_if_exists": trap});
-    let mut op = OperatorProcess::spawn(
+    let mut op = spawn_operator(
         "switchboard-testop",
         "f1",
         &h.server.url(),
@@ -410,7 +410,7 @@ async fn a_failed_reload_restores_the_old_config_and_a_failed_restart_exits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_dropped_at_shutdown_are_counted() {
     let mut h = Harness::new("d1").await;
-    let mut op = OperatorProcess::spawn("switchboard-pingbot", "d1", &h.server.url(), &[]);
+    let mut op = spawn_operator("switchboard-pingbot", "d1", &h.server.url(), &[]);
     next_json(&mut h.ready, WAIT).await;
     let ack = control(&h.bus, "d1", json!({"verb": "halt"})).await;
     assert!(ack.ok, "{ack:?}");
@@ -436,7 +436,7 @@ async fn deliveries_dropped_at_shutdown_are_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_request_hands_over_what_arrived_before_it() {
     let mut h = Harness::new("d2").await;
-    let mut op = OperatorProcess::spawn("switchboard-pingbot", "d2", &h.server.url(), UNLIMITED);
+    let mut op = spawn_operator("switchboard-pingbot", "d2", &h.server.url(), UNLIMITED);
     next_json(&mut h.ready, WAIT).await;
     for _ in 0..50 {
         h.say(&lobby(), "!ping").await;
@@ -464,7 +464,7 @@ async fn a_shutdown_request_hands_over_what_arrived_before_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_halted_operator_holds_a_bounded_amount_and_counts_what_it_sheds() {
     let mut h = Harness::new("big").await;
-    let mut op = OperatorProcess::spawn("switchboard-pingbot", "big", &h.server.url(), UNLIMITED);
+    let mut op = spawn_operator("switchboard-pingbot", "big", &h.server.url(), UNLIMITED);
     next_json(&mut h.ready, WAIT).await;
     let ack = control(&h.bus, "big", json!({"verb": "halt"})).await;
     assert!(ack.ok, "{ack:?}");

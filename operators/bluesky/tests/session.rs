@@ -6,12 +6,12 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::{assert_no_secrets, config, Harness, Pds, BOT_DID, PASSWORD, WAIT};
 use serde_json::{json, Value};
-use switchboard_testkit::{bin_path, nats_server_bin};
+use switchboard_testkit::bin_path;
+use switchboard_testkit::daemon::DaemonConfig;
 
 const CREATE: &str = "com.atproto.server.createSession";
 const REFRESH: &str = "com.atproto.server.refreshSession";
@@ -103,49 +103,27 @@ async fn the_session_is_refreshed_before_it_expires() {
 async fn a_wrong_password_fails_once_with_a_clear_reason() {
     let pds = Pds::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let manifests = dir.path().join("operators.d");
-    std::fs::create_dir_all(&manifests).unwrap();
     let secret = dir.path().join("bsky-password");
     let wrong = format!("{PASSWORD}-wrong");
     std::fs::write(&secret, &wrong).unwrap();
-    std::fs::write(
-        manifests.join("bsky.toml"),
-        format!(
-            "id = \"bsky-pw\"\ncommand = \"{}\"\nrestart = \"always\"\nheartbeat_interval = \"500ms\"\n\
-             publish = [\"chat.bluesky.bsky-pw.#\"]\nsubscribe = [\"send.bluesky.bsky-pw.#\"]\n\
-             [backoff]\ninitial = \"50ms\"\nmax = \"200ms\"\n\
-             [config]\nservice = \"{}\"\nidentifier = \"bot.test\"\n\
-             [secrets]\npassword = {{ file = \"{}\" }}\n",
-            bin_path("switchboard-bluesky").display(),
-            pds.url,
-            secret.display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("switchboard.toml"),
-        format!(
-            "state_dir = \"state\"\nruntime_dir = \"run\"\n[nats.embedded]\nport = 0\nbinary = \"{}\"\n",
-            nats_server_bin().expect("nats-server").display()
-        ),
-    )
-    .unwrap();
-    let _daemon = tokio::process::Command::new(bin_path("switchboard"))
-        .args(["run", "--config"])
-        .arg(dir.path().join("switchboard.toml"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn switchboard");
+    let daemon = DaemonConfig::new()
+        .manifest(
+            "bsky.toml",
+            format!(
+                "id = \"bsky-pw\"\ncommand = \"{}\"\nrestart = \"always\"\nheartbeat_interval = \"500ms\"\n\
+                 publish = [\"chat.bluesky.bsky-pw.#\"]\nsubscribe = [\"send.bluesky.bsky-pw.#\"]\n\
+                 [backoff]\ninitial = \"50ms\"\nmax = \"200ms\"\n\
+                 [config]\nservice = \"{}\"\nidentifier = \"bot.test\"\n\
+                 [secrets]\npassword = {{ file = \"{}\" }}\n",
+                bin_path("switchboard-bluesky").display(),
+                pds.url,
+                secret.display()
+            ),
+        )
+        .start_in(dir)
+        .await;
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new(bin_path("switchboard"))
-            .args(args)
-            .arg("--config")
-            .arg(dir.path().join("switchboard.toml"))
-            .output()
-            .expect("switchboard cli");
+        let out = daemon.cli(args);
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

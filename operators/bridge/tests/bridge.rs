@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{bridge_manifest, irc_manifest, privmsg_text, Daemon, RawClient, WAIT};
+use common::{bridge_manifest, irc_manifest, privmsg_text, Daemon, RawIrcClient, WAIT};
 use switchboard_testkit::InspIrcd;
 
 /// Two networks, their IRC operators, the bridges, alice in `#a` on the
@@ -17,16 +17,16 @@ use switchboard_testkit::InspIrcd;
 /// both ways.
 struct Rig {
     daemon: Daemon,
-    alice: RawClient,
-    bob: RawClient,
+    alice: RawIrcClient,
+    bob: RawIrcClient,
     servers: (InspIrcd, InspIrcd),
 }
 
 async fn rig(bridges: &[&str], relay_joins: bool) -> Rig {
     let a = InspIrcd::start().expect("inspircd (make tools)");
     let b = InspIrcd::start().expect("inspircd (make tools)");
-    let mut alice = RawClient::connect(a.port(), "alice").await;
-    let mut bob = RawClient::connect(b.port(), "bob").await;
+    let mut alice = RawIrcClient::connect(a.port(), "alice").await;
+    let mut bob = RawIrcClient::connect(b.port(), "bob").await;
     alice.send("JOIN #a").await;
     alice.expect(WAIT, |l| l.contains(" 366 alice #a ")).await;
     bob.send("JOIN #b").await;
@@ -42,7 +42,7 @@ async fn rig(bridges: &[&str], relay_joins: bool) -> Rig {
             .iter()
             .map(|id| bridge_manifest(id, &rooms, relay_joins)),
     );
-    let daemon = Daemon::start(&manifests);
+    let daemon = Daemon::start(&manifests).await;
     alice
         .expect(WAIT, |l| l.starts_with(":sba!") && l.contains(" JOIN "))
         .await;
@@ -50,7 +50,9 @@ async fn rig(bridges: &[&str], relay_joins: bool) -> Rig {
         .await;
     let mut ids = vec!["irc-a", "irc-b"];
     ids.extend_from_slice(bridges);
-    daemon.running(&ids).await;
+    for id in ids {
+        daemon.wait_running(id).await;
+    }
 
     // Everything is subscribed once all are running; one line each way
     // proves the path before the test starts counting.
@@ -99,13 +101,18 @@ impl Rig {
     /// Every line the bot `nick` says in `channel` until `n` have come
     /// (or [`WAIT`] passed), then whatever else comes in the next 2 s:
     /// duplicates and echoes arrive late, and must be seen.
-    async fn collect(client: &mut RawClient, nick: &str, channel: &str, n: usize) -> Vec<String> {
+    async fn collect(
+        client: &mut RawIrcClient,
+        nick: &str,
+        channel: &str,
+        n: usize,
+    ) -> Vec<String> {
         Self::collect_timed(client, nick, channel, n).await.0
     }
 
     /// [`Rig::collect`], and when the `n`th line came.
     async fn collect_timed(
-        client: &mut RawClient,
+        client: &mut RawIrcClient,
         nick: &str,
         channel: &str,
         n: usize,
@@ -173,21 +180,21 @@ async fn a_line_said_in_either_room_appears_once_in_the_other() {
     assert_eq!(at_a, ["<bob@irc> hello from b"]);
 
     // relay_joins: carol's join and part in #a are told in #b.
-    let mut carol = RawClient::connect(rig.servers.0.port(), "carol").await;
+    let mut carol = RawIrcClient::connect(rig.servers.0.port(), "carol").await;
     carol.send("JOIN #a").await;
     carol.expect(WAIT, |l| l.contains(" 366 carol #a ")).await;
     carol.send("PART #a :bye").await;
     let at_b = Rig::collect(&mut rig.bob, "sbb", "#b", 2).await;
     assert_eq!(at_b, ["*** carol@irc joined #a", "*** carol@irc left #a"]);
     rig.settle().await;
-    rig.daemon.stop().await;
+    assert!(rig.daemon.stop().await.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_100_lines_arrives_complete_and_in_order_both_ways() {
     let mut rig = rig(&["bridge"], false).await;
     rig.burst_both_ways().await;
-    rig.daemon.stop().await;
+    assert!(rig.daemon.stop().await.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,5 +204,5 @@ async fn two_bridges_on_the_same_rooms_still_deliver_each_line_once() {
     let at_b = Rig::collect(&mut rig.bob, "sbb", "#b", 1).await;
     assert_eq!(at_b, ["<alice@irc> said once"]);
     rig.burst_both_ways().await;
-    rig.daemon.stop().await;
+    assert!(rig.daemon.stop().await.success());
 }

@@ -31,8 +31,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::json;
 use switchboard_bus::{ChatAddress, Envelope};
-use switchboard_chaos::WAIT;
 use switchboard_proto::api::SupervisedState;
+use switchboard_testkit::daemon::WAIT;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStdin, ChildStdout};
 
@@ -63,7 +63,7 @@ impl Driver {
 /// A failed step with the end of the daemon's log, which says what the
 /// daemon saw meanwhile.
 fn with_log(e: anyhow::Error, d: &common::Dash) -> anyhow::Error {
-    let log = d.rig.log();
+    let log = d.daemon.log();
     let tail: Vec<&str> = log.lines().rev().take(40).collect();
     let tail: Vec<&str> = tail.into_iter().rev().collect();
     anyhow::anyhow!("{e:#}\n--- daemon log (end) ---\n{}", tail.join("\n"))
@@ -79,8 +79,10 @@ async fn the_page_in_chromium_lists_restarts_halts_and_filters() -> anyhow::Resu
         "playwright-core, axe-core or chromium is missing: run `make tools`"
     );
     let d = common::start(true).await?;
-    d.rig
-        .wait_for("pingbot", |o| o.state == SupervisedState::Running)
+    d.daemon
+        .try_wait_for("pingbot", "running", |o| {
+            o.state == SupervisedState::Running
+        })
         .await?;
     let scratch = tempfile::tempdir()?;
     let shots = scratch.path().join("shots");
@@ -109,9 +111,10 @@ async fn the_page_in_chromium_lists_restarts_halts_and_filters() -> anyhow::Resu
 
     drv.step("LISTED").await.map_err(|e| with_log(e, &d))?;
     let pid = d
-        .rig
+        .daemon
         .operator("pingbot")
-        .await?
+        .await
+        .context("no pingbot")?
         .pid
         .context("pingbot pid")?;
     kill(Pid::from_raw(pid as i32), Signal::SIGKILL)
@@ -123,7 +126,7 @@ async fn the_page_in_chromium_lists_restarts_halts_and_filters() -> anyhow::Resu
     drv.step("HALT_CLICKED")
         .await
         .map_err(|e| with_log(e, &d))?;
-    let status = common::cli_status(&d.rig)?;
+    let status = common::cli_status(&d.daemon)?;
     let ping = status["operators"]
         .as_array()
         .and_then(|a| a.iter().find(|o| o["id"] == "pingbot"))
@@ -134,7 +137,7 @@ async fn the_page_in_chromium_lists_restarts_halts_and_filters() -> anyhow::Resu
     drv.tell("HALT_CHECKED").await?;
 
     drv.step("STARTED").await.map_err(|e| with_log(e, &d))?;
-    let status = common::cli_status(&d.rig)?;
+    let status = common::cli_status(&d.daemon)?;
     let ping = status["operators"]
         .as_array()
         .and_then(|a| a.iter().find(|o| o["id"] == "pingbot"))
@@ -159,11 +162,11 @@ async fn the_page_in_chromium_lists_restarts_halts_and_filters() -> anyhow::Resu
         )
     };
     let room = ChatAddress::new("irc", "libera", "room");
-    d.rig
+    d.daemon
         .bus
         .publish(&room.event_subject("message"), &env("!ping"))
         .await?;
-    d.rig.bus.flush().await?;
+    d.daemon.bus.flush().await?;
     drv.tell("PINGED").await?;
 
     drv.step("PATTERN_SET").await.map_err(|e| with_log(e, &d))?;
@@ -173,12 +176,12 @@ async fn the_page_in_chromium_lists_restarts_halts_and_filters() -> anyhow::Resu
         ("beta", "hidden too"),
     ] {
         let room = ChatAddress::new(net, "x", "room");
-        d.rig
+        d.daemon
             .bus
             .publish(&room.event_subject("message"), &env(text))
             .await?;
     }
-    d.rig.bus.flush().await?;
+    d.daemon.bus.flush().await?;
     drv.tell("PUBLISHED").await?;
     drv.step("FILTERED").await?;
     drv.step("REPLAYED").await.map_err(|e| with_log(e, &d))?;
@@ -188,7 +191,7 @@ async fn the_page_in_chromium_lists_restarts_halts_and_filters() -> anyhow::Resu
         .await
         .map_err(|e| with_log(e, &d))?;
     drv.step("ALL_STOPPED").await.map_err(|e| with_log(e, &d))?;
-    let status = common::cli_status(&d.rig)?;
+    let status = common::cli_status(&d.daemon)?;
     let state = |id: &str| {
         status["operators"]
             .as_array()
@@ -231,12 +234,12 @@ async fn the_page_in_chromium_lists_restarts_halts_and_filters() -> anyhow::Resu
     }
     eprintln!("{count} screenshots, each view passed axe-core");
     // The daemon, held by SIGSTOP, cannot restart the server it runs.
-    let nats = d.rig.nats_pid().context("the embedded nats-server")?;
-    kill(Pid::from_raw(d.rig.pid() as i32), Signal::SIGSTOP).context("SIGSTOP the daemon")?;
+    let nats = d.daemon.nats_pid().context("the embedded nats-server")?;
+    kill(Pid::from_raw(d.daemon.pid() as i32), Signal::SIGSTOP).context("SIGSTOP the daemon")?;
     kill(Pid::from_raw(nats as i32), Signal::SIGKILL).context("SIGKILL nats-server")?;
     drv.tell("BUS_DOWN").await?;
     let shown = drv.step("BANNER_SHOWN").await.map_err(|e| with_log(e, &d));
-    kill(Pid::from_raw(d.rig.pid() as i32), Signal::SIGCONT)?;
+    kill(Pid::from_raw(d.daemon.pid() as i32), Signal::SIGCONT)?;
     shown?;
     drv.tell("BUS_BACK").await?;
     drv.step("BANNER_GONE").await.map_err(|e| with_log(e, &d))?;

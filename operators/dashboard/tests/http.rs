@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde_json::json;
 use switchboard_bus::{ChatAddress, Envelope};
-use switchboard_chaos::WAIT;
 use switchboard_proto::api::SupervisedState;
+use switchboard_testkit::daemon::WAIT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const HALT: &str = r#"{"verb":"halt","target":"pingbot"}"#;
@@ -21,8 +21,10 @@ const HALT: &str = r#"{"verb":"halt","target":"pingbot"}"#;
 async fn without_the_right_token_nothing_changes_and_with_it_halt_halts() -> anyhow::Result<()> {
     let d = common::start(true).await?;
     assert!(d.addr.ip().is_loopback(), "{}", d.addr);
-    d.rig
-        .wait_for("pingbot", |o| o.state == SupervisedState::Running)
+    d.daemon
+        .try_wait_for("pingbot", "running", |o| {
+            o.state == SupervisedState::Running
+        })
         .await?;
 
     let (code, body) = common::http(d.addr, "POST", "/api/ctl", &[], HALT).await?;
@@ -36,11 +38,15 @@ async fn without_the_right_token_nothing_changes_and_with_it_halt_halts() -> any
     // Still running, after the daemon had time to act on anything.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        d.rig.operator("pingbot").await?.state,
+        d.daemon
+            .operator("pingbot")
+            .await
+            .context("no pingbot")?
+            .state,
         SupervisedState::Running
     );
     // The token never shows in what the dashboard says about itself.
-    let logs = d.rig.log();
+    let logs = d.daemon.log();
     assert!(!logs.contains(common::TOKEN));
 
     let bearer = format!("Bearer {}", common::TOKEN);
@@ -58,7 +64,7 @@ async fn without_the_right_token_nothing_changes_and_with_it_halt_halts() -> any
     assert_eq!(code, 200, "{body}");
     let reply: serde_json::Value = serde_json::from_str(&body)?;
     assert_eq!(reply["results"][0]["ok"], true, "{reply}");
-    let status = common::cli_status(&d.rig)?;
+    let status = common::cli_status(&d.daemon)?;
     let ping = status["operators"]
         .as_array()
         .and_then(|a| a.iter().find(|o| o["id"] == "pingbot"))
@@ -129,8 +135,10 @@ async fn without_a_token_configured_nothing_is_shown_or_changed() -> anyhow::Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_view_needs_a_login_and_a_cookie_keeps_it() -> anyhow::Result<()> {
     let d = common::start(true).await?;
-    d.rig
-        .wait_for("pingbot", |o| o.state == SupervisedState::Running)
+    d.daemon
+        .try_wait_for("pingbot", "running", |o| {
+            o.state == SupervisedState::Running
+        })
         .await?;
     // Issue 19: every read endpoint refused without a login.
     for path in [
@@ -198,17 +206,21 @@ async fn every_view_needs_a_login_and_a_cookie_keeps_it() -> anyhow::Result<()> 
     let (code, body) = common::http(d.addr, "POST", "/api/ctl", &as_viewer, HALT).await?;
     assert_eq!(code, 403, "{body}");
     assert_eq!(
-        d.rig.operator("pingbot").await?.state,
+        d.daemon
+            .operator("pingbot")
+            .await
+            .context("no pingbot")?
+            .state,
         SupervisedState::Running
     );
 
     // The publish box (admin): the ping bot answers in the console room.
     let mut replies = d
-        .rig
+        .daemon
         .bus
         .subscribe_raw("send.console.dashboard.lobby.message")
         .await?;
-    d.rig.bus.sync().await?;
+    d.daemon.bus.sync().await?;
     let body = r#"{"subject":"chat.console.dashboard.lobby.message","body":{"text":"!ping","sender":"web","room":"lobby"}}"#;
     let (code, _) = common::http(d.addr, "POST", "/api/publish", &as_viewer, body).await?;
     assert_eq!(code, 403, "a viewer does not publish");
@@ -268,17 +280,17 @@ async fn the_tail_shows_only_what_the_patterns_match() -> anyhow::Result<()> {
     let other = ChatAddress::new("beta", "x", "room");
     let env = |t: &str| Envelope::new("test", json!({"text": t, "sender": "t", "room": "room"}));
     // One before the page connects (from the buffer), one after (live).
-    d.rig
+    d.daemon
         .bus
         .publish(&other.event_subject("message"), &env("not-this-one"))
         .await?;
-    d.rig
+    d.daemon
         .bus
         .publish(&wanted.event_subject("message"), &env("buffered-one"))
         .await?;
-    d.rig.bus.flush().await?;
+    d.daemon.bus.flush().await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let bus = d.rig.bus.clone();
+    let bus = d.daemon.bus.clone();
     let (w, o) = (wanted.clone(), other.clone());
     let later = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -342,13 +354,13 @@ async fn snapshot_until(
 async fn the_page_says_when_the_bus_is_down_and_recovers() -> anyhow::Result<()> {
     let d = common::start(true).await?;
     snapshot_until(d.addr, |s| s["bus_up"] == true).await?;
-    let nats = d.rig.nats_pid().context("the embedded nats-server")?;
+    let nats = d.daemon.nats_pid().context("the embedded nats-server")?;
     // The daemon restarts its server within milliseconds: held with
     // SIGSTOP, it cannot, so the outage lasts until SIGCONT.
     let signal = |pid: u32, s: nix::sys::signal::Signal| {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), s)
     };
-    signal(d.rig.pid(), nix::sys::signal::Signal::SIGSTOP)?;
+    signal(d.daemon.pid(), nix::sys::signal::Signal::SIGSTOP)?;
     signal(nats, nix::sys::signal::Signal::SIGKILL)?;
     // The web server stays up and says why, keeping the last status.
     let down = snapshot_until(d.addr, |s| s["bus_up"] == false).await?;
@@ -363,7 +375,7 @@ async fn the_page_says_when_the_bus_is_down_and_recovers() -> anyhow::Result<()>
         "{metrics}"
     );
     // The daemon restarts its server; the dashboard reconnects.
-    signal(d.rig.pid(), nix::sys::signal::Signal::SIGCONT)?;
+    signal(d.daemon.pid(), nix::sys::signal::Signal::SIGCONT)?;
     snapshot_until(d.addr, |s| s["bus_up"] == true).await?;
     Ok(())
 }
@@ -397,14 +409,14 @@ async fn reload_moves_the_server_even_with_a_page_open() -> anyhow::Result<()> {
         in_place: false,
     };
     let reply: switchboard_proto::api::CtlReply = d
-        .rig
+        .daemon
         .bus
         .request_json("sb.api.ctl", &req, Duration::from_secs(10))
         .await?;
     assert!(reply.results.first().is_some_and(|r| r.ok), "{reply:?}");
     let deadline = Instant::now() + WAIT;
     let moved = loop {
-        let a = common::address_from_log(&d.rig).await?;
+        let a = common::address_from_log(&d.daemon).await?;
         if a != d.addr {
             break a;
         }
@@ -418,7 +430,7 @@ async fn reload_moves_the_server_even_with_a_page_open() -> anyhow::Result<()> {
     // `switchboard status` follows it to the new address.
     let deadline = Instant::now() + WAIT;
     loop {
-        let status = common::cli_status(&d.rig)?;
+        let status = common::cli_status(&d.daemon)?;
         let link = status["operators"]
             .as_array()
             .and_then(|a| a.iter().find(|o| o["id"] == "dashboard"))
@@ -465,9 +477,9 @@ async fn a_page_too_slow_for_the_tail_is_told_and_the_drop_counted() -> anyhow::
             "test",
             json!({"text": format!("{i} {pad}"), "sender": "t", "room": "room"}),
         );
-        d.rig.bus.publish(&subject, &env).await?;
+        d.daemon.bus.publish(&subject, &env).await?;
     }
-    d.rig.bus.flush().await?;
+    d.daemon.bus.flush().await?;
     let seen = |metrics: &str| -> u64 {
         metrics
             .lines()
@@ -556,14 +568,14 @@ async fn metrics_need_a_login_beyond_loopback_and_only_counters_show_on_it() -> 
     let d = common::start(true).await?;
     let said = "a line nobody may read without a login";
     let room = ChatAddress::new("irc", "libera", "room");
-    d.rig
+    d.daemon
         .bus
         .publish(
             &room.event_subject("message"),
             &Envelope::new("libera", json!({"text": said, "sender": "ann"})),
         )
         .await?;
-    d.rig.bus.flush().await?;
+    d.daemon.bus.flush().await?;
     let deadline = Instant::now() + WAIT;
     let metrics = loop {
         let (code, m) = common::http(d.addr, "GET", "/metrics", &[], "").await?;

@@ -73,8 +73,8 @@ fn get(s: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_and_match_switchboard_status() -> anyhow::Result<()> {
     let d = common::start(false).await?;
-    d.rig
-        .wait_for("pingbot", |o| {
+    d.daemon
+        .try_wait_for("pingbot", "published counters", |o| {
             o.counters.as_ref().is_some_and(|c| c.published > 0)
         })
         .await?;
@@ -86,22 +86,22 @@ async fn metrics_parse_and_match_switchboard_status() -> anyhow::Result<()> {
             "test",
             json!({"text": format!("hello {i}"), "sender": "t", "room": "room"}),
         );
-        d.rig
+        d.daemon
             .bus
             .publish(&room.event_subject("message"), &env)
             .await?;
     }
-    d.rig.bus.flush().await?;
+    d.daemon.bus.flush().await?;
 
     let mut last_problem = String::new();
     for _attempt in 0..20 {
-        let before = common::cli_status(&d.rig)?;
+        let before = common::cli_status(&d.daemon)?;
         // Longer than the dashboard's poll interval (100 ms): the status
         // behind the metrics is at least as new as `before`.
         tokio::time::sleep(Duration::from_millis(400)).await;
         let (code, text) = common::http(d.addr, "GET", "/metrics", &[], "").await?;
         assert_eq!(code, 200, "{text}");
-        let after = common::cli_status(&d.rig)?;
+        let after = common::cli_status(&d.daemon)?;
         let (s, all) = parse(&text).await?;
         match compare(&s, &before, &after) {
             Ok(()) => {

@@ -12,8 +12,8 @@ use std::time::Instant;
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 use switchboard_bus::{ChatAddress, Envelope};
-use switchboard_chaos::WAIT;
 use switchboard_proto::Timestamp;
+use switchboard_testkit::daemon::WAIT;
 
 async fn replay(d: &common::Dash, query: &str) -> anyhow::Result<(u16, String)> {
     common::http(
@@ -67,7 +67,7 @@ async fn replay_reads_the_stream_by_pattern_range_and_page() -> anyhow::Result<(
         for net in ["alpha", "beta"] {
             let room = ChatAddress::new(net, "x", "room");
             let env = Envelope::new("x", json!({"text": format!("{net}{i}"), "sender": "ann"}));
-            d.rig
+            d.daemon
                 .bus
                 .publish(&room.event_subject("message"), &env)
                 .await?;
@@ -75,11 +75,11 @@ async fn replay_reads_the_stream_by_pattern_range_and_page() -> anyhow::Result<(
     }
     let room = ChatAddress::new("alpha", "x", "room");
     let join = Envelope::new("x", json!({"sender": "carol"}));
-    d.rig
+    d.daemon
         .bus
         .publish(&room.event_subject("join"), &join)
         .await?;
-    d.rig.bus.flush().await?;
+    d.daemon.bus.flush().await?;
 
     // Stored a moment after the publish: wait for all six of alpha.
     let deadline = Instant::now() + WAIT;

@@ -5,55 +5,38 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::{privmsg_text, RawClient};
-use switchboard_testkit::{bin_path, nats_server_bin, NgIrcd};
+use common::{privmsg_text, RawIrcClient};
+use switchboard_testkit::daemon::DaemonConfig;
+use switchboard_testkit::{bin_path, NgIrcd};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_on_irc_pings_the_bot_through_the_daemon() {
     let ircd = NgIrcd::start().expect("ngircd (make tools)");
-    let dir = tempfile::tempdir().unwrap();
-    let manifests = dir.path().join("operators.d");
-    std::fs::create_dir_all(&manifests).unwrap();
-    std::fs::write(
-        manifests.join("irc.toml"),
-        format!(
-            "id = \"irc-local\"\ncommand = \"{}\"\nheartbeat_interval = \"500ms\"\n\
-             [config]\nserver = \"127.0.0.1\"\nport = {}\nnick = \"sbbot\"\nchannels = [\"#lobby\"]\n",
-            bin_path("switchboard-irc").display(),
-            ircd.port()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        manifests.join("pingbot.toml"),
-        format!(
-            "id = \"pingbot\"\ncommand = \"{}\"\n[config]\nlisten = [\"chat.irc.#.message\"]\n",
-            bin_path("switchboard-pingbot").display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("switchboard.toml"),
-        format!(
-            "state_dir = \"state\"\nruntime_dir = \"run\"\n[nats.embedded]\nport = 0\nbinary = \"{}\"\n",
-            nats_server_bin().expect("nats-server").display()
-        ),
-    )
-    .unwrap();
-    let mut daemon = tokio::process::Command::new(bin_path("switchboard"))
-        .args(["run", "--config"])
-        .arg(dir.path().join("switchboard.toml"))
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn switchboard");
+    let mut daemon = DaemonConfig::new()
+        .manifest(
+            "irc.toml",
+            format!(
+                "id = \"irc-local\"\ncommand = \"{}\"\nheartbeat_interval = \"500ms\"\n\
+                 [config]\nserver = \"127.0.0.1\"\nport = {}\nnick = \"sbbot\"\nchannels = [\"#lobby\"]\n",
+                bin_path("switchboard-irc").display(),
+                ircd.port()
+            ),
+        )
+        .manifest(
+            "pingbot.toml",
+            format!(
+                "id = \"pingbot\"\ncommand = \"{}\"\n[config]\nlisten = [\"chat.irc.#.message\"]\n",
+                bin_path("switchboard-pingbot").display()
+            ),
+        )
+        .start()
+        .await;
 
-    let mut alice = RawClient::connect(ircd.port(), "alice").await;
+    let mut alice = RawIrcClient::connect(ircd.port(), "alice").await;
     // The bot arrives in the channel once the daemon has started it, or
     // was there first: then the channel's name list on joining shows it
     // (`join` would read past that list, so JOIN is sent by hand).
@@ -107,12 +90,7 @@ async fn a_person_on_irc_pings_the_bot_through_the_daemon() {
     // heartbeats.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let out = std::process::Command::new(bin_path("switchboard"))
-            .args(["status", "--json", "--config"])
-            .arg(dir.path().join("switchboard.toml"))
-            .output()
-            .expect("switchboard status");
-        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let status = daemon.cli_status();
         let irc = status["operators"]
             .as_array()
             .and_then(|ops| ops.iter().find(|o| o["id"] == "irc-local"))
@@ -131,17 +109,10 @@ async fn a_person_on_irc_pings_the_bot_through_the_daemon() {
     }
 
     // Stopping the daemon takes the bot off IRC cleanly.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon.id().expect("running") as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
     alice
         .expect(WAIT, |l| l.starts_with(":sbbot!") && l.contains(" QUIT"))
         .await;
-    let status = tokio::time::timeout(WAIT, daemon.wait())
-        .await
-        .expect("daemon exits")
-        .unwrap();
+    let status = daemon.process.wait(WAIT).await.expect("daemon exits");
     assert!(status.success(), "{status:?}");
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{config, privmsg_text, Harness, RawClient, WAIT};
+use common::{config, privmsg_text, Harness, RawIrcClient, WAIT};
 use futures::StreamExt;
 use serde_json::json;
 use switchboard_bus::proto::{headers, Timestamp};
@@ -19,7 +19,7 @@ async fn channel_message_becomes_an_envelope() {
     h.start_bot(config(irc.port(), "sbbot", &["#test.room"], json!({})))
         .await;
     h.joined("#test.room").await;
-    let mut alice = RawClient::connect(irc.port(), "alice").await;
+    let mut alice = RawIrcClient::connect(irc.port(), "alice").await;
     alice.join("#test.room").await;
 
     alice.send("PRIVMSG #test.room :hello bus").await;
@@ -66,7 +66,7 @@ async fn bus_request_is_said_in_the_channel() {
     let mut h = Harness::new("irc-out").await;
     h.start_bot(config(irc.port(), "sbbot", &["#test"], json!({})))
         .await;
-    let mut alice = RawClient::connect(irc.port(), "alice").await;
+    let mut alice = RawIrcClient::connect(irc.port(), "alice").await;
     alice.join("#test").await;
     h.joined("#test").await;
 
@@ -144,7 +144,7 @@ async fn sixty_lines_at_once_arrive_in_order_without_flood_kick() {
     let mut h = Harness::new("irc-many").await;
     h.start_bot(config(irc.port(), "sbmany", &["#many"], json!({})))
         .await;
-    let mut alice = RawClient::connect(irc.port(), "alice").await;
+    let mut alice = RawIrcClient::connect(irc.port(), "alice").await;
     alice.join("#many").await;
     h.joined("#many").await;
 
@@ -260,7 +260,7 @@ async fn reconnects_and_rejoins_after_a_server_restart() {
     h.joined("#one").await;
     h.joined("#two").await;
 
-    let mut alice = RawClient::connect(irc.port(), "alice").await;
+    let mut alice = RawIrcClient::connect(irc.port(), "alice").await;
     alice.join("#two").await;
     alice.send("PRIVMSG #two :welcome back").await;
     let d = h
@@ -281,7 +281,7 @@ async fn reconnects_and_rejoins_after_a_server_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nick_in_use_takes_the_alternate_and_regains_it() {
     let irc = NgIrcd::start().expect("ngircd");
-    let mut holder = RawClient::connect(irc.port(), "sbnick").await;
+    let mut holder = RawIrcClient::connect(irc.port(), "sbnick").await;
     holder.join("#nick").await;
     let mut h = Harness::new("irc-nick").await;
     h.start_bot(config(
@@ -324,7 +324,7 @@ async fn sasl_plain_logs_in_with_atheme() {
     ))
     .await;
     h.joined("#sasl").await;
-    let mut alice = RawClient::connect(irc.port(), "alice").await;
+    let mut alice = RawIrcClient::connect(irc.port(), "alice").await;
     alice.send("WHOIS sbsasl").await;
     // RPL_WHOISACCOUNT: the server knows the bot as account sbacct.
     alice
@@ -384,7 +384,7 @@ async fn crlf_in_requests_never_injects_a_command() {
     let mut h = Harness::new("irc-inject").await;
     h.start_bot(config(irc.port(), "sbinj", &["#inj"], json!({})))
         .await;
-    let mut alice = RawClient::connect(irc.port(), "alice").await;
+    let mut alice = RawIrcClient::connect(irc.port(), "alice").await;
     alice.join("#inj").await;
     h.joined("#inj").await;
 
@@ -442,7 +442,7 @@ async fn crlf_in_requests_never_injects_a_command() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_changes_channels_and_nick_without_reconnecting() {
     let irc = NgIrcd::start().expect("ngircd");
-    let mut alice = RawClient::connect(irc.port(), "alice").await;
+    let mut alice = RawIrcClient::connect(irc.port(), "alice").await;
     for c in ["#keep", "#old", "#new"] {
         alice.join(c).await;
     }
@@ -558,7 +558,7 @@ async fn ping_timeout_on_a_frozen_server_reconnects() {
     }
     signal("-CONT");
     h.joined("#ping").await;
-    let mut alice = RawClient::connect(irc.port(), "alice").await;
+    let mut alice = RawIrcClient::connect(irc.port(), "alice").await;
     alice.join("#ping").await;
     let r = h
         .request("#ping", "message", json!({"text": "alive"}))
@@ -582,7 +582,7 @@ async fn halt_resume_and_shutdown_with_quit() {
         json!({"quit_message": "gone fishing"}),
     ))
     .await;
-    let mut alice = RawClient::connect(irc.port(), "alice").await;
+    let mut alice = RawIrcClient::connect(irc.port(), "alice").await;
     alice.join("#life").await;
     h.joined("#life").await;
 

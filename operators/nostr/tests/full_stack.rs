@@ -8,13 +8,13 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::{Peer, BOT_SECRET};
 use serde_json::json;
+use switchboard_testkit::bin_path;
+use switchboard_testkit::daemon::DaemonConfig;
 use switchboard_testkit::nostr::NostrRelay;
-use switchboard_testkit::{bin_path, nats_server_bin};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -24,45 +24,29 @@ async fn a_person_on_nostr_pings_the_bot_through_the_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("nostr.key");
     std::fs::write(&secret, format!("{BOT_SECRET}\n")).unwrap();
-    let manifests = dir.path().join("operators.d");
-    std::fs::create_dir_all(&manifests).unwrap();
-    std::fs::write(
-        manifests.join("nostr.toml"),
-        format!(
-            "id = \"nostr-local\"\ncommand = \"{}\"\nheartbeat_interval = \"500ms\"\n\
-             publish = [\"chat.nostr.nostr-local.#\"]\nsubscribe = [\"send.nostr.nostr-local.#\"]\n\
-             [config]\nrelays = [\"{}\"]\nreconnect = [\"200ms\"]\n\
-             [[config.subscriptions]]\nname = \"notes\"\n\
-             [secrets]\n\"secret_key\" = {{ file = \"{}\" }}\n",
-            bin_path("switchboard-nostr").display(),
-            relay.url(),
-            secret.display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        manifests.join("pingbot.toml"),
-        format!(
-            "id = \"pingbot\"\ncommand = \"{}\"\n[config]\nlisten = [\"chat.nostr.#.message\"]\n",
-            bin_path("switchboard-pingbot").display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("switchboard.toml"),
-        format!(
-            "state_dir = \"state\"\nruntime_dir = \"run\"\n[nats.embedded]\nport = 0\nbinary = \"{}\"\n",
-            nats_server_bin().expect("nats-server").display()
-        ),
-    )
-    .unwrap();
-    let mut daemon = tokio::process::Command::new(bin_path("switchboard"))
-        .args(["run", "--config"])
-        .arg(dir.path().join("switchboard.toml"))
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn switchboard");
+    let mut daemon = DaemonConfig::new()
+        .manifest(
+            "nostr.toml",
+            format!(
+                "id = \"nostr-local\"\ncommand = \"{}\"\nheartbeat_interval = \"500ms\"\n\
+                 publish = [\"chat.nostr.nostr-local.#\"]\nsubscribe = [\"send.nostr.nostr-local.#\"]\n\
+                 [config]\nrelays = [\"{}\"]\nreconnect = [\"200ms\"]\n\
+                 [[config.subscriptions]]\nname = \"notes\"\n\
+                 [secrets]\n\"secret_key\" = {{ file = \"{}\" }}\n",
+                bin_path("switchboard-nostr").display(),
+                relay.url(),
+                secret.display()
+            ),
+        )
+        .manifest(
+            "pingbot.toml",
+            format!(
+                "id = \"pingbot\"\ncommand = \"{}\"\n[config]\nlisten = [\"chat.nostr.#.message\"]\n",
+                bin_path("switchboard-pingbot").display()
+            ),
+        )
+        .start_in(dir)
+        .await;
 
     // Both operators start at once: ask again every 2 s until a pong is
     // in the thread of one of the pings.
@@ -129,7 +113,8 @@ async fn a_person_on_nostr_pings_the_bot_through_the_daemon() {
 
     // The operator kept its resume state in the state dir the daemon gave
     // it (its journal, folded into a snapshot after a minute).
-    let state = dir
+    let state = daemon
+        .dir
         .path()
         .join("state/operators/nostr-local/nostr-resume.log");
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -142,21 +127,8 @@ async fn a_person_on_nostr_pings_the_bot_through_the_daemon() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The secret never shows in the daemon's status output.
-    let out = std::process::Command::new(bin_path("switchboard"))
-        .args(["status", "--json", "--config"])
-        .arg(dir.path().join("switchboard.toml"))
-        .output()
-        .expect("switchboard status");
+    let out = daemon.cli(&["status", "--json"]);
     assert!(!String::from_utf8_lossy(&out.stdout).contains(BOT_SECRET));
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon.id().expect("running") as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = tokio::time::timeout(WAIT, daemon.wait())
-        .await
-        .expect("daemon exits")
-        .unwrap();
-    assert!(status.success(), "{status:?}");
+    assert!(daemon.stop().await.success());
 }

@@ -2,6 +2,13 @@
 //! (embedded nats-server, per-operator users) in a temporary directory,
 //! driven and watched over the bus with the CLI's credentials from the
 //! runtime file, as a person's `switchboard` commands would.
+//!
+//! Not the testkit's daemon harness, which every test uses: this is
+//! product code (`switchboard conformance` runs on an author's machine,
+//! with the daemon binary it is), and a product crate cannot depend on a
+//! test crate that depends on it. What both need lives here, where both
+//! reach it: the runtime file's format ([`RuntimeInfo`], beside the
+//! daemon that writes it) and [`alive`], which the testkit re-exports.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

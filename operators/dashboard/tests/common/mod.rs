@@ -1,5 +1,5 @@
-//! A real `switchboard run` (embedded nats-server) supervising the ping
-//! bot and this dashboard, and a plain HTTP/1.1 client for its routes.
+//! The testkit's `switchboard run` (embedded nats-server) supervising the
+//! ping bot and this dashboard, and a plain HTTP/1.1 client for its routes.
 
 #![allow(dead_code)]
 
@@ -7,8 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use switchboard_chaos::{Rig, WAIT};
-use switchboard_proto::api::{LogsReply, LogsRequest};
+use switchboard_testkit::daemon::{Daemon, DaemonConfig, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The token the tests configure (by secret reference, from a file).
@@ -20,7 +19,7 @@ pub const AUTH: (&str, &str) = ("Authorization", "Bearer s3cret-dash-token");
 
 /// A daemon with `pingbot` and `dashboard`, and the dashboard's address.
 pub struct Dash {
-    pub rig: Rig,
+    pub daemon: Daemon,
     pub addr: SocketAddr,
 }
 
@@ -69,32 +68,24 @@ pub async fn start_with(token: bool, edit: impl FnOnce(String) -> String) -> any
         dir.path().join("dashboard-viewer-token"),
         format!("{VIEWER}\n"),
     )?;
-    let manifests = vec![
-        ("pingbot.toml".to_owned(), pingbot_manifest()),
-        (
-            "dashboard.toml".to_owned(),
+    let daemon = DaemonConfig::new()
+        .manifest("pingbot.toml", pingbot_manifest())
+        .manifest(
+            "dashboard.toml",
             edit(manifest(token.then_some(token_file.as_path()))),
-        ),
-    ];
-    let rig = Rig::start_in(dir, &manifests, "").await?;
-    let addr = address_from_log(&rig).await?;
-    Ok(Dash { rig, addr })
+        )
+        .try_start_in(dir)
+        .await?;
+    let addr = address_from_log(&daemon).await?;
+    Ok(Dash { daemon, addr })
 }
 
 /// The address in the dashboard's last start line, read back through the
 /// daemon's `logs` API as a person would with `switchboard logs`.
-pub async fn address_from_log(rig: &Rig) -> anyhow::Result<SocketAddr> {
+pub async fn address_from_log(daemon: &Daemon) -> anyhow::Result<SocketAddr> {
     let deadline = Instant::now() + WAIT;
     loop {
-        let req = LogsRequest {
-            id: "dashboard".into(),
-            lines: 100,
-        };
-        if let Ok(reply) = rig
-            .bus
-            .request_json::<_, LogsReply>("sb.api.logs", &req, Duration::from_secs(2))
-            .await
-        {
+        if let Ok(reply) = daemon.logs("dashboard", 100).await {
             // The last one: a reload logs a new address.
             for l in reply.lines.iter().rev() {
                 if let Some(rest) = l.line.split("dashboard on http://").nth(1) {
@@ -109,7 +100,7 @@ pub async fn address_from_log(rig: &Rig) -> anyhow::Result<SocketAddr> {
             }
         }
         if Instant::now() > deadline {
-            bail!("the dashboard never logged its address:\n{}", rig.log());
+            bail!("the dashboard never logged its address:\n{}", daemon.log());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -162,12 +153,9 @@ pub async fn http_full(
     Ok((code, head.to_owned(), body.to_owned()))
 }
 
-/// `switchboard status --json` for the rig's daemon.
-pub fn cli_status(rig: &Rig) -> anyhow::Result<serde_json::Value> {
-    let out = std::process::Command::new(switchboard_testkit::bin_path("switchboard"))
-        .args(["status", "--json", "--config"])
-        .arg(rig.dir.path().join("switchboard.toml"))
-        .output()?;
+/// `switchboard status --json` for the daemon.
+pub fn cli_status(daemon: &Daemon) -> anyhow::Result<serde_json::Value> {
+    let out = daemon.cli(&["status", "--json"]);
     if !out.status.success() {
         bail!(
             "switchboard status: {}",

@@ -1,23 +1,18 @@
-//! Shared pieces of the Nostr operator's end-to-end tests: the operator as
-//! a separate process (launch environment as the orchestrator sets it,
-//! with a state dir that outlives it), a bus client on a real
-//! nats-server, and the independent Python client (`peer/nostr_peer.py`:
+//! Shared pieces of the Nostr operator's end-to-end tests: the testkit's
+//! operator harness with Nostr's requests, and the independent Python
+//! client (`peer/nostr_peer.py`:
 //! PyPI `nostr-sdk` for keys and signatures, `websockets` for the wire).
 
 #![allow(dead_code)] // each test uses a different part
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
-use switchboard_bus::proto::{
-    control_subject, heartbeat_subject, launch, ready_subject, ChatAddress, ChatPattern,
-    ControlAck, Envelope, OperatorId,
-};
-use switchboard_bus::{Bus, BusOptions, Delivery, RawSubscription, Subscription};
-use switchboard_testkit::NatsServer;
+use switchboard_bus::proto::{launch, ChatAddress, Envelope};
+use switchboard_bus::Delivery;
+use switchboard_testkit::OperatorHarness;
 use tokio::time::Instant;
 
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -25,92 +20,30 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// The bot's secret key in every test (each test has its own relays).
 pub const BOT_SECRET: &str = "6b911fd37cdf5c81d4c0adb1ab7fa822ed253ab0ad9aa18d77257c88b29b718e";
 
-/// A nats-server, a bus client, the bot's events, lifecycle and state dir.
-pub struct Harness {
-    pub nats: NatsServer,
-    pub bus: Bus,
-    pub id: String,
-    pub events: Subscription,
-    pub ready: RawSubscription,
-    pub heartbeats: RawSubscription,
-    pub bot: Option<Bot>,
-    pub state_dir: tempfile::TempDir,
-    /// Every event received so far, in order (kept across bot restarts).
-    pub seen: Vec<Delivery>,
-}
+/// The testkit's operator harness with Nostr's requests.
+pub struct Harness(OperatorHarness);
+
+switchboard_testkit::deref_to_operator_harness!(Harness);
 
 impl Harness {
     pub async fn new(id: &str) -> Harness {
-        let nats = NatsServer::start().expect("nats-server (make tools)");
-        let bus = Bus::connect(&BusOptions::new(&nats.url()), "test")
-            .await
-            .expect("bus");
-        let events = bus
-            .subscribe(&ChatPattern::chat().protocol("nostr").instance(id))
-            .await
-            .unwrap();
-        let oid = OperatorId::new(id).expect("a valid id");
-        let ready = bus.subscribe_raw(&ready_subject(&oid)).await.unwrap();
-        let heartbeats = bus.subscribe_raw(&heartbeat_subject(&oid)).await.unwrap();
-        bus.sync().await.unwrap();
-        Harness {
-            nats,
-            bus,
-            id: id.to_string(),
-            events,
-            ready,
-            heartbeats,
-            bot: None,
-            state_dir: tempfile::tempdir().unwrap(),
-            seen: Vec::new(),
-        }
+        Harness(OperatorHarness::new("nostr", id).await)
     }
 
     /// Starts the operator with `config` and waits for its `ready`.
     pub async fn start_bot(&mut self, config: Value) {
-        self.bot = Some(spawn_bot(
-            &self.id,
-            &self.nats.url(),
-            &config,
-            self.state_dir.path().to_path_buf(),
-        ));
-        tokio::time::timeout(WAIT, self.ready.next())
-            .await
-            .unwrap_or_else(|_| panic!("no ready within {WAIT:?}; log:\n{}", self.log()))
-            .expect("ready subscription open");
-    }
-
-    /// SIGKILLs the operator (no shutdown, no flush).
-    pub async fn kill_bot(&mut self) {
-        if let Some(mut bot) = self.bot.take() {
-            bot.child.start_kill().expect("SIGKILL the bot");
-            let _ = bot.child.wait().await;
-            bot.keep_log();
-        }
-    }
-
-    pub fn log(&self) -> String {
-        self.bot.as_ref().map(Bot::log).unwrap_or_default()
-    }
-
-    /// The next event matching `pred` (others are kept in `seen`).
-    pub async fn event(&mut self, within: Duration, pred: impl Fn(&Delivery) -> bool) -> Delivery {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.events.next()).await {
-                Ok(Some(d)) => {
-                    self.seen.push(d.clone());
-                    if pred(&d) {
-                        return d;
-                    }
-                }
-                _ => panic!(
-                    "no matching event within {within:?}; bot log:\n{}",
-                    self.log()
-                ),
-            }
-        }
+        let state = self.state_path();
+        self.0
+            .start(
+                std::path::Path::new(env!("CARGO_BIN_EXE_switchboard-nostr")),
+                &config,
+                &[
+                    (launch::HEARTBEAT_MS, "300"),
+                    (launch::STATE_DIR, &state),
+                    ("SWITCHBOARD_LOG", "info,switchboard_nostr=debug"),
+                ],
+            )
+            .await;
     }
 
     /// The event with Nostr id `id` (already received, or the next one).
@@ -121,19 +54,6 @@ impl Harness {
         let id = id.to_string();
         self.event(WAIT, move |d| d.envelope().body["id"] == id.as_str())
             .await
-    }
-
-    /// Everything that arrives within `within`, into `seen`.
-    pub async fn drain(&mut self, within: Duration) {
-        let deadline = Instant::now() + within;
-        while let Ok(Some(d)) = tokio::time::timeout(
-            deadline.saturating_duration_since(Instant::now()),
-            self.events.next(),
-        )
-        .await
-        {
-            self.seen.push(d);
-        }
     }
 
     /// How many times each Nostr id was published so far (relay events,
@@ -236,22 +156,6 @@ impl Harness {
         hb["counters"].clone()
     }
 
-    /// The first heartbeat from now on for which `pred` holds.
-    pub async fn heartbeat_until(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let hb = tokio::time::timeout(left, self.heartbeats.next())
-                .await
-                .expect("a matching heartbeat in time")
-                .expect("heartbeat subscription open");
-            let hb: Value = serde_json::from_slice(&hb.payload).expect("heartbeat JSON");
-            if pred(&hb) {
-                return hb;
-            }
-        }
-    }
-
     /// Waits until heartbeat counter `name` is at least `at_least`.
     pub async fn counter_reaches(&mut self, name: &str, at_least: u64) -> Value {
         let deadline = Instant::now() + WAIT;
@@ -265,18 +169,6 @@ impl Harness {
                 "counter {name} stays below {at_least}: {c}"
             );
         }
-    }
-
-    /// A control request to the bot.
-    pub async fn control(&self, request: Value) -> ControlAck {
-        self.bus
-            .request_json(
-                &control_subject(&OperatorId::new(&self.id).expect("a valid id")),
-                &request,
-                WAIT,
-            )
-            .await
-            .unwrap_or_else(|e| panic!("control {request}: {e}"))
     }
 }
 
@@ -293,25 +185,6 @@ pub fn config(relays: &[String], extra: Value) -> Value {
         c.extend(e);
     }
     c
-}
-
-/// The operator as a child process.
-pub type Bot = switchboard_testkit::OperatorProcess;
-
-/// Spawns the operator as `id` with its state in `state`.
-pub fn spawn_bot(id: &str, nats_url: &str, config: &Value, state: PathBuf) -> Bot {
-    let state = state.display().to_string();
-    Bot::spawn(
-        std::path::Path::new(env!("CARGO_BIN_EXE_switchboard-nostr")),
-        id,
-        nats_url,
-        config,
-        &[
-            (launch::HEARTBEAT_MS, "300"),
-            (launch::STATE_DIR, &state),
-            ("SWITCHBOARD_LOG", "info,switchboard_nostr=debug"),
-        ],
-    )
 }
 
 /// The independent client.

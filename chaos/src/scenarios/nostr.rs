@@ -13,7 +13,8 @@ use futures::StreamExt as _;
 use switchboard_bus::Pattern;
 use switchboard_proto::api::SupervisedState;
 
-use crate::{Outcome, Rig, Tally, WAIT};
+use crate::rig::{operator, start};
+use crate::{Outcome, Tally, WAIT};
 
 /// A throwaway key for the bot (hex); only ever used on loopback relays.
 const BOT_SECRET: &str = "7f3b0e0d4c5a1f2e9d8c7b6a5f4e3d2c1b0a99887766554433221100ffeeddcc";
@@ -52,9 +53,11 @@ pub async fn nostr_relay_restart() -> anyhow::Result<Outcome> {
     let keys = tempfile::tempdir()?;
     let secret = keys.path().join("nostr.key");
     std::fs::write(&secret, BOT_SECRET)?;
-    let rig = Rig::start(&[("nostr.toml".into(), manifest(&[a.url(), b.url()], &secret))]).await?;
+    let rig = start(&[("nostr.toml".into(), manifest(&[a.url(), b.url()], &secret))]).await?;
     let before = rig
-        .wait_for("nostr-chaos", |o| o.state == SupervisedState::Running)
+        .try_wait_for("nostr-chaos", "running", |o| {
+            o.state == SupervisedState::Running
+        })
         .await?;
     let mut events = rig.bus.subscribe(&Pattern::parse("chat.nostr.#")?).await?;
     rig.bus.sync().await?;
@@ -108,7 +111,7 @@ pub async fn nostr_relay_restart() -> anyhow::Result<Outcome> {
     }
     let missing = accepted.iter().filter(|id| !seen.contains_key(*id)).count();
     let twice = seen.values().filter(|n| **n > 1).count();
-    let after = rig.operator("nostr-chaos").await?;
+    let after = operator(&rig, "nostr-chaos").await?;
     let same = after.pid == before.pid;
     a.stop();
     Ok(Outcome {

@@ -15,7 +15,8 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use crate::{pingbot, Outcome, Rig, Tally, WAIT};
+use crate::rig::{operator, start};
+use crate::{pingbot, Outcome, Tally, WAIT};
 
 const CHANNEL: &str = "#chaos";
 
@@ -110,15 +111,17 @@ fn irc_manifest(port: u16) -> String {
 pub async fn irc_server_restart() -> anyhow::Result<Outcome> {
     let mut server = switchboard_testkit::NgIrcd::start()?;
     let port = server.port();
-    let rig = Rig::start(&[
+    let rig = start(&[
         ("bot.toml".into(), pingbot("bot")),
         ("irc.toml".into(), irc_manifest(port)),
     ])
     .await?;
-    rig.wait_for("bot", |o| o.state == SupervisedState::Running)
+    rig.try_wait_for("bot", "running", |o| o.state == SupervisedState::Running)
         .await?;
     let before = rig
-        .wait_for("irc-chaos", |o| o.state == SupervisedState::Running)
+        .try_wait_for("irc-chaos", "running", |o| {
+            o.state == SupervisedState::Running
+        })
         .await?;
 
     let sent: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
@@ -191,7 +194,7 @@ pub async fn irc_server_restart() -> anyhow::Result<Outcome> {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(300)).await;
     talk.abort();
-    let after = rig.operator("irc-chaos").await?;
+    let after = operator(&rig, "irc-chaos").await?;
     let sent = sent.lock().map(|s| s.clone()).unwrap_or_default();
     let answered = answered.lock().map(|a| a.clone()).unwrap_or_default();
     let ids: HashSet<u64> = answered.iter().map(|(k, _)| *k).collect();
