@@ -126,6 +126,39 @@ struct PendingAck {
     deadline: Instant,
 }
 
+/// Where a PRIVMSG or NOTICE was said, as the bus names it.
+#[derive(Debug)]
+struct SaidIn {
+    /// The channel, or `@<nick>` of the sender for a private message.
+    room: String,
+    /// Said to the operator alone.
+    private: bool,
+    /// The STATUSMSG prefix of the target (`@#chan`: said to the
+    /// channel's operators only); empty when said to everyone.
+    status: String,
+}
+
+impl SaidIn {
+    /// The chat event, with `status` in its body when there is one.
+    fn event(
+        self,
+        kind: &'static str,
+        text: String,
+        src: &Source,
+        target: &str,
+        tags: &Map<String, Value>,
+    ) -> InboundEvent {
+        let mut ev =
+            inbound::message_event(kind, &self.room, self.private, text, src, target, tags);
+        if !self.status.is_empty() {
+            if let Value::Object(map) = &mut ev.body {
+                map.insert("status".into(), Value::String(self.status));
+            }
+        }
+        ev
+    }
+}
+
 /// The client state machine.
 #[derive(Debug)]
 pub struct Client {
@@ -722,17 +755,25 @@ impl Client {
 
     // ----- events ---------------------------------------------------------
 
-    /// The room and whether it is private, for a PRIVMSG/NOTICE target.
-    fn room_for(&self, src: &Source, target: &str) -> (String, bool, String) {
+    /// Where a PRIVMSG/NOTICE to `target` was said.
+    fn room_for(&self, src: &Source, target: &str) -> SaidIn {
         let status: String = target
             .chars()
             .take_while(|c| self.isupport.statusmsg.contains(*c))
             .collect();
         let rest = &target[status.len()..];
         if self.is_channel(rest) {
-            (rest.to_string(), false, status)
+            SaidIn {
+                room: rest.to_string(),
+                private: false,
+                status,
+            }
         } else {
-            (format!("@{}", src.nick), true, String::new())
+            SaidIn {
+                room: format!("@{}", src.nick),
+                private: true,
+                status: String::new(),
+            }
         }
     }
 
@@ -744,7 +785,7 @@ impl Client {
         tags: &Map<String, Value>,
         out: &mut Vec<Output>,
     ) {
-        let (room, private, status) = self.room_for(src, target);
+        let said_in = self.room_for(src, target);
         let (kind, body_text) = match inbound::parse_ctcp(text) {
             Some((cmd, params)) if cmd == "ACTION" => (kinds::ACTION, params.to_string()),
             Some((cmd, params)) => {
@@ -754,13 +795,9 @@ impl Client {
             None => (kinds::MESSAGE, text.to_string()),
         };
         let body_text = inbound::maybe_strip(&body_text, self.config.strip_formatting);
-        let mut ev = inbound::message_event(kind, &room, private, body_text, src, target, tags);
-        if !status.is_empty() {
-            if let Value::Object(map) = &mut ev.body {
-                map.insert("status".into(), Value::String(status));
-            }
-        }
-        out.push(Output::Event(ev));
+        out.push(Output::Event(
+            said_in.event(kind, body_text, src, target, tags),
+        ));
     }
 
     fn answer_ctcp(&mut self, src: &Source, cmd: &str, params: &str, out: &mut Vec<Output>) {
@@ -801,16 +838,15 @@ impl Client {
                 self.join_at = Some(now);
             }
         }
-        let (room, private, status) = self.room_for(src, target);
         let body_text = inbound::maybe_strip(text, self.config.strip_formatting);
-        let mut ev =
-            inbound::message_event(kinds::NOTICE, &room, private, body_text, src, target, tags);
-        if !status.is_empty() {
-            if let Value::Object(map) = &mut ev.body {
-                map.insert("status".into(), Value::String(status));
-            }
-        }
-        out.push(Output::Event(ev));
+        let said_in = self.room_for(src, target);
+        out.push(Output::Event(said_in.event(
+            kinds::NOTICE,
+            body_text,
+            src,
+            target,
+            tags,
+        )));
     }
 
     fn on_join(

@@ -100,11 +100,12 @@ impl SessionHandle {
     }
 
     /// Hands a request to the session (waits if 1024 are already queued).
-    pub async fn send(&self, request: Request) -> Result<(), String> {
-        self.tx
-            .send(request)
-            .await
-            .map_err(|_| "the IRC session has stopped".to_string())
+    ///
+    /// # Errors
+    ///
+    /// [`Stopped`] when the session task has ended.
+    pub async fn send(&self, request: Request) -> Result<(), Stopped> {
+        self.tx.send(request).await.map_err(|_| Stopped)
     }
 
     /// Sends QUIT and waits (at most `within`) for the session to end.
@@ -117,6 +118,11 @@ impl SessionHandle {
         let _ = self.task.await;
     }
 }
+
+/// The session task has ended: nothing can be sent any more.
+#[derive(Debug, thiserror::Error)]
+#[error("the IRC session has stopped")]
+pub struct Stopped;
 
 /// How a connection ended.
 enum End {
