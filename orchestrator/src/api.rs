@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde::Serialize;
+use switchboard_bus::usage;
 use switchboard_bus::{Bus, RawMessage};
 use switchboard_proto::api::{
     methods, CtlReply, CtlRequest, LogLine, LogsReply, LogsRequest, StatusReply, StreamStatus,
@@ -123,27 +124,6 @@ async fn stream_status(bus: &Bus, name: &str) -> StreamStatus {
     }
 }
 
-/// The daemon's resident memory (`VmRSS` of `/proc/self/status`).
-fn own_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
-
-/// The daemon's CPU time (first field of `/proc/self/schedstat`, ns).
-fn own_cpu_seconds() -> Option<f64> {
-    let sched = std::fs::read_to_string("/proc/self/schedstat").ok()?;
-    let ns: u64 = sched.split_whitespace().next()?.parse().ok()?;
-    Some(ns as f64 / 1e9)
-}
-
 async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) -> serde_json::Value {
     let bad = |e: String| serde_json::json!({ "error": e });
     let method = match SbSubject::parse(&msg.subject) {
@@ -166,8 +146,8 @@ async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) ->
                     Some(name) => Some(stream_status(supervisor.bus(), name).await),
                     None => None,
                 },
-                rss_bytes: own_rss_bytes(),
-                cpu_seconds: own_cpu_seconds(),
+                rss_bytes: usage::rss_bytes(usage::Process::Own),
+                cpu_seconds: usage::cpu_seconds(usage::Process::Own),
             };
             json(&reply)
         }

@@ -1,6 +1,10 @@
 //! The daemon's resident memory and CPU time, from `/proc/<pid>`: the
 //! dashboard runs on the daemon's machine (it is one of its children), so
-//! these are the kernel's own figures, not estimates.
+//! these are the kernel's own figures, not estimates. The reading is the
+//! SDK's ([`switchboard_bus::usage`], which the daemon uses for its own
+//! status); this is the shape the page gets.
+
+use switchboard_bus::usage::{self, Process};
 
 /// One reading.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -14,21 +18,9 @@ pub struct Sample {
 /// Read `pid`'s figures; `None` when `/proc` does not show it (another
 /// pid namespace, or not Linux).
 pub fn sample(pid: u32) -> Option<Sample> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    // First field: time on the CPU in nanoseconds.
-    let sched = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
-    let cpu_ns: u64 = sched.split_whitespace().next()?.parse().ok()?;
     Some(Sample {
-        rss_bytes: rss_kb * 1024,
-        cpu_seconds: cpu_ns as f64 / 1e9,
+        rss_bytes: usage::rss_bytes(Process::Pid(pid))?,
+        cpu_seconds: usage::cpu_seconds(Process::Pid(pid))?,
     })
 }
 
