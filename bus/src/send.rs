@@ -164,11 +164,36 @@ pub enum SendRequestError {
         /// The kinds it does send, as a sentence.
         sends: &'static str,
     },
+    /// Well formed, but asking for what cannot be: an id that is not
+    /// one, empty text, a room of the wrong shape. The operator's own
+    /// check, after the body decoded.
+    #[error("{reason}")]
+    Invalid {
+        /// What is wrong and what to send instead.
+        reason: String,
+    },
 }
 
 crate::error::kinds! {
     /// Coarse classes of [`SendRequestError`].
-    SendRequestError => SendRequestErrorKind { BadSubject, NotOurs, BadBody, UnknownKind }
+    SendRequestError => SendRequestErrorKind { BadSubject, NotOurs, BadBody, UnknownKind, Invalid }
+}
+
+impl SendRequestError {
+    /// The operator's own check refused the request: `reason` says what
+    /// is wrong and what to send instead (never a secret).
+    pub fn invalid(reason: impl Into<String>) -> SendRequestError {
+        SendRequestError::Invalid {
+            reason: reason.into(),
+        }
+    }
+
+    /// The same refusal with what to do next appended, e.g. `"give
+    /// `event_id` in the body"`.
+    #[must_use]
+    pub fn hint(self, next: &str) -> SendRequestError {
+        SendRequestError::invalid(format!("{self}; {next}"))
+    }
 }
 
 #[cfg(test)]
