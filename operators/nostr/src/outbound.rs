@@ -120,16 +120,10 @@ struct RelayRemoveBody {
 /// gets back (`{"ok": false, "error": …}`).
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
-    /// Not a send request this operator can read (subject, body, kind).
+    /// Not a send request this operator can act on (subject, body,
+    /// kind, or what the body asks).
     #[error(transparent)]
     Request(#[from] SendRequestError),
-    /// Well formed, but asks for what cannot be: an id or key that is
-    /// not one, an empty relay list, a room of the wrong shape.
-    #[error("{reason}")]
-    Invalid {
-        /// What is wrong and what to send instead.
-        reason: String,
-    },
     /// The event could not be signed.
     #[error("cannot sign the event: {reason}")]
     Sign {
@@ -162,14 +156,14 @@ pub enum Refusal {
 
 switchboard_bus::proto::error_kinds!(
     /// What kind of [`Refusal`] this is.
-    Refusal => RefusalKind { Request, Invalid, Sign, Dm, RelayControlOff, Relay, Tls }
+    Refusal => RefusalKind { Request, Sign, Dm, RelayControlOff, Relay, Tls }
 );
 
 impl Refusal {
+    /// Well formed, but asks for what cannot be: an id or key that is
+    /// not one, an empty relay list, a room of the wrong shape.
     fn invalid(reason: impl Into<String>) -> Refusal {
-        Refusal::Invalid {
-            reason: reason.into(),
-        }
+        SendRequestError::invalid(reason).into()
     }
 
     /// The same refusal with what to do next appended.
