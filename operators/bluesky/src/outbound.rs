@@ -75,16 +75,10 @@ struct TargetBody {
 /// gets back (`{"ok": false, "error": …}`).
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
-    /// Not a send request this operator can read (subject, body, kind).
+    /// Not a send request this operator can act on (subject, body,
+    /// kind, or what the body asks).
     #[error(transparent)]
     Request(#[from] SendRequestError),
-    /// Well formed, but not what can be posted: empty text, a `parent`
-    /// on a `post`, a target that is not a post URI, too many langs.
-    #[error("{reason}")]
-    Invalid {
-        /// What is wrong and what to send instead.
-        reason: String,
-    },
     /// Not logged in: why (a refused login says what to fix).
     #[error("{reason}")]
     NotRunning {
@@ -98,13 +92,13 @@ pub enum Refusal {
 
 switchboard_bus::proto::error_kinds! {
     /// Coarse classes of [`Refusal`].
-    Refusal => RefusalKind { Request, Invalid, NotRunning, Ended }
+    Refusal => RefusalKind { Request, NotRunning, Ended }
 }
 
+/// A request that decoded but cannot be posted: empty text, a `parent`
+/// on a `post`, a target that is not a post URI, too many langs.
 fn invalid(reason: impl Into<String>) -> Refusal {
-    Refusal::Invalid {
-        reason: reason.into(),
-    }
+    SendRequestError::invalid(reason).into()
 }
 
 /// The request in `delivery`, or why it is refused.
