@@ -213,14 +213,17 @@ enum RawRelay {
     Full(RawRelayFull),
 }
 
+/// A relay as a table, `{url, read, write}`; also the body of a
+/// `relay-add` request ([`crate::outbound`]), which names a relay the
+/// same way.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawRelayFull {
-    url: String,
+pub(crate) struct RawRelayFull {
+    pub(crate) url: String,
     #[serde(default = "yes")]
-    read: bool,
+    pub(crate) read: bool,
     #[serde(default = "yes")]
-    write: bool,
+    pub(crate) write: bool,
 }
 
 fn yes() -> bool {

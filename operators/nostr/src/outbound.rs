@@ -12,7 +12,7 @@ use switchboard_bus::proto::headers;
 use switchboard_bus::send::{self, SendRequestError};
 use switchboard_bus::Delivery;
 
-use crate::config::{BotKeys, RelayConfig};
+use crate::config::{BotKeys, RawRelayFull, RelayConfig};
 use crate::dm::{self, Encryption};
 use crate::inbound::Recent;
 
@@ -94,20 +94,6 @@ struct RawBody {
     event: Value,
     #[serde(default)]
     relays: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RelayAddBody {
-    url: String,
-    #[serde(default = "yes")]
-    read: bool,
-    #[serde(default = "yes")]
-    write: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Deserialize)]
@@ -281,7 +267,7 @@ pub fn request_for(
         }
         kinds::RELAYS => Ok(Request::Relays),
         kinds::RELAY_ADD => {
-            let b: RelayAddBody = asked.body(r#"{"url": "wss://…", "read": true, "write": true}"#,
+            let b: RawRelayFull = asked.body(r#"{"url": "wss://…", "read": true, "write": true}"#,
             )?;
             let url = b.url.trim().to_string();
             crate::config::check_relay_url(&url)
