@@ -21,7 +21,7 @@ use crate::config::IrcConfig;
 use crate::flood::{self, TokenBucket, Window};
 use crate::inbound::InboundEvent;
 use crate::line::{Framed, LineFramer, OutLine};
-use crate::outbound::TextKind;
+use crate::outbound::{NotSent, TextKind};
 use crate::transport;
 
 /// Longest inbound line kept: 8191 bytes of IRCv3 tags plus the line.
@@ -537,10 +537,11 @@ impl Session {
         None
     }
 
-    async fn fail(&self, reply: Option<String>, error: String) {
+    async fn fail(&self, reply: Option<String>, error: NotSent) {
         tracing::debug!(%error, "send request refused");
         if let Some(reply) = reply {
-            self.respond(&reply, SendResult::failed(error)).await;
+            self.respond(&reply, SendResult::failed(error.to_string()))
+                .await;
         }
     }
 
@@ -552,11 +553,8 @@ impl Session {
     async fn room_in_queue(&mut self, reply: Option<String>) -> Option<Option<String>> {
         let max = self.config().flood.max_queue;
         if self.queue.len() >= max {
-            let msg = format!(
-                "send queue full ({} lines waiting, at most {max}); try again later",
-                self.queue.len()
-            );
-            self.fail(reply, msg).await;
+            let waiting = self.queue.len();
+            self.fail(reply, NotSent::QueueFull { waiting, max }).await;
             return None;
         }
         Some(reply)
@@ -566,11 +564,8 @@ impl Session {
     async fn enqueue(&mut self, lines: Vec<OutLine>, reply: Option<String>) {
         let max = self.config().flood.max_queue;
         if self.queue.len() + lines.len() > max {
-            let msg = format!(
-                "send queue full ({} lines waiting, at most {max}); try again later",
-                self.queue.len()
-            );
-            self.fail(reply, msg).await;
+            let waiting = self.queue.len();
+            self.fail(reply, NotSent::QueueFull { waiting, max }).await;
             return;
         }
         let n = lines.len();
