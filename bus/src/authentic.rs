@@ -87,8 +87,7 @@ const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// `forged`, and logs the first of each burst.
 pub(crate) struct Gate {
     forged: crate::Counter,
-    last_warning: Option<std::time::Instant>,
-    suppressed: u64,
+    warnings: crate::ratelimit::Hush,
 }
 
 impl Gate {
@@ -98,8 +97,7 @@ impl Gate {
     pub(crate) fn new(stats: &crate::Stats) -> Gate {
         Gate {
             forged: stats.counter(Self::COUNTER),
-            last_warning: None,
-            suppressed: 0,
+            warnings: crate::ratelimit::Hush::new(WARN_EVERY),
         }
     }
 
@@ -110,23 +108,15 @@ impl Gate {
             return true;
         }
         self.forged.inc();
-        let now = std::time::Instant::now();
-        if self
-            .last_warning
-            .is_some_and(|at| now.duration_since(at) < WARN_EVERY)
-        {
-            self.suppressed += 1;
-        } else {
+        if let Some(suppressed) = self.warnings.due(std::time::Instant::now()) {
             tracing::warn!(
                 subject,
                 // At most 256 bytes (envelope rule); Debug escapes control characters.
                 source = ?source,
                 owner = subject_owner(subject).unwrap_or_default(),
-                suppressed_since_last = self.suppressed,
+                suppressed_since_last = suppressed,
                 "dropped an envelope whose source is not the owner of its subject (forged; counted in `forged`)"
             );
-            self.last_warning = Some(now);
-            self.suppressed = 0;
         }
         false
     }

@@ -29,11 +29,16 @@ use serde_json::Value;
 /// );
 /// ```
 ///
-/// Unlike the other errors of this crate it has no
-/// [`source()`](std::error::Error::source), on purpose: serde's error
-/// quotes the value, which may be a secret.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}: {problem}", place(.path))]
+/// It is also the error of an operator's own checks, after serde has
+/// read the value ([`ConfigError::invalid`], [`duration`]): a port of 0,
+/// a nick with a space. One type for both, so an operator's config
+/// errors read the same whether serde or the operator refused.
+///
+/// A serde error has no [`source()`](std::error::Error::source), on
+/// purpose: serde's error quotes the value, which may be a secret. An
+/// operator's check may keep its cause ([`ConfigError::because`]), e.g.
+/// the duration parser's error.
+#[derive(Debug, Clone)]
 pub struct ConfigError {
     /// Where: dotted keys and `[index]`es from the top of the config,
     /// e.g. `sasl.port` or `channels[2].name`; `.` for the config itself.
@@ -42,7 +47,35 @@ pub struct ConfigError {
     /// What was wrong, never quoting the value found.
     pub problem: String,
     kind: ConfigErrorKind,
+    /// Shared, so the error stays `Clone` (an ack and a log line both
+    /// carry it).
+    cause: Option<std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", place(&self.path), self.problem)
+    }
+}
+
+/// By hand, not derived: the cause is behind an `Arc`, and `source()`
+/// must return the cause itself (so it can be downcast), not the `Arc`.
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let cause: &(dyn std::error::Error + 'static) = self.cause.as_deref()?;
+        Some(cause)
+    }
+}
+
+/// The same place and problem (the cause is not compared: two parser
+/// errors cannot be).
+impl PartialEq for ConfigError {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.path, &self.problem, self.kind) == (&other.path, &other.problem, other.kind)
+    }
+}
+
+impl Eq for ConfigError {}
 
 /// Coarse classes of [`ConfigError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,6 +101,70 @@ impl ConfigError {
     pub fn kind(&self) -> ConfigErrorKind {
         self.kind
     }
+
+    /// An operator's own check refused the value at `path` (a dotted key
+    /// such as `polling.interval`, from the struct being checked: the top
+    /// of the config for a top-level `#[serde(try_from)]`): `problem`
+    /// says what is wrong and what to write instead, never quoting a
+    /// secret.
+    ///
+    /// ```
+    /// use switchboard_bus::{ConfigError, ConfigErrorKind};
+    ///
+    /// let e = ConfigError::invalid("port", "must be between 1 and 65535");
+    /// assert_eq!(e.to_string(), "config key `port`: must be between 1 and 65535");
+    /// assert_eq!(e.kind(), ConfigErrorKind::InvalidValue);
+    /// ```
+    pub fn invalid(path: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError {
+            path: path.into(),
+            problem: problem.into(),
+            kind: ConfigErrorKind::InvalidValue,
+            cause: None,
+        }
+    }
+
+    /// The same error, keeping `source` as its cause (a parser's error).
+    #[must_use]
+    pub fn because(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.cause = Some(std::sync::Arc::new(source));
+        self
+    }
+
+    /// What `parse_config` makes of an operator's own check that came
+    /// back through serde: a `#[serde(try_from)]` error reaches serde as
+    /// its text only, at the path of the struct it checked. Read back,
+    /// the message names the key once (`config key `port`: …`) instead
+    /// of `config: config key `port`: …`.
+    fn from_check(at: &str, message: &str) -> Option<ConfigError> {
+        let rest = message.strip_prefix("config key `")?;
+        let (key, problem) = rest.split_once("`: ")?;
+        let path = match at {
+            "." => key.to_string(),
+            _ => format!("{at}.{key}"),
+        };
+        Some(ConfigError::invalid(path, problem))
+    }
+}
+
+/// A duration key of an operator's config, read with the one parser
+/// every Switchboard config uses (`"500ms"`, `"1.5s"`, `"2m"`, `"1h"`, at
+/// most a year: [`switchboard_proto::duration`]); `default` when the key
+/// is not given.
+///
+/// # Errors
+///
+/// [`ConfigError`] naming `key`, with the parser's error as its source.
+pub fn duration(
+    key: &str,
+    value: Option<&str>,
+    default: std::time::Duration,
+) -> Result<std::time::Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(text) => switchboard_proto::duration::parse_duration(text)
+            .map_err(|e| ConfigError::invalid(key, e.to_string()).because(e)),
+    }
 }
 
 /// Deserialise an operator's config from `value`.
@@ -92,6 +189,7 @@ pub fn parse_config<T: DeserializeOwned>(value: &Value) -> Result<T, ConfigError
                 path,
                 problem: "missing (it is required)".to_string(),
                 kind: ConfigErrorKind::Missing,
+                cause: None,
             };
         }
         let kind = [
@@ -105,10 +203,16 @@ pub fn parse_config<T: DeserializeOwned>(value: &Value) -> Result<T, ConfigError
         .find(|(prefix, _)| message.starts_with(prefix))
         .map_or(ConfigErrorKind::Other, |(_, kind)| *kind);
         let problem = describe(&message, at_path(value, e.path()));
+        if kind == ConfigErrorKind::Other {
+            if let Some(check) = ConfigError::from_check(&path, &problem) {
+                return check;
+            }
+        }
         ConfigError {
             path,
             problem,
             kind,
+            cause: None,
         }
     })
 }
@@ -393,6 +497,61 @@ mod tests {
         assert_eq!(
             text,
             "config key `channels[0].key`: invalid type: expected a string, found an integer"
+        );
+    }
+
+    /// A config type with a check of its own, as the operators have.
+    #[derive(Debug, Deserialize)]
+    #[serde(try_from = "RawChecked")]
+    struct Checked {
+        #[allow(dead_code)]
+        every: std::time::Duration,
+    }
+
+    #[derive(Deserialize)]
+    struct RawChecked {
+        every: Option<String>,
+        port: u16,
+    }
+
+    impl TryFrom<RawChecked> for Checked {
+        type Error = ConfigError;
+        fn try_from(raw: RawChecked) -> Result<Checked, ConfigError> {
+            if raw.port == 0 {
+                return Err(ConfigError::invalid("port", "must be between 1 and 65535"));
+            }
+            let every = duration(
+                "every",
+                raw.every.as_deref(),
+                std::time::Duration::from_secs(5),
+            )?;
+            Ok(Checked { every })
+        }
+    }
+
+    #[test]
+    fn an_operators_check_names_its_key_once() {
+        let e = parse_config::<Checked>(&json!({"port": 0})).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config key `port`: must be between 1 and 65535"
+        );
+        assert_eq!(
+            (e.path.as_str(), e.kind()),
+            ("port", ConfigErrorKind::InvalidValue)
+        );
+        // A value of two characters is not withheld as a quote (see `quotes_a_value`).
+        let e = parse_config::<Checked>(&json!({"port": 1, "every": "99"})).unwrap_err();
+        assert!(e.to_string().starts_with("config key `every`: "), "{e}");
+        // Called directly, the parser's error is kept as the cause.
+        let e = duration("every", Some("soon"), std::time::Duration::ZERO).unwrap_err();
+        let cause = std::error::Error::source(&e).expect("the parser's error");
+        assert!(cause
+            .downcast_ref::<switchboard_proto::duration::DurationError>()
+            .is_some());
+        assert_eq!(
+            duration("every", None, std::time::Duration::from_secs(3)),
+            Ok(std::time::Duration::from_secs(3))
         );
     }
 

@@ -14,6 +14,10 @@
 //!   rate-limited per room, sender and network.
 //! - [`authentic`]: whether an envelope's `source` owns its subject; the
 //!   runtime drops forged ones before the handler.
+//! - For protocol operators, the plumbing each needs: [`send`] (is this a
+//!   send request for me, and its body) with [`Context::refuse`] (say
+//!   why not), [`Secret`] (used, never printed), [`ConfigError::invalid`]
+//!   and [`duration`] for their own config checks.
 //!
 //! Every error type has a `kind()` and keeps its cause as `source()`.
 //!
@@ -70,13 +74,16 @@ mod logging;
 mod operator;
 mod options;
 mod ratelimit;
+mod secret;
+pub mod send;
 mod stats;
 pub mod stream;
 mod subscription;
 mod trigger;
+pub mod usage;
 
 pub use client::Bus;
-pub use config::{parse_config, ConfigError, ConfigErrorKind};
+pub use config::{duration, parse_config, ConfigError, ConfigErrorKind};
 pub use error::{
     BoxError, ConnectError, ConnectErrorKind, PublishError, PublishErrorKind, ReplyError,
     ReplyErrorKind, RequestError, RequestErrorKind, SubscribeError, SubscribeErrorKind,
@@ -92,6 +99,7 @@ pub use operator::{
 };
 pub use options::BusOptions;
 pub use ratelimit::RateLimit;
+pub use secret::Secret;
 pub use stats::{Counter, Stats};
 pub use subscription::{Delivery, RawMessage, RawSubscription, Subscription};
 pub use trigger::{

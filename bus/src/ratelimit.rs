@@ -148,6 +148,43 @@ impl Buckets {
     }
 }
 
+/// Warnings about a flood, at most one every `every`: the first of a
+/// burst is logged, the rest only counted and said with the next one
+/// (`suppressed_since_last`). A flood of forgeries or of over-limit
+/// answers must not flood the log; [`crate::authentic`] and
+/// [`crate::Triggers`] both need it.
+#[derive(Debug)]
+pub(crate) struct Hush {
+    every: std::time::Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Hush {
+    /// At most one warning every `every`.
+    pub(crate) fn new(every: std::time::Duration) -> Hush {
+        Hush {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(n)` when a warning is due at `now` (`n` were kept quiet
+    /// since the last one), `None` when this one is only counted.
+    pub(crate) fn due(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|at| now.duration_since(at) < self.every)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -220,5 +257,17 @@ mod tests {
         ] {
             assert!(serde_json::from_value::<C>(bad.clone()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn hush_says_the_first_of_a_burst_and_counts_the_rest() {
+        let every = std::time::Duration::from_secs(10);
+        let mut hush = Hush::new(every);
+        let t0 = Instant::now();
+        assert_eq!(hush.due(t0), Some(0));
+        assert_eq!(hush.due(t0 + every / 2), None);
+        assert_eq!(hush.due(t0 + every / 2), None);
+        assert_eq!(hush.due(t0 + every), Some(2));
+        assert_eq!(hush.due(t0 + every * 3), Some(0));
     }
 }

@@ -17,7 +17,7 @@ use switchboard_proto::{ChatEvent, Pattern, PatternError};
 
 use crate::error::kinds;
 use crate::operator::{Context, HandlerResult, Operator};
-use crate::ratelimit::{limit_or_off, Buckets, RateLimit};
+use crate::ratelimit::{limit_or_off, Buckets, Hush, RateLimit};
 use crate::subscription::Delivery;
 use crate::Counter;
 
@@ -132,8 +132,7 @@ struct Limiter {
     room: Option<Buckets>,
     network: Option<Buckets>,
     dropped: Counter,
-    last_warning: Option<Instant>,
-    suppressed: u64,
+    warnings: Hush,
 }
 
 /// Time between two warnings about dropped answers; the rest are counted.
@@ -146,8 +145,7 @@ impl Limiter {
             room: limits.room.map(Buckets::new),
             network: limits.network.map(Buckets::new),
             dropped,
-            last_warning: None,
-            suppressed: 0,
+            warnings: Hush::new(WARN_EVERY),
         }
     }
 
@@ -176,21 +174,14 @@ impl Limiter {
             return true;
         }
         self.dropped.inc();
-        if self
-            .last_warning
-            .is_some_and(|at| now.duration_since(at) < WARN_EVERY)
-        {
-            self.suppressed += 1;
-        } else {
+        if let Some(suppressed) = self.warnings.due(now) {
             tracing::warn!(
                 network = %network,
                 room = ?chat.room(),
                 sender = ?chat.sender(),
-                suppressed_since_last = self.suppressed,
+                suppressed_since_last = suppressed,
                 "answer dropped: over the rate limit (counted in `rate_limited`)"
             );
-            self.last_warning = Some(now);
-            self.suppressed = 0;
         }
         false
     }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde::Serialize;
+use switchboard_bus::usage;
 use switchboard_bus::{Bus, RawMessage};
 use switchboard_proto::api::{
     methods, CtlReply, CtlRequest, LogLine, LogsReply, LogsRequest, StatusReply, StreamStatus,
@@ -123,34 +124,6 @@ async fn stream_status(bus: &Bus, name: &str) -> StreamStatus {
     }
 }
 
-/// The daemon's resident memory (`VmRSS` of `/proc/self/status`).
-fn own_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
-
-/// The daemon's CPU time, every thread's: user plus system time of
-/// `/proc/self/stat` (fields 14 and 15, in USER_HZ ticks, 100 a second on
-/// Linux). Not `/proc/self/schedstat`, which is the main thread's alone
-/// (tokio's workers do the work: it showed 0.01 s of 0.17 s).
-fn own_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // After the command's `)`: field 3 (state) on, so 14 and 15 are the
-    // 12th and 13th.
-    let mut rest = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
-    let user: u64 = rest.next()?.parse().ok()?;
-    let system: u64 = rest.next()?.parse().ok()?;
-    Some((user + system) as f64 / 100.0)
-}
-
 async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) -> serde_json::Value {
     let bad = |e: String| serde_json::json!({ "error": e });
     let method = match SbSubject::parse(&msg.subject) {
@@ -173,8 +146,8 @@ async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) ->
                     Some(name) => Some(stream_status(supervisor.bus(), name).await),
                     None => None,
                 },
-                rss_bytes: own_rss_bytes(),
-                cpu_seconds: own_cpu_seconds(),
+                rss_bytes: usage::rss_bytes(usage::Process::Own),
+                cpu_seconds: usage::cpu_seconds(usage::Process::Own),
             };
             json(&reply)
         }
@@ -254,25 +227,6 @@ pub async fn call<Req: Serialize, Resp: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_time_counts_every_thread() {
-        let before = own_cpu_seconds().expect("/proc/self/stat");
-        std::thread::spawn(|| {
-            let start = std::time::Instant::now();
-            let mut x = 0u64;
-            while start.elapsed() < std::time::Duration::from_millis(200) {
-                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
-            }
-        })
-        .join()
-        .expect("the burning thread");
-        let after = own_cpu_seconds().expect("/proc/self/stat");
-        assert!(
-            after - before >= 0.03,
-            "200 ms of work on another thread: {before} -> {after}"
-        );
-    }
 
     #[test]
     fn long_log_replies_keep_the_newest_lines_that_fit() {

@@ -35,35 +35,14 @@
 //! keys are errors (serde names the keys that exist). The password is
 //! never printed: `Debug` shows `"***"`.
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
-use switchboard_bus::proto::duration::parse_duration;
+use switchboard_bus::{duration, ConfigError};
 use time::OffsetDateTime;
 
-/// A password or token: used, never printed.
-#[derive(Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// A secret holding `value`.
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The secret itself; the caller must not log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
+/// A password or token: used, never printed (the SDK's one secret type).
+pub use switchboard_bus::Secret;
 
 /// How mentions and replies reach the operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -237,28 +216,12 @@ struct RawConfig {
     instance: Option<String>,
 }
 
-/// Why a configuration was refused (the message names the key, never a
-/// secret).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(String);
-
-fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
-    Err(ConfigError(msg.into()))
-}
-
-fn duration(key: &str, value: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(text) => parse_duration(&text).map_err(|e| ConfigError(format!("`{key}`: {e}"))),
-    }
-}
-
 fn url(key: &str, value: &str, schemes: &[&str]) -> Result<String, ConfigError> {
     let parsed = reqwest::Url::parse(value)
-        .map_err(|e| ConfigError(format!("`{key}` is not a URL ({e})")))?;
+        .map_err(|e| ConfigError::invalid(key, format!("is not a URL ({e})")).because(e))?;
     if !schemes.contains(&parsed.scheme()) {
-        return err(format!("`{key}` must be a {} URL", schemes.join(" or ")));
+        let problem = format!("must be a {} URL", schemes.join(" or "));
+        return Err(ConfigError::invalid(key, problem));
     }
     Ok(value.trim_end_matches('/').to_string())
 }
@@ -273,51 +236,76 @@ impl TryFrom<RawConfig> for BskyConfig {
             &["https", "http"],
         )?;
         if raw.identifier.trim().is_empty() {
-            return err("`identifier` must not be empty: the account's handle, DID or e-mail");
+            return Err(ConfigError::invalid(
+                "identifier",
+                "must not be empty: the account's handle, DID or e-mail",
+            ));
         }
         if raw.password.expose().is_empty() {
-            return err("`password` is empty: give an app password by secret reference");
+            return Err(ConfigError::invalid(
+                "password",
+                "is empty: give an app password by secret reference",
+            ));
         }
         let process_from = match raw.polling.process_from {
             None => None,
             Some(text) => Some(
                 OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
-                    .map_err(|_| {
-                        ConfigError(
-                            "`polling.process_from` must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z"
-                                .into(),
+                    .map_err(|e| {
+                        ConfigError::invalid(
+                            "polling.process_from",
+                            "must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z",
                         )
+                        .because(e)
                     })?,
             ),
         };
         let interval = duration(
             "polling.interval",
-            raw.polling.interval,
+            raw.polling.interval.as_deref(),
             Duration::from_secs(5),
         )?;
         if interval < Duration::from_millis(100) {
-            return err("`polling.interval` must be at least 100ms");
+            return Err(ConfigError::invalid(
+                "polling.interval",
+                "must be at least 100ms",
+            ));
         }
         let page_size = raw.polling.page_size.unwrap_or(50);
         if !(1..=100).contains(&page_size) {
-            return err("`polling.page_size` must be between 1 and 100 (the lexicon's limit)");
+            return Err(ConfigError::invalid(
+                "polling.page_size",
+                "must be between 1 and 100 (the lexicon's limit)",
+            ));
         }
         let langs = raw.langs.unwrap_or_else(|| vec!["en".to_string()]);
         if langs.len() > 3 {
-            return err("`langs`: a post carries at most 3 languages");
+            return Err(ConfigError::invalid(
+                "langs",
+                "a post carries at most 3 languages",
+            ));
         }
         if langs
             .iter()
             .any(|l| l.is_empty() || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
         {
-            return err("`langs` must be BCP 47 tags such as \"en\" or \"pt-BR\"");
+            return Err(ConfigError::invalid(
+                "langs",
+                "must be BCP 47 tags such as \"en\" or \"pt-BR\"",
+            ));
         }
         if let Some(reasons) = &raw.reasons {
             if reasons.is_empty() {
-                return err("`reasons` is empty: leave it out to publish every reason");
+                return Err(ConfigError::invalid(
+                    "reasons",
+                    "is empty: leave it out to publish every reason",
+                ));
             }
             if reasons.iter().any(|r| r.is_empty()) {
-                return err("`reasons` must not contain an empty string");
+                return Err(ConfigError::invalid(
+                    "reasons",
+                    "must not contain an empty string",
+                ));
             }
         }
         let jetstream = Jetstream {
@@ -333,51 +321,70 @@ impl TryFrom<RawConfig> for BskyConfig {
             wanted_dids: raw.jetstream.wanted_dids,
             overlap: duration(
                 "jetstream.overlap",
-                raw.jetstream.overlap,
+                raw.jetstream.overlap.as_deref(),
                 Duration::from_secs(3),
             )?,
             keepalive: duration(
                 "jetstream.keepalive",
-                raw.jetstream.keepalive,
+                raw.jetstream.keepalive.as_deref(),
                 Duration::from_secs(30),
             )?,
         };
         if jetstream.keepalive < Duration::from_millis(100) {
-            return err("`jetstream.keepalive` must be at least 100ms");
+            return Err(ConfigError::invalid(
+                "jetstream.keepalive",
+                "must be at least 100ms",
+            ));
         }
         if !jetstream.wanted_collections.iter().any(|c| c == POST) {
-            return err(format!(
-                "`jetstream.wanted_collections` must include {POST}: the operator publishes posts"
+            return Err(ConfigError::invalid(
+                "jetstream.wanted_collections",
+                format!("must include {POST}: the operator publishes posts"),
             ));
         }
         if jetstream.wanted_dids.iter().any(|d| !d.starts_with("did:")) {
-            return err("`jetstream.wanted_dids` must be DIDs (did:plc:… or did:web:…)");
+            return Err(ConfigError::invalid(
+                "jetstream.wanted_dids",
+                "must be DIDs (did:plc:… or did:web:…)",
+            ));
         }
         let strategy = raw.strategy.unwrap_or(Strategy::Polling);
         if raw.firehose.is_some() && strategy != Strategy::Firehose {
-            return err(
-                "`firehose` settings are read only with strategy = \"firehose\": set the strategy or remove the table",
-            );
+            return Err(ConfigError::invalid(
+                "firehose",
+                "is read only with strategy = \"firehose\": set the strategy or remove the table",
+            ));
         }
         let firehose = match raw.firehose {
             Some(f) => f,
             None => Firehose::try_from(RawFirehose::default())?,
         };
         let retry = Retry {
-            initial: duration("retry.initial", raw.retry.initial, Duration::from_secs(1))?,
-            max: duration("retry.max", raw.retry.max, Duration::from_secs(60))?,
+            initial: duration(
+                "retry.initial",
+                raw.retry.initial.as_deref(),
+                Duration::from_secs(1),
+            )?,
+            max: duration(
+                "retry.max",
+                raw.retry.max.as_deref(),
+                Duration::from_secs(60),
+            )?,
         };
         if retry.max < retry.initial {
-            return err("`retry.max` must not be shorter than `retry.initial`");
+            return Err(ConfigError::invalid(
+                "retry.max",
+                "must not be shorter than `retry.initial`",
+            ));
         }
         let request_timeout = duration(
             "request_timeout",
-            raw.request_timeout,
+            raw.request_timeout.as_deref(),
             Duration::from_secs(30),
         )?;
         if let Some(instance) = &raw.instance {
             if instance.is_empty() {
-                return err("`instance` must not be empty");
+                return Err(ConfigError::invalid("instance", "must not be empty"));
             }
         }
         Ok(BskyConfig {
@@ -411,9 +418,10 @@ impl TryFrom<RawFirehose> for Firehose {
             &["wss", "ws"],
         )?;
         if relay.contains('?') {
-            return err(
-                "`firehose.relay_uri` must not have a query: the operator adds `cursor` itself",
-            );
+            return Err(ConfigError::invalid(
+                "firehose.relay_uri",
+                "must not have a query: the operator adds `cursor` itself",
+            ));
         }
         let relay_uri = if relay.ends_with(SUBSCRIBE_REPOS) {
             relay
@@ -421,11 +429,21 @@ impl TryFrom<RawFirehose> for Firehose {
             format!("{relay}{SUBSCRIBE_REPOS}")
         };
         if raw.cursor.is_some_and(|c| c < 0) {
-            return err("`firehose.cursor` must be a sequence number (0 or more)");
+            return Err(ConfigError::invalid(
+                "firehose.cursor",
+                "must be a sequence number (0 or more)",
+            ));
         }
-        let keepalive = duration("firehose.keepalive", raw.keepalive, Duration::from_secs(30))?;
+        let keepalive = duration(
+            "firehose.keepalive",
+            raw.keepalive.as_deref(),
+            Duration::from_secs(30),
+        )?;
         if keepalive < Duration::from_millis(100) {
-            return err("`firehose.keepalive` must be at least 100ms");
+            return Err(ConfigError::invalid(
+                "firehose.keepalive",
+                "must be at least 100ms",
+            ));
         }
         Ok(Firehose {
             relay_uri,

@@ -52,7 +52,7 @@ pub struct CreateSessionInput<'a> {
 }
 
 /// The output of `createSession` and `refreshSession`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionOutput {
     /// Access token (short-lived).

@@ -9,14 +9,13 @@
 
 use std::time::Duration;
 
-use serde_json::json;
 use switchboard_bus::proto::ChatPattern;
 use switchboard_bus::{Context, Delivery, HandlerResult, Operator};
 
 use crate::api::{Api, Counters, MAX_RATE_LIMIT_WAIT};
 use crate::config::BskyConfig;
 use crate::inbound::{Publisher, PROTOCOL};
-use crate::outbound::request_for;
+use crate::outbound::{request_for, Refusal};
 use crate::session::AuthError;
 use crate::store::Store;
 use crate::worker::{Command, WorkerHandle};
@@ -125,20 +124,17 @@ impl Operator for BskyOperator {
                     })
                     .await
             }
-            (None, Ok(_)) => Err(self
-                .refused
-                .clone()
-                .unwrap_or_else(|| "the Bluesky operator is not running".to_string())),
+            (None, Ok(_)) => Err(Refusal::NotRunning {
+                reason: self
+                    .refused
+                    .clone()
+                    .unwrap_or_else(|| "the Bluesky operator is not running".to_string()),
+            }),
             (_, Err(e)) => Err(e),
         };
         if let Err(error) = outcome {
-            tracing::debug!(subject = %delivery.subject, %error, "send request refused");
             Counters::new(ctx.bus()).send_failures.inc();
-            if let Some(reply) = &delivery.reply {
-                ctx.bus()
-                    .respond_json(reply, &json!({"ok": false, "error": error}))
-                    .await?;
-            }
+            ctx.refuse(&delivery, &error).await?;
         }
         Ok(())
     }

@@ -13,7 +13,8 @@
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use switchboard_bus::proto::{headers, Branch, ChatSubject};
+use switchboard_bus::proto::headers;
+use switchboard_bus::send::{self, SendRequestError};
 use switchboard_bus::Delivery;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -70,76 +71,97 @@ struct TargetBody {
     uri: Option<String>,
 }
 
-fn body<T: for<'de> Deserialize<'de>>(
-    value: &Value,
-    kind: &str,
-    expected: &str,
-) -> Result<T, String> {
-    let empty = Value::Object(Default::default());
-    let value = if value.is_null() { &empty } else { value };
-    T::deserialize(value)
-        .map_err(|e| format!("bad body for a `{kind}` request ({e}); expected {expected}"))
+/// Why a send request is refused. The message is the sentence the sender
+/// gets back (`{"ok": false, "error": …}`).
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// Not a send request this operator can act on (subject, body,
+    /// kind, or what the body asks).
+    #[error(transparent)]
+    Request(#[from] SendRequestError),
+    /// Not logged in: why (a refused login says what to fix).
+    #[error("{reason}")]
+    NotRunning {
+        /// Why the operator cannot send now.
+        reason: String,
+    },
+    /// The session task has ended.
+    #[error("the Bluesky session task has ended")]
+    Ended,
+}
+
+switchboard_bus::proto::error_kinds! {
+    /// Coarse classes of [`Refusal`].
+    Refusal => RefusalKind { Request, NotRunning, Ended }
+}
+
+/// A request that decoded but cannot be posted: empty text, a `parent`
+/// on a `post`, a target that is not a post URI, too many langs.
+fn invalid(reason: impl Into<String>) -> Refusal {
+    SendRequestError::invalid(reason).into()
 }
 
 /// The request in `delivery`, or why it is refused.
 ///
 /// # Errors
 ///
-/// A sentence saying what is wrong with the subject or body.
-pub fn request_for(delivery: &Delivery, instance: &str) -> Result<Request, String> {
-    let ChatSubject {
-        branch,
-        address,
-        kind,
-    } = ChatSubject::parse(&delivery.subject).map_err(|e| e.to_string())?;
-    if branch != Branch::Send || address.protocol != PROTOCOL || address.instance != instance {
-        return Err(format!(
-            "subject {} is not a send request for bluesky instance {instance}",
-            delivery.subject
-        ));
-    }
+/// A [`Refusal`] saying what is wrong with the subject or body.
+pub fn request_for(delivery: &Delivery, instance: &str) -> Result<Request, Refusal> {
+    let asked = send::Request::parse(delivery, PROTOCOL, instance)?;
+    let kind = asked.kind.as_str();
     let env = delivery.envelope();
-    let value = &env.body;
     let in_reply_to = env.header(headers::IN_REPLY_TO).map(str::to_string);
     let text_expected = r#"{"text": "...", "split": false}"#;
-    let (kind_, text, target, split, langs) = match kind.as_str() {
+    let (kind_, text, target, split, langs) = match kind {
         "message" | "post" => {
-            let b: TextBody = body(value, &kind, text_expected)?;
+            let b: TextBody = asked.body(text_expected)?;
             if b.text.trim().is_empty() {
-                return Err(format!("`{kind}` with empty text: nothing to post"));
+                return Err(invalid(format!(
+                    "`{kind}` with empty text: nothing to post"
+                )));
             }
             if kind == "post" && b.parent.is_some() {
-                return Err("a `post` starts a thread and has no `parent`; send a `message` to reply".into());
+                return Err(invalid(
+                    "a `post` starts a thread and has no `parent`; send a `message` to reply",
+                ));
             }
-            let k = if kind == "post" { Kind::Post } else { Kind::Message };
+            let k = if kind == "post" {
+                Kind::Post
+            } else {
+                Kind::Message
+            };
             (k, b.text, b.parent, b.split, b.langs)
         }
         "like" | "repost" => {
-            let b: TargetBody = body(value, &kind, r#"{} or {"uri": "at://..."}"#)?;
-            let k = if kind == "like" { Kind::Like } else { Kind::Repost };
+            let b: TargetBody = asked.body(r#"{} or {"uri": "at://..."}"#)?;
+            let k = if kind == "like" {
+                Kind::Like
+            } else {
+                Kind::Repost
+            };
             (k, String::new(), b.uri, false, None)
         }
-        other => {
-            return Err(format!(
-                "unknown kind `{other}`: the Bluesky operator sends message (a reply), post, like and repost"
-            ))
+        _ => {
+            return Err(asked
+                .unknown_kind("the Bluesky operator sends message (a reply), post, like and repost")
+                .into())
         }
     };
     if let Some(t) = &target {
         if !is_post_uri(t) {
-            return Err(format!(
+            return Err(invalid(format!(
                 "`{t}` is not a post URI (at://<did>/app.bsky.feed.post/<rkey>)"
-            ));
+            )));
         }
     }
     if let Some(langs) = &langs {
         if langs.len() > 3 {
-            return Err("a post carries at most 3 `langs`".into());
+            return Err(invalid("a post carries at most 3 `langs`"));
         }
     }
     Ok(Request {
         kind: kind_,
-        room: address.room,
+        room: asked.room,
         text,
         target,
         in_reply_to,
@@ -247,14 +269,21 @@ mod tests {
 
     #[test]
     fn refuses_with_reasons() {
-        let e = |room, kind, body| request_for(&delivery(room, kind, body), "bot").unwrap_err();
+        let e = |room, kind, body| {
+            request_for(&delivery(room, kind, body), "bot")
+                .unwrap_err()
+                .to_string()
+        };
         assert!(e(ROOT, "message", json!({"txt": "x"})).contains("bad body"));
         assert!(e(ROOT, "message", json!({"text": "  "})).contains("empty text"));
         assert!(e(ROOT, "wave", json!({})).contains("unknown kind"));
         assert!(e(ROOT, "like", json!({"uri": "https://bsky.app/x"})).contains("not a post URI"));
         assert!(e("", "post", json!({"text": "x", "parent": ROOT})).contains("no `parent`"));
         let other = request_for(&delivery(ROOT, "message", json!({"text": "x"})), "other");
-        assert!(other.unwrap_err().contains("not a send request"));
+        assert!(other
+            .unwrap_err()
+            .to_string()
+            .contains("not a send request"));
     }
 
     #[test]

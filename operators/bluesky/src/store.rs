@@ -55,8 +55,10 @@ pub struct SavedSession {
     /// The account's handle.
     pub handle: String,
     /// Access token.
+    #[serde(serialize_with = "Secret::serialize_exposed")]
     pub access_jwt: Secret,
     /// Refresh token.
+    #[serde(serialize_with = "Secret::serialize_exposed")]
     pub refresh_jwt: Secret,
 }
 

@@ -15,57 +15,15 @@
 //! loopback listener, as Prometheus expects. A non-loopback `listen`
 //! needs a `token`.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
 use switchboard_proto::duration::parse_duration;
 
-/// A secret: compared, never printed.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// A secret holding `value`.
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// Whether `offered` is this secret, in time independent of where they
-    /// differ (a token guessed byte by byte learns nothing from timing).
-    pub fn matches(&self, offered: &str) -> bool {
-        let (a, b) = (self.0.as_bytes(), offered.as_bytes());
-        let mut diff = a.len() ^ b.len();
-        for (i, x) in a.iter().enumerate() {
-            diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
-        }
-        diff == 0
-    }
-}
-
-impl Secret {
-    /// A MAC of `purpose` keyed with this secret: a session cookie that
-    /// proves the browser once had the token without holding the token
-    /// itself, and stops working when the token changes.
-    pub fn tag(&self, purpose: &[u8]) -> Vec<u8> {
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.0.as_bytes());
-        ring::hmac::sign(&key, purpose).as_ref().to_vec()
-    }
-
-    /// Whether `tag` is [`Secret::tag`] of `purpose` (in constant time).
-    pub fn verify_tag(&self, purpose: &[u8], tag: &[u8]) -> bool {
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.0.as_bytes());
-        ring::hmac::verify(&key, purpose, tag).is_ok()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
+/// A token: compared (in constant time), never printed; the SDK's one
+/// secret type.
+pub use switchboard_bus::Secret;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,8 +103,8 @@ impl TryFrom<Raw> for DashboardConfig {
     fn try_from(raw: Raw) -> Result<Self, ConfigError> {
         let listen_text = raw.listen.unwrap_or_else(|| "127.0.0.1:0".to_owned());
         let listen: SocketAddr = listen_text.parse().map_err(|_| ConfigError::Listen)?;
-        let token = raw.token.filter(|t| !t.0.is_empty());
-        let viewer_token = raw.viewer_token.filter(|t| !t.0.is_empty());
+        let token = raw.token.filter(|t| !t.is_empty());
+        let viewer_token = raw.viewer_token.filter(|t| !t.is_empty());
         if !listen.ip().is_loopback() && token.is_none() {
             return Err(ConfigError::Exposed);
         }

@@ -29,7 +29,7 @@ use crate::flood::TokenBucket;
 use crate::inbound::{self, InboundEvent, Source};
 use crate::line::{self, OutLine};
 use crate::names::{self, CaseMapping};
-use crate::outbound::{self, TextKind};
+use crate::outbound::{self, NotSent, TextKind};
 
 /// How long a join, part or nick request waits for the server's answer.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
@@ -124,6 +124,39 @@ struct PendingAck {
     label: String,
     reply: Option<String>,
     deadline: Instant,
+}
+
+/// Where a PRIVMSG or NOTICE was said, as the bus names it.
+#[derive(Debug)]
+struct SaidIn {
+    /// The channel, or `@<nick>` of the sender for a private message.
+    room: String,
+    /// Said to the operator alone.
+    private: bool,
+    /// The STATUSMSG prefix of the target (`@#chan`: said to the
+    /// channel's operators only); empty when said to everyone.
+    status: String,
+}
+
+impl SaidIn {
+    /// The chat event, with `status` in its body when there is one.
+    fn event(
+        self,
+        kind: &'static str,
+        text: String,
+        src: &Source,
+        target: &str,
+        tags: &Map<String, Value>,
+    ) -> InboundEvent {
+        let mut ev =
+            inbound::message_event(kind, &self.room, self.private, text, src, target, tags);
+        if !self.status.is_empty() {
+            if let Value::Object(map) = &mut ev.body {
+                map.insert("status".into(), Value::String(self.status));
+            }
+        }
+        ev
+    }
 }
 
 /// The client state machine.
@@ -722,17 +755,25 @@ impl Client {
 
     // ----- events ---------------------------------------------------------
 
-    /// The room and whether it is private, for a PRIVMSG/NOTICE target.
-    fn room_for(&self, src: &Source, target: &str) -> (String, bool, String) {
+    /// Where a PRIVMSG/NOTICE to `target` was said.
+    fn room_for(&self, src: &Source, target: &str) -> SaidIn {
         let status: String = target
             .chars()
             .take_while(|c| self.isupport.statusmsg.contains(*c))
             .collect();
         let rest = &target[status.len()..];
         if self.is_channel(rest) {
-            (rest.to_string(), false, status)
+            SaidIn {
+                room: rest.to_string(),
+                private: false,
+                status,
+            }
         } else {
-            (format!("@{}", src.nick), true, String::new())
+            SaidIn {
+                room: format!("@{}", src.nick),
+                private: true,
+                status: String::new(),
+            }
         }
     }
 
@@ -744,7 +785,7 @@ impl Client {
         tags: &Map<String, Value>,
         out: &mut Vec<Output>,
     ) {
-        let (room, private, status) = self.room_for(src, target);
+        let said_in = self.room_for(src, target);
         let (kind, body_text) = match inbound::parse_ctcp(text) {
             Some((cmd, params)) if cmd == "ACTION" => (kinds::ACTION, params.to_string()),
             Some((cmd, params)) => {
@@ -754,13 +795,9 @@ impl Client {
             None => (kinds::MESSAGE, text.to_string()),
         };
         let body_text = inbound::maybe_strip(&body_text, self.config.strip_formatting);
-        let mut ev = inbound::message_event(kind, &room, private, body_text, src, target, tags);
-        if !status.is_empty() {
-            if let Value::Object(map) = &mut ev.body {
-                map.insert("status".into(), Value::String(status));
-            }
-        }
-        out.push(Output::Event(ev));
+        out.push(Output::Event(
+            said_in.event(kind, body_text, src, target, tags),
+        ));
     }
 
     fn answer_ctcp(&mut self, src: &Source, cmd: &str, params: &str, out: &mut Vec<Output>) {
@@ -801,16 +838,15 @@ impl Client {
                 self.join_at = Some(now);
             }
         }
-        let (room, private, status) = self.room_for(src, target);
         let body_text = inbound::maybe_strip(text, self.config.strip_formatting);
-        let mut ev =
-            inbound::message_event(kinds::NOTICE, &room, private, body_text, src, target, tags);
-        if !status.is_empty() {
-            if let Value::Object(map) = &mut ev.body {
-                map.insert("status".into(), Value::String(status));
-            }
-        }
-        out.push(Output::Event(ev));
+        let said_in = self.room_for(src, target);
+        out.push(Output::Event(said_in.event(
+            kinds::NOTICE,
+            body_text,
+            src,
+            target,
+            tags,
+        )));
     }
 
     fn on_join(
@@ -1028,8 +1064,10 @@ impl Client {
 
     // ----- requests from the bus -------------------------------------------
 
-    fn not_connected(&self) -> String {
-        format!("not connected to {} (reconnecting)", self.config.address())
+    fn not_connected(&self) -> NotSent {
+        NotSent::NotConnected {
+            server: self.config.address(),
+        }
     }
 
     /// The lines that send `text` to `room` (`#chan` we are in, or `@nick`).
@@ -1043,7 +1081,7 @@ impl Client {
         kind: TextKind,
         room: &str,
         text: &str,
-    ) -> Result<Vec<OutLine>, String> {
+    ) -> Result<Vec<OutLine>, NotSent> {
         if self.phase != Phase::Registered {
             return Err(self.not_connected());
         }
@@ -1062,23 +1100,25 @@ impl Client {
         outbound::build_text_lines(kind, &target, text, self.config.max_line_bytes, prefix)
     }
 
-    fn target_for(&self, room: &str) -> Result<String, String> {
+    fn target_for(&self, room: &str) -> Result<String, NotSent> {
         if let Some(nick) = room.strip_prefix('@') {
-            names::check_nick(nick)?;
+            names::check_nick(nick).map_err(NotSent::bad_name)?;
             return Ok(nick.to_string());
         }
         if self.is_channel(room) {
-            names::check_channel(room, &self.isupport.chantypes)?;
+            names::check_channel(room, &self.isupport.chantypes).map_err(NotSent::bad_name)?;
             if !self.channels.contains_key(&self.fold(room)) {
-                return Err(format!("not joined to {}", names::excerpt(room)));
+                return Err(NotSent::NotJoined {
+                    channel: names::excerpt(room).to_string(),
+                });
             }
             return Ok(room.to_string());
         }
-        Err(format!(
+        Err(NotSent::bad_name(format!(
             "room {:?} is neither a channel (starting with one of {}) nor @nick",
             names::excerpt(room),
             self.isupport.chantypes
-        ))
+        )))
     }
 
     /// A bus request to join `room` (with `key`). The answer comes when
@@ -1094,7 +1134,7 @@ impl Client {
         let check = names::check_channel(room, &self.isupport.chantypes)
             .and_then(|()| key.as_deref().map_or(Ok(()), names::check_key));
         if let Err(e) = check {
-            ack(&mut out, reply, Err(e));
+            ack(&mut out, reply, Err(NotSent::bad_name(e)));
             return out;
         }
         if self.phase != Phase::Registered {
@@ -1133,7 +1173,7 @@ impl Client {
     ) -> Vec<Output> {
         let mut out = Vec::new();
         if let Err(e) = names::check_channel(room, &self.isupport.chantypes) {
-            ack(&mut out, reply, Err(e));
+            ack(&mut out, reply, Err(NotSent::bad_name(e)));
             return out;
         }
         let folded = self.fold(room);
@@ -1143,11 +1183,8 @@ impl Client {
             return out;
         }
         if !self.channels.contains_key(&folded) {
-            ack(
-                &mut out,
-                reply,
-                Err(format!("not joined to {}", names::excerpt(room))),
-            );
+            let channel = names::excerpt(room).to_string();
+            ack(&mut out, reply, Err(NotSent::NotJoined { channel }));
             return out;
         }
         out.extend(part_line(room, reason.as_deref()));
@@ -1159,7 +1196,7 @@ impl Client {
     pub fn change_nick(&mut self, nick: &str, reply: Option<String>, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
         if let Err(e) = names::check_nick(nick) {
-            ack(&mut out, reply, Err(e));
+            ack(&mut out, reply, Err(NotSent::bad_name(e)));
             return out;
         }
         if self.phase != Phase::Registered {
@@ -1183,23 +1220,20 @@ impl Client {
     ///
     /// When raw lines are off, or the line is empty, too long or holds CR,
     /// LF or NUL.
-    pub fn raw_line(&self, text: &str) -> Result<OutLine, String> {
+    pub fn raw_line(&self, text: &str) -> Result<OutLine, NotSent> {
         if !self.config.allow_raw {
-            return Err("raw lines are disabled (set allow_raw = true to allow them)".into());
+            return Err(NotSent::RawDisabled);
         }
         if self.phase != Phase::Registered {
             return Err(self.not_connected());
         }
         if text.len() + 2 > self.config.max_line_bytes {
-            return Err(format!(
-                "the line is {} bytes; at most {} fit",
-                text.len(),
-                self.config.max_line_bytes - 2
-            ));
+            return Err(NotSent::TooLong {
+                bytes: text.len(),
+                max: self.config.max_line_bytes - 2,
+            });
         }
-        OutLine::new(text).ok_or_else(|| {
-            "a raw line must be one non-empty line without CR, LF or NUL".to_string()
-        })
+        OutLine::new(text).ok_or(NotSent::BadRawLine)
     }
 
     /// A new configuration that keeps the connection: joins and parts for
@@ -1308,13 +1342,13 @@ impl Client {
     }
 }
 
-fn ack(out: &mut Vec<Output>, reply: Option<String>, result: Result<(), String>) {
+fn ack(out: &mut Vec<Output>, reply: Option<String>, result: Result<(), NotSent>) {
     if let Some(reply) = reply {
         out.push(Output::Ack {
             reply,
             result: match result {
                 Ok(()) => SendResult::sent(),
-                Err(e) => SendResult::failed(e),
+                Err(e) => SendResult::failed(e.to_string()),
             },
         });
     }
@@ -1688,7 +1722,9 @@ mod tests {
         let c = registered(json!({}));
         assert!(c.text_lines(TextKind::Message, "#a", "hi").is_ok());
         assert_eq!(
-            c.text_lines(TextKind::Message, "#nope", "hi").unwrap_err(),
+            c.text_lines(TextKind::Message, "#nope", "hi")
+                .unwrap_err()
+                .to_string(),
             "not joined to #nope"
         );
         assert!(c.text_lines(TextKind::Message, "@alice", "hi").is_ok());

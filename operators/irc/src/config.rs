@@ -33,37 +33,17 @@
 //! (a nick with a space, a channel with a comma, CR/LF/NUL anywhere).
 //! Secrets are never printed: `Debug` shows `"***"`.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-use switchboard_bus::proto::duration::parse_duration;
+use switchboard_bus::{duration, ConfigError};
 
 use crate::names;
 
-/// A password or other secret: compared and used, never printed.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// A secret holding `value`.
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The secret itself; the caller must not log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
+/// A password or other secret: compared and used, never printed (the
+/// SDK's one secret type).
+pub use switchboard_bus::Secret;
 
 /// SASL PLAIN credentials.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -259,31 +239,12 @@ struct RawConfig {
     quit_message: Option<String>,
 }
 
-/// Why a configuration was refused (the message names the key).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(String);
-
-fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
-    Err(ConfigError(msg.into()))
-}
-
 /// Rejects CR, LF and NUL, which would end or corrupt an IRC line.
 fn no_line_breaks(key: &str, value: &str) -> Result<(), ConfigError> {
     if value.contains(['\r', '\n', '\0']) {
-        return err(format!("`{key}` must not contain CR, LF or NUL"));
+        return Err(ConfigError::invalid(key, "must not contain CR, LF or NUL"));
     }
     Ok(())
-}
-
-/// A duration key, read with the one parser every Switchboard config uses
-/// (`switchboard_proto::duration`: `"500ms"`, `"1.5s"`, `"2m"`, `"1h"`, at
-/// most a year).
-fn duration(key: &str, value: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(text) => parse_duration(&text).map_err(|e| ConfigError(format!("`{key}`: {e}"))),
-    }
 }
 
 impl TryFrom<RawConfig> for IrcConfig {
@@ -292,27 +253,33 @@ impl TryFrom<RawConfig> for IrcConfig {
     fn try_from(raw: RawConfig) -> Result<IrcConfig, ConfigError> {
         let server = raw.server.trim().to_string();
         if server.is_empty() || server.contains(|c: char| c.is_whitespace() || c.is_control()) {
-            return err("`server` must be a host name or address without spaces");
+            return Err(ConfigError::invalid(
+                "server",
+                "must be a host name or address without spaces",
+            ));
         }
         let port = raw.port.unwrap_or(if raw.tls { 6697 } else { 6667 });
         if port == 0 {
-            return err("`port` must be between 1 and 65535");
+            return Err(ConfigError::invalid("port", "must be between 1 and 65535"));
         }
         if raw.tls_ca.is_some() && !raw.tls {
-            return err("`tls_ca` is set but `tls` is false");
+            return Err(ConfigError::invalid("tls_ca", "is set but `tls` is false"));
         }
         if let Some(p) = &raw.password {
             no_line_breaks("password", p.expose())?;
             if p.expose().is_empty() {
-                return err("`password` is empty; leave it out for no server password");
+                return Err(ConfigError::invalid(
+                    "password",
+                    "is empty; leave it out for no server password",
+                ));
             }
         }
         if let Err(e) = names::check_nick(&raw.nick) {
-            return err(format!("`nick`: {e}"));
+            return Err(ConfigError::invalid("nick", e));
         }
         for alt in &raw.alt_nicks {
             if let Err(e) = names::check_nick(alt) {
-                return err(format!("`alt_nicks`: {e}"));
+                return Err(ConfigError::invalid("alt_nicks", e));
             }
         }
         if let Some(username) = &raw.username {
@@ -321,7 +288,10 @@ impl TryFrom<RawConfig> for IrcConfig {
                     .chars()
                     .any(|c| c.is_whitespace() || c.is_control() || c == '@' || c == ':')
             {
-                return err("`username` must be a word without spaces, `@` or `:`");
+                return Err(ConfigError::invalid(
+                    "username",
+                    "must be a word without spaces, `@` or `:`",
+                ));
             }
         }
         let realname = raw
@@ -330,10 +300,16 @@ impl TryFrom<RawConfig> for IrcConfig {
         no_line_breaks("realname", &realname)?;
         if let Some(sasl) = &raw.sasl {
             if sasl.account.is_empty() || sasl.account.contains(['\0', '\r', '\n']) {
-                return err("`sasl.account` must be a non-empty name without NUL, CR or LF");
+                return Err(ConfigError::invalid(
+                    "sasl.account",
+                    "must be a non-empty name without NUL, CR or LF",
+                ));
             }
             if sasl.password.expose().contains('\0') {
-                return err("`sasl.password` must not contain NUL");
+                return Err(ConfigError::invalid(
+                    "sasl.password",
+                    "must not contain NUL",
+                ));
             }
         }
         if let Some(p) = &raw.nickserv_password {
@@ -346,11 +322,14 @@ impl TryFrom<RawConfig> for IrcConfig {
                 RawChannel::Full(full) => (full.name, full.key),
             };
             if let Err(e) = names::check_channel(&name, names::DEFAULT_CHANTYPES) {
-                return err(format!("`channels`: {e}"));
+                return Err(ConfigError::invalid("channels", e));
             }
             if let Some(k) = &key {
                 if let Err(e) = names::check_key(k.expose()) {
-                    return err(format!("`channels`: key of {name}: {e}"));
+                    return Err(ConfigError::invalid(
+                        "channels",
+                        format!("key of {name}: {e}"),
+                    ));
                 }
             }
             let folded = names::fold(&name, names::CaseMapping::Rfc1459);
@@ -358,26 +337,51 @@ impl TryFrom<RawConfig> for IrcConfig {
                 .iter()
                 .any(|c| names::fold(&c.name, names::CaseMapping::Rfc1459) == folded)
             {
-                return err(format!("`channels`: {name} is listed twice"));
+                return Err(ConfigError::invalid(
+                    "channels",
+                    format!("{name} is listed twice"),
+                ));
             }
             channels.push(ChannelSpec { name, key });
         }
-        let ping_interval = duration("ping_interval", raw.ping_interval, Duration::from_secs(60))?;
-        let ping_timeout = duration("ping_timeout", raw.ping_timeout, Duration::from_secs(60))?;
+        let ping_interval = duration(
+            "ping_interval",
+            raw.ping_interval.as_deref(),
+            Duration::from_secs(60),
+        )?;
+        let ping_timeout = duration(
+            "ping_timeout",
+            raw.ping_timeout.as_deref(),
+            Duration::from_secs(60),
+        )?;
         if ping_interval < Duration::from_millis(100) || ping_timeout < Duration::from_millis(100) {
-            return err("`ping_interval` and `ping_timeout` must be at least 100ms");
+            let key = match ping_interval < Duration::from_millis(100) {
+                true => "ping_interval",
+                false => "ping_timeout",
+            };
+            return Err(ConfigError::invalid(key, "must be at least 100ms"));
         }
         let defaults = Reconnect::default();
         let reconnect = Reconnect {
-            initial: duration("reconnect.initial", raw.reconnect.initial, defaults.initial)?,
-            max: duration("reconnect.max", raw.reconnect.max, defaults.max)?,
+            initial: duration(
+                "reconnect.initial",
+                raw.reconnect.initial.as_deref(),
+                defaults.initial,
+            )?,
+            max: duration("reconnect.max", raw.reconnect.max.as_deref(), defaults.max)?,
             multiplier: raw.reconnect.multiplier.unwrap_or(defaults.multiplier),
         };
         if !(reconnect.multiplier >= 1.0 && reconnect.multiplier <= 100.0) {
-            return err("`reconnect.multiplier` must be between 1 and 100");
+            return Err(ConfigError::invalid(
+                "reconnect.multiplier",
+                "must be between 1 and 100",
+            ));
         }
         if reconnect.max < reconnect.initial {
-            return err("`reconnect.max` must not be shorter than `reconnect.initial`");
+            return Err(ConfigError::invalid(
+                "reconnect.max",
+                "must not be shorter than `reconnect.initial`",
+            ));
         }
         let fd = Flood::default();
         let flood = Flood {
@@ -387,22 +391,31 @@ impl TryFrom<RawConfig> for IrcConfig {
             max_queue: raw.flood.max_queue.unwrap_or(fd.max_queue),
         };
         if flood.burst == 0 {
-            return err("`flood.burst` must be at least 1");
+            return Err(ConfigError::invalid("flood.burst", "must be at least 1"));
         }
         if !(flood.per_second > 0.0 && flood.per_second.is_finite()) {
-            return err("`flood.per_second` must be a positive number");
+            return Err(ConfigError::invalid(
+                "flood.per_second",
+                "must be a positive number",
+            ));
         }
         if flood.max_queue == 0 {
-            return err("`flood.max_queue` must be at least 1");
+            return Err(ConfigError::invalid(
+                "flood.max_queue",
+                "must be at least 1",
+            ));
         }
         if let Some(instance) = &raw.instance {
             if instance.is_empty() {
-                return err("`instance` must not be empty");
+                return Err(ConfigError::invalid("instance", "must not be empty"));
             }
         }
         let max_line_bytes = raw.max_line_bytes.unwrap_or(512);
         if !(128..=16384).contains(&max_line_bytes) {
-            return err("`max_line_bytes` must be between 128 and 16384");
+            return Err(ConfigError::invalid(
+                "max_line_bytes",
+                "must be between 128 and 16384",
+            ));
         }
         let quit_message = raw
             .quit_message

@@ -8,13 +8,13 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::Value;
-use switchboard_bus::proto::{kinds, Branch, ChatPattern, ChatSubject, SendResult};
+use switchboard_bus::proto::{kinds, ChatPattern};
+use switchboard_bus::send::{self, SendRequestError};
 use switchboard_bus::{Context, Delivery, HandlerResult, Operator};
 
 use crate::config::IrcConfig;
 use crate::outbound::TextKind;
-use crate::session::{Request, SessionHandle};
+use crate::session::{Request, SessionHandle, Stopped};
 
 /// The `<kind>` of requests to send a raw IRC line (only with `allow_raw`).
 pub const RAW: &str = "raw";
@@ -62,53 +62,49 @@ struct NickBody {
     nick: String,
 }
 
-/// A body for `kind`, or an error saying what was expected. `null` counts
-/// as `{}` for kinds whose fields are all optional.
-fn body<T: for<'de> Deserialize<'de>>(
-    value: &Value,
-    kind: &str,
-    expected: &str,
-) -> Result<T, String> {
-    let empty = Value::Object(Default::default());
-    let value = if value.is_null() { &empty } else { value };
-    T::deserialize(value)
-        .map_err(|e| format!("bad body for a `{kind}` request ({e}); expected {expected}"))
+/// Why a send request is not handed to the IRC session. The message is
+/// the sentence the sender gets back (`{"ok": false, "error": …}`).
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// Not a send request this operator can read (subject, body, kind).
+    #[error(transparent)]
+    Request(#[from] SendRequestError),
+    /// No session: the operator has not started, or has stopped.
+    #[error("the IRC session is not running")]
+    NotRunning,
+    /// The session task ended, so nothing can be sent any more.
+    #[error(transparent)]
+    Stopped(#[from] Stopped),
+}
+
+switchboard_bus::proto::error_kinds! {
+    /// Coarse classes of [`Refusal`].
+    Refusal => RefusalKind { Request, NotRunning, Stopped }
 }
 
 /// The session request for one delivery, or why it is refused.
-pub fn request_for(delivery: &Delivery, instance: &str) -> Result<Request, String> {
-    let ChatSubject {
-        branch,
-        address,
-        kind,
-    } = ChatSubject::parse(&delivery.subject).map_err(|e| e.to_string())?;
-    if branch != Branch::Send || address.protocol != "irc" || address.instance != instance {
-        return Err(format!(
-            "subject {} is not a send request for irc instance {instance}",
-            delivery.subject
-        ));
-    }
-    let value = &delivery.envelope().body;
+pub fn request_for(delivery: &Delivery, instance: &str) -> Result<Request, SendRequestError> {
+    let asked = send::Request::parse(delivery, "irc", instance)?;
     let reply = delivery.reply.clone();
-    let room = address.room;
-    let text_kind = match kind.as_str() {
+    let room = asked.room.clone();
+    let text_kind = match asked.kind.as_str() {
         kinds::MESSAGE => Some(TextKind::Message),
         kinds::ACTION => Some(TextKind::Action),
         kinds::NOTICE => Some(TextKind::Notice),
         _ => None,
     };
-    if let Some(kind_) = text_kind {
-        let b: TextBody = body(value, &kind, r#"{"text": "..."}"#)?;
+    if let Some(kind) = text_kind {
+        let b: TextBody = asked.body(r#"{"text": "..."}"#)?;
         return Ok(Request::Text {
-            kind: kind_,
+            kind,
             room,
             text: b.text,
             reply,
         });
     }
-    match kind.as_str() {
+    match asked.kind.as_str() {
         kinds::JOIN => {
-            let b: JoinBody = body(value, &kind, r#"{} or {"key": "..."}"#)?;
+            let b: JoinBody = asked.body(r#"{} or {"key": "..."}"#)?;
             Ok(Request::Join {
                 room,
                 key: b.key,
@@ -116,7 +112,7 @@ pub fn request_for(delivery: &Delivery, instance: &str) -> Result<Request, Strin
             })
         }
         kinds::PART => {
-            let b: PartBody = body(value, &kind, r#"{} or {"text": "reason"}"#)?;
+            let b: PartBody = asked.body(r#"{} or {"text": "reason"}"#)?;
             Ok(Request::Part {
                 room,
                 reason: b.text,
@@ -124,15 +120,21 @@ pub fn request_for(delivery: &Delivery, instance: &str) -> Result<Request, Strin
             })
         }
         kinds::NICK => {
-            let b: NickBody = body(value, &kind, r#"{"nick": "..."}"#)?;
-            Ok(Request::Nick { nick: b.nick, reply })
+            let b: NickBody = asked.body(r#"{"nick": "..."}"#)?;
+            Ok(Request::Nick {
+                nick: b.nick,
+                reply,
+            })
         }
         RAW => {
-            let b: TextBody = body(value, &kind, r#"{"text": "RAW IRC LINE"}"#)?;
-            Ok(Request::Raw { line: b.text, reply })
+            let b: TextBody = asked.body(r#"{"text": "RAW IRC LINE"}"#)?;
+            Ok(Request::Raw {
+                line: b.text,
+                reply,
+            })
         }
-        other => Err(format!(
-            "unknown kind `{other}`: the IRC operator sends message, action, notice, join, part, nick and raw"
+        _ => Err(asked.unknown_kind(
+            "the IRC operator sends message, action, notice, join, part, nick and raw",
         )),
     }
 }
@@ -166,17 +168,12 @@ impl Operator for IrcOperator {
 
     async fn message(&mut self, ctx: &mut Context, delivery: Delivery) -> HandlerResult {
         let outcome = match (&self.session, request_for(&delivery, &self.instance)) {
-            (Some(session), Ok(request)) => session.send(request).await,
-            (None, Ok(_)) => Err("the IRC session is not running".to_string()),
-            (_, Err(e)) => Err(e),
+            (Some(session), Ok(request)) => session.send(request).await.map_err(Refusal::from),
+            (None, Ok(_)) => Err(Refusal::NotRunning),
+            (_, Err(e)) => Err(e.into()),
         };
         if let Err(error) = outcome {
-            tracing::debug!(subject = %delivery.subject, %error, "send request refused");
-            if let Some(reply) = &delivery.reply {
-                ctx.bus()
-                    .respond_json(reply, &SendResult::failed(error))
-                    .await?;
-            }
+            ctx.refuse(&delivery, &error).await?;
         }
         Ok(())
     }
@@ -225,8 +222,9 @@ impl Operator for IrcOperator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
     use switchboard_bus::proto::{ChatAddress, Envelope};
+    use switchboard_bus::send::SendRequestErrorKind;
 
     fn delivery(room: &str, kind: &str, body: Value) -> Delivery {
         Delivery::new(
@@ -256,13 +254,36 @@ mod tests {
 
     #[test]
     fn refuses_with_reasons() {
-        let e = request_for(&delivery("#a", "message", json!({"txt": "x"})), "net").err();
-        assert!(e.unwrap().contains("bad body"));
-        let e = request_for(&delivery("#a", "message", json!({"text": 5})), "net").err();
-        assert!(e.unwrap().contains("bad body"));
-        let e = request_for(&delivery("#a", "wave", json!({})), "net").err();
-        assert!(e.unwrap().contains("unknown kind"));
-        let e = request_for(&delivery("#a", "message", json!({"text": "x"})), "other").err();
-        assert!(e.unwrap().contains("not a send request"));
+        let refused = |d: Delivery, instance: &str| match request_for(&d, instance) {
+            Ok(r) => panic!("not refused: {r:?}"),
+            Err(e) => (e.kind(), e.to_string()),
+        };
+        let (kind, e) = refused(delivery("#a", "message", json!({"txt": "x"})), "net");
+        assert!(
+            kind == SendRequestErrorKind::BadBody && e.contains("bad body"),
+            "{e}"
+        );
+        let (kind, e) = refused(delivery("#a", "message", json!({"text": 5})), "net");
+        assert!(
+            kind == SendRequestErrorKind::BadBody && e.contains("bad body"),
+            "{e}"
+        );
+        let (kind, e) = refused(delivery("#a", "wave", json!({})), "net");
+        assert!(
+            kind == SendRequestErrorKind::UnknownKind && e.contains("unknown kind"),
+            "{e}"
+        );
+        let (kind, e) = refused(delivery("#a", "message", json!({"text": "x"})), "other");
+        assert!(
+            kind == SendRequestErrorKind::NotOurs && e.contains("not a send request"),
+            "{e}"
+        );
+        assert_eq!(
+            e,
+            format!(
+                "subject {} is not a send request for irc instance other",
+                ChatAddress::new("irc", "net", "#a").send_subject("message")
+            )
+        );
     }
 }

@@ -111,6 +111,78 @@ pub fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// Why a request from the bus is not sent to the IRC server. The message
+/// is the sentence its sender gets back (`{"ok": false, "error": …}`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotSent {
+    /// Not registered with the server (yet, or any more).
+    #[error("not connected to {server} (reconnecting)")]
+    NotConnected {
+        /// `host:port`.
+        server: String,
+    },
+    /// The channel is one the operator is not in.
+    #[error("not joined to {channel}")]
+    NotJoined {
+        /// The channel (cut short if very long).
+        channel: String,
+    },
+    /// The room, nick, channel or key is not one IRC accepts.
+    #[error("{reason}")]
+    BadName {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The target is so long that no text fits in a line.
+    #[error("the target {target:?} leaves no room for text in a {max_line_bytes}-byte line")]
+    NoRoom {
+        /// The channel or nick.
+        target: String,
+        /// `max_line_bytes` of the config.
+        max_line_bytes: usize,
+    },
+    /// Nothing but line breaks.
+    #[error("the text is empty (nothing to send)")]
+    Empty,
+    /// A raw line while `allow_raw` is off.
+    #[error("raw lines are disabled (set allow_raw = true to allow them)")]
+    RawDisabled,
+    /// A raw line longer than a line may be.
+    #[error("the line is {bytes} bytes; at most {max} fit")]
+    TooLong {
+        /// Its length.
+        bytes: usize,
+        /// The most that fits (without CR LF).
+        max: usize,
+    },
+    /// A raw line that is empty or holds CR, LF or NUL.
+    #[error("a raw line must be one non-empty line without CR, LF or NUL")]
+    BadRawLine,
+    /// The send queue is at `flood.max_queue`.
+    #[error("send queue full ({waiting} lines waiting, at most {max}); try again later")]
+    QueueFull {
+        /// Lines waiting.
+        waiting: usize,
+        /// `flood.max_queue`.
+        max: usize,
+    },
+}
+
+switchboard_bus::proto::error_kinds! {
+    /// Coarse classes of [`NotSent`].
+    NotSent => NotSentKind {
+        NotConnected, NotJoined, BadName, NoRoom, Empty, RawDisabled, TooLong, BadRawLine,
+        QueueFull
+    }
+}
+
+impl NotSent {
+    /// A name check of [`crate::names`] failed.
+    pub fn bad_name(reason: String) -> NotSent {
+        NotSent::BadName { reason }
+    }
+}
+
 /// Builds the lines that send `text` to `target` (already validated as a
 /// channel or nick): one line per input line, each split to fit
 /// `max_line_bytes` (CR LF included) after the server adds a relay prefix
@@ -118,23 +190,25 @@ pub fn truncate(s: &str, max: usize) -> &str {
 ///
 /// # Errors
 ///
-/// A message when there is nothing to send or no room for text.
+/// [`NotSent::Empty`] when there is nothing to send, [`NotSent::NoRoom`]
+/// when the target leaves no room for text.
 pub fn build_text_lines(
     kind: TextKind,
     target: &str,
     text: &str,
     max_line_bytes: usize,
     prefix_len: usize,
-) -> Result<Vec<OutLine>, String> {
+) -> Result<Vec<OutLine>, NotSent> {
     let command = kind.command();
     // ":prefix " + "PRIVMSG " + target + " :" + text + "\r\n"
     let overhead = prefix_len + command.len() + 1 + target.len() + 2 + 2;
     let ctcp = if kind == TextKind::Action { 9 } else { 0 }; // "\x01ACTION " + "\x01"
     let room = max_line_bytes.saturating_sub(overhead + ctcp);
     if room < MIN_TEXT_BYTES {
-        return Err(format!(
-            "the target {target:?} leaves no room for text in a {max_line_bytes}-byte line"
-        ));
+        return Err(NotSent::NoRoom {
+            target: target.to_string(),
+            max_line_bytes,
+        });
     }
     let mut out = Vec::new();
     for line in text_lines(text) {
@@ -156,7 +230,7 @@ pub fn build_text_lines(
         }
     }
     if out.is_empty() {
-        return Err("the text is empty (nothing to send)".to_string());
+        return Err(NotSent::Empty);
     }
     Ok(out)
 }

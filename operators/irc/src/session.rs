@@ -21,7 +21,7 @@ use crate::config::IrcConfig;
 use crate::flood::{self, TokenBucket, Window};
 use crate::inbound::InboundEvent;
 use crate::line::{Framed, LineFramer, OutLine};
-use crate::outbound::TextKind;
+use crate::outbound::{NotSent, TextKind};
 use crate::transport;
 
 /// Longest inbound line kept: 8191 bytes of IRCv3 tags plus the line.
@@ -100,11 +100,12 @@ impl SessionHandle {
     }
 
     /// Hands a request to the session (waits if 1024 are already queued).
-    pub async fn send(&self, request: Request) -> Result<(), String> {
-        self.tx
-            .send(request)
-            .await
-            .map_err(|_| "the IRC session has stopped".to_string())
+    ///
+    /// # Errors
+    ///
+    /// [`Stopped`] when the session task has ended.
+    pub async fn send(&self, request: Request) -> Result<(), Stopped> {
+        self.tx.send(request).await.map_err(|_| Stopped)
     }
 
     /// Sends QUIT and waits (at most `within`) for the session to end.
@@ -117,6 +118,11 @@ impl SessionHandle {
         let _ = self.task.await;
     }
 }
+
+/// The session task has ended: nothing can be sent any more.
+#[derive(Debug, thiserror::Error)]
+#[error("the IRC session has stopped")]
+pub struct Stopped;
 
 /// How a connection ended.
 enum End {
@@ -531,10 +537,11 @@ impl Session {
         None
     }
 
-    async fn fail(&self, reply: Option<String>, error: String) {
+    async fn fail(&self, reply: Option<String>, error: NotSent) {
         tracing::debug!(%error, "send request refused");
         if let Some(reply) = reply {
-            self.respond(&reply, SendResult::failed(error)).await;
+            self.respond(&reply, SendResult::failed(error.to_string()))
+                .await;
         }
     }
 
@@ -546,11 +553,8 @@ impl Session {
     async fn room_in_queue(&mut self, reply: Option<String>) -> Option<Option<String>> {
         let max = self.config().flood.max_queue;
         if self.queue.len() >= max {
-            let msg = format!(
-                "send queue full ({} lines waiting, at most {max}); try again later",
-                self.queue.len()
-            );
-            self.fail(reply, msg).await;
+            let waiting = self.queue.len();
+            self.fail(reply, NotSent::QueueFull { waiting, max }).await;
             return None;
         }
         Some(reply)
@@ -560,11 +564,8 @@ impl Session {
     async fn enqueue(&mut self, lines: Vec<OutLine>, reply: Option<String>) {
         let max = self.config().flood.max_queue;
         if self.queue.len() + lines.len() > max {
-            let msg = format!(
-                "send queue full ({} lines waiting, at most {max}); try again later",
-                self.queue.len()
-            );
-            self.fail(reply, msg).await;
+            let waiting = self.queue.len();
+            self.fail(reply, NotSent::QueueFull { waiting, max }).await;
             return;
         }
         let n = lines.len();

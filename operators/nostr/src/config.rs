@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use nostr::prelude::{Filter, Keys, Kind, PublicKey, RelayUrl, Timestamp};
 use serde::Deserialize;
-use switchboard_bus::proto::duration::parse_duration;
+use switchboard_bus::{duration, ConfigError, Secret};
 
 /// The bot's keys: used to sign, never printed.
 #[derive(Clone)]
@@ -213,14 +213,17 @@ enum RawRelay {
     Full(RawRelayFull),
 }
 
+/// A relay as a table, `{url, read, write}`; also the body of a
+/// `relay-add` request ([`crate::outbound`]), which names a relay the
+/// same way.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawRelayFull {
-    url: String,
+pub(crate) struct RawRelayFull {
+    pub(crate) url: String,
     #[serde(default = "yes")]
-    read: bool,
+    pub(crate) read: bool,
     #[serde(default = "yes")]
-    write: bool,
+    pub(crate) write: bool,
 }
 
 fn yes() -> bool {
@@ -247,16 +250,12 @@ struct RawSubscription {
     limit: Option<usize>,
 }
 
-/// The secret key as it arrives; never printed.
-#[derive(Deserialize)]
-#[serde(transparent)]
-struct RawSecret(String);
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     relays: Vec<RawRelay>,
-    secret_key: RawSecret,
+    /// As it arrives; never printed, overwritten when dropped.
+    secret_key: Secret,
     #[serde(default)]
     tls_ca: Option<PathBuf>,
     #[serde(default)]
@@ -283,40 +282,26 @@ struct RawConfig {
     relay_control: bool,
 }
 
-/// Why a configuration was refused (the message names the key, never the
-/// secret).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(String);
-
-fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
-    Err(ConfigError(msg.into()))
-}
-
-fn duration(key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(text) => parse_duration(text).map_err(|e| ConfigError(format!("`{key}`: {e}"))),
-    }
-}
-
 /// A public key given as `npub1…` or hex.
 fn public_key(key: &str, value: &str) -> Result<PublicKey, ConfigError> {
     PublicKey::parse(value.trim()).map_err(|_| {
-        ConfigError(format!(
-            "`{key}`: {value:?} is not a public key; give `npub1…` or 64 hex digits"
-        ))
+        ConfigError::invalid(
+            key,
+            format!("{value:?} is not a public key; give `npub1…` or 64 hex digits"),
+        )
     })
 }
 
 /// A relay URL: `ws://` or `wss://`, parsed by the `nostr` crate.
 pub fn check_relay_url(url: &str) -> Result<(), ConfigError> {
     if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-        return err(format!(
-            "`relays`: {url:?} is not a websocket URL; write ws://host:port or wss://host"
+        return Err(ConfigError::invalid(
+            "relays",
+            format!("{url:?} is not a websocket URL; write ws://host:port or wss://host"),
         ));
     }
-    RelayUrl::parse(url).map_err(|e| ConfigError(format!("`relays`: {url:?}: {e}")))?;
+    RelayUrl::parse(url)
+        .map_err(|e| ConfigError::invalid("relays", format!("{url:?}: {e}")).because(e))?;
     Ok(())
 }
 
@@ -331,16 +316,19 @@ impl TryFrom<RawConfig> for NostrConfig {
     type Error = ConfigError;
 
     fn try_from(raw: RawConfig) -> Result<NostrConfig, ConfigError> {
-        let keys = Keys::parse(raw.secret_key.0.trim()).map_err(|_| {
-            ConfigError(
-                "`secret_key` is not a Nostr secret key; give `nsec1…` or 64 hex digits \
-                 (by secret reference, never in the manifest)"
-                    .to_string(),
+        let keys = Keys::parse(raw.secret_key.expose().trim()).map_err(|_| {
+            ConfigError::invalid(
+                "secret_key",
+                "is not a Nostr secret key; give `nsec1…` or 64 hex digits \
+                 (by secret reference, never in the manifest)",
             )
         })?;
         let keys = BotKeys(Arc::new(keys));
         if raw.relays.is_empty() {
-            return err("`relays` is empty; list at least one ws:// or wss:// URL");
+            return Err(ConfigError::invalid(
+                "relays",
+                "is empty; list at least one ws:// or wss:// URL",
+            ));
         }
         let mut relays: Vec<RelayConfig> = Vec::new();
         for r in raw.relays {
@@ -351,11 +339,15 @@ impl TryFrom<RawConfig> for NostrConfig {
             let url = url.trim().to_string();
             check_relay_url(&url)?;
             if relays.iter().any(|r| r.url == url) {
-                return err(format!("`relays`: {url} is listed twice"));
+                return Err(ConfigError::invalid(
+                    "relays",
+                    format!("{url} is listed twice"),
+                ));
             }
             if !read && !write {
-                return err(format!(
-                    "`relays`: {url} has read = false and write = false; remove it instead"
+                return Err(ConfigError::invalid(
+                    "relays",
+                    format!("{url} has read = false and write = false; remove it instead"),
                 ));
             }
             relays.push(RelayConfig { url, read, write });
@@ -363,19 +355,25 @@ impl TryFrom<RawConfig> for NostrConfig {
         let mut subscriptions: Vec<SubscriptionConfig> = Vec::new();
         for s in raw.subscriptions {
             if !valid_name(&s.name) {
-                return err(format!(
-                    "`subscriptions`: name {:?} must be 1-32 of A-Z a-z 0-9 _ -",
-                    s.name
+                return Err(ConfigError::invalid(
+                    "subscriptions",
+                    format!("name {:?} must be 1-32 of A-Z a-z 0-9 _ -", s.name),
                 ));
             }
             if subscriptions.iter().any(|o| o.name == s.name) {
-                return err(format!("`subscriptions`: {} is listed twice", s.name));
+                return Err(ConfigError::invalid(
+                    "subscriptions",
+                    format!("{} is listed twice", s.name),
+                ));
             }
             let kinds = s.kinds.unwrap_or_else(|| vec![1]);
             if kinds.is_empty() {
-                return err(format!(
-                    "`subscriptions`: {} has no kinds; leave `kinds` out for text notes (1)",
-                    s.name
+                return Err(ConfigError::invalid(
+                    "subscriptions",
+                    format!(
+                        "{} has no kinds; leave `kinds` out for text notes (1)",
+                        s.name
+                    ),
                 ));
             }
             let authors = s
@@ -392,7 +390,10 @@ impl TryFrom<RawConfig> for NostrConfig {
                 mentions.push(keys.public_key());
             }
             if s.hashtags.iter().any(|t| t.is_empty()) {
-                return err("`subscriptions.hashtags`: a hashtag is empty");
+                return Err(ConfigError::invalid(
+                    "subscriptions.hashtags",
+                    "a hashtag is empty",
+                ));
             }
             subscriptions.push(SubscriptionConfig {
                 name: s.name,
@@ -410,10 +411,13 @@ impl TryFrom<RawConfig> for NostrConfig {
                 .iter()
                 .any(|s| s.name == crate::dm::SUBSCRIPTION)
             {
-                return err(format!(
-                    "`subscriptions`: the name {} is the built-in direct-message subscription's; \
-                     choose another (or set direct_messages = false)",
-                    crate::dm::SUBSCRIPTION
+                return Err(ConfigError::invalid(
+                    "subscriptions",
+                    format!(
+                        "the name {} is the built-in direct-message subscription's; \
+                         choose another (or set direct_messages = false)",
+                        crate::dm::SUBSCRIPTION
+                    ),
                 ));
             }
             subscriptions.push(crate::dm::subscription(keys.public_key(), raw.nip04));
@@ -429,10 +433,16 @@ impl TryFrom<RawConfig> for NostrConfig {
                 .collect::<Result<Vec<_>, _>>()?,
         };
         if reconnect.is_empty() {
-            return err("`reconnect` is empty; leave it out for the default schedule");
+            return Err(ConfigError::invalid(
+                "reconnect",
+                "is empty; leave it out for the default schedule",
+            ));
         }
         if reconnect.iter().any(|d| *d < Duration::from_millis(10)) {
-            return err("`reconnect`: every wait must be at least 10ms");
+            return Err(ConfigError::invalid(
+                "reconnect",
+                "every wait must be at least 10ms",
+            ));
         }
         let resume_overlap = duration(
             "resume_overlap",
@@ -445,7 +455,10 @@ impl TryFrom<RawConfig> for NostrConfig {
             Duration::from_millis(200),
         )?;
         if collect > Duration::from_secs(10) {
-            return err("`collect` must be at most 10s (it delays every event)");
+            return Err(ConfigError::invalid(
+                "collect",
+                "must be at most 10s (it delays every event)",
+            ));
         }
         let publish_timeout = duration(
             "publish_timeout",
@@ -453,15 +466,21 @@ impl TryFrom<RawConfig> for NostrConfig {
             Duration::from_secs(10),
         )?;
         if publish_timeout < Duration::from_millis(100) {
-            return err("`publish_timeout` must be at least 100ms");
+            return Err(ConfigError::invalid(
+                "publish_timeout",
+                "must be at least 100ms",
+            ));
         }
         let max_event_bytes = raw.max_event_bytes.unwrap_or(128 * 1024);
         if !(1024..=16 * 1024 * 1024).contains(&max_event_bytes) {
-            return err("`max_event_bytes` must be between 1024 and 16777216");
+            return Err(ConfigError::invalid(
+                "max_event_bytes",
+                "must be between 1024 and 16777216",
+            ));
         }
         if let Some(instance) = &raw.instance {
             if instance.is_empty() {
-                return err("`instance` must not be empty");
+                return Err(ConfigError::invalid("instance", "must not be empty"));
             }
         }
         Ok(NostrConfig {

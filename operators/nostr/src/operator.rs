@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use switchboard_bus::proto::{ChatPattern, SendResult};
+use switchboard_bus::proto::ChatPattern;
 use switchboard_bus::{Bus, Context, Delivery, HandlerResult, Operator};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -18,12 +18,12 @@ use tokio::task::JoinHandle;
 use crate::config::{BotKeys, NostrConfig, RelayConfig, SubscriptionConfig};
 use crate::control::{publish_events, Origin, Overlay, RelayEvents};
 use crate::inbound::{Inbound, Recent};
-use crate::outbound::{request_for, Request};
+use crate::outbound::{request_for, Refusal, Request};
 use crate::relay::{OkResult, RelayHandle, RelayStatus, Shared};
 use crate::resume::Resume;
 use crate::stats::NostrStats;
 
-/// The answer to a publish request: [`SendResult`]'s `ok`/`error`, plus
+/// The answer to a publish request: [`SendResult`](switchboard_bus::proto::SendResult)'s `ok`/`error`, plus
 /// the event id and every write relay's result.
 #[derive(Debug, Serialize)]
 pub struct PublishResult {
@@ -128,10 +128,10 @@ impl Running {
 
     /// TLS for `wss://` relays when one is wanted and none is set up (a
     /// relay added over the bus, a manifest without `wss://` relays).
-    fn ensure_tls(&mut self, wanted: &[RelayConfig]) -> Result<(), String> {
+    fn ensure_tls(&mut self, wanted: &[RelayConfig]) -> Result<(), Refusal> {
         if self.shared.tls.is_none() && wanted.iter().any(|r| r.url.starts_with("wss://")) {
             let tls = crate::relay::tls::client_config(self.config.tls_ca.as_deref())
-                .map_err(|e| format!("TLS setup: {e}"))?;
+                .map_err(|reason| Refusal::Tls { reason })?;
             self.shared.tls = Some(tls);
         }
         Ok(())
@@ -200,7 +200,11 @@ impl Running {
     }
 
     /// `relay-add`: a new relay, or new flags for a running one.
-    fn add_relay(&mut self, rc: RelayConfig, stats: &switchboard_bus::Stats) -> Result<(), String> {
+    fn add_relay(
+        &mut self,
+        rc: RelayConfig,
+        stats: &switchboard_bus::Stats,
+    ) -> Result<(), Refusal> {
         self.ensure_tls(std::slice::from_ref(&rc))?;
         tracing::info!(relay = %rc.url, read = rc.read, write = rc.write, "relay added over the bus");
         self.overlay.add(rc, &self.config.relays);
@@ -209,17 +213,21 @@ impl Running {
     }
 
     /// `relay-remove`: refused for an unknown relay and for the last one.
-    fn remove_relay(&mut self, url: &str, stats: &switchboard_bus::Stats) -> Result<(), String> {
+    fn remove_relay(&mut self, url: &str, stats: &switchboard_bus::Stats) -> Result<(), Refusal> {
         if !self.relays.contains_key(url) {
-            return Err(format!(
-                "{url} is not one of the operator's relays ({})",
-                self.relays.keys().cloned().collect::<Vec<_>>().join(", ")
-            ));
+            return Err(Refusal::Relay {
+                reason: format!(
+                    "{url} is not one of the operator's relays ({})",
+                    self.relays.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            });
         }
         if self.relays.len() == 1 {
-            return Err(format!(
-                "{url} is the operator's only relay; add another before removing it"
-            ));
+            return Err(Refusal::Relay {
+                reason: format!(
+                    "{url} is the operator's only relay; add another before removing it"
+                ),
+            });
         }
         self.overlay.remove(url);
         self.reconcile(stats, "removed over the bus");
@@ -228,27 +236,33 @@ impl Running {
 
     /// The relays a publish goes to: every write relay, or the named
     /// ones (each must be running with `write = true`).
-    fn writers(&self, named: Option<&[String]>) -> Result<Vec<&RelayHandle>, String> {
+    fn writers(&self, named: Option<&[String]>) -> Result<Vec<&RelayHandle>, Refusal> {
         let Some(named) = named else {
             let all: Vec<&RelayHandle> =
                 self.relays.values().filter(|h| h.config().write).collect();
             if all.is_empty() {
-                return Err("no write relay is configured; set write = true on a relay".to_string());
+                return Err(Refusal::Relay {
+                    reason: "no write relay is configured; set write = true on a relay".into(),
+                });
             }
             return Ok(all);
         };
         let mut out: Vec<&RelayHandle> = Vec::new();
         for url in named {
             let Some(h) = self.relays.get(url.trim()) else {
-                return Err(format!(
-                    "{url} is not one of the operator's relays ({}); add it with relay-add first",
-                    self.relays.keys().cloned().collect::<Vec<_>>().join(", ")
-                ));
+                return Err(Refusal::Relay {
+                    reason: format!(
+                        "{url} is not one of the operator's relays ({}); add it with relay-add first",
+                        self.relays.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                });
             };
             if !h.config().write {
-                return Err(format!(
-                    "{url} is read-only (write = false); change that with relay-add"
-                ));
+                return Err(Refusal::Relay {
+                    reason: format!(
+                        "{url} is read-only (write = false); change that with relay-add"
+                    ),
+                });
             }
             if !out.iter().any(|o| o.config().url == h.config().url) {
                 out.push(h);
@@ -419,11 +433,9 @@ impl Operator for NostrOperator {
                 }
                 return Ok(());
             }
-            Ok(Request::AddRelay(_) | Request::RemoveRelay(_)) if !run.config.relay_control => Err(
-                "relay-add and relay-remove are off; set relay_control = true in the \
-                     operator's [config] to allow them"
-                    .to_string(),
-            ),
+            Ok(Request::AddRelay(_) | Request::RemoveRelay(_)) if !run.config.relay_control => {
+                Err(Refusal::RelayControlOff)
+            }
             Ok(Request::AddRelay(rc)) => run.add_relay(rc, ctx.bus().stats()),
             Ok(Request::RemoveRelay(url)) => run.remove_relay(&url, ctx.bus().stats()),
             Ok(Request::Publish { event, relays }) => {
@@ -460,12 +472,7 @@ impl Operator for NostrOperator {
             return Ok(());
         }
         if let Err(error) = outcome {
-            tracing::debug!(subject = %delivery.subject, %error, "send request refused");
-            if let Some(reply) = &delivery.reply {
-                ctx.bus()
-                    .respond_json(reply, &SendResult::failed(error))
-                    .await?;
-            }
+            ctx.refuse(&delivery, &error).await?;
         }
         Ok(())
     }

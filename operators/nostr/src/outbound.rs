@@ -8,10 +8,11 @@
 use nostr::prelude::{Event, EventBuilder, EventId, FinalizeEvent, Kind, PublicKey, Tag};
 use serde::Deserialize;
 use serde_json::Value;
-use switchboard_bus::proto::{headers, Branch, ChatSubject};
+use switchboard_bus::proto::headers;
+use switchboard_bus::send::{self, SendRequestError};
 use switchboard_bus::Delivery;
 
-use crate::config::{BotKeys, RelayConfig};
+use crate::config::{BotKeys, RawRelayFull, RelayConfig};
 use crate::dm::{self, Encryption};
 use crate::inbound::Recent;
 
@@ -97,60 +98,98 @@ struct RawBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RelayAddBody {
-    url: String,
-    #[serde(default = "yes")]
-    read: bool,
-    #[serde(default = "yes")]
-    write: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RelayRemoveBody {
     url: String,
 }
 
-fn publish(event: Box<Event>, relays: Option<Vec<String>>) -> Result<Request, String> {
+/// Why a send request is refused. The message is the sentence the sender
+/// gets back (`{"ok": false, "error": …}`).
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// Not a send request this operator can act on (subject, body,
+    /// kind, or what the body asks).
+    #[error(transparent)]
+    Request(#[from] SendRequestError),
+    /// The event could not be signed.
+    #[error("cannot sign the event: {reason}")]
+    Sign {
+        /// The signer's error.
+        reason: String,
+    },
+    /// The direct message could not be made.
+    #[error(transparent)]
+    Dm(#[from] dm::DmError),
+    /// `relay-add` and `relay-remove` while `relay_control` is off.
+    #[error(
+        "relay-add and relay-remove are off; set relay_control = true in the \
+         operator's [config] to allow them"
+    )]
+    RelayControlOff,
+    /// A relay the request names cannot be used as asked (unknown,
+    /// read-only, the only one), or none can write.
+    #[error("{reason}")]
+    Relay {
+        /// Which relay and what to do.
+        reason: String,
+    },
+    /// TLS for a `wss://` relay could not be set up.
+    #[error("TLS setup: {reason}")]
+    Tls {
+        /// Why.
+        reason: String,
+    },
+}
+
+switchboard_bus::proto::error_kinds!(
+    /// What kind of [`Refusal`] this is.
+    Refusal => RefusalKind { Request, Sign, Dm, RelayControlOff, Relay, Tls }
+);
+
+impl Refusal {
+    /// Well formed, but asks for what cannot be: an id or key that is
+    /// not one, an empty relay list, a room of the wrong shape.
+    fn invalid(reason: impl Into<String>) -> Refusal {
+        SendRequestError::invalid(reason).into()
+    }
+
+    /// The same refusal with what to do next appended.
+    fn hint(self, next: &str) -> Refusal {
+        Refusal::invalid(format!("{self}; {next}"))
+    }
+}
+
+fn publish(event: Box<Event>, relays: Option<Vec<String>>) -> Result<Request, Refusal> {
     if relays.as_ref().is_some_and(Vec::is_empty) {
-        return Err(
-            "`relays` is empty; name at least one relay, or leave it out for every write relay"
-                .to_string(),
-        );
+        return Err(Refusal::invalid(
+            "`relays` is empty; name at least one relay, or leave it out for every write relay",
+        ));
     }
     Ok(Request::Publish { event, relays })
 }
 
-fn body<T: for<'de> Deserialize<'de>>(
-    value: &Value,
-    kind: &str,
-    expected: &str,
-) -> Result<T, String> {
-    let empty = Value::Object(Default::default());
-    let value = if value.is_null() { &empty } else { value };
-    T::deserialize(value)
-        .map_err(|e| format!("bad body for a `{kind}` request ({e}); expected {expected}"))
+fn event_id(what: &str, value: &str) -> Result<EventId, Refusal> {
+    EventId::parse(value).map_err(|_| {
+        Refusal::invalid(format!(
+            "{what} {value:?} is not an event id (64 hex digits or note1…)"
+        ))
+    })
 }
 
-fn event_id(what: &str, value: &str) -> Result<EventId, String> {
-    EventId::parse(value)
-        .map_err(|_| format!("{what} {value:?} is not an event id (64 hex digits or note1…)"))
+fn pubkey(what: &str, value: &str) -> Result<PublicKey, Refusal> {
+    PublicKey::parse(value).map_err(|_| {
+        Refusal::invalid(format!(
+            "{what} {value:?} is not a public key (npub1… or 64 hex digits)"
+        ))
+    })
 }
 
-fn pubkey(what: &str, value: &str) -> Result<PublicKey, String> {
-    PublicKey::parse(value)
-        .map_err(|_| format!("{what} {value:?} is not a public key (npub1… or 64 hex digits)"))
-}
-
-fn sign(builder: EventBuilder, keys: &BotKeys) -> Result<Box<Event>, String> {
+fn sign(builder: EventBuilder, keys: &BotKeys) -> Result<Box<Event>, Refusal> {
     builder
         .finalize(keys.keys())
         .map(Box::new)
-        .map_err(|e| format!("cannot sign the event: {e}"))
+        .map_err(|e| Refusal::Sign {
+            reason: e.to_string(),
+        })
 }
 
 /// The request for one delivery, or why it is refused.
@@ -159,24 +198,13 @@ pub fn request_for(
     instance: &str,
     keys: &BotKeys,
     recent: &Recent,
-) -> Result<Request, String> {
-    let ChatSubject {
-        branch,
-        address,
-        kind,
-    } = ChatSubject::parse(&delivery.subject).map_err(|e| e.to_string())?;
-    if branch != Branch::Send || address.protocol != "nostr" || address.instance != instance {
-        return Err(format!(
-            "subject {} is not a send request for nostr instance {instance}",
-            delivery.subject
-        ));
-    }
-    let value = &delivery.envelope().body;
-    let room = address.room;
-    match kind.as_str() {
+) -> Result<Request, Refusal> {
+    let asked = send::Request::parse(delivery, "nostr", instance)?;
+    let room = asked.room.as_str();
+    match asked.kind.as_str() {
         kinds::MESSAGE => {
             let mut b: MessageBody =
-                body(value, &kind, r#"{"text": "...", "reply_to": "<event id>"}"#)?;
+                asked.body(r#"{"text": "...", "reply_to": "<event id>"}"#)?;
             // A bot's `ctx.reply` names the envelope it answers, not the
             // event: map it back.
             if b.reply_to.is_none() {
@@ -189,17 +217,16 @@ pub fn request_for(
             let event = match room.strip_prefix('@') {
                 Some(peer) => direct(peer, b, keys, recent)?,
                 None if b.encryption.is_some() => {
-                    return Err(
-                        "`encryption` is for direct messages: send to the room @<npub> of the person"
-                            .to_string(),
-                    )
+                    return Err(Refusal::invalid(
+                        "`encryption` is for direct messages: send to the room @<npub> of the person",
+                    ))
                 }
-                None => reply(&room, b, keys, recent)?,
+                None => reply(room, b, keys, recent)?,
             };
             publish(event, relays)
         }
         kinds::NOTE => {
-            let b: NoteBody = body(value, &kind, r#"{"text": "...", "hashtags": ["..."]}"#)?;
+            let b: NoteBody = asked.body(r#"{"text": "...", "hashtags": ["..."]}"#)?;
             let tags: Vec<Tag> = b.hashtags.iter().map(Tag::hashtag).collect();
             publish(
                 sign(EventBuilder::new(Kind::TextNote, b.text).tags(tags), keys)?,
@@ -207,16 +234,12 @@ pub fn request_for(
             )
         }
         kinds::REACTION => {
-            let b: ReactionBody = body(
-                value,
-                &kind,
-                r#"{"event_id": "<id, default: the room>", "content": "+"}"#,
+            let b: ReactionBody = asked.body(r#"{"event_id": "<id, default: the room>", "content": "+"}"#,
             )?;
             let target = match &b.event_id {
                 Some(id) => event_id("`event_id`", id)?,
-                None => event_id("the room", &room).map_err(|e| {
-                    format!("{e}; give `event_id` in the body or use a thread room")
-                })?,
+                None => event_id("the room", room)
+                    .map_err(|e| e.hint("give `event_id` in the body or use a thread room"))?,
             };
             let author = match (&b.author, recent.get(&target.to_hex())) {
                 (Some(a), _) => Some(pubkey("`author`", a)?),
@@ -234,27 +257,25 @@ pub fn request_for(
             )
         }
         kinds::RAW => {
-            let b: RawBody = body(value, &kind, r#"{"event": {<a signed event>}}"#)?;
+            let b: RawBody = asked.body(r#"{"event": {<a signed event>}}"#)?;
             let event = Event::from_json(b.event.to_string())
-                .map_err(|e| format!("`event` is not a Nostr event: {e}"))?;
-            event
-                .verify()
-                .map_err(|_| "`event`: its id or signature does not verify".to_string())?;
+                .map_err(|e| Refusal::invalid(format!("`event` is not a Nostr event: {e}")))?;
+            event.verify().map_err(|_| {
+                Refusal::invalid("`event`: its id or signature does not verify")
+            })?;
             publish(Box::new(event), b.relays)
         }
         kinds::RELAYS => Ok(Request::Relays),
         kinds::RELAY_ADD => {
-            let b: RelayAddBody = body(
-                value,
-                &kind,
-                r#"{"url": "wss://…", "read": true, "write": true}"#,
+            let b: RawRelayFull = asked.body(r#"{"url": "wss://…", "read": true, "write": true}"#,
             )?;
             let url = b.url.trim().to_string();
-            crate::config::check_relay_url(&url).map_err(|e| e.to_string())?;
+            crate::config::check_relay_url(&url)
+                .map_err(|e| Refusal::invalid(format!("`url`: {}", e.problem)))?;
             if !b.read && !b.write {
-                return Err(format!(
+                return Err(Refusal::invalid(format!(
                     "{url} with read = false and write = false would do nothing; send relay-remove instead"
-                ));
+                )));
             }
             Ok(Request::AddRelay(RelayConfig {
                 url,
@@ -263,12 +284,14 @@ pub fn request_for(
             }))
         }
         kinds::RELAY_REMOVE => {
-            let b: RelayRemoveBody = body(value, &kind, r#"{"url": "wss://…"}"#)?;
+            let b: RelayRemoveBody = asked.body(r#"{"url": "wss://…"}"#)?;
             Ok(Request::RemoveRelay(b.url.trim().to_string()))
         }
-        other => Err(format!(
-            "unknown kind `{other}`: the Nostr operator sends message, note, reaction and raw, and answers relays, relay-add and relay-remove"
-        )),
+        _ => Err(asked
+            .unknown_kind(
+                "the Nostr operator sends message, note, reaction and raw, and answers relays, relay-add and relay-remove",
+            )
+            .into()),
     }
 }
 
@@ -281,9 +304,9 @@ fn direct(
     b: MessageBody,
     keys: &BotKeys,
     recent: &Recent,
-) -> Result<Box<Event>, String> {
+) -> Result<Box<Event>, Refusal> {
     let to = pubkey("the room", peer)
-        .map_err(|e| format!("{e}; a direct-message room is @ followed by the person's npub"))?;
+        .map_err(|e| e.hint("a direct-message room is @ followed by the person's npub"))?;
     let reply_to = b
         .reply_to
         .as_deref()
@@ -293,9 +316,7 @@ fn direct(
         .encryption
         .or_else(|| reply_to.and_then(|r| recent.encryption(&r.to_hex())))
         .unwrap_or(Encryption::Nip17);
-    dm::make(keys, to, b.text, reply_to, encryption)
-        .map(Box::new)
-        .map_err(|e| e.to_string())
+    Ok(Box::new(dm::make(keys, to, b.text, reply_to, encryption)?))
 }
 
 /// A reply in a thread (NIP-10 marked `e` tags, `p` tags of the people
@@ -306,15 +327,14 @@ fn reply(
     b: MessageBody,
     keys: &BotKeys,
     recent: &Recent,
-) -> Result<Box<Event>, String> {
+) -> Result<Box<Event>, Refusal> {
     let (root, reply_to, mut people) = if room.starts_with("npub1") {
         let author = pubkey("the room", room)?;
         let Some(reply_to) = &b.reply_to else {
-            return Err(
+            return Err(Refusal::invalid(
                 "a `message` to an author's room needs `reply_to`: the id of the note to answer \
-                 (or send a `note` for a top-level post)"
-                    .to_string(),
-            );
+                 (or send a `note` for a top-level post)",
+            ));
         };
         let reply_to = event_id("`reply_to`", reply_to)?;
         let root = recent
@@ -325,7 +345,7 @@ fn reply(
         (root, reply_to, vec![author])
     } else {
         let root = event_id("the room", room)
-            .map_err(|e| format!("{e}; a thread room is the root event's id"))?;
+            .map_err(|e| e.hint("a thread room is the root event's id"))?;
         let reply_to = match &b.reply_to {
             Some(r) => event_id("`reply_to`", r)?,
             None => root,
@@ -339,9 +359,12 @@ fn reply(
             }
         }
     }
-    let mut tags = vec![Tag::parse(["e", &root.to_hex(), "", "root"]).map_err(|e| e.to_string())?];
+    let tag = |id: EventId, marker: &str| {
+        Tag::parse(["e", &id.to_hex(), "", marker]).map_err(|e| Refusal::invalid(e.to_string()))
+    };
+    let mut tags = vec![tag(root, "root")?];
     if reply_to != root {
-        tags.push(Tag::parse(["e", &reply_to.to_hex(), "", "reply"]).map_err(|e| e.to_string())?);
+        tags.push(tag(reply_to, "reply")?);
     }
     let me = keys.public_key();
     let mut seen = Vec::new();
@@ -448,7 +471,8 @@ mod tests {
             &k,
             &Recent::default(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("reply_to"), "{e}");
         let e = request_for(
             &delivery("lobby", "message", json!({"text": "x"})),
@@ -456,7 +480,8 @@ mod tests {
             &k,
             &Recent::default(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("root event"), "{e}");
         let e = request_for(
             &delivery("x", "wave", json!({})),
@@ -464,7 +489,8 @@ mod tests {
             &k,
             &Recent::default(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("unknown kind"), "{e}");
         let e = request_for(
             &delivery("x", "note", json!({"txt": "x"})),
@@ -472,7 +498,8 @@ mod tests {
             &k,
             &Recent::default(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("bad body"), "{e}");
         let e = request_for(
             &delivery("x", "note", json!({"text": "x"})),
@@ -480,7 +507,8 @@ mod tests {
             &k,
             &Recent::default(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("not a send request"), "{e}");
     }
 
@@ -507,7 +535,8 @@ mod tests {
             &k,
             &Recent::default(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("does not verify"), "{e}");
     }
 

@@ -25,7 +25,7 @@ use crate::api::{jitter, Api, ApiError, Counters, MAX_RATE_LIMIT_WAIT};
 use crate::config::{BskyConfig, Strategy};
 use crate::inbound::Publisher;
 use crate::jetstream::{self, Socket, Tracker};
-use crate::outbound::Request;
+use crate::outbound::{Refusal, Request};
 use crate::poller::Poller;
 use crate::session::AuthError;
 use crate::store::{Account, Store};
@@ -76,12 +76,9 @@ impl WorkerHandle {
     ///
     /// # Errors
     ///
-    /// A message when the task has ended.
-    pub async fn send(&self, command: Command) -> Result<(), String> {
-        self.tx
-            .send(command)
-            .await
-            .map_err(|_| "the Bluesky session task has ended".to_string())
+    /// [`Refusal::Ended`] when the task has ended.
+    pub async fn send(&self, command: Command) -> Result<(), Refusal> {
+        self.tx.send(command).await.map_err(|_| Refusal::Ended)
     }
 
     /// Ends the task: what it is doing may finish within `grace`; the marks
