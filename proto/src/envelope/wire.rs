@@ -30,6 +30,10 @@ use super::{
     MAX_ENVELOPE_BYTES,
 };
 
+/// Spans at least this long are checked for UTF-8 with simdutf8 (see
+/// [`WireEnvelope::span`]).
+const SIMD_UTF8_FROM: usize = 64;
+
 /// A string field: a span of the payload (written without escapes, so the
 /// bytes are the text), or its unescaped copy.
 #[derive(Debug, Clone)]
@@ -406,11 +410,20 @@ impl WireEnvelope {
     /// The text of a span. Spans are made by [`WireEnvelope::parse`] from
     /// strings serde validated, so they are in range and UTF-8; the
     /// fallback keeps this panic-free regardless.
+    ///
+    /// Long spans (a body) are checked with simdutf8 (SIMD, chosen at run
+    /// time, behind a safe API): a 1 KiB body's check cost ~1,200
+    /// instructions with `std::str::from_utf8`. Short ones keep std's,
+    /// which costs less than simdutf8's dispatch there.
     fn span(&self, start: u32, end: u32) -> &str {
-        self.payload
-            .get(start as usize..end as usize)
-            .and_then(|bytes| std::str::from_utf8(bytes).ok())
-            .unwrap_or("")
+        let Some(bytes) = self.payload.get(start as usize..end as usize) else {
+            return "";
+        };
+        if bytes.len() >= SIMD_UTF8_FROM {
+            simdutf8::basic::from_utf8(bytes).unwrap_or("")
+        } else {
+            std::str::from_utf8(bytes).unwrap_or("")
+        }
     }
 
     /// Who made it.
@@ -566,6 +579,13 @@ mod tests {
             r#"{"source":"a","timestamp":"2024-01-01T00:00:00Z","body":{"a":"b","n":1E999}}"#,
             r#"{"source":"a","timestamp":"2024-01-01T00:00:00Z","body":{"a":"\ud83e\udd80"}}"#,
             r#"{"source":"a","timestamp":"2024-01-01T00:00:00Z","body":"plain text, no digits"}"#,
+            // Keys the scanner does not take as literals: escaped, spaced,
+            // a prefix of a real one, one that a real one is a prefix of.
+            r#"{"sou\u0072ce":"a","timestamp":"2024-01-01T00:00:00Z","body":1}"#,
+            r#"{ "source" : "a" , "timestamp" : "2024-01-01T00:00:00Z" , "body" : 1 }"#,
+            r#"{"sourc":"a","source":"a","timestamp":"2024-01-01T00:00:00Z","body":1}"#,
+            r#"{"bodyx":1,"source":"a","timestamp":"2024-01-01T00:00:00Z","body":1}"#,
+            r#"{"source":"a","timestamp":"2024-01-01T00:00:00Z","body":"ünïcödé text longer than sixty-four bytes, read through the SIMD check"}"#,
             r#"{"source":"a","timestamp":"2024-01-01T00:00:00Z","body":{"sender":"x","text":"hi"}}"#,
             r#"[1]"#,
             r#"not json"#,
