@@ -251,8 +251,10 @@ impl Bus {
     /// stream.
     pub async fn publish(&self, subject: &str, envelope: &Envelope) -> Result<(), PublishError> {
         let (nats_subject, payload) = self.encode(subject, envelope)?;
-        let headers = match envelope.id() {
-            Some(id) if self.stream_ids && crate::stream::captures(subject) => {
+        // `stream_ids` first: looking the id up costs ~60 instructions.
+        let stored_id = if self.stream_ids { envelope.id() } else { None };
+        let headers = match stored_id {
+            Some(id) if crate::stream::captures(subject) => {
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert(crate::stream::MSG_ID_HEADER, id);
                 Some(headers)
