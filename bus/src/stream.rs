@@ -551,10 +551,6 @@ impl Reader {
 }
 
 impl Bus {
-    fn jetstream(&self) -> jetstream::Context {
-        jetstream::new(self.client().clone())
-    }
-
     /// Create the stream `spec` describes, or bring an existing one to it.
     /// Safe to call at every start and reload.
     pub async fn ensure_stream(&self, spec: &StreamSpec) -> Result<Ensured, StreamError> {
@@ -660,7 +656,7 @@ impl Bus {
         start: StartAt,
     ) -> Result<Durable, StreamError> {
         let js = self.jetstream();
-        let s = get_stream(&js, stream).await?;
+        let s = get_stream(js, stream).await?;
         let mut config = consumer::pull::Config {
             durable_name: Some(name.to_string()),
             description: Some("Switchboard durable consumer".into()),
@@ -725,7 +721,7 @@ impl Bus {
         follow: bool,
     ) -> Result<Option<Reader>, StreamError> {
         let js = self.jetstream();
-        let s = get_stream(&js, stream).await?;
+        let s = get_stream(js, stream).await?;
         let consumer_error = |source: BoxError| StreamError::Consumer {
             name: stream.to_string(),
             source,
@@ -788,7 +784,7 @@ impl Bus {
     /// How full stream `name` is.
     pub async fn stream_state(&self, name: &str) -> Result<StreamState, StreamError> {
         let js = self.jetstream();
-        let mut s = get_stream(&js, name).await?;
+        let mut s = get_stream(js, name).await?;
         let info = s.info().await.map_err(|e| StreamError::Read {
             name: name.to_string(),
             source: Box::new(e),

@@ -78,6 +78,7 @@ impl Bus {
                         stream_ids: opts.stream_ids,
                         inbox_start: Arc::clone(&inbox_start),
                         scratch: Arc::new(Mutex::new(PublishScratch::new())),
+                        jetstream: Arc::default(),
                     });
                 }
                 Err(e) => {
