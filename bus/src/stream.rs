@@ -622,7 +622,9 @@ impl Bus {
         subject: &str,
         envelope: &Envelope,
     ) -> Result<u64, PublishError> {
-        crate::client::validate_publish_subject(subject)?;
+        // The subject checked and the payload encoded as `publish` does
+        // (the same reused buffers).
+        let (nats_subject, payload) = self.encode(subject, envelope)?;
         let mut headers = async_nats::HeaderMap::new();
         if let Some(id) = envelope.id() {
             headers.insert(MSG_ID_HEADER, id);
@@ -633,7 +635,7 @@ impl Bus {
         };
         let ack = self
             .jetstream()
-            .publish_with_headers(subject.to_string(), headers, Bytes::from(envelope.to_vec()))
+            .publish_with_headers(nats_subject, headers, payload)
             .await
             .map_err(|e| not_stored(Box::new(e)))?
             .await

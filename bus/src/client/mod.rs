@@ -22,7 +22,7 @@ mod publish;
 #[cfg(doc)]
 use crate::options::BusOptions;
 
-pub(crate) use publish::validate_publish_subject;
+use publish::validate_publish_subject;
 use publish::PublishScratch;
 
 /// A connection to the bus. Cheap to clone; clones share the connection

@@ -48,7 +48,7 @@ impl Bus {
     /// `subject`, checked, and `envelope`'s encoding, from the
     /// [`PublishScratch`]: the subject is checked and copied only when it
     /// differs from the last one.
-    pub(super) fn encode(
+    pub(crate) fn encode(
         &self,
         subject: &str,
         envelope: &Envelope,
