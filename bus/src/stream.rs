@@ -551,10 +551,6 @@ impl Reader {
 }
 
 impl Bus {
-    fn jetstream(&self) -> jetstream::Context {
-        jetstream::new(self.client().clone())
-    }
-
     /// Create the stream `spec` describes, or bring an existing one to it.
     /// Safe to call at every start and reload.
     pub async fn ensure_stream(&self, spec: &StreamSpec) -> Result<Ensured, StreamError> {
@@ -626,7 +622,9 @@ impl Bus {
         subject: &str,
         envelope: &Envelope,
     ) -> Result<u64, PublishError> {
-        crate::client::validate_publish_subject(subject)?;
+        // The subject checked and the payload encoded as `publish` does
+        // (the same reused buffers).
+        let (nats_subject, payload) = self.encode(subject, envelope)?;
         let mut headers = async_nats::HeaderMap::new();
         if let Some(id) = envelope.id() {
             headers.insert(MSG_ID_HEADER, id);
@@ -637,7 +635,7 @@ impl Bus {
         };
         let ack = self
             .jetstream()
-            .publish_with_headers(subject.to_string(), headers, Bytes::from(envelope.to_vec()))
+            .publish_with_headers(nats_subject, headers, payload)
             .await
             .map_err(|e| not_stored(Box::new(e)))?
             .await
@@ -660,7 +658,7 @@ impl Bus {
         start: StartAt,
     ) -> Result<Durable, StreamError> {
         let js = self.jetstream();
-        let s = get_stream(&js, stream).await?;
+        let s = get_stream(js, stream).await?;
         let mut config = consumer::pull::Config {
             durable_name: Some(name.to_string()),
             description: Some("Switchboard durable consumer".into()),
@@ -725,7 +723,7 @@ impl Bus {
         follow: bool,
     ) -> Result<Option<Reader>, StreamError> {
         let js = self.jetstream();
-        let s = get_stream(&js, stream).await?;
+        let s = get_stream(js, stream).await?;
         let consumer_error = |source: BoxError| StreamError::Consumer {
             name: stream.to_string(),
             source,
@@ -788,7 +786,7 @@ impl Bus {
     /// How full stream `name` is.
     pub async fn stream_state(&self, name: &str) -> Result<StreamState, StreamError> {
         let js = self.jetstream();
-        let mut s = get_stream(&js, name).await?;
+        let mut s = get_stream(js, name).await?;
         let info = s.info().await.map_err(|e| StreamError::Read {
             name: name.to_string(),
             source: Box::new(e),

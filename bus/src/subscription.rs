@@ -310,7 +310,8 @@ impl Stream for Subscription {
                     continue;
                 }
             };
-            if let Some(id) = envelope.id() {
+            // Bytes: the id as a `str` would be checked for UTF-8 again.
+            if let Some(id) = envelope.id_bytes() {
                 if !this.dedupe.first_time(id) {
                     Stats::add(&this.stats.duplicates, 1);
                     continue;
@@ -356,11 +357,11 @@ impl Dedupe {
     }
 
     /// True the first time `id` is seen within the window.
-    pub(crate) fn first_time(&mut self, id: &str) -> bool {
+    pub(crate) fn first_time(&mut self, id: impl AsRef<[u8]>) -> bool {
         if self.window == 0 {
             return true;
         }
-        let key = mix_hash(self.seed, id.as_bytes());
+        let key = mix_hash(self.seed, id.as_ref());
         if !self.seen.insert(key) {
             return false;
         }

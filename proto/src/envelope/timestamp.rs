@@ -95,6 +95,17 @@ impl Timestamp {
         parse_general(text)
     }
 
+    /// [`Timestamp::parse`] of bytes the receive scanner found (and
+    /// checked to be UTF-8): the canonical form is read from the bytes,
+    /// without a UTF-8 check to make a `str` of them first.
+    pub(crate) fn parse_bytes(bytes: &[u8]) -> Result<Timestamp, TimestampError> {
+        if let Some(t) = parse_canonical(bytes) {
+            return Ok(t);
+        }
+        // Borrowed (no copy) for UTF-8, which the scanner made sure of.
+        parse_general(&String::from_utf8_lossy(bytes))
+    }
+
     /// Converts any [`OffsetDateTime`] (in any offset) into a timestamp.
     ///
     /// # Errors

@@ -1,8 +1,8 @@
 //! [`Bus`]: a connected client that speaks envelopes.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -10,13 +10,20 @@ use serde::Serialize;
 use switchboard_proto::{kinds, ChatAddress, Envelope, PatternToken, ToPattern};
 use tokio::sync::watch;
 
-use crate::error::{
-    BoxError, ConnectError, PublishError, ReplyError, RequestError, SubscribeError,
-};
+use crate::error::{BoxError, PublishError, ReplyError, RequestError, SubscribeError};
 use crate::fanout::{Claim, Lease, Source};
-use crate::options::{inbox_prefix_problem, BusOptions};
 use crate::stats::Stats;
 use crate::subscription::{Delivery, RawSubscription, Subscription};
+
+mod connect;
+mod publish;
+
+// The docs here link to the options (connect.rs reads them).
+#[cfg(doc)]
+use crate::options::BusOptions;
+
+use publish::validate_publish_subject;
+use publish::PublishScratch;
 
 /// A connection to the bus. Cheap to clone; clones share the connection
 /// and the counters.
@@ -52,15 +59,19 @@ pub struct Bus {
     /// which a pattern starting with a wildcard would otherwise receive
     /// (and count as malformed envelopes).
     inbox_start: Arc<str>,
+    /// What [`Bus::publish`] keeps from one message to the next (shared
+    /// by clones, like the connection).
+    scratch: Arc<Mutex<PublishScratch>>,
+    /// The JetStream context [`crate::stream`] works through, made on
+    /// first use and kept (shared by clones): one per call spawned an ack
+    /// task each time and cost ~5,000 instructions per
+    /// [`Bus::publish_stored`].
+    jetstream: Arc<OnceLock<async_nats::jetstream::Context>>,
 }
 
 /// The heartbeat counter of publishes accepted but not yet written to the
 /// connection (see [`Bus::counters`]).
 pub const PUBLISH_PENDING: &str = "publish_pending";
-
-/// How long an authorization refusal is retried before it is final (see
-/// [`Bus::connect`]).
-const AUTH_RETRY_WINDOW: Duration = Duration::from_millis(500);
 
 /// How long [`Bus::close`] waits for the server to take what is queued. A
 /// server that is gone never does: Ctrl-C on `switchboard run` signals the
@@ -69,98 +80,6 @@ const AUTH_RETRY_WINDOW: Duration = Duration::from_millis(500);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Bus {
-    /// Connect with `opts`, retrying until `opts.connect_timeout` passes so
-    /// that an operator started together with its server does not fail.
-    ///
-    /// `source` is what envelopes made by [`Bus::send`] carry as their
-    /// `source` (an operator uses its ID).
-    pub async fn connect(opts: &BusOptions, source: &str) -> Result<Bus, ConnectError> {
-        if opts.urls.is_empty() {
-            return Err(ConnectError::NoUrl);
-        }
-        if let Some(prefix) = &opts.inbox_prefix {
-            if let Some(reason) = inbox_prefix_problem(prefix) {
-                return Err(ConnectError::BadInboxPrefix {
-                    prefix: prefix.clone(),
-                    reason,
-                });
-            }
-        }
-        let mut addrs = Vec::with_capacity(opts.urls.len());
-        for url in &opts.urls {
-            let addr: async_nats::ServerAddr =
-                url.parse()
-                    .map_err(|source: std::io::Error| ConnectError::BadUrl {
-                        url: url.clone(),
-                        source,
-                    })?;
-            addrs.push(addr);
-        }
-        let stats = Stats::new();
-        let refused = Arc::new(watch::Sender::new(None));
-        let refused_data = Arc::new(watch::Sender::new(Vec::new()));
-        let prefix = opts.inbox_prefix.as_deref().unwrap_or("_INBOX");
-        let inbox_start: Arc<str> = Arc::from(format!("{prefix}."));
-        let urls = opts.urls.join(",");
-        let started = Instant::now();
-        let mut delay = Duration::from_millis(50);
-        loop {
-            let nats_opts = build_options(
-                opts,
-                source,
-                &stats,
-                (&refused, &refused_data),
-                &inbox_start,
-            )
-            .await?;
-            match nats_opts.connect(addrs.clone()).await {
-                Ok(client) => {
-                    return Ok(Bus {
-                        client,
-                        source: Arc::from(source),
-                        stats,
-                        dedupe_window: opts.dedupe_window,
-                        refused,
-                        refused_data,
-                        fanout: Arc::default(),
-                        subscription_capacity: opts.subscription_capacity,
-                        stream_ids: opts.stream_ids,
-                        inbox_start: Arc::clone(&inbox_start),
-                    });
-                }
-                Err(e) => {
-                    let e = match permanent_failure(e, opts, &urls) {
-                        // nats-server can refuse a client whose CONNECT
-                        // arrives while it reloads its users (it re-checks
-                        // every client, the half-connected one too); the
-                        // orchestrator reloads whenever an operator starts
-                        // or stops. A real refusal is still one after a
-                        // short while, so only that is final.
-                        Ok(fatal @ ConnectError::Auth { .. })
-                            if started.elapsed() < AUTH_RETRY_WINDOW =>
-                        {
-                            tracing::debug!(%urls, error = %fatal, "refused; retrying once the server settles");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                        Ok(fatal) => return Err(fatal),
-                        Err(e) => e,
-                    };
-                    if started.elapsed() + delay > opts.connect_timeout {
-                        return Err(ConnectError::Unreachable {
-                            urls,
-                            waited: started.elapsed(),
-                            source: Box::new(e),
-                        });
-                    }
-                    tracing::debug!(%urls, error = %e, "NATS not reachable yet, retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
-                }
-            }
-        }
-    }
-
     /// The `source` this client stamps on envelopes it creates.
     pub fn source(&self) -> &str {
         &self.source
@@ -224,21 +143,25 @@ impl Bus {
     /// once (see [`crate::stream`]); [`Bus::publish_stored`] waits for the
     /// stream.
     pub async fn publish(&self, subject: &str, envelope: &Envelope) -> Result<(), PublishError> {
-        let payload = Bytes::from(envelope.to_vec());
-        match envelope.id() {
-            Some(id) if self.stream_ids && crate::stream::captures(subject) => {
+        let (nats_subject, payload) = self.encode(subject, envelope)?;
+        // `stream_ids` first: looking the id up costs ~60 instructions.
+        let stored_id = if self.stream_ids { envelope.id() } else { None };
+        let headers = match stored_id {
+            Some(id) if crate::stream::captures(subject) => {
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert(crate::stream::MSG_ID_HEADER, id);
-                self.publish_with_headers(subject, Some(headers), payload)
-                    .await
+                Some(headers)
             }
-            _ => self.publish_bytes(subject, payload).await,
-        }
+            _ => None,
+        };
+        self.send_checked(subject, nats_subject, headers, payload)
+            .await
     }
 
-    /// The NATS client underneath (for the stream module).
-    pub(crate) fn client(&self) -> &async_nats::Client {
-        &self.client
+    /// This connection's JetStream context (for the stream module).
+    pub(crate) fn jetstream(&self) -> &async_nats::jetstream::Context {
+        self.jetstream
+            .get_or_init(|| async_nats::jetstream::new(self.client.clone()))
     }
 
     /// Answer a chat event with `text`, in the room it came from: publish
@@ -316,12 +239,26 @@ impl Bus {
         payload: Bytes,
     ) -> Result<(), PublishError> {
         validate_publish_subject(subject)?;
+        let nats_subject = async_nats::Subject::from(subject);
+        self.send_checked(subject, nats_subject, headers, payload)
+            .await
+    }
+
+    /// Publish on `nats_subject`, which is `subject` after
+    /// [`validate_publish_subject`] passed it.
+    async fn send_checked(
+        &self,
+        subject: &str,
+        nats_subject: async_nats::Subject,
+        headers: Option<async_nats::HeaderMap>,
+        payload: Bytes,
+    ) -> Result<(), PublishError> {
         let size = payload.len();
         let sent = match headers {
-            None => self.client.publish(subject.to_string(), payload).await,
+            None => self.client.publish(nats_subject, payload).await,
             Some(headers) => {
                 self.client
-                    .publish_with_headers(subject.to_string(), headers, payload)
+                    .publish_with_headers(nats_subject, headers, payload)
                     .await
             }
         };
@@ -665,443 +602,9 @@ fn json_reply<R: DeserializeOwned>(subject: &str, answer: &[u8]) -> Result<R, Re
     })
 }
 
-/// Pause before connection attempt number `attempts` (async-nats counts
-/// from 1, the first connection included): none for the first, then 50,
-/// 100, 200 ... ms up to `max`. A restarted local server is picked up
-/// within a fraction of a second, and an operator's first connection
-/// costs no sleep at all.
-fn reconnect_delay(attempts: usize, max: Duration) -> Duration {
-    if attempts <= 1 {
-        return Duration::ZERO;
-    }
-    let exp = u32::try_from(attempts - 2).unwrap_or(u32::MAX).min(10);
-    Duration::from_millis(50u64 << exp).min(max)
-}
-
 /// The client is closed, or the connection gone for good: `e` says which.
 fn closed(e: impl std::error::Error + Send + Sync + 'static) -> PublishError {
     PublishError::Closed {
         source: Box::new(e),
-    }
-}
-
-/// Reject subjects NATS would silently mishandle, with a message that says
-/// which token is wrong.
-///
-/// On every publish, so one pass over the bytes: ASCII tokens (the usual
-/// case) are checked byte by byte; a token with other characters falls
-/// back to Unicode's whitespace and control classes.
-pub(crate) fn validate_publish_subject(subject: &str) -> Result<(), PublishError> {
-    let bad = |reason: String| PublishError::BadSubject {
-        subject: subject.to_string(),
-        reason,
-    };
-    if subject.is_empty() {
-        return Err(bad("the subject is empty".into()));
-    }
-    // One pass over the bytes: forbidden ASCII at once, token checks at
-    // each dot and at the end.
-    let bytes = subject.as_bytes();
-    let mut start = 0;
-    let mut index = 1;
-    let mut plain = true;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b == b'.' {
-            // Most tokens are plain and longer than one byte: nothing
-            // more to check for them.
-            if !plain || i - start < 2 {
-                check_token(subject, start, i, index, plain)?;
-            }
-            start = i + 1;
-            index += 1;
-            plain = true;
-        } else if b <= b' ' || b == 0x7f {
-            return Err(bad(format!("token {index} contains whitespace")));
-        } else if b >= 0x80 {
-            plain = false;
-        }
-    }
-    check_token(subject, start, bytes.len(), index, plain)?;
-    Ok(())
-}
-
-/// The checks of token number `index`, `subject[start..end]`, that need
-/// the whole token: not empty, not a wildcard, and (when it has non-ASCII
-/// characters) no Unicode whitespace or control character.
-fn check_token(
-    subject: &str,
-    start: usize,
-    end: usize,
-    index: usize,
-    plain: bool,
-) -> Result<(), PublishError> {
-    let bad = |reason: String| PublishError::BadSubject {
-        subject: subject.to_string(),
-        reason,
-    };
-    // Tokens end at ASCII dots, so these are char boundaries.
-    let token = subject.get(start..end).unwrap_or_default();
-    if token.is_empty() {
-        return Err(bad(format!("token {index} is empty")));
-    }
-    if token == "*" || token == ">" {
-        return Err(bad(format!(
-            "token {index} is a wildcard; publish needs a literal subject"
-        )));
-    }
-    if !plain && token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad(format!("token {index} contains whitespace")));
-    }
-    Ok(())
-}
-
-/// The connect errors that waiting cannot cure (credentials the server
-/// refuses, a certificate we do not trust, TLS that cannot be set up), as
-/// the error `connect` returns at once (`Ok`); the ones worth another
-/// attempt (server not up yet) are given back (`Err`).
-fn permanent_failure(
-    e: async_nats::ConnectError,
-    opts: &BusOptions,
-    urls: &str,
-) -> Result<ConnectError, async_nats::ConnectError> {
-    use async_nats::ConnectErrorKind as Kind;
-    let problem = match e.kind() {
-        // async-nats says "authorization violation: nats: authorization
-        // violation"; once is enough.
-        Kind::AuthorizationViolation => {
-            return Ok(ConnectError::Auth {
-                urls: urls.to_string(),
-                method: credentials_offered(opts),
-                reason: "authorization violation".to_string(),
-                source: Box::new(e),
-            })
-        }
-        // Raised on our side, before the server could judge them.
-        Kind::Authentication => {
-            return Ok(ConnectError::Auth {
-                urls: urls.to_string(),
-                method: credentials_offered(opts),
-                reason: format!(
-                    "they cannot sign the server's challenge; is the seed valid? ({e})"
-                ),
-                source: Box::new(e),
-            })
-        }
-        // Raised before the handshake: the CA or client certificate files
-        // do not parse, or the host is not a valid TLS server name.
-        Kind::Tls => format!("cannot set up TLS: {e}"),
-        // The handshake itself fails inside the socket, so async-nats
-        // reports it as I/O; the rustls error underneath says what it was.
-        _ => match rustls_error(&e) {
-            Some(tls) => format!("TLS handshake failed: {}", handshake_problem(tls, opts)),
-            None => return Err(e),
-        },
-    };
-    Ok(ConnectError::Tls {
-        urls: urls.to_string(),
-        problem,
-        source: Box::new(e),
-    })
-}
-
-/// Which credentials `opts` offers, for messages (never their values).
-fn credentials_offered(opts: &BusOptions) -> String {
-    let mut offered = Vec::new();
-    if let Some(user) = &opts.user {
-        offered.push(format!("user `{user}` with a password"));
-    }
-    if opts.token.is_some() {
-        offered.push("a token".to_string());
-    }
-    if let Some(path) = &opts.creds_file {
-        offered.push(format!("credentials file {}", path.display()));
-    }
-    if let Some(path) = &opts.nkey_file {
-        offered.push(format!("nkey seed from {}", path.display()));
-    }
-    if offered.is_empty() {
-        "no credentials given".to_string()
-    } else {
-        offered.join(" and ")
-    }
-}
-
-/// The rustls error somewhere in `e`'s chain. tokio-rustls wraps it in an
-/// `io::Error`, whose `source()` skips it, so each level is unwrapped by
-/// hand.
-fn rustls_error(e: &async_nats::ConnectError) -> Option<&async_nats::rustls::Error> {
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = next {
-        if let Some(tls) = err.downcast_ref::<async_nats::rustls::Error>() {
-            return Some(tls);
-        }
-        if let Some(tls) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<async_nats::rustls::Error>())
-        {
-            return Some(tls);
-        }
-        next = err.source();
-    }
-    None
-}
-
-/// A handshake failure in words an operator's admin can act on.
-fn handshake_problem(tls: &async_nats::rustls::Error, opts: &BusOptions) -> String {
-    use async_nats::rustls::{CertificateError as Cert, Error};
-    match tls {
-        Error::InvalidCertificate(Cert::UnknownIssuer | Cert::BadSignature) => match &opts.tls_ca {
-            Some(ca) => format!(
-                "the server's certificate is not signed by the CA in {}",
-                ca.display()
-            ),
-            None => "the server's certificate is not signed by a CA this system trusts; \
-                     give its CA with SWITCHBOARD_NATS_TLS_CA (BusOptions::tls_ca)"
-                .to_string(),
-        },
-        Error::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. }) => {
-            format!("the server's certificate is not valid for the host in the URL ({tls})")
-        }
-        Error::InvalidCertificate(
-            Cert::Expired
-            | Cert::ExpiredContext { .. }
-            | Cert::NotValidYet
-            | Cert::NotValidYetContext { .. },
-        ) => format!("the server's certificate is outside its validity period ({tls})"),
-        // What a plain-text server's first bytes look like to rustls.
-        Error::InvalidMessage(_) => {
-            format!("the server did not answer in TLS; does it have TLS enabled? ({tls})")
-        }
-        other => other.to_string(),
-    }
-}
-
-/// The subject of a server error that refuses a subscription, e.g.
-/// `Permissions Violation for Subscription to "_INBOX.x.*"`.
-fn refused_subscription(server_error: &str) -> Option<&str> {
-    let rest = server_error
-        .trim()
-        .strip_prefix("Permissions Violation for Subscription to ")?;
-    let rest = rest.strip_prefix('"')?;
-    rest.split('"').next().filter(|s| !s.is_empty())
-}
-
-/// The two records of refused subscriptions: this client's inboxes, and
-/// everything else.
-type Refusals<'a> = (
-    &'a Arc<watch::Sender<Option<String>>>,
-    &'a Arc<watch::Sender<Vec<String>>>,
-);
-
-async fn build_options(
-    opts: &BusOptions,
-    source: &str,
-    stats: &Arc<Stats>,
-    (refused, refused_data): Refusals<'_>,
-    inbox_start: &Arc<str>,
-) -> Result<async_nats::ConnectOptions, ConnectError> {
-    let mut o = async_nats::ConnectOptions::new()
-        .name(opts.name.clone().unwrap_or_else(|| source.to_string()))
-        .client_capacity(opts.publish_buffer)
-        .subscription_capacity(opts.subscription_capacity)
-        .connection_timeout(opts.connect_timeout)
-        .max_reconnects(None::<usize>)
-        .require_tls(opts.require_tls);
-    if let Some(prefix) = &opts.inbox_prefix {
-        o = o.custom_inbox_prefix(prefix);
-    }
-    let max_delay = opts.max_reconnect_delay;
-    o = o.reconnect_delay_callback(move |attempts| reconnect_delay(attempts, max_delay));
-    if let (Some(user), Some(pass)) = (&opts.user, &opts.password) {
-        o = o.user_and_password(user.clone(), pass.clone());
-    }
-    if let Some(token) = &opts.token {
-        o = o.token(token.clone());
-    }
-    if let Some(path) = &opts.creds_file {
-        o = o
-            .credentials_file(path)
-            .await
-            .map_err(|source| ConnectError::File {
-                what: "NATS credentials",
-                path: path.display().to_string(),
-                source,
-            })?;
-    }
-    if let Some(path) = &opts.nkey_file {
-        let seed = std::fs::read_to_string(path).map_err(|source| ConnectError::File {
-            what: "nkey seed",
-            path: path.display().to_string(),
-            source,
-        })?;
-        o = o.nkey(seed.trim().to_string());
-    }
-    // async-nats reads these files only during the handshake and reports
-    // a missing one as a TLS error; checked here, the message names the
-    // file and says what it is for.
-    let readable = |what: &'static str, path: &std::path::Path| {
-        std::fs::File::open(path)
-            .map(drop)
-            .map_err(|source| ConnectError::File {
-                what,
-                path: path.display().to_string(),
-                source,
-            })
-    };
-    if let Some(ca) = &opts.tls_ca {
-        readable("TLS CA", ca)?;
-        o = o.add_root_certificates(ca.clone());
-    }
-    if let Some((cert, key)) = &opts.tls_client {
-        readable("TLS client certificate", cert)?;
-        readable("TLS client key", key)?;
-        o = o.add_client_certificate(cert.clone(), key.clone());
-    }
-    let stats = Arc::clone(stats);
-    let refused = Arc::clone(refused);
-    let refused_data = Arc::clone(refused_data);
-    let inbox_start = Arc::clone(inbox_start);
-    let was_down = Arc::new(AtomicBool::new(false));
-    o = o.event_callback(move |event| {
-        let stats = Arc::clone(&stats);
-        let refused = Arc::clone(&refused);
-        let refused_data = Arc::clone(&refused_data);
-        let inbox_start = Arc::clone(&inbox_start);
-        let was_down = Arc::clone(&was_down);
-        async move {
-            match event {
-                async_nats::Event::Disconnected => {
-                    was_down.store(true, Ordering::Relaxed);
-                    Stats::add(&stats.disconnects, 1);
-                    if stats.closing.load(Ordering::Relaxed) {
-                        tracing::debug!("NATS connection closed");
-                    } else {
-                        tracing::warn!(
-                            "lost the NATS connection; queueing publishes and reconnecting"
-                        );
-                    }
-                }
-                async_nats::Event::Connected => {
-                    if was_down.swap(false, Ordering::Relaxed) {
-                        refused.send_replace(None);
-                        refused_data.send_replace(Vec::new());
-                        Stats::add(&stats.reconnects, 1);
-                        tracing::info!("reconnected to NATS");
-                    }
-                }
-                async_nats::Event::SlowConsumer(sid) => {
-                    // One event per message the client had to drop.
-                    stats.slow_consumer(&format_args!("subscription {sid}"));
-                }
-                async_nats::Event::ServerError(e) => {
-                    if let async_nats::ServerError::Other(text) = &e {
-                        // Only inboxes: other refused subscriptions are the
-                        // caller's (logged below), not every request's.
-                        match refused_subscription(text) {
-                            Some(s) if s.starts_with(inbox_start.as_ref()) => {
-                                refused.send_replace(Some(s.to_string()));
-                            }
-                            Some(s) => {
-                                refused_data.send_if_modified(|all| {
-                                    let new = !all.iter().any(|a| a == s);
-                                    if new {
-                                        all.push(s.to_string());
-                                    }
-                                    new
-                                });
-                            }
-                            None => {}
-                        }
-                    }
-                    tracing::warn!(error = %e, "NATS server error");
-                }
-                async_nats::Event::ClientError(e) => {
-                    if stats.closing.load(Ordering::Relaxed) {
-                        tracing::debug!(error = %e, "NATS client error while closing");
-                    } else {
-                        tracing::warn!(error = %e, "NATS client error");
-                    }
-                }
-                async_nats::Event::LameDuckMode => {
-                    tracing::info!("NATS server is entering lame duck mode");
-                }
-                async_nats::Event::Draining | async_nats::Event::Closed => {}
-            }
-        }
-    });
-    Ok(o)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reconnect_delays() {
-        let max = Duration::from_secs(2);
-        let d: Vec<u128> = (1..=8)
-            .map(|a| reconnect_delay(a, max).as_millis())
-            .collect();
-        assert_eq!(d, vec![0, 50, 100, 200, 400, 800, 1600, 2000]);
-        assert_eq!(reconnect_delay(usize::MAX, max), max);
-    }
-
-    #[test]
-    fn refused_subscriptions_are_recognised() {
-        assert_eq!(
-            refused_subscription(r#"Permissions Violation for Subscription to "_INBOX.abc.*""#),
-            Some("_INBOX.abc.*")
-        );
-        assert_eq!(
-            refused_subscription(
-                r#"Permissions Violation for Subscription to "a.b" using queue "q""#
-            ),
-            Some("a.b")
-        );
-        assert_eq!(
-            refused_subscription(r#"Permissions Violation for Publish to "a.b""#),
-            None
-        );
-        assert_eq!(refused_subscription("Authorization Violation"), None);
-    }
-
-    #[test]
-    fn credentials_are_named_not_shown() {
-        let opts = BusOptions::new("nats://x:1")
-            .token("s3cret-token")
-            .nkey_file("/run/sb/seed");
-        let said = credentials_offered(&opts);
-        assert_eq!(said, "a token and nkey seed from /run/sb/seed");
-        assert_eq!(
-            credentials_offered(&BusOptions::new("nats://x:1").user_password("bot", "hunter2")),
-            "user `bot` with a password"
-        );
-        assert_eq!(
-            credentials_offered(&BusOptions::new("nats://x:1")),
-            "no credentials given"
-        );
-    }
-
-    #[test]
-    fn publish_subject_validation() {
-        assert!(validate_publish_subject("chat.irc.x.y.message").is_ok());
-        assert!(validate_publish_subject("chat.irc.x.=23caf\u{e9}.message").is_ok());
-        for bad in [
-            "",
-            "a..b",
-            ".a",
-            "a.",
-            "a.*",
-            "a.>",
-            "a b",
-            "a.\tb",
-            "a.b\u{7f}",
-            "a.\u{a0}",
-            "x.\u{85}",
-        ] {
-            let e = validate_publish_subject(bad).unwrap_err();
-            assert!(e.to_string().contains("cannot publish"), "{e}");
-        }
     }
 }
