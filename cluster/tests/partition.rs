@@ -41,7 +41,8 @@ const HOLD: Duration = Duration::from_secs(4);
 struct HostProcess {
     name: String,
     child: Child,
-    leader: Arc<Mutex<Option<String>>>,
+    /// The last leader it reported, and when.
+    leader: Arc<Mutex<Option<(String, Instant)>>>,
 }
 
 impl HostProcess {
@@ -59,7 +60,7 @@ impl HostProcess {
             .spawn()
             .expect("spawn switchboard-cluster-host");
         let stdout = child.stdout.take().expect("stdout");
-        let leader: Arc<Mutex<Option<String>>> = Arc::default();
+        let leader: Arc<Mutex<Option<(String, Instant)>>> = Arc::default();
         let (tl, host, l) = (timeline.clone(), name.clone(), Arc::clone(&leader));
         // A thread per host, stamping each line when it arrives: the
         // helper prints at the event, so the stamp is late by a pipe hop
@@ -89,7 +90,7 @@ impl HostProcess {
                         why: why.into(),
                     });
                 } else if let Some(name) = v.get("leader").and_then(|s| s.as_str()) {
-                    *l.lock().expect("leader") = Some(name.into());
+                    *l.lock().expect("leader") = Some((name.into(), at));
                 }
             }
         });
@@ -108,17 +109,32 @@ impl Drop for HostProcess {
     }
 }
 
-/// The bucket's Raft leader as the hosts that can reach it report it.
+/// The bucket's Raft leader: every report of the last second names the
+/// same one, and again a second later (right after forming, or after a
+/// heal, leadership may move). Not every host's answer names a leader (a
+/// replica that has not heard from it names none).
 async fn leader(hosts: &[HostProcess]) -> String {
     let deadline = Instant::now() + SETTLE;
-    loop {
-        if let Some(l) = hosts
+    let agreed = || {
+        let fresh: Vec<String> = hosts
             .iter()
-            .find_map(|h| h.leader.lock().expect("leader").clone())
-        {
-            return l;
+            .filter_map(|h| h.leader.lock().expect("leader").clone())
+            .filter(|(_, at)| at.elapsed() < Duration::from_secs(1))
+            .map(|(l, _)| l)
+            .collect();
+        match fresh.first() {
+            Some(l) if fresh.iter().all(|f| f == l) => Some(l.clone()),
+            _ => None,
         }
-        assert!(Instant::now() < deadline, "no host reported a leader");
+    };
+    loop {
+        if let Some(l) = agreed() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if agreed().as_ref() == Some(&l) {
+                return l;
+            }
+        }
+        assert!(Instant::now() < deadline, "no agreed bucket leader");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -247,7 +263,6 @@ async fn a_partitioned_host_fences_the_majority_takes_over_and_the_healed_host_r
     partition(&bed, &timeline, v, FAILOVER).await;
 
     // The leader's host cut off: the majority elects first.
-    *hosts[v].leader.lock().expect("leader") = None;
     let l = leader(&hosts).await;
     let v = hosts
         .iter()

@@ -13,7 +13,8 @@
 //! With `<operators>`, it writes a desired state of that many operators
 //! (`op0`...) if the cluster has none yet. Lines printed:
 //! `{"ready":true}`, `{"start":"op0"}`, `{"stop":"op0","why":"Fenced"}`,
-//! `{"leader":"n1"}` (the cluster bucket's Raft leader, when it changes).
+//! `{"leader":"n1"}` (the cluster bucket's Raft leader, twice a second
+//! when the answer names one).
 //! It exits when its stdin closes, so a test that dies takes it along.
 
 use std::collections::BTreeSet;
@@ -104,16 +105,16 @@ async fn main() -> ExitCode {
     }
     say(&serde_json::json!({ "ready": true }));
     let cluster = engine.buckets().cluster.clone();
+    // Every answer that names a leader is printed: a stream info answered
+    // by a replica that has not heard from the leader names none, and
+    // the test wants fresh reports, not only changes.
     let leader = tokio::spawn(async move {
-        let mut last = None;
         loop {
             if let Ok(Ok(status)) =
-                tokio::time::timeout(Duration::from_millis(500), cluster.status()).await
+                tokio::time::timeout(Duration::from_secs(2), cluster.status()).await
             {
-                let now = status.info.cluster.and_then(|c| c.leader);
-                if now.is_some() && now != last {
-                    say(&serde_json::json!({ "leader": now }));
-                    last = now;
+                if let Some(l) = status.info.cluster.and_then(|c| c.leader) {
+                    say(&serde_json::json!({ "leader": l }));
                 }
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
