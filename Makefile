@@ -358,7 +358,7 @@ chaos: tools
 
 ## The cluster engine under true network partitions: three hosts in
 ## network namespaces (needs root and `ip`; skips with one line
-## otherwise), about a minute (docs/cluster.md, docs/reliability.md).
+## otherwise), 30-60 s (docs/cluster.md, docs/reliability.md).
 chaos-cluster: tools
 	$(CARGO) nextest run -p switchboard-cluster --test partition --run-ignored only --no-capture
 

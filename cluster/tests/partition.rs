@@ -12,8 +12,8 @@
 //! server leads it; each time healed, and the healed host gets operators
 //! back only by hand-over (a stop on the holder, then its start).
 //!
-//! Needs root and `ip`; skips with one line otherwise. About a minute:
-//! run by `make chaos-cluster`, not `make test`.
+//! Needs root and `ip`; skips with one line otherwise. 30-60 s: run by
+//! `make chaos-cluster`, not `make test`.
 
 mod common;
 
@@ -182,7 +182,8 @@ async fn partition(
     assert!(took <= within, "takeover took {took:?}\n{}", show(&marks));
 
     // Healed: the host learns it was declared gone, registers a new
-    // epoch, and gets its share back only by hand-over.
+    // epoch, and gets its share back only by hand-over: each start after
+    // the holder's stop (the history check adds: a stop budget after).
     let t1 = Instant::now();
     bed.heal(v).expect("heal");
     let vn = victim.clone();
@@ -199,7 +200,11 @@ async fn partition(
         let handed = marks
             .iter()
             .filter(|s| !s.start && s.id == m.id && s.at > t1 && s.at < m.at)
-            .any(|s| s.host != victim && s.why == "Moved");
+            // Moved by placement, or Fenced: a heal can disturb the
+            // bucket's Raft group (the cut server campaigned alone and
+            // comes back with a higher term), so the holder may fence and
+            // lose the operator to anyone, the healed host included.
+            .any(|s| s.host != victim && (s.why == "Moved" || s.why == "Fenced"));
         assert!(
             handed,
             "{} started on the healed {victim} without a hand-over\n{}",
@@ -215,7 +220,7 @@ async fn partition(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs root; about a minute: make chaos-cluster"]
+#[ignore = "needs root; 30-60 s: make chaos-cluster"]
 async fn a_partitioned_host_fences_the_majority_takes_over_and_the_healed_host_rejoins() {
     let bed = match NetnsBed::create() {
         Ok(bed) => bed,
