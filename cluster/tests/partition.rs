@@ -36,6 +36,12 @@ const SETTLE: Duration = Duration::from_secs(60);
 /// quiet however long it is cut off.
 const HOLD: Duration = Duration::from_secs(4);
 
+/// Seconds since the test began, for the hosts' logs and the cuts.
+fn since_start() -> f64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs_f64()
+}
+
 /// One host's engine, running in its namespace, its events read into the
 /// shared timeline as they are printed.
 struct HostProcess {
@@ -56,10 +62,20 @@ impl HostProcess {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn switchboard-cluster-host");
         let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let host = name.clone();
+        // The engine's log, each line with its host and the time since
+        // the test began (the same clock `partition` prints the cut on).
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[{host} {:>8.3}s] {line}", since_start());
+            }
+        });
         let leader: Arc<Mutex<Option<(String, Instant)>>> = Arc::default();
         let (tl, host, l) = (timeline.clone(), name.clone(), Arc::clone(&leader));
         // A thread per host, stamping each line when it arrives: the
@@ -150,6 +166,7 @@ async fn partition(
     let victim = format!("n{v}");
     let t0 = Instant::now();
     bed.cut(v).expect("cut");
+    eprintln!("[test {:>8.3}s] {victim} cut off", since_start());
     let vn = victim.clone();
     wait_for(timeline, within + HOLD, "taken over", move |r| {
         r.len() == OPS && !r.values().any(|h| *h == vn)
@@ -186,6 +203,7 @@ async fn partition(
     // the holder's stop (the history check adds: a stop budget after).
     let t1 = Instant::now();
     bed.heal(v).expect("heal");
+    eprintln!("[test {:>8.3}s] {victim} healed", since_start());
     let vn = victim.clone();
     let back = wait_for(timeline, SETTLE, "the healed host back", move |r| {
         r.len() == OPS && per_host(r).get(&vn) == Some(&(OPS / 3))
@@ -222,6 +240,7 @@ async fn partition(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root; 30-60 s: make chaos-cluster"]
 async fn a_partitioned_host_fences_the_majority_takes_over_and_the_healed_host_rejoins() {
+    since_start();
     let bed = match NetnsBed::create() {
         Ok(bed) => bed,
         Err(e) if e.kind() == NetnsErrorKind::Unavailable => {

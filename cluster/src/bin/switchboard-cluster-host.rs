@@ -54,6 +54,17 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The engine's log (RUST_LOG, default info) on stderr: a test shows
+    // it next to the events.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .try_init();
     // Its own server only: see docs/cluster.md (a host whose server is
     // gone must not renew through another one).
     let client = match async_nats::ConnectOptions::new()
