@@ -31,7 +31,7 @@ MYPY_VERSION := 2.4.1
 FLIT_CORE_VERSION := 4.2.0
 export SWITCHBOARD_NATS_SERVER := $(NATS_SERVER)
 
-.PHONY: sdk sdk-check e2e-guide all build dist install deb deb-file lintian test-service service-tools tools bench-tools fuzz-tools fuzz fuzz-merge test check fmt clippy unit run bench chaos clean help bluesky-e2e-tools e2e-bluesky
+.PHONY: chaos-cluster sdk sdk-check e2e-guide all build dist install deb deb-file lintian test-service service-tools tools bench-tools fuzz-tools fuzz fuzz-merge test check fmt clippy unit run bench chaos clean help bluesky-e2e-tools e2e-bluesky
 
 all: build
 
@@ -355,6 +355,12 @@ bench: bench-tools
 chaos: tools
 	$(CARGO) build --workspace --bins
 	$(CARGO) run -p switchboard-chaos -- $(if $(QUICK),--quick)
+
+## The cluster engine under true network partitions: three hosts in
+## network namespaces (needs root and `ip`; skips with one line
+## otherwise), 30-60 s (docs/cluster.md, docs/reliability.md).
+chaos-cluster: tools
+	$(CARGO) nextest run -p switchboard-cluster --test partition --run-ignored only --no-capture
 
 clean:
 	$(CARGO) clean

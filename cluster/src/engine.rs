@@ -37,7 +37,7 @@ use crate::buckets::{
     self, host_key, owner_key, Buckets, HostRecord, HostState, OwnerRecord, REQUEST_TIMEOUT,
 };
 use crate::desired::{self, DesiredSet};
-use crate::lease::{Seen, Validity, LEASE_TTL, RENEW_INTERVAL, STOP_BUDGET, TICK};
+use crate::lease::{Seen, Validity, LEASE_TTL, RENEW_INTERVAL, RESUME_GRACE, STOP_BUDGET, TICK};
 use crate::placement::{self, HostView, PlacementSpec};
 
 /// How often the fence task looks at the clock: part of the timer
@@ -845,12 +845,17 @@ impl Reconciler {
     /// compare-and-set on the revision seen: it fails if the peer renewed
     /// meanwhile.
     ///
-    /// The TTL is counted from the later of "first saw this revision" and
-    /// "this host has been able to write without a break since": while
-    /// the bucket cannot be written (its Raft group electing a leader) no
-    /// heartbeat moves, and without this every host would declare every
-    /// other gone the moment writes come back. Waiting longer than the
-    /// arithmetic requires is always safe.
+    /// The TTL is counted from when this host first saw the revision
+    /// (the arithmetic's only requirement), and besides, this host must
+    /// have been able to write without a break for [`RESUME_GRACE`]:
+    /// while the bucket cannot be written (its Raft group electing a
+    /// leader) no heartbeat moves, and without the grace every host would
+    /// declare every other gone the moment writes come back. The grace is
+    /// shorter than the TTL on purpose: after losing the bucket's leader
+    /// the election already took 4-9 s, and a full TTL on top of it was
+    /// 3 s of the takeover spent waiting for live hosts that renew within
+    /// one interval. Waiting longer is always safe; the grace only guards
+    /// live hosts from a needless declaration.
     async fn declare_gone(&mut self, now: Instant) {
         let Some(streak) = lock(&self.shared).streak_since else {
             return;
@@ -863,7 +868,7 @@ impl Reconciler {
                 **name != self.me
                     && h.state == HostState::Alive
                     && seen.expired(now)
-                    && now.saturating_duration_since(streak) >= LEASE_TTL
+                    && now.saturating_duration_since(streak) >= RESUME_GRACE
             })
             .map(|(name, (h, seen))| (name.clone(), h.clone(), seen.revision))
             .collect();

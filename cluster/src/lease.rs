@@ -51,6 +51,13 @@ pub const STOP_BUDGET: Duration = Duration::from_millis(STOP_BUDGET_MS);
 /// After the last acknowledged renewal was *sent*, a host fences at this
 /// age: `LEASE_TTL - SKEW_MARGIN - STOP_BUDGET`.
 pub const FENCE_AFTER: Duration = Duration::from_millis(FENCE_AFTER_MS);
+/// After the bucket could not be written (a Raft election), how long a
+/// peer waits, from its own first acknowledged write, before it counts
+/// any heartbeat's TTL as over: time for every live host to land a
+/// renewal (three attempts). Liveness only: safety rests on the TTL
+/// counted from when a revision was first seen, which this does not
+/// shorten (docs/cluster.md, "the leader-loss case").
+pub const RESUME_GRACE: Duration = Duration::from_millis(RESUME_GRACE_MS);
 /// How often the engine reconciles (claims, releases, declares hosts
 /// gone).
 pub const TICK: Duration = Duration::from_millis(100);
@@ -60,9 +67,13 @@ const LEASE_TTL_MS: u64 = 3000;
 const SKEW_MARGIN_MS: u64 = 500;
 const STOP_BUDGET_MS: u64 = 1000;
 const FENCE_AFTER_MS: u64 = LEASE_TTL_MS - SKEW_MARGIN_MS - STOP_BUDGET_MS;
+const RESUME_GRACE_MS: u64 = 3 * RENEW_INTERVAL_MS;
 
 // A host survives two lost renewals in a row without fencing.
 const _: () = assert!(FENCE_AFTER_MS > 2 * RENEW_INTERVAL_MS);
+// A live host gets at least two renewals in after writes resume before
+// any peer may count its heartbeat stale.
+const _: () = assert!(RESUME_GRACE_MS >= 2 * RENEW_INTERVAL_MS + 100);
 // The promise: a dead host's operators start elsewhere within 5 s.
 const _: () = assert!(RENEW_INTERVAL_MS + LEASE_TTL_MS + 2 * 100 < 5000);
 

@@ -25,10 +25,15 @@ use crate::nats::{nats_server_bin, HarnessError};
 pub struct ClusterNodePlan {
     /// `n0`, `n1`, `n2`.
     pub name: String,
-    /// Client port on 127.0.0.1.
+    /// The address it listens on: 127.0.0.1, or its namespace's own
+    /// address in a [`NetnsBed`].
+    pub addr: String,
+    /// Client port on `addr`.
     pub client_port: u16,
-    /// Route (cluster) port on 127.0.0.1.
+    /// Route (cluster) port on `addr`.
     pub cluster_port: u16,
+    /// The network namespace it runs in (`None`: the test's own).
+    pub netns: Option<String>,
 }
 
 /// A running 3-node cluster; every node is killed on drop.
@@ -44,6 +49,9 @@ pub struct ClusterNode {
     bin: PathBuf,
     conf: PathBuf,
     child: Option<Child>,
+    /// How many times it was spawned (a restart's listener line is the
+    /// n-th in the log).
+    starts: usize,
     frozen: bool,
     log: Arc<Mutex<String>>,
     /// Holds the config and the JetStream store.
@@ -68,10 +76,41 @@ impl NatsCluster {
         let plans: Vec<ClusterNodePlan> = (0..NODES)
             .map(|i| ClusterNodePlan {
                 name: format!("n{i}"),
+                addr: "127.0.0.1".into(),
                 client_port: ports[2 * i],
                 cluster_port: ports[2 * i + 1],
+                netns: None,
             })
             .collect();
+        NatsCluster::start_planned(bin, plans, fragment)
+    }
+
+    /// Start three nodes, node `i` in `bed`'s namespace `i`, listening on
+    /// that namespace's address (client port 4222, routes 6222: each
+    /// namespace has its own ports). The test process cannot reach them;
+    /// clients run in the namespaces too (`NetnsBed::command`).
+    pub fn start_in(
+        bed: &NetnsBed,
+        fragment: impl Fn(&ClusterNodePlan, &[ClusterNodePlan]) -> String,
+    ) -> Result<NatsCluster, HarnessError> {
+        let bin = nats_server_bin()?;
+        let plans: Vec<ClusterNodePlan> = (0..NODES)
+            .map(|i| ClusterNodePlan {
+                name: format!("n{i}"),
+                addr: bed.addr(i).to_string(),
+                client_port: 4222,
+                cluster_port: 6222,
+                netns: Some(bed.netns(i).to_owned()),
+            })
+            .collect();
+        NatsCluster::start_planned(bin, plans, fragment)
+    }
+
+    fn start_planned(
+        bin: PathBuf,
+        plans: Vec<ClusterNodePlan>,
+        fragment: impl Fn(&ClusterNodePlan, &[ClusterNodePlan]) -> String,
+    ) -> Result<NatsCluster, HarnessError> {
         let mut nodes = Vec::new();
         for plan in &plans {
             let dir = tempfile::Builder::new()
@@ -81,7 +120,8 @@ impl NatsCluster {
             let store = dir.path().join("jetstream");
             let conf = dir.path().join("nats-server.conf");
             let text = format!(
-                "host: \"127.0.0.1\"\nport: {}\njetstream {{ store_dir: {} }}\n{}\n",
+                "host: {}\nport: {}\njetstream {{ store_dir: {} }}\n{}\n",
+                quote(&plan.addr),
                 plan.client_port,
                 quote(&store.display().to_string()),
                 fragment(plan, &plans)
@@ -95,6 +135,7 @@ impl NatsCluster {
                 bin: bin.clone(),
                 conf,
                 child: None,
+                starts: 0,
                 frozen: false,
                 log: Arc::default(),
                 _dir: dir,
@@ -141,9 +182,9 @@ impl ClusterNode {
         &self.plan
     }
 
-    /// `nats://127.0.0.1:<client port>`.
+    /// `nats://<addr>:<client port>`.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.plan.client_port)
+        format!("nats://{}:{}", self.plan.addr, self.plan.client_port)
     }
 
     /// Process id while it runs.
@@ -209,7 +250,17 @@ impl ClusterNode {
     }
 
     fn spawn(&mut self) -> Result<(), HarnessError> {
-        let mut child = Command::new(&self.bin)
+        // `ip netns exec` execs the server in place: the child's pid is
+        // the server's, so kill and freeze reach the server itself.
+        let mut command = match &self.plan.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        let mut child = command
             .arg("-c")
             .arg(&self.conf)
             .stdin(Stdio::null())
@@ -234,6 +285,7 @@ impl ClusterNode {
             });
         }
         self.child = Some(child);
+        self.starts += 1;
         Ok(())
     }
 
@@ -247,7 +299,19 @@ impl ClusterNode {
                     break;
                 }
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.plan.client_port)).is_ok() {
+            // A node in a namespace is out of the test's reach: its log
+            // says when it listens (nats-server logs the listener line at
+            // its default level).
+            let up = match self.plan.netns {
+                Some(_) => {
+                    let log = self.log();
+                    let marker = format!("Listening for client connections on {}:", self.plan.addr);
+                    // Only this run's listener line counts after a restart.
+                    log.matches(&marker).count() >= self.starts
+                }
+                None => std::net::TcpStream::connect(("127.0.0.1", self.plan.client_port)).is_ok(),
+            };
+            if up {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -289,4 +353,195 @@ fn quote(s: &str) -> String {
     }
     q.push('"');
     q
+}
+
+/// Three network namespaces joined by a bridge: one "host" per namespace,
+/// for true partitions (packets dropped, no connection reset), which a
+/// closed TCP connection on loopback does not give.
+///
+/// Layout, all private to namespaces this bed creates (nothing is added
+/// to the test's own namespace, so concurrent beds cannot collide):
+/// namespace `<id>-br` holds a bridge `br0`; namespace `<id>-h<i>` holds
+/// `eth0` with 10.231.0.<i+1>/24, the other end of its veth pair (`h<i>`)
+/// a port of the bridge. [`NetnsBed::cut`] takes the bridge's port of one
+/// host down: that host reaches nobody, the two others still reach each
+/// other. Everything is deleted on drop (deleting a namespace deletes
+/// the interfaces in it), also when a test panics; namespaces left by a
+/// test process that was killed are deleted by the next bed.
+#[derive(Debug)]
+pub struct NetnsBed {
+    id: String,
+    created: Vec<String>,
+}
+
+/// Why a [`NetnsBed`] could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetnsError {
+    /// This machine or user cannot create namespaces (not root, no `ip`,
+    /// no kernel support): tests skip.
+    #[error("network namespaces unavailable: {0}")]
+    Unavailable(String),
+    /// A step of the setup failed.
+    #[error("`ip {args}` failed: {stderr}")]
+    Step {
+        /// The `ip` arguments.
+        args: String,
+        /// What `ip` printed.
+        stderr: String,
+    },
+}
+
+/// The kinds of [`NetnsError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetnsErrorKind {
+    /// [`NetnsError::Unavailable`].
+    Unavailable,
+    /// [`NetnsError::Step`].
+    Step,
+}
+
+impl NetnsError {
+    /// What kind of failure.
+    pub fn kind(&self) -> NetnsErrorKind {
+        match self {
+            NetnsError::Unavailable(_) => NetnsErrorKind::Unavailable,
+            NetnsError::Step { .. } => NetnsErrorKind::Step,
+        }
+    }
+}
+
+/// Every bed's namespace names start with this, then the creating
+/// process's pid.
+const NETNS_PREFIX: &str = "sbtest-";
+
+fn ip(args: &[&str]) -> Result<(), NetnsError> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| NetnsError::Unavailable(format!("cannot run `ip`: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetnsError::Step {
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
+
+impl NetnsBed {
+    /// Build the bed for three hosts. [`NetnsError::Unavailable`] when
+    /// namespaces cannot be created here (the caller skips with one line).
+    pub fn create() -> Result<NetnsBed, NetnsError> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        reap_orphans();
+        let id = format!(
+            "{NETNS_PREFIX}{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        let mut bed = NetnsBed {
+            id,
+            created: Vec::new(),
+        };
+        let br = format!("{}-br", bed.id);
+        match ip(&["netns", "add", &br]) {
+            Ok(()) => bed.created.push(br.clone()),
+            Err(NetnsError::Step { stderr, .. }) => return Err(NetnsError::Unavailable(stderr)),
+            Err(e) => return Err(e),
+        }
+        ip(&["-n", &br, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &br, "link", "set", "br0", "up"])?;
+        ip(&["-n", &br, "link", "set", "lo", "up"])?;
+        for i in 0..NODES {
+            let ns = bed.netns(i).to_owned();
+            ip(&["netns", "add", &ns])?;
+            bed.created.push(ns.clone());
+            let port = format!("h{i}");
+            ip(&[
+                "-n", &br, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+                &ns,
+            ])?;
+            ip(&["-n", &br, "link", "set", &port, "master", "br0"])?;
+            ip(&["-n", &br, "link", "set", &port, "up"])?;
+            let cidr = format!("{}/24", bed.addr(i));
+            ip(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0"])?;
+            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(bed)
+    }
+
+    /// Host `i`'s namespace.
+    pub fn netns(&self, i: usize) -> String {
+        format!("{}-h{i}", self.id)
+    }
+
+    /// Host `i`'s address, 10.231.0.<i+1>.
+    pub fn addr(&self, i: usize) -> std::net::Ipv4Addr {
+        let last = u8::try_from(i + 1).unwrap_or(u8::MAX);
+        std::net::Ipv4Addr::new(10, 231, 0, last)
+    }
+
+    /// `program` to run in host `i`'s namespace.
+    pub fn command(&self, i: usize, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.netns(i)]).arg(program);
+        c
+    }
+
+    /// Partition host `i` from the others: its bridge port goes down, so
+    /// its packets go nowhere (no reset: connections time out).
+    pub fn cut(&self, i: usize) -> Result<(), NetnsError> {
+        ip(&[
+            "-n",
+            &format!("{}-br", self.id),
+            "link",
+            "set",
+            &format!("h{i}"),
+            "down",
+        ])
+    }
+
+    /// Undo [`NetnsBed::cut`].
+    pub fn heal(&self, i: usize) -> Result<(), NetnsError> {
+        ip(&[
+            "-n",
+            &format!("{}-br", self.id),
+            "link",
+            "set",
+            &format!("h{i}"),
+            "up",
+        ])
+    }
+}
+
+impl Drop for NetnsBed {
+    fn drop(&mut self) {
+        for ns in self.created.drain(..).rev() {
+            let _ = ip(&["netns", "del", &ns]);
+        }
+    }
+}
+
+/// Delete beds whose creating process is gone (a test run killed before
+/// its guards could drop).
+fn reap_orphans() {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(NETNS_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !std::path::Path::new("/proc").join(pid).exists() {
+            let _ = ip(&["netns", "del", &name]);
+        }
+    }
 }
