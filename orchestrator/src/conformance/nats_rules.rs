@@ -386,10 +386,16 @@ async fn halt_holds_chat(h: &mut Harness, probe: &str) -> Result<String, String>
     }
 }
 
-/// `reload` with the manifest's config: acked, state unchanged, the same
-/// process still alive and (when it heartbeats) still heartbeating.
+/// `reload` with the manifest's config, its secrets resolved as the
+/// daemon's own reload sends it (without them, an operator that requires
+/// a secret refuses the config, rightly): acked, state unchanged, the
+/// same process still alive and (when it heartbeats) still heartbeating.
 async fn reload(h: &mut Harness, pid: u32, beating: bool) -> Result<String, String> {
-    let request = serde_json::json!({"verb": "reload", "config": h.manifest.config});
+    let config = h
+        .manifest
+        .resolve_secrets(|name| std::env::var(name).ok())
+        .map_err(|e| format!("the manifest's secrets cannot be read for the reload: {e}"))?;
+    let request = serde_json::json!({"verb": "reload", "config": config});
     let a = ack(h, request.to_string().as_bytes()).await?;
     expect_ok(&a, Verb::Reload, OperatorState::Running)?;
     if !alive(pid) {
