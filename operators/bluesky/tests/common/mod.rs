@@ -2,7 +2,7 @@
 //! harness with Bluesky's requests, and the local XRPC and Jetstream
 //! servers.
 
-#![allow(dead_code)] // each test uses a different part
+#![allow(dead_code, unused_imports)] // each test uses a different part
 
 pub mod firehose;
 pub mod jetstream;
