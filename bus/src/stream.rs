@@ -34,6 +34,17 @@ use crate::error::{kinds, BoxError, PublishError};
 /// stream's duplicate window is stored once.
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 
+/// The header nats-server puts on a message a stream copied from another
+/// (`<stream> <sequence> <filter> <transform>`): where the copy came from.
+const SOURCE_HEADER: &str = "Nats-Stream-Source";
+
+/// The source stream's sequence number in a [`SOURCE_HEADER`] value
+/// (its second word; the first is the stream's name, with `:<hash>` when
+/// the source is in another domain).
+fn source_sequence(value: &str) -> Option<u64> {
+    value.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// The stream's name unless `switchboard.toml` says otherwise.
 pub const DEFAULT_STREAM: &str = "SWITCHBOARD";
 
@@ -272,6 +283,11 @@ pub struct Stored {
     pub stored_at: Timestamp,
     /// Its `Nats-Msg-Id` header (the envelope id), when it had one.
     pub msg_id: Option<String>,
+    /// For a copy in an operator's own stream ([`OperatorStreams`]): its
+    /// sequence number in the stream it was copied from. A stream that
+    /// copies by several filters interleaves them in the order the copies
+    /// arrive, which need not be the source's order.
+    pub source_seq: Option<u64>,
     /// How many messages the consumer still has after this one.
     pub pending: u64,
     /// How many times it was delivered (more than 1 after a crash before
@@ -307,6 +323,7 @@ impl Stored {
             seq,
             stored_at,
             msg_id,
+            source_seq: None,
             pending: 0,
             delivered: 1,
             acker: None,
@@ -331,6 +348,11 @@ impl Stored {
             .as_ref()
             .and_then(|h| h.get(MSG_ID_HEADER))
             .map(|v| v.as_str().to_string());
+        let source_seq = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(SOURCE_HEADER))
+            .and_then(|v| source_sequence(v.as_str()));
         Ok(Stored {
             subject: msg.subject.to_string(),
             payload: msg.payload,
@@ -338,6 +360,7 @@ impl Stored {
             stored_at: Timestamp::from_offset_date_time(published)
                 .unwrap_or_else(|_| Timestamp::now()),
             msg_id,
+            source_seq,
             pending,
             delivered,
             acker: Some(acker),
@@ -848,4 +871,17 @@ fn same_shape(have: &stream::Config, want: &stream::Config) -> bool {
         && have.discard == want.discard
         && have.max_message_size == want.max_message_size
         && filters(have) == filters(want)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::source_sequence;
+
+    #[test]
+    fn the_source_header_names_the_sequence_copied() {
+        assert_eq!(source_sequence("SWITCHBOARD 1234 sb.log.a.> >"), Some(1234));
+        assert_eq!(source_sequence("SWITCHBOARD:9f8e 7 > >"), Some(7));
+        assert_eq!(source_sequence("SWITCHBOARD"), None);
+        assert_eq!(source_sequence("SWITCHBOARD x > >"), None);
+    }
 }

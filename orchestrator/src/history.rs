@@ -199,17 +199,7 @@ impl Merged {
                 Err(e) => return Err(e),
             }
         }
-        let mut before: VecDeque<Stored> = match &peeked {
-            // The shared stream has none left: all of them.
-            None => copies.into(),
-            Some(first) => match copies.iter().position(|m| m.payload == first.payload) {
-                Some(k) => copies.into_iter().take(k).collect(),
-                None => copies
-                    .into_iter()
-                    .filter(|m| m.stored_at < first.stored_at)
-                    .collect(),
-            },
-        };
+        let mut before = before_first(copies, peeked.as_ref());
         if shared_reader.is_none() && before.is_empty() {
             return Ok(None);
         }
@@ -234,6 +224,27 @@ impl Merged {
             return Some(Ok(m));
         }
         self.shared.as_mut()?.next().await
+    }
+}
+
+/// The copies (from an operator's own stream) of what the shared stream
+/// no longer has: those copied from before `first`, the shared stream's
+/// oldest, in the shared stream's order. The own stream copies by several
+/// filters and interleaves them as they arrive, so its order is not the
+/// shared one: the copies are placed by the sequence number each copy
+/// carries (`Nats-Stream-Source`); by store time where one carries none.
+fn before_first(mut copies: Vec<Stored>, first: Option<&Stored>) -> VecDeque<Stored> {
+    copies.sort_by_key(|m| m.source_seq.unwrap_or(u64::MAX));
+    match first {
+        // The shared stream has none left: all of them.
+        None => copies.into(),
+        Some(first) => copies
+            .into_iter()
+            .filter(|m| match m.source_seq {
+                Some(seq) => seq < first.seq,
+                None => m.stored_at < first.stored_at,
+            })
+            .collect(),
     }
 }
 
@@ -317,6 +328,41 @@ pub async fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A copy in the own stream (sequence `own`) of shared message `src`.
+    fn copy(own: u64, src: u64) -> Stored {
+        let mut m = Stored::new(
+            "sb.log.a.stdout",
+            format!("{{\"n\":{src}}}"),
+            own,
+            Timestamp::now(),
+            None,
+        );
+        m.source_seq = Some(src);
+        m
+    }
+
+    #[test]
+    fn copies_before_the_shared_streams_oldest_come_once_in_its_order() {
+        // The own stream copied by two filters (log lines, events) and
+        // interleaved them out of the shared order: 3, 6, 5, 4. The shared
+        // stream still has 5 on: only 3 and 4 come from the copies, in
+        // that order (taking the copies up to the copy of 5 gave 3 and 6,
+        // then 5 and 6 again from the shared stream).
+        let copies = || vec![copy(1, 3), copy(2, 6), copy(3, 5), copy(4, 4)];
+        let first = Stored::new("sb.log.a.stdout", "{\"n\":5}", 5, Timestamp::now(), None);
+        let before: Vec<u64> = before_first(copies(), Some(&first))
+            .iter()
+            .filter_map(|m| m.source_seq)
+            .collect();
+        assert_eq!(before, [3, 4]);
+        // Nothing left in the shared stream: every copy, in its order.
+        let all: Vec<u64> = before_first(copies(), None)
+            .iter()
+            .filter_map(|m| m.source_seq)
+            .collect();
+        assert_eq!(all, [3, 4, 5, 6]);
+    }
 
     #[test]
     fn one_operators_chat_is_read_from_its_own_stream() {
