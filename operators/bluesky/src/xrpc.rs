@@ -74,6 +74,14 @@ pub enum XrpcError {
     },
 }
 
+/// A failed call fails the handler (at start: creating the client), kept
+/// as its source.
+impl From<XrpcError> for switchboard_bus::HandlerError {
+    fn from(e: XrpcError) -> switchboard_bus::HandlerError {
+        switchboard_bus::HandlerError::other(e)
+    }
+}
+
 switchboard_bus::proto::error_kinds! {
     /// Coarse classes of [`XrpcError`].
     XrpcError => XrpcErrorKind { RateLimited, Refused, Server, Network, Decode, Setup }

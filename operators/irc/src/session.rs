@@ -124,6 +124,13 @@ impl SessionHandle {
 #[error("the IRC session has stopped")]
 pub struct Stopped;
 
+/// A request the ended session cannot take fails the handler.
+impl From<Stopped> for switchboard_bus::HandlerError {
+    fn from(e: Stopped) -> switchboard_bus::HandlerError {
+        switchboard_bus::HandlerError::other(e)
+    }
+}
+
 /// How a connection ended.
 enum End {
     /// Shut down on request; signal when done.
