@@ -95,7 +95,8 @@ pub use logging::{
     json_format,
 };
 pub use operator::{
-    run, run_with, Context, HandlerError, HandlerResult, Operator, RunError, RunErrorKind,
+    run, run_with, Context, HandlerError, HandlerErrorKind, HandlerResult, Operator, RunError,
+    RunErrorKind,
 };
 pub use options::BusOptions;
 pub use ratelimit::RateLimit;

@@ -11,8 +11,8 @@ use switchboard_bus::proto::{
 };
 use switchboard_bus::{
     run_with, Bus, BusOptions, ConfigError, ConfigErrorKind, ConnectErrorKind, Context, Delivery,
-    Envelope, HandlerResult, LaunchEnv, LaunchErrorKind, Operator, PublishErrorKind,
-    ReplyErrorKind, RequestErrorKind, RunError, RunErrorKind, SubscribeErrorKind,
+    Envelope, HandlerError, HandlerErrorKind, HandlerResult, LaunchEnv, LaunchErrorKind, Operator,
+    PublishErrorKind, ReplyErrorKind, RequestErrorKind, RunError, RunErrorKind, SubscribeErrorKind,
 };
 use switchboard_testkit::NatsServer;
 
@@ -138,7 +138,7 @@ impl Operator for FailsToStart {
     type Config = Strict;
 
     async fn start(&mut self, _: &mut Context, _: Strict) -> HandlerResult {
-        Err(NoWidget.into())
+        Err(HandlerError::other(NoWidget))
     }
 }
 
@@ -180,7 +180,13 @@ async fn run_errors_keep_the_handlers_error() {
     let err = run_error(r#"{"port": 1}"#).await;
     assert_eq!(err.kind(), RunErrorKind::Start);
     assert!(err.to_string().contains("the widget is missing"), "{err}");
-    assert!(err
+    // RunError -> HandlerError (with its kind) -> the handler's own error.
+    let handler = err
+        .source()
+        .and_then(|s| s.downcast_ref::<HandlerError>())
+        .expect("the handler error");
+    assert_eq!(handler.kind(), HandlerErrorKind::Other);
+    assert!(handler
         .source()
         .and_then(|s| s.downcast_ref::<NoWidget>())
         .is_some());

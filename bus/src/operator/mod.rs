@@ -18,7 +18,7 @@
 //! `run_loop.rs` is the loop that wakes on signals, control requests,
 //! heartbeats and deliveries; `diagnosis.rs` is what the runtime itself
 //! says about the operator's health (a slow consumer, a refused
-//! subscription).
+//! subscription); `error.rs` is [`HandlerError`], what handlers return.
 
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
@@ -30,15 +30,12 @@ use crate::subscription::Delivery;
 
 mod context;
 mod diagnosis;
+mod error;
 mod run_loop;
 
 pub use context::Context;
 
-/// What a handler returns when it fails; anything that is an error.
-pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The result of a handler.
-pub type HandlerResult = Result<(), HandlerError>;
+pub use error::{HandlerError, HandlerErrorKind, HandlerResult};
 
 /// An operator's behaviour. Only `start` is required.
 ///

@@ -50,18 +50,19 @@ pub fn thread_root(uri: &str, record: &Value) -> String {
     reply_of(record).map_or_else(|| uri.to_string(), |r| r.root.uri)
 }
 
-/// A body from the parts every source has.
+/// The event from the parts every source has: its kind is `reason`, its
+/// body the common fields plus `extra`.
 #[allow(clippy::too_many_arguments)]
-fn body(
+fn event(
     via: Via,
     reason: &str,
-    room: &str,
+    room: String,
     did: &str,
     handle: Option<&str>,
-    post: &StrongRef,
+    post: StrongRef,
     record: &Value,
     extra: Map<String, Value>,
-) -> Value {
+) -> Event {
     let text = record.get("text").and_then(Value::as_str).unwrap_or("");
     let mut b = json!({
         "text": text,
@@ -81,7 +82,12 @@ fn body(
     if let Value::Object(m) = &mut b {
         m.extend(extra);
     }
-    b
+    Event {
+        body: b,
+        kind: reason.to_string(),
+        room,
+        post,
+    }
 }
 
 /// The event of a notification. `subject_root` is the thread root of the
@@ -108,21 +114,16 @@ pub fn from_notification(n: &Notification, subject_root: Option<&str>) -> Event 
     if let Some(s) = &n.reason_subject {
         extra.insert("subject".into(), Value::String(s.clone()));
     }
-    Event {
-        body: body(
-            Via::Notification,
-            &n.reason,
-            &room,
-            &n.author.did,
-            Some(&n.author.handle),
-            &post,
-            &n.record,
-            extra,
-        ),
-        kind: n.reason.clone(),
+    event(
+        Via::Notification,
+        &n.reason,
         room,
+        &n.author.did,
+        Some(&n.author.handle),
         post,
-    }
+        &n.record,
+        extra,
+    )
 }
 
 /// Why a post concerns the account `me`: it answers one of its posts
@@ -172,21 +173,7 @@ pub fn from_jetstream(
     let room = thread_root(&post.uri, record);
     let mut extra = Map::new();
     extra.insert("time_us".into(), Value::from(time_us));
-    Event {
-        body: body(
-            Via::Jetstream,
-            reason,
-            &room,
-            did,
-            None,
-            &post,
-            record,
-            extra,
-        ),
-        kind: reason.to_string(),
-        room,
-        post,
-    }
+    event(Via::Jetstream, reason, room, did, None, post, record, extra)
 }
 
 /// The event of a record seen on the firehose (no handle there either:
@@ -200,21 +187,7 @@ pub fn from_firehose(
     room: String,
     extra: Map<String, Value>,
 ) -> Event {
-    Event {
-        body: body(
-            Via::Firehose,
-            reason,
-            &room,
-            did,
-            None,
-            &post,
-            record,
-            extra,
-        ),
-        kind: reason.to_string(),
-        room,
-        post,
-    }
+    event(Via::Firehose, reason, room, did, None, post, record, extra)
 }
 
 /// The envelope id for a record: derived from its URI.

@@ -90,6 +90,13 @@ pub enum Refusal {
     Ended,
 }
 
+/// A command the session task refused (it has ended) fails the handler.
+impl From<Refusal> for switchboard_bus::HandlerError {
+    fn from(e: Refusal) -> switchboard_bus::HandlerError {
+        switchboard_bus::HandlerError::other(e)
+    }
+}
+
 switchboard_bus::proto::error_kinds! {
     /// Coarse classes of [`Refusal`].
     Refusal => RefusalKind { Request, NotRunning, Ended }

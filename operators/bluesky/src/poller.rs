@@ -174,16 +174,27 @@ impl Poller {
     }
 }
 
-/// The thread roots of the posts liked or reposted, by URI (`getPosts`,
-/// 25 at a time). A failed lookup leaves them out: the event's room is
-/// then the post itself.
+/// The thread roots of the posts liked or reposted, by URI.
 async fn subject_roots(
     api: &mut Api,
     fresh: &[(Notification, OffsetDateTime)],
 ) -> HashMap<String, String> {
-    let wanted: Vec<&str> = fresh
+    let subjects = fresh
         .iter()
-        .filter_map(|(n, _)| n.reason_subject.as_deref())
+        .filter_map(|(n, _)| n.reason_subject.as_deref());
+    thread_roots(api, subjects).await
+}
+
+/// The thread roots of the posts among `uris` (others are skipped), by
+/// URI: `getPosts`, 25 at a time. A failed lookup leaves them out: the
+/// event's room is then the post itself. Polling and the firehose both
+/// route likes and reposts with it.
+pub(crate) async fn thread_roots<'a>(
+    api: &mut Api,
+    uris: impl IntoIterator<Item = &'a str>,
+) -> HashMap<String, String> {
+    let wanted: Vec<&str> = uris
+        .into_iter()
         .filter(|s| s.starts_with("at://") && s.contains("/app.bsky.feed.post/"))
         .collect::<HashSet<_>>()
         .into_iter()

@@ -74,6 +74,14 @@ pub enum XrpcError {
     },
 }
 
+/// A failed call fails the handler (at start: creating the client), kept
+/// as its source.
+impl From<XrpcError> for switchboard_bus::HandlerError {
+    fn from(e: XrpcError) -> switchboard_bus::HandlerError {
+        switchboard_bus::HandlerError::other(e)
+    }
+}
+
 switchboard_bus::proto::error_kinds! {
     /// Coarse classes of [`XrpcError`].
     XrpcError => XrpcErrorKind { RateLimited, Refused, Server, Network, Decode, Setup }
@@ -136,6 +144,25 @@ pub fn decode<T: DeserializeOwned>(nsid: &str, body: &[u8]) -> Result<T, XrpcErr
     })
 }
 
+/// The HTTP client every Bluesky call uses (XRPC, and DID documents for
+/// the firehose): our TLS config, `timeout` per request, connecting
+/// within at most 15 s, and a user agent naming this operator.
+///
+/// # Errors
+///
+/// reqwest's error when the client cannot be built.
+pub fn http_client(
+    tls: &Arc<rustls::ClientConfig>,
+    timeout: Duration,
+) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls((**tls).clone())
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(15)))
+        .user_agent(concat!("switchboard-bluesky/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// An XRPC client for one service.
 #[derive(Debug, Clone)]
 pub struct Xrpc {
@@ -154,15 +181,9 @@ impl Xrpc {
         tls: &Arc<rustls::ClientConfig>,
         timeout: Duration,
     ) -> Result<Xrpc, XrpcError> {
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls((**tls).clone())
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(15)))
-            .user_agent(concat!("switchboard-bluesky/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| XrpcError::Setup {
-                reason: e.to_string(),
-            })?;
+        let http = http_client(tls, timeout).map_err(|e| XrpcError::Setup {
+            reason: e.to_string(),
+        })?;
         Ok(Xrpc {
             http,
             service: service.to_string(),

@@ -92,6 +92,14 @@ pub enum ConfigError {
     },
 }
 
+/// A configuration this operator cannot use fails `start`/`reload` as a
+/// configuration error, kept as its source.
+impl From<ConfigError> for switchboard_bus::HandlerError {
+    fn from(e: ConfigError) -> switchboard_bus::HandlerError {
+        switchboard_bus::HandlerError::new(switchboard_bus::HandlerErrorKind::Config, e)
+    }
+}
+
 switchboard_proto::error_kinds! {
     /// Coarse classes of [`ConfigError`].
     ConfigError => ConfigErrorKind { Listen, Exposed, Duration, Range }

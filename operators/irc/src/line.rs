@@ -64,6 +64,8 @@ impl LineFramer {
 /// A panic inside the parser (a bug in a dependency, on input we do not
 /// control) is caught and reported as an error, so a hostile server line
 /// can never take the operator down.
+///
+/// The error is only logged (the line is skipped), so it stays a message.
 pub fn parse(line: &str) -> Result<Message, String> {
     match std::panic::catch_unwind(|| line.parse::<Message>()) {
         Ok(Ok(msg)) => Ok(msg),

@@ -55,6 +55,9 @@ pub fn is_channel(name: &str, chantypes: &str) -> bool {
 /// Checks a nick we would send (`NICK x`, `PRIVMSG x`): not empty, at
 /// most 64 bytes, no spaces or control characters, none of `,*?!@.:`, and
 /// not starting like a channel, a digit or `-`.
+///
+/// The error is a sentence, not a type: it only ever becomes a config
+/// problem or a refused request's message; no caller branches on it.
 pub fn check_nick(nick: &str) -> Result<(), String> {
     if nick.is_empty() {
         return Err("a nick must not be empty".into());
@@ -84,6 +87,9 @@ pub fn check_nick(nick: &str) -> Result<(), String> {
 /// Checks a channel name we would send (`JOIN`, `PRIVMSG`): starts with one
 /// of `chantypes`, 2 to 200 bytes, no spaces, commas, BEL or other control
 /// characters.
+///
+/// The error is a sentence for a config problem or a refusal (as
+/// [`check_nick`]).
 pub fn check_channel(name: &str, chantypes: &str) -> Result<(), String> {
     if !is_channel(name, chantypes) {
         return Err(format!(
@@ -111,6 +117,9 @@ pub fn check_channel(name: &str, chantypes: &str) -> Result<(), String> {
 
 /// Checks a channel key: 1 to 100 bytes, no spaces, commas or control
 /// characters.
+///
+/// The error is a sentence for a config problem or a refusal (as
+/// [`check_nick`]).
 pub fn check_key(key: &str) -> Result<(), String> {
     if key.is_empty() || key.len() > 100 {
         return Err("a channel key must be 1 to 100 bytes long".into());

@@ -124,6 +124,13 @@ impl SessionHandle {
 #[error("the IRC session has stopped")]
 pub struct Stopped;
 
+/// A request the ended session cannot take fails the handler.
+impl From<Stopped> for switchboard_bus::HandlerError {
+    fn from(e: Stopped) -> switchboard_bus::HandlerError {
+        switchboard_bus::HandlerError::other(e)
+    }
+}
+
 /// How a connection ended.
 enum End {
     /// Shut down on request; signal when done.
@@ -699,6 +706,8 @@ fn send_marker(wtx: &mpsc::UnboundedSender<WriteItem>, id: u64) {
 
 /// Writes lines in order; acks each request once its last line is out.
 /// On a write error or a stop signal, everything not written is refused.
+/// The error is the write error's message: it only becomes the reason the
+/// connection was lost (logged and in the status), nothing branches on it.
 async fn writer_task<W: AsyncWrite + Unpin>(
     mut wr: W,
     mut rx: mpsc::UnboundedReceiver<WriteItem>,

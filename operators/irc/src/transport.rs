@@ -94,6 +94,8 @@ pub async fn connect(config: &IrcConfig) -> Result<Box<dyn Stream>, ConnectError
 
 /// The rustls client config (shared by the operators): ring, safe
 /// defaults, roots from `tls_ca` or the system.
+///
+/// The error is the message `start` fails with; no caller branches on it.
 pub fn tls_config(config: &IrcConfig) -> Result<Arc<rustls::ClientConfig>, String> {
     switchboard_tls::client_config(config.tls_ca.as_deref()).map_err(|e| e.to_string())
 }

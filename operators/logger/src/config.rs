@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use bytesize::ByteSize;
 use serde::Deserialize;
+use switchboard_bus::ConfigError;
 
 /// What the logger writes, where, and how carefully.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -105,15 +106,25 @@ fn default_batch() -> usize {
 pub const PLACEHOLDERS: [&str; 4] = ["{network}", "{room}", "{source}", "{date}"];
 
 impl LoggerConfig {
-    /// What serde cannot check; one message naming the key and the fix.
-    pub fn check(&self) -> Result<(), String> {
+    /// What serde cannot check: the first problem, as the SDK's
+    /// [`ConfigError`] (the key in `path`, the fix in `problem`), so a
+    /// refused config reads like one serde refused.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] of kind `InvalidValue` for the first key that
+    /// cannot be used.
+    pub fn check(&self) -> Result<(), ConfigError> {
         if self.dir.as_os_str().is_empty() {
-            return Err("`dir` is empty; give the directory to write under".into());
+            return Err(ConfigError::invalid(
+                "dir",
+                "is empty; give the directory to write under",
+            ));
         }
         if !self.layout.contains("{date}") {
-            return Err(format!(
-                "`layout` = \"{}\" has no {{date}}; files rotate by day, e.g. \"{{network}}/{{room}}/{{date}}\"",
-                self.layout
+            return Err(ConfigError::invalid(
+                "layout",
+                "has no {date}; files rotate by day, e.g. \"{network}/{room}/{date}\"",
             ));
         }
         let mut rest = self.layout.clone();
@@ -121,30 +132,42 @@ impl LoggerConfig {
             rest = rest.replace(p, "");
         }
         if rest.contains('{') || rest.contains('}') {
-            return Err(format!(
-                "`layout` = \"{}\" has an unknown placeholder; the placeholders are {}",
-                self.layout,
-                PLACEHOLDERS.join(", ")
+            return Err(ConfigError::invalid(
+                "layout",
+                format!(
+                    "has an unknown placeholder; the placeholders are {}",
+                    PLACEHOLDERS.join(", ")
+                ),
             ));
         }
         if self.layout.starts_with('/') || self.layout.split('/').any(|c| c == "..") {
-            return Err("`layout` must stay under `dir` (no leading `/`, no `..`)".into());
-        }
-        if self.subjects.is_empty() {
-            return Err("`subjects` is empty; the logger would write nothing".into());
-        }
-        for s in &self.subjects {
-            switchboard_proto::Pattern::parse(s)
-                .map_err(|e| format!("`subjects`: `{s}` is not a pattern: {e}"))?;
-        }
-        if !(1..=10_000).contains(&self.batch) {
-            return Err(format!(
-                "`batch` = {} must be between 1 and 10000",
-                self.batch
+            return Err(ConfigError::invalid(
+                "layout",
+                "must stay under `dir` (no leading `/`, no `..`)",
             ));
         }
+        if self.subjects.is_empty() {
+            return Err(ConfigError::invalid(
+                "subjects",
+                "is empty; the logger would write nothing",
+            ));
+        }
+        for (i, s) in self.subjects.iter().enumerate() {
+            switchboard_proto::Pattern::parse(s).map_err(|e| {
+                ConfigError::invalid(
+                    format!("subjects[{i}]"),
+                    format!("`{s}` is not a pattern: {e}"),
+                )
+            })?;
+        }
+        if !(1..=10_000).contains(&self.batch) {
+            return Err(ConfigError::invalid("batch", "must be between 1 and 10000"));
+        }
         if self.rotate_size.as_u64() < 4096 {
-            return Err("`rotate_size` is under 4 KiB; give something like \"64MiB\"".into());
+            return Err(ConfigError::invalid(
+                "rotate_size",
+                "is under 4 KiB; give something like \"64MiB\"",
+            ));
         }
         Ok(())
     }

@@ -58,6 +58,13 @@ pub enum WriteError {
     },
 }
 
+/// A failed write fails the handler as an I/O error, kept as its source.
+impl From<WriteError> for switchboard_bus::HandlerError {
+    fn from(e: WriteError) -> switchboard_bus::HandlerError {
+        switchboard_bus::HandlerError::new(switchboard_bus::HandlerErrorKind::Io, e)
+    }
+}
+
 switchboard_proto::error_kinds! {
     /// Coarse classes of [`WriteError`].
     WriteError => WriteErrorKind { Journal, File, Panicked, Undo }

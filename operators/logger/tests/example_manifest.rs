@@ -1,5 +1,6 @@
 //! The example manifest in this crate is a valid configuration.
 
+use switchboard_bus::ConfigErrorKind;
 use switchboard_logger::config::{Format, Fsync};
 use switchboard_logger::LoggerConfig;
 
@@ -21,7 +22,7 @@ fn example_manifest_config_parses_and_checks() {
 fn bad_configs_say_what_to_fix() {
     let bad = |json: serde_json::Value| {
         let c: LoggerConfig = serde_json::from_value(json).expect("parses");
-        c.check().expect_err("refused")
+        c.check().expect_err("refused").to_string()
     };
     assert!(bad(serde_json::json!({"dir": "/l", "layout": "{network}/{room}"})).contains("{date}"));
     assert!(
@@ -33,6 +34,19 @@ fn bad_configs_say_what_to_fix() {
     assert!(
         bad(serde_json::json!({"dir": "/l", "subjects": ["chat.#", "a..b"]}))
             .contains("not a pattern")
+    );
+    // The SDK's error: the key as `path`, a kind to branch on.
+    let c: LoggerConfig =
+        serde_json::from_value(serde_json::json!({"dir": "/l", "subjects": ["chat.#", "a..b"]}))
+            .expect("parses");
+    let e = c.check().expect_err("refused");
+    assert_eq!(
+        (e.path.as_str(), e.kind()),
+        ("subjects[1]", ConfigErrorKind::InvalidValue)
+    );
+    assert!(
+        e.to_string().starts_with("config key `subjects[1]`: "),
+        "{e}"
     );
     let unknown = switchboard_bus::parse_config::<LoggerConfig>(
         &serde_json::json!({"dir": "/l", "fsnyc": "never"}),

@@ -156,13 +156,7 @@ impl Resolver {
         tls: &Arc<rustls::ClientConfig>,
         timeout: Duration,
     ) -> Result<Resolver, String> {
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls((**tls).clone())
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(15)))
-            .user_agent(concat!("switchboard-bluesky/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let http = crate::xrpc::http_client(tls, timeout).map_err(|e| e.to_string())?;
         Ok(Resolver {
             http,
             plc_url: plc_url.to_string(),

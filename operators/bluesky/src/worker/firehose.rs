@@ -12,9 +12,7 @@ use super::Worker;
 use crate::api::jitter;
 use crate::firehose::frame::{self, Commit, Frame};
 use crate::firehose::{self as hose, Candidate, CommitErrorKind, Counters, Firehose};
-use crate::inbound::thread_root;
 use crate::jetstream;
-use crate::lexicon::{nsid, GetPostsOutput};
 use crate::store::Account;
 
 impl Worker {
@@ -204,33 +202,10 @@ impl Worker {
         true
     }
 
-    /// The thread roots of the posts liked or reposted (`getPosts`); a
-    /// failed lookup leaves the room at the post itself, as for polling.
+    /// The thread roots of the posts liked or reposted; a failed lookup
+    /// leaves the room at the post itself, as for polling.
     async fn subject_roots(&mut self, found: &[Candidate]) -> HashMap<String, String> {
-        let mut roots = HashMap::new();
-        let params: Vec<(&str, &str)> = found
-            .iter()
-            .filter_map(|c| c.subject.as_deref())
-            .filter(|s| s.contains("/app.bsky.feed.post/"))
-            .map(|s| ("uris", s))
-            .collect();
-        if params.is_empty() {
-            return roots;
-        }
-        match self
-            .api
-            .query::<GetPostsOutput>(nsid::GET_POSTS, &params)
-            .await
-        {
-            Ok(out) => {
-                for p in out.posts {
-                    roots.insert(p.uri.clone(), thread_root(&p.uri, &p.record));
-                }
-            }
-            Err(e) => {
-                tracing::info!(error = %e, "getPosts failed; likes and reposts go to the post's own room")
-            }
-        }
-        roots
+        let subjects = found.iter().filter_map(|c| c.subject.as_deref());
+        crate::poller::thread_roots(&mut self.api, subjects).await
     }
 }

@@ -349,7 +349,7 @@ impl Worker {
                     Err(error) => {
                         self.api.counters.send_failures.inc();
                         tracing::info!(room = %request.room, %error, "send request failed");
-                        json!({"ok": false, "error": error})
+                        json!({"ok": false, "error": error.to_string()})
                     }
                 };
                 if let Some(reply) = reply {

@@ -14,11 +14,73 @@ use crate::outbound::{self, is_post_uri, Kind, Request};
 use crate::richtext;
 use crate::xrpc::XrpcError;
 
+/// Why a send request was not carried out. Its `Display` is the sentence
+/// the sender gets back (`{"ok": false, "error": …}`).
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The login has not succeeded (yet).
+    #[error("not logged in to Bluesky yet (the login is being retried)")]
+    NotLoggedIn,
+    /// The session holds no tokens at the moment of the write.
+    #[error("not logged in")]
+    NoSession,
+    /// Neither the body, the `in-reply-to` event nor the room names a post.
+    #[error(
+        "room `{room}` is not a post thread: send to a room that is a thread's root post URI \
+         (as events arrive), or name the post in the body"
+    )]
+    NotAThread {
+        /// The room of the request.
+        room: String,
+    },
+    /// `getPosts` did not return the post.
+    #[error("post {uri} not found (deleted, or not visible to the account)")]
+    PostNotFound {
+        /// The post asked for.
+        uri: String,
+    },
+    /// The text does not fit one post and no split was asked for.
+    #[error(
+        "the text is {graphemes} graphemes ({bytes} bytes); a post holds {} graphemes and {} \
+         bytes: shorten it, or send {{\"split\": true}} to post it as a thread",
+        richtext::MAX_GRAPHEMES,
+        richtext::MAX_BYTES
+    )]
+    TooLong {
+        /// The text's length in graphemes.
+        graphemes: usize,
+        /// The text's length in bytes.
+        bytes: usize,
+    },
+    /// The record does not encode as JSON.
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+    /// The call to the server failed.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// A part of a thread failed after earlier parts were posted: those
+    /// stay, and the sender is told where the thread begins.
+    #[error("{source} (after {posted} of the thread's parts were posted, the first at {first})")]
+    Partial {
+        /// Why the part failed.
+        source: Box<SendError>,
+        /// How many parts were posted.
+        posted: usize,
+        /// The first part's URI.
+        first: String,
+    },
+}
+
+switchboard_bus::proto::error_kinds! {
+    /// Coarse classes of [`SendError`].
+    SendError => SendErrorKind { NotLoggedIn, NoSession, NotAThread, PostNotFound, TooLong, Encode, Api, Partial }
+}
+
 impl Worker {
     /// Carries out `request`; the records created, first first.
-    pub(super) async fn execute(&mut self, request: &Request) -> Result<Vec<StrongRef>, String> {
+    pub(super) async fn execute(&mut self, request: &Request) -> Result<Vec<StrongRef>, SendError> {
         if !self.logged_in() {
-            return Err("not logged in to Bluesky yet (the login is being retried)".into());
+            return Err(SendError::NotLoggedIn);
         }
         match request.kind {
             Kind::Message => {
@@ -44,7 +106,7 @@ impl Worker {
 
     /// The post a request is about: the body's, the `in-reply-to` event's,
     /// or the room's root.
-    fn target(&self, request: &Request) -> Result<String, String> {
+    fn target(&self, request: &Request) -> Result<String, SendError> {
         if let Some(t) = &request.target {
             return Ok(t.clone());
         }
@@ -60,15 +122,13 @@ impl Worker {
         if is_post_uri(&request.room) {
             return Ok(request.room.clone());
         }
-        Err(format!(
-            "room `{}` is not a post thread: send to a room that is a thread's root post URI \
-             (as events arrive), or name the post in the body",
-            request.room
-        ))
+        Err(SendError::NotAThread {
+            room: request.room.clone(),
+        })
     }
 
     /// A post's strong ref and record (`getPosts`).
-    async fn post(&mut self, uri: &str) -> Result<(StrongRef, Value), String> {
+    async fn post(&mut self, uri: &str) -> Result<(StrongRef, Value), SendError> {
         let out: GetPostsOutput = self
             .api
             .query(nsid::GET_POSTS, &[("uris", uri)])
@@ -78,8 +138,8 @@ impl Worker {
             .posts
             .into_iter()
             .find(|p| p.uri == uri)
-            .ok_or_else(|| {
-                format!("post {uri} not found (deleted, or not visible to the account)")
+            .ok_or_else(|| SendError::PostNotFound {
+                uri: uri.to_string(),
             })?;
         Ok((
             StrongRef {
@@ -92,11 +152,11 @@ impl Worker {
 
     /// The error for the answer; a refused login is noted, so the task
     /// stops once the request is answered (see `fatal_if_refused`).
-    fn failed(&mut self, e: ApiError) -> String {
+    fn failed(&mut self, e: ApiError) -> SendError {
         if e.is_refused_login() {
             self.refused = Some(e.to_string());
         }
-        e.to_string()
+        SendError::Api(e)
     }
 
     /// Posts `request.text` (split when asked), the first part answering
@@ -105,20 +165,16 @@ impl Worker {
         &mut self,
         request: &Request,
         mut reply: Option<(StrongRef, StrongRef)>,
-    ) -> Result<Vec<StrongRef>, String> {
+    ) -> Result<Vec<StrongRef>, SendError> {
         let parts = if richtext::fits(&request.text) {
             vec![request.text.clone()]
         } else if request.split {
             richtext::split(&request.text)
         } else {
-            return Err(format!(
-                "the text is {} graphemes ({} bytes); a post holds {} graphemes and {} bytes: \
-                 shorten it, or send {{\"split\": true}} to post it as a thread",
-                richtext::graphemes(&request.text),
-                request.text.len(),
-                richtext::MAX_GRAPHEMES,
-                richtext::MAX_BYTES
-            ));
+            return Err(SendError::TooLong {
+                graphemes: richtext::graphemes(&request.text),
+                bytes: request.text.len(),
+            });
         };
         let langs = request
             .langs
@@ -132,11 +188,11 @@ impl Worker {
             let made = match self.create(collection::POST, &record).await {
                 Ok(made) => made,
                 Err(e) if !created.is_empty() => {
-                    return Err(format!(
-                        "{e} (after {} of the thread's parts were posted, the first at {})",
-                        created.len(),
-                        created[0].uri
-                    ))
+                    return Err(SendError::Partial {
+                        source: Box::new(e),
+                        posted: created.len(),
+                        first: created[0].uri.clone(),
+                    })
                 }
                 Err(e) => return Err(e),
             };
@@ -188,9 +244,9 @@ impl Worker {
     /// `createRecord` with a record key made here, so a retry after a lost
     /// answer names the same record: if the server says it exists, the
     /// first try worked, and it is looked up instead of created twice.
-    async fn create(&mut self, collection: &str, record: &Value) -> Result<StrongRef, String> {
+    async fn create(&mut self, collection: &str, record: &Value) -> Result<StrongRef, SendError> {
         let Some(did) = self.api.tokens().map(|t| t.did.clone()) else {
-            return Err("not logged in".into());
+            return Err(SendError::NoSession);
         };
         let rkey = outbound::tid();
         let input = serde_json::to_value(CreateRecordInput {
@@ -198,8 +254,7 @@ impl Worker {
             collection,
             rkey: &rkey,
             record,
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
         let retries_before = self.api.counters.retries.get();
         match self
             .api
@@ -224,10 +279,44 @@ impl Worker {
                         self.api.counters.posts_sent.inc();
                         Ok(made)
                     }
-                    Err(_) => Err(e.to_string()),
+                    Err(_) => Err(SendError::Api(e.into())),
                 }
             }
             Err(e) => Err(self.failed(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sender reads these sentences: they keep their wording.
+    #[test]
+    fn refusals_read_as_sentences_for_the_sender() {
+        let long = SendError::TooLong {
+            graphemes: 400,
+            bytes: 410,
+        };
+        assert_eq!(
+            long.to_string(),
+            format!(
+                "the text is 400 graphemes (410 bytes); a post holds {} graphemes and {} bytes: \
+                 shorten it, or send {{\"split\": true}} to post it as a thread",
+                richtext::MAX_GRAPHEMES,
+                richtext::MAX_BYTES
+            )
+        );
+        let partial = SendError::Partial {
+            source: Box::new(SendError::NoSession),
+            posted: 2,
+            first: "at://did:plc:x/app.bsky.feed.post/1".into(),
+        };
+        assert_eq!(partial.kind(), SendErrorKind::Partial);
+        assert_eq!(
+            partial.to_string(),
+            "not logged in (after 2 of the thread's parts were posted, \
+             the first at at://did:plc:x/app.bsky.feed.post/1)"
+        );
     }
 }
