@@ -28,6 +28,7 @@
 //! ```
 
 pub mod cluster;
+pub mod conformance;
 #[cfg(feature = "daemon")]
 pub mod daemon;
 mod irc;

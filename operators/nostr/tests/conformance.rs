@@ -4,7 +4,6 @@
 //! refused by nats-server.
 
 use switchboard_testkit::nostr::NostrRelay;
-use switchboard_testkit::{bin_path, nats_server_bin};
 
 /// The example's key is a file under /run/credentials; the test's is
 /// this one, written to a temporary file the daemon reads.
@@ -33,27 +32,5 @@ fn the_nostr_operator_passes_the_conformance_kit_with_its_example_manifest() {
     let path = dir.path().join("nostr.toml");
     std::fs::write(&path, toml::to_string(&manifest).unwrap()).unwrap();
 
-    let out = std::process::Command::new(bin_path("switchboard"))
-        .args(["conformance", "--json", "--manifest"])
-        .arg(&path)
-        .arg("--")
-        .arg(nostr)
-        .env(
-            "SWITCHBOARD_NATS_SERVER",
-            nats_server_bin().expect("nats-server (make tools)"),
-        )
-        .output()
-        .expect("run switchboard conformance");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "not a JSON report ({e}): {stdout}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    let rules = report["rules"].as_array().expect("rules");
-    assert_eq!(rules.len(), 13, "{report:#}");
-    assert!(rules.iter().all(|r| r["passed"] == true), "{report:#}");
-    assert_eq!(report["passed"], true);
-    assert!(out.status.success());
+    switchboard_testkit::conformance::assert_passes(&path, nostr);
 }
