@@ -567,7 +567,7 @@ impl Bus {
     }
 
     /// Flush what is queued and close the connection; without a server
-    /// to take it, give up after [`CLOSE_TIMEOUT`] (what was queued is
+    /// to take it, give up after 2 s (what was queued is
     /// lost, and said so).
     pub async fn close(&self) {
         self.stats.closing.store(true, Ordering::Relaxed);
