@@ -1,0 +1,170 @@
+//! What the engine knows of the cluster: the bucket watches and the view
+//! they build (hosts, their incarnations, owners, drains, the desired set).
+
+use crate::buckets::{HostRecord, HostState, OwnerRecord, REQUEST_TIMEOUT};
+use crate::desired::{self, DesiredSet};
+use crate::lease::{Seen, TICK};
+use async_nats::jetstream::kv;
+use futures::StreamExt;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::{sleep, timeout};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Bucket {
+    Desired,
+    Cluster,
+}
+
+#[derive(Debug)]
+pub(super) enum WatchMsg {
+    Entry(Bucket, kv::Entry),
+    /// Whether the view of the bucket is complete: false while a
+    /// snapshot is being delivered, true once it is.
+    Current(Bucket, bool),
+}
+
+/// Forward a bucket's changes: first every key's latest value (the
+/// snapshot), then each change as it happens; again from a fresh snapshot
+/// after any failure ([`Seen::observe`] keeps a re-delivered revision's
+/// first-seen time).
+///
+/// The snapshot is in order of each key's *latest* revision, not of
+/// history (a host's registration was compacted into its latest
+/// heartbeat, which comes after its ownership records), so the view is
+/// consistent only once the snapshot is complete: the watcher says
+/// `Current(false)` before and `Current(true)` after, and the reconciler
+/// acts only in between snapshots.
+///
+/// `restart` makes it start over from a snapshot: the reconciler asks
+/// when the watch has fallen silent (see `Reconciler::check_stall`).
+pub(super) async fn watch(
+    kv: kv::Store,
+    bucket: Bucket,
+    tx: mpsc::UnboundedSender<WatchMsg>,
+    restart: Arc<Notify>,
+) {
+    loop {
+        if tx.send(WatchMsg::Current(bucket, false)).is_err() {
+            return;
+        }
+        let Ok(Ok(mut stream)) = timeout(REQUEST_TIMEOUT, kv.watch_with_history(">")).await else {
+            tracing::debug!(?bucket, "cluster: watch could not start, retrying");
+            sleep(TICK).await;
+            continue;
+        };
+        // Keys are never purged, only deleted (a marker stays), so a
+        // bucket empty now was empty when the watch began: no snapshot.
+        match timeout(REQUEST_TIMEOUT, kv.status()).await {
+            Ok(Ok(status)) if status.values() == 0 => {
+                if tx.send(WatchMsg::Current(bucket, true)).is_err() {
+                    return;
+                }
+            }
+            Ok(Ok(_)) => {}
+            _ => {
+                tracing::debug!(?bucket, "cluster: bucket status unavailable, retrying");
+                sleep(TICK).await;
+                continue;
+            }
+        }
+        loop {
+            let entry = tokio::select! {
+                item = stream.next() => match item {
+                    Some(Ok(entry)) => entry,
+                    _ => break,
+                },
+                () = restart.notified() => break,
+            };
+            let current = entry.delta == 0;
+            if tx.send(WatchMsg::Entry(bucket, entry)).is_err() {
+                return;
+            }
+            if current && tx.send(WatchMsg::Current(bucket, true)).is_err() {
+                return;
+            }
+        }
+        sleep(TICK).await;
+    }
+}
+
+/// What this host knows of the cluster: a prefix of each bucket's history.
+#[derive(Debug, Default)]
+pub(super) struct View {
+    pub(super) desired: DesiredSet,
+    pub(super) desired_current: bool,
+    pub(super) cluster_current: bool,
+    pub(super) hosts: BTreeMap<String, (HostRecord, Seen)>,
+    pub(super) drained: BTreeSet<String>,
+    pub(super) owners: BTreeMap<String, (OwnerRecord, u64)>,
+}
+
+impl View {
+    pub(super) fn apply(&mut self, msg: WatchMsg, now: Instant) {
+        match msg {
+            WatchMsg::Current(Bucket::Desired, current) => self.desired_current = current,
+            WatchMsg::Current(Bucket::Cluster, current) => self.cluster_current = current,
+            WatchMsg::Entry(Bucket::Desired, e) => {
+                if e.key != desired::DESIRED_KEY {
+                    return;
+                }
+                if e.operation != kv::Operation::Put {
+                    self.desired = DesiredSet::default();
+                    return;
+                }
+                match desired::decode(&e.value, e.revision) {
+                    Ok(set) => self.desired = set,
+                    Err(err) => {
+                        tracing::warn!(%err, "cluster: keeping the last readable desired state")
+                    }
+                }
+            }
+            WatchMsg::Entry(Bucket::Cluster, e) => self.apply_cluster(e, now),
+        }
+    }
+
+    pub(super) fn apply_cluster(&mut self, e: kv::Entry, now: Instant) {
+        let put = e.operation == kv::Operation::Put;
+        if let Some(host) = e.key.strip_prefix("host.") {
+            if !put {
+                self.hosts.remove(host);
+                return;
+            }
+            match serde_json::from_slice::<HostRecord>(&e.value) {
+                Ok(rec) => {
+                    let seen = Seen::observe(self.hosts.get(host).map(|h| h.1), e.revision, now);
+                    self.hosts.insert(host.to_owned(), (rec, seen));
+                }
+                Err(err) => tracing::warn!(%err, key = %e.key, "cluster: unreadable heartbeat"),
+            }
+        } else if let Some(host) = e.key.strip_prefix("drain.") {
+            if put {
+                self.drained.insert(host.to_owned());
+            } else {
+                self.drained.remove(host);
+            }
+        } else if let Some(id) = e.key.strip_prefix("owner.") {
+            if !put {
+                self.owners.remove(id);
+                return;
+            }
+            match serde_json::from_slice::<OwnerRecord>(&e.value) {
+                Ok(rec) => {
+                    self.owners.insert(id.to_owned(), (rec, e.revision));
+                }
+                Err(err) => tracing::warn!(%err, key = %e.key, "cluster: unreadable owner record"),
+            }
+        }
+    }
+
+    /// Whether the incarnation an ownership record names is alive in
+    /// this view. "No heartbeat" means the host left or was declared gone
+    /// (see [`crate::buckets`] on why a view cannot lag that way).
+    pub(super) fn holder_live(&self, rec: &OwnerRecord) -> bool {
+        self.hosts
+            .get(&rec.host)
+            .is_some_and(|(h, _)| h.state == HostState::Alive && h.epoch == rec.epoch)
+    }
+}
