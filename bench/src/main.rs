@@ -17,6 +17,10 @@
 //! the JetStream stream and the logger to disk beside the core bus, and
 //! the delay from publish to the line on disk.
 //!
+//! The IRC half (`irc_ping.rs`) times what a chat user sees: `!ping` on a
+//! real ngIRCd answered by the ping bot through the daemon and the IRC
+//! operator, beside the same round trip between two raw IRC clients.
+//!
 //! Ratios are only meaningful within one run on one machine, which is why
 //! raw and bus runs are interleaved rather than measured separately.
 //! Missed targets are reported, not fatal: the exit status is 0 unless the
@@ -28,6 +32,7 @@ mod cpu;
 mod daemon;
 mod durable;
 mod icount;
+mod irc_ping;
 mod latency;
 mod machine;
 mod peer;
@@ -70,6 +75,11 @@ struct Args {
     /// Messages per throughput run [default: 500000; 50000 with --quick].
     #[arg(long, value_name = "N")]
     messages: Option<u64>,
+
+    /// Pings per path of the IRC `!ping` round trip [default: 200; 30
+    /// with --quick].
+    #[arg(long, value_name = "N")]
+    pings: Option<usize>,
 
     /// Samples per latency run [default: 20000; 3000 with --quick].
     #[arg(long, value_name = "N")]
@@ -119,6 +129,9 @@ enum Half {
     Durable,
     /// The orchestrator: cold start, crash recovery, idle footprint.
     Supervision,
+    /// A person's `!ping` on IRC answered through the daemon, beside the
+    /// same round trip between two raw IRC clients.
+    Irc,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -137,18 +150,20 @@ fn main() -> anyhow::Result<()> {
             .block_on(icount::child(url, case, messages, args.window));
     }
     let bin = switchboard_testkit::nats_server_bin().context("looking for nats-server")?;
-    let (bus, durable, supervision) = match args.only {
-        None => (true, true, true),
-        Some(Half::Bus) => (true, false, false),
-        Some(Half::Durable) => (false, true, false),
-        Some(Half::Supervision) => (false, false, true),
+    let (bus, durable, supervision, irc) = match args.only {
+        None => (true, true, true, true),
+        Some(Half::Bus) => (true, false, false, false),
+        Some(Half::Durable) => (false, true, false, false),
+        Some(Half::Supervision) => (false, false, true, false),
+        Some(Half::Irc) => (false, false, false, true),
     };
     println!(
         "switchboard bench: {}",
-        match (bus, durable, supervision) {
-            (true, true, true) => "bus vs raw async-nats, stream + logger vs core bus, orchestrator vs s6 and supervisord, same run",
-            (true, _, false) => "bus vs raw async-nats, same run, same server",
-            (false, true, false) => "stream + logger to disk vs the core bus, same run, same server",
+        match (bus, durable, supervision, irc) {
+            (true, true, true, true) => "bus vs raw async-nats, stream + logger vs core bus, orchestrator vs s6 and supervisord, IRC !ping through the daemon vs raw IRC, same run",
+            (true, _, false, _) => "bus vs raw async-nats, same run, same server",
+            (false, true, false, _) => "stream + logger to disk vs the core bus, same run, same server",
+            (false, false, false, true) => "a person's IRC !ping through the daemon vs the same round trip between raw IRC clients, same ngircd",
             _ => "orchestrator vs s6 and supervisord, same run",
         }
     );
@@ -186,6 +201,10 @@ fn main() -> anyhow::Result<()> {
         let settings = supervision::Settings::new(args.quick, args.kills);
         summary.supervision_ran = true;
         runtime.block_on(supervision::run(settings, &mut summary))?;
+    }
+    if irc {
+        let settings = irc_ping::Settings::new(args.quick, args.pings);
+        runtime.block_on(irc_ping::run(settings, &mut summary))?;
     }
     summary.print();
     Ok(())
