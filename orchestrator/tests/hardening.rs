@@ -409,18 +409,9 @@ async fn a_second_daemon_on_the_same_state_dir_is_refused() {
     d.wait_running("p").await;
     // A second config in the same directory: its own runtime dir.
     let other = d.dir.path().join("other.toml");
-    std::fs::write(&other, DaemonConfig::new().toml("run2").unwrap()).unwrap();
-    let out = tokio::time::timeout(
-        WAIT,
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .arg("run")
-            .arg("--config")
-            .arg(&other)
-            .output(),
-    )
-    .await
-    .expect("the second daemon gives up at once")
-    .unwrap();
+    let second = DaemonConfig::new();
+    std::fs::write(&other, second.toml("run2").unwrap()).unwrap();
+    let out = second.run_config_to_exit(&other).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

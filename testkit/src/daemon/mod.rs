@@ -225,6 +225,17 @@ impl DaemonConfig {
     /// When it cannot be set up, or still runs after [`WAIT`].
     pub async fn run_to_exit(&self, dir: &Path) -> std::process::Output {
         let config = self.write(dir).unwrap_or_else(|e| panic!("{e}"));
+        self.run_config_to_exit(&config).await
+    }
+
+    /// Run `switchboard run --config <config>` to its end, with this
+    /// config's environment, for a config file the test wrote itself (a
+    /// second daemon beside a running one, say).
+    ///
+    /// # Panics
+    ///
+    /// When it cannot be started, or still runs after [`WAIT`].
+    pub async fn run_config_to_exit(&self, config: &Path) -> std::process::Output {
         let run = tokio::process::Command::new(crate::bin_path("switchboard"))
             .arg("run")
             .arg("--config")
