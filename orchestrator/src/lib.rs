@@ -34,3 +34,4 @@ pub mod sandbox;
 pub mod structured;
 pub mod supervisor;
 pub mod systemd;
+pub mod warden;

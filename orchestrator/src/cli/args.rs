@@ -91,6 +91,10 @@ pub enum Command {
     /// Write the man pages into a directory (for packagers).
     #[command(hide = true)]
     Man(ManArgs),
+    /// The cluster fence warden, started by `switchboard run` itself:
+    /// reads orders on stdin (see the `warden` module).
+    #[command(hide = true)]
+    FenceWarden,
 }
 
 /// The arguments of `switchboard status`.

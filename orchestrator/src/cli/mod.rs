@@ -60,6 +60,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::FenceWarden => {
+            crate::warden::serve(std::io::BufReader::new(std::io::stdin()));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Man(ManArgs { dir }) => {
             crate::manpages::write(&dir)?;
             Ok(ExitCode::SUCCESS)
