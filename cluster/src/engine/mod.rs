@@ -298,6 +298,18 @@ impl Engine {
         lock(&self.shared).running.clone()
     }
 
+    /// The latest moment every operator of this host must be gone by if
+    /// no further renewal is acknowledged: the fence time of the last
+    /// acknowledged renewal plus [`STOP_BUDGET`]. What the orchestrator's
+    /// fence warden enforces when the daemon itself cannot (frozen).
+    /// `None` before the first acknowledged renewal (nothing runs then).
+    pub fn must_be_gone_by(&self) -> Option<std::time::Instant> {
+        lock(&self.shared)
+            .validity
+            .fence_at()
+            .map(|f| f + STOP_BUDGET)
+    }
+
     /// Whether the host is fenced (registered nowhere, or its heartbeat
     /// is too old to run anything).
     pub fn is_fenced(&self) -> bool {
