@@ -183,6 +183,37 @@ impl DesiredStore {
     }
 }
 
+impl DesiredStore {
+    /// The current set (when there is one), then every new one, with its
+    /// revision; a value that does not decode is skipped. For a host
+    /// that must notice an edited manifest of an operator it runs (the
+    /// engine itself only reacts to ids coming and going).
+    ///
+    /// # Errors
+    ///
+    /// [`ApplyError::Store`] when the watch cannot start.
+    pub async fn watch(
+        &self,
+    ) -> Result<impl futures::Stream<Item = (DesiredSet, u64)> + Send + 'static, ApplyError> {
+        use futures::StreamExt as _;
+        let watch = self
+            .kv
+            .watch_with_history(DESIRED_KEY)
+            .await
+            .map_err(|e| ApplyError::Store(e.into()))?;
+        Ok(watch
+            .take_while(|entry| futures::future::ready(entry.is_ok()))
+            .filter_map(|entry| {
+                futures::future::ready(match entry {
+                    Ok(e) if e.operation == kv::Operation::Put => decode(&e.value, e.revision)
+                        .ok()
+                        .map(|set| (set, e.revision)),
+                    _ => None,
+                })
+            }))
+    }
+}
+
 /// Decode a set read at `revision`.
 pub(crate) fn decode(value: &[u8], revision: u64) -> Result<DesiredSet, ApplyError> {
     serde_json::from_slice(value).map_err(|source| ApplyError::Decode { revision, source })

@@ -12,8 +12,8 @@ use serde::Serialize;
 use switchboard_bus::usage;
 use switchboard_bus::{Bus, RawMessage};
 use switchboard_proto::api::{
-    methods, CtlReply, CtlRequest, LogLine, LogsReply, LogsRequest, StatusReply, StreamStatus,
-    LOGS_REPLY_BUDGET,
+    methods, ApplyReply, ApplyRequest, CtlReply, CtlRequest, DrainReply, DrainRequest, LogLine,
+    LogsReply, LogsRequest, StatusReply, StreamStatus, LOGS_REPLY_BUDGET,
 };
 use switchboard_proto::{api_subject, SbSubject};
 use tokio_util::sync::CancellationToken;
@@ -33,6 +33,9 @@ pub struct DaemonInfo {
     pub stream: Option<String>,
     /// Requests answered per method, for `$SRV.STATS`.
     pub stats: Arc<crate::discovery::ApiStats>,
+    /// Cluster mode: this host's part of the cluster (status, apply,
+    /// drain).
+    pub cluster: Option<Arc<crate::cluster::ClusterState>>,
 }
 
 /// API requests handled at once; more are answered "busy" at once instead
@@ -48,7 +51,13 @@ pub async fn serve(
     info: DaemonInfo,
     shutdown: CancellationToken,
 ) {
-    let mut requests = match bus.subscribe_raw(switchboard_proto::ALL_API).await {
+    // In cluster mode this host's server maps `sb.api.<method>` from its
+    // own clients to this host's subject (see `crate::cluster::api_mapping`).
+    let subject = match &info.cluster {
+        Some(c) => crate::cluster::host_api_subject(c.host(), "*"),
+        None => switchboard_proto::ALL_API.to_owned(),
+    };
+    let mut requests = match bus.subscribe_raw(&subject).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot serve the API; the CLI will not reach this daemon");
@@ -126,10 +135,19 @@ async fn stream_status(bus: &Bus, name: &str) -> StreamStatus {
 
 async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) -> serde_json::Value {
     let bad = |e: String| serde_json::json!({ "error": e });
-    let method = match SbSubject::parse(&msg.subject) {
-        Ok(SbSubject::Api { method }) => method,
-        Ok(_) => return bad(format!("`{}` is not an API subject", msg.subject)),
-        Err(e) => return bad(e.to_string()),
+    let method = match &info.cluster {
+        Some(c) => match msg
+            .subject
+            .strip_prefix(&crate::cluster::host_api_subject(c.host(), ""))
+        {
+            Some(method) => method.to_owned(),
+            None => return bad(format!("`{}` is not an API subject", msg.subject)),
+        },
+        None => match SbSubject::parse(&msg.subject) {
+            Ok(SbSubject::Api { method }) => method,
+            Ok(_) => return bad(format!("`{}` is not an API subject", msg.subject)),
+            Err(e) => return bad(e.to_string()),
+        },
     };
     match method.as_str() {
         methods::STATUS => {
@@ -148,6 +166,10 @@ async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) ->
                 },
                 rss_bytes: usage::rss_bytes(usage::Process::Own),
                 cpu_seconds: usage::cpu_seconds(usage::Process::Own),
+                cluster: match &info.cluster {
+                    Some(c) => Some(c.status().await),
+                    None => None,
+                },
             };
             json(&reply)
         }
@@ -181,9 +203,66 @@ async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) ->
             },
             Err(e) => bad(format!("bad logs request: {e}")),
         },
+        methods::APPLY => {
+            let Some(cluster) = &info.cluster else {
+                return json(&ApplyReply {
+                    error: Some(NOT_CLUSTER.to_owned()),
+                    ..ApplyReply::default()
+                });
+            };
+            match serde_json::from_slice::<ApplyRequest>(&msg.payload) {
+                Ok(req) => json(&apply(cluster, req).await),
+                Err(e) => bad(format!("bad apply request: {e}")),
+            }
+        }
+        methods::DRAIN | methods::UNDRAIN => {
+            let Some(cluster) = &info.cluster else {
+                return json(&DrainReply {
+                    error: Some(NOT_CLUSTER.to_owned()),
+                });
+            };
+            match serde_json::from_slice::<DrainRequest>(&msg.payload) {
+                Ok(req) => {
+                    let on = method == methods::DRAIN;
+                    let done = cluster.drain(&req.host, on).await;
+                    json(&DrainReply {
+                        error: done.err().map(|e| e.to_string()),
+                    })
+                }
+                Err(e) => bad(format!("bad {method} request: {e}")),
+            }
+        }
         other => bad(format!(
-            "unknown API method `{other}`; methods are status, ctl, logs"
+            "unknown API method `{other}`; methods are status, ctl, logs, apply, drain, undrain"
         )),
+    }
+}
+
+/// What `apply`, `drain` and `undrain` answer on a single host.
+const NOT_CLUSTER: &str =
+    "this daemon is not in cluster mode: add [cluster] to switchboard.toml (docs/cluster.md)";
+
+/// `sb.api.apply`: decode the set, write it, say the revision or why not.
+async fn apply(cluster: &crate::cluster::ClusterState, req: ApplyRequest) -> ApplyReply {
+    let set: switchboard_cluster::DesiredSet = match serde_json::from_value(req.set) {
+        Ok(set) => set,
+        Err(e) => {
+            return ApplyReply {
+                error: Some(format!("bad desired state: {e}")),
+                ..ApplyReply::default()
+            }
+        }
+    };
+    match cluster.apply(set, req.based_on).await {
+        Ok(revision) => ApplyReply {
+            revision: Some(revision),
+            ..ApplyReply::default()
+        },
+        Err(e) => ApplyReply {
+            current: e.current(),
+            error: Some(e.to_string()),
+            ..ApplyReply::default()
+        },
     }
 }
 

@@ -197,6 +197,13 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
                 runtime_dir: config.runtime_dir.clone(),
                 tls: e.tls_cert.clone().zip(e.tls_key.clone()),
                 monitor_port: e.monitor_port,
+                cluster: config.cluster.as_ref().map(|c| {
+                    format!(
+                        "{}{}",
+                        switchboard_cluster::server_fragment(c),
+                        crate::cluster::api_mapping(&c.host)
+                    )
+                }),
             };
             let server = EmbeddedNats::start(settings, Arc::clone(&users)).await?;
             tracing::info!(url = %server.url(), pid = server.pid(), "embedded nats-server listening");
@@ -247,6 +254,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf)),
         sandbox,
+        host: config.cluster.as_ref().map(|c| c.host.clone()),
     }));
     // Every long-lived task of the daemon watches this token and is
     // awaited at shutdown (as in mini-redis): nothing is left running
@@ -265,6 +273,22 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         },
         shutdown.clone(),
     ));
+    // Cluster mode: the engine decides what runs here (it joins in the
+    // background: the other hosts may not be up yet).
+    let cluster = config.cluster.as_ref().map(|c| {
+        let login = crate::cluster::Login {
+            url: nats_url.clone(),
+            user: daemon_nats.user.clone().unwrap_or_default(),
+            password: daemon_nats.password.clone().unwrap_or_default(),
+            tls_ca: config.nats.tls_ca.clone(),
+        };
+        crate::cluster::Cluster::start(
+            c,
+            login,
+            Arc::clone(&supervisor),
+            config.manifests_dir.clone(),
+        )
+    });
     tasks.spawn(api::serve(
         bus.clone(),
         Arc::clone(&supervisor),
@@ -274,6 +298,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             nats_embedded: embedded.is_some(),
             stream: info.stream.clone(),
             stats: api_stats,
+            cluster: cluster.as_ref().map(crate::cluster::Cluster::state),
         },
         shutdown.clone(),
     ));
@@ -284,18 +309,30 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     write_runtime_file(&config.runtime_dir, &info)?;
 
     let mut manifests_dir = config.manifests_dir.clone();
-    let report = manifest::load_dir(&manifests_dir);
+    let mut report = manifest::load_dir(&manifests_dir);
     if keeps_stream {
         spawn_operator_streams(&bus, &stream_config, &report, &shutdown, &mut tasks);
     }
-    let summary = apply_report(&supervisor, &manifests_dir, report).await;
-    tracing::info!(
-        operators = summary.operators,
-        problems = summary.problems,
-        dir = %manifests_dir.display(),
-        "switchboard running"
-    );
-    systemd::ready(&format!("{} operators", summary.operators));
+    if let Some(c) = &cluster {
+        // The directory is what this host proposes to the cluster (see
+        // `crate::cluster`), applied by the cluster task once joined.
+        tracing::info!(
+            host = %c.state().host(),
+            dir = %manifests_dir.display(),
+            "switchboard running in cluster mode"
+        );
+        systemd::ready("cluster mode");
+    } else {
+        report.refuse_placement();
+        let summary = apply_report(&supervisor, &manifests_dir, report).await;
+        tracing::info!(
+            operators = summary.operators,
+            problems = summary.problems,
+            dir = %manifests_dir.display(),
+            "switchboard running"
+        );
+        systemd::ready(&format!("{} operators", summary.operators));
+    }
     if let Some(watchdog) = systemd::watchdog(shutdown.clone()) {
         tasks.spawn(watchdog);
     }
@@ -315,6 +352,9 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
                         if new.nats != config.nats {
                             tracing::warn!("[nats] settings changed; they apply at the next start of switchboard");
                         }
+                        if new.cluster != config.cluster {
+                            tracing::warn!("[cluster] settings changed; they apply at the next start of switchboard");
+                        }
                         if new.stream != stream_config {
                             if new.stream.name != stream_config.name
                                 || new.stream.enabled != stream_config.enabled
@@ -332,12 +372,18 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
                     }
                     Err(e) => tracing::error!(error = %e, "config not reloaded; keeping the old one"),
                 }
-                let report = manifest::load_dir(&manifests_dir);
+                let mut report = manifest::load_dir(&manifests_dir);
                 if keeps_stream {
                     spawn_operator_streams(&bus, &stream_config, &report, &shutdown, &mut tasks);
                 }
-                let summary = apply_report(&supervisor, &manifests_dir, report).await;
-                systemd::ready(&format!("{} operators", summary.operators));
+                if let Some(c) = &cluster {
+                    c.reload(manifests_dir.clone());
+                    systemd::ready("cluster mode");
+                } else {
+                    report.refuse_placement();
+                    let summary = apply_report(&supervisor, &manifests_dir, report).await;
+                    systemd::ready(&format!("{} operators", summary.operators));
+                }
             }
             why = async {
                 match embedded.as_mut() {
@@ -370,6 +416,12 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
                 "the embedded nats-server stopped with the daemon; operators stop without it"
             );
         }
+    }
+    // Cluster mode: hand this host's operators over first (the engine
+    // stops them, gives their records back and deletes the heartbeat, so
+    // peers start them without waiting for the lease to run out).
+    if let Some(c) = cluster {
+        c.leave().await;
     }
     // The API keeps answering (status shows `stopping`) until every
     // operator is down; then the daemon's own tasks end.
