@@ -2,8 +2,8 @@
 //! placement keys, as one value under one key, so an apply is all or
 //! nothing and has one revision.
 //!
-//! Any host may apply (SIGHUP or `switchboard apply <dir>`, next
-//! session), always *based on* the revision it last read: JetStream
+//! Any host may apply (SIGHUP or `switchboard apply <dir>`), always
+//! *based on* the revision it last read: JetStream
 //! writes only if that is still the latest revision of the key
 //! (`Nats-Expected-Last-Subject-Sequence`), so a host that missed a newer
 //! edit gets [`ApplyError::Stale`] naming the revision that won, instead

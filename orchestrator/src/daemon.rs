@@ -235,7 +235,16 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         .await
         .context("cannot connect to NATS")?;
     let mut stream_config = config.stream.clone();
-    access.set_stream(ensure_stream(&bus, &config).await);
+    let stream_name = if config.cluster.is_some() {
+        // Cluster mode: JetStream answers only once the cluster has a
+        // meta leader (two servers up), which may be after this host is;
+        // the stream is made in the background meanwhile (see below).
+        (config.stream.enabled && config.nats.embedded.jetstream)
+            .then(|| config.stream.name.clone())
+    } else {
+        ensure_stream(&bus, &config).await
+    };
+    access.set_stream(stream_name);
     let keeps_stream = access.stream().is_some();
     let info = RuntimeInfo {
         stream: access.stream().map(str::to_owned),
@@ -243,6 +252,14 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     };
     let nats_url = access.url().to_owned();
     let outbox = Outbox::default();
+    let shutdown_early = CancellationToken::new();
+    if config.cluster.is_some() && keeps_stream {
+        tokio::spawn(ensure_stream_when_ready(
+            bus.clone(),
+            config.clone(),
+            shutdown_early.clone(),
+        ));
+    }
     let supervisor = Arc::new(Supervisor::new(Shared {
         bus: bus.clone(),
         access,
@@ -426,6 +443,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     // The API keeps answering (status shows `stopping`) until every
     // operator is down; then the daemon's own tasks end.
     supervisor.shutdown().await;
+    shutdown_early.cancel();
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     bus.close().await;
@@ -459,6 +477,29 @@ async fn ensure_stream(bus: &Bus, config: &Config) -> Option<String> {
         Err(e) => {
             tracing::error!(error = %e, "durable stream unavailable: `switchboard logs` shows only the last lines in memory and operators granted `stream` cannot read it");
             None
+        }
+    }
+}
+
+/// Cluster mode: create or update the durable stream once JetStream
+/// answers (the cluster formed), retrying every few seconds; one line
+/// when done, one when it keeps failing.
+async fn ensure_stream_when_ready(bus: Bus, config: Config, stop: CancellationToken) {
+    let spec = config.stream.spec();
+    for attempt in 1u32.. {
+        match bus.ensure_stream(&spec).await {
+            Ok(done) => {
+                tracing::info!(stream = %config.stream.name, outcome = ?done, "durable stream ready");
+                return;
+            }
+            Err(e) if attempt % 10 == 0 => {
+                tracing::warn!(error = %e, "durable stream not ready yet (the cluster has no JetStream quorum?); retrying")
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
         }
     }
 }

@@ -37,7 +37,7 @@ fn ids(n: usize) -> Vec<String> {
 
 /// Which host runs each operator, from every live daemon's own status:
 /// ids listed `running` per host, and every id any host lists at all.
-async fn where_running(daemons: &[Option<Daemon>]) -> (BTreeMap<String, Vec<String>>, usize) {
+async fn where_running(daemons: &[Option<&Daemon>]) -> (BTreeMap<String, Vec<String>>, usize) {
     let mut running: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut listed = 0;
     for (i, d) in daemons.iter().enumerate() {
@@ -59,7 +59,7 @@ async fn where_running(daemons: &[Option<Daemon>]) -> (BTreeMap<String, Vec<Stri
 /// anything else, and `extra` holds; returns the placement and the time
 /// it took.
 async fn settle(
-    daemons: &[Option<Daemon>],
+    daemons: &[Option<&Daemon>],
     want: &[String],
     within: Duration,
     what: &str,
@@ -86,6 +86,20 @@ async fn settle(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Every daemon still running.
+fn live(daemons: &[Option<Daemon>]) -> Vec<Option<&Daemon>> {
+    daemons.iter().map(Option::as_ref).collect()
+}
+
+/// The daemons without the one at `skip` (stopped, not yet dropped).
+fn daemons_but(daemons: &[Option<Daemon>], skip: usize) -> Vec<Option<&Daemon>> {
+    daemons
+        .iter()
+        .enumerate()
+        .map(|(i, d)| if i == skip { None } else { d.as_ref() })
+        .collect()
 }
 
 fn per_host(placed: &BTreeMap<String, String>) -> BTreeMap<String, usize> {
@@ -125,6 +139,21 @@ impl History {
                 }
             }
         });
+    }
+
+    /// How many events of each state, and how many process starts were
+    /// restarts (a crash would show here).
+    fn summary(&self) -> String {
+        let events = &self.0.lock().expect("history").events;
+        let mut states: BTreeMap<&str, usize> = BTreeMap::new();
+        for e in events {
+            *states.entry(e.state.as_str()).or_insert(0) += 1;
+        }
+        let restarts = events
+            .iter()
+            .filter(|e| e.state == SupervisedState::Starting && e.restarts > 0)
+            .count();
+        format!("{states:?}, {restarts} restart(s)")
     }
 
     /// No id active (spawned and not yet exited) on two hosts at once.
@@ -202,14 +231,12 @@ async fn three_daemons_run_each_operator_once_drain_refuse_stale_and_take_over()
     let route = |i: usize| format!("127.0.0.1:{}", ports[i]);
     let mut daemons: Vec<Option<Daemon>> = Vec::new();
     for (i, host) in HOSTS.iter().enumerate() {
-        let mut config = DaemonConfig::new()
-            .stream("enabled", false)
-            .cluster(ClusterTable {
-                host: (*host).to_owned(),
-                labels: Vec::new(),
-                listen: route(i),
-                peers: (0..3).filter(|j| *j != i).map(route).collect(),
-            });
+        let mut config = DaemonConfig::new().cluster(ClusterTable {
+            host: (*host).to_owned(),
+            labels: Vec::new(),
+            listen: route(i),
+            peers: (0..3).filter(|j| *j != i).map(route).collect(),
+        });
         // Only h0 brings manifests: the others join with empty
         // directories and follow the cluster's desired state.
         if i == 0 {
@@ -225,7 +252,7 @@ async fn three_daemons_run_each_operator_once_drain_refuse_stale_and_take_over()
     }
 
     // Every operator on exactly one host, spread over all three.
-    let (placed, took) = settle(&daemons, &ids(OPS), SETTLE, "first placement", |r| {
+    let (placed, took) = settle(&live(&daemons), &ids(OPS), SETTLE, "first placement", |r| {
         per_host(&r.iter().map(|(k, v)| (k.clone(), v[0].clone())).collect()).len() == 3
     })
     .await;
@@ -263,7 +290,7 @@ async fn three_daemons_run_each_operator_once_drain_refuse_stale_and_take_over()
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (_, took) = settle(&daemons, &ids(OPS), SETTLE, "drain h1", |r| {
+    let (_, took) = settle(&live(&daemons), &ids(OPS), SETTLE, "drain h1", |r| {
         r.values().all(|h| h[0] != "h1")
     })
     .await;
@@ -281,7 +308,7 @@ async fn three_daemons_run_each_operator_once_drain_refuse_stale_and_take_over()
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (_, took) = settle(&daemons, &ids(OPS), SETTLE, "undrain h1", |r| {
+    let (_, took) = settle(&live(&daemons), &ids(OPS), SETTLE, "undrain h1", |r| {
         r.values().any(|h| h[0] == "h1")
     })
     .await;
@@ -307,12 +334,65 @@ async fn three_daemons_run_each_operator_once_drain_refuse_stale_and_take_over()
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success(), "a stale apply must be refused");
     assert!(err.contains("won") && err.contains("--based-on"), "{err}");
-    let (placed, took) = settle(&daemons, &ids(OPS + 1), SETTLE, "sixth operator", |_| true).await;
+    let (placed, took) = settle(
+        &live(&daemons),
+        &ids(OPS + 1),
+        SETTLE,
+        "sixth operator",
+        |_| true,
+    )
+    .await;
     println!("apply of a sixth operator: running after {took:?}; stale apply refused: {err}");
+
+    // SIGTERM of a host: it leaves cleanly (Engine::shutdown hands its
+    // operators over and deletes its heartbeat), so the others run them
+    // without waiting for the lease to run out; started again with an
+    // empty manifests directory, it follows the cluster's desired state
+    // and gets its share back.
+    let leader = bucket_leader(d0).await;
+    let leaving = (1..3)
+        .find(|&i| Some(HOSTS[i]) != leader.as_deref() && per_host(&placed).contains_key(HOSTS[i]))
+        .expect("a non-leader host running operators");
+    let left = Instant::now();
+    let exit = daemons[leaving].as_mut().expect("leaving").stop().await;
+    assert!(exit.success(), "{exit:?}");
+    let stopped_after = left.elapsed();
+    let (_, _) = settle(
+        &daemons_but(&daemons, leaving),
+        &ids(OPS + 1),
+        SETTLE,
+        "clean leave",
+        |r| r.values().all(|h| h[0] != HOSTS[leaving]),
+    )
+    .await;
+    let handed_over = left.elapsed();
+    println!(
+        "SIGTERM of {}: daemon exited after {stopped_after:?}, its operators ran on the others \
+         after {handed_over:?}",
+        HOSTS[leaving]
+    );
+    daemons[leaving]
+        .as_mut()
+        .expect("left")
+        .try_start_again()
+        .await
+        .expect("the host comes back");
+    history
+        .follow(daemons[leaving].as_ref().expect("back"))
+        .await;
+    let (placed, took) = settle(&live(&daemons), &ids(OPS + 1), SETTLE, "host back", |r| {
+        r.values().any(|h| h[0] == HOSTS[leaving])
+    })
+    .await;
+    println!(
+        "{} back: running its share again after {took:?}",
+        HOSTS[leaving]
+    );
 
     // SIGKILL a whole host: one whose server does not lead the heartbeat
     // bucket (the leader's loss costs a Raft election, 4-9 s more:
     // docs/cluster.md, measured in the cluster crate's tests).
+    let d0 = daemons[0].as_ref().expect("h0");
     let leader = bucket_leader(d0).await;
     let victim = (1..3)
         .find(|&i| Some(HOSTS[i]) != leader.as_deref() && per_host(&placed).contains_key(HOSTS[i]))
@@ -335,7 +415,7 @@ async fn three_daemons_run_each_operator_once_drain_refuse_stale_and_take_over()
         gone(*pid).await;
     }
     let (after, took) = settle(
-        &daemons,
+        &live(&daemons),
         &ids(OPS + 1),
         FAILOVER + Duration::from_secs(5),
         "failover",
@@ -359,8 +439,34 @@ async fn three_daemons_run_each_operator_once_drain_refuse_stale_and_take_over()
     tokio::time::sleep(Duration::from_millis(300)).await;
     let n = history.check(Some((HOSTS[victim], killed_at)));
     println!(
-        "history: {n} lifecycle events checked; whole test {:?}",
+        "history: {n} lifecycle events checked ({}); whole test {:?}",
+        history.summary(),
         t0.elapsed()
     );
     drop(dead);
+}
+
+/// The history check finds an id active on two hosts at once (so the
+/// test above can fail).
+#[test]
+#[should_panic(expected = "active on")]
+fn the_history_check_sees_an_overlap() {
+    let history = History::default();
+    let event = |host: &str, state: SupervisedState, at: i128| OperatorEvent {
+        id: "ping-0".into(),
+        state,
+        previous: SupervisedState::Exited,
+        pid: Some(1),
+        restarts: 0,
+        reason: None,
+        timestamp: switchboard_proto::Timestamp::from_unix_nanos(at).expect("time"),
+        host: Some(host.into()),
+    };
+    {
+        let mut h = history.0.lock().expect("history");
+        h.events.push(event("h0", SupervisedState::Starting, 1_000));
+        h.events.push(event("h1", SupervisedState::Starting, 2_000));
+        h.events.push(event("h0", SupervisedState::Exited, 3_000));
+    }
+    history.check(None);
 }
