@@ -176,7 +176,12 @@ async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) ->
         methods::CTL => match serde_json::from_slice::<CtlRequest>(&msg.payload) {
             Ok(req) => {
                 tracing::info!(verb = %req.verb, target = %req.target, "control request");
-                json(&supervisor.ctl(req).await)
+                let target = req.target.clone();
+                let mut reply = supervisor.ctl(req).await;
+                if let (Some(c), Some(error)) = (&info.cluster, reply.error.as_mut()) {
+                    error.push_str(&c.elsewhere(&target).await);
+                }
+                json(&reply)
             }
             Err(e) => json(&CtlReply {
                 results: Vec::new(),
@@ -195,11 +200,17 @@ async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) ->
                         error: None,
                     })
                 }
-                None => json(&LogsReply {
-                    lines: Vec::new(),
-                    omitted: 0,
-                    error: Some(format!("no operator `{}`", req.id)),
-                }),
+                None => {
+                    let hint = match &info.cluster {
+                        Some(c) => c.elsewhere(&req.id).await,
+                        None => String::new(),
+                    };
+                    json(&LogsReply {
+                        lines: Vec::new(),
+                        omitted: 0,
+                        error: Some(format!("no operator `{}`{hint}", req.id)),
+                    })
+                }
             },
             Err(e) => bad(format!("bad logs request: {e}")),
         },

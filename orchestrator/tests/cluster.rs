@@ -344,6 +344,103 @@ async fn three_daemons_run_each_operator_once_drain_refuse_stale_and_take_over()
     .await;
     println!("apply of a sixth operator: running after {took:?}; stale apply refused: {err}");
 
+    // An edited manifest reaches the operator where it runs: restarted
+    // there with the new text (a new process, same host).
+    let edited = &ids(1)[0];
+    let host_of = |placed: &BTreeMap<String, String>| {
+        HOSTS
+            .iter()
+            .position(|h| *h == placed[edited])
+            .expect("a host")
+    };
+    let runs_on = host_of(&placed);
+    let pid_of = |status: &switchboard_proto::api::StatusReply| {
+        status
+            .operators
+            .iter()
+            .find(|o| &o.id == edited)
+            .and_then(|o| o.pid)
+    };
+    let old_pid = pid_of(&daemons[runs_on].as_ref().expect("host").status().await);
+    std::fs::write(
+        six.join(format!("{edited}.toml")),
+        format!("{}env = {{ EDITED = \"1\" }}\n", pingbot_manifest(edited)),
+    )
+    .expect("edit");
+    let out = d0.cli(&["apply", six.to_str().expect("utf-8")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let started = Instant::now();
+    loop {
+        let status = daemons[runs_on].as_ref().expect("host").status().await;
+        let new_pid = pid_of(&status);
+        let running = status
+            .operators
+            .iter()
+            .any(|o| &o.id == edited && o.state == SupervisedState::Running);
+        if running && new_pid.is_some() && new_pid != old_pid {
+            break;
+        }
+        assert!(
+            started.elapsed() < SETTLE,
+            "{edited} not restarted: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (placed, _) = settle(
+        &live(&daemons),
+        &ids(OPS + 1),
+        SETTLE,
+        "after the edit",
+        |_| true,
+    )
+    .await;
+    assert_eq!(
+        host_of(&placed),
+        runs_on,
+        "an edit does not move an operator"
+    );
+    println!(
+        "edited manifest of {edited}: restarted on {} after {:?}",
+        HOSTS[runs_on],
+        started.elapsed()
+    );
+
+    // ctl on a host that does not run the operator says where it runs.
+    let other = (0..3).find(|&i| i != runs_on).expect("another host");
+    let out = daemons[other]
+        .as_ref()
+        .expect("other")
+        .cli(&["ctl", "restart", edited]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("`{edited}` runs on {}", HOSTS[runs_on])),
+        "{err}"
+    );
+
+    // SIGHUP on a host whose manifests directory is empty proposes
+    // nothing: the desired state stays as it is.
+    let before = d0.status().await.cluster.expect("cluster").revision;
+    daemons[1].as_ref().expect("h1").reload();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let after_hup = d0.status().await.cluster.expect("cluster").revision;
+    assert_eq!(
+        before, after_hup,
+        "an empty directory's SIGHUP changed the desired state"
+    );
+    let (placed, _) = settle(
+        &live(&daemons),
+        &ids(OPS + 1),
+        SETTLE,
+        "after SIGHUP",
+        |_| true,
+    )
+    .await;
+
     // SIGTERM of a host: it leaves cleanly (Engine::shutdown hands its
     // operators over and deletes its heartbeat), so the others run them
     // without waiting for the lease to run out; started again with an

@@ -16,8 +16,11 @@
 //! - The manifests directory is what this host *proposes*: at start (only
 //!   while the cluster has no desired state yet), on SIGHUP and with
 //!   `switchboard apply`, it is written to the cluster's desired state by
-//!   compare-and-set on the revision this host last read or wrote
-//!   ([`ClusterState::apply`]); a stale host is refused, never overwrites.
+//!   compare-and-set on the revision this host's directory is based on:
+//!   the last one it wrote, or found equal to its directory at start
+//!   ([`ClusterState::apply`]); a stale host is refused, never
+//!   overwrites. An empty directory proposes nothing (at start and on
+//!   SIGHUP).
 //! - An edit of a running operator's manifest in the desired state
 //!   restarts it here with the new manifest (stop, then start: bounded by
 //!   the stop budget, unlike an in-place reload that waits for the
@@ -243,6 +246,17 @@ impl ClusterState {
     async fn apply_dir(&self, dir: &Path) {
         *self.manifests_dir.lock().unwrap_or_else(|p| p.into_inner()) = dir.to_owned();
         let set = match set_from_dir(dir) {
+            Ok(set) if set.operators.is_empty() => {
+                // An empty directory proposes nothing (as at start): a
+                // reload of a host that only follows the cluster must not
+                // remove every operator. `switchboard apply` of an empty
+                // directory does, on purpose.
+                tracing::info!(
+                    dir = %dir.display(),
+                    "cluster: no manifests here, nothing proposed to the desired state"
+                );
+                return;
+            }
             Ok(set) => set,
             Err(problems) => {
                 for p in &problems {
@@ -283,14 +297,7 @@ impl ClusterState {
         for attempt in 0..30 {
             match store.load().await {
                 Ok(Some((set, revision))) => {
-                    let _one = self.applying.lock().await;
-                    self.set_based_on(revision);
-                    tracing::info!(
-                        revision,
-                        operators = set.operators.len(),
-                        "cluster: the cluster has a desired state; this host follows it (its own \
-                         manifests directory is applied on SIGHUP or `switchboard apply`)"
-                    );
+                    self.adopt(dir, &set, revision).await;
                     return;
                 }
                 Ok(None) => break,
@@ -312,15 +319,14 @@ impl ClusterState {
             Ok(set) => match self.apply(set, None).await {
                 Ok(_) => {}
                 Err(e) => match e.current() {
-                    Some(current) => {
-                        // Another host proposed first: follow it.
-                        self.set_based_on(current);
-                        tracing::info!(
-                            revision = current,
-                            "cluster: another host wrote the first desired state; this host \
-                             follows it"
-                        );
-                    }
+                    // Another host proposed first: follow it.
+                    Some(_) => match store.load().await {
+                        Ok(Some((set, revision))) => self.adopt(dir, &set, revision).await,
+                        _ => tracing::error!(
+                            "cluster: another host wrote the first desired state, which cannot \
+                             be read now"
+                        ),
+                    },
                     None => tracing::error!(error = %e, "cluster: manifests not applied"),
                 },
             },
@@ -333,6 +339,58 @@ impl ClusterState {
                      above and send SIGHUP"
                 );
             }
+        }
+    }
+
+    /// Follow the cluster's desired state `set` at `revision`. This
+    /// host's later applies are based on that revision only if its
+    /// directory says the same: a host that comes back with an older
+    /// directory must not overwrite newer edits at its next SIGHUP.
+    async fn adopt(&self, dir: &Path, set: &DesiredSet, revision: u64) {
+        let _one = self.applying.lock().await;
+        if set_from_dir(dir).is_ok_and(|mine| mine == *set) {
+            self.set_based_on(revision);
+            tracing::info!(
+                revision,
+                operators = set.operators.len(),
+                "cluster: the cluster's desired state is this host's manifests directory"
+            );
+        } else {
+            tracing::info!(
+                revision,
+                operators = set.operators.len(),
+                "cluster: the cluster has a desired state and this host follows it; its own \
+                 manifests directory differs, so a SIGHUP here is refused as stale until \
+                 `switchboard apply <dir> --based-on {revision}` (or a later revision) replaces \
+                 the cluster's on purpose"
+            );
+        }
+    }
+
+    /// For a request this host could not serve (`ctl`, `logs`): where
+    /// the operators `target` (an id or a glob) run in the cluster, as a
+    /// sentence to append (empty when none runs elsewhere). `ctl` and
+    /// `logs` reach the operators of the host asked.
+    pub async fn elsewhere(&self, target: &str) -> String {
+        let status = self.status().await;
+        let found: Vec<String> = status
+            .operators
+            .iter()
+            .filter(|p| switchboard_proto::api::glob_matches(target, &p.id))
+            .filter_map(|p| {
+                p.host
+                    .as_ref()
+                    .filter(|h| **h != self.host)
+                    .map(|h| format!("`{}` runs on {h}", p.id))
+            })
+            .collect();
+        if found.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (in this cluster: {}; run the command on that host)",
+                found.join(", ")
+            )
         }
     }
 
