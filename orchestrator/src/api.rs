@@ -52,18 +52,26 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     // In cluster mode this host's server maps `sb.api.<method>` from its
-    // own clients to this host's subject (see `crate::cluster::api_mapping`).
-    let subject = match &info.cluster {
-        Some(c) => crate::cluster::host_api_subject(c.host(), "*"),
-        None => switchboard_proto::ALL_API.to_owned(),
+    // own clients to this host's subject (see `crate::cluster::api_mapping`),
+    // and peer daemons ask on this host's peer subject.
+    let subjects = match &info.cluster {
+        Some(c) => vec![
+            crate::cluster::host_api_subject(c.host(), "*"),
+            crate::cluster::host_peer_subject(c.host(), "*"),
+        ],
+        None => vec![switchboard_proto::ALL_API.to_owned()],
     };
-    let mut requests = match bus.subscribe_raw(&subject).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot serve the API; the CLI will not reach this daemon");
-            return;
+    let mut subscriptions = Vec::new();
+    for subject in &subjects {
+        match bus.subscribe_raw(subject).await {
+            Ok(s) => subscriptions.push(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serve the API; the CLI will not reach this daemon");
+                return;
+            }
         }
-    };
+    }
+    let mut requests = futures::stream::select_all(subscriptions);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS));
     loop {
         let msg = tokio::select! {
@@ -135,16 +143,24 @@ async fn stream_status(bus: &Bus, name: &str) -> StreamStatus {
 
 async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) -> serde_json::Value {
     let bad = |e: String| serde_json::json!({ "error": e });
-    let method = match &info.cluster {
-        Some(c) => match msg
-            .subject
-            .strip_prefix(&crate::cluster::host_api_subject(c.host(), ""))
-        {
-            Some(method) => method.to_owned(),
-            None => return bad(format!("`{}` is not an API subject", msg.subject)),
-        },
+    // `from_client`: a request of this host's clients, which `ctl` and
+    // `logs` pass on to the other hosts in cluster mode (a peer's request
+    // is answered for this host only).
+    let (method, from_client) = match &info.cluster {
+        Some(c) => {
+            let api = crate::cluster::host_api_subject(c.host(), "");
+            let peer = crate::cluster::host_peer_subject(c.host(), "");
+            match (
+                msg.subject.strip_prefix(&api),
+                msg.subject.strip_prefix(&peer),
+            ) {
+                (Some(method), _) => (method.to_owned(), true),
+                (None, Some(method)) => (method.to_owned(), false),
+                (None, None) => return bad(format!("`{}` is not an API subject", msg.subject)),
+            }
+        }
         None => match SbSubject::parse(&msg.subject) {
-            Ok(SbSubject::Api { method }) => method,
+            Ok(SbSubject::Api { method }) => (method, false),
             Ok(_) => return bad(format!("`{}` is not an API subject", msg.subject)),
             Err(e) => return bad(e.to_string()),
         },
@@ -176,12 +192,13 @@ async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) ->
         methods::CTL => match serde_json::from_slice::<CtlRequest>(&msg.payload) {
             Ok(req) => {
                 tracing::info!(verb = %req.verb, target = %req.target, "control request");
-                let target = req.target.clone();
-                let mut reply = supervisor.ctl(req).await;
-                if let (Some(c), Some(error)) = (&info.cluster, reply.error.as_mut()) {
-                    error.push_str(&c.elsewhere(&target).await);
+                let reply = supervisor.ctl(req.clone()).await;
+                match &info.cluster {
+                    Some(c) if from_client => {
+                        json(&crate::cluster::forward_ctl(c, supervisor.bus(), &req, reply).await)
+                    }
+                    _ => json(&reply),
                 }
-                json(&reply)
             }
             Err(e) => json(&CtlReply {
                 results: Vec::new(),
@@ -201,15 +218,17 @@ async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) ->
                     })
                 }
                 None => {
-                    let hint = match &info.cluster {
-                        Some(c) => c.elsewhere(&req.id).await,
-                        None => String::new(),
+                    let forwarded = match &info.cluster {
+                        Some(c) if from_client => {
+                            crate::cluster::forward_logs(c, supervisor.bus(), &req).await
+                        }
+                        _ => None,
                     };
-                    json(&LogsReply {
+                    json(&forwarded.unwrap_or_else(|| LogsReply {
                         lines: Vec::new(),
                         omitted: 0,
-                        error: Some(format!("no operator `{}`{hint}", req.id)),
-                    })
+                        error: Some(format!("no operator `{}`", req.id)),
+                    }))
                 }
             },
             Err(e) => bad(format!("bad logs request: {e}")),

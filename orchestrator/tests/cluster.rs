@@ -409,17 +409,45 @@ async fn three_daemons_run_each_operator_once_drain_refuse_stale_and_take_over()
         started.elapsed()
     );
 
-    // ctl on a host that does not run the operator says where it runs.
+    // ctl and logs from a host that does not run the operator reach it
+    // where it runs (the daemon passes them on to its peers).
     let other = (0..3).find(|&i| i != runs_on).expect("another host");
-    let out = daemons[other]
-        .as_ref()
-        .expect("other")
-        .cli(&["ctl", "restart", edited]);
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let asker = daemons[other].as_ref().expect("other");
+    let state_of = |status: &switchboard_proto::api::StatusReply| {
+        status
+            .operators
+            .iter()
+            .find(|o| &o.id == edited)
+            .map(|o| o.state)
+    };
+    for (verb, want) in [
+        ("halt", SupervisedState::Halted),
+        ("resume", SupervisedState::Running),
+    ] {
+        let out = asker.cli(&["ctl", verb, edited]);
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(said.contains(&format!("{verb} ok")), "{said}");
+        let status = daemons[runs_on].as_ref().expect("host").status().await;
+        assert_eq!(
+            state_of(&status),
+            Some(want),
+            "after {verb} from {}",
+            HOSTS[other]
+        );
+    }
+    let logs = asker.logs(edited, 20).await.expect("logs");
+    assert!(logs.error.is_none() && !logs.lines.is_empty(), "{logs:?}");
+    let out = asker.cli(&["ctl", "halt", "no-such-op"]);
     assert!(!out.status.success());
     assert!(
-        err.contains(&format!("`{edited}` runs on {}", HOSTS[runs_on])),
-        "{err}"
+        String::from_utf8_lossy(&out.stderr).contains("no operator matches"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     // SIGHUP on a host whose manifests directory is empty proposes

@@ -246,8 +246,9 @@ pub struct ClusterStatus {
     /// The desired state's revision (absent before the first apply).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<u64>,
-    /// The revision this host last read or wrote: what `apply` and
-    /// SIGHUP here are based on.
+    /// The revision this host's manifests directory is based on (the
+    /// last it wrote, or the one it found at start equal to its
+    /// directory): what `apply` and SIGHUP here are based on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub based_on: Option<u64>,
     /// Every host with a heartbeat record, by name.
@@ -294,7 +295,7 @@ pub struct ApplyRequest {
     /// `DesiredSet`). The daemon validates every manifest before writing.
     pub set: Value,
     /// The revision this edit is based on; absent: the revision the
-    /// answering daemon last read or wrote. Refused as stale when the
+    /// answering host's directory is based on. Refused as stale when the
     /// desired state has moved on since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub based_on: Option<u64>,

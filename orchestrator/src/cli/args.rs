@@ -83,11 +83,14 @@ pub enum Command {
     /// desired state, from any host.
     ///
     /// Every manifest is checked first (as `validate` does); then the
-    /// set is written by compare-and-set on a revision: the one this
-    /// host's daemon last read or wrote, or `--based-on`. If another host
-    /// applied since, nothing is written and the command fails naming the
-    /// revision that won: look at it (`switchboard status`), then apply
-    /// again with `--based-on` that revision. Prints the new revision.
+    /// set is written by compare-and-set on a revision: `--based-on`, or
+    /// the one this host's directory is based on (the last revision this
+    /// host wrote, or the one it found at start equal to its directory;
+    /// `status` shows it). If another host applied since, nothing is
+    /// written and the command fails naming the revision that won: look
+    /// at it (`switchboard status`), then apply again with `--based-on`
+    /// that revision. An empty directory removes every operator. Prints
+    /// the new revision.
     Apply(ApplyArgs),
     /// Cluster mode: move every operator off a host (each one stops there,
     /// then starts on another eligible host) and place nothing on it
@@ -126,7 +129,7 @@ pub struct ApplyArgs {
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
     /// Replace the desired state only if its revision is still this one
-    /// (default: the revision this host's daemon last read or wrote).
+    /// (default: the revision this host's directory is based on).
     #[arg(long, value_name = "REVISION")]
     pub based_on: Option<u64>,
 }

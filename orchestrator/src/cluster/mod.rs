@@ -34,6 +34,7 @@
 //! when it stops, so each server's users follow what runs on its host.
 
 mod desired;
+mod forward;
 mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -54,11 +55,18 @@ use crate::manifest::Manifest;
 use crate::supervisor::Supervisor;
 
 pub use desired::{check_set, manifest_of, nominal_path, set_from_dir, MAX_STOP_GRACE};
+pub use forward::{forward_ctl, forward_logs};
 
 /// The subject this host's daemon answers `method` on in cluster mode:
 /// `sb.host.<host>.api.<method>`.
 pub fn host_api_subject(host: &str, method: &str) -> String {
     format!("sb.host.{host}.api.{method}")
+}
+
+/// The subject a peer daemon asks this host's daemon on: the same
+/// methods, answered for this host only (never forwarded again).
+pub fn host_peer_subject(host: &str, method: &str) -> String {
+    format!("sb.host.{host}.peer.{method}")
 }
 
 /// The server config lines (a subject mapping) that make this host's
@@ -177,7 +185,7 @@ impl ClusterError {
 }
 
 /// What the API handlers and the event task share: who this host is,
-/// the buckets once joined, and the revision it last read or wrote.
+/// the buckets once joined, and the revision its directory is based on.
 #[derive(Debug)]
 pub struct ClusterState {
     host: String,
@@ -215,7 +223,7 @@ impl ClusterState {
     }
 
     /// Write `set` as the cluster's desired state, based on `based_on`
-    /// (absent: the revision this host last read or wrote). Returns the
+    /// (absent: the revision this host's directory is based on). Returns the
     /// new revision.
     ///
     /// # Errors
@@ -241,7 +249,7 @@ impl ClusterState {
     }
 
     /// SIGHUP: apply this host's manifests directory, based on the
-    /// revision last read or written here; problems and staleness are
+    /// revision its directory is based on; problems and staleness are
     /// logged, nothing is overwritten.
     async fn apply_dir(&self, dir: &Path) {
         *self.manifests_dir.lock().unwrap_or_else(|p| p.into_inner()) = dir.to_owned();
@@ -367,31 +375,31 @@ impl ClusterState {
         }
     }
 
-    /// For a request this host could not serve (`ctl`, `logs`): where
-    /// the operators `target` (an id or a glob) run in the cluster, as a
-    /// sentence to append (empty when none runs elsewhere). `ctl` and
-    /// `logs` reach the operators of the host asked.
-    pub async fn elsewhere(&self, target: &str) -> String {
-        let status = self.status().await;
-        let found: Vec<String> = status
-            .operators
-            .iter()
-            .filter(|p| switchboard_proto::api::glob_matches(target, &p.id))
-            .filter_map(|p| {
-                p.host
-                    .as_ref()
-                    .filter(|h| **h != self.host)
-                    .map(|h| format!("`{}` runs on {h}", p.id))
-            })
-            .collect();
-        if found.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " (in this cluster: {}; run the command on that host)",
-                found.join(", ")
-            )
-        }
+    /// The other hosts with a live heartbeat (empty when the buckets
+    /// cannot be read).
+    pub async fn live_peers(&self) -> Vec<String> {
+        let Some(buckets) = self.buckets.get() else {
+            return Vec::new();
+        };
+        status::read(buckets).await.map_or_else(
+            |_| Vec::new(),
+            |r| {
+                r.hosts
+                    .iter()
+                    .filter(|(name, rec)| {
+                        **name != self.host
+                            && rec.state == switchboard_cluster::buckets::HostState::Alive
+                    })
+                    .map(|(name, _)| name.clone())
+                    .collect()
+            },
+        )
+    }
+
+    /// The host whose live incarnation owns `id`.
+    pub async fn owner(&self, id: &str) -> Option<String> {
+        let records = status::read(self.buckets.get()?).await.ok()?;
+        records.owner_of(id).map(str::to_owned)
     }
 
     /// `drain` (`on`) or `undrain` a host of the cluster.

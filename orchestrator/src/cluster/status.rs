@@ -76,7 +76,7 @@ pub(super) async fn read(buckets: &Buckets) -> Result<Records, String> {
         })
 }
 
-/// The [`ClusterStatus`] for `host`, whose daemon last read or wrote
+/// The [`ClusterStatus`] for `host`, whose directory is based on
 /// revision `based_on`.
 pub(super) async fn status(
     host: &str,
