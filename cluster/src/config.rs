@@ -1,9 +1,9 @@
 //! The `[cluster]` table: who this host is and whom its embedded
 //! nats-server routes to.
 //!
-//! Typed and validated here; the orchestrator will embed it in
-//! switchboard.toml (it does not accept the table yet, so no key of it is
-//! read and ignored today). Unknown keys are errors, as everywhere in
+//! Typed and validated here; the orchestrator embeds it in
+//! switchboard.toml (and adds its own rules: loopback routes only until
+//! they are authenticated, no external NATS). Unknown keys are errors, as everywhere in
 //! switchboard.toml: a misspelt `peer` must not silently make a one-host
 //! "cluster".
 

@@ -2,8 +2,8 @@
 //! placement keys, as one value under one key, so an apply is all or
 //! nothing and has one revision.
 //!
-//! Any host may apply (SIGHUP or `switchboard apply <dir>`, next
-//! session), always *based on* the revision it last read: JetStream
+//! Any host may apply (SIGHUP or `switchboard apply <dir>`), always
+//! *based on* the revision it last read: JetStream
 //! writes only if that is still the latest revision of the key
 //! (`Nats-Expected-Last-Subject-Sequence`), so a host that missed a newer
 //! edit gets [`ApplyError::Stale`] naming the revision that won, instead
@@ -180,6 +180,37 @@ impl DesiredStore {
             }
             Err(e) => Err(ApplyError::Store(e.into())),
         }
+    }
+}
+
+impl DesiredStore {
+    /// The current set (when there is one), then every new one, with its
+    /// revision; a value that does not decode is skipped. For a host
+    /// that must notice an edited manifest of an operator it runs (the
+    /// engine itself only reacts to ids coming and going).
+    ///
+    /// # Errors
+    ///
+    /// [`ApplyError::Store`] when the watch cannot start.
+    pub async fn watch(
+        &self,
+    ) -> Result<impl futures::Stream<Item = (DesiredSet, u64)> + Send + 'static, ApplyError> {
+        use futures::StreamExt as _;
+        let watch = self
+            .kv
+            .watch_with_history(DESIRED_KEY)
+            .await
+            .map_err(|e| ApplyError::Store(e.into()))?;
+        Ok(watch
+            .take_while(|entry| futures::future::ready(entry.is_ok()))
+            .filter_map(|entry| {
+                futures::future::ready(match entry {
+                    Ok(e) if e.operation == kv::Operation::Put => decode(&e.value, e.revision)
+                        .ok()
+                        .map(|set| (set, e.revision)),
+                    _ => None,
+                })
+            }))
     }
 }
 

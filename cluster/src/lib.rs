@@ -23,8 +23,9 @@
 //!   claims and releases operators and tells its caller "start X" /
 //!   "stop X". It spawns no process: the orchestrator does.
 //!
-//! The orchestrator does not use this crate yet (next step: `[cluster]` in
-//! switchboard.toml, a HOST column in `status`, `drain`/`undrain`/`apply`).
+//! The orchestrator runs one engine per daemon in cluster mode
+//! (`orchestrator/src/cluster/`): `[cluster]` in switchboard.toml,
+//! `switchboard apply`, `drain`, `undrain`, a HOST column in `status`.
 
 pub mod buckets;
 pub mod config;

@@ -12,8 +12,8 @@ use serde::Serialize;
 use switchboard_bus::usage;
 use switchboard_bus::{Bus, RawMessage};
 use switchboard_proto::api::{
-    methods, CtlReply, CtlRequest, LogLine, LogsReply, LogsRequest, StatusReply, StreamStatus,
-    LOGS_REPLY_BUDGET,
+    methods, ApplyReply, ApplyRequest, CtlReply, CtlRequest, DrainReply, DrainRequest, LogLine,
+    LogsReply, LogsRequest, StatusReply, StreamStatus, LOGS_REPLY_BUDGET,
 };
 use switchboard_proto::{api_subject, SbSubject};
 use tokio_util::sync::CancellationToken;
@@ -33,6 +33,9 @@ pub struct DaemonInfo {
     pub stream: Option<String>,
     /// Requests answered per method, for `$SRV.STATS`.
     pub stats: Arc<crate::discovery::ApiStats>,
+    /// Cluster mode: this host's part of the cluster (status, apply,
+    /// drain).
+    pub cluster: Option<Arc<crate::cluster::ClusterState>>,
 }
 
 /// API requests handled at once; more are answered "busy" at once instead
@@ -48,13 +51,27 @@ pub async fn serve(
     info: DaemonInfo,
     shutdown: CancellationToken,
 ) {
-    let mut requests = match bus.subscribe_raw(switchboard_proto::ALL_API).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot serve the API; the CLI will not reach this daemon");
-            return;
-        }
+    // In cluster mode this host's server maps `sb.api.<method>` from its
+    // own clients to this host's subject (see `crate::cluster::api_mapping`),
+    // and peer daemons ask on this host's peer subject.
+    let subjects = match &info.cluster {
+        Some(c) => vec![
+            crate::cluster::host_api_subject(c.host(), "*"),
+            crate::cluster::host_peer_subject(c.host(), "*"),
+        ],
+        None => vec![switchboard_proto::ALL_API.to_owned()],
     };
+    let mut subscriptions = Vec::new();
+    for subject in &subjects {
+        match bus.subscribe_raw(subject).await {
+            Ok(s) => subscriptions.push(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serve the API; the CLI will not reach this daemon");
+                return;
+            }
+        }
+    }
+    let mut requests = futures::stream::select_all(subscriptions);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS));
     loop {
         let msg = tokio::select! {
@@ -126,10 +143,27 @@ async fn stream_status(bus: &Bus, name: &str) -> StreamStatus {
 
 async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) -> serde_json::Value {
     let bad = |e: String| serde_json::json!({ "error": e });
-    let method = match SbSubject::parse(&msg.subject) {
-        Ok(SbSubject::Api { method }) => method,
-        Ok(_) => return bad(format!("`{}` is not an API subject", msg.subject)),
-        Err(e) => return bad(e.to_string()),
+    // `from_client`: a request of this host's clients, which `ctl` and
+    // `logs` pass on to the other hosts in cluster mode (a peer's request
+    // is answered for this host only).
+    let (method, from_client) = match &info.cluster {
+        Some(c) => {
+            let api = crate::cluster::host_api_subject(c.host(), "");
+            let peer = crate::cluster::host_peer_subject(c.host(), "");
+            match (
+                msg.subject.strip_prefix(&api),
+                msg.subject.strip_prefix(&peer),
+            ) {
+                (Some(method), _) => (method.to_owned(), true),
+                (None, Some(method)) => (method.to_owned(), false),
+                (None, None) => return bad(format!("`{}` is not an API subject", msg.subject)),
+            }
+        }
+        None => match SbSubject::parse(&msg.subject) {
+            Ok(SbSubject::Api { method }) => (method, false),
+            Ok(_) => return bad(format!("`{}` is not an API subject", msg.subject)),
+            Err(e) => return bad(e.to_string()),
+        },
     };
     match method.as_str() {
         methods::STATUS => {
@@ -148,13 +182,23 @@ async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) ->
                 },
                 rss_bytes: usage::rss_bytes(usage::Process::Own),
                 cpu_seconds: usage::cpu_seconds(usage::Process::Own),
+                cluster: match &info.cluster {
+                    Some(c) => Some(c.status().await),
+                    None => None,
+                },
             };
             json(&reply)
         }
         methods::CTL => match serde_json::from_slice::<CtlRequest>(&msg.payload) {
             Ok(req) => {
                 tracing::info!(verb = %req.verb, target = %req.target, "control request");
-                json(&supervisor.ctl(req).await)
+                let reply = supervisor.ctl(req.clone()).await;
+                match &info.cluster {
+                    Some(c) if from_client => {
+                        json(&crate::cluster::forward_ctl(c, supervisor.bus(), &req, reply).await)
+                    }
+                    _ => json(&reply),
+                }
             }
             Err(e) => json(&CtlReply {
                 results: Vec::new(),
@@ -173,17 +217,82 @@ async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) ->
                         error: None,
                     })
                 }
-                None => json(&LogsReply {
-                    lines: Vec::new(),
-                    omitted: 0,
-                    error: Some(format!("no operator `{}`", req.id)),
-                }),
+                None => {
+                    let forwarded = match &info.cluster {
+                        Some(c) if from_client => {
+                            crate::cluster::forward_logs(c, supervisor.bus(), &req).await
+                        }
+                        _ => None,
+                    };
+                    json(&forwarded.unwrap_or_else(|| LogsReply {
+                        lines: Vec::new(),
+                        omitted: 0,
+                        error: Some(format!("no operator `{}`", req.id)),
+                    }))
+                }
             },
             Err(e) => bad(format!("bad logs request: {e}")),
         },
+        methods::APPLY => {
+            let Some(cluster) = &info.cluster else {
+                return json(&ApplyReply {
+                    error: Some(NOT_CLUSTER.to_owned()),
+                    ..ApplyReply::default()
+                });
+            };
+            match serde_json::from_slice::<ApplyRequest>(&msg.payload) {
+                Ok(req) => json(&apply(cluster, req).await),
+                Err(e) => bad(format!("bad apply request: {e}")),
+            }
+        }
+        methods::DRAIN | methods::UNDRAIN => {
+            let Some(cluster) = &info.cluster else {
+                return json(&DrainReply {
+                    error: Some(NOT_CLUSTER.to_owned()),
+                });
+            };
+            match serde_json::from_slice::<DrainRequest>(&msg.payload) {
+                Ok(req) => {
+                    let on = method == methods::DRAIN;
+                    let done = cluster.drain(&req.host, on).await;
+                    json(&DrainReply {
+                        error: done.err().map(|e| e.to_string()),
+                    })
+                }
+                Err(e) => bad(format!("bad {method} request: {e}")),
+            }
+        }
         other => bad(format!(
-            "unknown API method `{other}`; methods are status, ctl, logs"
+            "unknown API method `{other}`; methods are status, ctl, logs, apply, drain, undrain"
         )),
+    }
+}
+
+/// What `apply`, `drain` and `undrain` answer on a single host.
+const NOT_CLUSTER: &str =
+    "this daemon is not in cluster mode: add [cluster] to switchboard.toml (docs/cluster.md)";
+
+/// `sb.api.apply`: decode the set, write it, say the revision or why not.
+async fn apply(cluster: &crate::cluster::ClusterState, req: ApplyRequest) -> ApplyReply {
+    let set: switchboard_cluster::DesiredSet = match serde_json::from_value(req.set) {
+        Ok(set) => set,
+        Err(e) => {
+            return ApplyReply {
+                error: Some(format!("bad desired state: {e}")),
+                ..ApplyReply::default()
+            }
+        }
+    };
+    match cluster.apply(set, req.based_on).await {
+        Ok(revision) => ApplyReply {
+            revision: Some(revision),
+            ..ApplyReply::default()
+        },
+        Err(e) => ApplyReply {
+            current: e.current(),
+            error: Some(e.to_string()),
+            ..ApplyReply::default()
+        },
     }
 }
 

@@ -197,6 +197,13 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
                 runtime_dir: config.runtime_dir.clone(),
                 tls: e.tls_cert.clone().zip(e.tls_key.clone()),
                 monitor_port: e.monitor_port,
+                cluster: config.cluster.as_ref().map(|c| {
+                    format!(
+                        "{}{}",
+                        switchboard_cluster::server_fragment(c),
+                        crate::cluster::api_mapping(&c.host)
+                    )
+                }),
             };
             let server = EmbeddedNats::start(settings, Arc::clone(&users)).await?;
             tracing::info!(url = %server.url(), pid = server.pid(), "embedded nats-server listening");
@@ -228,7 +235,16 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         .await
         .context("cannot connect to NATS")?;
     let mut stream_config = config.stream.clone();
-    access.set_stream(ensure_stream(&bus, &config).await);
+    let stream_name = if config.cluster.is_some() {
+        // Cluster mode: JetStream answers only once the cluster has a
+        // meta leader (two servers up), which may be after this host is;
+        // the stream is made in the background meanwhile (see below).
+        (config.stream.enabled && config.nats.embedded.jetstream)
+            .then(|| config.stream.name.clone())
+    } else {
+        ensure_stream(&bus, &config).await
+    };
+    access.set_stream(stream_name);
     let keeps_stream = access.stream().is_some();
     let info = RuntimeInfo {
         stream: access.stream().map(str::to_owned),
@@ -236,6 +252,14 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     };
     let nats_url = access.url().to_owned();
     let outbox = Outbox::default();
+    let shutdown_early = CancellationToken::new();
+    if config.cluster.is_some() && keeps_stream {
+        tokio::spawn(ensure_stream_when_ready(
+            bus.clone(),
+            config.clone(),
+            shutdown_early.clone(),
+        ));
+    }
     let supervisor = Arc::new(Supervisor::new(Shared {
         bus: bus.clone(),
         access,
@@ -247,6 +271,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf)),
         sandbox,
+        host: config.cluster.as_ref().map(|c| c.host.clone()),
     }));
     // Every long-lived task of the daemon watches this token and is
     // awaited at shutdown (as in mini-redis): nothing is left running
@@ -265,6 +290,22 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         },
         shutdown.clone(),
     ));
+    // Cluster mode: the engine decides what runs here (it joins in the
+    // background: the other hosts may not be up yet).
+    let cluster = config.cluster.as_ref().map(|c| {
+        let login = crate::cluster::Login {
+            url: nats_url.clone(),
+            user: daemon_nats.user.clone().unwrap_or_default(),
+            password: daemon_nats.password.clone().unwrap_or_default(),
+            tls_ca: config.nats.tls_ca.clone(),
+        };
+        crate::cluster::Cluster::start(
+            c,
+            login,
+            Arc::clone(&supervisor),
+            config.manifests_dir.clone(),
+        )
+    });
     tasks.spawn(api::serve(
         bus.clone(),
         Arc::clone(&supervisor),
@@ -274,6 +315,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             nats_embedded: embedded.is_some(),
             stream: info.stream.clone(),
             stats: api_stats,
+            cluster: cluster.as_ref().map(crate::cluster::Cluster::state),
         },
         shutdown.clone(),
     ));
@@ -284,18 +326,30 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     write_runtime_file(&config.runtime_dir, &info)?;
 
     let mut manifests_dir = config.manifests_dir.clone();
-    let report = manifest::load_dir(&manifests_dir);
+    let mut report = manifest::load_dir(&manifests_dir);
     if keeps_stream {
         spawn_operator_streams(&bus, &stream_config, &report, &shutdown, &mut tasks);
     }
-    let summary = apply_report(&supervisor, &manifests_dir, report).await;
-    tracing::info!(
-        operators = summary.operators,
-        problems = summary.problems,
-        dir = %manifests_dir.display(),
-        "switchboard running"
-    );
-    systemd::ready(&format!("{} operators", summary.operators));
+    if let Some(c) = &cluster {
+        // The directory is what this host proposes to the cluster (see
+        // `crate::cluster`), applied by the cluster task once joined.
+        tracing::info!(
+            host = %c.state().host(),
+            dir = %manifests_dir.display(),
+            "switchboard running in cluster mode"
+        );
+        systemd::ready("cluster mode");
+    } else {
+        report.refuse_placement();
+        let summary = apply_report(&supervisor, &manifests_dir, report).await;
+        tracing::info!(
+            operators = summary.operators,
+            problems = summary.problems,
+            dir = %manifests_dir.display(),
+            "switchboard running"
+        );
+        systemd::ready(&format!("{} operators", summary.operators));
+    }
     if let Some(watchdog) = systemd::watchdog(shutdown.clone()) {
         tasks.spawn(watchdog);
     }
@@ -315,6 +369,9 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
                         if new.nats != config.nats {
                             tracing::warn!("[nats] settings changed; they apply at the next start of switchboard");
                         }
+                        if new.cluster != config.cluster {
+                            tracing::warn!("[cluster] settings changed; they apply at the next start of switchboard");
+                        }
                         if new.stream != stream_config {
                             if new.stream.name != stream_config.name
                                 || new.stream.enabled != stream_config.enabled
@@ -332,12 +389,18 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
                     }
                     Err(e) => tracing::error!(error = %e, "config not reloaded; keeping the old one"),
                 }
-                let report = manifest::load_dir(&manifests_dir);
+                let mut report = manifest::load_dir(&manifests_dir);
                 if keeps_stream {
                     spawn_operator_streams(&bus, &stream_config, &report, &shutdown, &mut tasks);
                 }
-                let summary = apply_report(&supervisor, &manifests_dir, report).await;
-                systemd::ready(&format!("{} operators", summary.operators));
+                if let Some(c) = &cluster {
+                    c.reload(manifests_dir.clone());
+                    systemd::ready("cluster mode");
+                } else {
+                    report.refuse_placement();
+                    let summary = apply_report(&supervisor, &manifests_dir, report).await;
+                    systemd::ready(&format!("{} operators", summary.operators));
+                }
             }
             why = async {
                 match embedded.as_mut() {
@@ -371,9 +434,16 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             );
         }
     }
+    // Cluster mode: hand this host's operators over first (the engine
+    // stops them, gives their records back and deletes the heartbeat, so
+    // peers start them without waiting for the lease to run out).
+    if let Some(c) = cluster {
+        c.leave().await;
+    }
     // The API keeps answering (status shows `stopping`) until every
     // operator is down; then the daemon's own tasks end.
     supervisor.shutdown().await;
+    shutdown_early.cancel();
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     bus.close().await;
@@ -407,6 +477,29 @@ async fn ensure_stream(bus: &Bus, config: &Config) -> Option<String> {
         Err(e) => {
             tracing::error!(error = %e, "durable stream unavailable: `switchboard logs` shows only the last lines in memory and operators granted `stream` cannot read it");
             None
+        }
+    }
+}
+
+/// Cluster mode: create or update the durable stream once JetStream
+/// answers (the cluster formed), retrying every few seconds; one line
+/// when done, one when it keeps failing.
+async fn ensure_stream_when_ready(bus: Bus, config: Config, stop: CancellationToken) {
+    let spec = config.stream.spec();
+    for attempt in 1u32.. {
+        match bus.ensure_stream(&spec).await {
+            Ok(done) => {
+                tracing::info!(stream = %config.stream.name, outcome = ?done, "durable stream ready");
+                return;
+            }
+            Err(e) if attempt % 10 == 0 => {
+                tracing::warn!(error = %e, "durable stream not ready yet (the cluster has no JetStream quorum?); retrying")
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
         }
     }
 }

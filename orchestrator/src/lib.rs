@@ -10,12 +10,15 @@
 //! start-up and SIGHUP alike); [`api`] is the NATS request/reply
 //! API the CLI talks to; [`access`] gives each operator its own NATS user
 //! and server-enforced permissions; [`sandbox`] gives each operator's
-//! process its own bubblewrap sandbox.
+//! process its own bubblewrap sandbox; [`cluster`] (cluster mode) runs
+//! what the cluster engine gives this host instead of its manifests
+//! directory.
 
 pub mod access;
 pub mod api;
 pub mod backoff;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod conformance;
 pub mod daemon;

@@ -447,6 +447,11 @@ fn full_manifest_round_trips_to_the_expected_struct() {
         sandbox: SandboxKind::None,
         sandbox_binds: vec![dir.join("data"), "/srv/shared".into()],
         sandbox_binds_rw: vec![dir.join("out")],
+        placement: switchboard_cluster::PlacementSpec {
+            hosts: ["alpha".to_owned(), "beta".to_owned()].into(),
+            labels: ["eu".to_owned()].into(),
+            spread: Some("irc".into()),
+        },
     };
     assert_eq!(m, expected);
     // The one grant NATS cannot express is widened, and said so.
@@ -1003,4 +1008,96 @@ fn listening_outside_the_subscribe_grants_is_warned_about() {
     assert!(out.status.success(), "{text}");
     assert_eq!(text.matches("warning: ").count(), 2, "{text}");
     assert!(text.contains("4 operator manifest(s) OK"), "{text}");
+}
+
+#[test]
+fn config_cluster_table_is_typed_and_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("switchboard.toml");
+    let good = "[cluster]\nhost = \"alpha\"\nlabels = [\"eu\"]\nlisten = \"127.0.0.1:6222\"\n\
+                peers = [\"127.0.0.2:6222\", \"127.0.0.3:6222\"]\n";
+    std::fs::write(&path, good).expect("write");
+    let config = Config::load_with_env(Some(&path), Vec::new()).expect("valid cluster");
+    let cluster = config.cluster.expect("[cluster] read");
+    assert_eq!(cluster.host, "alpha");
+    assert_eq!(cluster.peers.len(), 2);
+
+    let refused = |text: &str, words: &[&str]| {
+        std::fs::write(&path, text).expect("write");
+        let err = Config::load_with_env(Some(&path), Vec::new()).expect_err(text);
+        let message = err.to_string();
+        for w in words {
+            assert!(message.contains(w), "{w:?} not in: {message}");
+        }
+    };
+    refused(
+        &good.replace("peers =", "peer ="),
+        &["unknown key `cluster.peer`", "peers"],
+    );
+    refused(
+        &good.replace(", \"127.0.0.3:6222\"", ""),
+        &["at least 2", "route addresses"],
+    );
+    refused(
+        &good.replace("127.0.0.1:6222", "10.0.0.1:6222"),
+        &["`cluster.listen` is not a loopback address", "127.0.0.x"],
+    );
+    refused(
+        &good.replace("127.0.0.3:6222", "beta.example:6222"),
+        &["`cluster.peers` lists `beta.example:6222`"],
+    );
+    refused(
+        &format!("{good}[nats]\nurl = \"nats://127.0.0.1:4222\"\n"),
+        &["`cluster` with `nats.url` is not supported yet"],
+    );
+    refused(
+        &format!("{good}[nats.embedded]\njetstream = false\n"),
+        &["`nats.embedded.jetstream` is false"],
+    );
+}
+
+#[test]
+fn placement_is_checked_and_refused_without_a_cluster() {
+    let bad = |text: &str, words: &str| {
+        let problems = parse_manifest(Path::new("p.toml"), text).expect_err(text);
+        let all: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert!(
+            all.iter().any(|p| p.contains(words)),
+            "{words:?} not in {all:?}"
+        );
+    };
+    let base = "id = \"p\"\ncommand = \"true\"\n";
+    bad(
+        &format!("{base}[placement]\nhost = [\"a\"]\n"),
+        "unknown field `host`",
+    );
+    bad(
+        &format!("{base}[placement]\nlabels = [\"e u\"]\n"),
+        "`e u` is not a valid",
+    );
+    bad(&format!("{base}placement = 3\n"), "placement");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("p.toml"),
+        format!("{base}[placement]\nspread = \"irc\"\n"),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("q.toml"),
+        "id = \"q\"\ncommand = \"true\"\n",
+    )
+    .expect("write");
+    let mut report = load_dir(dir.path());
+    assert!(report.is_clean(), "{:?}", report.problems);
+    report.refuse_placement();
+    assert_eq!(report.manifests.len(), 1);
+    assert_eq!(report.manifests[0].id.as_str(), "q");
+    assert!(
+        report.problems[0]
+            .message
+            .contains("only means something in cluster mode"),
+        "{:?}",
+        report.problems
+    );
 }

@@ -19,6 +19,12 @@ pub mod methods {
     pub const CTL: &str = "ctl";
     /// [`super::LogsRequest`] -> [`super::LogsReply`].
     pub const LOGS: &str = "logs";
+    /// Cluster mode: [`super::ApplyRequest`] -> [`super::ApplyReply`].
+    pub const APPLY: &str = "apply";
+    /// Cluster mode: [`super::DrainRequest`] -> [`super::DrainReply`].
+    pub const DRAIN: &str = "drain";
+    /// Cluster mode: [`super::DrainRequest`] -> [`super::DrainReply`].
+    pub const UNDRAIN: &str = "undrain";
 }
 
 /// Where an operator is in its supervised life, as the orchestrator sees
@@ -90,6 +96,10 @@ pub struct OperatorEvent {
     pub reason: Option<String>,
     /// When.
     pub timestamp: Timestamp,
+    /// In cluster mode, the host whose daemon runs it (absent on a
+    /// single host): every host's events share one bus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 fn is_zero_u64(n: &u64) -> bool {
@@ -220,6 +230,104 @@ pub struct StatusReply {
     /// `rss_bytes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_seconds: Option<f64>,
+    /// In cluster mode: the hosts, and which host runs each operator of
+    /// the cluster's desired state. [`StatusReply::operators`] stays this
+    /// host's own operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// The cluster as one host sees it (a part of [`StatusReply`]), read from
+/// the cluster's buckets when status is asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The host answering.
+    pub host: String,
+    /// The desired state's revision (absent before the first apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+    /// The revision this host's manifests directory is based on (the
+    /// last it wrote, or the one it found at start equal to its
+    /// directory): what `apply` and SIGHUP here are based on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub based_on: Option<u64>,
+    /// Every host with a heartbeat record, by name.
+    pub hosts: Vec<ClusterHost>,
+    /// Every operator of the desired state, by id, and where it runs.
+    pub operators: Vec<ClusterPlacement>,
+    /// Why the figures are missing or partial (the buckets did not
+    /// answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One host of [`ClusterStatus`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterHost {
+    /// Its name (`[cluster] host`).
+    pub name: String,
+    /// Heartbeating (false: left, or declared gone by a peer).
+    pub alive: bool,
+    /// Drained: placement gives it nothing.
+    pub drained: bool,
+    /// Its labels.
+    #[serde(default)]
+    pub labels: Vec<String>,
+}
+
+/// One operator of [`ClusterStatus`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterPlacement {
+    /// The operator.
+    pub id: String,
+    /// The host that owns it now (a live host's ownership record); absent
+    /// while nobody does (being moved, or no eligible host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// Body of `sb.api.apply` (cluster mode): replace the cluster's desired
+/// state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    /// The new desired state: `{"operators": {"<id>": {"manifest":
+    /// "<TOML text>", "placement": {...}}}}` (switchboard-cluster's
+    /// `DesiredSet`). The daemon validates every manifest before writing.
+    pub set: Value,
+    /// The revision this edit is based on; absent: the revision the
+    /// answering host's directory is based on. Refused as stale when the
+    /// desired state has moved on since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub based_on: Option<u64>,
+}
+
+/// Answer to `sb.api.apply`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyReply {
+    /// The new revision, when written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+    /// When refused as stale: the revision that is there now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<u64>,
+    /// Why it was not written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Body of `sb.api.drain` and `sb.api.undrain` (cluster mode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainRequest {
+    /// The host (`[cluster] host` of any host of the cluster).
+    pub host: String,
+}
+
+/// Answer to `sb.api.drain` and `sb.api.undrain`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainReply {
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// How full the durable stream is (a part of [`StatusReply`]).

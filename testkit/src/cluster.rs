@@ -330,8 +330,15 @@ impl Drop for ClusterNode {
     }
 }
 
-/// `n` distinct free loopback ports.
-fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+/// `n` distinct free loopback ports (bound at once, then let go: a
+/// small race with other processes, acceptable in tests). For listeners
+/// whose port must be known before anything starts, such as cluster
+/// routes.
+///
+/// # Errors
+///
+/// When the ports cannot be bound.
+pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
     let listeners = (0..n)
         .map(|_| std::net::TcpListener::bind(("127.0.0.1", 0)))
         .collect::<std::io::Result<Vec<_>>>()?;

@@ -79,6 +79,26 @@ pub enum Command {
     Pub(PubArgs),
     /// Chat on the bus from this terminal (a `console` protocol room).
     Chat(ChatArgs),
+    /// Cluster mode: make a manifests directory the whole cluster's
+    /// desired state, from any host.
+    ///
+    /// Every manifest is checked first (as `validate` does); then the
+    /// set is written by compare-and-set on a revision: `--based-on`, or
+    /// the one this host's directory is based on (the last revision this
+    /// host wrote, or the one it found at start equal to its directory;
+    /// `status` shows it). If another host applied since, nothing is
+    /// written and the command fails naming the revision that won: look
+    /// at it (`switchboard status`), then apply again with `--based-on`
+    /// that revision. An empty directory removes every operator. Prints
+    /// the new revision.
+    Apply(ApplyArgs),
+    /// Cluster mode: move every operator off a host (each one stops there,
+    /// then starts on another eligible host) and place nothing on it
+    /// until `undrain`.
+    Drain(DrainArgs),
+    /// Cluster mode: let a drained host run operators again (placement
+    /// gives it its share back, one hand-over at a time).
+    Undrain(DrainArgs),
     /// Check manifests and print every problem as `file:line: what`.
     Validate(ValidateArgs),
     /// Check an operator against docs/PROTOCOL.md: run it under a
@@ -103,6 +123,28 @@ pub struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The arguments of `switchboard apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The manifests directory to apply (every `*.toml` in it; an
+    /// operator missing from it is removed from the cluster).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Replace the desired state only if its revision is still this one
+    /// (default: the revision this host's directory is based on).
+    #[arg(long, value_name = "REVISION")]
+    pub based_on: Option<u64>,
+}
+
+/// The arguments of `switchboard drain` and `undrain`.
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// The host's name (its `[cluster] host`; `switchboard status` lists
+    /// them).
+    #[arg(value_name = "HOST")]
+    pub host: String,
 }
 
 /// The arguments of `switchboard ctl`.

@@ -38,7 +38,7 @@ pub(super) fn validate(config_path: Option<&Path>, args: ValidateArgs) -> anyhow
     };
     // One file is checked alone (no duplicate-id check across a
     // directory); anything else is read as the manifests directory.
-    let report = if dir.is_file() {
+    let mut report = if dir.is_file() {
         match crate::manifest::load_file(&dir) {
             Ok(m) => crate::manifest::LoadReport {
                 manifests: vec![m],
@@ -52,6 +52,20 @@ pub(super) fn validate(config_path: Option<&Path>, args: ValidateArgs) -> anyhow
     } else {
         crate::manifest::load_dir(&dir)
     };
+    // The daemon's own config (`[cluster]` among it), checked as `run`
+    // would; it also says whether `[placement]` means anything here.
+    let mut config_problems = 0;
+    let config = match Config::load(config_path) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            println!("{e}");
+            config_problems += 1;
+            None
+        }
+    };
+    if config.as_ref().is_some_and(|c| c.cluster.is_none()) {
+        report.refuse_placement();
+    }
     for p in &report.problems {
         println!("{p}");
     }
@@ -64,7 +78,6 @@ pub(super) fn validate(config_path: Option<&Path>, args: ValidateArgs) -> anyhow
         }
     }
     // Which sandbox each operator gets on this host.
-    let config = Config::load(config_path).ok();
     let sandboxing = config.as_ref().map(|c| {
         crate::sandbox::Sandboxing::probe(
             &crate::sandbox::SandboxConfig {
@@ -89,7 +102,7 @@ pub(super) fn validate(config_path: Option<&Path>, args: ValidateArgs) -> anyhow
             }
         }
     }
-    if report.problems.is_empty() && bad_binds == 0 {
+    if report.problems.is_empty() && bad_binds == 0 && config_problems == 0 {
         println!(
             "{}: {} operator manifest(s) OK",
             dir.display(),
@@ -97,7 +110,10 @@ pub(super) fn validate(config_path: Option<&Path>, args: ValidateArgs) -> anyhow
         );
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("{} problem(s) found", report.problems.len() + bad_binds);
+        eprintln!(
+            "{} problem(s) found",
+            report.problems.len() + bad_binds + config_problems
+        );
         Ok(ExitCode::FAILURE)
     }
 }

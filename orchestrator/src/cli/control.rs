@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 use switchboard_proto::api::{
-    methods, CtlReply, CtlRequest, OperatorStatus, StatusReply, StatusRequest,
+    methods, ClusterStatus, CtlReply, CtlRequest, OperatorStatus, StatusReply, StatusRequest,
 };
 use switchboard_proto::Verb;
 
@@ -91,7 +91,9 @@ pub(super) async fn ctl(client: &Client, args: CtlArgs) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-/// The `status` table.
+/// The `status` table. In cluster mode it has a HOST column and lists
+/// every operator of the cluster: this host's with their details, the
+/// others with the host that runs them.
 pub fn status_table(status: &StatusReply) -> String {
     let mut out = format!(
         "switchboard {} (pid {}, up {}), nats {}{}\n",
@@ -105,30 +107,82 @@ pub fn status_table(status: &StatusReply) -> String {
             ""
         }
     );
+    let cluster = status.cluster.as_ref();
+    if let Some(c) = cluster {
+        out.push_str(&cluster_lines(c));
+    }
+    let host_col = |host: &str| match cluster {
+        Some(_) => format!("{host:<12} "),
+        None => String::new(),
+    };
     out.push_str(&format!(
-        "{:<24} {:<9} {:>8} {:>9} {:>8} {:>9} {:<7}  {}\n",
-        "ID", "STATE", "PID", "UPTIME", "RESTARTS", "HEARTBEAT", "SANDBOX", "NOTE"
+        "{:<24} {}{:<9} {:>8} {:>9} {:>8} {:>9} {:<7}  {}\n",
+        "ID",
+        host_col("HOST"),
+        "STATE",
+        "PID",
+        "UPTIME",
+        "RESTARTS",
+        "HEARTBEAT",
+        "SANDBOX",
+        "NOTE"
     ));
-    for o in &status.operators {
+    // Every id: this host's operators, and in cluster mode the others.
+    let mut rows: std::collections::BTreeMap<&str, Row<'_>> = status
+        .operators
+        .iter()
+        .map(|o| (o.id.as_str(), Row::Here(o)))
+        .collect();
+    if let Some(c) = cluster {
+        for p in &c.operators {
+            rows.entry(p.id.as_str())
+                .or_insert(Row::Elsewhere(p.host.as_deref()));
+        }
+    }
+    let me = cluster.map_or("", |c| c.host.as_str());
+    for (id, row) in &rows {
         let dash = || "-".to_string();
-        let sandbox = match o.sandbox.as_str() {
-            "" => "-",
-            "bwrap" | "none" => o.sandbox.as_str(),
-            _ => "none(!)", // the host cannot sandbox it: the daemon's log says why
-        };
-        out.push_str(&format!(
-            "{:<24} {:<9} {:>8} {:>9} {:>8} {:>9} {:<7}  {}\n",
-            o.id,
-            o.state.as_str(),
-            o.pid.map(|p| p.to_string()).unwrap_or_else(dash),
-            o.uptime_ms.map(human_ms).unwrap_or_else(dash),
-            o.restarts,
-            o.last_heartbeat_ms
-                .map(|ms| format!("{} ago", human_ms(ms)))
-                .unwrap_or_else(dash),
-            sandbox,
-            note(o),
-        ));
+        match row {
+            Row::Here(o) => {
+                let sandbox = match o.sandbox.as_str() {
+                    "" => "-",
+                    "bwrap" | "none" => o.sandbox.as_str(),
+                    _ => "none(!)", // the host cannot sandbox it: the daemon's log says why
+                };
+                out.push_str(&format!(
+                    "{:<24} {}{:<9} {:>8} {:>9} {:>8} {:>9} {:<7}  {}\n",
+                    o.id,
+                    host_col(me),
+                    o.state.as_str(),
+                    o.pid.map(|p| p.to_string()).unwrap_or_else(dash),
+                    o.uptime_ms.map(human_ms).unwrap_or_else(dash),
+                    o.restarts,
+                    o.last_heartbeat_ms
+                        .map(|ms| format!("{} ago", human_ms(ms)))
+                        .unwrap_or_else(dash),
+                    sandbox,
+                    note(o),
+                ));
+            }
+            Row::Elsewhere(host) => {
+                let note = match host {
+                    Some(h) => format!("runs on {h}: `switchboard status` there for details"),
+                    None => "runs nowhere now (being moved, or no eligible host)".to_owned(),
+                };
+                out.push_str(&format!(
+                    "{:<24} {}{:<9} {:>8} {:>9} {:>8} {:>9} {:<7}  {}\n",
+                    id,
+                    host_col(host.unwrap_or("-")),
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    note,
+                ));
+            }
+        }
     }
     if status.log_lines_dropped > 0 || status.events_dropped > 0 {
         out.push_str(&format!(
@@ -137,8 +191,11 @@ pub fn status_table(status: &StatusReply) -> String {
             status.log_lines_dropped, status.events_dropped
         ));
     }
-    if status.operators.is_empty() {
-        out.push_str("(no operators: add manifests to the manifests directory and send SIGHUP)\n");
+    if rows.is_empty() {
+        out.push_str(match cluster {
+            Some(_) => "(no operators: `switchboard apply <dir>` sets the cluster's)\n",
+            None => "(no operators: add manifests to the manifests directory and send SIGHUP)\n",
+        });
     }
     for o in &status.operators {
         for (name, url) in &o.links {
@@ -163,6 +220,51 @@ pub fn status_table(status: &StatusReply) -> String {
                 ));
             }
         }
+    }
+    out
+}
+
+/// One line of the table: an operator of this host, or one the cluster
+/// runs elsewhere (or nowhere, for now).
+enum Row<'a> {
+    Here(&'a OperatorStatus),
+    Elsewhere(Option<&'a str>),
+}
+
+/// The cluster lines above the table: this host, the desired state's
+/// revision, every host and its condition.
+fn cluster_lines(c: &ClusterStatus) -> String {
+    let revision = |r: Option<u64>| r.map_or_else(|| "none".to_owned(), |r| r.to_string());
+    let mut out = format!(
+        "cluster host {}, desired state revision {} (this host's applies are based on {})\n",
+        c.host,
+        revision(c.revision),
+        revision(c.based_on)
+    );
+    let hosts: Vec<String> = c
+        .hosts
+        .iter()
+        .map(|h| {
+            let mut notes = Vec::new();
+            if h.name == c.host {
+                notes.push("here");
+            }
+            if !h.alive {
+                notes.push("gone");
+            }
+            if h.drained {
+                notes.push("drained");
+            }
+            if notes.is_empty() {
+                h.name.clone()
+            } else {
+                format!("{} ({})", h.name, notes.join(", "))
+            }
+        })
+        .collect();
+    out.push_str(&format!("hosts: {}\n", hosts.join(", ")));
+    if let Some(e) = &c.error {
+        out.push_str(&format!("cluster: {e}\n"));
     }
     out
 }
@@ -231,6 +333,7 @@ mod tests {
             events_dropped: 0,
             rss_bytes: None,
             cpu_seconds: None,
+            cluster: None,
             stream: Some(switchboard_proto::api::StreamStatus {
                 name: "SWITCHBOARD".into(),
                 messages: 12,
@@ -265,5 +368,67 @@ mod tests {
             table.contains("7 output line(s) and 0 event(s) not forwarded"),
             "{table}"
         );
+        assert!(!table.contains("HOST"), "{table}");
+
+        let mut clustered = status;
+        clustered.cluster = Some(ClusterStatus {
+            host: "alpha".into(),
+            revision: Some(4),
+            based_on: Some(3),
+            hosts: vec![
+                switchboard_proto::api::ClusterHost {
+                    name: "alpha".into(),
+                    alive: true,
+                    drained: false,
+                    labels: vec![],
+                },
+                switchboard_proto::api::ClusterHost {
+                    name: "beta".into(),
+                    alive: true,
+                    drained: true,
+                    labels: vec![],
+                },
+            ],
+            operators: vec![
+                switchboard_proto::api::ClusterPlacement {
+                    id: "p".into(),
+                    host: Some("alpha".into()),
+                },
+                switchboard_proto::api::ClusterPlacement {
+                    id: "q".into(),
+                    host: Some("gamma".into()),
+                },
+                switchboard_proto::api::ClusterPlacement {
+                    id: "r".into(),
+                    host: None,
+                },
+            ],
+            error: None,
+        });
+        let table = status_table(&clustered);
+        assert!(
+            table.contains("revision 4 (this host's applies are based on 3)"),
+            "{table}"
+        );
+        assert!(
+            table.contains("hosts: alpha (here), beta (drained)"),
+            "{table}"
+        );
+        let line = |id: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(&format!("{id} ")))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(
+            line("p").contains(" alpha ") && line("p").contains("running"),
+            "{table}"
+        );
+        assert!(
+            line("q").contains(" gamma ") && line("q").contains("runs on gamma"),
+            "{table}"
+        );
+        assert!(line("r").contains("runs nowhere now"), "{table}");
     }
 }

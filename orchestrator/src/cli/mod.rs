@@ -3,13 +3,15 @@
 //!
 //! `args` is what clap parses; each command group acts in its own
 //! module: [`run`] dispatches to `checks` (validate, conformance: no
-//! daemon needed), `control` (status, ctl: the daemon's API), `logs`
+//! daemon needed), `control` (status, ctl: the daemon's API), `cluster`
+//! (apply, drain, undrain: cluster mode), `logs`
 //! (logs, replay: what was kept) and `live` (tail, pub, chat: the bus
 //! now), which reach the daemon through `connect` and print with
 //! [`output`].
 
 mod args;
 mod checks;
+mod cluster;
 mod connect;
 mod control;
 mod live;
@@ -22,8 +24,8 @@ use std::process::ExitCode;
 use clap::CommandFactory as _;
 
 pub use args::{
-    ChatArgs, Cli, Command, CompletionsArgs, ConformanceArgs, CtlArgs, LogsArgs, ManArgs, PubArgs,
-    ReplayArgs, StatusArgs, TailArgs, ValidateArgs,
+    ApplyArgs, ChatArgs, Cli, Command, CompletionsArgs, ConformanceArgs, CtlArgs, DrainArgs,
+    LogsArgs, ManArgs, PubArgs, ReplayArgs, StatusArgs, TailArgs, ValidateArgs,
 };
 pub use control::status_table;
 pub use live::{is_internal, names_internal};
@@ -70,6 +72,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status(args) => control::status(&client, args).await,
         Command::Ctl(args) => control::ctl(&client, args).await,
+        Command::Apply(args) => cluster::apply(&client, args).await,
+        Command::Drain(args) => cluster::drain(&client, args, true).await,
+        Command::Undrain(args) => cluster::drain(&client, args, false).await,
         Command::Replay(args) => logs::replay(&client, args).await,
         Command::Logs(args) => logs::logs(&client, args).await,
         Command::Tail(args) => live::tail(&client, args).await,

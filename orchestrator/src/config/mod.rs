@@ -78,6 +78,10 @@ pub struct Config {
     /// whether running without one is fatal.
     #[serde(default)]
     pub sandbox: crate::sandbox::SandboxConfig,
+    /// `[cluster]`: this host is one of several sharing one bus and one
+    /// desired state (docs/cluster.md). Absent: a single host, as before.
+    #[serde(default)]
+    pub cluster: Option<switchboard_cluster::ClusterConfig>,
 }
 
 fn default_manifests() -> PathBuf {
@@ -147,6 +151,7 @@ impl Config {
             log: LogConfig::default(),
             stream: StreamConfig::default(),
             sandbox: crate::sandbox::SandboxConfig::default(),
+            cluster: None,
         };
         config.resolve_paths(dir);
         config

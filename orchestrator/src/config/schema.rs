@@ -21,6 +21,7 @@ use serde::de::{DeserializeOwned, Visitor};
 use super::{Config, EmbeddedNats, LogConfig, NatsConfig, StreamConfig, ENV_PREFIX};
 use crate::manifest::suggest::did_you_mean;
 use crate::sandbox::SandboxConfig;
+use switchboard_cluster::ClusterConfig;
 
 /// Origin string the `config` crate gives environment values.
 pub(super) const ENV_ORIGIN: &str = "the environment";
@@ -56,6 +57,7 @@ pub(super) fn schema() -> Table {
         ("log", Table::of::<LogConfig>(vec![])),
         ("stream", Table::of::<StreamConfig>(vec![])),
         ("sandbox", Table::of::<SandboxConfig>(vec![])),
+        ("cluster", Table::of::<ClusterConfig>(vec![])),
     ])
 }
 
@@ -190,6 +192,8 @@ mod tests {
                 match (child.is_object(), table.table(key)) {
                     (true, Some(inner)) => check(child, inner, &format!("{at}{key}.")),
                     (false, None) => {}
+                    // An optional table (`[cluster]`) absent by default.
+                    (false, Some(_)) if child.is_null() => {}
                     (true, None) => panic!("{at}{key} is a table the schema does not nest"),
                     (false, Some(_)) => panic!("{at}{key} is nested in the schema, not a table"),
                 }
@@ -208,5 +212,6 @@ mod tests {
             "renames apply"
         );
         assert!(fields_of::<EmbeddedNats>().contains(&"max_file_store"));
+        assert!(fields_of::<ClusterConfig>().contains(&"peers"));
     }
 }

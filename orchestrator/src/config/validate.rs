@@ -39,6 +39,7 @@ impl Config {
         self.check_stream(&mut p);
         self.check_auth(&mut p);
         self.check_embedded(&mut p);
+        self.check_cluster(&mut p);
         if self.log.level.trim().is_empty() {
             p.add("log.level", "is empty; use e.g. \"info\"");
         }
@@ -222,6 +223,54 @@ impl Config {
                 "(and the other credentials in [nats]) are for an external server (`nats.url`); \
                  the embedded server makes its own users: remove them or set `nats.url`",
             );
+        }
+    }
+}
+
+impl Config {
+    /// `[cluster]`: the table's own rules, and what cluster mode needs of
+    /// the rest (the embedded server, JetStream, routes kept off the
+    /// network until they can be authenticated).
+    fn check_cluster(&self, p: &mut Problems<'_>) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        if let Err(e) = cluster.validate() {
+            p.lines.push(format!("{}: {e}", p.origin));
+        }
+        if self.nats.url.is_some() {
+            p.add(
+                "cluster",
+                "with `nats.url` is not supported yet: cluster mode clusters the hosts' embedded \
+                 nats-servers (their routes carry the bus and the cluster's buckets); remove \
+                 `nats.url`, or remove [cluster] to run one host on the external server",
+            );
+        }
+        if !self.nats.embedded.jetstream {
+            p.add(
+                "nats.embedded.jetstream",
+                "is false, but [cluster] keeps the desired state and the leases in JetStream; \
+                 set it to true (or remove [cluster])",
+            );
+        }
+        if !cluster.listen.ip().is_loopback() {
+            p.add(
+                "cluster.listen",
+                "is not a loopback address: routes between hosts are not authenticated or \
+                 encrypted yet, so anyone who reaches the port could join the bus; use \
+                 127.0.0.x addresses (several hosts on one machine), or wait for route TLS \
+                 (docs/cluster.md, \"What is still missing\")",
+            );
+        }
+        for peer in &cluster.peers {
+            let host = peer.rsplit_once(':').map_or(peer.as_str(), |(h, _)| h);
+            if !is_loopback(host) {
+                let line = format!(
+                    "lists `{peer}`, which is not a loopback address: routes are not \
+                     authenticated or encrypted yet; use 127.0.0.x addresses"
+                );
+                p.add("cluster.peers", &line);
+            }
         }
     }
 }

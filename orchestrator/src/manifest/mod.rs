@@ -204,6 +204,15 @@ pub struct Manifest {
     /// outside its state dir (a logger's output directory).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sandbox_binds_rw: Vec<PathBuf>,
+    /// Cluster mode: where it may run (`[placement]`: `hosts`, `labels`,
+    /// `spread`; docs/cluster.md). Refused on a single host, where it
+    /// would mean nothing.
+    #[serde(default, skip_serializing_if = "is_default_placement")]
+    pub placement: switchboard_cluster::PlacementSpec,
+}
+
+fn is_default_placement(p: &switchboard_cluster::PlacementSpec) -> bool {
+    *p == switchboard_cluster::PlacementSpec::default()
 }
 
 fn default_publish_grants() -> Vec<String> {
@@ -463,6 +472,7 @@ impl Manifest {
             sandbox: SandboxKind::default(),
             sandbox_binds: Vec::new(),
             sandbox_binds_rw: Vec::new(),
+            placement: switchboard_cluster::PlacementSpec::default(),
         }
     }
 
@@ -520,6 +530,9 @@ impl Manifest {
             sandbox,
             sandbox_binds,
             sandbox_binds_rw,
+            // Where it runs is the cluster engine's business, not the
+            // process's.
+            placement: _,
         } = self;
         // What the process was launched with: only a restart applies it.
         // `heartbeat_interval` is here because the operator learns it from

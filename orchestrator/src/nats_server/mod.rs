@@ -54,6 +54,10 @@ pub struct EmbeddedSettings {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// HTTP monitoring port on `host`; `None`: no monitoring endpoint.
     pub monitor_port: Option<u16>,
+    /// In cluster mode, the `server_name` line and `cluster { ... }`
+    /// block that join this server to its peers
+    /// ([`switchboard_cluster::server_fragment`]), appended as it is.
+    pub cluster: Option<String>,
 }
 
 /// Something the server said that a waiter cares about.
@@ -350,6 +354,9 @@ fn render_config(settings: &EmbeddedSettings, port: u16, users: &Users) -> Strin
             settings.max_memory_store,
         ));
     }
+    if let Some(fragment) = &settings.cluster {
+        conf.push_str(fragment);
+    }
     conf
 }
 
@@ -503,6 +510,7 @@ mod tests {
             runtime_dir: "/r".into(),
             tls: None,
             monitor_port: None,
+            cluster: None,
         };
         let users = Users::default();
         let conf = render_config(&settings, 0, &users);
@@ -517,5 +525,12 @@ mod tests {
         let conf = render_config(&tls, 4222, &users);
         assert!(conf.contains("cert_file: \"/c.pem\""), "{conf}");
         assert!(conf.contains("http: \"127.0.0.1:8222\""), "{conf}");
+        assert!(!conf.contains("cluster"), "{conf}");
+        let clustered = EmbeddedSettings {
+            cluster: Some("server_name: \"a\"\ncluster {}\n".into()),
+            ..tls
+        };
+        let conf = render_config(&clustered, 4222, &users);
+        assert!(conf.ends_with("server_name: \"a\"\ncluster {}\n"), "{conf}");
     }
 }

@@ -70,6 +70,9 @@ pub struct Shared {
     pub exe_dir: Option<PathBuf>,
     /// Whether and how operators are sandboxed here.
     pub sandbox: crate::sandbox::Sandboxing,
+    /// In cluster mode, this host's name: said in every `sb.event.<id>`,
+    /// since every host's events share one bus.
+    pub host: Option<String>,
 }
 
 /// Lifecycle messages routed to an actor.

@@ -43,6 +43,19 @@ pub struct External {
     pub creds_file: Option<PathBuf>,
 }
 
+/// `[cluster]`: the daemon is one host of a cluster (docs/cluster.md).
+#[derive(Debug, Clone, Default)]
+pub struct ClusterTable {
+    /// `host`.
+    pub host: String,
+    /// `labels`.
+    pub labels: Vec<String>,
+    /// `listen`: the route listener, `ip:port`.
+    pub listen: String,
+    /// `peers`: the other hosts' route listeners.
+    pub peers: Vec<String>,
+}
+
 /// Everything a test sets in `switchboard.toml`, plus the manifests it
 /// puts in `operators.d/`. Relative directories (`operators.d`, `state`,
 /// `run`) are inside the daemon's temporary directory.
@@ -67,6 +80,8 @@ pub struct DaemonConfig {
     pub env: Vec<(String, String)>,
     /// Run the daemon as this uid and gid (the test must be root).
     pub run_as: Option<(u32, u32)>,
+    /// `[cluster]`.
+    pub cluster: Option<ClusterTable>,
 }
 
 impl Default for DaemonConfig {
@@ -81,6 +96,7 @@ impl Default for DaemonConfig {
             manifests: Vec::new(),
             env: Vec::new(),
             run_as: None,
+            cluster: None,
         }
     }
 }
@@ -151,6 +167,12 @@ impl DaemonConfig {
     /// `[log] format`.
     pub fn log_format(mut self, format: &str) -> DaemonConfig {
         self.log_format = Some(format.to_owned());
+        self
+    }
+
+    /// `[cluster]`: make the daemon one host of a cluster.
+    pub fn cluster(mut self, table: ClusterTable) -> DaemonConfig {
+        self.cluster = Some(table);
         self
     }
 
@@ -231,6 +253,16 @@ impl DaemonConfig {
                 t.insert("required".into(), Value::Boolean(r));
             }
             root.insert("sandbox".into(), Value::Table(t));
+        }
+        if let Some(c) = &self.cluster {
+            let strings =
+                |v: &[String]| Value::Array(v.iter().cloned().map(Value::String).collect());
+            let mut t = Table::new();
+            t.insert("host".into(), c.host.clone().into());
+            t.insert("labels".into(), strings(&c.labels));
+            t.insert("listen".into(), c.listen.clone().into());
+            t.insert("peers".into(), strings(&c.peers));
+            root.insert("cluster".into(), Value::Table(t));
         }
         if let Some(f) = &self.log_format {
             let mut t = Table::new();

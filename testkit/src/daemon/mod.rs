@@ -30,7 +30,7 @@ use switchboard_proto::api::{
 };
 use switchboard_proto::Verb;
 
-pub use config::{DaemonConfig, Embedded, External, Nats};
+pub use config::{ClusterTable, DaemonConfig, Embedded, External, Nats};
 pub use process::{gone, DaemonProcess};
 /// Whether a process exists and is not a zombie: the conformance kit's,
 /// which judges operators by it in product code this crate cannot serve.
@@ -502,6 +502,13 @@ impl Daemon {
     /// SIGKILL the daemon alone, as a crash would.
     pub async fn kill(&mut self) {
         self.process.kill().await;
+    }
+
+    /// SIGKILL the daemon's whole process group at once (the daemon and
+    /// its nats-server; its operators, in groups of their own, die by
+    /// their parent-death signal): a host lost with everything on it.
+    pub async fn kill_group(&mut self) {
+        self.process.kill_group().await;
     }
 
     /// Start the daemon again on the same directory (config, manifests,

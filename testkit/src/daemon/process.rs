@@ -185,6 +185,17 @@ impl DaemonProcess {
     }
 }
 
+impl DaemonProcess {
+    /// SIGKILL the daemon's process group (the daemon and its
+    /// nats-server) in one signal, and reap the daemon.
+    pub async fn kill_group(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+            let _ = child.wait().await;
+        }
+    }
+}
+
 impl Drop for DaemonProcess {
     fn drop(&mut self) {
         if std::thread::panicking() {

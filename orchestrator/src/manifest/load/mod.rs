@@ -67,6 +67,29 @@ impl LoadReport {
     pub fn is_clean(&self) -> bool {
         self.problems.is_empty()
     }
+
+    /// On a single host (no `[cluster]` in switchboard.toml) a
+    /// `[placement]` table would be read and then mean nothing: each
+    /// manifest with one becomes a problem instead of an operator.
+    pub fn refuse_placement(&mut self) {
+        let (keep, refused): (Vec<Manifest>, Vec<Manifest>) = std::mem::take(&mut self.manifests)
+            .into_iter()
+            .partition(|m| m.placement == switchboard_cluster::PlacementSpec::default());
+        self.manifests = keep;
+        for m in refused {
+            self.problems.push(Problem {
+                path: m.path.clone(),
+                line: None,
+                column: None,
+                message: format!(
+                    "operator `{}` has a [placement] table, which only means something in \
+                     cluster mode: add [cluster] to switchboard.toml (docs/cluster.md) or remove \
+                     [placement]",
+                    m.id
+                ),
+            });
+        }
+    }
 }
 
 /// Reads every manifest in `dir`: the `*.toml` files, in file-name order,

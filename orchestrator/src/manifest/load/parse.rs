@@ -52,6 +52,7 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "sandbox",
     "sandbox_binds",
     "sandbox_binds_rw",
+    "placement",
 ];
 pub(super) const BACKOFF_KEYS: &[&str] = &["initial", "max", "multiplier", "jitter", "reset_after"];
 pub(super) const CRASH_LOOP_KEYS: &[&str] = &["max_restarts", "window"];
@@ -138,6 +139,7 @@ struct Draft {
     sandbox: Option<SandboxKind>,
     sandbox_binds: Option<Vec<PathBuf>>,
     sandbox_binds_rw: Option<Vec<PathBuf>>,
+    placement: Option<switchboard_cluster::PlacementSpec>,
 }
 
 /// Reads one file's text: every key checked, every problem kept.
@@ -296,6 +298,7 @@ impl Draft {
                 self.sandbox_binds_rw = string_array(ctx, name, value)
                     .map(|v| v.iter().map(|p| resolve(base, p)).collect());
             }
+            "placement" => self.placement = placement_table(ctx, value),
             _ => ctx.unknown_top_key(key),
         }
     }
@@ -375,6 +378,7 @@ impl Draft {
             sandbox,
             sandbox_binds,
             sandbox_binds_rw,
+            placement,
         } = self;
         let (id, command) = (draft_id?, command?);
         let defaults = Manifest::new(id.get_ref().clone(), "");
@@ -408,7 +412,50 @@ impl Draft {
             sandbox: sandbox.unwrap_or(defaults.sandbox),
             sandbox_binds: sandbox_binds.unwrap_or_default(),
             sandbox_binds_rw: sandbox_binds_rw.unwrap_or_default(),
+            placement: placement.unwrap_or_default(),
         })
+    }
+}
+
+/// `[placement]`: the cluster engine's own type, so the keys and their
+/// meaning are defined once; every host and label name must be a valid
+/// name (they are matched against `[cluster] host` and `labels`).
+fn placement_table(
+    ctx: &mut Ctx<'_>,
+    value: &Val<'_>,
+) -> Option<switchboard_cluster::PlacementSpec> {
+    let example =
+        "[placement] followed by hosts = [\"alpha\"], labels = [\"eu\"], spread = \"irc\"";
+    ctx.table("placement", value, example)?;
+    let json = to_json(ctx, "placement", value)?;
+    match serde_json::from_value::<switchboard_cluster::PlacementSpec>(json) {
+        Ok(spec) => {
+            let names = spec
+                .hosts
+                .iter()
+                .chain(&spec.labels)
+                .chain(spec.spread.iter());
+            for name in names {
+                if !switchboard_cluster::config::is_valid_name(name) {
+                    ctx.at(
+                        value.span(),
+                        format!(
+                            "[placement] `{name}` is not a valid host, label or group name: use \
+                             1 to 64 of A-Z, a-z, 0-9, `_` and `-`"
+                        ),
+                    );
+                    return None;
+                }
+            }
+            Some(spec)
+        }
+        Err(e) => {
+            ctx.at(
+                value.span(),
+                format!("[placement]: {e}; the keys are hosts, labels and spread ({example})"),
+            );
+            None
+        }
     }
 }
 
@@ -529,6 +576,7 @@ mod tests {
         m.group = Some("g".into());
         m.sandbox_binds = vec!["b".into()];
         m.sandbox_binds_rw = vec!["w".into()];
+        m.placement.spread = Some("s".into());
         let serde_json::Value::Object(fields) = serde_json::to_value(&m).expect("json") else {
             panic!("a manifest serializes to an object");
         };

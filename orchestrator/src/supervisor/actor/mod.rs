@@ -312,6 +312,7 @@ impl Actor {
             restarts: self.starts.saturating_sub(1),
             reason,
             timestamp: Timestamp::now(),
+            host: self.shared.host.clone(),
         };
         // Never waits for the bus: see `outbox`.
         self.shared
