@@ -260,6 +260,21 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             shutdown_early.clone(),
         ));
     }
+    // Cluster mode: the fence warden, before any operator can start (see
+    // `crate::warden`: what stops this host's operators if this process
+    // is frozen while peers take them over).
+    let warden = match &config.cluster {
+        Some(_) => {
+            let exe = std::env::current_exe()
+                .context("cannot find this program to start the fence warden")?;
+            Some(crate::warden::WardenLink::start(&exe)?)
+        }
+        None => None,
+    };
+    let lease = config
+        .cluster
+        .as_ref()
+        .map(|_| Arc::new(std::sync::OnceLock::new()));
     let supervisor = Arc::new(Supervisor::new(Shared {
         bus: bus.clone(),
         access,
@@ -272,6 +287,8 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             .and_then(|p| p.parent().map(Path::to_path_buf)),
         sandbox,
         host: config.cluster.as_ref().map(|c| c.host.clone()),
+        warden: warden.clone(),
+        lease: lease.clone(),
     }));
     // Every long-lived task of the daemon watches this token and is
     // awaited at shutdown (as in mini-redis): nothing is left running
@@ -304,6 +321,8 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             login,
             Arc::clone(&supervisor),
             config.manifests_dir.clone(),
+            warden.clone(),
+            lease.clone(),
         )
     });
     tasks.spawn(api::serve(
@@ -443,6 +462,9 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     // The API keeps answering (status shows `stopping`) until every
     // operator is down; then the daemon's own tasks end.
     supervisor.shutdown().await;
+    if let Some(warden) = &warden {
+        warden.quit().await;
+    }
     shutdown_early.cancel();
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}

@@ -374,6 +374,157 @@ impl Warden {
     }
 }
 
+/// The daemon's handle on its warden.
+///
+/// Orders go through a channel to one task that owns the process, so a
+/// supervisor actor never waits on it and orders keep their order: a
+/// deadline sent before a start reaches the warden before that start's
+/// `watch`. If the warden dies, the task starts a new one (at most once a
+/// second) and tells it the current deadline and every watched group.
+#[derive(Debug, Clone)]
+pub struct WardenLink {
+    tx: tokio::sync::mpsc::UnboundedSender<Message>,
+}
+
+#[derive(Debug)]
+enum Message {
+    Deadline(Option<Instant>),
+    Watch { id: String, groups: Vec<u32> },
+    Forget { id: String },
+    Quit(tokio::sync::oneshot::Sender<()>),
+}
+
+impl WardenLink {
+    /// Start the warden (`<program> fence-warden`) and the task that
+    /// talks to it. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// When the first warden cannot be started.
+    pub fn start(program: &Path) -> Result<WardenLink, WardenError> {
+        let warden = Warden::spawn(program)?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(keep(warden, program.to_owned(), rx));
+        Ok(WardenLink { tx })
+    }
+
+    /// Every watched group must be gone by `at` (`None`: no deadline).
+    pub fn deadline(&self, at: Option<Instant>) {
+        let _ = self.tx.send(Message::Deadline(at));
+    }
+
+    /// Operator `id` runs as these process groups (replacing what was
+    /// watched for it before).
+    pub fn watch(&self, id: &str, groups: &[u32]) {
+        let _ = self.tx.send(Message::Watch {
+            id: id.to_owned(),
+            groups: groups.to_vec(),
+        });
+    }
+
+    /// Operator `id`'s processes are gone.
+    pub fn forget(&self, id: &str) {
+        let _ = self.tx.send(Message::Forget { id: id.to_owned() });
+    }
+
+    /// A clean shutdown: the warden exits without killing anything.
+    pub async fn quit(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.tx.send(Message::Quit(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+/// The task behind [`WardenLink`].
+async fn keep(
+    warden: Warden,
+    program: std::path::PathBuf,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Message>,
+) {
+    let mut warden = Some(warden);
+    let mut last_spawn = Instant::now();
+    let mut deadline: Option<Instant> = None;
+    let mut watched: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
+    while let Some(message) = rx.recv().await {
+        let orders: Vec<Order> = match message {
+            Message::Deadline(at) => {
+                deadline = at;
+                vec![deadline_order(deadline)]
+            }
+            Message::Watch { id, groups } => {
+                let mut orders: Vec<Order> = watched
+                    .remove(&id)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(Order::Forget)
+                    .collect();
+                orders.extend(groups.iter().map(|g| Order::Watch(*g)));
+                watched.insert(id, groups);
+                orders
+            }
+            Message::Forget { id } => watched
+                .remove(&id)
+                .unwrap_or_default()
+                .into_iter()
+                .map(Order::Forget)
+                .collect(),
+            Message::Quit(done) => {
+                if let Some(w) = warden.take() {
+                    w.quit().await;
+                }
+                let _ = done.send(());
+                return;
+            }
+        };
+        if let Some(w) = warden.as_mut() {
+            let mut gone = None;
+            for order in orders {
+                if let Err(e) = w.send(order).await {
+                    gone = Some(e);
+                    break;
+                }
+            }
+            match gone {
+                None => continue,
+                Some(e) => {
+                    tracing::error!(error = %e, "fence warden lost; starting a new one");
+                    warden = None;
+                }
+            }
+        }
+        // No warden: start one (not more than once a second) and tell it
+        // everything it must know.
+        if last_spawn.elapsed() < Duration::from_secs(1) {
+            continue;
+        }
+        last_spawn = Instant::now();
+        match Warden::spawn(&program) {
+            Ok(mut w) => {
+                let mut replay = vec![deadline_order(deadline)];
+                replay.extend(watched.values().flatten().map(|g| Order::Watch(*g)));
+                let mut ok = true;
+                for order in replay {
+                    ok = ok && w.send(order).await.is_ok();
+                }
+                if ok {
+                    warden = Some(w);
+                }
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "no fence warden: a frozen daemon would leave its operators running"
+            ),
+        }
+    }
+    // Every link dropped without `quit`: dropping the warden closes its
+    // stdin, and it ends what it watches.
+}
+
+fn deadline_order(at: Option<Instant>) -> Order {
+    at.map_or(Order::Clear, |at| Order::Deadline(monotonic_of(at)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

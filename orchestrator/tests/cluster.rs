@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{gone, pingbot_manifest, Daemon, DaemonConfig};
 use futures::StreamExt;
+use switchboard_orchestrator::conformance::harness::alive;
 use switchboard_proto::api::{OperatorEvent, SupervisedState};
 use switchboard_testkit::cluster::free_ports;
 use switchboard_testkit::daemon::ClusterTable;
@@ -30,6 +31,11 @@ const OPS: usize = 5;
 const FAILOVER: Duration = Duration::from_secs(10);
 /// Time for the cluster to form, elect, register and place.
 const SETTLE: Duration = Duration::from_secs(40);
+/// By when a frozen daemon's fence warden has killed its operators: the
+/// lease deadline (`FENCE_AFTER` + `STOP_BUDGET` = 2.5 s after the last
+/// acknowledged renewal, which was sent before the freeze) plus the
+/// warden's check and slack for a loaded machine.
+const FENCE_BOUND: Duration = Duration::from_millis(3500);
 
 fn ids(n: usize) -> Vec<String> {
     (0..n).map(|k| format!("ping-{k}")).collect()
@@ -157,9 +163,10 @@ impl History {
     }
 
     /// No id active (spawned and not yet exited) on two hosts at once.
-    /// `killed`: a host lost at that instant (unix nanos), whose
-    /// operators died with it and never said so.
-    fn check(&self, killed: Option<(&str, i128)>) -> usize {
+    /// `killed`: hosts whose operators died at that instant (unix nanos)
+    /// without their daemon saying so (a SIGKILLed host; a frozen daemon
+    /// whose fence warden killed them).
+    fn check(&self, killed: &[(&str, i128)]) -> usize {
         let events = self.0.lock().expect("history").events.clone();
         let mut by_id: BTreeMap<String, Vec<(i128, String, bool)>> = BTreeMap::new();
         for e in &events {
@@ -167,21 +174,24 @@ impl History {
                 .host
                 .clone()
                 .expect("every event names its host in cluster mode");
-            let active = matches!(
-                e.state,
-                SupervisedState::Starting
-                    | SupervisedState::Running
-                    | SupervisedState::Halted
-                    | SupervisedState::Stopping
-            );
+            // `stopping` starts nothing: it continues what was active
+            // (and a daemon back from a freeze may say it of a process
+            // that is already dead).
+            let active = match e.state {
+                SupervisedState::Starting | SupervisedState::Running | SupervisedState::Halted => {
+                    true
+                }
+                SupervisedState::Stopping => continue,
+                _ => false,
+            };
             by_id
                 .entry(e.id.clone())
                 .or_default()
                 .push((e.timestamp.unix_nanos(), host, active));
         }
-        if let Some((host, at)) = killed {
+        for (host, at) in killed {
             for marks in by_id.values_mut() {
-                marks.push((at, host.to_owned(), false));
+                marks.push((*at, (*host).to_owned(), false));
             }
         }
         for (id, marks) in &mut by_id {
@@ -559,10 +569,80 @@ async fn three_daemons_run_each_operator_once_drain_refuse_stale_and_take_over()
         "failover took {failover:?}, more than {FAILOVER:?}"
     );
 
+    // Freeze a daemon (SIGSTOP of the daemon alone: its server and its
+    // operators run on). It cannot fence; its fence warden kills its
+    // operators by the lease deadline (the last renewal + FENCE_AFTER +
+    // STOP_BUDGET), before the other host may take them over (the last
+    // renewal + LEASE_TTL).
+    let frozen = (0..3)
+        .find(|&i| i != victim && after.values().any(|h| h == HOSTS[i]))
+        .expect("a live host running operators");
+    let fd = daemons[frozen].as_ref().expect("frozen");
+    let frozen_pids: Vec<u32> = fd
+        .status()
+        .await
+        .operators
+        .iter()
+        .filter_map(|o| o.pid)
+        .collect();
+    assert!(!frozen_pids.is_empty());
+    let froze = Instant::now();
+    fd.signal(nix::sys::signal::Signal::SIGSTOP);
+    let dead_at = loop {
+        if frozen_pids.iter().all(|pid| !alive(*pid)) {
+            break switchboard_proto::Timestamp::now().unix_nanos();
+        }
+        assert!(
+            froze.elapsed() < FENCE_BOUND + Duration::from_secs(5),
+            "the frozen daemon's operators still run after {:?}: no fence warden?",
+            froze.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let killed_after = froze.elapsed();
+    let (taken, took) = settle(
+        &daemons_but(&daemons, frozen),
+        &ids(OPS + 1),
+        FAILOVER + Duration::from_secs(5),
+        "frozen daemon",
+        |_| true,
+    )
+    .await;
+    let takeover = froze.elapsed();
+    println!(
+        "SIGSTOP of {}'s daemon: its operators killed by its fence warden after \
+         {killed_after:?}, running on the other host after {takeover:?} (last poll {took:?}): \
+         {taken:?}",
+        HOSTS[frozen]
+    );
+    assert!(
+        killed_after < FENCE_BOUND,
+        "the warden killed the frozen daemon's operators after {killed_after:?}, more than {FENCE_BOUND:?}"
+    );
+    assert!(
+        takeover < FAILOVER,
+        "takeover from a frozen daemon took {takeover:?}"
+    );
+    // Thawed, it finds itself declared gone, registers anew and gets a
+    // share back; no crash restart of its own runs beside the other host.
+    fd.signal(nix::sys::signal::Signal::SIGCONT);
+    let (_, took) = settle(
+        &live(&daemons),
+        &ids(OPS + 1),
+        SETTLE,
+        "thawed daemon back",
+        |r| r.values().any(|h| h[0] == HOSTS[frozen]),
+    )
+    .await;
+    println!(
+        "{} thawed: running its share again after {took:?}",
+        HOSTS[frozen]
+    );
+
     // The history: every host's start/stop events, never an id on two
     // hosts at once.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let n = history.check(Some((HOSTS[victim], killed_at)));
+    let n = history.check(&[(HOSTS[victim], killed_at), (HOSTS[frozen], dead_at)]);
     println!(
         "history: {n} lifecycle events checked ({}); whole test {:?}",
         history.summary(),
@@ -593,5 +673,5 @@ fn the_history_check_sees_an_overlap() {
         h.events.push(event("h1", SupervisedState::Starting, 2_000));
         h.events.push(event("h0", SupervisedState::Exited, 3_000));
     }
-    history.check(None);
+    history.check(&[]);
 }

@@ -95,6 +95,36 @@ pub enum StopReason {
     Shutdown,
 }
 
+/// Reads an engine's [`Engine::must_be_gone_by`]; cheap to clone, valid
+/// as long as the engine runs (afterwards it keeps the last value).
+#[derive(Clone)]
+pub struct Deadline(Arc<Mutex<Shared>>);
+
+impl Deadline {
+    /// See [`Engine::must_be_gone_by`].
+    pub fn must_be_gone_by(&self) -> Option<std::time::Instant> {
+        lock(&self.0).validity.fence_at().map(|f| f + STOP_BUDGET)
+    }
+
+    /// Whether this host may start an operator now: not fenced, and its
+    /// last acknowledged renewal still valid. The caller's restarts of a
+    /// crashed operator ask this first: after a freeze or a lost lease
+    /// the engine's stop may not have been carried out yet, and a
+    /// restart then would run beside the peer that took it over.
+    pub fn may_start(&self) -> bool {
+        let s = lock(&self.0);
+        !s.fenced && s.validity.valid(Instant::now())
+    }
+}
+
+impl std::fmt::Debug for Deadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Deadline")
+            .field(&self.must_be_gone_by())
+            .finish()
+    }
+}
+
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -304,10 +334,14 @@ impl Engine {
     /// fence warden enforces when the daemon itself cannot (frozen).
     /// `None` before the first acknowledged renewal (nothing runs then).
     pub fn must_be_gone_by(&self) -> Option<std::time::Instant> {
-        lock(&self.shared)
-            .validity
-            .fence_at()
-            .map(|f| f + STOP_BUDGET)
+        self.deadline().must_be_gone_by()
+    }
+
+    /// A handle that reads [`Engine::must_be_gone_by`] without the
+    /// engine, for a task that feeds the deadline on while the engine's
+    /// owner is busy.
+    pub fn deadline(&self) -> Deadline {
+        Deadline(Arc::clone(&self.shared))
     }
 
     /// Whether the host is fenced (registered nowhere, or its heartbeat

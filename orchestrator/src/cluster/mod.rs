@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use switchboard_cluster::{
-    ApplyError, BucketError, Buckets, ClusterConfig, DesiredSet, DesiredStore, Engine,
+    ApplyError, BucketError, Buckets, ClusterConfig, Deadline, DesiredSet, DesiredStore, Engine,
     EngineOptions, Event,
 };
 use switchboard_proto::api::ClusterStatus;
@@ -53,6 +53,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::manifest::Manifest;
 use crate::supervisor::Supervisor;
+use crate::warden::WardenLink;
 
 pub use desired::{check_set, manifest_of, nominal_path, set_from_dir, MAX_STOP_GRACE};
 pub use forward::{forward_ctl, forward_logs};
@@ -444,6 +445,8 @@ impl Cluster {
         login: Login,
         supervisor: Arc<Supervisor>,
         manifests_dir: PathBuf,
+        warden: Option<WardenLink>,
+        lease: Option<Arc<OnceLock<Deadline>>>,
     ) -> Cluster {
         let state = Arc::new(ClusterState {
             host: config.host.clone(),
@@ -463,6 +466,9 @@ impl Cluster {
             login,
             supervisor,
             running: BTreeMap::new(),
+            warden,
+            deadline: None,
+            lease,
         };
         let task = tokio::spawn(host.run(manifests_dir, reloads, leave.clone()));
         Cluster {
@@ -500,6 +506,12 @@ struct Host {
     /// What the engine told this host to run: the manifest text it came
     /// as, and the manifest loaded from it.
     running: BTreeMap<String, (String, Manifest)>,
+    /// The fence warden, told the lease deadline (see `crate::warden`).
+    warden: Option<WardenLink>,
+    /// The engine's deadline, once joined.
+    deadline: Option<Deadline>,
+    /// Where the supervisor reads the lease (set once joined).
+    lease: Option<Arc<OnceLock<Deadline>>>,
 }
 
 impl Host {
@@ -514,6 +526,14 @@ impl Host {
         };
         let buckets = engine.buckets().clone();
         let _ = self.state.buckets.set(buckets.clone());
+        self.deadline = Some(engine.deadline());
+        if let Some(lease) = &self.lease {
+            let _ = lease.set(engine.deadline());
+        }
+        let feed = self
+            .warden
+            .clone()
+            .map(|w| tokio::spawn(feed_deadline(engine.deadline(), w)));
         let state = Arc::clone(&self.state);
         tokio::spawn(async move { state.initial(&dir).await });
         let (desired_tx, mut desired) = mpsc::unbounded_channel();
@@ -539,6 +559,9 @@ impl Host {
             }
         }
         watcher.abort();
+        if let Some(feed) = feed {
+            feed.abort();
+        }
         tracing::info!("cluster: leaving (handing this host's operators over)");
         let shutdown = engine.shutdown();
         tokio::pin!(shutdown);
@@ -612,6 +635,12 @@ impl Host {
                     stopped.insert(id);
                 }
                 Event::Start { id, manifest } => {
+                    // The warden learns the deadline this start is
+                    // covered by before the operator's `watch` (one
+                    // channel, in order), never a stale one.
+                    if let (Some(w), Some(d)) = (&self.warden, &self.deadline) {
+                        w.deadline(d.must_be_gone_by());
+                    }
                     if stopped.contains(&id) {
                         self.sync().await;
                         stopped.clear();
@@ -683,6 +712,22 @@ impl Host {
             self.running.insert(id, (text, m));
         }
         self.sync().await;
+    }
+}
+
+/// Tell the warden every new lease deadline: a task of its own, so the
+/// deadline moves on while the event task waits on a stop.
+async fn feed_deadline(deadline: Deadline, warden: WardenLink) {
+    let mut last = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let now = deadline.must_be_gone_by();
+        if now != last {
+            warden.deadline(now);
+            last = now;
+        }
     }
 }
 

@@ -73,6 +73,13 @@ pub struct Shared {
     /// In cluster mode, this host's name: said in every `sb.event.<id>`,
     /// since every host's events share one bus.
     pub host: Option<String>,
+    /// In cluster mode, the fence warden that kills this host's
+    /// operators if the daemon cannot fence them itself (`crate::warden`):
+    /// every operator's process groups are reported to it.
+    pub warden: Option<crate::warden::WardenLink>,
+    /// In cluster mode, the engine's lease (set once it has joined): no
+    /// operator process starts here while it is not valid.
+    pub lease: Option<Arc<std::sync::OnceLock<switchboard_cluster::Deadline>>>,
 }
 
 /// Lifecycle messages routed to an actor.

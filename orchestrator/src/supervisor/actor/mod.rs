@@ -321,6 +321,19 @@ impl Actor {
     }
 
     async fn start(&mut self) {
+        if let Some(lease) = &self.shared.lease {
+            if !lease.get().is_some_and(|l| l.may_start()) {
+                // The engine's stop follows; until then nothing starts
+                // (a crash restart here could run beside the host that
+                // took the operator over).
+                let reason =
+                    "not started: this host's cluster lease has lapsed (fenced)".to_owned();
+                tracing::warn!(operator = %self.id, "{reason}");
+                self.after_failure(reason.clone(), reason, Duration::ZERO)
+                    .await;
+                return;
+            }
+        }
         let config = match self.effective_config() {
             Ok(c) => c,
             Err(e) => {
@@ -371,6 +384,15 @@ impl Actor {
             Ok(proc) => {
                 tracing::debug!(operator = %self.id, pid = proc.pid, sandboxed = proc.sandbox_init.is_some(), "spawned");
                 crate::leftovers::record(&self.shared.state_dir, self.id.as_str(), proc.leader);
+                if let Some(warden) = &self.shared.warden {
+                    // The leader's group (bwrap's monitor in a sandbox) and
+                    // the operator's (the sandbox init's, whose death ends
+                    // its pid namespace).
+                    let mut groups = vec![proc.leader, proc.group];
+                    groups.dedup();
+                    groups.retain(|g| *g > 1);
+                    warden.watch(self.id.as_str(), &groups);
+                }
                 self.proc = Some(proc);
                 self.last_seen = None;
                 self.grace_until = None;
@@ -581,6 +603,9 @@ impl Actor {
     /// process, see `state_change`, or is replaced by the next start.)
     async fn after_process(&self) {
         crate::leftovers::forget(&self.shared.state_dir, self.id.as_str());
+        if let Some(warden) = &self.shared.warden {
+            warden.forget(self.id.as_str());
+        }
         let _ = std::fs::remove_dir_all(self.operator_dirs().scratch);
     }
 
