@@ -73,6 +73,7 @@ pub async fn run(url: &str, logger: &Path, settings: Settings) -> anyhow::Result
         max_bytes: 2 << 30,
         duplicate_window: Duration::from_secs(120),
         max_message_bytes: 0,
+        replicas: 1,
     })
     .await
     .context("the durable stream (nats-server with JetStream)")?;

@@ -27,6 +27,7 @@
 //! benchmark itself could not run.
 
 mod bus_report;
+mod cluster;
 mod cost;
 mod cpu;
 mod daemon;
@@ -81,6 +82,16 @@ struct Args {
     #[arg(long, value_name = "N")]
     pings: Option<usize>,
 
+    /// Whole-host SIGKILLs in the cluster failover series [default: 20;
+    /// 5 with --quick].
+    #[arg(long, value_name = "N")]
+    host_kills: Option<usize>,
+
+    /// Operators placed at once on the 3-host cluster [default: 300; 60
+    /// with --quick].
+    #[arg(long, value_name = "N")]
+    operators: Option<usize>,
+
     /// Samples per latency run [default: 20000; 3000 with --quick].
     #[arg(long, value_name = "N")]
     latency_messages: Option<u64>,
@@ -132,6 +143,9 @@ enum Half {
     /// A person's `!ping` on IRC answered through the daemon, beside the
     /// same round trip between two raw IRC clients.
     Irc,
+    /// Three daemons in cluster mode: failover after host kills,
+    /// placement of many operators, lease traffic.
+    Cluster,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -156,7 +170,9 @@ fn main() -> anyhow::Result<()> {
         Some(Half::Durable) => (false, true, false, false),
         Some(Half::Supervision) => (false, false, true, false),
         Some(Half::Irc) => (false, false, false, true),
+        Some(Half::Cluster) => (false, false, false, false),
     };
+    let cluster = matches!(args.only, None | Some(Half::Cluster));
     println!(
         "switchboard bench: {}",
         match (bus, durable, supervision, irc) {
@@ -164,6 +180,7 @@ fn main() -> anyhow::Result<()> {
             (true, _, false, _) => "bus vs raw async-nats, same run, same server",
             (false, true, false, _) => "stream + logger to disk vs the core bus, same run, same server",
             (false, false, false, true) => "a person's IRC !ping through the daemon vs the same round trip between raw IRC clients, same ngircd",
+            (false, false, false, false) => "three daemons in cluster mode: failover, placement, lease traffic",
             _ => "orchestrator vs s6 and supervisord, same run",
         }
     );
@@ -205,6 +222,10 @@ fn main() -> anyhow::Result<()> {
     if irc {
         let settings = irc_ping::Settings::new(args.quick, args.pings);
         runtime.block_on(irc_ping::run(settings, &mut summary))?;
+    }
+    if cluster {
+        let settings = cluster::Settings::new(args.quick, args.host_kills, args.operators);
+        runtime.block_on(cluster::run(settings, &mut summary))?;
     }
     summary.print();
     Ok(())

@@ -259,6 +259,7 @@ async fn stored(url: &str, body: usize, messages: u64) -> anyhow::Result<u64> {
         max_bytes: 1 << 30,
         duplicate_window: Duration::from_secs(120),
         max_message_bytes: 0,
+        replicas: 1,
     })
     .await?;
     let mut env = envelope(body);

@@ -26,6 +26,7 @@ async fn ids_go_in_headers_only_where_a_stream_keeps_the_subject() {
         max_bytes: 1 << 20,
         duplicate_window: Duration::from_secs(60),
         max_message_bytes: 0,
+        replicas: 1,
     };
     with.ensure_stream(&spec).await.unwrap();
     let raw = async_nats::connect(&url).await.unwrap();

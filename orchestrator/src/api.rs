@@ -114,6 +114,10 @@ pub async fn serve(
     }
 }
 
+/// How long status waits for the stream's figures: below the 2 s a
+/// client gives a request.
+const STREAM_BUDGET: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// The stream's figures for status; JetStream trouble is said in the
 /// reply, never a reason for status to fail or hang.
 async fn stream_status(bus: &Bus, name: &str) -> StreamStatus {
@@ -126,7 +130,7 @@ async fn stream_status(bus: &Bus, name: &str) -> StreamStatus {
         consumers: 0,
         error: Some(error),
     };
-    match tokio::time::timeout(std::time::Duration::from_secs(2), bus.stream_state(name)).await {
+    match tokio::time::timeout(STREAM_BUDGET, bus.stream_state(name)).await {
         Ok(Ok(s)) => StreamStatus {
             name: name.to_owned(),
             messages: s.messages,
@@ -137,7 +141,10 @@ async fn stream_status(bus: &Bus, name: &str) -> StreamStatus {
             error: None,
         },
         Ok(Err(e)) => empty(e.to_string()),
-        Err(_) => empty("JetStream did not answer within 2 s".to_owned()),
+        Err(_) => empty(format!(
+            "JetStream did not answer within {} ms",
+            STREAM_BUDGET.as_millis()
+        )),
     }
 }
 
@@ -167,6 +174,23 @@ async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) ->
     };
     match method.as_str() {
         methods::STATUS => {
+            // Both may wait on JetStream (a lost server, an election):
+            // side by side, each within its budget, so status answers
+            // within a client's request timeout whatever JetStream does.
+            let (stream, cluster) = tokio::join!(
+                async {
+                    match &info.stream {
+                        Some(name) => Some(stream_status(supervisor.bus(), name).await),
+                        None => None,
+                    }
+                },
+                async {
+                    match &info.cluster {
+                        Some(c) => Some(c.status().await),
+                        None => None,
+                    }
+                }
+            );
             let reply = StatusReply {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 pid: std::process::id(),
@@ -176,16 +200,10 @@ async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) ->
                 operators: supervisor.status(),
                 log_lines_dropped: supervisor.outbox().log_lines_dropped(),
                 events_dropped: supervisor.outbox().events_dropped(),
-                stream: match &info.stream {
-                    Some(name) => Some(stream_status(supervisor.bus(), name).await),
-                    None => None,
-                },
+                stream,
                 rss_bytes: usage::rss_bytes(usage::Process::Own),
                 cpu_seconds: usage::cpu_seconds(usage::Process::Own),
-                cluster: match &info.cluster {
-                    Some(c) => Some(c.status().await),
-                    None => None,
-                },
+                cluster,
             };
             json(&reply)
         }

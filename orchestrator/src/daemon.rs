@@ -235,6 +235,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         .await
         .context("cannot connect to NATS")?;
     let mut stream_config = config.stream.clone();
+    let replicas = config.stream_replicas();
     let stream_name = if config.cluster.is_some() {
         // Cluster mode: JetStream answers only once the cluster has a
         // meta leader (two servers up), which may be after this host is;
@@ -347,7 +348,14 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let mut manifests_dir = config.manifests_dir.clone();
     let mut report = manifest::load_dir(&manifests_dir);
     if keeps_stream {
-        spawn_operator_streams(&bus, &stream_config, &report, &shutdown, &mut tasks);
+        spawn_operator_streams(
+            &bus,
+            &stream_config,
+            replicas,
+            &report,
+            &shutdown,
+            &mut tasks,
+        );
     }
     if let Some(c) = &cluster {
         // The directory is what this host proposes to the cluster (see
@@ -397,7 +405,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
                             {
                                 tracing::warn!("[stream] name or enabled changed; they apply at the next start of switchboard");
                             } else if keeps_stream {
-                                match bus.ensure_stream(&new.stream.spec()).await {
+                                match bus.ensure_stream(&new.stream.spec(new.stream_replicas())).await {
                                     Ok(done) => tracing::info!(stream = %new.stream.name, outcome = ?done, "durable stream limits applied"),
                                     Err(e) => tracing::error!(error = %e, "durable stream limits not applied; keeping the old ones"),
                                 }
@@ -410,7 +418,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
                 }
                 let mut report = manifest::load_dir(&manifests_dir);
                 if keeps_stream {
-                    spawn_operator_streams(&bus, &stream_config, &report, &shutdown, &mut tasks);
+                    spawn_operator_streams(&bus, &stream_config, replicas, &report, &shutdown, &mut tasks);
                 }
                 if let Some(c) = &cluster {
                     c.reload(manifests_dir.clone());
@@ -491,7 +499,10 @@ async fn ensure_stream(bus: &Bus, config: &Config) -> Option<String> {
         tracing::info!("durable stream off: JetStream is off ([nats.embedded] jetstream = false)");
         return None;
     }
-    match bus.ensure_stream(&stream.spec()).await {
+    match bus
+        .ensure_stream(&stream.spec(config.stream_replicas()))
+        .await
+    {
         Ok(done) => {
             tracing::info!(stream = %stream.name, outcome = ?done, max_age = %switchboard_proto::duration::format_duration(stream.max_age), max_bytes = %stream.max_bytes, "durable stream ready");
             Some(stream.name.clone())
@@ -507,7 +518,7 @@ async fn ensure_stream(bus: &Bus, config: &Config) -> Option<String> {
 /// answers (the cluster formed), retrying every few seconds; one line
 /// when done, one when it keeps failing.
 async fn ensure_stream_when_ready(bus: Bus, config: Config, stop: CancellationToken) {
-    let spec = config.stream.spec();
+    let spec = config.stream.spec(config.stream_replicas());
     for attempt in 1u32.. {
         match bus.ensure_stream(&spec).await {
             Ok(done) => {
@@ -536,6 +547,7 @@ async fn ensure_stream_when_ready(bus: Bus, config: Config, stop: CancellationTo
 fn spawn_operator_streams(
     bus: &Bus,
     config: &crate::config::StreamConfig,
+    replicas: usize,
     report: &LoadReport,
     shutdown: &CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
@@ -543,7 +555,7 @@ fn spawn_operator_streams(
     let Some(streams) = config.operator_streams() else {
         return;
     };
-    let spec = config.spec();
+    let spec = config.spec(replicas);
     let ids: Vec<OperatorId> = report.manifests.iter().map(|m| m.id.clone()).collect();
     let bus = bus.clone();
     let shutdown = shutdown.clone();

@@ -68,6 +68,10 @@ pub struct StreamSpec {
     /// Larger ones are still delivered live, only not stored, so nobody
     /// fills the stream with a few huge messages.
     pub max_message_bytes: u32,
+    /// Copies JetStream keeps, each on another server: 1 on one host; 3
+    /// in cluster mode, so the history survives the loss of any host
+    /// (and a dead host's stream does not stop every publish to it).
+    pub replicas: usize,
 }
 
 /// Each operator's own stream: a copy of its subjects
@@ -146,7 +150,7 @@ impl StreamSpec {
                 i32::try_from(self.max_message_bytes).unwrap_or(i32::MAX)
             },
             duplicate_window: self.duplicate_window,
-            num_replicas: 1,
+            num_replicas: self.replicas.max(1),
             ..Default::default()
         }
     }

@@ -21,6 +21,7 @@ fn spec() -> StreamSpec {
         max_bytes: 256 << 20,
         duplicate_window: Duration::from_secs(120),
         max_message_bytes: 0,
+        replicas: 1,
     }
 }
 

@@ -140,6 +140,16 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Copies of the durable streams: one per server of the cluster's
+    /// buckets in cluster mode ([`switchboard_cluster::REPLICAS`]), so a
+    /// lost host loses no history; 1 on one host.
+    pub fn stream_replicas(&self) -> usize {
+        match self.cluster {
+            Some(_) => switchboard_cluster::REPLICAS,
+            None => 1,
+        }
+    }
+
     /// The defaults, with relative paths resolved against `dir`: what a
     /// missing config file means when the daemon runs in `dir`.
     pub fn defaults_in(dir: &Path) -> Config {

@@ -54,14 +54,16 @@ impl Default for StreamConfig {
 }
 
 impl StreamConfig {
-    /// The stream's shape for [`switchboard_bus::Bus::ensure_stream`].
-    pub fn spec(&self) -> switchboard_bus::stream::StreamSpec {
+    /// The stream's shape for [`switchboard_bus::Bus::ensure_stream`],
+    /// with `replicas` copies ([`super::Config::stream_replicas`]).
+    pub fn spec(&self, replicas: usize) -> switchboard_bus::stream::StreamSpec {
         switchboard_bus::stream::StreamSpec {
             name: self.name.clone(),
             max_age: self.max_age,
             max_bytes: self.max_bytes.as_u64(),
             duplicate_window: self.duplicate_window,
             max_message_bytes: u32::try_from(self.max_message.as_u64()).unwrap_or(u32::MAX),
+            replicas,
         }
     }
 

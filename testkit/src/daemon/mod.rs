@@ -340,7 +340,7 @@ impl Daemon {
         loop {
             match self
                 .bus
-                .request_json("sb.api.status", &StatusRequest {}, Duration::from_secs(2))
+                .request_json("sb.api.status", &StatusRequest {}, Duration::from_secs(5))
                 .await
             {
                 Ok(s) => return Ok(s),
