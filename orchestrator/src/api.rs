@@ -182,9 +182,14 @@ async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) ->
                 },
                 rss_bytes: usage::rss_bytes(usage::Process::Own),
                 cpu_seconds: usage::cpu_seconds(usage::Process::Own),
+                // A peer asks for this host's operators only.
                 cluster: match &info.cluster {
-                    Some(c) => Some(c.status().await),
-                    None => None,
+                    Some(c) if from_client => {
+                        let mut cluster = c.status();
+                        crate::cluster::remote_details(c, supervisor.bus(), &mut cluster).await;
+                        Some(cluster)
+                    }
+                    _ => None,
                 },
             };
             json(&reply)

@@ -270,6 +270,13 @@ async fn three_daemons_run_each_operator_once_drain_refuse_stale_and_take_over()
             placed.get(&p.id).map(String::as_str),
             "{p:?}"
         );
+        // Operators of the other hosts come with their details, from the
+        // host that runs them.
+        if p.host.as_deref() != Some("h1") {
+            let details = p.status.as_ref().expect("details from the owner");
+            assert_eq!(details.state, SupervisedState::Running, "{p:?}");
+            assert!(details.pid.is_some(), "{p:?}");
+        }
     }
     let table = String::from_utf8_lossy(&h1.cli(&["status"]).stdout).to_string();
     assert!(table.contains("HOST"), "{table}");
@@ -279,6 +286,7 @@ async fn three_daemons_run_each_operator_once_drain_refuse_stale_and_take_over()
             .find(|l| l.starts_with(&format!("{id} ")))
             .unwrap_or_else(|| panic!("{id} missing from:\n{table}"));
         assert!(line.contains(&format!(" {host} ")), "{line}");
+        assert!(line.contains(" running "), "{line}");
     }
 
     // drain h1: its operators move to h0 and h2; undrain: it gets its

@@ -45,7 +45,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use switchboard_cluster::{
     ApplyError, BucketError, Buckets, ClusterConfig, DesiredSet, DesiredStore, Engine,
-    EngineOptions, Event,
+    EngineOptions, Event, ViewHandle,
 };
 use switchboard_proto::api::ClusterStatus;
 use tokio::sync::mpsc;
@@ -55,7 +55,7 @@ use crate::manifest::Manifest;
 use crate::supervisor::Supervisor;
 
 pub use desired::{check_set, manifest_of, nominal_path, set_from_dir, MAX_STOP_GRACE};
-pub use forward::{forward_ctl, forward_logs};
+pub use forward::{forward_ctl, forward_logs, remote_details};
 
 /// The subject this host's daemon answers `method` on in cluster mode:
 /// `sb.host.<host>.api.<method>`.
@@ -138,9 +138,6 @@ pub enum ClusterError {
         /// The hosts there are.
         known: String,
     },
-    /// The buckets could not be read.
-    #[error("{0}")]
-    Read(String),
 }
 
 /// The kinds of [`ClusterError`].
@@ -152,8 +149,7 @@ pub enum ClusterErrorKind {
     Invalid,
     /// [`ClusterError::Apply`] for a stale revision.
     Stale,
-    /// Any other [`ClusterError::Apply`] or [`ClusterError::Bucket`] or
-    /// [`ClusterError::Read`].
+    /// Any other [`ClusterError::Apply`], or [`ClusterError::Bucket`].
     Store,
     /// [`ClusterError::UnknownHost`].
     UnknownHost,
@@ -168,9 +164,7 @@ impl ClusterError {
             ClusterError::Apply(e) if e.kind() == switchboard_cluster::ApplyErrorKind::Stale => {
                 ClusterErrorKind::Stale
             }
-            ClusterError::Apply(_) | ClusterError::Bucket(_) | ClusterError::Read(_) => {
-                ClusterErrorKind::Store
-            }
+            ClusterError::Apply(_) | ClusterError::Bucket(_) => ClusterErrorKind::Store,
             ClusterError::UnknownHost { .. } => ClusterErrorKind::UnknownHost,
         }
     }
@@ -191,6 +185,7 @@ pub struct ClusterState {
     host: String,
     manifests_dir: Mutex<PathBuf>,
     buckets: OnceLock<Buckets>,
+    view: OnceLock<ViewHandle>,
     based_on: Mutex<Option<u64>>,
     /// One apply at a time from this host, so `based_on` moves in order.
     applying: tokio::sync::Mutex<()>,
@@ -217,9 +212,13 @@ impl ClusterState {
             .clone()
     }
 
-    /// The cluster as this host reads it now.
-    pub async fn status(&self) -> ClusterStatus {
-        status::status(&self.host, self.based_on(), self.buckets.get()).await
+    /// The cluster as this host's engine sees it now.
+    pub fn status(&self) -> ClusterStatus {
+        status::status(
+            &self.host,
+            self.based_on(),
+            self.view.get().map(ViewHandle::get),
+        )
     }
 
     /// Write `set` as the cluster's desired state, based on `based_on`
@@ -375,31 +374,25 @@ impl ClusterState {
         }
     }
 
-    /// The other hosts with a live heartbeat (empty when the buckets
-    /// cannot be read).
-    pub async fn live_peers(&self) -> Vec<String> {
-        let Some(buckets) = self.buckets.get() else {
+    /// The other hosts with a live heartbeat, as this host's engine sees
+    /// them.
+    pub fn live_peers(&self) -> Vec<String> {
+        let Some(view) = self.view.get().map(ViewHandle::get) else {
             return Vec::new();
         };
-        status::read(buckets).await.map_or_else(
-            |_| Vec::new(),
-            |r| {
-                r.hosts
-                    .iter()
-                    .filter(|(name, rec)| {
-                        **name != self.host
-                            && rec.state == switchboard_cluster::buckets::HostState::Alive
-                    })
-                    .map(|(name, _)| name.clone())
-                    .collect()
-            },
-        )
+        view.hosts
+            .iter()
+            .filter(|(name, rec)| {
+                **name != self.host && rec.state == switchboard_cluster::buckets::HostState::Alive
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
-    /// The host whose live incarnation owns `id`.
-    pub async fn owner(&self, id: &str) -> Option<String> {
-        let records = status::read(self.buckets.get()?).await.ok()?;
-        records.owner_of(id).map(str::to_owned)
+    /// The host whose live incarnation owns `id`, as this host's engine
+    /// sees it.
+    pub fn owner(&self, id: &str) -> Option<String> {
+        self.view.get()?.get().owner_of(id).map(str::to_owned)
     }
 
     /// `drain` (`on`) or `undrain` a host of the cluster.
@@ -407,14 +400,14 @@ impl ClusterState {
     /// # Errors
     ///
     /// [`ClusterError::NotJoined`], [`ClusterError::UnknownHost`],
-    /// [`ClusterError::Bucket`], [`ClusterError::Read`].
+    /// [`ClusterError::Bucket`].
     pub async fn drain(&self, host: &str, on: bool) -> Result<(), ClusterError> {
         let buckets = self.buckets.get().ok_or(ClusterError::NotJoined)?;
-        let records = status::read(buckets).await.map_err(ClusterError::Read)?;
-        if !records.hosts.contains_key(host) && !records.drained.contains(host) {
+        let view = self.view.get().ok_or(ClusterError::NotJoined)?.get();
+        if !view.hosts.contains_key(host) && !view.drained.contains(host) {
             return Err(ClusterError::UnknownHost {
                 host: host.to_owned(),
-                known: records.hosts.keys().cloned().collect::<Vec<_>>().join(", "),
+                known: view.hosts.keys().cloned().collect::<Vec<_>>().join(", "),
             });
         }
         if on {
@@ -449,6 +442,7 @@ impl Cluster {
             host: config.host.clone(),
             manifests_dir: Mutex::new(manifests_dir.clone()),
             buckets: OnceLock::new(),
+            view: OnceLock::new(),
             based_on: Mutex::new(None),
             applying: tokio::sync::Mutex::new(()),
         });
@@ -514,6 +508,7 @@ impl Host {
         };
         let buckets = engine.buckets().clone();
         let _ = self.state.buckets.set(buckets.clone());
+        let _ = self.state.view.set(engine.view());
         let state = Arc::clone(&self.state);
         tokio::spawn(async move { state.initial(&dir).await });
         let (desired_tx, mut desired) = mpsc::unbounded_channel();
