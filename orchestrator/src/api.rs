@@ -167,6 +167,28 @@ async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) ->
     };
     match method.as_str() {
         methods::STATUS => {
+            // The stream's figures and, in cluster mode, the other hosts'
+            // details are each bounded (2 s, 1 s) and asked at once: a
+            // lost server (the stream's, a peer) slows status, never
+            // stops it.
+            let stream = async {
+                match &info.stream {
+                    Some(name) => Some(stream_status(supervisor.bus(), name).await),
+                    None => None,
+                }
+            };
+            // A peer asks for this host's operators only.
+            let cluster = async {
+                match &info.cluster {
+                    Some(c) if from_client => {
+                        let mut cluster = c.status();
+                        crate::cluster::remote_details(c, supervisor.bus(), &mut cluster).await;
+                        Some(cluster)
+                    }
+                    _ => None,
+                }
+            };
+            let (stream, cluster) = tokio::join!(stream, cluster);
             let reply = StatusReply {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 pid: std::process::id(),
@@ -176,21 +198,10 @@ async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) ->
                 operators: supervisor.status(),
                 log_lines_dropped: supervisor.outbox().log_lines_dropped(),
                 events_dropped: supervisor.outbox().events_dropped(),
-                stream: match &info.stream {
-                    Some(name) => Some(stream_status(supervisor.bus(), name).await),
-                    None => None,
-                },
+                stream,
                 rss_bytes: usage::rss_bytes(usage::Process::Own),
                 cpu_seconds: usage::cpu_seconds(usage::Process::Own),
-                // A peer asks for this host's operators only.
-                cluster: match &info.cluster {
-                    Some(c) if from_client => {
-                        let mut cluster = c.status();
-                        crate::cluster::remote_details(c, supervisor.bus(), &mut cluster).await;
-                        Some(cluster)
-                    }
-                    _ => None,
-                },
+                cluster,
             };
             json(&reply)
         }

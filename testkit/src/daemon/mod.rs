@@ -329,7 +329,10 @@ impl Daemon {
         loop {
             match self
                 .bus
-                .request_json("sb.api.status", &StatusRequest {}, Duration::from_secs(2))
+                // Status may take its own 2 s bound on the durable
+                // stream's figures (a lost stream server): longer than
+                // that is a failure, retried.
+                .request_json("sb.api.status", &StatusRequest {}, Duration::from_secs(5))
                 .await
             {
                 Ok(s) => return Ok(s),
