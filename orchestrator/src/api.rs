@@ -174,23 +174,28 @@ async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) ->
     };
     match method.as_str() {
         methods::STATUS => {
-            // Both may wait on JetStream (a lost server, an election):
-            // side by side, each within its budget, so status answers
-            // within a client's request timeout whatever JetStream does.
-            let (stream, cluster) = tokio::join!(
-                async {
-                    match &info.stream {
-                        Some(name) => Some(stream_status(supervisor.bus(), name).await),
-                        None => None,
-                    }
-                },
-                async {
-                    match &info.cluster {
-                        Some(c) => Some(c.status().await),
-                        None => None,
-                    }
+            // The stream's figures and, in cluster mode, the other hosts'
+            // details are each bounded (1.5 s, 1 s) and asked at once: a
+            // lost server (the stream's, a peer) slows status, never
+            // stops it.
+            let stream = async {
+                match &info.stream {
+                    Some(name) => Some(stream_status(supervisor.bus(), name).await),
+                    None => None,
                 }
-            );
+            };
+            // A peer asks for this host's operators only.
+            let cluster = async {
+                match &info.cluster {
+                    Some(c) if from_client => {
+                        let mut cluster = c.status();
+                        crate::cluster::remote_details(c, supervisor.bus(), &mut cluster).await;
+                        Some(cluster)
+                    }
+                    _ => None,
+                }
+            };
+            let (stream, cluster) = tokio::join!(stream, cluster);
             let reply = StatusReply {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 pid: std::process::id(),

@@ -237,9 +237,9 @@ pub struct StatusReply {
     pub cluster: Option<ClusterStatus>,
 }
 
-/// The cluster as one host sees it (a part of [`StatusReply`]), read from
-/// the cluster's buckets when status is asked.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The cluster as one host sees it (a part of [`StatusReply`]): its
+/// engine's view of the cluster's buckets, as of its last tick.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClusterStatus {
     /// The host answering.
     pub host: String,
@@ -276,7 +276,7 @@ pub struct ClusterHost {
 }
 
 /// One operator of [`ClusterStatus`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClusterPlacement {
     /// The operator.
     pub id: String,
@@ -284,6 +284,10 @@ pub struct ClusterPlacement {
     /// while nobody does (being moved, or no eligible host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// Its status as that host reports it (absent when it is this host's,
+    /// in [`StatusReply::operators`], or that host did not answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<OperatorStatus>,
 }
 
 /// Body of `sb.api.apply` (cluster mode): replace the cluster's desired

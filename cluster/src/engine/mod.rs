@@ -40,6 +40,7 @@ mod view;
 
 use heartbeat::{fence, is_alive_epoch};
 use reconcile::Reconciler;
+pub use view::ViewSnapshot;
 use view::{watch, Bucket, View, WatchMsg};
 
 /// How often the fence task looks at the clock: part of the timer
@@ -234,6 +235,19 @@ pub struct Engine {
     shared: Arc<Mutex<Shared>>,
     shutdown: Option<oneshot::Sender<oneshot::Sender<()>>>,
     tasks: Vec<JoinHandle<()>>,
+    snapshot: Arc<Mutex<ViewSnapshot>>,
+}
+
+/// A handle on an engine's view of the cluster ([`Engine::view`]), for
+/// whoever shows it (`status`) while the engine runs elsewhere.
+#[derive(Debug, Clone)]
+pub struct ViewHandle(Arc<Mutex<ViewSnapshot>>);
+
+impl ViewHandle {
+    /// The view as of the engine's last tick (100 ms).
+    pub fn get(&self) -> ViewSnapshot {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 impl Engine {
@@ -269,6 +283,7 @@ impl Engine {
         let (watch_tx, watch_rx) = mpsc::unbounded_channel();
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let restart_watch = Arc::new(Notify::new());
+        let snapshot = Arc::new(Mutex::new(ViewSnapshot::default()));
         let tasks = vec![
             tokio::spawn(heartbeat::heartbeat(
                 buckets.cluster.clone(),
@@ -297,6 +312,7 @@ impl Engine {
                     releasing: BTreeMap::new(),
                     restart_watch,
                     silent_since: None,
+                    snapshot: Arc::clone(&snapshot),
                 }
                 .run(watch_rx, shutdown_rx),
             ),
@@ -308,6 +324,7 @@ impl Engine {
                 shared,
                 shutdown: Some(shutdown_tx),
                 tasks,
+                snapshot,
             },
             rx,
         ))
@@ -321,6 +338,12 @@ impl Engine {
     /// The buckets (for `apply`, `drain`, `undrain` from this host).
     pub fn buckets(&self) -> &Buckets {
         &self.buckets
+    }
+
+    /// This engine's view of the cluster, kept current while it runs:
+    /// what a `status` shows without asking the buckets.
+    pub fn view(&self) -> ViewHandle {
+        ViewHandle(Arc::clone(&self.snapshot))
     }
 
     /// Operators this host was told to run, now.

@@ -26,6 +26,8 @@ pub(super) struct Reconciler {
     pub(super) restart_watch: Arc<Notify>,
     /// Since when our own acknowledged heartbeat is newer than the view.
     pub(super) silent_since: Option<Instant>,
+    /// The view as callers see it, refreshed every tick.
+    pub(super) snapshot: Arc<std::sync::Mutex<ViewSnapshot>>,
 }
 
 impl Reconciler {
@@ -47,6 +49,7 @@ impl Reconciler {
                     if self.view.desired_current && self.view.cluster_current {
                         self.reconcile().await;
                     }
+                    *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = self.view.snapshot();
                 }
                 done = &mut shutdown => {
                     self.leave().await;

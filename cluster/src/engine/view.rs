@@ -93,7 +93,10 @@ pub(super) async fn watch(
 /// What this host knows of the cluster: a prefix of each bucket's history.
 #[derive(Debug, Default)]
 pub(super) struct View {
-    pub(super) desired: DesiredSet,
+    /// Shared with [`ViewSnapshot`]s: replaced, never edited, so a
+    /// snapshot costs a pointer copy however large the set.
+    pub(super) desired: Arc<DesiredSet>,
+    pub(super) desired_revision: Option<u64>,
     pub(super) desired_current: bool,
     pub(super) cluster_current: bool,
     pub(super) hosts: BTreeMap<String, (HostRecord, Seen)>,
@@ -111,11 +114,15 @@ impl View {
                     return;
                 }
                 if e.operation != kv::Operation::Put {
-                    self.desired = DesiredSet::default();
+                    self.desired = Arc::default();
+                    self.desired_revision = None;
                     return;
                 }
                 match desired::decode(&e.value, e.revision) {
-                    Ok(set) => self.desired = set,
+                    Ok(set) => {
+                        self.desired = Arc::new(set);
+                        self.desired_revision = Some(e.revision);
+                    }
                     Err(err) => {
                         tracing::warn!(%err, "cluster: keeping the last readable desired state")
                     }
@@ -159,6 +166,26 @@ impl View {
         }
     }
 
+    /// What callers may see of this view (see [`ViewSnapshot`]).
+    pub(super) fn snapshot(&self) -> ViewSnapshot {
+        ViewSnapshot {
+            current: self.desired_current && self.cluster_current,
+            desired: Arc::clone(&self.desired),
+            desired_revision: self.desired_revision,
+            hosts: self
+                .hosts
+                .iter()
+                .map(|(name, (rec, _))| (name.clone(), rec.clone()))
+                .collect(),
+            drained: self.drained.clone(),
+            owners: self
+                .owners
+                .iter()
+                .map(|(id, (rec, _))| (id.clone(), rec.clone()))
+                .collect(),
+        }
+    }
+
     /// Whether the incarnation an ownership record names is alive in
     /// this view. "No heartbeat" means the host left or was declared gone
     /// (see [`crate::buckets`] on why a view cannot lag that way).
@@ -166,5 +193,37 @@ impl View {
         self.hosts
             .get(&rec.host)
             .is_some_and(|(h, _)| h.state == HostState::Alive && h.epoch == rec.epoch)
+    }
+}
+
+/// The engine's view of the cluster as of its last tick: what `status`
+/// shows (hosts, drains, who owns what, the desired state) without a
+/// request of its own, so it answers at once even while the buckets
+/// cannot (a lost server, an election). Read it with
+/// [`crate::Engine::view`].
+#[derive(Debug, Clone, Default)]
+pub struct ViewSnapshot {
+    /// Both bucket watches have delivered their snapshot: the view is the
+    /// buckets' state at some revision (false: still catching up).
+    pub current: bool,
+    /// The desired state.
+    pub desired: Arc<DesiredSet>,
+    /// Its revision (`None` before the first apply).
+    pub desired_revision: Option<u64>,
+    /// Every host's heartbeat record, by name.
+    pub hosts: BTreeMap<String, HostRecord>,
+    /// Drained hosts.
+    pub drained: BTreeSet<String>,
+    /// Ownership records, by operator id.
+    pub owners: BTreeMap<String, OwnerRecord>,
+}
+
+impl ViewSnapshot {
+    /// The host whose live incarnation owns `id` (a record naming a
+    /// host that left or was declared gone counts for nothing).
+    pub fn owner_of(&self, id: &str) -> Option<&str> {
+        let owner = self.owners.get(id)?;
+        let host = self.hosts.get(&owner.host)?;
+        (host.state == HostState::Alive && host.epoch == owner.epoch).then_some(owner.host.as_str())
     }
 }

@@ -135,15 +135,22 @@ pub fn status_table(status: &StatusReply) -> String {
         .collect();
     if let Some(c) = cluster {
         for p in &c.operators {
-            rows.entry(p.id.as_str())
-                .or_insert(Row::Elsewhere(p.host.as_deref()));
+            let row = match (&p.status, p.host.as_deref()) {
+                (Some(o), Some(host)) => Row::There(o, host),
+                _ => Row::Elsewhere(p.host.as_deref()),
+            };
+            rows.entry(p.id.as_str()).or_insert(row);
         }
     }
     let me = cluster.map_or("", |c| c.host.as_str());
     for (id, row) in &rows {
         let dash = || "-".to_string();
         match row {
-            Row::Here(o) => {
+            Row::Here(o) | Row::There(o, _) => {
+                let host = match row {
+                    Row::There(_, h) => h,
+                    _ => me,
+                };
                 let sandbox = match o.sandbox.as_str() {
                     "" => "-",
                     "bwrap" | "none" => o.sandbox.as_str(),
@@ -152,7 +159,7 @@ pub fn status_table(status: &StatusReply) -> String {
                 out.push_str(&format!(
                     "{:<24} {}{:<9} {:>8} {:>9} {:>8} {:>9} {:<7}  {}\n",
                     o.id,
-                    host_col(me),
+                    host_col(host),
                     o.state.as_str(),
                     o.pid.map(|p| p.to_string()).unwrap_or_else(dash),
                     o.uptime_ms.map(human_ms).unwrap_or_else(dash),
@@ -166,7 +173,7 @@ pub fn status_table(status: &StatusReply) -> String {
             }
             Row::Elsewhere(host) => {
                 let note = match host {
-                    Some(h) => format!("runs on {h}: `switchboard status` there for details"),
+                    Some(h) => format!("runs on {h}, which did not answer with its details"),
                     None => "runs nowhere now (being moved, or no eligible host)".to_owned(),
                 };
                 out.push_str(&format!(
@@ -227,7 +234,11 @@ pub fn status_table(status: &StatusReply) -> String {
 /// One line of the table: an operator of this host, or one the cluster
 /// runs elsewhere (or nowhere, for now).
 enum Row<'a> {
+    /// This host's.
     Here(&'a OperatorStatus),
+    /// Another host's, with the details it gave.
+    There(&'a OperatorStatus, &'a str),
+    /// Another host's without details (it did not answer), or nobody's.
     Elsewhere(Option<&'a str>),
 }
 
@@ -393,14 +404,25 @@ mod tests {
                 switchboard_proto::api::ClusterPlacement {
                     id: "p".into(),
                     host: Some("alpha".into()),
+                    status: None,
                 },
                 switchboard_proto::api::ClusterPlacement {
                     id: "q".into(),
                     host: Some("gamma".into()),
+                    status: None,
                 },
                 switchboard_proto::api::ClusterPlacement {
                     id: "r".into(),
                     host: None,
+                    status: None,
+                },
+                switchboard_proto::api::ClusterPlacement {
+                    id: "s".into(),
+                    host: Some("beta".into()),
+                    status: Some(OperatorStatus {
+                        id: "s".into(),
+                        ..clustered.operators[0].clone()
+                    }),
                 },
             ],
             error: None,

@@ -2,12 +2,16 @@
 //! this host's daemon is passed on to the daemons of the other hosts on
 //! their peer subject (`sb.host.<host>.peer.<method>`, which routes carry
 //! and which is never passed on again), and the answers are merged, so a
-//! verb reaches an operator wherever it runs.
+//! verb reaches an operator wherever it runs, and `status` shows the
+//! details of every operator of the cluster.
 
 use std::time::Duration;
 
 use switchboard_bus::Bus;
-use switchboard_proto::api::{methods, CtlReply, CtlRequest, LogsReply, LogsRequest};
+use switchboard_proto::api::{
+    methods, ClusterStatus, CtlReply, CtlRequest, LogsReply, LogsRequest, StatusReply,
+    StatusRequest,
+};
 
 use super::{host_peer_subject, ClusterState};
 
@@ -22,7 +26,7 @@ pub async fn forward_ctl(
     req: &CtlRequest,
     local: CtlReply,
 ) -> CtlReply {
-    let peers = cluster.live_peers().await;
+    let peers = cluster.live_peers();
     let asked = peers.iter().map(|host| async move {
         let answer = bus
             .request_json::<_, CtlReply>(&host_peer_subject(host, methods::CTL), req, PEER_TIMEOUT)
@@ -66,7 +70,7 @@ pub async fn forward_logs(
     bus: &Bus,
     req: &LogsRequest,
 ) -> Option<LogsReply> {
-    let owner = cluster.owner(&req.id).await?;
+    let owner = cluster.owner(&req.id)?;
     if owner == cluster.host() {
         return None;
     }
@@ -81,4 +85,45 @@ pub async fn forward_logs(
             req.id
         )),
     }))
+}
+
+/// How long `status` waits for a peer's operators: a silent host leaves
+/// its rows without details, it does not hold status up.
+const STATUS_PEER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Fill in the details of operators other hosts run, from those hosts'
+/// own status (asked in parallel, each for its own operators only).
+pub async fn remote_details(cluster: &ClusterState, bus: &Bus, status: &mut ClusterStatus) {
+    let mut hosts: Vec<&str> = status
+        .operators
+        .iter()
+        .filter_map(|p| p.host.as_deref())
+        .filter(|h| *h != cluster.host())
+        .collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    let asked = hosts.into_iter().map(|host| async move {
+        let reply = bus
+            .request_json::<_, StatusReply>(
+                &host_peer_subject(host, methods::STATUS),
+                &StatusRequest {},
+                STATUS_PEER_TIMEOUT,
+            )
+            .await;
+        (host.to_owned(), reply)
+    });
+    for (host, reply) in futures::future::join_all(asked).await {
+        let Ok(reply) = reply else {
+            continue;
+        };
+        for op in reply.operators {
+            if let Some(p) = status
+                .operators
+                .iter_mut()
+                .find(|p| p.id == op.id && p.host.as_deref() == Some(host.as_str()))
+            {
+                p.status = Some(op);
+            }
+        }
+    }
 }

@@ -32,31 +32,34 @@
 //! The NATS users of the operators stay per host: the supervisor grants
 //! a user on this host's server when it starts an operator and revokes it
 //! when it stops, so each server's users follow what runs on its host.
+//!
+//! Files: this one the subjects, the errors and the [`Cluster`] handle;
+//! `state` what the API and the event task share (apply, drain, the
+//! start-up adoption); `events` the event task; `desired` manifests
+//! directory <-> desired state; `forward` `ctl`, `logs` and status
+//! details from the other hosts; `status` the cluster part of `status`.
 
 mod desired;
+mod events;
 mod forward;
+mod state;
 mod status;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
-use futures::StreamExt;
-use switchboard_cluster::{
-    ApplyError, BucketError, Buckets, ClusterConfig, Deadline, DesiredSet, DesiredStore, Engine,
-    EngineOptions, Event,
-};
-use switchboard_proto::api::ClusterStatus;
+use switchboard_cluster::{ApplyError, BucketError, ClusterConfig, Deadline, EngineOptions};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::manifest::Manifest;
 use crate::supervisor::Supervisor;
 use crate::warden::WardenLink;
+use events::Host;
 
 pub use desired::{check_set, manifest_of, nominal_path, set_from_dir, MAX_STOP_GRACE};
-pub use forward::{forward_ctl, forward_logs};
+pub use forward::{forward_ctl, forward_logs, remote_details};
+pub use state::ClusterState;
 
 /// The subject this host's daemon answers `method` on in cluster mode:
 /// `sb.host.<host>.api.<method>`.
@@ -139,9 +142,6 @@ pub enum ClusterError {
         /// The hosts there are.
         known: String,
     },
-    /// The buckets could not be read.
-    #[error("{0}")]
-    Read(String),
 }
 
 /// The kinds of [`ClusterError`].
@@ -153,8 +153,7 @@ pub enum ClusterErrorKind {
     Invalid,
     /// [`ClusterError::Apply`] for a stale revision.
     Stale,
-    /// Any other [`ClusterError::Apply`] or [`ClusterError::Bucket`] or
-    /// [`ClusterError::Read`].
+    /// Any other [`ClusterError::Apply`], or [`ClusterError::Bucket`].
     Store,
     /// [`ClusterError::UnknownHost`].
     UnknownHost,
@@ -169,9 +168,7 @@ impl ClusterError {
             ClusterError::Apply(e) if e.kind() == switchboard_cluster::ApplyErrorKind::Stale => {
                 ClusterErrorKind::Stale
             }
-            ClusterError::Apply(_) | ClusterError::Bucket(_) | ClusterError::Read(_) => {
-                ClusterErrorKind::Store
-            }
+            ClusterError::Apply(_) | ClusterError::Bucket(_) => ClusterErrorKind::Store,
             ClusterError::UnknownHost { .. } => ClusterErrorKind::UnknownHost,
         }
     }
@@ -182,249 +179,6 @@ impl ClusterError {
             ClusterError::Apply(ApplyError::Stale { current, .. }) => Some(*current),
             _ => None,
         }
-    }
-}
-
-/// What the API handlers and the event task share: who this host is,
-/// the buckets once joined, and the revision its directory is based on.
-#[derive(Debug)]
-pub struct ClusterState {
-    host: String,
-    manifests_dir: Mutex<PathBuf>,
-    buckets: OnceLock<Buckets>,
-    based_on: Mutex<Option<u64>>,
-    /// One apply at a time from this host, so `based_on` moves in order.
-    applying: tokio::sync::Mutex<()>,
-}
-
-impl ClusterState {
-    /// This host's name.
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-
-    fn based_on(&self) -> Option<u64> {
-        *self.based_on.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn set_based_on(&self, revision: u64) {
-        *self.based_on.lock().unwrap_or_else(|p| p.into_inner()) = Some(revision);
-    }
-
-    fn manifests_dir(&self) -> PathBuf {
-        self.manifests_dir
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// The cluster as this host reads it now.
-    pub async fn status(&self) -> ClusterStatus {
-        status::status(&self.host, self.based_on(), self.buckets.get()).await
-    }
-
-    /// Write `set` as the cluster's desired state, based on `based_on`
-    /// (absent: the revision this host's directory is based on). Returns the
-    /// new revision.
-    ///
-    /// # Errors
-    ///
-    /// [`ClusterError::NotJoined`], [`ClusterError::Invalid`], or
-    /// [`ClusterError::Apply`] ([`ApplyError::Stale`] when the desired
-    /// state moved on since the revision it is based on).
-    pub async fn apply(&self, set: DesiredSet, based_on: Option<u64>) -> Result<u64, ClusterError> {
-        let buckets = self.buckets.get().ok_or(ClusterError::NotJoined)?;
-        check_set(&set, &self.manifests_dir()).map_err(ClusterError::Invalid)?;
-        let _one = self.applying.lock().await;
-        let base = based_on.or(self.based_on());
-        let revision = DesiredStore::new(buckets.desired.clone())
-            .apply(&set, base)
-            .await?;
-        self.set_based_on(revision);
-        tracing::info!(
-            revision,
-            operators = set.operators.len(),
-            "cluster: desired state applied"
-        );
-        Ok(revision)
-    }
-
-    /// SIGHUP: apply this host's manifests directory, based on the
-    /// revision its directory is based on; problems and staleness are
-    /// logged, nothing is overwritten.
-    async fn apply_dir(&self, dir: &Path) {
-        *self.manifests_dir.lock().unwrap_or_else(|p| p.into_inner()) = dir.to_owned();
-        let set = match set_from_dir(dir) {
-            Ok(set) if set.operators.is_empty() => {
-                // An empty directory proposes nothing (as at start): a
-                // reload of a host that only follows the cluster must not
-                // remove every operator. `switchboard apply` of an empty
-                // directory does, on purpose.
-                tracing::info!(
-                    dir = %dir.display(),
-                    "cluster: no manifests here, nothing proposed to the desired state"
-                );
-                return;
-            }
-            Ok(set) => set,
-            Err(problems) => {
-                for p in &problems {
-                    tracing::error!("{p}");
-                }
-                tracing::error!(
-                    dir = %dir.display(),
-                    "cluster: manifests not applied to the desired state: fix the problems above \
-                     and send SIGHUP again"
-                );
-                return;
-            }
-        };
-        if let Err(e) = self.apply(set, None).await {
-            match e.current() {
-                Some(current) => tracing::error!(
-                    based_on = ?self.based_on(),
-                    current,
-                    "cluster: manifests not applied: the desired state changed since this host \
-                     last read it (revision {current} was applied from another host); review \
-                     it (`switchboard status`) and run `switchboard apply <dir> --based-on \
-                     {current}` to replace it"
-                ),
-                None => tracing::error!(error = %e, "cluster: manifests not applied"),
-            }
-        }
-    }
-
-    /// At start: adopt the cluster's desired state if it has one (a host
-    /// that joins or comes back must not undo newer edits with an older
-    /// directory); otherwise propose this host's directory, unless it is
-    /// empty (a host with nothing to propose waits for an apply).
-    async fn initial(&self, dir: &Path) {
-        let Some(buckets) = self.buckets.get() else {
-            return;
-        };
-        let store = DesiredStore::new(buckets.desired.clone());
-        for attempt in 0..30 {
-            match store.load().await {
-                Ok(Some((set, revision))) => {
-                    self.adopt(dir, &set, revision).await;
-                    return;
-                }
-                Ok(None) => break,
-                Err(e) if attempt < 29 => {
-                    tracing::debug!(error = %e, "cluster: desired state not readable yet");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cluster: cannot read the desired state");
-                    return;
-                }
-            }
-        }
-        match set_from_dir(dir) {
-            Ok(set) if set.operators.is_empty() => tracing::info!(
-                "cluster: no desired state yet and no manifests here; waiting for \
-                 `switchboard apply` or SIGHUP on any host"
-            ),
-            Ok(set) => match self.apply(set, None).await {
-                Ok(_) => {}
-                Err(e) => match e.current() {
-                    // Another host proposed first: follow it.
-                    Some(_) => match store.load().await {
-                        Ok(Some((set, revision))) => self.adopt(dir, &set, revision).await,
-                        _ => tracing::error!(
-                            "cluster: another host wrote the first desired state, which cannot \
-                             be read now"
-                        ),
-                    },
-                    None => tracing::error!(error = %e, "cluster: manifests not applied"),
-                },
-            },
-            Err(problems) => {
-                for p in &problems {
-                    tracing::error!("{p}");
-                }
-                tracing::error!(
-                    "cluster: manifests not applied to the desired state: fix the problems \
-                     above and send SIGHUP"
-                );
-            }
-        }
-    }
-
-    /// Follow the cluster's desired state `set` at `revision`. This
-    /// host's later applies are based on that revision only if its
-    /// directory says the same: a host that comes back with an older
-    /// directory must not overwrite newer edits at its next SIGHUP.
-    async fn adopt(&self, dir: &Path, set: &DesiredSet, revision: u64) {
-        let _one = self.applying.lock().await;
-        if set_from_dir(dir).is_ok_and(|mine| mine == *set) {
-            self.set_based_on(revision);
-            tracing::info!(
-                revision,
-                operators = set.operators.len(),
-                "cluster: the cluster's desired state is this host's manifests directory"
-            );
-        } else {
-            tracing::info!(
-                revision,
-                operators = set.operators.len(),
-                "cluster: the cluster has a desired state and this host follows it; its own \
-                 manifests directory differs, so a SIGHUP here is refused as stale until \
-                 `switchboard apply <dir> --based-on {revision}` (or a later revision) replaces \
-                 the cluster's on purpose"
-            );
-        }
-    }
-
-    /// The other hosts with a live heartbeat (empty when the buckets
-    /// cannot be read).
-    pub async fn live_peers(&self) -> Vec<String> {
-        let Some(buckets) = self.buckets.get() else {
-            return Vec::new();
-        };
-        status::read(buckets).await.map_or_else(
-            |_| Vec::new(),
-            |r| {
-                r.hosts
-                    .iter()
-                    .filter(|(name, rec)| {
-                        **name != self.host
-                            && rec.state == switchboard_cluster::buckets::HostState::Alive
-                    })
-                    .map(|(name, _)| name.clone())
-                    .collect()
-            },
-        )
-    }
-
-    /// The host whose live incarnation owns `id`.
-    pub async fn owner(&self, id: &str) -> Option<String> {
-        let records = status::read(self.buckets.get()?).await.ok()?;
-        records.owner_of(id).map(str::to_owned)
-    }
-
-    /// `drain` (`on`) or `undrain` a host of the cluster.
-    ///
-    /// # Errors
-    ///
-    /// [`ClusterError::NotJoined`], [`ClusterError::UnknownHost`],
-    /// [`ClusterError::Bucket`], [`ClusterError::Read`].
-    pub async fn drain(&self, host: &str, on: bool) -> Result<(), ClusterError> {
-        let buckets = self.buckets.get().ok_or(ClusterError::NotJoined)?;
-        let records = status::read(buckets).await.map_err(ClusterError::Read)?;
-        if !records.hosts.contains_key(host) && !records.drained.contains(host) {
-            return Err(ClusterError::UnknownHost {
-                host: host.to_owned(),
-                known: records.hosts.keys().cloned().collect::<Vec<_>>().join(", "),
-            });
-        }
-        if on {
-            buckets.drain(host).await?;
-        } else {
-            buckets.undrain(host).await?;
-        }
-        tracing::info!(host, drained = on, "cluster: drain flag written");
-        Ok(())
     }
 }
 
@@ -452,6 +206,7 @@ impl Cluster {
             host: config.host.clone(),
             manifests_dir: Mutex::new(manifests_dir.clone()),
             buckets: OnceLock::new(),
+            view: OnceLock::new(),
             based_on: Mutex::new(None),
             applying: tokio::sync::Mutex::new(()),
         });
@@ -494,278 +249,5 @@ impl Cluster {
     pub async fn leave(self) {
         self.leave.cancel();
         let _ = self.task.await;
-    }
-}
-
-/// The event task's own state.
-struct Host {
-    state: Arc<ClusterState>,
-    options: EngineOptions,
-    login: Login,
-    supervisor: Arc<Supervisor>,
-    /// What the engine told this host to run: the manifest text it came
-    /// as, and the manifest loaded from it.
-    running: BTreeMap<String, (String, Manifest)>,
-    /// The fence warden, told the lease deadline (see `crate::warden`).
-    warden: Option<WardenLink>,
-    /// The engine's deadline, once joined.
-    deadline: Option<Deadline>,
-    /// Where the supervisor reads the lease (set once joined).
-    lease: Option<Arc<OnceLock<Deadline>>>,
-}
-
-impl Host {
-    async fn run(
-        mut self,
-        dir: PathBuf,
-        mut reloads: mpsc::UnboundedReceiver<PathBuf>,
-        leave: CancellationToken,
-    ) {
-        let Some((engine, mut events)) = self.join(&leave).await else {
-            return;
-        };
-        let buckets = engine.buckets().clone();
-        let _ = self.state.buckets.set(buckets.clone());
-        self.deadline = Some(engine.deadline());
-        if let Some(lease) = &self.lease {
-            let _ = lease.set(engine.deadline());
-        }
-        let feed = self
-            .warden
-            .clone()
-            .map(|w| tokio::spawn(feed_deadline(engine.deadline(), w)));
-        let state = Arc::clone(&self.state);
-        tokio::spawn(async move { state.initial(&dir).await });
-        let (desired_tx, mut desired) = mpsc::unbounded_channel();
-        let watcher = tokio::spawn(watch_desired(buckets, desired_tx));
-        loop {
-            tokio::select! {
-                biased;
-                () = leave.cancelled() => break,
-                Some(event) = events.recv() => {
-                    let mut batch = vec![event];
-                    while let Ok(more) = events.try_recv() {
-                        batch.push(more);
-                    }
-                    self.handle(batch).await;
-                }
-                Some(set) = desired.recv() => self.desired_changed(&set).await,
-                Some(dir) = reloads.recv() => {
-                    // Network work off this task: a stop must never wait
-                    // behind an apply.
-                    let state = Arc::clone(&self.state);
-                    tokio::spawn(async move { state.apply_dir(&dir).await });
-                }
-            }
-        }
-        watcher.abort();
-        if let Some(feed) = feed {
-            feed.abort();
-        }
-        tracing::info!("cluster: leaving (handing this host's operators over)");
-        let shutdown = engine.shutdown();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                Some(event) = events.recv() => self.handle(vec![event]).await,
-            }
-        }
-        let mut rest = Vec::new();
-        while let Ok(event) = events.try_recv() {
-            rest.push(event);
-        }
-        if !rest.is_empty() {
-            self.handle(rest).await;
-        }
-    }
-
-    /// Connect to this host's server and start the engine, retrying
-    /// while the cluster forms (the buckets need three servers); `None`
-    /// when asked to leave first.
-    async fn join(
-        &self,
-        leave: &CancellationToken,
-    ) -> Option<(Engine, mpsc::UnboundedReceiver<Event>)> {
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let tried = async {
-                let client = connect(&self.login).await?;
-                Engine::start(client, self.options.clone())
-                    .await
-                    .map_err(|e| e.to_string())
-            };
-            let outcome = tokio::select! {
-                () = leave.cancelled() => return None,
-                outcome = tried => outcome,
-            };
-            match outcome {
-                Ok(started) => {
-                    tracing::info!(host = %self.options.host, "cluster: joined");
-                    return Some(started);
-                }
-                Err(e) => {
-                    // Said at info the first time and then every ~30 s:
-                    // the other hosts may simply not be up yet.
-                    if attempt == 1 || attempt % 30 == 0 {
-                        tracing::info!(error = %e, "cluster: not joined yet, retrying");
-                    }
-                }
-            }
-            tokio::select! {
-                () = leave.cancelled() => return None,
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
-    }
-
-    /// Apply a batch of engine events in order: stops first as they
-    /// come, a start of an id stopped earlier in the batch only after
-    /// that stop has been carried out.
-    async fn handle(&mut self, batch: Vec<Event>) {
-        let dir = self.state.manifests_dir();
-        let mut stopped = BTreeSet::new();
-        for event in batch {
-            match event {
-                Event::Stop { id, reason } => {
-                    if self.running.remove(&id).is_some() {
-                        tracing::info!(operator = %id, reason = ?reason, "cluster: stop");
-                    }
-                    stopped.insert(id);
-                }
-                Event::Start { id, manifest } => {
-                    // The warden learns the deadline this start is
-                    // covered by before the operator's `watch` (one
-                    // channel, in order), never a stale one.
-                    if let (Some(w), Some(d)) = (&self.warden, &self.deadline) {
-                        w.deadline(d.must_be_gone_by());
-                    }
-                    if stopped.contains(&id) {
-                        self.sync().await;
-                        stopped.clear();
-                    }
-                    match manifest_of(&dir, &id, &manifest) {
-                        Ok(m) => {
-                            tracing::info!(operator = %id, "cluster: start");
-                            self.running.insert(id, (manifest, m));
-                        }
-                        Err(problems) => {
-                            for p in &problems {
-                                tracing::error!("{p}");
-                            }
-                            tracing::error!(
-                                operator = %id,
-                                "cluster: its manifest from the desired state does not load on \
-                                 this host; not started (fix it and apply again)"
-                            );
-                        }
-                    }
-                }
-            }
-        }
-        self.sync().await;
-    }
-
-    /// Make the supervisor run exactly [`Host::running`].
-    async fn sync(&self) {
-        let manifests = self.running.values().map(|(_, m)| m.clone()).collect();
-        let summary = self.supervisor.apply(manifests, &[]).await;
-        tracing::debug!(
-            added = ?summary.added,
-            removed = ?summary.removed,
-            "cluster: operators here"
-        );
-    }
-
-    /// A new desired state: operators running here whose manifest text
-    /// changed restart with the new one (stop, then start).
-    async fn desired_changed(&mut self, set: &DesiredSet) {
-        let dir = self.state.manifests_dir();
-        let mut changed = Vec::new();
-        for (id, (text, _)) in &self.running {
-            let Some(op) = set.operators.get(id) else {
-                continue; // removed: the engine says stop
-            };
-            if op.manifest == *text {
-                continue;
-            }
-            match manifest_of(&dir, id, &op.manifest) {
-                Ok(m) => changed.push((id.clone(), op.manifest.clone(), m)),
-                Err(problems) => {
-                    for p in &problems {
-                        tracing::error!("{p}");
-                    }
-                    tracing::error!(operator = %id, "cluster: new manifest does not load here; the old one keeps running");
-                }
-            }
-        }
-        if changed.is_empty() {
-            return;
-        }
-        for (id, _, _) in &changed {
-            self.running.remove(id);
-        }
-        self.sync().await;
-        for (id, text, m) in changed {
-            tracing::info!(operator = %id, "cluster: manifest changed, restarted with it");
-            self.running.insert(id, (text, m));
-        }
-        self.sync().await;
-    }
-}
-
-/// Tell the warden every new lease deadline: a task of its own, so the
-/// deadline moves on while the event task waits on a stop.
-async fn feed_deadline(deadline: Deadline, warden: WardenLink) {
-    let mut last = None;
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tick.tick().await;
-        let now = deadline.must_be_gone_by();
-        if now != last {
-            warden.deadline(now);
-            last = now;
-        }
-    }
-}
-
-/// The engine's connection: this host's server only, reconnecting fast.
-async fn connect(login: &Login) -> Result<async_nats::Client, String> {
-    let mut options = async_nats::ConnectOptions::with_user_and_password(
-        login.user.clone(),
-        login.password.clone(),
-    )
-    .name("switchboard-cluster")
-    .ignore_discovered_servers()
-    .reconnect_delay_callback(|_| Duration::from_millis(100))
-    .connection_timeout(Duration::from_secs(2));
-    if let Some(ca) = &login.tls_ca {
-        options = options.add_root_certificates(ca.clone()).require_tls(true);
-    }
-    options.connect(login.url.as_str()).await.map_err(|e| {
-        format!(
-            "cannot connect to this host's nats-server at {}: {e}",
-            login.url
-        )
-    })
-}
-
-/// Every new desired state, from the bucket's watch (started over when
-/// it ends: the engine watches on its own; this one only feeds
-/// [`Host::desired_changed`]).
-async fn watch_desired(buckets: Buckets, tx: mpsc::UnboundedSender<DesiredSet>) {
-    let store = DesiredStore::new(buckets.desired);
-    loop {
-        if let Ok(watch) = store.watch().await {
-            tokio::pin!(watch);
-            while let Some((set, _revision)) = watch.next().await {
-                if tx.send(set).is_err() {
-                    return;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

@@ -340,6 +340,9 @@ impl Daemon {
         loop {
             match self
                 .bus
+                // Status may take its own 2 s bound on the durable
+                // stream's figures (a lost stream server): longer than
+                // that is a failure, retried.
                 .request_json("sb.api.status", &StatusRequest {}, Duration::from_secs(5))
                 .await
             {
