@@ -11,8 +11,9 @@
 //!   resolved on this host, under its manifests directory);
 //!   `Event::Stop` stops it, with the SIGTERM grace capped so the process
 //!   is gone within the lease's stop budget ([`desired::MAX_STOP_GRACE`]).
-//!   Events are handled by one task that never waits on the network, so
-//!   a fence's stops are never queued behind an apply.
+//!   Events are handled by one task that waits only on the supervisor
+//!   (stops bounded by that grace), never on the buckets, so a fence's
+//!   stops are never queued behind an apply or a read.
 //! - The manifests directory is what this host *proposes*: at start (only
 //!   while the cluster has no desired state yet), on SIGHUP and with
 //!   `switchboard apply`, it is written to the cluster's desired state by
