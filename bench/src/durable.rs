@@ -193,7 +193,20 @@ pub async fn run(
     ]);
     summary.check("stream only/core bus", ratio, STORED_TARGET);
     p.row([vec!["stream only".to_owned()], stored.cells(n)].concat());
-    let mut offset = n;
+    // The same without the `Nats-Msg-Id` header the stream dedupes on
+    // (what a client that does not know of the stream sends): the
+    // server's share of the dedupe, for the profile; not a target.
+    let plain = Bus::connect(&BusOptions::new(url).stream_ids(false), "bench-plain").await?;
+    let unmarked = stored_rate(&plain, n, server_pid).await?;
+    t.row(vec![
+        "stream only, no Nats-Msg-Id (no dedupe)".into(),
+        rate(unmarked.rate(n)),
+        format!("{:.2}", unmarked.rate(n) / core_rate),
+    ]);
+    p.row([vec!["stream only, no Nats-Msg-Id".to_owned()], unmarked.cells(n)].concat());
+    // Both stream-only runs left n envelopes each in the stream; the loggers
+    // read from the first.
+    let mut offset = 2 * n;
     for fsync in ["batch", "never"] {
         let (profile, per_batch) =
             logged_rate(&bus, url, server_pid, logger, fsync, offset, n).await?;
