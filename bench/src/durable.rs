@@ -21,9 +21,9 @@ use futures::StreamExt as _;
 use switchboard_bus::stream::{StreamSpec, DEFAULT_STREAM};
 use switchboard_bus::{Bus, BusOptions, Envelope};
 
+use crate::cpu;
 use crate::summary::{Summary, Target};
 use crate::table::Table;
-use crate::cpu;
 
 const SUBJECT: &str = "chat.bench.net.room.message";
 
@@ -107,7 +107,8 @@ impl Clock {
     }
 
     fn stop(&self) -> Profile {
-        let since = |then: Option<Duration>, now: Option<Duration>| Some(now?.saturating_sub(then?));
+        let since =
+            |then: Option<Duration>, now: Option<Duration>| Some(now?.saturating_sub(then?));
         Profile {
             elapsed: self.started.elapsed(),
             bench: since(self.bench, cpu::process_time(None)),
@@ -169,7 +170,13 @@ pub async fn run(
     let n = settings.messages;
     let mut t = Table::new(
         format!("durable path: {n} envelopes of ~150 B, published as fast as possible, to disk"),
-        &["path", "envelopes/s", "vs core bus", "target", "lines per batch"],
+        &[
+            "path",
+            "envelopes/s",
+            "vs core bus",
+            "target",
+            "lines per batch",
+        ],
     );
     let mut p = Table::new(
         "where the time goes (CPU per envelope, µs; busy = average cores in use)",
@@ -203,7 +210,13 @@ pub async fn run(
         rate(unmarked.rate(n)),
         format!("{:.2}", unmarked.rate(n) / core_rate),
     ]);
-    p.row([vec!["stream only, no Nats-Msg-Id".to_owned()], unmarked.cells(n)].concat());
+    p.row(
+        [
+            vec!["stream only, no Nats-Msg-Id".to_owned()],
+            unmarked.cells(n),
+        ]
+        .concat(),
+    );
     // Both stream-only runs left n envelopes each in the stream; the loggers
     // read from the first.
     let mut offset = 2 * n;
@@ -225,8 +238,31 @@ pub async fn run(
             verdict,
             format!("{per_batch:.0}"),
         ]);
-        p.row([vec![format!("stream + logger, fsync={fsync}")], profile.cells(n)].concat());
+        p.row(
+            [
+                vec![format!("stream + logger, fsync={fsync}")],
+                profile.cells(n),
+            ]
+            .concat(),
+        );
     }
+    // The logger's reading alone: the same durable pull consumer with the
+    // same batch, each batch acknowledged, nothing written. What the
+    // server and the bus's reader take, the ceiling of any logger.
+    let reader = reader_rate(&bus, offset, n, server_pid).await?;
+    offset += n;
+    t.row(vec![
+        "stream + durable reader, no disk".into(),
+        rate(reader.rate(n)),
+        format!("{:.2}", reader.rate(n) / core_rate),
+    ]);
+    p.row(
+        [
+            vec!["stream + durable reader, no disk".to_owned()],
+            reader.cells(n),
+        ]
+        .concat(),
+    );
     t.note("`stream + logger`: publish (core NATS, the stream captures it) until the logger's lines_written reaches N.");
     println!("{t}");
     p.note(format!(
@@ -273,6 +309,50 @@ async fn stored_rate(bus: &Bus, n: usize, server_pid: Option<u32>) -> anyhow::Re
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    Ok(clock.stop())
+}
+
+/// Publish `n` envelopes (ids from `first`) and read them back through a durable consumer
+/// of its own (started at new messages), batches of the logger's default
+/// size, the last of each acknowledged (covering the batch); time until
+/// all are read.
+async fn reader_rate(
+    bus: &Bus,
+    first: usize,
+    n: usize,
+    server_pid: Option<u32>,
+) -> anyhow::Result<Profile> {
+    let mut durable = bus
+        .durable(
+            DEFAULT_STREAM,
+            "bench-reader",
+            &["chat.>".to_owned()],
+            Duration::from_secs(30),
+            switchboard_bus::stream::StartAt::New,
+        )
+        .await?;
+    let clock = Clock::start(server_pid, None);
+    let publisher = {
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            for i in first..first + n {
+                bus.publish(SUBJECT, &envelope(i)).await?;
+            }
+            bus.flush().await
+        })
+    };
+    let mut got = 0;
+    while got < n {
+        let mut batch = durable.fetch(500, Duration::from_secs(10)).await?;
+        if batch.is_empty() {
+            bail!("durable reader: only {got} of {n} arrived");
+        }
+        got += batch.len();
+        if let Some(last) = batch.last_mut() {
+            last.ack().await?;
+        }
+    }
+    publisher.await??;
     Ok(clock.stop())
 }
 
