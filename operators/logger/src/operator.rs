@@ -436,7 +436,9 @@ impl Settle<'_> {
         if sweep {
             *last_sweep = tokio::time::Instant::now();
         }
-        self.maintain(sweep).await;
+        if sweep || lock(self.writer).must_rotate() {
+            self.maintain(sweep).await;
+        }
         true
     }
 

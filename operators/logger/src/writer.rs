@@ -260,6 +260,23 @@ impl Writer {
         }
     }
 
+    /// Whether [`Writer::maintain`] has anything to do short of a sweep: a
+    /// file written since last time is over the rotation size. A `stat`
+    /// per file, cheap enough to ask between batches without handing the
+    /// work to a blocking thread (which costs more than the `stat`s on a
+    /// busy machine).
+    /// When none is, the files are forgotten, as `maintain` would.
+    pub fn must_rotate(&mut self) -> bool {
+        let big = self
+            .touched
+            .iter()
+            .any(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > self.rotate_size));
+        if !big {
+            self.touched.clear();
+        }
+        big
+    }
+
     /// Between batches (no journal): rotate the files written since last
     /// time that are over `rotate_size`, and compress closed files (rotated
     /// ones, and files last written before today, UTC). Problems are
