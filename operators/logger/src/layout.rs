@@ -21,9 +21,6 @@ pub struct Entry {
     pub path: PathBuf,
     /// The line, ending with `\n`.
     pub line: String,
-    /// The stream sequence of the message it is for: the writer skips it
-    /// when it is at or below what is already written (a redelivery).
-    pub seq: u64,
 }
 
 /// The values of a layout's placeholders for one message.
@@ -62,7 +59,6 @@ pub fn entry(m: &Stored, config: &LoggerConfig) -> Option<Entry> {
     Some(Entry {
         path: PathBuf::from(path),
         line,
-        seq: m.seq,
     })
 }
 

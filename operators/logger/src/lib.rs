@@ -7,8 +7,6 @@
 //! and gzipped when closed. A batch is acknowledged only after it is
 //! written (and synced, per `fsync`), and an undo journal makes a crash at
 //! any point leave every message in the files exactly once ([`writer`]).
-//! Batches are written and acknowledged one at a time, in stream order;
-//! only reading the next one (and making its lines) overlaps with that.
 //! When it cannot write (no permission, full disk) it says so in its
 //! health, keeps the messages in the stream and catches up once it can.
 

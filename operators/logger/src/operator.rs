@@ -182,75 +182,26 @@ struct Run {
     recent: Recent,
 }
 
-/// A batch read from the stream and turned into lines, waiting for its
-/// turn to be written.
-struct Prepared {
-    batch: Vec<Stored>,
-    entries: Vec<layout::Entry>,
-}
-
-/// What one read of the stream gave.
-enum Read {
-    Batch(Prepared),
-    /// Nothing arrived in the wait.
-    Empty,
-    /// The read failed (reported, and waited out).
-    Failed,
-    /// The logger is stopping.
-    Stop,
-}
-
 impl Run {
-    /// Batches go through two stages: read (fetch, drop repeats, make the
-    /// lines) and settle (write, sync, acknowledge, commit). The next batch
-    /// is read while the last one settles, so neither waits for the
-    /// other; batches still settle one at a time and in order, which is
-    /// all the journal and the acknowledgements rely on (see the crate
-    /// docs). Measured in docs/benchmarks.md: the stages in a row were
-    /// the limit of the logger's rate.
     async fn run(
-        self,
+        mut self,
         writer: Arc<Mutex<Writer>>,
         mut durable: Durable,
         mut config: watch::Receiver<LoggerConfig>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let Run {
-            bus,
-            stream,
-            id,
-            health,
-            counters,
-            mut recent,
-        } = self;
         let mut current = config.borrow_and_update().clone();
         let mut last_sweep = tokio::time::Instant::now();
-        let mut read_backoff = Backoff::default();
-        let mut write_backoff = Backoff::default();
-        let mut settle_stop = stop.clone();
-        let mut ready: Option<Prepared> = None;
-        let settle = Settle {
-            writer: &writer,
-            health: &health,
-            counters: &counters,
-        };
+        let mut backoff = Backoff::default();
         while !*stop.borrow() {
             if config.has_changed().unwrap_or(false) {
-                // What was read under the old settings is written first.
-                if let Some(p) = ready.take() {
-                    let done = settle
-                        .batch(p, &mut settle_stop, &mut write_backoff, &mut last_sweep)
-                        .await;
-                    if !done {
-                        return;
-                    }
-                }
                 let new = config.borrow_and_update().clone();
                 if new.subjects != current.subjects {
-                    match bus
+                    match self
+                        .bus
                         .durable(
-                            &stream,
-                            &id,
+                            &self.stream,
+                            &self.id,
                             &filters(&new.subjects),
                             ACK_WAIT,
                             StartAt::First,
@@ -264,186 +215,121 @@ impl Run {
                 lock(&writer).reconfigure(&new);
                 current = new;
             }
-            let reader = read(
-                &mut durable,
-                &mut recent,
-                &counters,
-                &health,
-                &current,
-                &mut stop,
-                &mut read_backoff,
-            );
-            let (done, next) = match ready.take() {
-                Some(p) => {
-                    let writing =
-                        settle.batch(p, &mut settle_stop, &mut write_backoff, &mut last_sweep);
-                    tokio::join!(writing, reader)
-                }
-                None => (true, reader.await),
+            let batch = tokio::select! {
+                _ = stop.changed() => break,
+                b = durable.fetch(current.batch, Duration::from_secs(1)) => b,
             };
-            if !done {
-                // Stopped with a batch written but not acknowledged: left
-                // to the journal, the next start settles it.
-                return;
-            }
-            match next {
-                Read::Batch(p) => ready = Some(p),
-                Read::Empty => {
-                    if last_sweep.elapsed() >= SWEEP_EVERY {
-                        last_sweep = tokio::time::Instant::now();
-                        settle.maintain(true).await;
+            let mut batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    self.health
+                        .set(Health::Degraded, format!("cannot read the stream: {e}"));
+                    backoff.wait(&mut stop).await;
+                    continue;
+                }
+            };
+            let Some(last) = batch.last().map(|m| m.seq) else {
+                if last_sweep.elapsed() >= SWEEP_EVERY {
+                    last_sweep = tokio::time::Instant::now();
+                    self.maintain(&writer, true).await;
+                }
+                continue;
+            };
+            let committed = lock(&writer).committed();
+            let entries = self.entries(&batch, &current, committed);
+            // Written (or, full disk and the like, retried until it is):
+            // nothing is acknowledged that is not on disk.
+            let entries = Arc::new(entries);
+            loop {
+                let result = {
+                    let (w, entries) = (Arc::clone(&writer), Arc::clone(&entries));
+                    tokio::task::spawn_blocking(move || lock(&w).write_batch(&entries, last))
+                        .await
+                        .unwrap_or_else(|e| Err(crate::writer::WriteError::Panicked(e.to_string())))
+                };
+                match result {
+                    Ok(()) => break,
+                    Err(e) => {
+                        self.counters.write_errors.inc();
+                        self.health.set(
+                            Health::Degraded,
+                            format!("{e}; messages wait in the stream until it can write"),
+                        );
+                        backoff.wait(&mut stop).await;
                     }
                 }
-                Read::Failed => {}
-                Read::Stop => break,
             }
-        }
-        // A batch read but not written: not acknowledged either, so the
-        // stream delivers it again to the next start.
-    }
-}
-
-/// Read the next batch and make its lines.
-async fn read(
-    durable: &mut Durable,
-    recent: &mut Recent,
-    counters: &Counters,
-    health: &HealthReport,
-    config: &LoggerConfig,
-    stop: &mut watch::Receiver<bool>,
-    backoff: &mut Backoff,
-) -> Read {
-    let batch = tokio::select! {
-        _ = stop.changed() => return Read::Stop,
-        b = durable.fetch(config.batch, Duration::from_secs(1)) => b,
-    };
-    match batch {
-        Err(e) => {
-            health.set(Health::Degraded, format!("cannot read the stream: {e}"));
-            backoff.wait(stop).await;
-            Read::Failed
-        }
-        Ok(batch) if batch.is_empty() => Read::Empty,
-        Ok(batch) => {
+            // The last message's ack covers the batch (ack policy "all").
+            let mut acked = false;
+            while !acked {
+                match batch.last_mut().map(Stored::ack) {
+                    Some(ack) => match ack.await {
+                        Ok(()) => acked = true,
+                        Err(e) => {
+                            self.health
+                                .set(Health::Degraded, format!("cannot acknowledge: {e}"));
+                            if *stop.borrow() {
+                                // Left to the journal: the next start settles it.
+                                return;
+                            }
+                            backoff.wait(&mut stop).await;
+                        }
+                    },
+                    None => acked = true,
+                }
+            }
+            lock(&writer).commit();
+            self.counters.batches.inc();
+            self.counters.written.add(entries.len() as u64);
             backoff.reset();
-            let entries = entries(recent, counters, &batch, config);
-            Read::Batch(Prepared { batch, entries })
+            if self.health.get().0 != Health::Ok {
+                self.health.ok();
+            }
+            let sweep = last_sweep.elapsed() >= SWEEP_EVERY;
+            if sweep {
+                last_sweep = tokio::time::Instant::now();
+            }
+            self.maintain(&writer, sweep).await;
         }
     }
-}
 
-/// The lines for a batch: messages the config keeps, republished copies
-/// (an id seen lately) dropped. Messages already written are the
-/// writer's to skip.
-fn entries(
-    recent: &mut Recent,
-    counters: &Counters,
-    batch: &[Stored],
-    config: &LoggerConfig,
-) -> Vec<layout::Entry> {
-    let patterns: Vec<Pattern> = config
-        .subjects
-        .iter()
-        .filter_map(|s| Pattern::parse(s).ok())
-        .collect();
-    let mut out = Vec::with_capacity(batch.len());
-    for m in batch {
-        if !patterns.iter().any(|p| p.matches(&m.subject)) {
-            continue;
-        }
-        if let Some(id) = &m.msg_id {
-            if !recent.first_time(id) {
-                counters.skipped.inc();
+    fn entries(
+        &mut self,
+        batch: &[Stored],
+        config: &LoggerConfig,
+        committed: u64,
+    ) -> Vec<layout::Entry> {
+        let patterns: Vec<Pattern> = config
+            .subjects
+            .iter()
+            .filter_map(|s| Pattern::parse(s).ok())
+            .collect();
+        let mut out = Vec::with_capacity(batch.len());
+        for m in batch {
+            // Written already: delivered again because the server forgot
+            // an acknowledgement (a hard kill), or by a rewind.
+            if m.seq <= committed {
+                self.counters.skipped.inc();
                 continue;
             }
-        }
-        if let Some(e) = layout::entry(m, config) {
-            out.push(e);
-        }
-    }
-    out
-}
-
-/// Writing, acknowledging and committing batches, one at a time.
-struct Settle<'a> {
-    writer: &'a Arc<Mutex<Writer>>,
-    health: &'a HealthReport,
-    counters: &'a Counters,
-}
-
-impl Settle<'_> {
-    /// Write `p` (retried until it is: nothing is acknowledged that is not
-    /// on disk), acknowledge it, commit it, then rotate and compress.
-    /// False when a stop came while the acknowledgement kept failing.
-    async fn batch(
-        &self,
-        p: Prepared,
-        stop: &mut watch::Receiver<bool>,
-        backoff: &mut Backoff,
-        last_sweep: &mut tokio::time::Instant,
-    ) -> bool {
-        let Prepared { mut batch, entries } = p;
-        let Some(last) = batch.last().map(|m| m.seq) else {
-            return true;
-        };
-        let entries = Arc::new(entries);
-        let written = loop {
-            let result = {
-                let (w, entries) = (Arc::clone(self.writer), Arc::clone(&entries));
-                tokio::task::spawn_blocking(move || lock(&w).write_batch(&entries, last))
-                    .await
-                    .unwrap_or_else(|e| Err(crate::writer::WriteError::Panicked(e.to_string())))
-            };
-            match result {
-                Ok(n) => break n,
-                Err(e) => {
-                    self.counters.write_errors.inc();
-                    self.health.set(
-                        Health::Degraded,
-                        format!("{e}; messages wait in the stream until it can write"),
-                    );
-                    backoff.wait(stop).await;
+            if !patterns.iter().any(|p| p.matches(&m.subject)) {
+                continue;
+            }
+            if let Some(id) = &m.msg_id {
+                if !self.recent.first_time(id) {
+                    self.counters.skipped.inc();
+                    continue;
                 }
             }
-        };
-        // The last message's ack covers the batch (ack policy "all").
-        let mut acked = false;
-        while !acked {
-            match batch.last_mut().map(Stored::ack) {
-                Some(ack) => match ack.await {
-                    Ok(()) => acked = true,
-                    Err(e) => {
-                        self.health
-                            .set(Health::Degraded, format!("cannot acknowledge: {e}"));
-                        if *stop.borrow() {
-                            return false;
-                        }
-                        backoff.wait(stop).await;
-                    }
-                },
-                None => acked = true,
+            if let Some(e) = layout::entry(m, config) {
+                out.push(e);
             }
         }
-        lock(self.writer).commit();
-        self.counters.batches.inc();
-        self.counters.written.add(written as u64);
-        self.counters.skipped.add((entries.len() - written) as u64);
-        backoff.reset();
-        if self.health.get().0 != Health::Ok {
-            self.health.ok();
-        }
-        let sweep = last_sweep.elapsed() >= SWEEP_EVERY;
-        if sweep {
-            *last_sweep = tokio::time::Instant::now();
-        }
-        if sweep || lock(self.writer).must_rotate() {
-            self.maintain(sweep).await;
-        }
-        true
+        out
     }
 
-    async fn maintain(&self, sweep: bool) {
-        let w = Arc::clone(self.writer);
+    async fn maintain(&self, writer: &Arc<Mutex<Writer>>, sweep: bool) {
+        let w = Arc::clone(writer);
         let problems = tokio::task::spawn_blocking(move || lock(&w).maintain(sweep))
             .await
             .unwrap_or_else(|e| vec![format!("file maintenance failed: {e}")]);

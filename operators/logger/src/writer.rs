@@ -168,22 +168,15 @@ impl Writer {
     }
 
     /// Append `entries` (of a batch ending at stream sequence `last_seq`),
-    /// in order, and say how many were written: entries at or below
-    /// [`Writer::committed`] are in the files already (the stream delivered
-    /// them again) and are skipped here, where that is known for sure
-    /// (the batch may have been read while the one before it was being
-    /// written). On error nothing of the batch stays in any file.
-    pub fn write_batch(&mut self, entries: &[Entry], last_seq: u64) -> Result<usize, WriteError> {
+    /// in order. On error nothing of the batch stays in any file.
+    pub fn write_batch(&mut self, entries: &[Entry], last_seq: u64) -> Result<(), WriteError> {
         self.pending = Some(last_seq);
-        let committed = self.committed;
-        let fresh = || entries.iter().filter(move |e| e.seq > committed);
-        let count = fresh().count();
-        if count == 0 {
-            return Ok(0);
+        if entries.is_empty() {
+            return Ok(());
         }
         // Lines per file, files in first-seen order.
         let mut by_file: Vec<(PathBuf, String)> = Vec::new();
-        for e in fresh() {
+        for e in entries {
             let path = self.dir.join(&e.path);
             match by_file.iter_mut().find(|(p, _)| *p == path) {
                 Some((_, text)) => text.push_str(&e.line),
@@ -214,7 +207,7 @@ impl Writer {
                 self.touched.push(path);
             }
         }
-        Ok(count)
+        Ok(())
     }
 
     fn write_journal(&self, journal: &Journal) -> Result<(), WriteError> {
@@ -258,23 +251,6 @@ impl Writer {
         if let Some(seq) = self.pending.take() {
             self.committed = self.committed.max(seq);
         }
-    }
-
-    /// Whether [`Writer::maintain`] has anything to do short of a sweep: a
-    /// file written since last time is over the rotation size. A `stat`
-    /// per file, cheap enough to ask between batches without handing the
-    /// work to a blocking thread (which costs more than the `stat`s on a
-    /// busy machine).
-    /// When none is, the files are forgotten, as `maintain` would.
-    pub fn must_rotate(&mut self) -> bool {
-        let big = self
-            .touched
-            .iter()
-            .any(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > self.rotate_size));
-        if !big {
-            self.touched.clear();
-        }
-        big
     }
 
     /// Between batches (no journal): rotate the files written since last
@@ -428,13 +404,10 @@ mod tests {
         serde_json::from_value(serde_json::json!({ "dir": dir })).expect("config")
     }
 
-    /// An entry for the message at stream sequence 5 x its line's number
-    /// (lines 1 and 2 end at 10, lines 3 and 4 at 20).
     fn entry(file: &str, line: &str) -> Entry {
         Entry {
             path: PathBuf::from(file),
             line: format!("{line}\n"),
-            seq: 5 * line.parse::<u64>().expect("a numbered line"),
         }
     }
 
@@ -446,10 +419,6 @@ mod tests {
         let mut w = Writer::new(&c, journal.clone());
         w.write_batch(&[entry("a.jsonl", "1"), entry("b.jsonl", "2")], 10)
             .unwrap();
-        w.commit();
-        // Delivered again (a rewind, or a server that forgot the
-        // acknowledgement): not written twice.
-        assert_eq!(w.write_batch(&[entry("a.jsonl", "2")], 10).unwrap(), 0);
         w.commit();
         w.write_batch(&[entry("a.jsonl", "3"), entry("c.jsonl", "4")], 20)
             .unwrap();
