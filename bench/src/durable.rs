@@ -131,19 +131,21 @@ impl Profile {
 
     /// The profile's cells: µs of CPU per envelope for the bench (the
     /// publisher, and the subscriber of the core run), the server and the
-    /// logger, their sum, and the average number of busy cores.
+    /// logger, their sum, the average number of busy cores, and how many
+    /// of them the server kept busy.
     fn cells(&self, n: usize) -> Vec<String> {
         let per = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e6 / n as f64);
         let show = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
         let parts = [per(self.bench), per(self.server), per(self.logger)];
         let total: f64 = parts.iter().flatten().sum();
-        let busy = total * n as f64 / 1e6 / self.elapsed.as_secs_f64();
+        let cores = |us: f64| us * n as f64 / 1e6 / self.elapsed.as_secs_f64();
         vec![
             show(parts[0]),
             show(parts[1]),
             show(parts[2]),
             format!("{total:.2}"),
-            format!("{busy:.2}"),
+            format!("{:.2}", cores(total)),
+            show(parts[1].map(cores)),
         ]
     }
 }
@@ -180,7 +182,15 @@ pub async fn run(
     );
     let mut p = Table::new(
         "where the time goes (CPU per envelope, µs; busy = average cores in use)",
-        &["path", "bench", "server", "logger", "total", "busy"],
+        &[
+            "path",
+            "bench",
+            "server",
+            "logger",
+            "total",
+            "busy",
+            "server busy",
+        ],
     );
     let core = core_rate(&bus, n, server_pid).await?;
     let core_rate = core.rate(n);
@@ -266,7 +276,8 @@ pub async fn run(
     t.note("`stream + logger`: publish (core NATS, the stream captures it) until the logger's lines_written reaches N.");
     println!("{t}");
     p.note(format!(
-        "{} cores; bench = this process (publisher, and the core run's subscriber); a busy figure near the core count means CPU-bound",
+        "{} cores; bench = this process (publisher, and the core run's subscriber); a busy figure near the core count means CPU-bound; \
+         server busy ~1.00 with cores to spare: the server's JetStream work, which runs on one core, sets the rate (docs/benchmarks.md, issue 21 round 3)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     ));
     println!("{p}");
