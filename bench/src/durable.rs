@@ -21,6 +21,8 @@ use futures::StreamExt as _;
 use switchboard_bus::stream::{StreamSpec, DEFAULT_STREAM};
 use switchboard_bus::{Bus, BusOptions, Envelope};
 
+use crate::cpu;
+use crate::summary::{Summary, Target};
 use crate::table::Table;
 
 const SUBJECT: &str = "chat.bench.net.room.message";
@@ -63,8 +65,99 @@ fn envelope(i: usize) -> Envelope {
     .with_header("id", format!("b{i:09}"))
 }
 
-/// The tables, printed.
-pub async fn run(url: &str, logger: &Path, settings: Settings) -> anyhow::Result<()> {
+/// The issue-21 targets: the stream alone within 10% of the core bus, and
+/// the stream with the logger writing to disk (fsync before every
+/// acknowledgement) at half of it.
+const STORED_TARGET: Target = Target::AtLeast(0.9);
+const LOGGED_TARGET: Target = Target::AtLeast(0.5);
+
+/// Where one run's time went: CPU of each process per envelope, and how
+/// many of the machine's cores were busy on average. A run that keeps
+/// every core busy is bound by the CPU the processes spend per envelope
+/// (rate ~ cores / total CPU per envelope); one that leaves cores idle is
+/// bound by something that waits (a round trip, an fsync).
+#[derive(Debug, Clone, Copy, Default)]
+struct Profile {
+    elapsed: Duration,
+    bench: Option<Duration>,
+    server: Option<Duration>,
+    logger: Option<Duration>,
+}
+
+/// CPU times at the start of a run.
+struct Clock {
+    started: Instant,
+    server_pid: Option<u32>,
+    logger_pid: Option<u32>,
+    bench: Option<Duration>,
+    server: Option<Duration>,
+    logger: Option<Duration>,
+}
+
+impl Clock {
+    fn start(server_pid: Option<u32>, logger_pid: Option<u32>) -> Clock {
+        Clock {
+            started: Instant::now(),
+            server_pid,
+            logger_pid,
+            bench: cpu::process_time(None),
+            server: server_pid.and_then(|p| cpu::process_time(Some(p))),
+            logger: logger_pid.and_then(|p| cpu::process_time(Some(p))),
+        }
+    }
+
+    fn stop(&self) -> Profile {
+        let since =
+            |then: Option<Duration>, now: Option<Duration>| Some(now?.saturating_sub(then?));
+        Profile {
+            elapsed: self.started.elapsed(),
+            bench: since(self.bench, cpu::process_time(None)),
+            server: since(
+                self.server,
+                self.server_pid.and_then(|p| cpu::process_time(Some(p))),
+            ),
+            logger: since(
+                self.logger,
+                self.logger_pid.and_then(|p| cpu::process_time(Some(p))),
+            ),
+        }
+    }
+}
+
+impl Profile {
+    fn rate(&self, n: usize) -> f64 {
+        n as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The profile's cells: µs of CPU per envelope for the bench (the
+    /// publisher, and the subscriber of the core run), the server and the
+    /// logger, their sum, the average number of busy cores, and how many
+    /// of them the server kept busy.
+    fn cells(&self, n: usize) -> Vec<String> {
+        let per = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e6 / n as f64);
+        let show = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+        let parts = [per(self.bench), per(self.server), per(self.logger)];
+        let total: f64 = parts.iter().flatten().sum();
+        let cores = |us: f64| us * n as f64 / 1e6 / self.elapsed.as_secs_f64();
+        vec![
+            show(parts[0]),
+            show(parts[1]),
+            show(parts[2]),
+            format!("{total:.2}"),
+            format!("{:.2}", cores(total)),
+            show(parts[1].map(cores)),
+        ]
+    }
+}
+
+/// The tables, printed; the ratios checked in `summary`.
+pub async fn run(
+    url: &str,
+    server_pid: Option<u32>,
+    logger: &Path,
+    settings: Settings,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
     // As an operator under a daemon that keeps a stream: ids in headers.
     let bus = Bus::connect(&BusOptions::new(url).stream_ids(true), "bench").await?;
     bus.ensure_stream(&StreamSpec {
@@ -80,33 +173,115 @@ pub async fn run(url: &str, logger: &Path, settings: Settings) -> anyhow::Result
     let n = settings.messages;
     let mut t = Table::new(
         format!("durable path: {n} envelopes of ~150 B, published as fast as possible, to disk"),
-        &["path", "envelopes/s", "vs core bus", "lines per batch"],
+        &[
+            "path",
+            "envelopes/s",
+            "vs core bus",
+            "target",
+            "lines per batch",
+        ],
     );
-    let core = core_rate(&bus, n).await?;
+    let mut p = Table::new(
+        "where the time goes (CPU per envelope, µs; busy = average cores in use)",
+        &[
+            "path",
+            "bench",
+            "server",
+            "logger",
+            "total",
+            "busy",
+            "server busy",
+        ],
+    );
+    let core = core_rate(&bus, n, server_pid).await?;
+    let core_rate = core.rate(n);
     t.row(vec![
         "core bus (publish -> subscriber)".into(),
-        rate(core),
+        rate(core_rate),
         "1.00".into(),
     ]);
-    let stored = stored_rate(&bus, n).await?;
+    p.row([vec!["core bus".to_owned()], core.cells(n)].concat());
+    let stored = stored_rate(&bus, n, server_pid).await?;
+    let ratio = stored.rate(n) / core_rate;
     t.row(vec![
         "stream only (publish -> stored)".into(),
-        rate(stored),
-        format!("{:.2}", stored / core),
+        rate(stored.rate(n)),
+        format!("{ratio:.2}"),
+        STORED_TARGET.verdict(ratio),
     ]);
-    let mut offset = n;
+    summary.check("stream only/core bus", ratio, STORED_TARGET);
+    p.row([vec!["stream only".to_owned()], stored.cells(n)].concat());
+    // The same without the `Nats-Msg-Id` header the stream dedupes on
+    // (what a client that does not know of the stream sends): the
+    // server's share of the dedupe, for the profile; not a target.
+    let plain = Bus::connect(&BusOptions::new(url).stream_ids(false), "bench-plain").await?;
+    let unmarked = stored_rate(&plain, n, server_pid).await?;
+    t.row(vec![
+        "stream only, no Nats-Msg-Id (no dedupe)".into(),
+        rate(unmarked.rate(n)),
+        format!("{:.2}", unmarked.rate(n) / core_rate),
+    ]);
+    p.row(
+        [
+            vec!["stream only, no Nats-Msg-Id".to_owned()],
+            unmarked.cells(n),
+        ]
+        .concat(),
+    );
+    // Both stream-only runs left n envelopes each in the stream; the loggers
+    // read from the first.
+    let mut offset = 2 * n;
     for fsync in ["batch", "never"] {
-        let (r, per_batch) = logged_rate(&bus, url, logger, fsync, offset, n).await?;
+        let (profile, per_batch) =
+            logged_rate(&bus, url, server_pid, logger, fsync, offset, n).await?;
         offset += n;
+        let ratio = profile.rate(n) / core_rate;
+        let verdict = if fsync == "batch" {
+            summary.check("stream + logger fsync=batch/core bus", ratio, LOGGED_TARGET);
+            LOGGED_TARGET.verdict(ratio)
+        } else {
+            String::new()
+        };
         t.row(vec![
             format!("stream + logger, fsync={fsync}"),
-            rate(r),
-            format!("{:.2}", r / core),
+            rate(profile.rate(n)),
+            format!("{ratio:.2}"),
+            verdict,
             format!("{per_batch:.0}"),
         ]);
+        p.row(
+            [
+                vec![format!("stream + logger, fsync={fsync}")],
+                profile.cells(n),
+            ]
+            .concat(),
+        );
     }
+    // The logger's reading alone: the same durable pull consumer with the
+    // same batch, each batch acknowledged, nothing written. What the
+    // server and the bus's reader take, the ceiling of any logger.
+    let reader = reader_rate(&bus, offset, n, server_pid).await?;
+    offset += n;
+    t.row(vec![
+        "stream + durable reader, no disk".into(),
+        rate(reader.rate(n)),
+        format!("{:.2}", reader.rate(n) / core_rate),
+    ]);
+    p.row(
+        [
+            vec!["stream + durable reader, no disk".to_owned()],
+            reader.cells(n),
+        ]
+        .concat(),
+    );
     t.note("`stream + logger`: publish (core NATS, the stream captures it) until the logger's lines_written reaches N.");
     println!("{t}");
+    p.note(format!(
+        "{} cores; bench = this process (publisher, and the core run's subscriber); a busy figure near the core count means CPU-bound; \
+         server busy ~1.00 with cores to spare: the server's JetStream work, which runs on one core, sets the rate (docs/benchmarks.md, issue 21 round 3)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    ));
+    println!("{p}");
 
     let (p50, p99, max) = delay(&bus, url, logger, settings, offset).await?;
     let mut d = Table::new(
@@ -132,9 +307,9 @@ fn ms(d: Duration) -> String {
 
 /// Publish `n` envelopes on a captured subject and time until the stream
 /// holds them all (no reader).
-async fn stored_rate(bus: &Bus, n: usize) -> anyhow::Result<f64> {
+async fn stored_rate(bus: &Bus, n: usize, server_pid: Option<u32>) -> anyhow::Result<Profile> {
     let before = bus.stream_state(DEFAULT_STREAM).await?.messages;
-    let started = Instant::now();
+    let clock = Clock::start(server_pid, None);
     for i in 0..n {
         bus.publish(SUBJECT, &envelope(i)).await?;
     }
@@ -146,13 +321,57 @@ async fn stored_rate(bus: &Bus, n: usize) -> anyhow::Result<f64> {
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    Ok(n as f64 / started.elapsed().as_secs_f64())
+    Ok(clock.stop())
 }
 
-async fn core_rate(bus: &Bus, n: usize) -> anyhow::Result<f64> {
+/// Publish `n` envelopes (ids from `first`) and read them back through a durable consumer
+/// of its own (started at new messages), batches of the logger's default
+/// size, the last of each acknowledged (covering the batch); time until
+/// all are read.
+async fn reader_rate(
+    bus: &Bus,
+    first: usize,
+    n: usize,
+    server_pid: Option<u32>,
+) -> anyhow::Result<Profile> {
+    let mut durable = bus
+        .durable(
+            DEFAULT_STREAM,
+            "bench-reader",
+            &["chat.>".to_owned()],
+            Duration::from_secs(30),
+            switchboard_bus::stream::StartAt::New,
+        )
+        .await?;
+    let clock = Clock::start(server_pid, None);
+    let publisher = {
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            for i in first..first + n {
+                bus.publish(SUBJECT, &envelope(i)).await?;
+            }
+            bus.flush().await
+        })
+    };
+    let mut got = 0;
+    while got < n {
+        let mut batch = durable.fetch(500, Duration::from_secs(10)).await?;
+        if batch.is_empty() {
+            bail!("durable reader: only {got} of {n} arrived");
+        }
+        got += batch.len();
+        if let Some(last) = batch.last_mut() {
+            last.ack().await?;
+        }
+    }
+    publisher.await??;
+    Ok(clock.stop())
+}
+
+async fn core_rate(bus: &Bus, n: usize, server_pid: Option<u32>) -> anyhow::Result<Profile> {
     let mut sub = bus.subscribe_raw("bench.core.>").await?;
     bus.sync().await?;
-    let started = Instant::now();
+    let clock = Clock::start(server_pid, None);
     let publisher = {
         let bus = bus.clone();
         tokio::spawn(async move {
@@ -170,7 +389,7 @@ async fn core_rate(bus: &Bus, n: usize) -> anyhow::Result<f64> {
         }
     }
     publisher.await??;
-    Ok(n as f64 / started.elapsed().as_secs_f64())
+    Ok(clock.stop())
 }
 
 struct Logger {
@@ -228,11 +447,12 @@ async fn written(
 async fn logged_rate(
     bus: &Bus,
     url: &str,
+    server_pid: Option<u32>,
     logger: &Path,
     fsync: &str,
     offset: usize,
     n: usize,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<(Profile, f64)> {
     // A consumer of its own that starts with new messages only.
     let id = format!("bench-logger-{fsync}");
     let mut heartbeats = bus.subscribe_raw(&format!("sb.op.{id}.heartbeat")).await?;
@@ -240,25 +460,22 @@ async fn logged_rate(
     bus.sync().await?;
     // Messages already in the stream (earlier runs) are written first:
     // count from what is there.
-    let _logger = start_logger(url, logger, fsync, &id)?;
+    let lg = start_logger(url, logger, fsync, &id)?;
     tokio::time::timeout(Duration::from_secs(30), ready.next())
         .await
         .context("the logger did not become ready")?;
     let before = written(&mut heartbeats, offset as u64).await?;
-    let started = Instant::now();
+    let clock = Clock::start(server_pid, Some(lg.child.id()));
     for i in offset..offset + n {
         bus.publish(SUBJECT, &envelope(i)).await?;
     }
     bus.flush().await?;
     let after = written(&mut heartbeats, (offset + n) as u64).await?;
-    let elapsed = started.elapsed();
+    let profile = clock.stop();
     let count = |c: &serde_json::Value, k: &str| c[k].as_u64().unwrap_or(0);
     let batches = count(&after, "batches").saturating_sub(count(&before, "batches"));
     let lines = count(&after, "lines_written").saturating_sub(count(&before, "lines_written"));
-    Ok((
-        n as f64 / elapsed.as_secs_f64(),
-        lines as f64 / batches.max(1) as f64,
-    ))
+    Ok((profile, lines as f64 / batches.max(1) as f64))
 }
 
 async fn delay(

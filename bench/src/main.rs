@@ -210,8 +210,10 @@ fn main() -> anyhow::Result<()> {
         let bins = daemon::Binaries::find()?;
         runtime.block_on(durable::run(
             &server.url(),
+            server.pid(),
             &bins.logger,
             durable::Settings::new(args.quick),
+            &mut summary,
         ))?;
     }
     if supervision {
