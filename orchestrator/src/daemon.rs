@@ -324,6 +324,14 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             config.manifests_dir.clone(),
             warden.clone(),
             lease.clone(),
+            keeps_stream
+                .then(|| {
+                    config
+                        .stream
+                        .operator_streams()
+                        .map(|streams| (config.stream.spec(replicas), streams))
+                })
+                .flatten(),
         )
     });
     tasks.spawn(api::serve(
@@ -347,7 +355,9 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
 
     let mut manifests_dir = config.manifests_dir.clone();
     let mut report = manifest::load_dir(&manifests_dir);
-    if keeps_stream {
+    // In cluster mode an operator's own stream is made where and when the
+    // cluster starts it (`crate::cluster`), not for this host's directory.
+    if keeps_stream && cluster.is_none() {
         spawn_operator_streams(
             &bus,
             &stream_config,
@@ -417,7 +427,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
                     Err(e) => tracing::error!(error = %e, "config not reloaded; keeping the old one"),
                 }
                 let mut report = manifest::load_dir(&manifests_dir);
-                if keeps_stream {
+                if keeps_stream && cluster.is_none() {
                     spawn_operator_streams(&bus, &stream_config, replicas, &report, &shutdown, &mut tasks);
                 }
                 if let Some(c) = &cluster {

@@ -297,6 +297,37 @@ async fn three_daemons_run_each_operator_once_drain_refuse_stale_and_take_over()
     .await;
     println!("formed and placed {OPS} operators in {took:?}: {placed:?}");
 
+    // Every operator has its own stream, and every stream keeps three
+    // copies (a lost host loses no history).
+    let d0 = daemons[0].as_ref().expect("h0");
+    for name in std::iter::once("SWITCHBOARD".to_owned())
+        .chain(ids(OPS).iter().map(|id| format!("SWITCHBOARD_{id}")))
+    {
+        let started = Instant::now();
+        loop {
+            let info: Option<serde_json::Value> = d0
+                .bus
+                .request_json(
+                    &format!("$JS.API.STREAM.INFO.{name}"),
+                    &serde_json::json!({}),
+                    Duration::from_secs(2),
+                )
+                .await
+                .ok();
+            let replicas = info
+                .as_ref()
+                .and_then(|i| i["config"]["num_replicas"].as_u64());
+            if replicas == Some(3) {
+                break;
+            }
+            assert!(
+                started.elapsed() < SETTLE,
+                "stream {name} not there with 3 replicas: {info:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     // status on any host shows the whole cluster with a HOST column.
     let h1 = daemons[1].as_ref().expect("h1");
     let status = h1.status().await;

@@ -18,6 +18,7 @@ use super::{manifest_of, ClusterState, Login};
 use crate::manifest::Manifest;
 use crate::supervisor::Supervisor;
 use crate::warden::WardenLink;
+use switchboard_bus::stream::{OperatorStreams, StreamSpec};
 
 /// The event task's own state.
 pub(super) struct Host {
@@ -34,6 +35,9 @@ pub(super) struct Host {
     pub(super) deadline: Option<Deadline>,
     /// Where the supervisor reads the lease (set once joined).
     pub(super) lease: Option<Arc<OnceLock<Deadline>>>,
+    /// The main stream's shape and the operators' own streams, when the
+    /// daemon keeps them: each operator's is made when it starts here.
+    pub(super) operator_streams: Option<(StreamSpec, OperatorStreams)>,
 }
 
 impl Host {
@@ -171,6 +175,7 @@ impl Host {
                     match manifest_of(&dir, &id, &manifest) {
                         Ok(m) => {
                             tracing::info!(operator = %id, "cluster: start");
+                            self.ensure_own_stream(&id);
                             self.running.insert(id, (manifest, m));
                         }
                         Err(problems) => {
@@ -188,6 +193,36 @@ impl Host {
             }
         }
         self.sync().await;
+    }
+
+    /// Make sure operator `id` has its own stream (idempotent, in the
+    /// background: the operator does not wait for it, and the copy
+    /// starts from the beginning of the main stream, so nothing is missed
+    /// by making it late). Retried while JetStream is not ready (a
+    /// cluster still forming); one warning if it never is.
+    fn ensure_own_stream(&self, id: &str) {
+        let Some((spec, streams)) = self.operator_streams.clone() else {
+            return;
+        };
+        let bus = self.supervisor.bus().clone();
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            let mut last = None;
+            for _ in 0..15 {
+                match bus.ensure_operator_stream(&spec, &streams, &id).await {
+                    Ok(_) => return,
+                    Err(e) => last = Some(e),
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            if let Some(e) = last {
+                tracing::warn!(
+                    operator = %id,
+                    error = %e,
+                    "no stream of its own: its history is kept only in the shared stream"
+                );
+            }
+        });
     }
 
     /// Make the supervisor run exactly [`Host::running`].

@@ -57,6 +57,7 @@ use tokio_util::sync::CancellationToken;
 use crate::supervisor::Supervisor;
 use crate::warden::WardenLink;
 use events::Host;
+use switchboard_bus::stream::{OperatorStreams, StreamSpec};
 
 pub use desired::{check_set, manifest_of, nominal_path, set_from_dir, MAX_STOP_GRACE};
 pub use forward::{forward_ctl, forward_logs, remote_details};
@@ -202,6 +203,7 @@ impl Cluster {
         manifests_dir: PathBuf,
         warden: Option<WardenLink>,
         lease: Option<Arc<OnceLock<Deadline>>>,
+        operator_streams: Option<(StreamSpec, OperatorStreams)>,
     ) -> Cluster {
         let state = Arc::new(ClusterState {
             host: config.host.clone(),
@@ -225,6 +227,7 @@ impl Cluster {
             warden,
             deadline: None,
             lease,
+            operator_streams,
         };
         let task = tokio::spawn(host.run(manifests_dir, reloads, leave.clone()));
         Cluster {
