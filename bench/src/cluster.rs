@@ -65,8 +65,8 @@ fn ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|k| format!("{prefix}-{k}")).collect()
 }
 
-/// Which host runs each operator, from every live daemon's own status
-/// (`running` only), and whether any id is listed on two hosts.
+/// Which hosts run each operator, from every live daemon's own status
+/// (`running` only): an id with two hosts shows as two entries.
 async fn where_running(daemons: &[Option<Daemon>]) -> BTreeMap<String, Vec<usize>> {
     let mut running: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, d) in daemons.iter().enumerate() {
@@ -111,32 +111,27 @@ async fn settle(
     }
 }
 
-/// The server that leads the heartbeat bucket's Raft group.
-async fn bucket_leader(d: &Daemon) -> Option<String> {
-    let info: serde_json::Value = d
-        .bus
+/// The heartbeat bucket's stream info (its leader, its last sequence).
+async fn bucket_info(d: &Daemon) -> anyhow::Result<serde_json::Value> {
+    d.bus
         .request_json(
             "$JS.API.STREAM.INFO.KV_sb_cluster",
             &serde_json::json!({}),
             Duration::from_secs(2),
         )
         .await
-        .ok()?;
+        .map_err(|e| anyhow::anyhow!("stream info of the heartbeat bucket: {e}"))
+}
+
+/// The server that leads the heartbeat bucket's Raft group.
+async fn bucket_leader(d: &Daemon) -> Option<String> {
+    let info = bucket_info(d).await.ok()?;
     info["cluster"]["leader"].as_str().map(str::to_owned)
 }
 
 /// The heartbeat bucket's last sequence (every write is one).
 async fn bucket_writes(d: &Daemon) -> anyhow::Result<u64> {
-    let info: serde_json::Value = d
-        .bus
-        .request_json(
-            "$JS.API.STREAM.INFO.KV_sb_cluster",
-            &serde_json::json!({}),
-            Duration::from_secs(2),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("stream info of the heartbeat bucket: {e}"))?;
-    info["state"]["last_seq"]
+    bucket_info(d).await?["state"]["last_seq"]
         .as_u64()
         .context("no last_seq in the bucket's stream info")
 }

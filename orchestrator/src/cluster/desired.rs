@@ -39,7 +39,7 @@ pub fn set_from_dir(dir: &Path) -> Result<DesiredSet, Vec<Problem>> {
         let text = match std::fs::read_to_string(&m.path) {
             Ok(t) => t,
             Err(e) => {
-                problems.push(whole_file(&m.path, format!("cannot read: {e}")));
+                problems.push(Problem::whole_file(&m.path, format!("cannot read: {e}")));
                 continue;
             }
         };
@@ -53,7 +53,7 @@ pub fn set_from_dir(dir: &Path) -> Result<DesiredSet, Vec<Problem>> {
                     },
                 );
             }
-            Ok(_) | Err(_) => problems.push(whole_file(
+            Ok(_) | Err(_) => problems.push(Problem::whole_file(
                 &m.path,
                 "changed while it was being read; apply again".to_owned(),
             )),
@@ -109,7 +109,7 @@ pub fn manifest_of(manifests_dir: &Path, id: &str, text: &str) -> Result<Manifes
     let path = nominal_path(manifests_dir, id);
     let mut m = manifest::parse_manifest(&path, text)?;
     if m.id.as_str() != id {
-        return Err(vec![whole_file(
+        return Err(vec![Problem::whole_file(
             &path,
             format!(
                 "the desired state lists it as `{id}` but its manifest says id = \"{}\"",
@@ -127,15 +127,6 @@ pub fn manifest_of(manifests_dir: &Path, id: &str, text: &str) -> Result<Manifes
         m.stop_timeout = MAX_STOP_GRACE;
     }
     Ok(m)
-}
-
-fn whole_file(path: &Path, message: String) -> Problem {
-    Problem {
-        path: path.to_owned(),
-        line: None,
-        column: None,
-        message,
-    }
 }
 
 #[cfg(test)]

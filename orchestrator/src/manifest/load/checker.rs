@@ -11,7 +11,7 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
-use super::{whole_file, Problem};
+use super::Problem;
 use crate::manifest::suggest::did_you_mean;
 use switchboard_proto::duration::{format_duration, parse_duration};
 
@@ -70,7 +70,8 @@ impl<'a> Ctx<'a> {
     }
 
     pub(super) fn nowhere(&mut self, message: impl Into<String>) {
-        self.problems.push(whole_file(self.path, message.into()));
+        self.problems
+            .push(Problem::whole_file(self.path, message.into()));
     }
 
     pub(super) fn wrong_type(

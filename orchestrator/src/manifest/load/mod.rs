@@ -40,6 +40,19 @@ pub struct Problem {
     pub message: String,
 }
 
+impl Problem {
+    /// A problem with the whole file (it cannot be read, it is not TOML
+    /// at all, a key is missing): no line to point at.
+    pub fn whole_file(path: &Path, message: impl Into<String>) -> Problem {
+        Problem {
+            path: path.to_owned(),
+            line: None,
+            column: None,
+            message: message.into(),
+        }
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.line {
@@ -152,7 +165,7 @@ pub fn load_dir(dir: &Path) -> LoadReport {
             Err(err) => {
                 report
                     .problems
-                    .push(whole_file(&path, format!("cannot read: {err}")));
+                    .push(Problem::whole_file(&path, format!("cannot read: {err}")));
                 continue;
             }
         }
@@ -240,17 +253,9 @@ fn is_manifest_name(name: &std::ffi::OsStr) -> bool {
     !name.starts_with('.') && !name.ends_with('~') && name.ends_with(".toml")
 }
 
-fn whole_file(path: &Path, message: String) -> Problem {
-    Problem {
-        path: path.to_owned(),
-        line: None,
-        column: None,
-        message,
-    }
-}
-
 fn read_text(path: &Path) -> Result<String, Problem> {
-    let bytes = fs::read(path).map_err(|err| whole_file(path, format!("cannot read: {err}")))?;
+    let bytes =
+        fs::read(path).map_err(|err| Problem::whole_file(path, format!("cannot read: {err}")))?;
     String::from_utf8(bytes).map_err(|err| {
         let valid = err.utf8_error().valid_up_to();
         let before = &err.as_bytes()[..valid];
