@@ -13,7 +13,8 @@ use switchboard_bus::usage;
 use switchboard_bus::{Bus, RawMessage};
 use switchboard_proto::api::{
     methods, ApplyReply, ApplyRequest, CtlReply, CtlRequest, DrainReply, DrainRequest, LogLine,
-    LogsReply, LogsRequest, StatusReply, StreamStatus, LOGS_REPLY_BUDGET,
+    LogsReply, LogsRequest, RestartReply, RestartRequest, StatusReply, StreamStatus,
+    LOGS_REPLY_BUDGET,
 };
 use switchboard_proto::{api_subject, SbSubject};
 use tokio_util::sync::CancellationToken;
@@ -36,6 +37,18 @@ pub struct DaemonInfo {
     /// Cluster mode: this host's part of the cluster (status, apply,
     /// drain).
     pub cluster: Option<Arc<crate::cluster::ClusterState>>,
+    /// How `restart` reaches the daemon's main loop.
+    pub restart: Restart,
+}
+
+/// What the `restart` method needs: the main loop's trigger and how the
+/// program will be executed again (or why it cannot be).
+#[derive(Debug, Clone)]
+pub struct Restart {
+    /// Cancelled to have the daemon stop and execute its program again.
+    pub requested: CancellationToken,
+    /// The program and arguments to execute, captured at start.
+    pub relaunch: Arc<Result<crate::relaunch::Relaunch, crate::relaunch::RelaunchError>>,
 }
 
 /// API requests handled at once; more are answered "busy" at once instead
@@ -285,13 +298,61 @@ async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) ->
                 Err(e) => bad(format!("bad {method} request: {e}")),
             }
         }
+        methods::RESTART => {
+            let Some(cluster) = &info.cluster else {
+                return json(&RestartReply {
+                    error: Some(NOT_CLUSTER.to_owned()),
+                    ..RestartReply::default()
+                });
+            };
+            match serde_json::from_slice::<RestartRequest>(&msg.payload) {
+                Ok(req) if req.host == cluster.host() => json(&restart_here(&info.restart)),
+                Ok(req) if from_client => json(
+                    &crate::cluster::forward_restart(cluster, supervisor.bus(), &req).await,
+                ),
+                // A peer subject is answered for this host only.
+                Ok(req) => json(&RestartReply {
+                    error: Some(format!(
+                        "{} was asked to restart {}; ask that host's own daemon",
+                        cluster.host(),
+                        req.host
+                    )),
+                    ..RestartReply::default()
+                }),
+                Err(e) => bad(format!(
+                    "bad restart request: {e}; send {{\"host\":\"<host>\"}}"
+                )),
+            }
+        }
         other => bad(format!(
-            "unknown API method `{other}`; methods are status, ctl, logs, apply, drain, undrain"
+            "unknown API method `{other}`; methods are status, ctl, logs, apply, drain, undrain, \
+             restart"
         )),
     }
 }
 
-/// What `apply`, `drain` and `undrain` answer on a single host.
+/// `restart` of this host: answered before it begins (the main loop
+/// leaves the cluster, stops the server and executes the program again
+/// after the reply went out, since leaving takes a second or more).
+fn restart_here(restart: &Restart) -> RestartReply {
+    match restart.relaunch.as_ref() {
+        Ok(relaunch) => {
+            tracing::info!(program = %relaunch.program().display(), "restart requested");
+            restart.requested.cancel();
+            RestartReply {
+                pid: Some(std::process::id()),
+                program: Some(relaunch.program().display().to_string()),
+                error: None,
+            }
+        }
+        Err(e) => RestartReply {
+            error: Some(e.to_string()),
+            ..RestartReply::default()
+        },
+    }
+}
+
+/// What `apply`, `drain`, `undrain` and `restart` answer on a single host.
 const NOT_CLUSTER: &str =
     "this daemon is not in cluster mode: add [cluster] to switchboard.toml (docs/cluster.md)";
 

@@ -26,6 +26,7 @@ use crate::nats_server::{
 };
 use crate::outbox::Outbox;
 use crate::process::LogBook;
+use crate::relaunch::{Relaunch, RelaunchError};
 use crate::supervisor::{Lifecycle, Routes, Shared, Supervisor};
 use crate::systemd;
 
@@ -121,9 +122,25 @@ fn probe_sandbox(
     Ok(sandbox)
 }
 
-/// Run the daemon until SIGTERM/SIGINT. `config_path` is the
-/// `switchboard.toml` (none: defaults in the current directory).
-pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
+/// How the daemon ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// SIGTERM or SIGINT: the process exits.
+    Stopped,
+    /// A `restart` request (cluster mode): everything is stopped as on
+    /// SIGTERM, and the caller executes the program again
+    /// ([`Relaunch::exec`]) once the async runtime is down.
+    Restart(Relaunch),
+}
+
+/// Run the daemon until SIGTERM/SIGINT, or until a `restart` request.
+/// `config_path` is the `switchboard.toml` (none: defaults in the current
+/// directory); `relaunch` how to execute the program again (or why it
+/// cannot be, said to whoever asks for a restart).
+pub async fn run(
+    config_path: Option<&Path>,
+    relaunch: Result<Relaunch, RelaunchError>,
+) -> anyhow::Result<Ended> {
     let started = Instant::now();
     let config = Config::load(config_path)?;
     for dir in [&config.state_dir, &config.runtime_dir] {
@@ -334,10 +351,18 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
                 .flatten(),
         )
     });
+    // A `restart` request (cluster mode) cancels this: the daemon then
+    // stops as on SIGTERM and executes its program again.
+    let restart = CancellationToken::new();
+    let relaunch = Arc::new(relaunch);
     tasks.spawn(api::serve(
         bus.clone(),
         Arc::clone(&supervisor),
         DaemonInfo {
+            restart: api::Restart {
+                requested: restart.clone(),
+                relaunch: Arc::clone(&relaunch),
+            },
             started,
             nats_url: nats_url.clone(),
             nats_embedded: embedded.is_some(),
@@ -398,6 +423,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         tokio::select! {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
+            () = restart.cancelled() => break,
             _ = sighup.recv() => {
                 systemd::reloading();
                 tracing::info!("SIGHUP: reloading config and manifests");
@@ -457,11 +483,18 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             }
         }
     }
-    tracing::info!("stopping operators");
-    systemd::stopping();
+    let restarting = restart.is_cancelled();
+    if restarting {
+        tracing::info!("restart requested: leaving the cluster, then executing the program again");
+        systemd::restarting();
+    } else {
+        tracing::info!("stopping operators");
+        systemd::stopping();
+    }
     // A Ctrl-C reached the embedded server too (same process group): stop
     // the operators without waiting for it to confirm their revocation.
-    if let Some(server) = embedded.as_mut() {
+    // (Nothing reached it on a restart.)
+    if let Some(server) = embedded.as_mut().filter(|_| !restarting) {
         if server
             .gone_within(std::time::Duration::from_millis(300))
             .await
@@ -491,8 +524,15 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         server.stop().await;
     }
     let _ = std::fs::remove_file(runtime_file(&config.runtime_dir));
+    if restarting {
+        // (The API accepts a restart only when the program is known.)
+        if let Ok(relaunch) = relaunch.as_ref() {
+            tracing::info!(program = %relaunch.program().display(), "stopped; executing the program again");
+            return Ok(Ended::Restart(relaunch.clone()));
+        }
+    }
     tracing::info!("stopped");
-    Ok(())
+    Ok(Ended::Stopped)
 }
 
 /// Create or update the durable stream; its name when the daemon keeps

@@ -33,6 +33,7 @@ pub mod manpages;
 pub mod nats_server;
 pub mod outbox;
 pub mod process;
+pub mod relaunch;
 pub mod sandbox;
 pub mod structured;
 pub mod supervisor;

@@ -26,8 +26,21 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(cli)) {
-        Ok(code) => code,
+    let finish = runtime.block_on(cli::run(cli));
+    match finish {
+        Ok(cli::Finish::Exit(code)) => code,
+        Ok(cli::Finish::Relaunch(relaunch)) => {
+            // The daemon's tasks are done; the runtime's threads go
+            // before the exec. Then: same pid, same arguments and
+            // environment, the program as it is now on disk starts up
+            // again (`switchboard rolling-restart`). Returns only on
+            // failure.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            let e = relaunch.exec();
+            tracing::error!(error = %e, "restart failed");
+            eprintln!("switchboard: {e}");
+            std::process::ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("switchboard: {e:#}");
             std::process::ExitCode::FAILURE

@@ -24,6 +24,19 @@ pub fn reloading() {
     }
 }
 
+/// A restart in place begins (`switchboard rolling-restart`): said as a
+/// reload, not a stop. `STOPPING=1` would make systemd treat the service
+/// as going down and kill it after `TimeoutStopSec`; `RELOADING=1` keeps
+/// it active and waits for the `READY=1` the executed-again program sends
+/// once it is up (same pid, so `NotifyAccess=main` accepts it).
+pub fn restarting() {
+    let status = NotifyState::Status("restarting in place (rolling restart)");
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => send(&[NotifyState::Reloading, now, status]),
+        Err(_) => send(&[NotifyState::Reloading, status]),
+    }
+}
+
 /// Shutdown begins.
 pub fn stopping() {
     send(&[

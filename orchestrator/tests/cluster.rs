@@ -11,18 +11,17 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{gone, pingbot_manifest, Daemon, DaemonConfig};
-use futures::StreamExt;
+use common::cluster::{
+    bucket_leader, daemons_but, live, per_host, settle, start_three, stream_leader, History,
+    HOSTS,
+};
+use common::{gone, pingbot_manifest};
 use switchboard_orchestrator::conformance::harness::alive;
 use switchboard_proto::api::{OperatorEvent, SupervisedState};
-use switchboard_testkit::cluster::free_ports;
-use switchboard_testkit::daemon::ClusterTable;
 
-const HOSTS: [&str; 3] = ["h0", "h1", "h2"];
 /// Operators at the start (one more is applied later).
 const OPS: usize = 5;
 /// The bound held here for a killed host whose server follows the
@@ -41,221 +40,6 @@ fn ids(n: usize) -> Vec<String> {
     (0..n).map(|k| format!("ping-{k}")).collect()
 }
 
-/// Which host runs each operator, from every live daemon's own status:
-/// ids listed `running` per host, and every id any host lists at all.
-async fn where_running(daemons: &[Option<&Daemon>]) -> (BTreeMap<String, Vec<String>>, usize) {
-    // Asked at once: a status may take a while (see the failover step).
-    let asked = daemons
-        .iter()
-        .enumerate()
-        .filter_map(|(i, d)| d.map(|d| async move { (i, d.try_status().await) }));
-    let mut running: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut listed = 0;
-    for (i, status) in futures::future::join_all(asked).await {
-        let Ok(status) = status else { continue };
-        for o in status.operators {
-            listed += 1;
-            if o.state == SupervisedState::Running {
-                running.entry(o.id).or_default().push(HOSTS[i].to_owned());
-            }
-        }
-    }
-    (running, listed)
-}
-
-/// Wait until the `want` ids run, each on exactly one host, no host lists
-/// anything else, and `extra` holds; returns the placement and the time
-/// it took.
-async fn settle(
-    daemons: &[Option<&Daemon>],
-    want: &[String],
-    within: Duration,
-    what: &str,
-    extra: impl Fn(&BTreeMap<String, Vec<String>>) -> bool,
-) -> (BTreeMap<String, String>, Duration) {
-    let started = Instant::now();
-    loop {
-        let (running, listed) = where_running(daemons).await;
-        let exact = running.len() == want.len()
-            && want
-                .iter()
-                .all(|id| running.get(id).is_some_and(|h| h.len() == 1))
-            && listed == want.len();
-        if exact && extra(&running) {
-            let placed = running
-                .into_iter()
-                .map(|(id, mut h)| (id, h.remove(0)))
-                .collect();
-            return (placed, started.elapsed());
-        }
-        assert!(
-            started.elapsed() < within,
-            "{what}: not settled within {within:?}; running: {running:?}, listed {listed}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Every daemon still running.
-fn live(daemons: &[Option<Daemon>]) -> Vec<Option<&Daemon>> {
-    daemons.iter().map(Option::as_ref).collect()
-}
-
-/// The daemons without the one at `skip` (stopped, not yet dropped).
-fn daemons_but(daemons: &[Option<Daemon>], skip: usize) -> Vec<Option<&Daemon>> {
-    daemons
-        .iter()
-        .enumerate()
-        .map(|(i, d)| if i == skip { None } else { d.as_ref() })
-        .collect()
-}
-
-fn per_host(placed: &BTreeMap<String, String>) -> BTreeMap<String, usize> {
-    let mut n = BTreeMap::new();
-    for h in placed.values() {
-        *n.entry(h.clone()).or_insert(0) += 1;
-    }
-    n
-}
-
-/// Every lifecycle event any host published, once each.
-#[derive(Clone, Default)]
-struct History(Arc<Mutex<Recorded>>);
-
-/// The payloads seen (each host's server delivers every event) and the
-/// events they carried.
-#[derive(Default)]
-struct Recorded {
-    seen: HashSet<Vec<u8>>,
-    events: Vec<OperatorEvent>,
-}
-
-impl History {
-    /// Record `sb.event.*` as seen through `daemon`'s server (each host's
-    /// server sees every host's events; duplicates are dropped).
-    async fn follow(&self, daemon: &Daemon) {
-        let mut sub = daemon.events("*").await;
-        let me = self.clone();
-        tokio::spawn(async move {
-            while let Some(msg) = sub.next().await {
-                let mut h = me.0.lock().expect("history");
-                if !h.seen.insert(msg.payload.to_vec()) {
-                    continue;
-                }
-                if let Ok(e) = serde_json::from_slice::<OperatorEvent>(&msg.payload) {
-                    h.events.push(e);
-                }
-            }
-        });
-    }
-
-    /// How many events of each state, and how many process starts were
-    /// restarts (a crash would show here).
-    fn summary(&self) -> String {
-        let events = &self.0.lock().expect("history").events;
-        let mut states: BTreeMap<&str, usize> = BTreeMap::new();
-        for e in events {
-            *states.entry(e.state.as_str()).or_insert(0) += 1;
-        }
-        let restarts = events
-            .iter()
-            .filter(|e| e.state == SupervisedState::Starting && e.restarts > 0)
-            .count();
-        format!("{states:?}, {restarts} restart(s)")
-    }
-
-    /// How long after `since` (unix nanos) the last of `ids` reported
-    /// `running` on a host other than `lost`; `None` while one has not.
-    fn running_again(&self, ids: &[String], lost: &str, since: i128) -> Option<Duration> {
-        let events = &self.0.lock().expect("history").events;
-        let mut latest = since;
-        for id in ids {
-            let first = events
-                .iter()
-                .filter(|e| {
-                    &e.id == id
-                        && e.state == SupervisedState::Running
-                        && e.host.as_deref() != Some(lost)
-                        && e.timestamp.unix_nanos() > since
-                })
-                .map(|e| e.timestamp.unix_nanos())
-                .min()?;
-            latest = latest.max(first);
-        }
-        u64::try_from(latest - since).ok().map(Duration::from_nanos)
-    }
-
-    /// No id active (spawned and not yet exited) on two hosts at once.
-    /// `killed`: hosts whose operators died at that instant (unix nanos)
-    /// without their daemon saying so (a SIGKILLed host; a frozen daemon
-    /// whose fence warden killed them).
-    fn check(&self, killed: &[(&str, i128)]) -> usize {
-        let events = self.0.lock().expect("history").events.clone();
-        let mut by_id: BTreeMap<String, Vec<(i128, String, bool)>> = BTreeMap::new();
-        for e in &events {
-            let host = e
-                .host
-                .clone()
-                .expect("every event names its host in cluster mode");
-            // `stopping` starts nothing: it continues what was active
-            // (and a daemon back from a freeze may say it of a process
-            // that is already dead).
-            let active = match e.state {
-                SupervisedState::Starting | SupervisedState::Running | SupervisedState::Halted => {
-                    true
-                }
-                SupervisedState::Stopping => continue,
-                _ => false,
-            };
-            by_id
-                .entry(e.id.clone())
-                .or_default()
-                .push((e.timestamp.unix_nanos(), host, active));
-        }
-        for (host, at) in killed {
-            for marks in by_id.values_mut() {
-                marks.push((*at, (*host).to_owned(), false));
-            }
-        }
-        for (id, marks) in &mut by_id {
-            marks.sort_by_key(|m| m.0);
-            let mut active: BTreeSet<String> = BTreeSet::new();
-            for (at, host, on) in marks.iter() {
-                if *on {
-                    active.insert(host.clone());
-                } else {
-                    active.remove(host);
-                }
-                assert!(
-                    active.len() <= 1,
-                    "{id} active on {active:?} at once (at {at}); history: {marks:?}"
-                );
-            }
-        }
-        events.len()
-    }
-}
-
-/// The server that leads `stream`'s Raft group (or holds it, with one
-/// replica).
-async fn stream_leader(daemon: &Daemon, stream: &str) -> Option<String> {
-    let info: serde_json::Value = daemon
-        .bus
-        .request_json(
-            &format!("$JS.API.STREAM.INFO.{stream}"),
-            &serde_json::json!({}),
-            Duration::from_secs(2),
-        )
-        .await
-        .ok()?;
-    info["cluster"]["leader"].as_str().map(str::to_owned)
-}
-
-/// The server that leads the heartbeat bucket's Raft group.
-async fn bucket_leader(daemon: &Daemon) -> Option<String> {
-    stream_leader(daemon, "KV_sb_cluster").await
-}
-
 fn write_dir(dir: &std::path::Path, ids: &[String]) {
     std::fs::create_dir_all(dir).expect("mkdir");
     for id in ids {
@@ -266,25 +50,13 @@ fn write_dir(dir: &std::path::Path, ids: &[String]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_daemons_run_each_operator_once_drain_refuse_stale_and_take_over() {
     let t0 = Instant::now();
-    let ports = free_ports(3).expect("ports");
-    let route = |i: usize| format!("127.0.0.1:{}", ports[i]);
-    let mut daemons: Vec<Option<Daemon>> = Vec::new();
-    for (i, host) in HOSTS.iter().enumerate() {
-        let mut config = DaemonConfig::new().cluster(ClusterTable {
-            host: (*host).to_owned(),
-            labels: Vec::new(),
-            listen: route(i),
-            peers: (0..3).filter(|j| *j != i).map(route).collect(),
-        });
-        // Only h0 brings manifests: the others join with empty
-        // directories and follow the cluster's desired state.
-        if i == 0 {
-            for id in ids(OPS) {
-                config = config.manifest(format!("{id}.toml"), pingbot_manifest(&id));
-            }
-        }
-        daemons.push(Some(config.start().await));
-    }
+    // Only h0 brings manifests: the others join with empty directories
+    // and follow the cluster's desired state.
+    let manifests: Vec<(String, String)> = ids(OPS)
+        .iter()
+        .map(|id| (format!("{id}.toml"), pingbot_manifest(id)))
+        .collect();
+    let mut daemons = start_three(&manifests).await;
     let history = History::default();
     for d in daemons.iter().flatten() {
         history.follow(d).await;

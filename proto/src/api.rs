@@ -25,6 +25,8 @@ pub mod methods {
     pub const DRAIN: &str = "drain";
     /// Cluster mode: [`super::DrainRequest`] -> [`super::DrainReply`].
     pub const UNDRAIN: &str = "undrain";
+    /// Cluster mode: [`super::RestartRequest`] -> [`super::RestartReply`].
+    pub const RESTART: &str = "restart";
 }
 
 /// Where an operator is in its supervised life, as the orchestrator sees
@@ -273,6 +275,10 @@ pub struct ClusterHost {
     /// Its labels.
     #[serde(default)]
     pub labels: Vec<String>,
+    /// Its incarnation: a fresh id each time its daemon joins (a restarted
+    /// host comes back with another one).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub epoch: String,
 }
 
 /// One operator of [`ClusterStatus`].
@@ -284,6 +290,12 @@ pub struct ClusterPlacement {
     /// while nobody does (being moved, or no eligible host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The host placement gives it now, from the same view: differs from
+    /// `host` while it is being moved (a drain, a host back from a
+    /// restart getting its share); absent when no live, undrained host
+    /// may run it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placed: Option<String>,
     /// Its status as that host reports it (absent when it is this host's,
     /// in [`StatusReply::operators`], or that host did not answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -330,6 +342,33 @@ pub struct DrainRequest {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrainReply {
     /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Body of `sb.api.restart` (cluster mode): have one host's daemon
+/// restart itself. The daemon asked passes it on to that host's daemon
+/// (`sb.host.<host>.peer.restart`) unless it is that host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartRequest {
+    /// The host (`[cluster] host` of a live host of the cluster).
+    pub host: String,
+}
+
+/// Answer to `sb.api.restart`, sent before the restart begins: the
+/// host's daemon then leaves the cluster cleanly (its operators are
+/// handed over), stops its nats-server and executes its program again
+/// with its original arguments (same pid). It is back when `status`
+/// shows the host alive with another `epoch`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartReply {
+    /// The pid of the daemon that restarts (the same after the restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The program it executes again (the path it was started from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    /// Why it does not restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -4,6 +4,7 @@
 use crate::buckets::{HostRecord, HostState, OwnerRecord, REQUEST_TIMEOUT};
 use crate::desired::{self, DesiredSet};
 use crate::lease::{Seen, TICK};
+use crate::placement::{place, HostView, Placement, PlacementSpec};
 use async_nats::jetstream::kv;
 use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
@@ -225,5 +226,40 @@ impl ViewSnapshot {
         let owner = self.owners.get(id)?;
         let host = self.hosts.get(&owner.host)?;
         (host.state == HostState::Alive && host.epoch == owner.epoch).then_some(owner.host.as_str())
+    }
+
+    /// Where placement puts every desired operator given this view: the
+    /// same inputs the engine decides by (live hosts, their labels and
+    /// drains, who owns what now), so an operator whose owner differs
+    /// from its placement is about to move (for `status` and the rolling
+    /// restart, which waits until nothing is left to move).
+    pub fn placement(&self) -> Placement {
+        let hosts: BTreeMap<String, HostView> = self
+            .hosts
+            .iter()
+            .filter(|(_, h)| h.state == HostState::Alive)
+            .map(|(name, h)| {
+                (
+                    name.clone(),
+                    HostView {
+                        labels: h.labels.clone(),
+                        drained: self.drained.contains(name),
+                    },
+                )
+            })
+            .collect();
+        let specs: BTreeMap<String, PlacementSpec> = self
+            .desired
+            .operators
+            .iter()
+            .map(|(id, op)| (id.clone(), op.placement.clone()))
+            .collect();
+        let current: BTreeMap<String, String> = self
+            .desired
+            .operators
+            .keys()
+            .filter_map(|id| Some((id.clone(), self.owner_of(id)?.to_owned())))
+            .collect();
+        place(&specs, &hosts, &current)
     }
 }

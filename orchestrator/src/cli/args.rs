@@ -99,6 +99,19 @@ pub enum Command {
     /// Cluster mode: let a drained host run operators again (placement
     /// gives it its share back, one hand-over at a time).
     Undrain(DrainArgs),
+    /// Cluster mode: restart every host's daemon, one host at a time, this
+    /// host last (e.g. after upgrading the package on every host).
+    ///
+    /// Each host's daemon leaves the cluster cleanly (its operators are
+    /// handed over to the others at once, as on SIGTERM), stops its
+    /// nats-server and executes its program again from the path it was
+    /// started from, with the same arguments and pid (systemd sees a
+    /// reload). The next host is restarted only once this one is back in
+    /// the cluster and every operator of the desired state runs, ready,
+    /// where placement wants it; one line per step, with the time. A host
+    /// that is not back within `--timeout` stops the roll with what to do.
+    /// Refused unless every host is alive and every operator runs.
+    RollingRestart(RollingRestartArgs),
     /// Check manifests and print every problem as `file:line: what`.
     Validate(ValidateArgs),
     /// Check an operator against docs/PROTOCOL.md: run it under a
@@ -145,6 +158,16 @@ pub struct DrainArgs {
     /// them).
     #[arg(value_name = "HOST")]
     pub host: String,
+}
+
+/// The arguments of `switchboard rolling-restart`.
+#[derive(Debug, Args)]
+pub struct RollingRestartArgs {
+    /// How long one host may take to be back and every operator to run
+    /// again, in seconds (a host that left needs its server to rejoin the
+    /// cluster and its engine to register).
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub timeout: u64,
 }
 
 /// The arguments of `switchboard ctl`.

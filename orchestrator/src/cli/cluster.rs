@@ -1,12 +1,16 @@
-//! `apply`, `drain` and `undrain`: cluster mode's commands, run on any
-//! host through that host's daemon.
+//! `apply`, `drain`, `undrain` and `rolling-restart`: cluster mode's
+//! commands, run on any host through that host's daemon.
 
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use switchboard_proto::api::{methods, ApplyReply, ApplyRequest, DrainReply, DrainRequest};
+use switchboard_proto::api::{
+    methods, ApplyReply, ApplyRequest, DrainReply, DrainRequest, RestartReply, RestartRequest,
+    StatusReply, StatusRequest, SupervisedState,
+};
 
-use super::args::{ApplyArgs, DrainArgs};
+use super::args::{ApplyArgs, DrainArgs, RollingRestartArgs};
 use super::connect::{unreachable_hint, Client};
 
 /// `switchboard apply <dir>`: check the directory here, then have the
@@ -75,4 +79,232 @@ pub(super) async fn drain(client: &Client, args: DrainArgs, on: bool) -> anyhow:
         println!("{host} undrained: placement gives it its share again");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long one status request of the rolling restart may take (a status
+/// waits up to 1.5 s on the durable stream's figures and 1 s on peers).
+const ROLL_STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often the rolling restart looks at the cluster while it waits.
+const ROLL_POLL: Duration = Duration::from_millis(250);
+
+/// `switchboard rolling-restart`: every host's daemon restarted in place,
+/// one at a time, this host last; the next only once the cluster is whole
+/// again.
+pub(super) async fn rolling_restart(
+    client: &Client,
+    args: RollingRestartArgs,
+) -> anyhow::Result<ExitCode> {
+    let timeout = Duration::from_secs(args.timeout);
+    let t0 = Instant::now();
+    let mut bus = client.connect().await?;
+    let status = status_of(&bus).await.map_err(unreachable_hint)?;
+    let Some(cluster) = &status.cluster else {
+        bail!(
+            "this daemon is not in cluster mode: restart it with `systemctl restart switchboard` \
+             (or stop and start `switchboard run`)"
+        );
+    };
+    let here = cluster.host.clone();
+    if let Err(why) = whole(&status) {
+        bail!(
+            "the cluster is not ready for a rolling restart: {why}; wait until `switchboard \
+             status` shows every host alive and every operator running, then try again"
+        );
+    }
+    let mut order: Vec<String> = cluster
+        .hosts
+        .iter()
+        .map(|h| h.name.clone())
+        .filter(|name| *name != here)
+        .collect();
+    order.sort();
+    order.push(here.clone());
+    println!(
+        "rolling restart of {} hosts, {} operator(s): {} ({here}, this host, last)",
+        order.len(),
+        cluster.operators.len(),
+        order.join(", ")
+    );
+    let mut epochs: std::collections::BTreeMap<String, String> = cluster
+        .hosts
+        .iter()
+        .map(|h| (h.name.clone(), h.epoch.clone()))
+        .collect();
+    for (done, host) in order.iter().enumerate() {
+        let restarted = &order[..done];
+        let stop = |what: String| -> anyhow::Error {
+            anyhow::anyhow!(
+                "{what}\nthe rolling restart stopped at {host}; hosts restarted so far: {}; \
+                 hosts left: {}",
+                if restarted.is_empty() {
+                    "none".to_owned()
+                } else {
+                    restarted.join(", ")
+                },
+                order[done..].join(", ")
+            )
+        };
+        let step = Instant::now();
+        let reply: RestartReply = bus
+            .request_json(
+                &switchboard_proto::api_subject(methods::RESTART),
+                &RestartRequest { host: host.clone() },
+                ROLL_STATUS_TIMEOUT * 4,
+            )
+            .await
+            .map_err(|e| stop(format!("{host}: the restart request was not answered: {e}")))?;
+        if let Some(e) = reply.error {
+            return Err(stop(format!("{host}: {e}")));
+        }
+        progress(
+            t0,
+            host,
+            &format!(
+                "restarting (pid {}, {})",
+                reply.pid.map_or("?".to_owned(), |p| p.to_string()),
+                reply.program.as_deref().unwrap_or("?")
+            ),
+        );
+        let old_epoch = epochs.get(host).cloned().unwrap_or_default();
+        let mut left = false;
+        let mut back = false;
+        loop {
+            if step.elapsed() > timeout {
+                let what = if back {
+                    format!(
+                        "{host} is back but the cluster did not settle within {}s: not every \
+                         operator runs where placement wants it (see `switchboard status`); when \
+                         it has, run `switchboard rolling-restart` again",
+                        timeout.as_secs()
+                    )
+                } else {
+                    format!(
+                        "{host} did not come back within {}s: look at its daemon's log on that \
+                         host (`journalctl -u switchboard`), start it if it is not running \
+                         (`systemctl start switchboard`), wait until `switchboard status` shows \
+                         it alive, then run `switchboard rolling-restart` again",
+                        timeout.as_secs()
+                    )
+                };
+                return Err(stop(what));
+            }
+            tokio::time::sleep(ROLL_POLL).await;
+            let status = match status_of(&bus).await {
+                Ok(s) => s,
+                Err(_) if *host == here => {
+                    // This host's own server went with its daemon: the
+                    // restarted daemon writes a new runtime file (new
+                    // passwords), so connect anew.
+                    if let Ok(b) = client.connect().await {
+                        bus = b;
+                    }
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let Some(cluster) = &status.cluster else {
+                continue;
+            };
+            let now = cluster.hosts.iter().find(|h| h.name == *host);
+            let incarnation = now.filter(|h| h.alive).map(|h| h.epoch.as_str());
+            if !left && incarnation != Some(old_epoch.as_str()) {
+                left = true;
+                progress(t0, host, &format!("left the cluster after {}", secs(step)));
+            }
+            if !back && left && incarnation.is_some() {
+                back = true;
+                progress(
+                    t0,
+                    host,
+                    &format!("back in the cluster (a new incarnation) after {}", secs(step)),
+                );
+                epochs.insert(host.clone(), incarnation.unwrap_or_default().to_owned());
+            }
+            if back && whole(&status).is_ok() {
+                let mine = cluster
+                    .operators
+                    .iter()
+                    .filter(|p| p.host.as_deref() == Some(host.as_str()))
+                    .count();
+                progress(
+                    t0,
+                    host,
+                    &format!(
+                        "done after {}: every operator ({}) running and ready, {mine} of them \
+                         on {host}",
+                        secs(step),
+                        cluster.operators.len()
+                    ),
+                );
+                break;
+            }
+        }
+    }
+    println!(
+        "rolling restart done: {} hosts in {}",
+        order.len(),
+        secs(t0)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One progress line: the time since the start, the host, the step.
+fn progress(t0: Instant, host: &str, what: &str) {
+    println!("[{:>6.1}s] {host}: {what}", t0.elapsed().as_secs_f64());
+}
+
+fn secs(since: Instant) -> String {
+    format!("{:.1}s", since.elapsed().as_secs_f64())
+}
+
+async fn status_of(bus: &switchboard_bus::Bus) -> Result<StatusReply, switchboard_bus::RequestError> {
+    bus.request_json(
+        &switchboard_proto::api_subject(methods::STATUS),
+        &StatusRequest {},
+        ROLL_STATUS_TIMEOUT,
+    )
+    .await
+}
+
+/// Whether the cluster is whole as `status` (of the answering host) shows
+/// it: its view current, every host with a record alive, every operator
+/// of the desired state owned by the host placement gives it and running
+/// (ready) there. Otherwise the first thing missing.
+///
+/// A host that is down counts: restarting another one then would leave
+/// one server of three, no majority, and every host would fence.
+fn whole(status: &StatusReply) -> Result<(), String> {
+    let Some(cluster) = &status.cluster else {
+        return Err("the daemon is not in cluster mode".to_owned());
+    };
+    if let Some(e) = &cluster.error {
+        return Err(e.clone());
+    }
+    if let Some(h) = cluster.hosts.iter().find(|h| !h.alive) {
+        return Err(format!("host {} is not alive", h.name));
+    }
+    for p in &cluster.operators {
+        let Some(host) = &p.host else {
+            return Err(format!("{} runs nowhere", p.id));
+        };
+        if p.placed.as_ref() != Some(host) {
+            return Err(format!(
+                "{} is moving from {host} to {}",
+                p.id,
+                p.placed.as_deref().unwrap_or("no eligible host")
+            ));
+        }
+        let details = if *host == cluster.host {
+            status.operators.iter().find(|o| o.id == p.id)
+        } else {
+            p.status.as_ref()
+        };
+        match details.map(|d| d.state) {
+            Some(SupervisedState::Running) => {}
+            Some(state) => return Err(format!("{} is {} on {host}", p.id, state.as_str())),
+            None => return Err(format!("{} on {host}: no answer from that host", p.id)),
+        }
+    }
+    Ok(())
 }

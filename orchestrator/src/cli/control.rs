@@ -392,33 +392,39 @@ mod tests {
                     alive: true,
                     drained: false,
                     labels: vec![],
+                    epoch: String::new(),
                 },
                 switchboard_proto::api::ClusterHost {
                     name: "beta".into(),
                     alive: true,
                     drained: true,
                     labels: vec![],
+                    epoch: String::new(),
                 },
             ],
             operators: vec![
                 switchboard_proto::api::ClusterPlacement {
                     id: "p".into(),
                     host: Some("alpha".into()),
+                    placed: None,
                     status: None,
                 },
                 switchboard_proto::api::ClusterPlacement {
                     id: "q".into(),
                     host: Some("gamma".into()),
+                    placed: None,
                     status: None,
                 },
                 switchboard_proto::api::ClusterPlacement {
                     id: "r".into(),
                     host: None,
+                    placed: None,
                     status: None,
                 },
                 switchboard_proto::api::ClusterPlacement {
                     id: "s".into(),
                     host: Some("beta".into()),
+                    placed: None,
                     status: Some(OperatorStatus {
                         id: "s".into(),
                         ..clustered.operators[0].clone()

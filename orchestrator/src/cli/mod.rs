@@ -4,7 +4,7 @@
 //! `args` is what clap parses; each command group acts in its own
 //! module: [`run`] dispatches to `checks` (validate, conformance: no
 //! daemon needed), `control` (status, ctl: the daemon's API), `cluster`
-//! (apply, drain, undrain: cluster mode), `logs`
+//! (apply, drain, undrain, rolling-restart: cluster mode), `logs`
 //! (logs, replay: what was kept) and `live` (tail, pub, chat: the bus
 //! now), which reach the daemon through `connect` and print with
 //! [`output`].
@@ -25,7 +25,8 @@ use clap::CommandFactory as _;
 
 pub use args::{
     ApplyArgs, ChatArgs, Cli, Command, CompletionsArgs, ConformanceArgs, CtlArgs, DrainArgs,
-    LogsArgs, ManArgs, PubArgs, ReplayArgs, StatusArgs, TailArgs, ValidateArgs,
+    LogsArgs, ManArgs, PubArgs, ReplayArgs, RollingRestartArgs, StatusArgs, TailArgs,
+    ValidateArgs,
 };
 pub use control::status_table;
 pub use live::{is_internal, names_internal};
@@ -39,18 +40,42 @@ pub fn default_config_path() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// How a command line ended.
+#[derive(Debug)]
+pub enum Finish {
+    /// Exit with this code.
+    Exit(ExitCode),
+    /// The daemon asked to be executed again (a rolling restart): the
+    /// caller does it once the async runtime is down.
+    Relaunch(crate::relaunch::Relaunch),
+}
+
 /// Run a parsed command line.
-pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+pub async fn run(cli: Cli) -> anyhow::Result<Finish> {
+    if let Command::Run = cli.command {
+        // First thing: the program's path as it was started (see
+        // `crate::relaunch`), for a restart in place.
+        let relaunch = crate::relaunch::Relaunch::capture();
+        let config_path = cli.config.clone().or_else(default_config_path);
+        return Ok(
+            match crate::daemon::run(config_path.as_deref(), relaunch).await? {
+                crate::daemon::Ended::Stopped => Finish::Exit(ExitCode::SUCCESS),
+                crate::daemon::Ended::Restart(relaunch) => Finish::Relaunch(relaunch),
+            },
+        );
+    }
+    command(cli).await.map(Finish::Exit)
+}
+
+/// Run every command but `run`.
+async fn command(cli: Cli) -> anyhow::Result<ExitCode> {
     let config_path = cli.config.clone().or_else(default_config_path);
     let client = connect::Client {
         url: cli.url,
         config_path: config_path.clone(),
     };
     match cli.command {
-        Command::Run => {
-            crate::daemon::run(config_path.as_deref()).await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Run => anyhow::bail!("`run` is started by `cli::run`, not as a client command"),
         Command::Validate(args) => checks::validate(config_path.as_deref(), args),
         Command::Conformance(args) => checks::conformance(args).await,
         Command::Completions(CompletionsArgs { shell }) => {
@@ -75,6 +100,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Apply(args) => cluster::apply(&client, args).await,
         Command::Drain(args) => cluster::drain(&client, args, true).await,
         Command::Undrain(args) => cluster::drain(&client, args, false).await,
+        Command::RollingRestart(args) => cluster::rolling_restart(&client, args).await,
         Command::Replay(args) => logs::replay(&client, args).await,
         Command::Logs(args) => logs::logs(&client, args).await,
         Command::Tail(args) => live::tail(&client, args).await,

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use switchboard_bus::Bus;
 use switchboard_proto::api::{
-    methods, ClusterStatus, CtlReply, CtlRequest, LogsReply, LogsRequest, StatusReply,
-    StatusRequest,
+    methods, ClusterStatus, CtlReply, CtlRequest, LogsReply, LogsRequest, RestartReply,
+    RestartRequest, StatusReply, StatusRequest,
 };
 
 use super::{host_peer_subject, ClusterState};
@@ -85,6 +85,43 @@ pub async fn forward_logs(
             req.id
         )),
     }))
+}
+
+/// `restart` of another host: asked of that host's daemon, which answers
+/// before it begins. Refused here when the host is not a live host of
+/// this host's view (a restart of a host that is down would never be
+/// answered).
+pub async fn forward_restart(
+    cluster: &ClusterState,
+    bus: &Bus,
+    req: &RestartRequest,
+) -> RestartReply {
+    let peers = cluster.live_peers();
+    if !peers.contains(&req.host) {
+        return RestartReply {
+            error: Some(format!(
+                "no live host `{}` in the cluster (live hosts: {}, {}); see `switchboard status`",
+                req.host,
+                cluster.host(),
+                peers.join(", ")
+            )),
+            ..RestartReply::default()
+        };
+    }
+    bus.request_json::<_, RestartReply>(
+        &host_peer_subject(&req.host, methods::RESTART),
+        req,
+        STATUS_PEER_TIMEOUT * 5,
+    )
+    .await
+    .unwrap_or_else(|e| RestartReply {
+        error: Some(format!(
+            "{} did not answer the restart request: {e}; is its daemon running? (`switchboard \
+             status` on it)",
+            req.host
+        )),
+        ..RestartReply::default()
+    })
 }
 
 /// How long `status` waits for a peer's operators: a silent host leaves

@@ -60,7 +60,7 @@ use events::Host;
 use switchboard_bus::stream::{OperatorStreams, StreamSpec};
 
 pub use desired::{check_set, manifest_of, nominal_path, set_from_dir, MAX_STOP_GRACE};
-pub use forward::{forward_ctl, forward_logs, remote_details};
+pub use forward::{forward_ctl, forward_logs, forward_restart, remote_details};
 pub use state::ClusterState;
 
 /// The subject this host's daemon answers `method` on in cluster mode:

@@ -44,8 +44,10 @@ pub(super) fn status(
             alive: rec.state == HostState::Alive,
             drained: view.drained.contains(name),
             labels: rec.labels.iter().cloned().collect(),
+            epoch: rec.epoch.clone(),
         })
         .collect();
+    let placement = view.placement();
     out.operators = view
         .desired
         .operators
@@ -53,6 +55,7 @@ pub(super) fn status(
         .map(|id| ClusterPlacement {
             id: id.clone(),
             host: view.owner_of(id).map(str::to_owned),
+            placed: placement.assigned.get(id).cloned(),
             status: None,
         })
         .collect();

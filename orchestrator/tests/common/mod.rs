@@ -4,6 +4,8 @@
 
 #![allow(dead_code, unused_imports)] // each test file uses a different part
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 
 pub use switchboard_testkit::daemon::{

@@ -528,6 +528,37 @@ impl Daemon {
         Ok(())
     }
 
+    /// Connect anew after the daemon restarted in place (the `restart`
+    /// API method, `switchboard rolling-restart`): the same process wrote
+    /// a new runtime file with new passwords once it was up again.
+    ///
+    /// # Errors
+    ///
+    /// When it exits, or no new runtime file comes within [`WAIT`].
+    pub async fn try_reconnect(&mut self) -> Result<(), DaemonError> {
+        let run = self.dir.path().join("run");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (info, _) = self
+                .process
+                .runtime_info(&run, Duration::from_millis(10))
+                .await?;
+            if info.password != self.info.password {
+                self.bus = Bus::connect(&info.bus_options(), "test").await?;
+                self.info = info;
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(DaemonError::NoRuntimeFile {
+                    path: switchboard_orchestrator::daemon::runtime_file(&run),
+                    waited: WAIT,
+                    log: self.log(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// SIGTERM, wait, and start again on the same directory.
     pub async fn restart(&mut self) {
         self.stop().await;
