@@ -85,6 +85,10 @@ pub(super) async fn drain(client: &Client, args: DrainArgs, on: bool) -> anyhow:
 /// waits up to 1.5 s on the durable stream's figures and 1 s on peers).
 const ROLL_STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The same while this host itself restarts: its status answers within
+/// 1.5 s (the stream's figures and the peers' details are asked at once).
+const ROLL_LOCAL_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How often the rolling restart looks at the cluster while it waits.
 const ROLL_POLL: Duration = Duration::from_millis(250);
 
@@ -98,7 +102,9 @@ pub(super) async fn rolling_restart(
     let timeout = Duration::from_secs(args.timeout);
     let t0 = Instant::now();
     let mut bus = client.connect().await?;
-    let status = status_of(&bus).await.map_err(unreachable_hint)?;
+    let status = status_of(&bus, ROLL_STATUS_TIMEOUT)
+        .await
+        .map_err(unreachable_hint)?;
     let Some(cluster) = &status.cluster else {
         bail!(
             "this daemon is not in cluster mode: restart it with `systemctl restart switchboard` \
@@ -110,6 +116,25 @@ pub(super) async fn rolling_restart(
         bail!(
             "the cluster is not ready for a rolling restart: {why}; wait until `switchboard \
              status` shows every host alive and every operator running, then try again"
+        );
+    }
+    // A host that left and is not back has no record at all: count the
+    // hosts against this host's `[cluster] peers` (restarting one of two
+    // servers left of three would leave no majority).
+    let expected = crate::config::Config::load(client.config_path.as_deref())
+        .ok()
+        .and_then(|c| c.cluster)
+        .map(|c| c.peers.len() + 1);
+    if let Some(expected) = expected.filter(|n| *n > cluster.hosts.len()) {
+        bail!(
+            "the cluster is not ready for a rolling restart: {} of the {expected} hosts this              host's [cluster] names are alive ({}); start the missing ones first",
+            cluster.hosts.len(),
+            cluster
+                .hosts
+                .iter()
+                .map(|h| h.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let mut order: Vec<String> = cluster
@@ -190,7 +215,14 @@ pub(super) async fn rolling_restart(
                 return Err(stop(what));
             }
             tokio::time::sleep(ROLL_POLL).await;
-            let status = match status_of(&bus).await {
+            // This host's own connection dies with its server: asked
+            // with a shorter timeout, so the reconnect is not held up.
+            let patience = if *host == here {
+                ROLL_LOCAL_TIMEOUT
+            } else {
+                ROLL_STATUS_TIMEOUT
+            };
+            let status = match status_of(&bus, patience).await {
                 Ok(s) => s,
                 Err(_) if *host == here => {
                     // This host's own server went with its daemon: the
@@ -258,11 +290,14 @@ fn secs(since: Instant) -> String {
     format!("{:.1}s", since.elapsed().as_secs_f64())
 }
 
-async fn status_of(bus: &switchboard_bus::Bus) -> Result<StatusReply, switchboard_bus::RequestError> {
+async fn status_of(
+    bus: &switchboard_bus::Bus,
+    timeout: Duration,
+) -> Result<StatusReply, switchboard_bus::RequestError> {
     bus.request_json(
         &switchboard_proto::api_subject(methods::STATUS),
         &StatusRequest {},
-        ROLL_STATUS_TIMEOUT,
+        timeout,
     )
     .await
 }
