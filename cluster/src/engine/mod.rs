@@ -179,6 +179,10 @@ struct Shared {
     no_start_before: Option<Instant>,
     /// Operators the caller was told to start and not yet to stop.
     running: BTreeSet<String>,
+    /// Operators the caller was told to stop and has confirmed gone
+    /// ([`Stopped::confirm`]) since: their records may be handed back
+    /// before the [`STOP_BUDGET`] runs out.
+    gone: BTreeSet<String>,
     events: mpsc::UnboundedSender<Event>,
 }
 
@@ -198,6 +202,7 @@ impl Shared {
             );
         }
         for id in std::mem::take(&mut self.running) {
+            self.gone.remove(&id);
             let _ = self.events.send(Event::Stop {
                 id,
                 reason: StopReason::Fenced,
@@ -211,6 +216,7 @@ impl Shared {
     /// [`STOP_BUDGET`] later (see `Reconciler::releasing`).
     fn stop(&mut self, id: &str, reason: StopReason) -> bool {
         if self.running.remove(id) {
+            self.gone.remove(id);
             let _ = self.events.send(Event::Stop {
                 id: id.to_owned(),
                 reason,
@@ -236,6 +242,35 @@ pub struct Engine {
     shutdown: Option<oneshot::Sender<oneshot::Sender<()>>>,
     tasks: Vec<JoinHandle<()>>,
     snapshot: Arc<Mutex<ViewSnapshot>>,
+}
+
+/// Where the caller confirms that an operator it was told to stop is
+/// gone ([`Engine::stopped`]); cheap to clone.
+#[derive(Clone)]
+pub struct Stopped(Arc<Mutex<Shared>>);
+
+impl std::fmt::Debug for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stopped")
+    }
+}
+
+impl Stopped {
+    /// Operator `id`, which this engine told the caller to stop, is gone:
+    /// its process and everything it started have exited (reaped, its
+    /// process group killed). The engine may then hand its record back at
+    /// once instead of waiting out the [`STOP_BUDGET`] (a drain, a
+    /// rebalance, a removal, a clean leave): the budget is the longest a
+    /// caller may take, and a caller that knows it is done has nothing
+    /// left to wait for. Ignored for an operator the caller is meant to
+    /// run (started again since), so a late confirmation cannot release
+    /// a running one. Say it only after the stop was carried out.
+    pub fn confirm(&self, id: &str) {
+        let mut s = lock(&self.0);
+        if !s.running.contains(id) {
+            s.gone.insert(id.to_owned());
+        }
+    }
 }
 
 /// A handle on an engine's view of the cluster ([`Engine::view`]), for
@@ -278,6 +313,7 @@ impl Engine {
             fenced: true,
             no_start_before: None,
             running: BTreeSet::new(),
+            gone: BTreeSet::new(),
             events: tx,
         }));
         let (watch_tx, watch_rx) = mpsc::unbounded_channel();
@@ -367,14 +403,20 @@ impl Engine {
         Deadline(Arc::clone(&self.shared))
     }
 
+    /// Where the caller confirms stops carried out (see [`Stopped`]).
+    pub fn stopped(&self) -> Stopped {
+        Stopped(Arc::clone(&self.shared))
+    }
+
     /// Whether the host is fenced (registered nowhere, or its heartbeat
     /// is too old to run anything).
     pub fn is_fenced(&self) -> bool {
         lock(&self.shared).fenced
     }
 
-    /// Leave the cluster cleanly: stop every operator here, wait the
-    /// stop budget, give the ownership records back and remove the
+    /// Leave the cluster cleanly: stop every operator here, wait until
+    /// the caller confirmed each gone ([`Stopped::confirm`]) or the stop
+    /// budget ran out, give the ownership records back and remove the
     /// heartbeat, so peers take over at once instead of after the TTL.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {

@@ -5,6 +5,9 @@ use crate::buckets::{
     host_key, owner_key, Buckets, HostRecord, HostState, OwnerRecord, REQUEST_TIMEOUT,
 };
 use crate::lease::{Seen, LEASE_TTL, RESUME_GRACE, STOP_BUDGET, TICK};
+
+/// How often a leaving engine looks for its caller's stop confirmations.
+const CONFIRM_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 use crate::placement::{self, HostView, PlacementSpec};
 use async_nats::jetstream::kv;
 use std::collections::BTreeMap;
@@ -177,6 +180,7 @@ impl Reconciler {
             let now = Instant::now();
             if !s.running.contains(id) && s.may_start(now) && s.epoch == epoch {
                 s.running.insert(id.clone());
+                s.gone.remove(id);
                 let _ = s.events.send(Event::Start {
                     id: id.clone(),
                     manifest: op.manifest.clone(),
@@ -300,14 +304,17 @@ impl Reconciler {
     }
 
     /// Delete the records whose release is due, by compare-and-set (a
-    /// record that changed meanwhile is not ours to delete).
+    /// record that changed meanwhile is not ours to delete): the stop
+    /// budget has run out, or the caller confirmed the operator gone.
     pub(super) async fn release_due(&mut self, now: Instant) {
-        let due: Vec<String> = self
-            .releasing
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let due: Vec<String> = {
+            let s = lock(&self.shared);
+            self.releasing
+                .iter()
+                .filter(|(id, at)| **at <= now || s.gone.contains(*id))
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
         for id in due {
             let Some((_, rev)) = self.view.owners.get(&id) else {
                 self.releasing.remove(&id);
@@ -324,26 +331,36 @@ impl Reconciler {
                 Ok(Ok(())) => {
                     self.view.owners.remove(&id);
                     self.releasing.remove(&id);
+                    lock(&self.shared).gone.remove(&id);
                 }
                 Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     self.releasing.remove(&id);
+                    lock(&self.shared).gone.remove(&id);
                 }
                 _ => {}
             }
         }
     }
 
-    /// Shutdown: stop everything, wait the budget, give every record back.
+    /// Shutdown: stop everything, wait until the caller confirmed each
+    /// gone or the budget ran out, give every record back.
     pub(super) async fn leave(&mut self) {
-        let epoch = {
+        let (epoch, stopping) = {
             let mut s = lock(&self.shared);
-            for id in s.running.clone() {
-                s.stop(&id, StopReason::Shutdown);
+            let stopping = s.running.clone();
+            for id in &stopping {
+                s.stop(id, StopReason::Shutdown);
             }
             s.fenced = true;
-            s.epoch.clone()
+            (s.epoch.clone(), stopping)
         };
-        sleep(STOP_BUDGET).await;
+        let budget = Instant::now() + STOP_BUDGET;
+        while Instant::now() < budget {
+            if stopping.iter().all(|id| lock(&self.shared).gone.contains(id)) {
+                break;
+            }
+            sleep(CONFIRM_POLL).await;
+        }
         let mine: Vec<(String, u64)> = self
             .view
             .owners

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use switchboard_cluster::{
-    Buckets, Deadline, DesiredSet, DesiredStore, Engine, EngineOptions, Event,
+    Buckets, Deadline, DesiredSet, DesiredStore, Engine, EngineOptions, Event, Stopped,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +33,10 @@ pub(super) struct Host {
     pub(super) warden: Option<WardenLink>,
     /// The engine's deadline, once joined.
     pub(super) deadline: Option<Deadline>,
+    /// Where stops carried out are confirmed to the engine, once joined:
+    /// a moved operator's record is then handed over as soon as its
+    /// process is gone, not after the whole stop budget.
+    pub(super) stopped: Option<Stopped>,
     /// Where the supervisor reads the lease (set once joined).
     pub(super) lease: Option<Arc<OnceLock<Deadline>>>,
     /// The main stream's shape and the operators' own streams, when the
@@ -54,6 +58,7 @@ impl Host {
         let _ = self.state.buckets.set(buckets.clone());
         let _ = self.state.view.set(engine.view());
         self.deadline = Some(engine.deadline());
+        self.stopped = Some(engine.stopped());
         if let Some(lease) = &self.lease {
             let _ = lease.set(engine.deadline());
         }
@@ -149,16 +154,20 @@ impl Host {
 
     /// Apply a batch of engine events in order: stops first as they
     /// come, a start of an id stopped earlier in the batch only after
-    /// that stop has been carried out.
+    /// that stop has been carried out. Every stop carried out is
+    /// confirmed to the engine (the supervisor's apply returns once the
+    /// removed operators' processes are reaped and their groups killed).
     async fn handle(&mut self, batch: Vec<Event>) {
         let dir = self.state.manifests_dir();
         let mut stopped = BTreeSet::new();
+        let mut to_confirm = BTreeSet::new();
         for event in batch {
             match event {
                 Event::Stop { id, reason } => {
                     if self.running.remove(&id).is_some() {
                         tracing::info!(operator = %id, reason = ?reason, "cluster: stop");
                     }
+                    to_confirm.insert(id.clone());
                     stopped.insert(id);
                 }
                 Event::Start { id, manifest } => {
@@ -170,6 +179,7 @@ impl Host {
                     }
                     if stopped.contains(&id) {
                         self.sync().await;
+                        self.confirm(&mut to_confirm);
                         stopped.clear();
                     }
                     match manifest_of(&dir, &id, &manifest) {
@@ -193,6 +203,18 @@ impl Host {
             }
         }
         self.sync().await;
+        self.confirm(&mut to_confirm);
+    }
+
+    /// Tell the engine the operators of `ids` that no longer run here are
+    /// gone (called after the supervisor carried the stops out).
+    fn confirm(&self, ids: &mut BTreeSet<String>) {
+        if let Some(stopped) = &self.stopped {
+            for id in ids.iter().filter(|id| !self.running.contains_key(*id)) {
+                stopped.confirm(id);
+            }
+        }
+        ids.clear();
     }
 
     /// Make sure operator `id` has its own stream (idempotent, in the

@@ -226,6 +226,7 @@ impl Cluster {
             running: BTreeMap::new(),
             warden,
             deadline: None,
+            stopped: None,
             lease,
             operator_streams,
         };
