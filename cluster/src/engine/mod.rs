@@ -490,10 +490,29 @@ mod tests {
                 fenced: false,
                 no_start_before: None,
                 running: BTreeSet::new(),
+                gone: BTreeSet::new(),
                 events: tx,
             },
             rx,
         )
+    }
+
+    #[test]
+    fn a_confirmed_stop_counts_only_for_an_operator_told_to_stop() {
+        let (mut s, _rx) = shared();
+        s.running.insert("a".into());
+        let shared = Arc::new(Mutex::new(s));
+        let stopped = Stopped(Arc::clone(&shared));
+        // Running: a confirmation (late, or wrong) releases nothing.
+        stopped.confirm("a");
+        assert!(!lock(&shared).gone.contains("a"));
+        assert!(lock(&shared).stop("a", StopReason::Moved));
+        stopped.confirm("a");
+        assert!(lock(&shared).gone.contains("a"));
+        // A new stop forgets an earlier confirmation.
+        lock(&shared).running.insert("a".into());
+        assert!(lock(&shared).stop("a", StopReason::Moved));
+        assert!(!lock(&shared).gone.contains("a"));
     }
 
     #[test]
