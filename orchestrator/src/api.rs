@@ -307,9 +307,9 @@ async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) ->
             };
             match serde_json::from_slice::<RestartRequest>(&msg.payload) {
                 Ok(req) if req.host == cluster.host() => json(&restart_here(&info.restart)),
-                Ok(req) if from_client => json(
-                    &crate::cluster::forward_restart(cluster, supervisor.bus(), &req).await,
-                ),
+                Ok(req) if from_client => {
+                    json(&crate::cluster::forward_restart(cluster, supervisor.bus(), &req).await)
+                }
                 // A peer subject is answered for this host only.
                 Ok(req) => json(&RestartReply {
                     error: Some(format!(

@@ -15,8 +15,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    bucket_leader, daemons_but, live, per_host, settle, start_three, stream_leader, History,
-    HOSTS,
+    bucket_leader, daemons_but, live, per_host, settle, start_three, stream_leader, History, HOSTS,
 };
 use common::{gone, pingbot_manifest};
 use switchboard_orchestrator::conformance::harness::alive;

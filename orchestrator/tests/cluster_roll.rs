@@ -150,7 +150,10 @@ impl Traffic {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let rooms: Vec<String> = ids().iter().map(|id| room(id).event_subject("message")).collect();
+            let rooms: Vec<String> = ids()
+                .iter()
+                .map(|id| room(id).event_subject("message"))
+                .collect();
             while !stop.load(Ordering::Relaxed) {
                 tick.tick().await;
                 let Some(bus) = senders.lock().expect("senders").values().next().cloned() else {
@@ -191,12 +194,7 @@ impl Traffic {
         log.answered
             .iter()
             .map(|times| {
-                let mut last = times
-                    .iter()
-                    .copied()
-                    .filter(|t| *t <= from)
-                    .next_back()
-                    .unwrap_or(from);
+                let mut last = times.iter().copied().rfind(|t| *t <= from).unwrap_or(from);
                 let mut longest = Duration::ZERO;
                 for t in times.iter().copied().filter(|t| *t > from && *t <= to) {
                     longest = longest.max(t - last);
@@ -346,13 +344,20 @@ async fn drain_and_rolling_restart_under_ping_traffic() {
         .map(|op| traffic.answered_after(op, killed).expect("answered") - killed)
         .collect();
     println!("crash -> ready (SIGKILL to the next answer): {crash_ready:?}");
-    settle(&live(&daemons), &ids(), SETTLE, "after the crashes", |_| true).await;
+    settle(&live(&daemons), &ids(), SETTLE, "after the crashes", |_| {
+        true
+    })
+    .await;
 
     // (a) drain of a host, then undrain.
     let d0 = daemons[0].as_ref().expect("h0");
     let from = Instant::now();
     let out = d0.cli(&["drain", "h1"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (_, took) = settle(&live(&daemons), &ids(), SETTLE, "drain h1", |r| {
         r.values().all(|h| h[0] != "h1")
     })
@@ -362,7 +367,11 @@ async fn drain_and_rolling_restart_under_ping_traffic() {
     verdict(&traffic, "drain h1", from, to, &crash_ready);
     let from = Instant::now();
     let out = d0.cli(&["undrain", "h1"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (_, took) = settle(&live(&daemons), &ids(), SETTLE, "undrain h1", |r| {
         r.values().any(|h| h[0] == "h1")
     })
@@ -411,7 +420,11 @@ async fn drain_and_rolling_restart_under_ping_traffic() {
         "rolling-restart failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(restarted, vec![1, 2, 0], "others in order, the asked host last");
+    assert_eq!(
+        restarted,
+        vec![1, 2, 0],
+        "others in order, the asked host last"
+    );
     let (placed, _) = settle(&live(&daemons), &ids(), SETTLE, "after the roll", |r| {
         per_host(&r.iter().map(|(k, v)| (k.clone(), v[0].clone())).collect()).len() == OPS
     })
@@ -443,7 +456,10 @@ async fn drain_and_rolling_restart_under_ping_traffic() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (doubles, strays) = traffic.doubles_and_strays();
     assert_eq!(doubles, 0, "pings answered twice");
-    assert_eq!(strays, 0, "answers to no ping of the test, or from another bot");
+    assert_eq!(
+        strays, 0,
+        "answers to no ping of the test, or from another bot"
+    );
     let n = history.check(&[]);
     println!(
         "history: {n} lifecycle events checked ({}); whole test {:?}",

@@ -356,7 +356,10 @@ impl Reconciler {
         };
         let budget = Instant::now() + STOP_BUDGET;
         while Instant::now() < budget {
-            if stopping.iter().all(|id| lock(&self.shared).gone.contains(id)) {
+            if stopping
+                .iter()
+                .all(|id| lock(&self.shared).gone.contains(id))
+            {
                 break;
             }
             sleep(CONFIRM_POLL).await;

@@ -249,7 +249,10 @@ pub(super) async fn rolling_restart(
                 progress(
                     t0,
                     host,
-                    &format!("back in the cluster (a new incarnation) after {}", secs(step)),
+                    &format!(
+                        "back in the cluster (a new incarnation) after {}",
+                        secs(step)
+                    ),
                 );
                 epochs.insert(host.clone(), incarnation.unwrap_or_default().to_owned());
             }

@@ -25,8 +25,7 @@ use clap::CommandFactory as _;
 
 pub use args::{
     ApplyArgs, ChatArgs, Cli, Command, CompletionsArgs, ConformanceArgs, CtlArgs, DrainArgs,
-    LogsArgs, ManArgs, PubArgs, ReplayArgs, RollingRestartArgs, StatusArgs, TailArgs,
-    ValidateArgs,
+    LogsArgs, ManArgs, PubArgs, ReplayArgs, RollingRestartArgs, StatusArgs, TailArgs, ValidateArgs,
 };
 pub use control::status_table;
 pub use live::{is_internal, names_internal};
