@@ -242,12 +242,19 @@ pub struct Engine {
     shutdown: Option<oneshot::Sender<oneshot::Sender<()>>>,
     tasks: Vec<JoinHandle<()>>,
     snapshot: Arc<Mutex<ViewSnapshot>>,
+    /// See [`Stopped`].
+    confirmed: Arc<Notify>,
 }
 
 /// Where the caller confirms that an operator it was told to stop is
 /// gone ([`Engine::stopped`]); cheap to clone.
 #[derive(Clone)]
-pub struct Stopped(Arc<Mutex<Shared>>);
+pub struct Stopped {
+    shared: Arc<Mutex<Shared>>,
+    /// Wakes the reconciler, which hands the record back at once rather
+    /// than at its next tick.
+    wake: Arc<Notify>,
+}
 
 impl std::fmt::Debug for Stopped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -266,9 +273,10 @@ impl Stopped {
     /// run (started again since), so a late confirmation cannot release
     /// a running one. Say it only after the stop was carried out.
     pub fn confirm(&self, id: &str) {
-        let mut s = lock(&self.0);
+        let mut s = lock(&self.shared);
         if !s.running.contains(id) {
             s.gone.insert(id.to_owned());
+            self.wake.notify_one();
         }
     }
 }
@@ -319,6 +327,7 @@ impl Engine {
         let (watch_tx, watch_rx) = mpsc::unbounded_channel();
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let restart_watch = Arc::new(Notify::new());
+        let confirmed = Arc::new(Notify::new());
         let snapshot = Arc::new(Mutex::new(ViewSnapshot::default()));
         let tasks = vec![
             tokio::spawn(heartbeat::heartbeat(
@@ -347,6 +356,7 @@ impl Engine {
                     view: View::default(),
                     releasing: BTreeMap::new(),
                     restart_watch,
+                    confirmed: Arc::clone(&confirmed),
                     silent_since: None,
                     snapshot: Arc::clone(&snapshot),
                 }
@@ -361,6 +371,7 @@ impl Engine {
                 shutdown: Some(shutdown_tx),
                 tasks,
                 snapshot,
+                confirmed,
             },
             rx,
         ))
@@ -405,7 +416,10 @@ impl Engine {
 
     /// Where the caller confirms stops carried out (see [`Stopped`]).
     pub fn stopped(&self) -> Stopped {
-        Stopped(Arc::clone(&self.shared))
+        Stopped {
+            shared: Arc::clone(&self.shared),
+            wake: Arc::clone(&self.confirmed),
+        }
     }
 
     /// Whether the host is fenced (registered nowhere, or its heartbeat
@@ -502,7 +516,10 @@ mod tests {
         let (mut s, _rx) = shared();
         s.running.insert("a".into());
         let shared = Arc::new(Mutex::new(s));
-        let stopped = Stopped(Arc::clone(&shared));
+        let stopped = Stopped {
+            shared: Arc::clone(&shared),
+            wake: Arc::default(),
+        };
         // Running: a confirmation (late, or wrong) releases nothing.
         stopped.confirm("a");
         assert!(!lock(&shared).gone.contains("a"));

@@ -27,6 +27,9 @@ pub(super) struct Reconciler {
     pub(super) releasing: BTreeMap<String, Instant>,
     /// Tells the cluster bucket's watch to start over.
     pub(super) restart_watch: Arc<Notify>,
+    /// The caller confirmed a stop ([`super::Stopped`]): hand back what
+    /// is due now, not at the next tick.
+    pub(super) confirmed: Arc<Notify>,
     /// Since when our own acknowledged heartbeat is newer than the view.
     pub(super) silent_since: Option<Instant>,
     /// The view as callers see it, refreshed every tick.
@@ -47,6 +50,11 @@ impl Reconciler {
                     Some(msg) => self.view.apply(msg, Instant::now()),
                     None => return,
                 },
+                () = self.confirmed.notified() => {
+                    if self.view.desired_current && self.view.cluster_current {
+                        self.release_due(Instant::now()).await;
+                    }
+                }
                 _ = tick.tick() => {
                     self.check_stall(Instant::now());
                     if self.view.desired_current && self.view.cluster_current {
