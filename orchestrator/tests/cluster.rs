@@ -55,7 +55,7 @@ async fn three_daemons_run_each_operator_once_drain_refuse_stale_and_take_over()
         .iter()
         .map(|id| (format!("{id}.toml"), pingbot_manifest(id)))
         .collect();
-    let mut daemons = start_three(&manifests).await;
+    let mut daemons = start_three(&manifests, |_, config| config).await;
     let history = History::default();
     for d in daemons.iter().flatten() {
         history.follow(d).await;

@@ -285,6 +285,40 @@ fn verdict(
     gaps
 }
 
+/// A stand-in for systemd's notify socket: every datagram, as text.
+struct Notifications {
+    dir: tempfile::TempDir,
+    received: Arc<Mutex<Vec<String>>>,
+}
+
+impl Notifications {
+    fn bind() -> Notifications {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = std::os::unix::net::UnixDatagram::bind(dir.path().join("notify.sock"))
+            .expect("bind the notify socket");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let into = Arc::clone(&received);
+        // Ends with the test process (a blocking receive on a socket the
+        // test owns).
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+                into.lock().expect("notifications").push(msg);
+            }
+        });
+        Notifications { dir, received }
+    }
+
+    fn path(&self) -> String {
+        self.dir.path().join("notify.sock").display().to_string()
+    }
+
+    fn received(&self) -> Vec<String> {
+        self.received.lock().expect("notifications").clone()
+    }
+}
+
 /// The index of `host` in [`HOSTS`], from a progress line of
 /// `switchboard rolling-restart` (`[   1.2s] h1: restarting ...`).
 fn host_of(line: &str) -> Option<usize> {
@@ -300,7 +334,18 @@ async fn drain_and_rolling_restart_under_ping_traffic() {
         .iter()
         .map(|id| (format!("{id}.toml"), manifest(id)))
         .collect();
-    let mut daemons = start_three(&manifests).await;
+    // h1 under a stand-in for systemd's notify socket: a restart in
+    // place must say RELOADING=1 (not STOPPING=1) and READY=1 again.
+    let notify = Notifications::bind();
+    let socket = notify.path();
+    let mut daemons = start_three(&manifests, |i, config| {
+        if i == 1 {
+            config.env("NOTIFY_SOCKET", &socket)
+        } else {
+            config
+        }
+    })
+    .await;
     let history = History::default();
     for d in daemons.iter().flatten() {
         history.follow(d).await;
@@ -450,6 +495,22 @@ async fn drain_and_rolling_restart_under_ping_traffic() {
         );
     }
     println!("rolling restart of 3 hosts: {rolled:?}, then {placed:?}");
+    let said = notify.received();
+    let states: Vec<&str> = said
+        .iter()
+        .flat_map(|m| m.lines())
+        .filter(|l| ["READY=1", "RELOADING=1", "STOPPING=1"].contains(l))
+        .collect();
+    assert_eq!(
+        states,
+        ["READY=1", "RELOADING=1", "READY=1"],
+        "what h1 told systemd: {said:?}"
+    );
+    assert!(
+        said.iter()
+            .any(|m| m.contains("RELOADING=1") && m.contains("MONOTONIC_USEC=")),
+        "{said:?}"
+    );
     verdict(&traffic, "rolling restart", from, to, &crash_ready);
 
     // Nothing answered twice; every answer matched a ping of its room.

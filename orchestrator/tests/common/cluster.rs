@@ -19,8 +19,11 @@ pub const HOSTS: [&str; 3] = ["h0", "h1", "h2"];
 /// Three daemons `h0`, `h1`, `h2` on loopback, their embedded servers
 /// clustered by `[cluster]`; only h0 brings `manifests` (file name, TOML
 /// text), the others join with empty directories and follow the
-/// cluster's desired state.
-pub async fn start_three(manifests: &[(String, String)]) -> Vec<Option<Daemon>> {
+/// cluster's desired state. `tweak` adds to host `i`'s config.
+pub async fn start_three(
+    manifests: &[(String, String)],
+    tweak: impl Fn(usize, DaemonConfig) -> DaemonConfig,
+) -> Vec<Option<Daemon>> {
     let ports = free_ports(3).expect("ports");
     let route = |i: usize| format!("127.0.0.1:{}", ports[i]);
     let mut daemons = Vec::new();
@@ -36,7 +39,7 @@ pub async fn start_three(manifests: &[(String, String)]) -> Vec<Option<Daemon>> 
                 config = config.manifest(name.clone(), text.clone());
             }
         }
-        daemons.push(Some(config.start().await));
+        daemons.push(Some(tweak(i, config).start().await));
     }
     daemons
 }
