@@ -338,12 +338,16 @@ async fn drain_and_rolling_restart_under_ping_traffic() {
     // place must say RELOADING=1 (not STOPPING=1) and READY=1 again.
     let notify = Notifications::bind();
     let socket = notify.path();
-    let mut daemons = start_three(&manifests, |i, config| {
-        if i == 1 {
-            config.env("NOTIFY_SOCKET", &socket)
-        } else {
-            config
-        }
+    // h2 runs a copy of the binary, which is "upgraded" (replaced by
+    // rename, as a package manager does) before the roll: the restart
+    // must run the new file, not the deleted one.
+    let bin = tempfile::tempdir().expect("tempdir");
+    let program = bin.path().join("switchboard");
+    std::fs::copy(switchboard_testkit::bin_path("switchboard"), &program).expect("copy");
+    let mut daemons = start_three(&manifests, |i, config| match i {
+        1 => config.env("NOTIFY_SOCKET", &socket),
+        2 => config.program(&program),
+        _ => config,
     })
     .await;
     let history = History::default();
@@ -425,7 +429,18 @@ async fn drain_and_rolling_restart_under_ping_traffic() {
     println!("undrain of h1: settled after {took:?}");
     verdict(&traffic, "undrain h1", from, to, &crash_ready);
 
-    // (b) rolling restart of every host, asked on h0 (so h0 goes last).
+    // (b) rolling restart of every host, asked on h0 (so h0 goes last),
+    // after h2's binary was replaced.
+    let h2 = daemons[2].as_ref().expect("h2").pid();
+    let upgrade = bin.path().join("switchboard.new");
+    std::fs::copy(switchboard_testkit::bin_path("switchboard"), &upgrade).expect("copy");
+    std::fs::rename(&upgrade, &program).expect("replace the binary");
+    let exe = || std::fs::read_link(format!("/proc/{h2}/exe")).expect("h2's exe");
+    assert!(
+        exe().display().to_string().ends_with(" (deleted)"),
+        "{:?}",
+        exe()
+    );
     let pids_before: Vec<u32> = daemons.iter().flatten().map(Daemon::pid).collect();
     let from = Instant::now();
     let mut roll = tokio::process::Command::new(switchboard_testkit::bin_path("switchboard"))
@@ -495,6 +510,8 @@ async fn drain_and_rolling_restart_under_ping_traffic() {
         );
     }
     println!("rolling restart of 3 hosts: {rolled:?}, then {placed:?}");
+    // h2 runs the file now at its path: the upgrade, not the deleted one.
+    assert_eq!(exe(), program, "h2 executed {:?}", exe());
     let said = notify.received();
     let states: Vec<&str> = said
         .iter()

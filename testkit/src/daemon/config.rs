@@ -82,6 +82,8 @@ pub struct DaemonConfig {
     pub run_as: Option<(u32, u32)>,
     /// `[cluster]`.
     pub cluster: Option<ClusterTable>,
+    /// The `switchboard` binary to run (default: the build's).
+    pub program: Option<PathBuf>,
 }
 
 impl Default for DaemonConfig {
@@ -97,6 +99,7 @@ impl Default for DaemonConfig {
             env: Vec::new(),
             run_as: None,
             cluster: None,
+            program: None,
         }
     }
 }
@@ -120,6 +123,12 @@ impl DaemonConfig {
             self.manifests
                 .push((n.as_ref().to_owned(), t.as_ref().to_owned()));
         }
+        self
+    }
+
+    /// Run this `switchboard` binary instead of the build's.
+    pub fn program(mut self, path: impl Into<PathBuf>) -> DaemonConfig {
+        self.program = Some(path.into());
         self
     }
 

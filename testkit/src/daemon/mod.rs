@@ -257,7 +257,12 @@ async fn up(
     config: &DaemonConfig,
 ) -> Result<(DaemonProcess, Bus, RuntimeInfo), DaemonError> {
     let run = dir.join("run");
-    let mut process = DaemonProcess::spawn(
+    let program = match &config.program {
+        Some(p) => p.clone(),
+        None => crate::bin_path("switchboard"),
+    };
+    let mut process = DaemonProcess::spawn_program(
+        &program,
         &dir.join("switchboard.toml"),
         &run,
         &config.env,

@@ -42,6 +42,29 @@ impl DaemonProcess {
         env: &[(String, String)],
         run_as: Option<(u32, u32)>,
     ) -> Result<DaemonProcess, DaemonError> {
+        DaemonProcess::spawn_program(
+            &crate::bin_path("switchboard"),
+            config,
+            runtime_dir,
+            env,
+            run_as,
+        )
+    }
+
+    /// [`DaemonProcess::spawn`] of `program`, a `switchboard` binary
+    /// elsewhere than the build's (a copy a test replaces, as a package
+    /// upgrade would).
+    ///
+    /// # Errors
+    ///
+    /// When the log cannot be opened or the binary cannot be started.
+    pub fn spawn_program(
+        program: &Path,
+        config: &Path,
+        runtime_dir: &Path,
+        env: &[(String, String)],
+        run_as: Option<(u32, u32)>,
+    ) -> Result<DaemonProcess, DaemonError> {
         let dir = config.parent().unwrap_or(Path::new("."));
         let _ = std::fs::remove_file(runtime_dir.join("switchboard.json"));
         let log = dir.join("daemon.log");
@@ -53,7 +76,7 @@ impl DaemonProcess {
                 path: log.clone(),
                 source,
             })?;
-        let program = crate::bin_path("switchboard");
+        let program = program.to_path_buf();
         let mut cmd = tokio::process::Command::new(&program);
         cmd.arg("run")
             .arg("--config")
