@@ -194,6 +194,9 @@ pub(super) async fn rolling_restart(
         let old_epoch = epochs.get(host).cloned().unwrap_or_default();
         let mut left = false;
         let mut back = false;
+        // This host's connection went with its server: until a new one is
+        // made, asking on it would only wait out the timeout again.
+        let mut lost = false;
         loop {
             if step.elapsed() > timeout {
                 let what = if back {
@@ -222,18 +225,23 @@ pub(super) async fn rolling_restart(
             } else {
                 ROLL_STATUS_TIMEOUT
             };
+            if lost {
+                // The restarted daemon writes a new runtime file (new
+                // passwords): connect anew once it is there.
+                match client.connect().await {
+                    Ok(b) => {
+                        bus = b;
+                        lost = false;
+                    }
+                    Err(_) => continue,
+                }
+            }
             let status = match status_of(&bus, patience).await {
                 Ok(s) => s,
-                Err(_) if *host == here => {
-                    // This host's own server went with its daemon: the
-                    // restarted daemon writes a new runtime file (new
-                    // passwords), so connect anew.
-                    if let Ok(b) = client.connect().await {
-                        bus = b;
-                    }
+                Err(_) => {
+                    lost = *host == here;
                     continue;
                 }
-                Err(_) => continue,
             };
             let Some(cluster) = &status.cluster else {
                 continue;
