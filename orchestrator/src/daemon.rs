@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use serde::{Deserialize, Serialize};
 use switchboard_bus::{Bus, BusOptions};
 use switchboard_proto::{Heartbeat, OperatorId, Ready, SbSubject, ALL_HEARTBEATS, ALL_READY};
@@ -524,7 +524,14 @@ pub async fn run(
         server.stop().await;
     }
     let _ = std::fs::remove_file(runtime_file(&config.runtime_dir));
-    if restarting {
+    // A SIGTERM or SIGINT during the restart's shutdown wins (`systemctl
+    // stop` while a roll is under way): stop, do not start again.
+    let stop_asked =
+        sigterm.recv().now_or_never().is_some() || sigint.recv().now_or_never().is_some();
+    if restarting && stop_asked {
+        tracing::info!("SIGTERM during the restart: stopping instead of starting again");
+    }
+    if restarting && !stop_asked {
         // (The API accepts a restart only when the program is known.)
         if let Ok(relaunch) = relaunch.as_ref() {
             tracing::info!(program = %relaunch.program().display(), "stopped; executing the program again");
