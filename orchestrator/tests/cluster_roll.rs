@@ -441,11 +441,12 @@ async fn drain_and_rolling_restart_under_ping_traffic() {
         "{:?}",
         exe()
     );
+    let d0_config = d0.config_path();
     let pids_before: Vec<u32> = daemons.iter().flatten().map(Daemon::pid).collect();
     let from = Instant::now();
     let mut roll = tokio::process::Command::new(switchboard_testkit::bin_path("switchboard"))
         .args(["rolling-restart", "--timeout", "60", "--config"])
-        .arg(d0.config_path())
+        .arg(&d0_config)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -544,6 +545,29 @@ async fn drain_and_rolling_restart_under_ping_traffic() {
         history.summary(),
         t0.elapsed()
     );
+
+    // A host that does not come back stops the roll, naming it: h2's
+    // program is gone, so its exec fails and it stays down.
+    drop(traffic);
+    std::fs::remove_file(&program).expect("remove h2's program");
+    let out = tokio::process::Command::new(switchboard_testkit::bin_path("switchboard"))
+        .args(["rolling-restart", "--timeout", "5", "--config"])
+        .arg(d0_config)
+        .output()
+        .await
+        .expect("run switchboard rolling-restart");
+    let said = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}{err}");
+    assert!(
+        err.contains("h2 did not come back within 5s")
+            && err.contains("hosts restarted so far: h1")
+            && err.contains("hosts left: h2, h0"),
+        "{said}{err}"
+    );
+    let h2_log = daemons[2].as_ref().expect("h2").log();
+    assert!(h2_log.contains("cannot execute"), "{h2_log}");
+    println!("a host that does not come back: {}", err.trim());
 }
 
 /// The gap measure sees an operator that stopped answering (so the
