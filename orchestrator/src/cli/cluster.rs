@@ -316,7 +316,9 @@ async fn status_of(
 /// Whether the cluster is whole as `status` (of the answering host) shows
 /// it: its view current, every host with a record alive, every operator
 /// of the desired state owned by the host placement gives it and running
-/// (ready) there. Otherwise the first thing missing.
+/// (ready) there. Otherwise the first thing missing. An operator that
+/// does not get ready after a host's restart (a bad upgrade) therefore
+/// stops the roll at that host.
 ///
 /// A host that is down counts: restarting another one then would leave
 /// one server of three, no majority, and every host would fence.
@@ -347,10 +349,53 @@ fn whole(status: &StatusReply) -> Result<(), String> {
             p.status.as_ref()
         };
         match details.map(|d| d.state) {
-            Some(SupervisedState::Running) => {}
+            // Ready; halted by `ctl` (ready, paused on purpose); or
+            // disabled in its manifest (nothing to wait for).
+            Some(
+                SupervisedState::Running | SupervisedState::Halted | SupervisedState::Disabled,
+            ) => {}
             Some(state) => return Err(format!("{} is {} on {host}", p.id, state.as_str())),
             None => return Err(format!("{} on {host}: no answer from that host", p.id)),
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A status answered by `alpha`: `a` runs there (its details in
+    /// `operators`), `b` on beta (details from beta).
+    fn status(b_state: &str, b_placed: &str, beta_alive: bool) -> StatusReply {
+        let op = |id: &str, state: &str| json!({"id": id, "state": state, "restarts": 0, "control": "nats"});
+        serde_json::from_value(json!({
+            "version": "0", "pid": 1, "uptime_ms": 1, "nats_url": "nats://x", "nats_embedded": true,
+            "operators": [op("a", "running")],
+            "cluster": {
+                "host": "alpha",
+                "hosts": [
+                    {"name": "alpha", "alive": true, "drained": false, "epoch": "e1"},
+                    {"name": "beta", "alive": beta_alive, "drained": false, "epoch": "e2"},
+                ],
+                "operators": [
+                    {"id": "a", "host": "alpha", "placed": "alpha"},
+                    {"id": "b", "host": "beta", "placed": b_placed, "status": op("b", b_state)},
+                ],
+            },
+        }))
+        .expect("a status")
+    }
+
+    #[test]
+    fn whole_means_every_host_alive_and_every_operator_ready_where_placed() {
+        assert_eq!(whole(&status("running", "beta", true)), Ok(()));
+        assert_eq!(whole(&status("halted", "beta", true)), Ok(()));
+        let not = |s: StatusReply| whole(&s).expect_err("not whole");
+        assert!(not(status("running", "beta", false)).contains("beta is not alive"));
+        assert!(not(status("running", "alpha", true)).contains("b is moving from beta to alpha"));
+        assert!(not(status("starting", "beta", true)).contains("b is starting on beta"));
+        assert!(not(status("failed", "beta", true)).contains("b is failed on beta"));
+    }
 }
