@@ -127,7 +127,8 @@ pub(super) async fn rolling_restart(
         .map(|c| c.peers.len() + 1);
     if let Some(expected) = expected.filter(|n| *n > cluster.hosts.len()) {
         bail!(
-            "the cluster is not ready for a rolling restart: {} of the {expected} hosts this              host's [cluster] names are alive ({}); start the missing ones first",
+            "the cluster is not ready for a rolling restart: {} of the {expected} hosts this \
+             host's [cluster] names are alive ({}); start the missing ones first",
             cluster.hosts.len(),
             cluster
                 .hosts
