@@ -305,6 +305,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             id: crate::discovery::new_id(),
             started: crate::discovery::started_at(started),
             stats: Arc::clone(&api_stats),
+            host: config.cluster.as_ref().map(|c| c.host.clone()),
         },
         shutdown.clone(),
     ));

@@ -56,6 +56,31 @@ pub struct ClusterTable {
     pub peers: Vec<String>,
 }
 
+impl ClusterTable {
+    /// One `[cluster]` table per name in `hosts`, on loopback: each
+    /// listens for routes on a free port and lists the others as peers
+    /// (a cluster of daemons on one machine; docs/cluster.md's quick
+    /// start).
+    ///
+    /// # Errors
+    ///
+    /// When no free port can be found.
+    pub fn loopback(hosts: &[&str]) -> std::io::Result<Vec<ClusterTable>> {
+        let ports = crate::cluster::free_ports(hosts.len())?;
+        let route = |i: usize| format!("127.0.0.1:{}", ports[i]);
+        Ok(hosts
+            .iter()
+            .enumerate()
+            .map(|(i, host)| ClusterTable {
+                host: (*host).to_owned(),
+                labels: Vec::new(),
+                listen: route(i),
+                peers: (0..hosts.len()).filter(|j| *j != i).map(route).collect(),
+            })
+            .collect())
+    }
+}
+
 /// Everything a test sets in `switchboard.toml`, plus the manifests it
 /// puts in `operators.d/`. Relative directories (`operators.d`, `state`,
 /// `run`) are inside the daemon's temporary directory.
