@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
 use serde_json::Value;
+use common::{get as value, parse, Samples};
 use switchboard_proto::api::{StatusReply, SupervisedState};
 use switchboard_testkit::daemon::{ClusterTable, Daemon, DaemonConfig};
 
@@ -30,69 +31,6 @@ const SETTLE: Duration = Duration::from_secs(60);
 const NOWHERE: &str = "gpu-bot";
 /// The operators that run.
 const RUNS: [&str; 3] = ["dashboard", "ping-a", "ping-b"];
-
-/// One sample of the exposition.
-#[derive(Debug, Clone)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// The samples of a Prometheus text exposition, and the HELP line of
-/// each family; fails on a line that is not one of the format's.
-fn parse(text: &str) -> anyhow::Result<(Vec<Sample>, BTreeMap<String, String>)> {
-    let mut samples = Vec::new();
-    let mut help = BTreeMap::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            let (name, text) = rest.split_once(' ').context("HELP without text")?;
-            help.insert(name.to_owned(), text.to_owned());
-            continue;
-        }
-        if line.starts_with("# TYPE ") || line.is_empty() {
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').context("no value")?;
-        let value: f64 = value.parse().with_context(|| format!("value of {line}"))?;
-        let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => {
-                let body = rest.strip_suffix('}').context("labels not closed")?;
-                let mut labels = BTreeMap::new();
-                // Values here hold no `",` (host and operator names).
-                for pair in body.split("\",") {
-                    let (k, v) = pair.split_once("=\"").context("label")?;
-                    labels.insert(k.to_owned(), v.trim_end_matches('"').to_owned());
-                }
-                (name, labels)
-            }
-            None => (series, BTreeMap::new()),
-        };
-        samples.push(Sample {
-            name: name.to_owned(),
-            labels,
-            value,
-        });
-    }
-    Ok((samples, help))
-}
-
-/// The value of the one sample of `name` whose labels include `with`.
-fn value(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> Option<f64> {
-    let found: Vec<&Sample> = samples
-        .iter()
-        .filter(|s| {
-            s.name == name
-                && with
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .collect();
-    match found.as_slice() {
-        [one] => Some(one.value),
-        _ => None,
-    }
-}
 
 /// Which host runs each operator and in what state, from one daemon's
 /// status: its own operators, then the cluster part.
@@ -139,20 +77,20 @@ async fn settled(
     }
 }
 
-/// Wait until `/metrics` satisfies `check` (which says what is missing);
-/// the last samples.
+/// Wait until `/metrics`, read by a real Prometheus parser, satisfies
+/// `check` (which says what is missing); the last samples.
 async fn metrics_until(
     addr: std::net::SocketAddr,
     what: &str,
-    check: impl Fn(&[Sample]) -> Result<(), String>,
-) -> anyhow::Result<(Vec<Sample>, BTreeMap<String, String>)> {
+    check: impl Fn(&Samples) -> Result<(), String>,
+) -> anyhow::Result<(Samples, Vec<Value>)> {
     let started = Instant::now();
     loop {
         let (code, body) = common::http(addr, "GET", "/metrics", &[], "").await?;
         ensure!(code == 200, "/metrics: {code} {body}");
-        let (samples, help) = parse(&body)?;
+        let (samples, all) = parse(&body).await?;
         match check(&samples) {
-            Ok(()) => return Ok((samples, help)),
+            Ok(()) => return Ok((samples, all)),
             Err(missing) if started.elapsed() > SETTLE => {
                 bail!("{what}: {missing}\n{body}")
             }
@@ -201,7 +139,7 @@ async fn the_dashboard_shows_and_measures_the_whole_cluster() -> anyhow::Result<
     println!("placed: {placed:?}; the dashboard on {dash_host} at {addr}");
 
     // /metrics: the whole cluster from the dashboard's host.
-    let (samples, help) = metrics_until(addr, "cluster metrics", |s| {
+    let (samples, all) = metrics_until(addr, "cluster metrics", |s| {
         for h in HOSTS {
             if value(s, "switchboard_cluster_host_up", &[("host", h)]) != Some(1.0) {
                 return Err(format!("{h} not up"));
@@ -219,35 +157,37 @@ async fn the_dashboard_shows_and_measures_the_whole_cluster() -> anyhow::Result<
     .await?;
     // Every series once.
     let mut series = BTreeSet::new();
-    for s in &samples {
+    for s in &all {
         ensure!(
-            series.insert((s.name.clone(), s.labels.clone())),
-            "{} {:?} twice",
-            s.name,
-            s.labels
+            series.insert((s["name"].to_string(), s["labels"].to_string())),
+            "twice: {s}"
         );
     }
+    let label = |s: &Value, k: &str| s["labels"][k].as_str().unwrap_or_default().to_owned();
     // Each operator once, on the host its owner's status names, and the
     // unplaced one nowhere.
     for id in RUNS {
-        let hosts: BTreeSet<&str> = samples
+        let hosts: BTreeSet<String> = all
             .iter()
-            .filter(|s| s.name == "switchboard_operator_state" && s.labels["operator"] == id)
-            .map(|s| s.labels["host"].as_str())
+            .filter(|s| s["name"] == "switchboard_operator_state" && label(s, "operator") == id)
+            .map(|s| label(s, "host"))
             .collect();
         ensure!(
-            hosts == BTreeSet::from([placed[id].as_str()]),
+            hosts == BTreeSet::from([placed[id].clone()]),
             "{id} on {hosts:?}"
         );
         ensure!(
-            value(&samples, "switchboard_operator_restarts_total", &[("operator", id)]).is_some(),
+            value(
+                &samples,
+                "switchboard_operator_restarts_total",
+                &[("operator", id), ("host", placed[id].as_str())]
+            )
+            .is_some(),
             "{id}: no restarts counter"
         );
     }
     ensure!(
-        !samples
-            .iter()
-            .any(|s| s.labels.get("operator").map(String::as_str) == Some(NOWHERE)),
+        !all.iter().any(|s| label(s, "operator") == NOWHERE),
         "{NOWHERE} runs nowhere but has operator metrics"
     );
     ensure!(
@@ -290,11 +230,12 @@ async fn the_dashboard_shows_and_measures_the_whole_cluster() -> anyhow::Result<
         .is_some(),
         "the daemon's figures name its host"
     );
-    ensure!(
-        help["switchboard_cluster_view_info"].contains("covers the whole cluster"),
-        "{:?}",
-        help["switchboard_cluster_view_info"]
-    );
+    let help = all
+        .iter()
+        .find(|s| s["family"] == "switchboard_cluster_view_info")
+        .map(|s| s["help"].to_string())
+        .unwrap_or_default();
+    ensure!(help.contains("covers the whole cluster"), "{help}");
 
     // Drain a host that does not run the dashboard: its operators move,
     // and /metrics says so.
