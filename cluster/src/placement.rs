@@ -72,10 +72,9 @@ pub fn place(
     hosts: &BTreeMap<String, HostView>,
     current: &BTreeMap<String, String>,
 ) -> Placement {
-    let eligible = |spec: &PlacementSpec| eligible(spec, hosts);
     let mut order: Vec<(&String, &PlacementSpec, Vec<&String>)> = operators
         .iter()
-        .map(|(id, spec)| (id, spec, eligible(spec)))
+        .map(|(id, spec)| (id, spec, eligible(spec, hosts)))
         .collect();
     order.sort_by(|a, b| a.2.len().cmp(&b.2.len()).then_with(|| a.0.cmp(b.0)));
 

@@ -517,6 +517,7 @@ fn daemon(o: &mut Out, st: &StatusReply, process: Option<Sample>, host: Option<&
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchboard_proto::api::{ClusterHost, ClusterPlacement};
 
     #[test]
     fn labels_and_names_are_escaped() {
@@ -524,5 +525,89 @@ mod tests {
         assert_eq!(metric_part("lines-Written.x"), "lines_written_x");
         assert_eq!(number(3.0), "3");
         assert_eq!(number(0.5), "0.5");
+    }
+
+    fn op(id: &str, state: SupervisedState) -> OperatorStatus {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "state": state.as_str(), "restarts": 0, "control": "nats"
+        }))
+        .expect("an operator status")
+    }
+
+    fn placed(id: &str, host: Option<&str>, status: Option<OperatorStatus>) -> ClusterPlacement {
+        ClusterPlacement {
+            id: id.into(),
+            host: host.map(str::to_owned),
+            status,
+            unowned: host.is_none().then_some(Unowned::NoEligibleHost),
+        }
+    }
+
+    /// One host's status covers the cluster: each operator once, with the
+    /// host that runs it; one this host still stops while another starts
+    /// it counts once, as this host's (its process is here).
+    #[test]
+    fn a_cluster_status_gives_every_operator_once_with_its_host() {
+        let st = StatusReply {
+            version: "0".into(),
+            pid: 1,
+            uptime_ms: 0,
+            nats_url: String::new(),
+            nats_embedded: true,
+            operators: vec![
+                op("a", SupervisedState::Running),
+                op("m", SupervisedState::Stopping),
+            ],
+            log_lines_dropped: 0,
+            events_dropped: 0,
+            stream: None,
+            rss_bytes: None,
+            cpu_seconds: None,
+            cluster: Some(ClusterStatus {
+                host: "h0".into(),
+                hosts: ["h0", "h1", "h2"]
+                    .iter()
+                    .map(|h| ClusterHost {
+                        name: (*h).into(),
+                        alive: *h != "h2",
+                        drained: *h == "h1",
+                        heartbeat_age_ms: Some(250),
+                        ..ClusterHost::default()
+                    })
+                    .collect(),
+                operators: vec![
+                    placed("a", Some("h0"), None),
+                    placed("b", Some("h1"), Some(op("b", SupervisedState::Running))),
+                    placed("m", Some("h1"), Some(op("m", SupervisedState::Starting))),
+                    placed("n", None, None),
+                ],
+                ..ClusterStatus::default()
+            }),
+        };
+        let got: Vec<(&str, Option<&str>)> = operators(&st)
+            .iter()
+            .map(|(o, h)| (o.id.as_str(), *h))
+            .collect();
+        assert_eq!(
+            got,
+            [("a", Some("h0")), ("m", Some("h0")), ("b", Some("h1"))]
+        );
+        let mut o = Out::default();
+        cluster(&mut o, st.cluster.as_ref().expect("cluster"));
+        let text = o.finish();
+        for line in [
+            "switchboard_cluster_host_up{host=\"h2\"} 0",
+            "switchboard_cluster_host_drained{host=\"h1\"} 1",
+            "switchboard_cluster_host_heartbeat_age_seconds{host=\"h0\"} 0.25",
+            "switchboard_cluster_host_operators{host=\"h0\"} 1",
+            "switchboard_cluster_host_operators{host=\"h1\"} 2",
+            "switchboard_cluster_host_operators{host=\"h2\"} 0",
+            "switchboard_cluster_operators_unplaced{reason=\"no_eligible_host\"} 1",
+            "switchboard_cluster_operators_unplaced{reason=\"moving\"} 0",
+            "switchboard_cluster_operators 4",
+            "switchboard_cluster_view_info{host=\"h0\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+        }
     }
 }

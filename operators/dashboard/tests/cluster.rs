@@ -123,7 +123,7 @@ async fn the_dashboard_shows_and_measures_the_whole_cluster() -> anyhow::Result<
         // alpha brings the manifests; the others follow the cluster.
         if i == 0 {
             config = config
-                .manifest("dashboard.toml", common::manifest(Some(&token)))
+                .manifest("dashboard.toml", common::manifest(Some(token.as_path())))
                 .manifest("ping-a.toml", ping("ping-a"))
                 .manifest("ping-b.toml", ping("ping-b"))
                 .manifest(
