@@ -224,6 +224,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
                 users,
                 reloader: server.reloader(),
                 stream: None,
+                cluster_host: config.cluster.as_ref().map(|c| c.host.clone()),
             });
             (daemon, cli, access, Some(server))
         }

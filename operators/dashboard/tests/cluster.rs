@@ -92,7 +92,14 @@ async fn metrics_until(
         match check(&samples) {
             Ok(()) => return Ok((samples, all)),
             Err(missing) if started.elapsed() > SETTLE => {
-                bail!("{what}: {missing}\n{body}")
+                // What the dashboard's status poll last said.
+                let (_, snapshot) =
+                    common::http(addr, "GET", "/api/snapshot", &[common::AUTH], "").await?;
+                let snapshot: Value = serde_json::from_str(&snapshot)?;
+                bail!(
+                    "{what}: {missing}; the dashboard's status poll: {}\n{body}",
+                    snapshot["bus_error"]
+                )
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
