@@ -120,7 +120,10 @@ async fn each_cluster_host_is_one_instance_reachable_from_any_host() {
         .map(|p| p["metadata"]["host"].as_str().unwrap_or("(none)"))
         .collect();
     hosts.sort_unstable();
-    assert_eq!(hosts, HOSTS, "one answer per host, each naming it: {pings:?}");
+    assert_eq!(
+        hosts, HOSTS,
+        "one answer per host, each naming it: {pings:?}"
+    );
 
     for ping in &pings {
         let host = ping["metadata"]["host"].as_str().expect("host");

@@ -246,7 +246,11 @@ fn operators(st: &StatusReply) -> Vec<(&OperatorStatus, Option<&str>)> {
 }
 
 /// Labels: `operator` (and `host` in cluster mode), then `extra`.
-fn labels<'a>(id: &'a str, host: Option<&'a str>, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+fn labels<'a>(
+    id: &'a str,
+    host: Option<&'a str>,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
     let mut l = vec![("operator", id)];
     if let Some(h) = host {
         l.push(("host", h));
@@ -371,12 +375,15 @@ fn cluster(o: &mut Out, c: &ClusterStatus) {
         );
     }
     let mut owned: BTreeMap<&str, usize> = c.hosts.iter().map(|h| (h.name.as_str(), 0)).collect();
-    let mut unowned: BTreeMap<&str, usize> =
-        UNOWNED.iter().map(|u| (u.as_str(), 0)).collect();
+    let mut unowned: BTreeMap<&str, usize> = UNOWNED.iter().map(|u| (u.as_str(), 0)).collect();
     for p in &c.operators {
         match (p.host.as_deref(), p.unowned) {
             (Some(h), _) => *owned.entry(h).or_default() += 1,
-            (None, u) => *unowned.entry(u.unwrap_or(Unowned::Moving).as_str()).or_default() += 1,
+            (None, u) => {
+                *unowned
+                    .entry(u.unwrap_or(Unowned::Moving).as_str())
+                    .or_default() += 1
+            }
         }
     }
     for h in &c.hosts {
@@ -607,7 +614,10 @@ mod tests {
             "switchboard_cluster_operators 4",
             "switchboard_cluster_view_info{host=\"h0\"} 1",
         ] {
-            assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
         }
     }
 }

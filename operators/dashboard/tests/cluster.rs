@@ -19,8 +19,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
-use serde_json::Value;
 use common::{get as value, parse, Samples};
+use serde_json::Value;
 use switchboard_proto::api::{StatusReply, SupervisedState};
 use switchboard_testkit::daemon::{ClusterTable, Daemon, DaemonConfig};
 
@@ -208,8 +208,15 @@ async fn the_dashboard_shows_and_measures_the_whole_cluster() -> anyhow::Result<
     ensure!(value(&samples, "switchboard_cluster_operators", &[]) == Some(4.0));
     for h in HOSTS {
         let runs = placed.values().filter(|p| *p == h).count() as f64;
-        let counted = value(&samples, "switchboard_cluster_host_operators", &[("host", h)]);
-        ensure!(counted == Some(runs), "{h}: {counted:?} operators, runs {runs}");
+        let counted = value(
+            &samples,
+            "switchboard_cluster_host_operators",
+            &[("host", h)],
+        );
+        ensure!(
+            counted == Some(runs),
+            "{h}: {counted:?} operators, runs {runs}"
+        );
         let age = value(
             &samples,
             "switchboard_cluster_host_heartbeat_age_seconds",
@@ -217,9 +224,7 @@ async fn the_dashboard_shows_and_measures_the_whole_cluster() -> anyhow::Result<
         )
         .context("no heartbeat age")?;
         ensure!((0.0..3.0).contains(&age), "{h}'s heartbeat {age} s old");
-        ensure!(
-            value(&samples, "switchboard_cluster_host_drained", &[("host", h)]) == Some(0.0)
-        );
+        ensure!(value(&samples, "switchboard_cluster_host_drained", &[("host", h)]) == Some(0.0));
     }
     ensure!(
         value(
@@ -269,7 +274,11 @@ async fn the_dashboard_shows_and_measures_the_whole_cluster() -> anyhow::Result<
             return Err(format!("{drained} still runs operators"));
         }
         for id in RUNS {
-            let running = [("operator", id), ("host", placed[id].as_str()), ("state", "running")];
+            let running = [
+                ("operator", id),
+                ("host", placed[id].as_str()),
+                ("state", "running"),
+            ];
             if value(s, "switchboard_operator_state", &running) != Some(1.0) {
                 return Err(format!("{id} not running on {}", placed[id]));
             }
@@ -303,10 +312,8 @@ async fn the_dashboard_shows_and_measures_the_whole_cluster() -> anyhow::Result<
     // The page, in Chromium.
     let shots = scratch.path().join("shots");
     std::fs::create_dir_all(&shots)?;
-    let expected: BTreeMap<&str, &str> = RUNS
-        .iter()
-        .map(|id| (*id, placed[*id].as_str()))
-        .collect();
+    let expected: BTreeMap<&str, &str> =
+        RUNS.iter().map(|id| (*id, placed[*id].as_str())).collect();
     let run = tokio::process::Command::new("node")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),

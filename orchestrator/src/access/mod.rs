@@ -211,7 +211,8 @@ impl Access {
                         path: manifest.path.clone(),
                     });
                 }
-                let (permissions, errors) = permissions_of(manifest, e.stream.as_deref(), e.cluster_host.as_deref());
+                let (permissions, errors) =
+                    permissions_of(manifest, e.stream.as_deref(), e.cluster_host.as_deref());
                 if let Some(source) = errors.into_iter().next() {
                     return Err(AccessError::Grant {
                         id: id.clone(),
@@ -274,7 +275,8 @@ impl Access {
         let Access::Embedded(e) = self else {
             return Ok(());
         };
-        let (permissions, errors) = permissions_of(manifest, e.stream.as_deref(), e.cluster_host.as_deref());
+        let (permissions, errors) =
+            permissions_of(manifest, e.stream.as_deref(), e.cluster_host.as_deref());
         if let Some(source) = errors.into_iter().next() {
             return Err(AccessError::Grant {
                 id: manifest.id.clone(),

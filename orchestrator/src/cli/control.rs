@@ -469,7 +469,13 @@ mod tests {
             line("q").contains(" gamma ") && line("q").contains("runs on gamma"),
             "{table}"
         );
-        assert!(line("r").contains("runs nowhere now (being moved)"), "{table}");
-        assert!(line("n").contains("no live, undrained host may run it"), "{table}");
+        assert!(
+            line("r").contains("runs nowhere now (being moved)"),
+            "{table}"
+        );
+        assert!(
+            line("n").contains("no live, undrained host may run it"),
+            "{table}"
+        );
     }
 }

@@ -50,10 +50,9 @@ pub(super) fn status(
             alive: rec.state == HostState::Alive,
             drained: view.drained.contains(name),
             labels: rec.labels.iter().cloned().collect(),
-            heartbeat_age_ms: view
-                .heartbeat_seen
-                .get(name)
-                .map(|seen| u64::try_from(now.saturating_duration_since(*seen).as_millis()).unwrap_or(u64::MAX)),
+            heartbeat_age_ms: view.heartbeat_seen.get(name).map(|seen| {
+                u64::try_from(now.saturating_duration_since(*seen).as_millis()).unwrap_or(u64::MAX)
+            }),
             beat: rec.beat,
             gone_by: rec.gone_by.clone(),
         })
