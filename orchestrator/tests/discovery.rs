@@ -96,6 +96,13 @@ async fn each_cluster_host_is_one_instance_reachable_from_any_host() {
     // A client of s1's server, as `nats micro ls` there would be. Routes
     // carry the other daemons' `$SRV.>` interest once they are up.
     let asker = &daemons[1];
+    // The CLI's login (the harness's) may call the listed subjects but
+    // never read them: it cannot pose as a host's daemon.
+    let mut spy = asker
+        .bus
+        .subscribe_raw("sb.host.>")
+        .await
+        .expect("subscribe");
     let deadline = Instant::now() + Duration::from_secs(30);
     let pings: Vec<Value> = loop {
         let answers = asker
@@ -162,5 +169,12 @@ async fn each_cluster_host_is_one_instance_reachable_from_any_host() {
             "{stats}"
         );
     }
+    asker.bus.sync().await.expect("sync");
+    let seen = futures::FutureExt::now_or_never(futures::StreamExt::next(&mut spy)).flatten();
+    assert!(
+        seen.is_none(),
+        "the CLI's login read {:?}",
+        seen.map(|m| m.subject)
+    );
     println!("$SRV.PING through s1: {hosts:?}");
 }
