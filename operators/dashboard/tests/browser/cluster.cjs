@@ -2,7 +2,8 @@
 // three daemons and says what their status shows): the hosts card lists
 // every host with its state, labels, lease and operator count; the
 // operators table has a HOST column naming the host that runs each
-// operator, and the operator no host may run says so. The view passes
+// operator, and the operator no host may run says so; events name their
+// host. The view passes
 // axe-core and is photographed at both sizes (dashboard-cluster-*.png).
 // Usage: node cluster.cjs <playwright-core dir> <axe.min.js> <url> <token>
 // <user-data-dir> <screenshot dir> <expected JSON: {hosts, drained, placed, nowhere}>
@@ -48,6 +49,8 @@ const say = s => process.stdout.write(s + "\n");
   await nowhere.locator('[data-state="unplaced"]', { hasText: "no eligible host" }).waitFor();
   const shown = await nowhere.locator("button[data-verb]:not([hidden])").count();
   if (shown) throw new Error("an operator no host runs offers " + shown + " control(s)");
+  // Lifecycle events name the host whose daemon reported them.
+  await page.locator("#recent td", { hasText: /^ping-[ab] on (alpha|beta|gamma)$/ }).first().waitFor();
   say("LISTED");
 
   await photograph(page, "cluster", async () => { await page.locator("#hostscard").waitFor(); });
