@@ -182,6 +182,7 @@ pub async fn run(settings: Settings, summary: &mut Summary) -> anyhow::Result<()
                 labels: Vec::new(),
                 listen: route(i),
                 peers: (0..3).filter(|j| *j != i).map(route).collect(),
+                tls: None,
             });
         if i == 0 {
             for id in &small {

@@ -275,6 +275,7 @@ async fn three_daemons_run_each_operator_once_drain_refuse_stale_and_take_over()
             labels: Vec::new(),
             listen: route(i),
             peers: (0..3).filter(|j| *j != i).map(route).collect(),
+            tls: None,
         });
         // Only h0 brings manifests: the others join with empty
         // directories and follow the cluster's desired state.
