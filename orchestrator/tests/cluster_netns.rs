@@ -190,21 +190,31 @@ async fn partition_and_heal(bed: &NetnsBed) {
         "{cluster:?}"
     );
 
-    // Two partition shapes: a host that does not lead the cluster's
-    // bucket (the majority keeps writing at once), then the bucket
-    // leader's host (the majority first elects a new leader).
-    let leader = bucket_leader(&daemons[0]).await;
-    let follower = (0..3)
-        .filter(|i| Some(HOSTS[*i]) != leader.as_deref())
-        .max_by_key(|i| now(&seen).values().filter(|h| h.contains(i)).count())
-        .expect("a host");
-    cut_and_heal(bed, &daemons, &seen, follower, "a follower's host").await;
-    let leader = bucket_leader(&daemons[(follower + 1) % 3]).await;
-    let leader = HOSTS
-        .iter()
-        .position(|h| Some(*h) == leader.as_deref())
-        .expect("the bucket has a leader");
-    cut_and_heal(bed, &daemons, &seen, leader, "the bucket leader's host").await;
+    // Each round: two partition shapes, a host that does not lead the
+    // cluster's bucket (the majority keeps writing at once), then the
+    // bucket leader's host (the majority first elects a new leader); then
+    // one host's nats-server SIGKILLed under its live daemon. `make
+    // chaos-cluster` runs several rounds (SB_CLUSTER_ROUNDS).
+    let rounds: usize = std::env::var("SB_CLUSTER_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1);
+    for round in 1..=rounds {
+        println!("round {round} of {rounds}");
+        let leader = bucket_leader(&daemons[0]).await;
+        let follower = (0..3)
+            .filter(|i| Some(HOSTS[*i]) != leader.as_deref())
+            .max_by_key(|i| now(&seen).values().filter(|h| h.contains(i)).count())
+            .expect("a host");
+        cut_and_heal(bed, &daemons, &seen, follower, "a follower's host").await;
+        let leader = bucket_leader(&daemons[(follower + 1) % 3]).await;
+        let leader = HOSTS
+            .iter()
+            .position(|h| Some(*h) == leader.as_deref())
+            .expect("the bucket has a leader");
+        cut_and_heal(bed, &daemons, &seen, leader, "the bucket leader's host").await;
+        kill_server(&daemons, &seen, round % 3).await;
+    }
 
     stop.store(true, Ordering::SeqCst);
     watcher.join().expect("watcher");
@@ -308,21 +318,82 @@ async fn cut_and_heal(
         "{shape}: {} runs its share again {back:?} after the heal",
         HOSTS[cut]
     );
-    // And its daemon answers again, with all three hosts alive.
+    three_alive(&daemons[cut], "the healed host").await;
+}
+
+/// Wait until `daemon` answers a status that shows all three hosts alive.
+async fn three_alive(daemon: &Daemon, which: &str) {
     let started = Instant::now();
     loop {
-        let status = daemons[cut].try_status().await.ok();
+        let status = daemon.try_status().await.ok();
         let alive = status
             .as_ref()
             .and_then(|s| s.cluster.as_ref())
             .map_or(0, |c| c.hosts.iter().filter(|h| h.alive).count());
         if alive == 3 {
-            break;
+            return;
         }
         assert!(
             started.elapsed() < SETTLE,
-            "the healed host's status never showed three live hosts: {status:?}"
+            "{which}'s status never showed three live hosts: {status:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// SIGKILL host `i`'s embedded nats-server under its live daemon: the
+/// daemon restarts it, and the cluster ends with every operator once on
+/// three hosts (the host's operators may move or stay, depending on
+/// whether the restart beats the lease).
+async fn kill_server(daemons: &[Daemon], seen: &Mutex<Seen>, i: usize) {
+    let old = daemons[i].nats_pid().expect("the daemon's nats-server");
+    let had = now(seen).values().filter(|h| h.contains(&i)).count();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(old).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the server");
+    let killed_at = Instant::now();
+    let started = Instant::now();
+    let new = loop {
+        match daemons[i].nats_pid() {
+            Some(pid) if pid != old => break pid,
+            _ => {}
+        }
+        assert!(
+            common::alive(daemons[i].pid()),
+            "the daemon died with its server:\n{}",
+            daemons[i].log()
+        );
+        assert!(
+            started.elapsed() < SETTLE,
+            "the daemon did not restart its nats-server:\n{}",
+            daemons[i].log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let restarted = killed_at.elapsed();
+    // Watch past the lease's whole life (TTL and stop budget): whether
+    // the host's operators stay or move, the overlap check runs on.
+    let mut moved_away = false;
+    let watch_until = Instant::now() + FENCED_WITHIN;
+    while Instant::now() < watch_until {
+        moved_away |= had > 0 && now(seen).values().all(|h| !h.contains(&i));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_until(
+        seen,
+        SETTLE,
+        "after the server's restart, every operator once on three hosts",
+        |s| exactly_once(s, &[0, 1, 2]) && s.values().flatten().collect::<BTreeSet<_>>().len() == 3,
+    )
+    .await;
+    let settled = killed_at.elapsed();
+    three_alive(&daemons[i], "the host whose server was killed").await;
+    println!(
+        "server kill: {}'s nats-server (pid {old}, {had} operators on the host) restarted as pid \
+         {new} {restarted:?} after the kill; its operators moved away meanwhile: {moved_away}; \
+         every operator once on three hosts {settled:?} after the kill",
+        HOSTS[i],
+    );
 }
