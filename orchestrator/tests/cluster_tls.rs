@@ -144,6 +144,48 @@ async fn tls_routes_form_the_cluster_and_refuse_servers_without_the_clusters_cer
         started.elapsed()
     );
 
+    // `tail` on one host shows the bus of the whole cluster: a `!ping`
+    // published on h0, and the bot's `pong` from whichever host runs it.
+    let mut tail = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("--config")
+        .arg(daemons[2].config_path())
+        .args(["tail", "#"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("switchboard tail");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+        tail.stdout.take().expect("stdout"),
+    ));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let ping = switchboard_bus::Envelope::new(
+        "test",
+        serde_json::json!({"text": "!ping", "sender": "t", "room": "r"}),
+    );
+    daemons[0]
+        .bus
+        .publish("chat.t.test.r.message", &ping)
+        .await
+        .expect("publish");
+    daemons[0].bus.flush().await.expect("flush");
+    let mut seen = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    let both = |seen: &[String]| {
+        seen.iter().any(|l| l.contains("!ping")) && seen.iter().any(|l| l.contains("pong"))
+    };
+    while let Ok(Ok(Some(line))) = tokio::time::timeout_at(until, lines.next_line()).await {
+        seen.push(line);
+        if both(&seen) {
+            break;
+        }
+    }
+    assert!(
+        both(&seen),
+        "tail on h2 did not show h0's !ping and the bot's pong: {seen:?}"
+    );
+    drop(tail);
+
     // Outsiders route to h0. Neither a plain server nor one with another
     // CA's certificate gets in; both are watched side by side.
     let plain = outsider(&route(0), None);
