@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use common::{pingbot_manifest, Daemon, DaemonConfig};
 use switchboard_testkit::cluster::{operators_by_daemon, NetnsBed, NetnsErrorKind};
-use switchboard_testkit::daemon::{ClusterTable, RouteTlsFiles};
+use switchboard_testkit::daemon::ClusterTable;
 use switchboard_testkit::TestCa;
 
 const HOSTS: [&str; 3] = ["h0", "h1", "h2"];
@@ -139,28 +139,21 @@ async fn partition_and_heal(bed: &NetnsBed) {
     let addr = |i: usize| bed.addr(i).to_string();
     let route = |i: usize| format!("{}:6222", addr(i));
     let mut daemons: Vec<Daemon> = Vec::new();
-    for (i, host) in HOSTS.iter().enumerate() {
+    for i in 0..HOSTS.len() {
         // One certificate per host for its address: its routes (both
         // ways) and its client listener.
-        let (cert, key) = ca.route_cert(host, &[&addr(i)]).expect("certificate");
+        let table = ClusterTable::host_of(&HOSTS, i, route)
+            .with_tls(&ca, &addr(i))
+            .expect("certificate");
+        let files = table.tls.clone().expect("route TLS");
         let mut config = DaemonConfig::new()
             .in_netns(bed.netns(i))
             .embedded(|e| {
-                e.tls = Some((cert.clone(), key.clone()));
+                e.tls = Some((files.cert, files.key));
                 e.remote_host = Some(addr(i));
             })
             .tls_ca(ca.ca_file())
-            .cluster(ClusterTable {
-                host: (*host).to_owned(),
-                labels: Vec::new(),
-                listen: route(i),
-                peers: (0..3).filter(|j| *j != i).map(route).collect(),
-                tls: Some(RouteTlsFiles {
-                    cert,
-                    key,
-                    ca: ca.ca_file(),
-                }),
-            });
+            .cluster(table);
         if i == 0 {
             for id in ids() {
                 config = config.manifest(format!("{id}.toml"), pingbot_manifest(&id));

@@ -18,7 +18,7 @@ use common::{pingbot_manifest, Daemon, DaemonConfig};
 use futures::StreamExt as _;
 use switchboard_proto::api::SupervisedState;
 use switchboard_testkit::cluster::free_ports;
-use switchboard_testkit::daemon::{ClusterTable, RouteTlsFiles};
+use switchboard_testkit::daemon::ClusterTable;
 use switchboard_testkit::{NatsServer, NatsServerOptions, TestCa};
 
 const HOSTS: [&str; 3] = ["h0", "h1", "h2"];
@@ -119,19 +119,11 @@ async fn tls_routes_form_the_cluster_and_refuse_servers_without_the_clusters_cer
     let ports = free_ports(3).expect("ports");
     let route = |i: usize| format!("{}:{}", addr(i), ports[i]);
     let mut daemons = Vec::new();
-    for (i, host) in HOSTS.iter().enumerate() {
-        let (cert, key) = ca.route_cert(host, &[&addr(i)]).expect("route certificate");
-        let mut config = DaemonConfig::new().cluster(ClusterTable {
-            host: (*host).to_owned(),
-            labels: Vec::new(),
-            listen: route(i),
-            peers: (0..3).filter(|j| *j != i).map(route).collect(),
-            tls: Some(RouteTlsFiles {
-                cert,
-                key,
-                ca: ca.ca_file(),
-            }),
-        });
+    for i in 0..HOSTS.len() {
+        let table = ClusterTable::host_of(&HOSTS, i, route)
+            .with_tls(&ca, &addr(i))
+            .expect("route certificate");
+        let mut config = DaemonConfig::new().cluster(table);
         if i == 0 {
             config = config.manifest("tls-ping.toml", pingbot_manifest("tls-ping"));
         }

@@ -61,6 +61,40 @@ pub struct ClusterTable {
     pub tls: Option<RouteTlsFiles>,
 }
 
+impl ClusterTable {
+    /// Host `i` of `hosts`: named `hosts[i]`, its routes on `route(i)`,
+    /// every other host's route as a peer; no labels, no TLS.
+    pub fn host_of(hosts: &[&str], i: usize, route: impl Fn(usize) -> String) -> ClusterTable {
+        ClusterTable {
+            host: hosts[i].to_owned(),
+            labels: Vec::new(),
+            listen: route(i),
+            peers: (0..hosts.len()).filter(|j| *j != i).map(route).collect(),
+            tls: None,
+        }
+    }
+
+    /// With `[cluster.tls]`: a route certificate from `ca` for this
+    /// host's `ip`.
+    ///
+    /// # Errors
+    ///
+    /// When the certificate cannot be made.
+    pub fn with_tls(
+        mut self,
+        ca: &crate::TestCa,
+        ip: &str,
+    ) -> Result<ClusterTable, crate::TlsError> {
+        let (cert, key) = ca.route_cert(&self.host, &[ip])?;
+        self.tls = Some(RouteTlsFiles {
+            cert,
+            key,
+            ca: ca.ca_file(),
+        });
+        Ok(self)
+    }
+}
+
 /// `[cluster.tls]`'s files (see `TestCa::route_cert`).
 #[derive(Debug, Clone)]
 pub struct RouteTlsFiles {
