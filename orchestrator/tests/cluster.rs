@@ -19,6 +19,7 @@ use common::{gone, pingbot_manifest, Daemon, DaemonConfig};
 use futures::StreamExt;
 use switchboard_orchestrator::conformance::harness::alive;
 use switchboard_proto::api::{OperatorEvent, SupervisedState};
+use switchboard_testkit::cluster::free_ports;
 use switchboard_testkit::daemon::ClusterTable;
 
 const HOSTS: [&str; 3] = ["h0", "h1", "h2"];
@@ -265,10 +266,17 @@ fn write_dir(dir: &std::path::Path, ids: &[String]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_daemons_run_each_operator_once_drain_refuse_stale_and_take_over() {
     let t0 = Instant::now();
-    let tables = ClusterTable::loopback(&HOSTS).expect("ports");
+    let ports = free_ports(3).expect("ports");
+    let route = |i: usize| format!("127.0.0.1:{}", ports[i]);
     let mut daemons: Vec<Option<Daemon>> = Vec::new();
-    for (i, table) in tables.into_iter().enumerate() {
-        let mut config = DaemonConfig::new().cluster(table);
+    for (i, host) in HOSTS.iter().enumerate() {
+        let mut config = DaemonConfig::new().cluster(ClusterTable {
+            host: (*host).to_owned(),
+            labels: Vec::new(),
+            listen: route(i),
+            peers: (0..3).filter(|j| *j != i).map(route).collect(),
+            tls: None,
+        });
         // Only h0 brings manifests: the others join with empty
         // directories and follow the cluster's desired state.
         if i == 0 {
