@@ -350,17 +350,27 @@ bench: bench-tools
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) run --release -p switchboard-bench
 
-## The fault suite against the real daemon (QUICK=1 for small loads); the
-## quick scenarios also run in `make test` (chaos/tests/quick.rs).
+## The fault suite against the real daemon (QUICK=1 for small loads),
+## then the cluster's (chaos-cluster); the quick scenarios also run in
+## `make test` (chaos/tests/quick.rs).
 chaos: tools
 	$(CARGO) build --workspace --bins
 	$(CARGO) run -p switchboard-chaos -- $(if $(QUICK),--quick)
+	$(MAKE) chaos-cluster $(if $(QUICK),SB_CLUSTER_ROUNDS=1)
 
-## The cluster engine under true network partitions: three hosts in
-## network namespaces (needs root and `ip`; skips with one line
-## otherwise), 30-60 s (docs/cluster.md, docs/reliability.md).
+## The cluster under true network partitions: three hosts in network
+## namespaces (needs root and `ip`; skips with one line otherwise): the
+## engine alone, then three real daemons with TLS routes through
+## SB_CLUSTER_ROUNDS rounds (default 5) of a follower's host cut and
+## healed, the bucket leader's host cut and healed, a nats-server killed
+## under its daemon; about 3 minutes (docs/cluster.md,
+## docs/reliability.md). `make test` runs one round.
+SB_CLUSTER_ROUNDS ?= 5
 chaos-cluster: tools
+	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run -p switchboard-cluster --test partition --run-ignored only --no-capture
+	SB_CLUSTER_ROUNDS=$(SB_CLUSTER_ROUNDS) $(CARGO) nextest run -p switchboard-orchestrator \
+		--test cluster_netns --no-capture
 
 clean:
 	$(CARGO) clean

@@ -177,12 +177,7 @@ pub async fn run(settings: Settings, summary: &mut Summary) -> anyhow::Result<()
     for (i, host) in HOSTS.iter().enumerate() {
         let mut config = DaemonConfig::new()
             .embedded(|e| e.binary = Some(bins.nats_server.clone()))
-            .cluster(ClusterTable {
-                host: (*host).to_owned(),
-                labels: Vec::new(),
-                listen: route(i),
-                peers: (0..3).filter(|j| *j != i).map(route).collect(),
-            });
+            .cluster(ClusterTable::host_of(&HOSTS, i, route));
         if i == 0 {
             for id in &small {
                 config = config.manifest(format!("{id}.toml"), manifest(&bins, id));

@@ -99,7 +99,7 @@ impl Daemon {
             .write(dir.path())?;
         // The daemon's log (and its operators' output, which it tags and
         // logs) goes to daemon.log: evidence when something looks wrong.
-        let process = DaemonProcess::spawn(&config, &dir.path().join("run"), &[], None)?;
+        let process = DaemonProcess::spawn(&config, &dir.path().join("run"), &[], None, None)?;
         Ok(Daemon {
             pid: process.pid(),
             spawned: process.spawned,

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,11 @@ pub const REPLICAS: usize = 3;
 /// labels = ["eu", "irc"]
 /// listen = "10.0.0.1:6222"
 /// peers = ["10.0.0.2:6222", "10.0.0.3:6222"]
+///
+/// [cluster.tls]
+/// cert = "/etc/switchboard/route.pem"
+/// key = "/etc/switchboard/route.key"
+/// ca = "/etc/switchboard/cluster-ca.pem"
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +56,36 @@ pub struct ClusterConfig {
     /// The other hosts' route addresses (`host:port`). At least
     /// [`REPLICAS`]` - 1`: the buckets keep three copies.
     pub peers: Vec<String>,
+    /// `[cluster.tls]`: mutual TLS on the routes. Without it the routes
+    /// are plain TCP, which the orchestrator allows on loopback only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RouteTls>,
+}
+
+/// `[cluster.tls]`: the routes between hosts are TLS in both directions,
+/// and each side proves itself with a certificate from the cluster's own
+/// CA.
+///
+/// This is how nats-server secures routes (its docs call mutual TLS the
+/// only way): a route offers no user/password exchange, and every server
+/// of a cluster both dials and accepts routes, so each certificate is a
+/// server's and a client's at once. Whoever holds a certificate signed by
+/// `ca` can join the cluster, and so the bus: the CA should sign route
+/// certificates only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTls {
+    /// This host's route certificate (PEM). Its subject alternative
+    /// names must include the name or IP address its peers dial (the
+    /// entry in their `peers`), and its extended key usage both
+    /// `serverAuth` and `clientAuth` (or none).
+    pub cert: PathBuf,
+    /// The certificate's private key (PEM, unencrypted: the server reads
+    /// it at start with nobody to type a passphrase).
+    pub key: PathBuf,
+    /// The cluster's CA (PEM): the only issuer whose route certificates
+    /// this host accepts, and trusts when it dials.
+    pub ca: PathBuf,
 }
 
 fn default_cluster_name() -> String {

@@ -36,10 +36,10 @@ pub mod placement;
 pub mod server_config;
 
 pub use buckets::{BucketError, BucketErrorKind, Buckets};
-pub use config::{ClusterConfig, ConfigError, ConfigErrorKind, REPLICAS};
+pub use config::{ClusterConfig, ConfigError, ConfigErrorKind, RouteTls, REPLICAS};
 pub use desired::{ApplyError, ApplyErrorKind, DesiredOperator, DesiredSet, DesiredStore};
 pub use engine::{
     Deadline, Engine, EngineOptions, Event, StopReason, Stopped, ViewHandle, ViewSnapshot,
 };
-pub use placement::{place, HostView, Placement, PlacementSpec};
+pub use placement::{eligible, place, HostView, Placement, PlacementSpec};
 pub use server_config::server_fragment;

@@ -72,20 +72,9 @@ pub fn place(
     hosts: &BTreeMap<String, HostView>,
     current: &BTreeMap<String, String>,
 ) -> Placement {
-    let eligible = |spec: &PlacementSpec| -> Vec<&String> {
-        hosts
-            .iter()
-            .filter(|(name, view)| {
-                !view.drained
-                    && (spec.hosts.is_empty() || spec.hosts.contains(*name))
-                    && spec.labels.is_subset(&view.labels)
-            })
-            .map(|(name, _)| name)
-            .collect()
-    };
     let mut order: Vec<(&String, &PlacementSpec, Vec<&String>)> = operators
         .iter()
-        .map(|(id, spec)| (id, spec, eligible(spec)))
+        .map(|(id, spec)| (id, spec, eligible(spec, hosts)))
         .collect();
     order.sort_by(|a, b| a.2.len().cmp(&b.2.len()).then_with(|| a.0.cmp(b.0)));
 
@@ -154,6 +143,24 @@ pub fn place(
         }
     }
     out
+}
+
+/// The hosts of `hosts` (the live ones) that may run an operator with
+/// `spec`: rule 1. Also what `status` uses to tell "being moved" from "no
+/// host may run it".
+pub fn eligible<'h>(
+    spec: &PlacementSpec,
+    hosts: &'h BTreeMap<String, HostView>,
+) -> Vec<&'h String> {
+    hosts
+        .iter()
+        .filter(|(name, view)| {
+            !view.drained
+                && (spec.hosts.is_empty() || spec.hosts.contains(*name))
+                && spec.labels.is_subset(&view.labels)
+        })
+        .map(|(name, _)| name)
+        .collect()
 }
 
 /// FNV-1a of `id`, a zero byte and `host`: a hash fixed by its definition

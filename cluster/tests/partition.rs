@@ -262,6 +262,7 @@ async fn a_partitioned_host_fences_the_majority_takes_over_and_the_healed_host_r
                 .filter(|n| n.name != node.name)
                 .map(|n| format!("{}:{}", n.addr, n.cluster_port))
                 .collect(),
+            tls: None,
         };
         config.validate().expect("valid [cluster]");
         server_fragment(&config)

@@ -113,11 +113,19 @@ pub async fn serve(
             let started = Instant::now();
             let answer = handle(&supervisor, &info, &msg).await;
             let method = msg.subject.rsplit('.').next().unwrap_or("");
-            info.stats.record(
-                method,
-                started.elapsed(),
-                answer.get("error").and_then(|e| e.as_str()),
-            );
+            // `$SRV.STATS` counts the endpoints it lists: a peer daemon's
+            // request (cluster mode) is not a client's.
+            let peer = info.cluster.as_ref().is_some_and(|c| {
+                msg.subject
+                    .starts_with(&crate::cluster::host_peer_subject(c.host(), ""))
+            });
+            if !peer {
+                info.stats.record(
+                    method,
+                    started.elapsed(),
+                    answer.get("error").and_then(|e| e.as_str()),
+                );
+            }
             if let Err(e) = bus.respond_json(&reply, &answer).await {
                 // Said, not hidden: the caller only sees a timeout.
                 tracing::warn!(error = %e, "could not answer an API request");

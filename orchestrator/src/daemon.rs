@@ -241,6 +241,7 @@ pub async fn run(
                 users,
                 reloader: server.reloader(),
                 stream: None,
+                cluster_host: config.cluster.as_ref().map(|c| c.host.clone()),
             });
             (daemon, cli, access, Some(server))
         }
@@ -322,6 +323,7 @@ pub async fn run(
             id: crate::discovery::new_id(),
             started: crate::discovery::started_at(started),
             stats: Arc::clone(&api_stats),
+            host: config.cluster.as_ref().map(|c| c.host.clone()),
         },
         shutdown.clone(),
     ));

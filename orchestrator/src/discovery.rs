@@ -3,6 +3,13 @@
 //! name and id), so `nats micro ls`, `nats micro info switchboard` and
 //! other tooling find it and its API endpoints (`sb.api.<method>`).
 //!
+//! In cluster mode every host's daemon is one instance of the service:
+//! routes carry `$SRV.*` to all of them, so a client on any host hears
+//! every host's daemon. Each says which host it is (metadata `host`) and
+//! lists its endpoints on the subjects that reach it from anywhere
+//! (`sb.host.<host>.api.<method>`): `sb.api.<method>` would be answered
+//! by the asking client's own host, not by the instance that listed it.
+//!
 //! Hand-written rather than async-nats's `service` feature: the API is
 //! already served by [`crate::api`] (with its own bounds on requests in
 //! flight), only the three discovery answers are needed, and the SDK keeps
@@ -26,6 +33,17 @@ pub const SERVICE_NAME: &str = "switchboard";
 
 /// The API methods, as micro endpoints.
 const ENDPOINTS: [&str; 3] = [methods::STATUS, methods::CTL, methods::LOGS];
+
+/// In cluster mode also the cluster's own methods (a single host answers
+/// them with an error, so it does not list them).
+const CLUSTER_ENDPOINTS: [&str; 6] = [
+    methods::STATUS,
+    methods::CTL,
+    methods::LOGS,
+    methods::APPLY,
+    methods::DRAIN,
+    methods::UNDRAIN,
+];
 
 /// Request counts and times per API method, kept by [`crate::api`].
 #[derive(Debug, Default)]
@@ -70,6 +88,34 @@ pub struct Service {
     pub started: Timestamp,
     /// Its counters.
     pub stats: Arc<ApiStats>,
+    /// Cluster mode: this host's name (`[cluster] host`).
+    pub host: Option<String>,
+}
+
+impl Service {
+    /// The endpoints it lists.
+    fn endpoints(&self) -> &'static [&'static str] {
+        match self.host {
+            Some(_) => &CLUSTER_ENDPOINTS,
+            None => &ENDPOINTS,
+        }
+    }
+
+    /// The subject `method` is answered on for a client anywhere.
+    fn subject(&self, method: &str) -> String {
+        match &self.host {
+            Some(h) => crate::cluster::host_api_subject(h, method),
+            None => api_subject(method),
+        }
+    }
+
+    /// The service's metadata: the host in cluster mode.
+    fn metadata(&self) -> BTreeMap<String, String> {
+        self.host
+            .iter()
+            .map(|h| ("host".to_owned(), h.clone()))
+            .collect()
+    }
 }
 
 #[derive(Serialize)]
@@ -143,10 +189,6 @@ fn verb_for<'s>(subject: &'s str, id: &str) -> Option<&'s str> {
     }
 }
 
-fn metadata() -> BTreeMap<String, String> {
-    BTreeMap::new()
-}
-
 fn answer(verb: &str, service: &Service) -> Option<serde_json::Value> {
     let version = env!("CARGO_PKG_VERSION");
     let value = match verb {
@@ -155,22 +197,29 @@ fn answer(verb: &str, service: &Service) -> Option<serde_json::Value> {
             name: SERVICE_NAME,
             id: &service.id,
             version,
-            metadata: metadata(),
+            metadata: service.metadata(),
         }),
         "INFO" => serde_json::to_value(Info {
             kind: "io.nats.micro.v1.info_response",
             name: SERVICE_NAME,
             id: &service.id,
             version,
-            metadata: metadata(),
-            description: "Switchboard daemon API: status, control verbs, operator logs",
-            endpoints: ENDPOINTS
+            metadata: service.metadata(),
+            description: match service.host {
+                Some(_) => {
+                    "Switchboard daemon API of one cluster host: status, control verbs, \
+                     operator logs, the cluster's desired state and drains"
+                }
+                None => "Switchboard daemon API: status, control verbs, operator logs",
+            },
+            endpoints: service
+                .endpoints()
                 .iter()
                 .map(|m| EndpointInfo {
                     name: m,
-                    subject: api_subject(m),
+                    subject: service.subject(m),
                     queue_group: "q",
-                    metadata: metadata(),
+                    metadata: BTreeMap::new(),
                 })
                 .collect(),
         }),
@@ -179,16 +228,17 @@ fn answer(verb: &str, service: &Service) -> Option<serde_json::Value> {
             name: SERVICE_NAME,
             id: &service.id,
             version,
-            metadata: metadata(),
+            metadata: service.metadata(),
             started: service.started,
-            endpoints: ENDPOINTS
+            endpoints: service
+                .endpoints()
                 .iter()
                 .map(|m| {
                     let s = service.stats.get(m);
                     let total = u64::try_from(s.processing.as_nanos()).unwrap_or(u64::MAX);
                     EndpointStats {
                         name: m,
-                        subject: api_subject(m),
+                        subject: service.subject(m),
                         queue_group: "q",
                         num_requests: s.requests,
                         num_errors: s.errors,

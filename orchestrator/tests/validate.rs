@@ -1040,11 +1040,40 @@ fn config_cluster_table_is_typed_and_checked() {
     );
     refused(
         &good.replace("127.0.0.1:6222", "10.0.0.1:6222"),
-        &["`cluster.listen` is not a loopback address", "127.0.0.x"],
+        &[
+            "`cluster.listen` is not a loopback address",
+            "set [cluster.tls]",
+            "127.0.0.x",
+        ],
     );
     refused(
         &good.replace("127.0.0.3:6222", "beta.example:6222"),
-        &["`cluster.peers` lists `beta.example:6222`"],
+        &["`cluster.peers` lists `beta.example:6222`", "[cluster.tls]"],
+    );
+
+    // Off loopback with route TLS: allowed, its relative paths resolved
+    // against the config's directory, and every file must be readable.
+    for f in ["route.pem", "route.key", "ca.pem"] {
+        std::fs::write(dir.path().join(f), "pem").expect("write");
+    }
+    let wide = good
+        .replace("127.0.0.1:6222", "10.0.0.1:6222")
+        .replace("127.0.0.3:6222", "beta.example:6222");
+    let tls = "[cluster.tls]\ncert = \"route.pem\"\nkey = \"route.key\"\nca = \"ca.pem\"\n";
+    std::fs::write(&path, format!("{wide}{tls}")).expect("write");
+    let config = Config::load_with_env(Some(&path), Vec::new()).expect("TLS routes off loopback");
+    let routes = config
+        .cluster
+        .and_then(|c| c.tls)
+        .expect("[cluster.tls] read");
+    assert_eq!(routes.key, dir.path().join("route.key"));
+    refused(
+        &format!("{wide}{}", tls.replace("ca.pem", "missing-ca.pem")),
+        &["`cluster.tls.ca` names", "missing-ca.pem", "cannot be read"],
+    );
+    refused(
+        &format!("{wide}{tls}verify = false\n"),
+        &["unknown key `cluster.tls.verify`"],
     );
     refused(
         &format!("{good}[nats]\nurl = \"nats://127.0.0.1:4222\"\n"),

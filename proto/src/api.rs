@@ -253,6 +253,11 @@ pub struct ClusterStatus {
     /// directory): what `apply` and SIGHUP here are based on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub based_on: Option<u64>,
+    /// How long a host's heartbeat may stand still before a peer
+    /// declares it gone and takes its operators over: the lease every
+    /// host's `heartbeat_age_ms` is measured against.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub lease_ttl_ms: u64,
     /// Every host with a heartbeat record, by name.
     pub hosts: Vec<ClusterHost>,
     /// Every operator of the desired state, by id, and where it runs.
@@ -279,6 +284,41 @@ pub struct ClusterHost {
     /// host comes back with another one).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub epoch: String,
+    /// Its lease: milliseconds since the answering host first saw this
+    /// host's latest heartbeat (a live host renews twice a second; at
+    /// [`ClusterStatus::lease_ttl_ms`] a peer declares it gone). Absent
+    /// when the answering host's view has no time for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_age_ms: Option<u64>,
+    /// Its heartbeat counter (renewals of this incarnation).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub beat: u64,
+    /// Who declared it gone (a peer's name, or its own when it left),
+    /// when it is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gone_by: Option<String>,
+}
+
+/// Why an operator of [`ClusterStatus`] is owned by no host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unowned {
+    /// Some live, undrained host may run it: it is being placed or moved
+    /// (its old owner's stop, then the new owner's claim).
+    Moving,
+    /// No live, undrained host may run it (its `[placement]` names hosts
+    /// or labels none of them has): it waits for one.
+    NoEligibleHost,
+}
+
+impl Unowned {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unowned::Moving => "moving",
+            Unowned::NoEligibleHost => "no_eligible_host",
+        }
+    }
 }
 
 /// One operator of [`ClusterStatus`].
@@ -300,6 +340,9 @@ pub struct ClusterPlacement {
     /// in [`StatusReply::operators`], or that host did not answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<OperatorStatus>,
+    /// Why no host owns it (absent while one does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unowned: Option<Unowned>,
 }
 
 /// Body of `sb.api.apply` (cluster mode): replace the cluster's desired

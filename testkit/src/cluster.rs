@@ -375,6 +375,11 @@ fn quote(s: &str) -> String {
 /// other. Everything is deleted on drop (deleting a namespace deletes
 /// the interfaces in it), also when a test panics; namespaces left by a
 /// test process that was killed are deleted by the next bed.
+///
+/// A fourth namespace, the observer (`<id>-obs`, 10.231.0.100), is on
+/// the same bridge for the test itself: a thread that
+/// [`NetnsBed::enter_observer`] reaches every host as a client on
+/// another machine would, and the processes it starts stay in it.
 #[derive(Debug)]
 pub struct NetnsBed {
     id: String,
@@ -417,6 +422,9 @@ impl NetnsError {
         }
     }
 }
+
+/// The observer's address on the bed's bridge.
+pub const OBSERVER_ADDR: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 231, 0, 100);
 
 /// Every bed's namespace names start with this, then the creating
 /// process's pid.
@@ -478,7 +486,41 @@ impl NetnsBed {
             ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         }
+        let obs = bed.observer();
+        ip(&["netns", "add", &obs])?;
+        bed.created.push(obs.clone());
+        ip(&[
+            "-n", &br, "link", "add", "obs", "type", "veth", "peer", "name", "eth0", "netns", &obs,
+        ])?;
+        ip(&["-n", &br, "link", "set", "obs", "master", "br0"])?;
+        ip(&["-n", &br, "link", "set", "obs", "up"])?;
+        let cidr = format!("{}/24", OBSERVER_ADDR);
+        ip(&["-n", &obs, "addr", "add", &cidr, "dev", "eth0"])?;
+        ip(&["-n", &obs, "link", "set", "eth0", "up"])?;
+        ip(&["-n", &obs, "link", "set", "lo", "up"])?;
         Ok(bed)
+    }
+
+    /// The observer's namespace (see the type's docs).
+    pub fn observer(&self) -> String {
+        format!("{}-obs", self.id)
+    }
+
+    /// Move the calling thread into the observer's namespace: the
+    /// sockets it opens from now on, and the threads and processes it
+    /// starts, are there. Run a test's body on a thread of its own that
+    /// calls this first (a current-thread runtime keeps every task on
+    /// it).
+    ///
+    /// # Errors
+    ///
+    /// When the namespace cannot be entered.
+    pub fn enter_observer(&self) -> Result<(), NetnsError> {
+        let path = format!("/run/netns/{}", self.observer());
+        let file = std::fs::File::open(&path)
+            .map_err(|e| NetnsError::Unavailable(format!("cannot open {path}: {e}")))?;
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| NetnsError::Unavailable(format!("cannot enter {path}: {e}")))
     }
 
     /// Host `i`'s namespace.
@@ -551,4 +593,68 @@ fn reap_orphans() {
             let _ = ip(&["netns", "del", &name]);
         }
     }
+}
+
+/// Which operators run under which daemon, read from `/proc`: for every
+/// process with `SWITCHBOARD_ID` in its environment (an operator, or the
+/// sandbox that starts it), the index in `daemons` of the daemon it
+/// descends from. What "runs" means here is a live process, whatever
+/// any daemon believes, so a check built on it catches an operator that
+/// a fenced or partitioned host failed to stop. Needs root (or the
+/// daemons' user) to read other processes' environments.
+pub fn operators_by_daemon(
+    daemons: &[u32],
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<usize>> {
+    let mut found: std::collections::BTreeMap<String, std::collections::BTreeSet<usize>> =
+        Default::default();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let Some(id) = environ
+            .split(|b| *b == 0)
+            .find_map(|var| var.strip_prefix(b"SWITCHBOARD_ID="))
+        else {
+            continue;
+        };
+        if let Some(host) = ancestor_in(pid, daemons) {
+            found
+                .entry(String::from_utf8_lossy(id).into_owned())
+                .or_default()
+                .insert(host);
+        }
+    }
+    found
+}
+
+/// The index in `daemons` of the first of `pid`'s ancestors that is one.
+fn ancestor_in(pid: u32, daemons: &[u32]) -> Option<usize> {
+    let mut at = pid;
+    for _ in 0..16 {
+        let stat = std::fs::read_to_string(format!("/proc/{at}/stat")).ok()?;
+        let (_, rest) = stat.rsplit_once(')')?;
+        let mut fields = rest.split_whitespace();
+        // A zombie has exited: it runs nothing.
+        if fields.next()? == "Z" {
+            return None;
+        }
+        at = fields.next()?.parse().ok()?;
+        if let Some(i) = daemons.iter().position(|d| *d == at) {
+            return Some(i);
+        }
+        if at <= 1 {
+            return None;
+        }
+    }
+    None
 }

@@ -89,36 +89,53 @@ impl TestCa {
     pub fn server_key_file(&self) -> PathBuf {
         self.dir.path().join("server.key")
     }
+
+    /// A certificate for a cluster host, signed by this CA: `name` (a
+    /// file name, also the subject's CN) for the IP addresses `ips`,
+    /// usable as a server's and as a client's (a route is both; the same
+    /// certificate may serve the host's client listener). Returns the
+    /// certificate and key files.
+    ///
+    /// # Errors
+    ///
+    /// When openssl fails.
+    pub fn route_cert(&self, name: &str, ips: &[&str]) -> Result<(PathBuf, PathBuf), TlsError> {
+        let sans: Vec<String> = ips.iter().map(|ip| format!("IP:{ip}")).collect();
+        let ext = format!(
+            "subjectAltName={}\nextendedKeyUsage=serverAuth,clientAuth\n",
+            sans.join(",")
+        );
+        sign(self.dir.path(), name, &ext)?;
+        Ok((
+            self.dir.path().join(format!("{name}.pem")),
+            self.dir.path().join(format!("{name}.key")),
+        ))
+    }
 }
+
+/// Run `openssl` in `dir`; `step` says what for, in the error.
+fn openssl_in(dir: &Path, step: &'static str, args: &[&str]) -> Result<(), TlsError> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(TlsError::Spawn)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(TlsError::Openssl {
+            step,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+}
+
+/// ECDSA P-256 key options for `openssl req`.
+const EC_KEY: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
 
 /// Write `ca.pem`/`ca.key` and `server.pem`/`server.key` (signed by that
 /// CA, for 127.0.0.1 and localhost) into `dir`.
 fn write_ca_and_server_cert(dir: &Path) -> Result<(), TlsError> {
-    let run = |step: &'static str, args: &[&str]| -> Result<(), TlsError> {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .map_err(TlsError::Spawn)?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(TlsError::Openssl {
-                step,
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            })
-        }
-    };
-    let ext = dir.join("server.ext");
-    std::fs::write(
-        &ext,
-        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n\
-         extendedKeyUsage=serverAuth\nkeyUsage=digitalSignature\n",
-    )
-    .map_err(|source| TlsError::Write {
-        path: ext.display().to_string(),
-        source,
-    })?;
     // A CA name of its own (the directory is unique), so that a client
     // given another TestCa finds no issuer at all rather than a namesake.
     let name = dir
@@ -126,22 +143,48 @@ fn write_ca_and_server_cert(dir: &Path) -> Result<(), TlsError> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let subject = format!("/CN=Switchboard test CA {name}");
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
     let mut ca_args = vec!["req", "-x509", "-nodes", "-days", "2", "-subj", &subject];
-    ca_args.extend(ec);
+    ca_args.extend(EC_KEY);
     ca_args.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
-    run("make the CA", &ca_args)?;
-    let mut csr_args = vec!["req", "-nodes", "-subj", "/CN=localhost"];
-    csr_args.extend(ec);
-    csr_args.extend(["-keyout", "server.key", "-out", "server.csr"]);
-    run("make the server key", &csr_args)?;
-    run(
-        "sign the server certificate",
+    openssl_in(dir, "make the CA", &ca_args)?;
+    sign(
+        dir,
+        "server",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+}
+
+/// Make `<name>.key` and `<name>.pem` in `dir`, signed by the CA there,
+/// with the extensions `ext` adds to a leaf's.
+fn sign(dir: &Path, name: &str, ext: &str) -> Result<(), TlsError> {
+    let ext_file = dir.join(format!("{name}.ext"));
+    std::fs::write(
+        &ext_file,
+        format!("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n{ext}"),
+    )
+    .map_err(|source| TlsError::Write {
+        path: ext_file.display().to_string(),
+        source,
+    })?;
+    let (key, csr, pem, ext_name) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+        format!("{name}.ext"),
+    );
+    let subject = format!("/CN={name}");
+    let mut csr_args = vec!["req", "-nodes", "-subj", &subject];
+    csr_args.extend(EC_KEY);
+    csr_args.extend(["-keyout", &key, "-out", &csr]);
+    openssl_in(dir, "make a key", &csr_args)?;
+    openssl_in(
+        dir,
+        "sign a certificate",
         &[
             "x509",
             "-req",
             "-in",
-            "server.csr",
+            &csr,
             "-CA",
             "ca.pem",
             "-CAkey",
@@ -150,12 +193,11 @@ fn write_ca_and_server_cert(dir: &Path) -> Result<(), TlsError> {
             "-days",
             "2",
             "-extfile",
-            "server.ext",
+            &ext_name,
             "-out",
-            "server.pem",
+            &pem,
         ],
-    )?;
-    Ok(())
+    )
 }
 
 #[cfg(test)]
@@ -196,5 +238,32 @@ mod tests {
         assert!(ok, "{text}");
         assert!(text.contains("IP Address:127.0.0.1"), "{text}");
         assert!(text.contains("DNS:localhost"), "{text}");
+    }
+
+    #[test]
+    fn route_certs_serve_both_ends_for_their_addresses() {
+        let ca = TestCa::new().expect("certificates");
+        let (cert, key) = ca.route_cert("alpha", &["127.0.0.2"]).expect("route cert");
+        assert!(key.is_file());
+        let cert = cert.to_str().expect("utf-8 path");
+        let ca_file = ca.ca_file();
+        let ca_file = ca_file.to_str().expect("utf-8 path");
+        for purpose in ["sslserver", "sslclient"] {
+            let (ok, text) = openssl(&["verify", "-purpose", purpose, "-CAfile", ca_file, cert]);
+            assert!(ok, "{purpose}: {text}");
+        }
+        let (ok, text) = openssl(&["x509", "-in", cert, "-noout", "-ext", "subjectAltName"]);
+        assert!(ok && text.contains("IP Address:127.0.0.2"), "{text}");
+        // The plain server certificate is not a client's.
+        let server = ca.server_cert_file();
+        let (ok, _) = openssl(&[
+            "verify",
+            "-purpose",
+            "sslclient",
+            "-CAfile",
+            ca_file,
+            server.to_str().expect("utf-8 path"),
+        ]);
+        assert!(!ok, "a server-only certificate must not pass as a client's");
     }
 }

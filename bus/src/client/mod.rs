@@ -551,6 +551,39 @@ impl Bus {
         }
     }
 
+    /// A request several responders may answer (NATS service discovery:
+    /// every instance of a service answers `$SRV.PING`): every answer
+    /// that arrives on this client's inbox within `window`, in order of
+    /// arrival; none is not an error.
+    pub async fn request_all(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        window: Duration,
+    ) -> Result<Vec<Bytes>, RequestError> {
+        let other = |e: BoxError| RequestError::Other {
+            subject: subject.to_string(),
+            source: e,
+        };
+        let inbox = self.client.new_inbox();
+        let mut answers = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| other(Box::new(e)))?;
+        self.client
+            .publish_with_reply(subject.to_string(), inbox, payload)
+            .await
+            .map_err(|e| other(Box::new(e)))?;
+        use futures::StreamExt as _;
+        let mut out = Vec::new();
+        let end = tokio::time::Instant::now() + window;
+        while let Ok(Some(msg)) = tokio::time::timeout_at(end, answers.next()).await {
+            out.push(msg.payload);
+        }
+        Ok(out)
+    }
+
     /// [`Bus::request_bytes_via`] with JSON both ways.
     pub async fn request_json_via<T: Serialize, R: DeserializeOwned>(
         &self,

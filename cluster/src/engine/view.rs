@@ -178,6 +178,11 @@ impl View {
                 .iter()
                 .map(|(name, (rec, _))| (name.clone(), rec.clone()))
                 .collect(),
+            heartbeat_seen: self
+                .hosts
+                .iter()
+                .map(|(name, (_, seen))| (name.clone(), seen.since))
+                .collect(),
             drained: self.drained.clone(),
             owners: self
                 .owners
@@ -213,6 +218,10 @@ pub struct ViewSnapshot {
     pub desired_revision: Option<u64>,
     /// Every host's heartbeat record, by name.
     pub hosts: BTreeMap<String, HostRecord>,
+    /// When this host first saw each host's latest heartbeat revision
+    /// (on its own monotonic clock): the age a peer's lease is judged by
+    /// ([`crate::lease::Seen`]).
+    pub heartbeat_seen: BTreeMap<String, Instant>,
     /// Drained hosts.
     pub drained: BTreeSet<String>,
     /// Ownership records, by operator id.

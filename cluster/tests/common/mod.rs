@@ -35,6 +35,7 @@ pub fn cluster() -> NatsCluster {
                 .filter(|n| n.name != node.name)
                 .map(|n| format!("127.0.0.1:{}", n.cluster_port))
                 .collect(),
+            tls: None,
         };
         config.validate().expect("valid [cluster]");
         server_fragment(&config)

@@ -4,71 +4,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use common::{get, parse, Samples};
 use serde_json::{json, Value};
 use switchboard_bus::{ChatAddress, Envelope};
-use tokio::io::AsyncWriteExt;
-
-/// The parser's view: (sample name, sorted labels) -> value.
-type Samples = BTreeMap<(String, Vec<(String, String)>), f64>;
-
-const PARSE: &str = r#"
-import json, sys
-from prometheus_client.parser import text_string_to_metric_families
-out = []
-for fam in text_string_to_metric_families(sys.stdin.read()):
-    for s in fam.samples:
-        out.append({"family": fam.name, "type": fam.type, "name": s.name, "labels": s.labels, "value": s.value})
-print(json.dumps(out))
-"#;
-
-async fn parse(text: &str) -> anyhow::Result<(Samples, Vec<Value>)> {
-    let python = switchboard_testkit::workspace_root().join(".tools/venv/bin/python");
-    let mut child = tokio::process::Command::new(&python)
-        .args(["-c", PARSE])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("{} (run `make tools`)", python.display()))?;
-    let mut stdin = child.stdin.take().context("stdin")?;
-    stdin.write_all(text.as_bytes()).await?;
-    drop(stdin);
-    let out = child.wait_with_output().await?;
-    if !out.status.success() {
-        bail!(
-            "the Prometheus parser refused the exposition (is prometheus-client installed? `make tools`): {}\n{text}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let all: Vec<Value> = serde_json::from_slice(&out.stdout)?;
-    let mut samples = Samples::new();
-    for s in &all {
-        let mut labels: Vec<(String, String)> = s["labels"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-            .collect();
-        labels.sort();
-        let name = s["name"].as_str().unwrap_or_default().to_owned();
-        samples.insert((name, labels), s["value"].as_f64().unwrap_or(f64::NAN));
-    }
-    Ok((samples, all))
-}
-
-fn get(s: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut l: Vec<(String, String)> = labels
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    l.sort();
-    s.get(&(name.to_owned(), l)).copied()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_and_match_switchboard_status() -> anyhow::Result<()> {

@@ -48,6 +48,13 @@ pub struct EmbeddedAccess {
     pub reloader: Reloader,
     /// The durable stream's name, when the daemon keeps one.
     pub stream: Option<String>,
+    /// Cluster mode: this host's name. Its server maps `sb.api.<method>`
+    /// to `sb.host.<host>.api.<method>` *before* it checks the
+    /// publisher's permissions (nats-server applies a client's subject
+    /// mapping as it parses the message), so an `api` grant must allow
+    /// the mapped subject too, or the request is refused as a permissions
+    /// violation and the operator sees only a timeout.
+    pub cluster_host: Option<String>,
 }
 
 /// [`Access::External`].
@@ -204,7 +211,8 @@ impl Access {
                         path: manifest.path.clone(),
                     });
                 }
-                let (permissions, errors) = permissions_of(manifest, e.stream.as_deref());
+                let (permissions, errors) =
+                    permissions_of(manifest, e.stream.as_deref(), e.cluster_host.as_deref());
                 if let Some(source) = errors.into_iter().next() {
                     return Err(AccessError::Grant {
                         id: id.clone(),
@@ -267,7 +275,8 @@ impl Access {
         let Access::Embedded(e) = self else {
             return Ok(());
         };
-        let (permissions, errors) = permissions_of(manifest, e.stream.as_deref());
+        let (permissions, errors) =
+            permissions_of(manifest, e.stream.as_deref(), e.cluster_host.as_deref());
         if let Some(source) = errors.into_iter().next() {
             return Err(AccessError::Grant {
                 id: manifest.id.clone(),
@@ -323,15 +332,28 @@ impl Access {
     }
 }
 
+/// The operator's permissions on this host's server; in cluster mode
+/// (`cluster_host`) its `api` grants also allow the subjects the server
+/// maps them to (see [`EmbeddedAccess::cluster_host`]).
 fn permissions_of(
     manifest: &Manifest,
     stream: Option<&str>,
+    cluster_host: Option<&str>,
 ) -> (grants::Permissions, Vec<GrantError>) {
-    operator_permissions(
+    let (mut permissions, errors) = operator_permissions(
         &manifest.id,
         &manifest.publish,
         &manifest.subscribe,
         &manifest.api,
         stream.map(|name| (name, manifest.stream.as_slice())),
-    )
+    );
+    if let Some(host) = cluster_host {
+        for a in &manifest.api {
+            permissions
+                .publish
+                .allow
+                .push(crate::cluster::host_api_subject(host, a.method()));
+        }
+    }
+    (permissions, errors)
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _};
 use switchboard_proto::api::{
     methods, ClusterStatus, CtlReply, CtlRequest, OperatorStatus, StatusReply, StatusRequest,
+    Unowned,
 };
 use switchboard_proto::Verb;
 
@@ -137,7 +138,7 @@ pub fn status_table(status: &StatusReply) -> String {
         for p in &c.operators {
             let row = match (&p.status, p.host.as_deref()) {
                 (Some(o), Some(host)) => Row::There(o, host),
-                _ => Row::Elsewhere(p.host.as_deref()),
+                _ => Row::Elsewhere(p.host.as_deref(), p.unowned),
             };
             rows.entry(p.id.as_str()).or_insert(row);
         }
@@ -171,10 +172,14 @@ pub fn status_table(status: &StatusReply) -> String {
                     note(o),
                 ));
             }
-            Row::Elsewhere(host) => {
-                let note = match host {
-                    Some(h) => format!("runs on {h}, which did not answer with its details"),
-                    None => "runs nowhere now (being moved, or no eligible host)".to_owned(),
+            Row::Elsewhere(host, unowned) => {
+                let note = match (host, unowned) {
+                    (Some(h), _) => format!("runs on {h}, which did not answer with its details"),
+                    (None, Some(Unowned::NoEligibleHost)) => {
+                        "runs nowhere: no live, undrained host may run it (see its [placement])"
+                            .to_owned()
+                    }
+                    (None, _) => "runs nowhere now (being moved)".to_owned(),
                 };
                 out.push_str(&format!(
                     "{:<24} {}{:<9} {:>8} {:>9} {:>8} {:>9} {:<7}  {}\n",
@@ -239,7 +244,7 @@ enum Row<'a> {
     /// Another host's, with the details it gave.
     There(&'a OperatorStatus, &'a str),
     /// Another host's without details (it did not answer), or nobody's.
-    Elsewhere(Option<&'a str>),
+    Elsewhere(Option<&'a str>, Option<Unowned>),
 }
 
 /// The cluster lines above the table: this host, the desired state's
@@ -392,14 +397,14 @@ mod tests {
                     alive: true,
                     drained: false,
                     labels: vec![],
-                    epoch: String::new(),
+                    ..Default::default()
                 },
                 switchboard_proto::api::ClusterHost {
                     name: "beta".into(),
                     alive: true,
                     drained: true,
                     labels: vec![],
-                    epoch: String::new(),
+                    ..Default::default()
                 },
             ],
             operators: vec![
@@ -408,18 +413,28 @@ mod tests {
                     host: Some("alpha".into()),
                     placed: None,
                     status: None,
+                    unowned: None,
                 },
                 switchboard_proto::api::ClusterPlacement {
                     id: "q".into(),
                     host: Some("gamma".into()),
                     placed: None,
                     status: None,
+                    unowned: None,
+                },
+                switchboard_proto::api::ClusterPlacement {
+                    id: "n".into(),
+                    host: None,
+                    placed: None,
+                    status: None,
+                    unowned: Some(Unowned::NoEligibleHost),
                 },
                 switchboard_proto::api::ClusterPlacement {
                     id: "r".into(),
                     host: None,
                     placed: None,
                     status: None,
+                    unowned: Some(Unowned::Moving),
                 },
                 switchboard_proto::api::ClusterPlacement {
                     id: "s".into(),
@@ -429,9 +444,11 @@ mod tests {
                         id: "s".into(),
                         ..clustered.operators[0].clone()
                     }),
+                    unowned: None,
                 },
             ],
             error: None,
+            ..Default::default()
         });
         let table = status_table(&clustered);
         assert!(
@@ -457,6 +474,13 @@ mod tests {
             line("q").contains(" gamma ") && line("q").contains("runs on gamma"),
             "{table}"
         );
-        assert!(line("r").contains("runs nowhere now"), "{table}");
+        assert!(
+            line("r").contains("runs nowhere now (being moved)"),
+            "{table}"
+        );
+        assert!(
+            line("n").contains("no live, undrained host may run it"),
+            "{table}"
+        );
     }
 }

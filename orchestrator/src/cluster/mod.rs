@@ -83,9 +83,11 @@ pub fn host_peer_subject(host: &str, method: &str) -> String {
 /// request to every subscriber (a queue group would pick any member of
 /// the cluster at random, not the local one): `switchboard status` on a
 /// host must be answered by that host's daemon. The mapping runs where a
-/// client publishes, after its permissions are checked on the subject it
-/// used, so the CLI, operators with `api` grants and other tools keep
-/// using `sb.api.<method>` unchanged.
+/// client publishes, so the CLI, operators with `api` grants and other
+/// tools keep using `sb.api.<method>` unchanged. The server maps the
+/// subject before it checks the publisher's permissions (on the mapped
+/// subject): operators' `api` grants allow both subjects
+/// (`crate::access::EmbeddedAccess::cluster_host`).
 pub fn api_mapping(host: &str) -> String {
     let q = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
     format!(

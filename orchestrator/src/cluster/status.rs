@@ -4,9 +4,13 @@
 //! whole cluster and answers at once, even while the buckets cannot (a
 //! lost server, a Raft election).
 
+use std::collections::BTreeMap;
+use std::time::Instant;
+
 use switchboard_cluster::buckets::HostState;
-use switchboard_cluster::ViewSnapshot;
-use switchboard_proto::api::{ClusterHost, ClusterPlacement, ClusterStatus};
+use switchboard_cluster::lease::LEASE_TTL;
+use switchboard_cluster::{HostView, ViewSnapshot};
+use switchboard_proto::api::{ClusterHost, ClusterPlacement, ClusterStatus, Unowned};
 
 /// The [`ClusterStatus`] for `host`, whose directory is based on
 /// `based_on`, from `view` (`None`: not joined yet).
@@ -18,6 +22,7 @@ pub(super) fn status(
     let mut out = ClusterStatus {
         host: host.to_owned(),
         based_on,
+        lease_ttl_ms: u64::try_from(LEASE_TTL.as_millis()).unwrap_or(u64::MAX),
         ..ClusterStatus::default()
     };
     let Some(view) = view else {
@@ -36,6 +41,7 @@ pub(super) fn status(
         );
     }
     out.revision = view.desired_revision;
+    let now = Instant::now();
     out.hosts = view
         .hosts
         .iter()
@@ -45,18 +51,48 @@ pub(super) fn status(
             drained: view.drained.contains(name),
             labels: rec.labels.iter().cloned().collect(),
             epoch: rec.epoch.clone(),
+            heartbeat_age_ms: view.heartbeat_seen.get(name).map(|seen| {
+                u64::try_from(now.saturating_duration_since(*seen).as_millis()).unwrap_or(u64::MAX)
+            }),
+            beat: rec.beat,
+            gone_by: rec.gone_by.clone(),
+        })
+        .collect();
+    // The live hosts as placement sees them, to tell an operator that is
+    // being moved from one no host may run.
+    let live: BTreeMap<String, HostView> = view
+        .hosts
+        .iter()
+        .filter(|(_, rec)| rec.state == HostState::Alive)
+        .map(|(name, rec)| {
+            let host = HostView {
+                labels: rec.labels.clone(),
+                drained: view.drained.contains(name),
+            };
+            (name.clone(), host)
         })
         .collect();
     let placement = view.placement();
     out.operators = view
         .desired
         .operators
-        .keys()
-        .map(|id| ClusterPlacement {
-            id: id.clone(),
-            host: view.owner_of(id).map(str::to_owned),
-            placed: placement.assigned.get(id).cloned(),
-            status: None,
+        .iter()
+        .map(|(id, op)| {
+            let host = view.owner_of(id).map(str::to_owned);
+            let unowned = host.is_none().then(|| {
+                if switchboard_cluster::eligible(&op.placement, &live).is_empty() {
+                    Unowned::NoEligibleHost
+                } else {
+                    Unowned::Moving
+                }
+            });
+            ClusterPlacement {
+                id: id.clone(),
+                host,
+                placed: placement.assigned.get(id).cloned(),
+                status: None,
+                unowned,
+            }
         })
         .collect();
     out

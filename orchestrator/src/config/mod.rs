@@ -276,6 +276,12 @@ impl Config {
         {
             resolve(p);
         }
+        if let Some(tls) = self.cluster.as_mut().and_then(|c| c.tls.as_mut()) {
+            for p in [&mut tls.cert, &mut tls.key, &mut tls.ca] {
+                resolve(p);
+            }
+        }
+        let nats = &mut self.nats;
         if let Some(binary) = &mut nats.embedded.binary {
             // A bare name is for a PATH lookup.
             if binary.components().count() > 1 {

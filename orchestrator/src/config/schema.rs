@@ -21,7 +21,7 @@ use serde::de::{DeserializeOwned, Visitor};
 use super::{Config, EmbeddedNats, LogConfig, NatsConfig, StreamConfig, ENV_PREFIX};
 use crate::manifest::suggest::did_you_mean;
 use crate::sandbox::SandboxConfig;
-use switchboard_cluster::ClusterConfig;
+use switchboard_cluster::{ClusterConfig, RouteTls};
 
 /// Origin string the `config` crate gives environment values.
 pub(super) const ENV_ORIGIN: &str = "the environment";
@@ -57,7 +57,10 @@ pub(super) fn schema() -> Table {
         ("log", Table::of::<LogConfig>(vec![])),
         ("stream", Table::of::<StreamConfig>(vec![])),
         ("sandbox", Table::of::<SandboxConfig>(vec![])),
-        ("cluster", Table::of::<ClusterConfig>(vec![])),
+        (
+            "cluster",
+            Table::of::<ClusterConfig>(vec![("tls", Table::of::<RouteTls>(vec![]))]),
+        ),
     ])
 }
 

@@ -229,8 +229,8 @@ impl Config {
 
 impl Config {
     /// `[cluster]`: the table's own rules, and what cluster mode needs of
-    /// the rest (the embedded server, JetStream, routes kept off the
-    /// network until they can be authenticated).
+    /// the rest (the embedded server, JetStream, routes off loopback only
+    /// with TLS).
     fn check_cluster(&self, p: &mut Problems<'_>) {
         let Some(cluster) = &self.cluster else {
             return;
@@ -253,21 +253,51 @@ impl Config {
                  set it to true (or remove [cluster])",
             );
         }
+        match &cluster.tls {
+            Some(tls) => {
+                for (key, path) in [
+                    ("cluster.tls.cert", &tls.cert),
+                    ("cluster.tls.key", &tls.key),
+                    ("cluster.tls.ca", &tls.ca),
+                ] {
+                    if let Err(e) = std::fs::File::open(path) {
+                        let line = format!(
+                            "names {}, which cannot be read ({e}); nats-server reads it at start \
+                             to secure the routes",
+                            path.display()
+                        );
+                        p.add(key, &line);
+                    }
+                }
+            }
+            None => self.check_plain_routes(cluster, p),
+        }
+    }
+
+    /// Routes without `[cluster.tls]` are plain TCP with no authentication:
+    /// whoever reaches the port joins the bus. Allowed on loopback only
+    /// (several hosts on one machine, as in the tests).
+    fn check_plain_routes(
+        &self,
+        cluster: &switchboard_cluster::ClusterConfig,
+        p: &mut Problems<'_>,
+    ) {
+        const FIX: &str = "set [cluster.tls] (cert, key, ca: mutual TLS with the cluster's own \
+                           CA, docs/cluster.md \"Route TLS\"), or use 127.0.0.x addresses \
+                           (several hosts on one machine)";
         if !cluster.listen.ip().is_loopback() {
-            p.add(
-                "cluster.listen",
-                "is not a loopback address: routes between hosts are not authenticated or \
-                 encrypted yet, so anyone who reaches the port could join the bus; use \
-                 127.0.0.x addresses (several hosts on one machine), or wait for route TLS \
-                 (docs/cluster.md, \"What is still missing\")",
+            let line = format!(
+                "is not a loopback address, and routes without TLS are neither authenticated \
+                 nor encrypted (anyone who reaches the port could join the bus): {FIX}"
             );
+            p.add("cluster.listen", &line);
         }
         for peer in &cluster.peers {
             let host = peer.rsplit_once(':').map_or(peer.as_str(), |(h, _)| h);
             if !is_loopback(host) {
                 let line = format!(
-                    "lists `{peer}`, which is not a loopback address: routes are not \
-                     authenticated or encrypted yet; use 127.0.0.x addresses"
+                    "lists `{peer}`, which is not a loopback address, and routes without TLS \
+                     are neither authenticated nor encrypted: {FIX}"
                 );
                 p.add("cluster.peers", &line);
             }

@@ -46,7 +46,9 @@ pub const OPERATOR_USER_PREFIX: &str = "op-";
 /// the 0600 runtime file), so it may call the API, publish and read data,
 /// and send control requests by hand; but it cannot read control requests
 /// (they carry operators' configs with secrets) nor pose as an operator or
-/// as the daemon (lifecycle, events, logs, answering the API).
+/// as the daemon (lifecycle, events, logs, answering the API: on
+/// `sb.api.*`, and in cluster mode on `sb.host.<host>.api.*` and the
+/// daemons' `sb.host.<host>.peer.*`).
 pub fn cli_permissions() -> Permissions {
     Permissions {
         publish: SubjectRules {
@@ -55,7 +57,7 @@ pub fn cli_permissions() -> Permissions {
         },
         subscribe: SubjectRules {
             allow: vec![">".into()],
-            deny: vec!["sb.ctl.>".into(), "sb.api.>".into()],
+            deny: vec!["sb.ctl.>".into(), "sb.api.>".into(), "sb.host.>".into()],
         },
         allow_responses: false,
     }

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use switchboard_proto::api::{OperatorEvent, SupervisedState};
-use switchboard_testkit::cluster::free_ports;
 use switchboard_testkit::daemon::ClusterTable;
 
 use super::{Daemon, DaemonConfig};
@@ -24,16 +23,10 @@ pub async fn start_three(
     manifests: &[(String, String)],
     tweak: impl Fn(usize, DaemonConfig) -> DaemonConfig,
 ) -> Vec<Option<Daemon>> {
-    let ports = free_ports(3).expect("ports");
-    let route = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    let tables = ClusterTable::loopback(&HOSTS).expect("free ports");
     let mut daemons = Vec::new();
-    for (i, host) in HOSTS.iter().enumerate() {
-        let mut config = DaemonConfig::new().cluster(ClusterTable {
-            host: (*host).to_owned(),
-            labels: Vec::new(),
-            listen: route(i),
-            peers: (0..3).filter(|j| *j != i).map(route).collect(),
-        });
+    for (i, table) in tables.into_iter().enumerate() {
+        let mut config = DaemonConfig::new().cluster(table);
         if i == 0 {
             for (name, text) in manifests {
                 config = config.manifest(name.clone(), text.clone());

@@ -24,6 +24,9 @@ pub struct Embedded {
     pub monitor_port: Option<u16>,
     /// `tls_cert` and `tls_key`: the server accepts TLS only.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// `host`, and `allow_remote = true` with it: the client listener on
+    /// an address other machines reach (needs `tls`).
+    pub remote_host: Option<String>,
 }
 
 /// `[nats]` for a server the daemon does not own.
@@ -54,6 +57,68 @@ pub struct ClusterTable {
     pub listen: String,
     /// `peers`: the other hosts' route listeners.
     pub peers: Vec<String>,
+    /// `[cluster.tls]`: mutual TLS on the routes.
+    pub tls: Option<RouteTlsFiles>,
+}
+
+impl ClusterTable {
+    /// Host `i` of `hosts`: named `hosts[i]`, its routes on `route(i)`,
+    /// every other host's route as a peer; no labels, no TLS.
+    pub fn host_of(hosts: &[&str], i: usize, route: impl Fn(usize) -> String) -> ClusterTable {
+        ClusterTable {
+            host: hosts[i].to_owned(),
+            labels: Vec::new(),
+            listen: route(i),
+            peers: (0..hosts.len()).filter(|j| *j != i).map(route).collect(),
+            tls: None,
+        }
+    }
+
+    /// One table per name in `hosts` ([`ClusterTable::host_of`]), routes
+    /// on free loopback ports: a cluster of daemons on one machine, as in
+    /// docs/cluster.md's quick start.
+    ///
+    /// # Errors
+    ///
+    /// When no free port can be found.
+    pub fn loopback(hosts: &[&str]) -> std::io::Result<Vec<ClusterTable>> {
+        let ports = crate::cluster::free_ports(hosts.len())?;
+        let route = |i: usize| format!("127.0.0.1:{}", ports[i]);
+        Ok((0..hosts.len())
+            .map(|i| ClusterTable::host_of(hosts, i, route))
+            .collect())
+    }
+
+    /// With `[cluster.tls]`: a route certificate from `ca` for this
+    /// host's `ip`.
+    ///
+    /// # Errors
+    ///
+    /// When the certificate cannot be made.
+    pub fn with_tls(
+        mut self,
+        ca: &crate::TestCa,
+        ip: &str,
+    ) -> Result<ClusterTable, crate::TlsError> {
+        let (cert, key) = ca.route_cert(&self.host, &[ip])?;
+        self.tls = Some(RouteTlsFiles {
+            cert,
+            key,
+            ca: ca.ca_file(),
+        });
+        Ok(self)
+    }
+}
+
+/// `[cluster.tls]`'s files (see `TestCa::route_cert`).
+#[derive(Debug, Clone)]
+pub struct RouteTlsFiles {
+    /// `cert`: this host's route certificate.
+    pub cert: PathBuf,
+    /// `key`: its private key.
+    pub key: PathBuf,
+    /// `ca`: the cluster's CA.
+    pub ca: PathBuf,
 }
 
 /// Everything a test sets in `switchboard.toml`, plus the manifests it
@@ -84,6 +149,10 @@ pub struct DaemonConfig {
     pub cluster: Option<ClusterTable>,
     /// The `switchboard` binary to run (default: the build's).
     pub program: Option<PathBuf>,
+    /// Run the daemon (and so its nats-server and operators) in this
+    /// network namespace (a name under `/run/netns`, see
+    /// `cluster::NetnsBed`): a host of its own.
+    pub netns: Option<String>,
 }
 
 impl Default for DaemonConfig {
@@ -100,6 +169,7 @@ impl Default for DaemonConfig {
             run_as: None,
             cluster: None,
             program: None,
+            netns: None,
         }
     }
 }
@@ -185,6 +255,13 @@ impl DaemonConfig {
         self
     }
 
+    /// Run the daemon in the network namespace `name` (see
+    /// [`DaemonConfig::netns`]).
+    pub fn in_netns(mut self, name: impl Into<String>) -> DaemonConfig {
+        self.netns = Some(name.into());
+        self
+    }
+
     /// Run the daemon as `uid`:`gid`.
     pub fn run_as(mut self, ids: Option<(u32, u32)>) -> DaemonConfig {
         self.run_as = ids;
@@ -223,6 +300,10 @@ impl DaemonConfig {
                 if let Some((cert, key)) = &e.tls {
                     t.insert("tls_cert".into(), path(cert));
                     t.insert("tls_key".into(), path(key));
+                }
+                if let Some(host) = &e.remote_host {
+                    t.insert("host".into(), host.clone().into());
+                    t.insert("allow_remote".into(), Value::Boolean(true));
                 }
                 nats.insert("embedded".into(), Value::Table(t));
             }
@@ -271,6 +352,13 @@ impl DaemonConfig {
             t.insert("labels".into(), strings(&c.labels));
             t.insert("listen".into(), c.listen.clone().into());
             t.insert("peers".into(), strings(&c.peers));
+            if let Some(tls) = &c.tls {
+                let mut files = Table::new();
+                files.insert("cert".into(), path(&tls.cert));
+                files.insert("key".into(), path(&tls.key));
+                files.insert("ca".into(), path(&tls.ca));
+                t.insert("tls".into(), Value::Table(files));
+            }
             root.insert("cluster".into(), Value::Table(t));
         }
         if let Some(f) = &self.log_format {

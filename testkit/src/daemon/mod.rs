@@ -30,7 +30,7 @@ use switchboard_proto::api::{
 };
 use switchboard_proto::Verb;
 
-pub use config::{ClusterTable, DaemonConfig, Embedded, External, Nats};
+pub use config::{ClusterTable, DaemonConfig, Embedded, External, Nats, RouteTlsFiles};
 pub use process::{gone, DaemonProcess};
 /// Whether a process exists and is not a zombie: the conformance kit's,
 /// which judges operators by it in product code this crate cannot serve.
@@ -267,6 +267,7 @@ async fn up(
         &run,
         &config.env,
         config.run_as,
+        config.netns.as_deref(),
     )?;
     let (info, _) = process
         .runtime_info(&run, Duration::from_millis(10))

@@ -31,7 +31,10 @@ impl DaemonProcess {
     /// `SWITCHBOARD_LOG=info` unless `env` says otherwise), its stderr
     /// appended to `daemon.log` beside the config. The stale runtime
     /// file under `runtime_dir` is removed first, so
-    /// [`DaemonProcess::runtime_info`] waits for this run's.
+    /// [`DaemonProcess::runtime_info`] waits for this run's. With
+    /// `netns`, it runs in that network namespace: `nsenter` enters it and
+    /// execs the daemon (no fork, so the pid and the process group stay
+    /// the daemon's).
     ///
     /// # Errors
     ///
@@ -41,6 +44,7 @@ impl DaemonProcess {
         runtime_dir: &Path,
         env: &[(String, String)],
         run_as: Option<(u32, u32)>,
+        netns: Option<&str>,
     ) -> Result<DaemonProcess, DaemonError> {
         DaemonProcess::spawn_program(
             &crate::bin_path("switchboard"),
@@ -48,6 +52,7 @@ impl DaemonProcess {
             runtime_dir,
             env,
             run_as,
+            netns,
         )
     }
 
@@ -64,6 +69,7 @@ impl DaemonProcess {
         runtime_dir: &Path,
         env: &[(String, String)],
         run_as: Option<(u32, u32)>,
+        netns: Option<&str>,
     ) -> Result<DaemonProcess, DaemonError> {
         let dir = config.parent().unwrap_or(Path::new("."));
         let _ = std::fs::remove_file(runtime_dir.join("switchboard.json"));
@@ -77,7 +83,16 @@ impl DaemonProcess {
                 source,
             })?;
         let program = program.to_path_buf();
-        let mut cmd = tokio::process::Command::new(&program);
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = tokio::process::Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(&program);
+                c
+            }
+            None => tokio::process::Command::new(&program),
+        };
         cmd.arg("run")
             .arg("--config")
             .arg(config)

@@ -1,12 +1,16 @@
 //! The testkit's `switchboard run` (embedded nats-server) supervising the
-//! ping bot and this dashboard, and a plain HTTP/1.1 client for its routes.
+//! ping bot and this dashboard, a plain HTTP/1.1 client for its routes,
+//! and a real Prometheus parser for `/metrics`.
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use serde_json::Value;
 use switchboard_testkit::daemon::{Daemon, DaemonConfig, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -163,4 +167,67 @@ pub fn cli_status(daemon: &Daemon) -> anyhow::Result<serde_json::Value> {
         );
     }
     Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// `/metrics` as a real Prometheus text-format parser reads it (PyPI
+/// `prometheus-client`, installed by `make tools`): the parser's view,
+/// (sample name, sorted labels) -> value.
+pub type Samples = BTreeMap<(String, Vec<(String, String)>), f64>;
+
+const PARSE: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        out.append({"family": fam.name, "type": fam.type, "help": fam.documentation, "name": s.name, "labels": s.labels, "value": s.value})
+print(json.dumps(out))
+"#;
+
+/// Parse an exposition: the samples by name and labels, and every sample
+/// as the parser gave it (`family`, `type`, `help`, `name`, `labels`,
+/// `value`), in order.
+pub async fn parse(text: &str) -> anyhow::Result<(Samples, Vec<Value>)> {
+    let python = switchboard_testkit::workspace_root().join(".tools/venv/bin/python");
+    let mut child = tokio::process::Command::new(&python)
+        .args(["-c", PARSE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("{} (run `make tools`)", python.display()))?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    stdin.write_all(text.as_bytes()).await?;
+    drop(stdin);
+    let out = child.wait_with_output().await?;
+    if !out.status.success() {
+        bail!(
+            "the Prometheus parser refused the exposition (is prometheus-client installed? `make tools`): {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let all: Vec<Value> = serde_json::from_slice(&out.stdout)?;
+    let mut samples = Samples::new();
+    for s in &all {
+        let mut labels: Vec<(String, String)> = s["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+            .collect();
+        labels.sort();
+        let name = s["name"].as_str().unwrap_or_default().to_owned();
+        samples.insert((name, labels), s["value"].as_f64().unwrap_or(f64::NAN));
+    }
+    Ok((samples, all))
+}
+
+/// The sample of `name` with exactly these labels.
+pub fn get(s: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut l: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    l.sort();
+    s.get(&(name.to_owned(), l)).copied()
 }

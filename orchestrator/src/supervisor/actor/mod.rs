@@ -62,7 +62,13 @@ pub(super) struct Actor {
     grace_until: Option<Instant>,
     /// The pid of the process before the current one.
     previous_pid: Option<u32>,
+    /// A start is waiting for this host's cluster lease (see `start`).
+    waiting_for_lease: bool,
 }
+
+/// How often a start held back by a lapsed cluster lease asks again (the
+/// engine renews every 500 ms).
+const LEASE_RETRY: Duration = Duration::from_millis(500);
 
 impl Actor {
     pub(super) fn new(
@@ -89,6 +95,7 @@ impl Actor {
             bus_reconnects: 0,
             grace_until: None,
             previous_pid: None,
+            waiting_for_lease: false,
         }
     }
 
@@ -326,14 +333,23 @@ impl Actor {
                 // The engine's stop follows; until then nothing starts
                 // (a crash restart here could run beside the host that
                 // took the operator over).
-                let reason =
-                    "not started: this host's cluster lease has lapsed (fenced)".to_owned();
-                tracing::warn!(operator = %self.id, "{reason}");
-                self.after_failure(reason.clone(), reason, Duration::ZERO)
+                // Not the operator's failure: it does not count towards
+                // its crash loop. Asked again every LEASE_RETRY; said
+                // once.
+                if !self.waiting_for_lease {
+                    tracing::warn!(operator = %self.id, "not started: this host's cluster lease has lapsed (fenced); waiting for it, or for the cluster to move the operator");
+                    self.waiting_for_lease = true;
+                    self.set_state(
+                        SupervisedState::Backoff,
+                        Some("waiting for this host's cluster lease (fenced)".to_owned()),
+                    )
                     .await;
+                }
+                self.next_start = Some(TokioInstant::now() + LEASE_RETRY);
                 return;
             }
         }
+        self.waiting_for_lease = false;
         let config = match self.effective_config() {
             Ok(c) => c,
             Err(e) => {
