@@ -113,20 +113,14 @@ async fn settle(
 
 /// The heartbeat bucket's stream info (its leader, its last sequence).
 async fn bucket_info(d: &Daemon) -> anyhow::Result<serde_json::Value> {
-    d.bus
-        .request_json(
-            "$JS.API.STREAM.INFO.KV_sb_cluster",
-            &serde_json::json!({}),
-            Duration::from_secs(2),
-        )
+    d.stream_info("KV_sb_cluster")
         .await
         .map_err(|e| anyhow::anyhow!("stream info of the heartbeat bucket: {e}"))
 }
 
 /// The server that leads the heartbeat bucket's Raft group.
 async fn bucket_leader(d: &Daemon) -> Option<String> {
-    let info = bucket_info(d).await.ok()?;
-    info["cluster"]["leader"].as_str().map(str::to_owned)
+    d.stream_leader("KV_sb_cluster").await
 }
 
 /// The heartbeat bucket's last sequence (every write is one).

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    bucket_leader, daemons_but, live, per_host, settle, start_three, stream_leader, History, HOSTS,
+    bucket_leader, daemons_but, live, per_host, settle, start_three, History, HOSTS,
 };
 use common::{gone, pingbot_manifest};
 use switchboard_orchestrator::conformance::harness::alive;
@@ -76,15 +76,7 @@ async fn three_daemons_run_each_operator_once_drain_refuse_stale_and_take_over()
     {
         let started = Instant::now();
         loop {
-            let info: Option<serde_json::Value> = d0
-                .bus
-                .request_json(
-                    &format!("$JS.API.STREAM.INFO.{name}"),
-                    &serde_json::json!({}),
-                    Duration::from_secs(2),
-                )
-                .await
-                .ok();
+            let info = d0.stream_info(&name).await.ok();
             let replicas = info
                 .as_ref()
                 .and_then(|i| i["config"]["num_replicas"].as_u64());
@@ -379,7 +371,7 @@ async fn three_daemons_run_each_operator_once_drain_refuse_stale_and_take_over()
     let leader = bucket_leader(d0).await;
     // Among those, the one leading the durable stream (3 replicas) when
     // it can be: the survivors' status then waits on the lost stream.
-    let durable = stream_leader(d0, "SWITCHBOARD").await;
+    let durable = d0.stream_leader("SWITCHBOARD").await;
     let candidates: Vec<usize> = (0..3)
         .filter(|&i| {
             Some(HOSTS[i]) != leader.as_deref() && per_host(&placed).contains_key(HOSTS[i])

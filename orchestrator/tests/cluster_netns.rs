@@ -27,7 +27,7 @@ use switchboard_testkit::cluster::{operators_by_daemon, NetnsBed, NetnsErrorKind
 use switchboard_testkit::daemon::ClusterTable;
 use switchboard_testkit::TestCa;
 
-const HOSTS: [&str; 3] = ["h0", "h1", "h2"];
+use common::cluster::HOSTS;
 const OPS: usize = 6;
 /// Formation, and the return to one copy each after the heal.
 const SETTLE: Duration = Duration::from_secs(60);
@@ -224,22 +224,12 @@ async fn partition_and_heal(bed: &NetnsBed) {
     );
 }
 
-/// The host (server name) leading the heartbeat bucket's Raft group.
+/// The host (server name) leading the heartbeat bucket's Raft group,
+/// waiting while it has none (an election after a heal).
 async fn bucket_leader(daemon: &Daemon) -> Option<String> {
     let started = Instant::now();
     loop {
-        let info: Option<serde_json::Value> = daemon
-            .bus
-            .request_json(
-                "$JS.API.STREAM.INFO.KV_sb_cluster",
-                &serde_json::json!({}),
-                Duration::from_secs(2),
-            )
-            .await
-            .ok();
-        let leader = info
-            .as_ref()
-            .and_then(|i| i["cluster"]["leader"].as_str().map(str::to_owned));
+        let leader = common::cluster::bucket_leader(daemon).await;
         if leader.is_some() || started.elapsed() > SETTLE {
             return leader;
         }

@@ -21,7 +21,7 @@ use switchboard_testkit::cluster::free_ports;
 use switchboard_testkit::daemon::ClusterTable;
 use switchboard_testkit::{NatsServer, NatsServerOptions, TestCa};
 
-const HOSTS: [&str; 3] = ["h0", "h1", "h2"];
+use common::cluster::HOSTS;
 /// How long a refused server is watched for traffic that should not come.
 const WATCH: Duration = Duration::from_secs(3);
 /// Formation and placement on a loaded 2-core machine.

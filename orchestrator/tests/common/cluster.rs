@@ -232,22 +232,7 @@ impl History {
     }
 }
 
-/// The server that leads `stream`'s Raft group (or holds it, with one
-/// replica).
-pub async fn stream_leader(daemon: &Daemon, stream: &str) -> Option<String> {
-    let info: serde_json::Value = daemon
-        .bus
-        .request_json(
-            &format!("$JS.API.STREAM.INFO.{stream}"),
-            &serde_json::json!({}),
-            Duration::from_secs(2),
-        )
-        .await
-        .ok()?;
-    info["cluster"]["leader"].as_str().map(str::to_owned)
-}
-
 /// The server that leads the heartbeat bucket's Raft group.
 pub async fn bucket_leader(daemon: &Daemon) -> Option<String> {
-    stream_leader(daemon, "KV_sb_cluster").await
+    daemon.stream_leader("KV_sb_cluster").await
 }

@@ -468,6 +468,35 @@ impl Daemon {
             })
     }
 
+    /// JetStream's info on `stream` (`$JS.API.STREAM.INFO`), as this
+    /// daemon's server answers it: its config, state, and in a cluster
+    /// its Raft group (`cluster.leader`, the replicas).
+    ///
+    /// # Errors
+    ///
+    /// When the server does not answer within 2 s.
+    pub async fn stream_info(&self, stream: &str) -> Result<serde_json::Value, DaemonError> {
+        self.bus
+            .request_json(
+                &format!("$JS.API.STREAM.INFO.{stream}"),
+                &serde_json::json!({}),
+                Duration::from_secs(2),
+            )
+            .await
+            .map_err(|source| DaemonError::Api {
+                method: "$JS.API.STREAM.INFO",
+                source,
+            })
+    }
+
+    /// The server (a cluster host's name) leading `stream`'s Raft group,
+    /// or holding it with one replica; `None` while it has no leader or
+    /// the server does not answer.
+    pub async fn stream_leader(&self, stream: &str) -> Option<String> {
+        let info = self.stream_info(stream).await.ok()?;
+        info["cluster"]["leader"].as_str().map(str::to_owned)
+    }
+
     /// `switchboard <args> --config <this daemon's config>`, run to its
     /// end, as a person types it.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
