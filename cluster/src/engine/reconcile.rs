@@ -6,9 +6,6 @@ use crate::buckets::{
 };
 use crate::lease::{Seen, LEASE_TTL, RESUME_GRACE, STOP_BUDGET, TICK};
 
-/// How often a leaving engine looks for its caller's stop confirmations.
-const CONFIRM_POLL: std::time::Duration = std::time::Duration::from_millis(10);
-use crate::placement::{self, HostView, PlacementSpec};
 use async_nats::jetstream::kv;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +14,9 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::{sleep, timeout};
 
 use super::*;
+
+/// How often a leaving engine looks for its caller's stop confirmations.
+const CONFIRM_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 pub(super) struct Reconciler {
     pub(super) me: String,
@@ -93,36 +93,18 @@ impl Reconciler {
         let mine = |rec: &OwnerRecord| rec.host == me && rec.epoch == epoch;
 
         // Placement over the live hosts.
-        let hosts: BTreeMap<String, HostView> = self
-            .view
-            .hosts
-            .iter()
-            .filter(|(_, (h, _))| h.state == HostState::Alive)
-            .map(|(name, (h, _))| {
-                (
-                    name.clone(),
-                    HostView {
-                        labels: h.labels.clone(),
-                        drained: self.view.drained.contains(name),
-                    },
-                )
-            })
-            .collect();
-        let specs: BTreeMap<String, PlacementSpec> = self
-            .view
-            .desired
-            .operators
-            .iter()
-            .map(|(id, op)| (id.clone(), op.placement.clone()))
-            .collect();
-        let current: BTreeMap<String, String> = self
-            .view
-            .owners
-            .iter()
-            .filter(|(_, (rec, _))| self.view.holder_live(rec))
-            .map(|(id, (rec, _))| (id.clone(), rec.host.clone()))
-            .collect();
-        let placement = placement::place(&specs, &hosts, &current);
+        let view = &self.view;
+        let placement = super::view::place_over(
+            view.hosts.iter().map(|(name, (h, _))| (name, h)),
+            &view.drained,
+            &view.desired,
+            |id| {
+                view.owners
+                    .get(id)
+                    .filter(|(rec, _)| view.holder_live(rec))
+                    .map(|(rec, _)| rec.host.as_str())
+            },
+        );
 
         // Stop what is running here and should not be.
         let running = lock(&self.shared).running.clone();

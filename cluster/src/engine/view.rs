@@ -243,32 +243,44 @@ impl ViewSnapshot {
     /// from its placement is about to move (for `status` and the rolling
     /// restart, which waits until nothing is left to move).
     pub fn placement(&self) -> Placement {
-        let hosts: BTreeMap<String, HostView> = self
-            .hosts
-            .iter()
-            .filter(|(_, h)| h.state == HostState::Alive)
-            .map(|(name, h)| {
-                (
-                    name.clone(),
-                    HostView {
-                        labels: h.labels.clone(),
-                        drained: self.drained.contains(name),
-                    },
-                )
-            })
-            .collect();
-        let specs: BTreeMap<String, PlacementSpec> = self
-            .desired
-            .operators
-            .iter()
-            .map(|(id, op)| (id.clone(), op.placement.clone()))
-            .collect();
-        let current: BTreeMap<String, String> = self
-            .desired
-            .operators
-            .keys()
-            .filter_map(|id| Some((id.clone(), self.owner_of(id)?.to_owned())))
-            .collect();
-        place(&specs, &hosts, &current)
+        place_over(self.hosts.iter(), &self.drained, &self.desired, |id| {
+            self.owner_of(id)
+        })
     }
+}
+
+/// Placement over one view of the cluster: the live hosts (with their
+/// labels and drains), every desired operator's placement keys, and who
+/// owns each now (`owner`: the host of a live incarnation's record). One
+/// function for the engine's decisions and for what `status` says is
+/// about to move, so the two cannot disagree.
+pub(super) fn place_over<'a>(
+    hosts: impl Iterator<Item = (&'a String, &'a HostRecord)>,
+    drained: &BTreeSet<String>,
+    desired: &DesiredSet,
+    owner: impl Fn(&str) -> Option<&'a str>,
+) -> Placement {
+    let hosts: BTreeMap<String, HostView> = hosts
+        .filter(|(_, h)| h.state == HostState::Alive)
+        .map(|(name, h)| {
+            (
+                name.clone(),
+                HostView {
+                    labels: h.labels.clone(),
+                    drained: drained.contains(name),
+                },
+            )
+        })
+        .collect();
+    let specs: BTreeMap<String, PlacementSpec> = desired
+        .operators
+        .iter()
+        .map(|(id, op)| (id.clone(), op.placement.clone()))
+        .collect();
+    let current: BTreeMap<String, String> = desired
+        .operators
+        .keys()
+        .filter_map(|id| Some((id.clone(), owner(id)?.to_owned())))
+        .collect();
+    place(&specs, &hosts, &current)
 }
