@@ -133,6 +133,12 @@ pub enum BucketError {
     /// A host name that is not a valid name.
     #[error("`{0}` is not a host name: use 1 to 64 of A-Z, a-z, 0-9, `_` and `-`")]
     BadHost(String),
+    /// [`Buckets::forget`] of a host whose heartbeat is alive.
+    #[error(
+        "{0} is alive (its heartbeat renews): only a host that is gone can be forgotten; stop \
+         its daemon first (a clean stop leaves the cluster by itself)"
+    )]
+    HostAlive(String),
 }
 
 /// The kinds of [`BucketError`].
@@ -144,6 +150,8 @@ pub enum BucketErrorKind {
     Write,
     /// [`BucketError::BadHost`].
     BadHost,
+    /// [`BucketError::HostAlive`].
+    HostAlive,
 }
 
 impl BucketError {
@@ -153,6 +161,7 @@ impl BucketError {
             BucketError::Open { .. } => BucketErrorKind::Open,
             BucketError::Write { .. } => BucketErrorKind::Write,
             BucketError::BadHost(_) => BucketErrorKind::BadHost,
+            BucketError::HostAlive(_) => BucketErrorKind::HostAlive,
         }
     }
 }
@@ -217,6 +226,52 @@ impl Buckets {
                 key,
                 source: e.into(),
             })
+    }
+
+    /// Forget `host`, gone for good (a decommissioned machine): delete its
+    /// heartbeat record, which a host that dies without leaving keeps as
+    /// `gone` (`status` lists it, and `rolling-restart` waits for every
+    /// host it lists), and its drain flag.
+    ///
+    /// The record is deleted by compare-and-set on the revision read, and
+    /// only while it says `gone`: a host that is alive, or came back
+    /// between the read and the delete, is untouched. A host forgotten
+    /// and started again later simply registers anew.
+    ///
+    /// # Errors
+    ///
+    /// [`BucketError::BadHost`], [`BucketError::HostAlive`],
+    /// [`BucketError::Write`].
+    pub async fn forget(&self, host: &str) -> Result<(), BucketError> {
+        if !crate::config::is_valid_name(host) {
+            return Err(BucketError::BadHost(host.to_owned()));
+        }
+        let key = host_key(host);
+        let write = |key: &str, source: async_nats::Error| BucketError::Write {
+            key: key.to_owned(),
+            source,
+        };
+        let entry = self
+            .cluster
+            .entry(&key)
+            .await
+            .map_err(|e| write(&key, e.into()))?;
+        if let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) {
+            let alive = serde_json::from_slice::<HostRecord>(&entry.value)
+                .map_or(false, |r| r.state == HostState::Alive);
+            if alive {
+                return Err(BucketError::HostAlive(host.to_owned()));
+            }
+            self.cluster
+                .delete_expect_revision(&key, Some(entry.revision))
+                .await
+                .map_err(|e| write(&key, e.into()))?;
+        }
+        let drain = drain_key(host);
+        self.cluster
+            .delete(&drain)
+            .await
+            .map_err(|e| write(&drain, e.into()))
     }
 
     /// Undo [`Buckets::drain`].

@@ -289,6 +289,19 @@ async fn handle(supervisor: &Supervisor, info: &DaemonInfo, msg: &RawMessage) ->
                 Err(e) => bad(format!("bad apply request: {e}")),
             }
         }
+        methods::FORGET => {
+            let Some(cluster) = &info.cluster else {
+                return json(&DrainReply {
+                    error: Some(NOT_CLUSTER.to_owned()),
+                });
+            };
+            match serde_json::from_slice::<DrainRequest>(&msg.payload) {
+                Ok(req) => json(&DrainReply {
+                    error: cluster.forget(&req.host).await.err().map(|e| e.to_string()),
+                }),
+                Err(e) => bad(format!("bad {method} request: {e}")),
+            }
+        }
         methods::DRAIN | methods::UNDRAIN => {
             let Some(cluster) = &info.cluster else {
                 return json(&DrainReply {

@@ -36,13 +36,15 @@ const ENDPOINTS: [&str; 3] = [methods::STATUS, methods::CTL, methods::LOGS];
 
 /// In cluster mode also the cluster's own methods (a single host answers
 /// them with an error, so it does not list them).
-const CLUSTER_ENDPOINTS: [&str; 6] = [
+const CLUSTER_ENDPOINTS: [&str; 8] = [
     methods::STATUS,
     methods::CTL,
     methods::LOGS,
     methods::APPLY,
     methods::DRAIN,
     methods::UNDRAIN,
+    methods::RESTART,
+    methods::FORGET,
 ];
 
 /// Request counts and times per API method, kept by [`crate::api`].

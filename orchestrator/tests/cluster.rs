@@ -433,6 +433,40 @@ async fn three_daemons_run_each_operator_once_drain_refuse_stale_and_take_over()
         "failover took {failover:?}, more than {FAILOVER:?}"
     );
 
+    // The killed host stays listed as gone until it is forgotten; a live
+    // host cannot be forgotten.
+    let survivor = (0..3).find(|&i| i != victim).expect("a survivor");
+    let sd = daemons[survivor].as_ref().expect("survivor");
+    let out = sd.cli(&["forget", HOSTS[survivor]]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("is alive"),
+        "forget of a live host: {err}"
+    );
+    let listed = |status: &switchboard_proto::api::StatusReply, host: &str| {
+        status
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.hosts.iter().any(|h| h.name == host))
+    };
+    assert!(listed(&sd.status().await, HOSTS[victim]));
+    let out = sd.cli(&["forget", HOSTS[victim]]);
+    assert!(
+        out.status.success(),
+        "forget {}: {}",
+        HOSTS[victim],
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let started = Instant::now();
+    while listed(&sd.status().await, HOSTS[victim]) {
+        assert!(
+            started.elapsed() < SETTLE,
+            "{} still listed after forget",
+            HOSTS[victim]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // Freeze a daemon (SIGSTOP of the daemon alone: its server and its
     // operators run on). It cannot fence; its fence warden kills its
     // operators by the lease deadline (the last renewal + FENCE_AFTER +

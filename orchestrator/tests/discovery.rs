@@ -143,10 +143,12 @@ async fn each_cluster_host_is_one_instance_reachable_from_any_host() {
             .iter()
             .filter_map(|e| e["subject"].as_str().map(str::to_owned))
             .collect();
-        let want: Vec<String> = ["status", "ctl", "logs", "apply", "drain", "undrain"]
-            .iter()
-            .map(|m| format!("sb.host.{host}.api.{m}"))
-            .collect();
+        let want: Vec<String> = [
+            "status", "ctl", "logs", "apply", "drain", "undrain", "restart", "forget",
+        ]
+        .iter()
+        .map(|m| format!("sb.host.{host}.api.{m}"))
+        .collect();
         assert_eq!(subjects, want, "{info}");
         // The subject it lists reaches that host's daemon from s1.
         let status: StatusReply = asker

@@ -27,6 +27,9 @@ pub mod methods {
     pub const UNDRAIN: &str = "undrain";
     /// Cluster mode: [`super::RestartRequest`] -> [`super::RestartReply`].
     pub const RESTART: &str = "restart";
+    /// Cluster mode: [`super::DrainRequest`] -> [`super::DrainReply`]:
+    /// remove a host that is gone for good from the cluster's records.
+    pub const FORGET: &str = "forget";
 }
 
 /// Where an operator is in its supervised life, as the orchestrator sees

@@ -99,6 +99,11 @@ pub enum Command {
     /// Cluster mode: let a drained host run operators again (placement
     /// gives it its share back, one hand-over at a time).
     Undrain(DrainArgs),
+    /// Cluster mode: remove a host that is gone for good (a decommissioned
+    /// machine) from the cluster's records: `status` stops listing it and
+    /// `rolling-restart` stops waiting for it. Refused while the host is
+    /// alive. A host started again after this registers anew.
+    Forget(DrainArgs),
     /// Cluster mode: restart every host's daemon, one host at a time, this
     /// host last (e.g. after upgrading the package on every host).
     ///
@@ -151,7 +156,7 @@ pub struct ApplyArgs {
     pub based_on: Option<u64>,
 }
 
-/// The arguments of `switchboard drain` and `undrain`.
+/// The arguments of `switchboard drain`, `undrain` and `forget`.
 #[derive(Debug, Args)]
 pub struct DrainArgs {
     /// The host's name (its `[cluster] host`; `switchboard status` lists

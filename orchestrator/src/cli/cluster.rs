@@ -62,6 +62,21 @@ pub(super) async fn apply(client: &Client, args: ApplyArgs) -> anyhow::Result<Ex
     }
 }
 
+/// `switchboard forget <host>`.
+pub(super) async fn forget(client: &Client, args: DrainArgs) -> anyhow::Result<ExitCode> {
+    let DrainArgs { host } = args;
+    let bus = client.connect().await?;
+    let reply: DrainReply =
+        crate::api::call(&bus, methods::FORGET, &DrainRequest { host: host.clone() })
+            .await
+            .map_err(unreachable_hint)?;
+    if let Some(e) = reply.error {
+        bail!(e);
+    }
+    println!("{host} forgotten: the cluster no longer lists it");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `switchboard drain <host>` (`on`) and `undrain <host>`.
 pub(super) async fn drain(client: &Client, args: DrainArgs, on: bool) -> anyhow::Result<ExitCode> {
     let DrainArgs { host } = args;

@@ -99,6 +99,7 @@ async fn command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Apply(args) => cluster::apply(&client, args).await,
         Command::Drain(args) => cluster::drain(&client, args, true).await,
         Command::Undrain(args) => cluster::drain(&client, args, false).await,
+        Command::Forget(args) => cluster::forget(&client, args).await,
         Command::RollingRestart(args) => cluster::rolling_restart(&client, args).await,
         Command::Replay(args) => logs::replay(&client, args).await,
         Command::Logs(args) => logs::logs(&client, args).await,

@@ -252,4 +252,25 @@ impl ClusterState {
         tracing::info!(host, drained = on, "cluster: drain flag written");
         Ok(())
     }
+
+    /// `forget` a host that is gone for good ([`switchboard_cluster::Buckets::forget`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::NotJoined`], [`ClusterError::UnknownHost`] (not in
+    /// this host's view), [`ClusterError::Bucket`] (alive, or a write
+    /// failed).
+    pub async fn forget(&self, host: &str) -> Result<(), ClusterError> {
+        let buckets = self.buckets.get().ok_or(ClusterError::NotJoined)?;
+        let view = self.view.get().ok_or(ClusterError::NotJoined)?.get();
+        if !view.hosts.contains_key(host) && !view.drained.contains(host) {
+            return Err(ClusterError::UnknownHost {
+                host: host.to_owned(),
+                known: view.hosts.keys().cloned().collect::<Vec<_>>().join(", "),
+            });
+        }
+        buckets.forget(host).await?;
+        tracing::info!(host, "cluster: host forgotten");
+        Ok(())
+    }
 }
