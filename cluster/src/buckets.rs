@@ -258,7 +258,7 @@ impl Buckets {
             .map_err(|e| write(&key, e.into()))?;
         if let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) {
             let alive = serde_json::from_slice::<HostRecord>(&entry.value)
-                .map_or(false, |r| r.state == HostState::Alive);
+                .is_ok_and(|r| r.state == HostState::Alive);
             if alive {
                 return Err(BucketError::HostAlive(host.to_owned()));
             }
