@@ -266,10 +266,11 @@ pub struct Page {
     pub more: bool,
     /// The sequence to continue from (`from` of the next page).
     pub next: u64,
-    /// The stream's first and last sequence when the read began (0 when
-    /// empty).
+    /// The stream's first sequence when the read began (0 when empty).
     pub first_seq: u64,
-    /// See `first_seq`.
+    /// Its last sequence: when the read began, or the last message read
+    /// if one was stored meanwhile (the page never shows a message past
+    /// the stream's end it reports).
     pub last_seq: u64,
 }
 
@@ -480,6 +481,7 @@ pub async fn read(bus: &Bus, name: &str, query: &Query) -> Result<Page, ReplayEr
             break;
         }
         page.scanned += 1;
+        page.last_seq = page.last_seq.max(m.seq);
         if query.matches(&m.subject) {
             let cut = m.data.len() > MAX_TAIL_PAYLOAD;
             page.messages.push(Replayed {
