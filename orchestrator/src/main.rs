@@ -68,7 +68,17 @@ fn die_on_closed_pipe() {
 /// not load gets the defaults here; `run` then reports why it does not.
 fn init_tracing(cli: &Cli) {
     if !matches!(cli.command, cli::Command::Run) {
-        switchboard_bus::init_tracing_with_default("warn");
+        // `rolling-restart` restarts this host's own server last: the old
+        // connection's reconnects with the old credentials are expected
+        // (the progress lines say what happens, and it logs in anew once
+        // the daemon is back), so the client library's retries stay out
+        // of the user's terminal.
+        let default = if matches!(cli.command, cli::Command::RollingRestart(_)) {
+            "warn,async_nats=off,switchboard_bus::client::connect=error"
+        } else {
+            "warn"
+        };
+        switchboard_bus::init_tracing_with_default(default);
         return;
     }
     let (filter, json) = match Config::load(cli.config.as_deref()) {
