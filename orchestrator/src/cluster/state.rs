@@ -229,13 +229,10 @@ impl ClusterState {
         self.view.get()?.get().owner_of(id).map(str::to_owned)
     }
 
-    /// `drain` (`on`) or `undrain` a host of the cluster.
-    ///
-    /// # Errors
-    ///
-    /// [`ClusterError::NotJoined`], [`ClusterError::UnknownHost`],
-    /// [`ClusterError::Bucket`].
-    pub async fn drain(&self, host: &str, on: bool) -> Result<(), ClusterError> {
+    /// The buckets, to write about `host`: one this host's engine has
+    /// seen (heartbeat or drain flag), so a misspelt name is refused with
+    /// the names there are.
+    fn buckets_for(&self, host: &str) -> Result<&Buckets, ClusterError> {
         let buckets = self.buckets.get().ok_or(ClusterError::NotJoined)?;
         let view = self.view.get().ok_or(ClusterError::NotJoined)?.get();
         if !view.hosts.contains_key(host) && !view.drained.contains(host) {
@@ -244,6 +241,17 @@ impl ClusterState {
                 known: view.hosts.keys().cloned().collect::<Vec<_>>().join(", "),
             });
         }
+        Ok(buckets)
+    }
+
+    /// `drain` (`on`) or `undrain` a host of the cluster.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::NotJoined`], [`ClusterError::UnknownHost`],
+    /// [`ClusterError::Bucket`].
+    pub async fn drain(&self, host: &str, on: bool) -> Result<(), ClusterError> {
+        let buckets = self.buckets_for(host)?;
         if on {
             buckets.drain(host).await?;
         } else {
@@ -261,14 +269,7 @@ impl ClusterState {
     /// this host's view), [`ClusterError::Bucket`] (alive, or a write
     /// failed).
     pub async fn forget(&self, host: &str) -> Result<(), ClusterError> {
-        let buckets = self.buckets.get().ok_or(ClusterError::NotJoined)?;
-        let view = self.view.get().ok_or(ClusterError::NotJoined)?.get();
-        if !view.hosts.contains_key(host) && !view.drained.contains(host) {
-            return Err(ClusterError::UnknownHost {
-                host: host.to_owned(),
-                known: view.hosts.keys().cloned().collect::<Vec<_>>().join(", "),
-            });
-        }
+        let buckets = self.buckets_for(host)?;
         buckets.forget(host).await?;
         tracing::info!(host, "cluster: host forgotten");
         Ok(())
